@@ -1,0 +1,198 @@
+"""The translator interface: what every vendor plugin declares and does.
+
+A translator is pure. It turns (message, chunk of recipients) into one vendor HTTP
+request and turns the vendor's answer into one result per recipient, classified so the
+dispatcher knows what it may do next:
+
+    CallResult.disposition
+    ├── DONE          final: `results` holds one RecipientResult per recipient
+    ├── RETRY         certainly not processed (HTTP 502, ...): safe to resend after backoff
+    ├── RATE_LIMITED  refused for rate, not processed: pause the backend, then resend
+    ├── REFRESH_AUTH  stale credentials, not processed: refresh once, then resend
+    └── AMBIGUOUS     may have been processed: never resend; recipients end UNCERTAIN
+
+It opens no sockets, reads no clock (time and nonces are passed in) and holds no state
+beyond a credential cache. Vendor facts are declared data on the class.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from imgate.v1 import gateway_pb2 as pb
+
+Reason = pb.FailureReason.ValueType
+
+
+class Disposition(enum.Enum):
+    """What the dispatcher may do after a vendor answer (see the module docstring)."""
+
+    DONE = "done"
+    RETRY = "retry"
+    RATE_LIMITED = "rate_limited"
+    REFRESH_AUTH = "refresh_auth"
+    AMBIGUOUS = "ambiguous"
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientResult:
+    """The vendor's final word on one recipient of a call."""
+
+    recipient_id: str
+    accepted: bool
+    reason: Reason = pb.FAILURE_REASON_UNSPECIFIED
+    vendor_code: str = ""
+    detail: str = ""
+    vendor_message_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CallResult:
+    """What one vendor answer means for the chunk it covered.
+
+    For DONE, `results` has one entry per recipient of the chunk, in chunk order. For the
+    other dispositions `reason`, `vendor_code` and `detail` say what the recipients end with
+    if the call is not (or may not be) sent again.
+    """
+
+    disposition: Disposition
+    results: tuple[RecipientResult, ...] = ()
+    reason: Reason = pb.FAILURE_REASON_UNSPECIFIED
+    vendor_code: str = ""
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class VendorRequest:
+    """One HTTP request to the vendor. `query` may carry secrets: log `path`, never a URL."""
+
+    method: str
+    path: str
+    headers: Mapping[str, str]
+    body: bytes
+    query: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class VendorLimits:
+    """A vendor's published limits; the defaults for a backend of that vendor."""
+
+    recipients_per_call: int
+    call_limit: int
+    call_window_s: float
+    recipient_limit: int  # 0 = the vendor does not count recipients
+    recipient_window_s: float
+    block_s: float
+    max_body_bytes: int | None = None  # whole request body, when the vendor caps it
+
+
+@dataclass(frozen=True, slots=True)
+class FieldViolation:
+    """A whole-request error, named by the request field (google.rpc.BadRequest)."""
+
+    field: str
+    description: str
+
+
+class Translator(abc.ABC):
+    """A vendor plugin. Subclasses declare the ClassVars and implement the methods."""
+
+    vendor: ClassVar[str]
+    """Vendor id used in configuration (`vendor = "..."`) and ListBackends."""
+    path: ClassVar[str]
+    """The vendor's documented endpoint path, appended to the backend's base_url."""
+    default_limits: ClassVar[VendorLimits]
+    credential_fields: ClassVar[Mapping[str, type]]
+    """Backend config keys this vendor needs (e.g. {"app_key": str}), with their types."""
+    sender_required: ClassVar[bool]
+    """Whether BatchSendRequest.sender_id must be set."""
+    sandbox_credentials: ClassVar[Mapping[str, Any]]
+    """The fixed sandbox credentials (CONTRACT.md §2), for sandbox mode."""
+
+    def __init__(self, credentials: Mapping[str, Any]) -> None:
+        self.credentials = credentials
+
+    @abc.abstractmethod
+    def validate(self, request: pb.BatchSendRequest) -> list[FieldViolation]:
+        """Vendor-specific whole-request checks (field limits, formats). Empty = valid.
+
+        Checks common to every vendor (recipients present and ≤ 32 chars, content set,
+        backend known) are done before this is called.
+        """
+
+    @abc.abstractmethod
+    def prepare(self, request: pb.BatchSendRequest) -> Any:
+        """Encode the per-batch part of the vendor body once; passed back to build()."""
+
+    def recipients_per_call(self, prepared: Any, configured: int) -> int:
+        """Recipient cap for this message (e.g. lower when per-recipient ids are asked)."""
+        return configured
+
+    def base_body_bytes(self, prepared: Any) -> int:
+        """Upper bound of the body size with no recipients (for byte-capped vendors)."""
+        return 0
+
+    def recipient_body_bytes(self, recipient_id: str) -> int:
+        """Upper bound of what one more recipient adds to the body, separator included."""
+        return 0
+
+    @abc.abstractmethod
+    def build(
+        self,
+        prepared: Any,
+        recipients: Sequence[str],
+        chunk_key: str,
+        now: float,
+        nonce: str,
+    ) -> VendorRequest:
+        """The vendor request for one chunk.
+
+        `chunk_key` is stable for the chunk across resends: de-duplication material (trace
+        ids, Tencent MsgSeq/MsgRandom) is derived from it. `now` and `nonce` are fresh per
+        attempt (signatures).
+        """
+
+    @abc.abstractmethod
+    def parse(self, recipients: Sequence[str], status: int, body: bytes) -> CallResult:
+        """Classify the vendor's answer to a request for `recipients`."""
+
+    def invalidate_credentials(self) -> None:  # noqa: B027 - optional hook
+        """Drop cached credentials (called once on REFRESH_AUTH before the resend)."""
+
+
+def fail_all(
+    recipients: Sequence[str], reason: Reason, vendor_code: str = "", detail: str = ""
+) -> CallResult:
+    """A final answer that failed every recipient of the call the same way."""
+    return CallResult(
+        Disposition.DONE,
+        tuple(RecipientResult(r, False, reason, vendor_code, detail) for r in recipients),
+    )
+
+
+def classify_http_status(recipients: Sequence[str], status: int) -> CallResult | None:
+    """The verdict for a non-200 HTTP status common to all vendors, or None for 200.
+
+    502 means the vendor's front end refused before processing (retry); any other 5xx may
+    have been processed (ambiguous); a 4xx was refused (final failure). Vendors answer
+    business errors with HTTP 200.
+    """
+    if status == 200:
+        return None
+    if status == 502:
+        return CallResult(
+            Disposition.RETRY, reason=pb.FAILURE_REASON_VENDOR_UNAVAILABLE,
+            vendor_code="http_502", detail="HTTP 502 from the vendor",
+        )
+    if status >= 500:
+        return CallResult(
+            Disposition.AMBIGUOUS, reason=pb.FAILURE_REASON_VENDOR_ERROR,
+            vendor_code=f"http_{status}", detail=f"HTTP {status} from the vendor",
+        )
+    return fail_all(
+        recipients, pb.FAILURE_REASON_VENDOR_ERROR, f"http_{status}", f"HTTP {status} from the vendor"
+    )
