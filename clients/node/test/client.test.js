@@ -1,0 +1,313 @@
+// GatewayClient against a fake GatewayService served by grpc-js on 127.0.0.1, port 0.
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+
+import {
+  GatewayClient,
+  GatewayError,
+  InvalidRequestError,
+  LOADER_OPTIONS,
+  packageDefinition,
+  status,
+} from '../index.js';
+
+const { GatewayService } = grpc.loadPackageDefinition(packageDefinition).imgate.v1;
+
+// google.rpc.Status with a BadRequest detail, built the way a server's protobuf library
+// would; this JSON descriptor exists only to encode the test's trailer.
+const rpcDefinitions = protoLoader.fromJSON(
+  {
+    nested: {
+      google: {
+        nested: {
+          protobuf: {
+            nested: {
+              Any: {
+                fields: { typeUrl: { type: 'string', id: 1 }, value: { type: 'bytes', id: 2 } },
+              },
+            },
+          },
+          rpc: {
+            nested: {
+              Status: {
+                fields: {
+                  code: { type: 'int32', id: 1 },
+                  message: { type: 'string', id: 2 },
+                  details: { rule: 'repeated', type: 'google.protobuf.Any', id: 3 },
+                },
+              },
+              BadRequest: {
+                fields: { fieldViolations: { rule: 'repeated', type: 'FieldViolation', id: 1 } },
+                nested: {
+                  FieldViolation: {
+                    fields: {
+                      field: { type: 'string', id: 1 },
+                      description: { type: 'string', id: 2 },
+                    },
+                  },
+                },
+              },
+              // Only here to obtain serializers: proto-loader exposes them per method.
+              Encoder: {
+                methods: {
+                  Status: { requestType: 'Status', responseType: 'Status' },
+                  BadRequest: { requestType: 'BadRequest', responseType: 'BadRequest' },
+                },
+              },
+            },
+          },
+        },
+      },
+    },
+  },
+  LOADER_OPTIONS,
+)['google.rpc.Encoder'];
+
+function badRequestTrailer(message, violations) {
+  const badRequest = rpcDefinitions.BadRequest.requestSerialize({ fieldViolations: violations });
+  const status_ = rpcDefinitions.Status.requestSerialize({
+    code: status.INVALID_ARGUMENT,
+    message,
+    details: [{ typeUrl: 'type.googleapis.com/google.rpc.BadRequest', value: badRequest }],
+  });
+  const metadata = new grpc.Metadata();
+  metadata.set('grpc-status-details-bin', status_);
+  return metadata;
+}
+
+const received = [];
+let cancelledCalls = 0;
+
+function outcome(recipientId, index) {
+  return recipientId.startsWith('ghost')
+    ? {
+        recipientId,
+        index,
+        state: 'DELIVERY_STATE_FAILED',
+        reason: 'FAILURE_REASON_RECIPIENT_NOT_FOUND',
+        vendorCode: '70107',
+        attempts: 1,
+      }
+    : {
+        recipientId,
+        index,
+        state: 'DELIVERY_STATE_ACCEPTED',
+        vendorMessageId: `m${index}`,
+        attempts: 1,
+      };
+}
+
+const fakeGateway = {
+  BatchSend(call) {
+    received.push({ request: call.request, metadata: call.metadata.getMap() });
+    const ids = call.request.recipientIds;
+    if (ids.length === 0) {
+      call.emit('error', {
+        code: status.INVALID_ARGUMENT,
+        details: 'invalid request',
+        metadata: badRequestTrailer('invalid request', [
+          { field: 'recipient_ids', description: 'must not be empty' },
+        ]),
+      });
+      return;
+    }
+    if (ids.includes('slow')) {
+      // Never finishes on its own: for the cancellation test.
+      call.write({ outcomes: [outcome(ids[0], 0)] });
+      call.on('cancelled', () => cancelledCalls++);
+      return;
+    }
+    const unique = [...new Set(ids)];
+    const outcomes = unique.map((id) => outcome(id, ids.indexOf(id)));
+    for (let start = 0; start < outcomes.length; start += 2) {
+      const batch = outcomes.slice(start, start + 2);
+      if (batch.some((o) => o.recipientId === 'crash')) {
+        call.emit('error', { code: status.INTERNAL, details: 'vendor session lost' });
+        return;
+      }
+      call.write({ outcomes: batch });
+    }
+    const failed = outcomes.filter((o) => o.state === 'DELIVERY_STATE_FAILED').length;
+    call.write({
+      summary: {
+        total: unique.length,
+        accepted: unique.length - failed,
+        failed,
+        duplicatesRemoved: ids.length - unique.length,
+        vendorCalls: 1,
+        elapsedMs: 12,
+      },
+    });
+    call.end();
+  },
+  ListBackends(_call, callback) {
+    callback(null, {
+      backends: [
+        { name: 'tencent', vendor: 'tencent', state: 'BACKEND_STATE_SERVING', sandbox: true },
+      ],
+      defaultBackend: 'tencent',
+    });
+  },
+};
+
+let server;
+let client;
+
+before(async () => {
+  server = new grpc.Server();
+  server.addService(GatewayService.service, fakeGateway);
+  const port = await new Promise((resolve, reject) =>
+    server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (error, boundPort) =>
+      error ? reject(error) : resolve(boundPort),
+    ),
+  );
+  client = new GatewayClient(`127.0.0.1:${port}`);
+});
+
+after(() => {
+  client.close();
+  server.forceShutdown();
+});
+
+test('streams every outcome across batched responses, then the summary', async () => {
+  const stream = client.batchSend(
+    {
+      recipientIds: ['alice', 'ghost1', 'bob', 'alice', 'carol'],
+      message: { text: { text: 'hi' }, extension: '{"k":"v"}' },
+      backend: 'tencent',
+      senderId: 'ops',
+      requestId: 'req-1',
+      options: { pushEnabled: false },
+    },
+    { timeoutMs: 5000, metadata: { 'x-team': 'growth' } },
+  );
+  const outcomes = [];
+  for await (const outcome of stream) {
+    assert.equal(stream.summary, null);
+    outcomes.push(outcome);
+  }
+  assert.deepEqual(
+    outcomes.map((o) => [o.recipientId, o.index, o.state, o.reason]),
+    [
+      ['alice', 0, 'DELIVERY_STATE_ACCEPTED', 'FAILURE_REASON_UNSPECIFIED'],
+      ['ghost1', 1, 'DELIVERY_STATE_FAILED', 'FAILURE_REASON_RECIPIENT_NOT_FOUND'],
+      ['bob', 2, 'DELIVERY_STATE_ACCEPTED', 'FAILURE_REASON_UNSPECIFIED'],
+      ['carol', 4, 'DELIVERY_STATE_ACCEPTED', 'FAILURE_REASON_UNSPECIFIED'],
+    ],
+  );
+  assert.equal(outcomes[0].vendorMessageId, 'm0');
+  assert.deepEqual(stream.summary, {
+    total: 4,
+    accepted: 3,
+    failed: 1,
+    uncertain: 0,
+    duplicatesRemoved: 1,
+    vendorCalls: 1,
+    elapsedMs: 12,
+  });
+  assert.equal(stream.finished, true);
+
+  const { request, metadata } = received.at(-1);
+  assert.equal(request.message.text.text, 'hi');
+  assert.equal(request.message.extension, '{"k":"v"}');
+  assert.deepEqual(
+    [request.backend, request.senderId, request.requestId],
+    ['tencent', 'ops', 'req-1'],
+  );
+  assert.equal(request.options.pushEnabled, false);
+  assert.equal(metadata['x-team'], 'growth');
+});
+
+test('collect() returns the outcomes and the summary', async () => {
+  const { outcomes, summary } = await client
+    .batchSend({ recipientIds: ['dave'], message: { tip: { text: 'note' } } })
+    .collect();
+  assert.deepEqual(
+    outcomes.map((o) => o.recipientId),
+    ['dave'],
+  );
+  assert.equal(summary.total, 1);
+});
+
+test('INVALID_ARGUMENT surfaces as InvalidRequestError with its message and violations', async () => {
+  const stream = client.batchSend({ recipientIds: [], message: { text: { text: 'hi' } } });
+  await assert.rejects(stream.collect(), (error) => {
+    assert.ok(error instanceof InvalidRequestError);
+    assert.ok(error instanceof GatewayError);
+    assert.equal(error.code, status.INVALID_ARGUMENT);
+    assert.equal(error.details, 'invalid request');
+    assert.equal(error.message, 'INVALID_ARGUMENT: invalid request');
+    assert.deepEqual(error.violations, [
+      { field: 'recipient_ids', description: 'must not be empty' },
+    ]);
+    return true;
+  });
+});
+
+test('a failure mid-stream raises GatewayError after the outcomes received', async () => {
+  const seen = [];
+  await assert.rejects(
+    async () => {
+      for await (const outcome of client.batchSend({
+        recipientIds: ['alice', 'bob', 'crash'],
+        message: { text: { text: 'hi' } },
+      })) {
+        seen.push(outcome.recipientId);
+      }
+    },
+    (error) => {
+      assert.ok(error instanceof GatewayError);
+      assert.ok(!(error instanceof InvalidRequestError));
+      assert.equal(error.code, status.INTERNAL);
+      assert.equal(error.details, 'vendor session lost');
+      return true;
+    },
+  );
+  assert.deepEqual(seen, ['alice', 'bob']);
+});
+
+test('leaving the loop early cancels the call', async () => {
+  const stream = client.batchSend({
+    recipientIds: ['alice', 'slow'],
+    message: { text: { text: 'hi' } },
+  });
+  for await (const outcome of stream) {
+    assert.equal(outcome.recipientId, 'alice');
+    break;
+  }
+  assert.equal(stream.finished, true);
+  assert.equal(stream.summary, null);
+  for (let tries = 0; cancelledCalls === 0 && tries < 100; tries++) {
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  assert.equal(cancelledCalls, 1);
+});
+
+test('listBackends', async () => {
+  const response = await client.listBackends({ timeoutMs: 5000 });
+  assert.equal(response.defaultBackend, 'tencent');
+  assert.deepEqual(
+    response.backends.map((b) => [b.name, b.state, b.limits]),
+    [['tencent', 'BACKEND_STATE_SERVING', null]],
+  );
+});
+
+test('an unreachable target fails with UNAVAILABLE', async () => {
+  const nowhere = new GatewayClient('127.0.0.1:1');
+  try {
+    await assert.rejects(nowhere.listBackends({ timeoutMs: 2000 }), (error) => {
+      assert.ok(error instanceof GatewayError);
+      assert.equal(error.code, status.UNAVAILABLE);
+      return true;
+    });
+  } finally {
+    nowhere.close();
+  }
+});
+
+test('recipientIds must be an array', () => {
+  assert.throws(() => client.batchSend({ recipientIds: 'alice', message: {} }), TypeError);
+});

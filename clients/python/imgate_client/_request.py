@@ -1,0 +1,68 @@
+"""Builds ``BatchSendRequest`` from the clients' friendly arguments (shared by sync and async)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import TypedDict
+
+from imgate.v1 import gateway_pb2
+
+Metadata = Sequence[tuple[str, str | bytes]]
+"""Call metadata (headers): ``[("authorization", "Bearer ..."), ...]``."""
+
+
+class SendOptionFields(TypedDict, total=False):
+    """``gateway_pb2.SendOptions`` fields as keyword arguments; an absent key keeps the
+    vendor's default. Newer fields are always reachable through a ``SendOptions`` object."""
+
+    push_enabled: bool
+    push_content: str
+    push_title: str
+    push_payload: str
+    offline_enabled: bool
+    history_enabled: bool
+    unread_enabled: bool
+    sync_to_sender: bool
+    update_conversation: bool
+    skip_moderation: bool
+    online_only: bool
+    read_receipt: bool
+    return_message_ids: bool
+
+
+def build_batch_send_request(
+    recipients: Iterable[str],
+    message: gateway_pb2.Message,
+    *,
+    backend: str,
+    sender_id: str,
+    request_id: str,
+    options: gateway_pb2.SendOptions | None,
+    option_fields: SendOptionFields,
+) -> gateway_pb2.BatchSendRequest:
+    """The request for ``batch_send``; keyword ``option_fields`` win over ``options``."""
+    if isinstance(recipients, str | bytes):
+        # A lone id would otherwise be sent as one recipient per character.
+        raise TypeError("recipients must be an iterable of ids, not a single string")
+    if not isinstance(message, gateway_pb2.Message):
+        raise TypeError(
+            "message must be a gateway_pb2.Message; build one with text(), tip(), custom(), ..."
+        )
+    merged_options = gateway_pb2.SendOptions()
+    if options is not None:
+        merged_options.CopyFrom(options)
+    # Optional fields have presence, so MergeFrom copies exactly the keywords that were given.
+    merged_options.MergeFrom(gateway_pb2.SendOptions(**option_fields))
+    return gateway_pb2.BatchSendRequest(
+        request_id=request_id,
+        backend=backend,
+        sender_id=sender_id,
+        recipient_ids=list(recipients),
+        message=message,
+        options=merged_options if merged_options.ListFields() else None,
+    )
+
+
+def call_metadata(metadata: Metadata | None) -> tuple[tuple[str, str | bytes], ...] | None:
+    """grpc wants metadata as a tuple of pairs."""
+    return None if metadata is None else tuple(metadata)

@@ -1,0 +1,219 @@
+"""The Python client (sync and asyncio) against the fake gateway in conftest."""
+
+from __future__ import annotations
+
+import json
+
+import grpc
+import pytest
+
+import imgate_client
+from imgate.v1 import gateway_pb2
+from imgate_client import (
+    ACCEPTED,
+    FAILED,
+    UNCERTAIN,
+    AsyncGatewayClient,
+    FieldViolation,
+    GatewayClient,
+    GatewayError,
+    InvalidRequestError,
+    custom,
+    reason_name,
+    state_name,
+    text,
+)
+
+from .conftest import ELAPSED_MS, FakeServer
+
+RECIPIENTS = ["alice", "ghost1", "bob", "alice", "slow1"]
+
+
+def _check_outcomes(outcomes: list[gateway_pb2.RecipientOutcome]) -> None:
+    # Five ids with one duplicate: four outcomes, streamed over two responses.
+    assert [(o.recipient_id, o.index, o.state) for o in outcomes] == [
+        ("alice", 0, ACCEPTED),
+        ("ghost1", 1, FAILED),
+        ("bob", 2, ACCEPTED),
+        ("slow1", 4, UNCERTAIN),
+    ]
+
+
+def _check_summary(summary: gateway_pb2.BatchSummary) -> None:
+    assert (summary.total, summary.accepted, summary.failed, summary.uncertain) == (4, 2, 1, 1)
+    assert summary.duplicates_removed == 1
+    assert summary.elapsed_ms == ELAPSED_MS
+
+
+async def test_async_client_streams_every_outcome_then_the_summary(
+    fake_server: FakeServer,
+) -> None:
+    async with AsyncGatewayClient(fake_server.target) as client:
+        stream = client.batch_send(
+            iter(RECIPIENTS),
+            text("hi", extension={"k": "v"}),
+            backend="tencent",
+            sender_id="ops",
+            request_id="req-1",
+            options=gateway_pb2.SendOptions(push_title="title", push_enabled=True),
+            push_enabled=False,
+            metadata=[("x-team", "growth")],
+            timeout=5,
+        )
+        with pytest.raises(RuntimeError, match="exhausted"):
+            _ = stream.summary
+        outcomes = [outcome async for outcome in stream]
+
+    _check_outcomes(outcomes)
+    _check_summary(stream.summary)
+    request = fake_server.gateway.requests[0]
+    assert list(request.recipient_ids) == RECIPIENTS
+    assert (request.backend, request.sender_id, request.request_id) == ("tencent", "ops", "req-1")
+    assert request.message.text.text == "hi"
+    assert json.loads(request.message.extension) == {"k": "v"}
+    # Keyword options win over the options object; fields given nowhere stay unset.
+    assert request.options.push_enabled is False
+    assert request.options.HasField("push_enabled")
+    assert request.options.push_title == "title"
+    assert not request.options.HasField("offline_enabled")
+    assert fake_server.gateway.metadata[0]["x-team"] == "growth"
+
+
+def test_sync_client_streams_every_outcome_then_the_summary(fake_server: FakeServer) -> None:
+    with GatewayClient(fake_server.target) as client:
+        stream = client.batch_send(RECIPIENTS, text("hi"), sender_id="ops")
+        outcomes = list(stream)
+        _check_outcomes(outcomes)
+        _check_summary(stream.summary)
+
+        result = client.batch_send(["carol"], custom({"kind": "ping"}, sub_type=3)).collect()
+
+    assert [o.recipient_id for o in result.outcomes] == ["carol"]
+    assert result.summary.total == 1
+    sent = fake_server.gateway.requests[1].message
+    assert json.loads(sent.custom.data) == {"kind": "ping"}
+    assert sent.custom.sub_type == 3
+    # Without options, the request carries none: every vendor default applies.
+    assert not fake_server.gateway.requests[1].HasField("options")
+
+
+async def test_summary_may_come_alone_in_the_last_response(fake_server: FakeServer) -> None:
+    fake_server.gateway.outcomes_per_response = 100
+    async with AsyncGatewayClient(fake_server.target) as client:
+        result = await client.batch_send(RECIPIENTS, text("hi")).collect()
+    _check_outcomes(list(result.outcomes))
+    _check_summary(result.summary)
+
+
+async def test_invalid_request_exposes_field_violations(fake_server: FakeServer) -> None:
+    async with AsyncGatewayClient(fake_server.target) as client:
+        with pytest.raises(InvalidRequestError) as raised:
+            await client.batch_send([], gateway_pb2.Message()).collect()
+    error = raised.value
+    assert error.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert error.details == "invalid request"
+    assert error.violations == (
+        FieldViolation("recipient_ids", "must not be empty"),
+        FieldViolation("message", "must have content"),
+    )
+    assert "recipient_ids: must not be empty" in str(error)
+
+
+def test_sync_invalid_request_exposes_field_violations(fake_server: FakeServer) -> None:
+    with GatewayClient(fake_server.target) as client, pytest.raises(InvalidRequestError) as raised:
+        list(client.batch_send([], text("hi")))
+    assert raised.value.violations == (("recipient_ids", "must not be empty"),)
+
+
+async def _collect_ids(flavour: str, target: str, received: list[str]) -> None:
+    recipients = ["alice", "bob", "crash"]
+    if flavour == "sync":
+        with GatewayClient(target) as client:
+            received.extend(o.recipient_id for o in client.batch_send(recipients, text("hi")))
+    else:
+        async with AsyncGatewayClient(target) as aclient:
+            async for outcome in aclient.batch_send(recipients, text("hi")):
+                received.append(outcome.recipient_id)
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+async def test_failure_mid_stream_raises_after_the_outcomes_received(
+    fake_server: FakeServer, flavour: str
+) -> None:
+    received: list[str] = []
+    with pytest.raises(GatewayError) as raised:
+        await _collect_ids(flavour, fake_server.target, received)
+    assert not isinstance(raised.value, InvalidRequestError)
+    assert raised.value.code is grpc.StatusCode.INTERNAL
+    assert raised.value.details == "vendor session lost"
+    assert received == ["alice", "bob"]
+
+
+def test_a_stream_without_summary_is_an_error(fake_server: FakeServer) -> None:
+    fake_server.gateway.send_summary = False
+    with GatewayClient(fake_server.target) as client:
+        stream = client.batch_send(["alice"], text("hi"))
+        with pytest.raises(GatewayError, match="without a summary"):
+            list(stream)
+        with pytest.raises(RuntimeError):
+            _ = stream.summary
+
+
+async def test_leaving_the_stream_early_cancels_the_call(fake_server: FakeServer) -> None:
+    fake_server.gateway.pause_between_responses_s = 5
+    async with AsyncGatewayClient(fake_server.target) as client:
+        async with client.batch_send(["alice", "bob", "carol"], text("hi")) as stream:
+            first = await anext(stream)
+        assert first.recipient_id == "alice"
+        assert stream.finished is False
+        # The server sees the cancellation while the client channel is still open.
+        assert fake_server.gateway.cancelled.wait(timeout=3)
+
+
+async def test_iterating_after_cancel_raises_cancelled(fake_server: FakeServer) -> None:
+    fake_server.gateway.pause_between_responses_s = 5
+    async with AsyncGatewayClient(fake_server.target) as client:
+        stream = client.batch_send(["alice", "bob", "carol"], text("hi"))
+        await anext(stream)
+        stream.cancel()
+        with pytest.raises(GatewayError) as raised:
+            await stream.collect()
+    assert raised.value.code is grpc.StatusCode.CANCELLED
+    assert stream.finished
+
+    with GatewayClient(fake_server.target) as sync_client:
+        sync_stream = sync_client.batch_send(["alice", "bob", "carol"], text("hi"))
+        next(sync_stream)
+        sync_stream.cancel()
+        with pytest.raises(GatewayError) as raised:
+            sync_stream.collect()
+    assert raised.value.code is grpc.StatusCode.CANCELLED
+
+
+async def test_list_backends(fake_server: FakeServer) -> None:
+    async with AsyncGatewayClient(fake_server.target) as client:
+        backends = await client.list_backends(timeout=5)
+    assert backends.default_backend == "tencent"
+    assert [b.name for b in backends.backends] == ["tencent"]
+    assert imgate_client.backend_state_name(backends.backends[0].state) == "SERVING"
+    with GatewayClient(fake_server.target) as sync_client:
+        assert sync_client.list_backends().backends[0].limits.recipients_per_call == 500
+
+
+def test_unreachable_target_raises_gateway_error(unused_target: str) -> None:
+    with GatewayClient(unused_target) as client, pytest.raises(GatewayError) as raised:
+        client.list_backends(timeout=2)
+    assert raised.value.code in {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+
+
+def test_a_single_string_is_not_taken_for_recipients() -> None:
+    with GatewayClient("127.0.0.1:1") as client, pytest.raises(TypeError, match="single string"):
+        client.batch_send("alice", text("hi"))
+
+
+def test_enum_short_names() -> None:
+    assert state_name(ACCEPTED) == "ACCEPTED"
+    assert reason_name(gateway_pb2.FAILURE_REASON_RECIPIENT_NOT_FOUND) == "RECIPIENT_NOT_FOUND"
+    assert reason_name(gateway_pb2.FAILURE_REASON_UNSPECIFIED) == "UNSPECIFIED"
+    # A value added to the API after this client was built still prints.
+    assert state_name(99) == "99"

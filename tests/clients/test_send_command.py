@@ -1,0 +1,217 @@
+"""``imgate send`` (run_send) against the fake gateway in conftest."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+
+import pytest
+
+from imgate._send_command import add_send_arguments, run_send
+
+from .conftest import ELAPSED_MS, FakeServer
+
+
+def _args(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="imgate send")
+    add_send_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def _send(fake_server: FakeServer, *argv: str) -> int:
+    return run_send(_args("--target", fake_server.target, *argv))
+
+
+def test_prints_one_line_per_outcome_then_the_summary(
+    fake_server: FakeServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status = _send(
+        fake_server, "--from", "ops", "--to", "alice,ghost1", "--to", "slow1,alice", "--text", "hi"
+    )
+    out, err = capsys.readouterr()
+    assert status == 0
+    assert out.splitlines() == [
+        "alice  ACCEPTED",
+        "ghost1  FAILED  RECIPIENT_NOT_FOUND  (70107: account does not exist)",
+        "slow1  UNCERTAIN  TIMEOUT  (no answer within 10 s)",
+        "total=3 accepted=1 failed=1 uncertain=1 duplicates_removed=1 vendor_calls=2 "
+        f"elapsed_ms={ELAPSED_MS}",
+    ]
+    # Not a terminal: no progress bar, nothing else on stderr.
+    assert err == ""
+    request = fake_server.gateway.requests[0]
+    assert request.sender_id == "ops"
+    assert list(request.recipient_ids) == ["alice", "ghost1", "slow1", "alice"]
+    assert request.message.text.text == "hi"
+
+
+def test_json_prints_one_object_per_outcome_then_the_summary(
+    fake_server: FakeServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status = _send(fake_server, "--json", "--to", "alice,ghost1,bob", "--tip", "maintenance")
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert status == 0
+    assert [line.get("recipient_id") for line in lines[:3]] == ["alice", "ghost1", "bob"]
+    assert lines[0] == {
+        "recipient_id": "alice",
+        "index": 0,
+        "state": "DELIVERY_STATE_ACCEPTED",
+        "reason": "FAILURE_REASON_UNSPECIFIED",
+        "vendor_code": "",
+        "detail": "",
+        "vendor_message_id": "msg-0",
+        "attempts": 1,
+    }
+    assert lines[1]["reason"] == "FAILURE_REASON_RECIPIENT_NOT_FOUND"
+    # Keys in the proto's order, whichever fields the server set.
+    assert list(lines[1]) == list(lines[0])
+    assert lines[3] == {
+        "summary": {
+            "total": 3,
+            "accepted": 2,
+            "failed": 1,
+            "uncertain": 0,
+            "duplicates_removed": 0,
+            "vendor_calls": 2,
+            "elapsed_ms": ELAPSED_MS,
+        }
+    }
+    assert fake_server.gateway.requests[0].message.tip.text == "maintenance"
+
+
+def test_to_file_reads_one_id_per_line(
+    fake_server: FakeServer, tmp_path: pytest.TempPathFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ids = tmp_path / "ids.txt"  # type: ignore[operator]
+    ids.write_text("\ufeffalice\n\n  bob  \r\n\ncarol\n", encoding="utf-8")
+    status = _send(
+        fake_server,
+        "--to-file",
+        str(ids),
+        "--custom",
+        '{"kind": "ping"}',
+        "--backend",
+        "yunxin_v2",
+        "--request-id",
+        "req-7",
+    )
+    assert status == 0
+    request = fake_server.gateway.requests[0]
+    assert list(request.recipient_ids) == ["alice", "bob", "carol"]
+    assert json.loads(request.message.custom.data) == {"kind": "ping"}
+    assert (request.backend, request.request_id) == ("yunxin_v2", "req-7")
+    assert capsys.readouterr().out.splitlines()[-1].startswith("total=3 accepted=3 ")
+
+
+def test_to_file_dash_reads_stdin(
+    fake_server: FakeServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO("dave\nerin\n"))
+    assert _send(fake_server, "--to-file", "-", "--text", "hi") == 0
+    assert list(fake_server.gateway.requests[0].recipient_ids) == ["dave", "erin"]
+    assert capsys.readouterr().out.startswith("dave  ACCEPTED\nerin  ACCEPTED\n")
+
+
+def test_invalid_request_exits_2_with_the_violations(
+    fake_server: FakeServer, tmp_path: pytest.TempPathFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = tmp_path / "empty.txt"  # type: ignore[operator]
+    empty.write_text("\n\n", encoding="utf-8")
+    status = _send(fake_server, "--to-file", str(empty), "--text", "hi")
+    out, err = capsys.readouterr()
+    assert status == 2
+    assert out == ""
+    assert err.splitlines() == [
+        "imgate send: the call failed: INVALID_ARGUMENT: invalid request",
+        "  recipient_ids: must not be empty",
+    ]
+
+
+def test_unreadable_to_file_exits_2(
+    fake_server: FakeServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _send(fake_server, "--to-file", "/nonexistent/ids.txt", "--text", "hi") == 2
+    assert "cannot read recipients" in capsys.readouterr().err
+    assert fake_server.gateway.requests == []
+
+
+def test_unreachable_target_exits_1(unused_target: str, capsys: pytest.CaptureFixture[str]) -> None:
+    status = run_send(
+        _args("--target", unused_target, "--timeout", "2", "--to", "a", "--text", "x")
+    )
+    out, err = capsys.readouterr()
+    assert status == 1
+    assert out == ""
+    assert err.startswith("imgate send: the call failed: ")
+    assert "UNAVAILABLE" in err or "DEADLINE_EXCEEDED" in err
+
+
+def test_failure_mid_stream_exits_1_after_printing_what_came(
+    fake_server: FakeServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status = _send(fake_server, "--to", "alice,bob,crash", "--text", "hi")
+    out, err = capsys.readouterr()
+    assert status == 1
+    assert out.splitlines() == ["alice  ACCEPTED", "bob  ACCEPTED"]
+    assert err == "imgate send: the call failed after 2 outcomes: INTERNAL: vendor session lost\n"
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_on_a_terminal_for_large_batches(
+    fake_server: FakeServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake_server.gateway.outcomes_per_response = 500
+    terminal = _Terminal()
+    monkeypatch.setattr("sys.stderr", terminal)
+    recipients = ",".join(f"user{i}" for i in range(2000))
+    assert _send(fake_server, "--to", recipients, "--text", "hi") == 0
+
+    drawn = terminal.getvalue()
+    assert "\r[" + "#" * 7 + " " * 23 + "]  25% 500/2000" in drawn
+    assert "\r[" + "#" * 30 + "] 100% 2000/2000" in drawn
+    # Redrawn when the percentage changes, not once per outcome.
+    assert drawn.count("\r[") == 101  # 0% to 100%
+    # The bar is wiped at the end and stdout (a pipe here) got only the outcomes.
+    assert drawn.endswith("\r\x1b[K")
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 2001
+    assert out[-1].startswith("total=2000 ")
+
+
+def test_no_progress_bar_for_small_batches_on_a_terminal(
+    fake_server: FakeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    terminal = _Terminal()
+    monkeypatch.setattr("sys.stderr", terminal)
+    assert _send(fake_server, "--to", ",".join(f"u{i}" for i in range(1000)), "--text", "hi") == 0
+    assert terminal.getvalue() == ""
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--text", "hi"],  # no recipients
+        ["--to", "alice"],  # no content
+        ["--to", "alice", "--to-file", "ids.txt", "--text", "hi"],
+        ["--to", "alice", "--text", "hi", "--tip", "hi"],
+        ["--to", "alice", "--custom", "{not json"],
+        ["--to", " , ", "--text", "hi"],
+        ["--to", "alice", "--text", "hi", "--timeout", "0"],
+    ],
+)
+def test_command_line_mistakes_exit_2(argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as raised:
+        _args(*argv)
+    assert raised.value.code == 2
+
+
+def test_defaults() -> None:
+    args = _args("--to", "alice", "--text", "hi")
+    assert args.target == "127.0.0.1:50051"
+    assert (args.backend, args.sender_id, args.request_id, args.timeout) == ("", "", "", None)
+    assert args.json is False
