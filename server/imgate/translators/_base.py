@@ -21,11 +21,11 @@ import abc
 import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeAlias
 
 from imgate.v1 import gateway_pb2 as pb
 
-Reason = pb.FailureReason.ValueType
+Reason: TypeAlias = pb.FailureReason.ValueType
 
 
 class Disposition(enum.Enum):
@@ -140,6 +140,14 @@ class Translator(abc.ABC):
         """Upper bound of what one more recipient adds to the body, separator included."""
         return 0
 
+    def recipients_body_bytes(self, recipient_ids: Sequence[str]) -> list[int]:
+        """`recipient_body_bytes` of each id, in order (the planner's bulk form).
+
+        Byte-capped vendors override it with a vectorised fast path: the planner calls it
+        on up to max_recipients_per_request ids per batch.
+        """
+        return [self.recipient_body_bytes(recipient_id) for recipient_id in recipient_ids]
+
     @abc.abstractmethod
     def build(
         self,
@@ -185,14 +193,47 @@ def classify_http_status(recipients: Sequence[str], status: int) -> CallResult |
         return None
     if status == 502:
         return CallResult(
-            Disposition.RETRY, reason=pb.FAILURE_REASON_VENDOR_UNAVAILABLE,
-            vendor_code="http_502", detail="HTTP 502 from the vendor",
+            Disposition.RETRY,
+            reason=pb.FAILURE_REASON_VENDOR_UNAVAILABLE,
+            vendor_code="http_502",
+            detail="HTTP 502 from the vendor",
         )
     if status >= 500:
         return CallResult(
-            Disposition.AMBIGUOUS, reason=pb.FAILURE_REASON_VENDOR_ERROR,
-            vendor_code=f"http_{status}", detail=f"HTTP {status} from the vendor",
+            Disposition.AMBIGUOUS,
+            reason=pb.FAILURE_REASON_VENDOR_ERROR,
+            vendor_code=f"http_{status}",
+            detail=f"HTTP {status} from the vendor",
         )
     return fail_all(
-        recipients, pb.FAILURE_REASON_VENDOR_ERROR, f"http_{status}", f"HTTP {status} from the vendor"
+        recipients,
+        pb.FAILURE_REASON_VENDOR_ERROR,
+        f"http_{status}",
+        f"HTTP {status} from the vendor",
+    )
+
+
+def request_verdict(
+    recipients: Sequence[str],
+    disposition: Disposition,
+    reason: Reason,
+    vendor_code: str = "",
+    detail: str = "",
+) -> CallResult:
+    """The result of a vendor answer that covers the whole call the same way.
+
+    DONE fails every recipient with `reason`; the other dispositions leave the recipients
+    to the dispatcher, which applies `reason` if the call is not (or may not be) resent.
+    """
+    if disposition is Disposition.DONE:
+        return fail_all(recipients, reason, vendor_code, detail)
+    return CallResult(disposition, reason=reason, vendor_code=vendor_code, detail=detail)
+
+
+def unreadable_answer(detail: str) -> CallResult:
+    """An HTTP 200 whose body we cannot read: the vendor may have processed the call."""
+    return CallResult(
+        Disposition.AMBIGUOUS,
+        reason=pb.FAILURE_REASON_VENDOR_ERROR,
+        detail=f"unreadable vendor answer: {detail}",
     )

@@ -1,0 +1,503 @@
+"""Tencent Cloud IM batch send: `POST /v4/openim/batchsendmsg` with a JSON body capped at
+12 KB and the admin's UserSig in the query (vendors.md §2.2, §4.3, §7.3, §8.2;
+docs/vendor-mapping.md).
+
+The body is assembled from pre-encoded bytes so that its size is known exactly before it
+is built: `base_body_bytes` + the sum of `recipient_body_bytes` bounds it from above, and
+the planner cuts chunks by that bound.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Final
+
+from imgate._auth import tencent_user_sig
+from imgate.translators._base import (
+    CallResult,
+    Disposition,
+    FieldViolation,
+    Reason,
+    RecipientResult,
+    Translator,
+    VendorLimits,
+    VendorRequest,
+    classify_http_status,
+    request_verdict,
+    unreadable_answer,
+)
+from imgate.translators._common import (
+    as_int,
+    ceil_seconds,
+    chosen_options,
+    compact_json,
+    derived_uint32,
+    load_answer,
+    media_uuid,
+    message_violations,
+    short,
+)
+from imgate.v1 import gateway_pb2 as pb
+
+MAX_BODY_BYTES: Final = 12288
+"""Whole JSON packet; over it the vendor answers 93000 (vendors.md §5)."""
+MAX_ID_CHARS: Final = 32
+"""Longest UserID in characters (CONTRACT §1.4): a message must fit with one such recipient."""
+MAX_ID_BYTES: Final = 32
+"""Tencent counts UserIDs in UTF-8 bytes (vendors.md §5); longer ones fail a whole call
+(90003), so they are refused up front."""
+_MAX_LISTED_BAD_IDS: Final = 10  # a huge bad list should not make a huge error
+
+USER_SIG_TTL_S: Final = 86400
+"""Validity of the admin UserSig we sign: a day, as the community SDKs do."""
+USER_SIG_REFRESH_BEFORE_S: Final = 3600
+"""Re-sign this long before expiry, so a sig never expires in flight or by clock skew."""
+
+_UINT32_MAX: Final = 0xFFFFFFFF
+_SUCCESS_CODE: Final = 0
+
+# The body is `{"To_Account":[...],"MsgSeq":N,"MsgRandom":N,` + the batch part. The
+# batch part is encoded once; the head is counted with MsgSeq/MsgRandom at their widest.
+_HEAD_MAX: Final = b'{"To_Account":[],"MsgSeq":%d,"MsgRandom":%d,' % (_UINT32_MAX, _UINT32_MAX)
+
+# Ids that JSON writes verbatim: then an id costs its UTF-8 length + 2 quotes + 1 comma.
+_NEEDS_ESCAPE: Final = re.compile(r'[\x00-\x1f"\\]')
+
+_IMAGE_FORMATS: Final[Mapping[str, int]] = {"jpg": 1, "jpeg": 1, "gif": 2, "png": 3, "bmp": 4}
+_OTHER_IMAGE_FORMAT: Final = 255
+_DOWNLOAD_FLAG: Final = 2  # the only value the API takes: download from Url
+
+_DONE = Disposition.DONE
+_AMBIGUOUS = Disposition.AMBIGUOUS
+_RATE = Disposition.RATE_LIMITED
+_AUTH = pb.FAILURE_REASON_AUTH_FAILED
+_INVALID = pb.FAILURE_REASON_MESSAGE_INVALID
+_VENDOR = pb.FAILURE_REASON_VENDOR_ERROR
+
+CODES: Final[Mapping[int, tuple[Disposition, Reason]]] = {
+    # Request refused as malformed (our request, not the message content per se).
+    60002: (_DONE, _INVALID),  # URL parse error (e.g. random not a uint32)
+    60003: (_DONE, _INVALID),  # request JSON parse error
+    60009: (_DONE, _INVALID),  # bad resource / URL
+    # Credentials and app state: fixing them takes an operator.
+    60004: (_DONE, _AUTH),  # identifier or UserSig wrong
+    60005: (_DONE, _AUTH),
+    60006: (_DONE, _AUTH),  # SDKAppID invalid
+    60010: (_DONE, _AUTH),  # identifier is not an app admin
+    60012: (_DONE, _AUTH),  # SDKAppID missing
+    60015: (_DONE, _AUTH),  # identifier not a string
+    60016: (_DONE, _AUTH),  # SDKAppID disabled
+    60017: (_DONE, _AUTH),  # request disabled
+    60020: (_DONE, _AUTH),  # package expired / not yet effective
+    60021: (_DONE, _AUTH),  # caller IP not allowed
+    70002: (_DONE, _AUTH),  # UserSig empty
+    70003: (_DONE, _AUTH),  # UserSig not decodable
+    70005: (_DONE, _AUTH),
+    70009: (_DONE, _AUTH),  # signed with another key / SDKAppID
+    70013: (_DONE, _AUTH),  # identifier does not match the UserSig
+    70014: (_DONE, _AUTH),  # SDKAppID does not match the UserSig
+    70016: (_DONE, _AUTH),  # key not found (often: wrong region host)
+    70020: (_DONE, _AUTH),  # SDKAppID not found
+    70051: (_DONE, _AUTH),  # the (admin) account is blacklisted
+    70403: (_DONE, _AUTH),  # admin required
+    90009: (_DONE, _AUTH),  # admin permission required
+    # Expired or invalid sig: re-sign once and resend; nothing was processed.
+    70001: (Disposition.REFRESH_AUTH, _AUTH),
+    70052: (Disposition.REFRESH_AUTH, _AUTH),
+    # Refused for rate, not processed (CONTRACT §1.5); 70050 asks for a minute's pause.
+    60007: (_RATE, pb.FAILURE_REASON_RATE_LIMITED),
+    60011: (_RATE, pb.FAILURE_REASON_RATE_LIMITED),
+    60018: (_RATE, pb.FAILURE_REASON_RATE_LIMITED),
+    60019: (_RATE, pb.FAILURE_REASON_RATE_LIMITED),
+    70050: (_RATE, pb.FAILURE_REASON_RATE_LIMITED),
+    # Internal errors and timeouts "retry later": nothing says the call was not processed.
+    # An internal timeout is still an answer, so the reason is VENDOR_ERROR; TIMEOUT is
+    # for a vendor that did not answer us in time.
+    60008: (_AMBIGUOUS, _VENDOR),  # service timeout
+    60013: (_AMBIGUOUS, _VENDOR),  # internal response parse error
+    60014: (_AMBIGUOUS, _VENDOR),  # account exchange timeout
+    70169: (_AMBIGUOUS, _VENDOR),  # CONTRACT §1.6
+    70202: (_AMBIGUOUS, _VENDOR),
+    70500: (_AMBIGUOUS, _VENDOR),
+    90992: (_AMBIGUOUS, _VENDOR),  # CONTRACT §1.6
+    90994: (_AMBIGUOUS, _VENDOR),
+    90995: (_AMBIGUOUS, _VENDOR),
+    91000: (_AMBIGUOUS, _VENDOR),  # CONTRACT §1.6
+    20004: (_AMBIGUOUS, _VENDOR),  # network error (sendmsg family)
+    20005: (_AMBIGUOUS, _VENDOR),  # internal error (sendmsg family)
+    # The message or request parameters.
+    70402: (_DONE, _INVALID),
+    80002: (_DONE, _INVALID),  # packet too long
+    90001: (_DONE, _INVALID),
+    90002: (_DONE, _INVALID),
+    90003: (_DONE, _INVALID),
+    90004: (_DONE, _INVALID),
+    90005: (_DONE, _INVALID),
+    90007: (_DONE, _INVALID),
+    90010: (_DONE, _INVALID),
+    90011: (_DONE, _INVALID),  # over 500 recipients
+    90026: (_DONE, _INVALID),
+    90031: (_DONE, _INVALID),
+    90044: (_DONE, _INVALID),
+    93000: (_DONE, _INVALID),  # over 12 KB
+    80001: (_DONE, pb.FAILURE_REASON_CONTENT_REJECTED),
+    # Parties.
+    90008: (_DONE, pb.FAILURE_REASON_SENDER_NOT_FOUND),
+    90012: (_DONE, pb.FAILURE_REASON_RECIPIENT_NOT_FOUND),  # no recipient exists
+    70107: (_DONE, pb.FAILURE_REASON_RECIPIENT_NOT_FOUND),
+    90048: (_DONE, pb.FAILURE_REASON_RECIPIENT_NOT_FOUND),
+    # sendmsg-family checks batchsendmsg does not make; classified should they appear.
+    20007: (_DONE, pb.FAILURE_REASON_RECIPIENT_INVALID),  # blacklisted by the recipient
+    20009: (_DONE, pb.FAILURE_REASON_RECIPIENT_INVALID),  # not friends
+    20010: (_DONE, pb.FAILURE_REASON_RECIPIENT_INVALID),
+    20011: (_DONE, pb.FAILURE_REASON_RECIPIENT_INVALID),
+    20012: (_DONE, pb.FAILURE_REASON_SENDER_MUTED),
+}
+"""Request-level ErrorCode → (disposition, reason). Codes not listed are DONE/VENDOR_ERROR:
+an answer with a code we do not know was still an answer (processed and refused)."""
+
+RECIPIENT_REASONS: Final[Mapping[int, Reason]] = {
+    70107: pb.FAILURE_REASON_RECIPIENT_NOT_FOUND,
+    90048: pb.FAILURE_REASON_RECIPIENT_NOT_FOUND,
+}
+"""ErrorList code → reason; other listed codes are VENDOR_ERROR."""
+
+
+@dataclass(frozen=True, slots=True)
+class TencentPrepared:
+    """The batch part of the body, encoded once."""
+
+    body_rest: bytes
+    """The members after MsgRandom, closing brace included."""
+    base_body_bytes: int
+
+
+class TencentTranslator(Translator):
+    """Tencent Cloud IM batch P2P send (batchsendmsg)."""
+
+    vendor: ClassVar[str] = "tencent"
+    path: ClassVar[str] = "/v4/openim/batchsendmsg"
+    default_limits: ClassVar[VendorLimits] = VendorLimits(
+        recipients_per_call=500,
+        call_limit=200,
+        call_window_s=1.0,
+        recipient_limit=12000,
+        recipient_window_s=60.0,
+        # Tencent documents no block. A rate refusal usually means the per-minute message
+        # quota is spent (possibly by another system sharing the app): only a full minute
+        # frees it, and 70050 asks for one minute explicitly.
+        block_s=60.0,
+        max_body_bytes=MAX_BODY_BYTES,
+    )
+    credential_fields: ClassVar[Mapping[str, type]] = {
+        "sdk_app_id": int,
+        "secret_key": str,
+        "admin_identifier": str,
+    }
+    sender_required: ClassVar[bool] = False  # an empty sender means the app admin
+    sandbox_credentials: ClassVar[Mapping[str, Any]] = {
+        "sdk_app_id": 1400000000,
+        "secret_key": "sandbox-secret-key",
+        "admin_identifier": "administrator",
+    }
+
+    def __init__(self, credentials: Mapping[str, Any]) -> None:
+        super().__init__(credentials)
+        self._sdk_app_id = int(credentials["sdk_app_id"])
+        self._secret_key = str(credentials["secret_key"])
+        self._admin = str(credentials["admin_identifier"])
+        # The admin UserSig and the time (Unix s) from which it must be re-signed.
+        self._user_sig: str | None = None
+        self._user_sig_refresh_at = 0
+
+    def validate(self, request: pb.BatchSendRequest) -> list[FieldViolation]:
+        problems = _id_byte_violations(request)
+        problems += message_violations(request)
+        if problems or request.message.WhichOneof("content") is None:
+            return problems  # the body cannot be encoded before these are fixed
+        prepared = self.prepare(request)
+        # Every recipient must fit alone, or the planner could not place it: check the
+        # longest actual id, and at least a 32-character one.
+        longest = max(
+            self.recipient_body_bytes("x" * MAX_ID_CHARS),
+            max(self.recipients_body_bytes(request.recipient_ids), default=0),
+        )
+        size = prepared.base_body_bytes + longest
+        if size > MAX_BODY_BYTES:
+            problems.append(
+                FieldViolation(
+                    "message",
+                    f"the Tencent request body would be {size} bytes with a single"
+                    f" recipient; the vendor's limit is {MAX_BODY_BYTES} bytes",
+                )
+            )
+        return problems
+
+    def prepare(self, request: pb.BatchSendRequest) -> TencentPrepared:
+        message, options = request.message, request.options
+        chosen = chosen_options(options)
+        doc: dict[str, Any] = {}
+        if request.sender_id:
+            doc["From_Account"] = request.sender_id
+        if "sync_to_sender" in chosen:
+            doc["SyncOtherMachine"] = 1 if options.sync_to_sender else 2
+        doc["MsgBody"] = [_element(message)]
+        if (
+            options.online_only
+            or chosen.get("offline_enabled") is False
+            or chosen.get("history_enabled") is False
+        ):
+            doc["OnlineOnlyFlag"] = 1
+        if message.extension:
+            doc["CloudCustomData"] = message.extension
+        control = [
+            flag
+            for flag, wanted in (
+                ("NoUnread", chosen.get("unread_enabled") is False),
+                ("NoLastMsg", chosen.get("update_conversation") is False),
+                ("NoMsgCheck", options.skip_moderation),
+            )
+            if wanted
+        ]
+        if control:
+            doc["SendMsgControl"] = control
+        push: dict[str, Any] = {}
+        if "push_enabled" in chosen:
+            push["PushFlag"] = 0 if options.push_enabled else 1
+        if "push_title" in chosen:
+            push["Title"] = options.push_title
+        if "push_content" in chosen:
+            push["Desc"] = options.push_content
+        if "push_payload" in chosen:
+            push["Ext"] = options.push_payload
+        if push:
+            doc["OfflinePushInfo"] = push
+        if "read_receipt" in chosen:
+            doc["IsNeedReadReceipt"] = 1 if options.read_receipt else 0
+        body_rest = compact_json(doc).encode()[1:]
+        return TencentPrepared(body_rest, len(_HEAD_MAX) + len(body_rest))
+
+    def base_body_bytes(self, prepared: TencentPrepared) -> int:
+        return prepared.base_body_bytes
+
+    def recipient_body_bytes(self, recipient_id: str) -> int:
+        return len(compact_json(recipient_id).encode()) + 1  # + the comma before it
+
+    def recipients_body_bytes(self, recipient_ids: Sequence[str]) -> list[int]:
+        # One regex pass over all ids instead of a JSON encode per id: 100,000 ids must
+        # plan in a few milliseconds.
+        if not _NEEDS_ESCAPE.search("".join(recipient_ids)):
+            return [len(recipient_id.encode()) + 3 for recipient_id in recipient_ids]
+        return [self.recipient_body_bytes(recipient_id) for recipient_id in recipient_ids]
+
+    def build(
+        self,
+        prepared: TencentPrepared,
+        recipients: Sequence[str],
+        chunk_key: str,
+        now: float,
+        nonce: str,
+    ) -> VendorRequest:
+        # Stable per chunk: the vendor de-duplicates on MsgSeq/MsgRandom (vendors.md §9).
+        msg_seq = derived_uint32(chunk_key, "tencent-msgseq")
+        msg_random = derived_uint32(chunk_key, "tencent-msgrandom")
+        body = b"".join(
+            (
+                b'{"To_Account":',
+                compact_json(list(recipients)).encode(),
+                b',"MsgSeq":%d,"MsgRandom":%d,' % (msg_seq, msg_random),
+                prepared.body_rest,
+            )
+        )
+        query = {
+            "sdkappid": str(self._sdk_app_id),
+            "identifier": self._admin,
+            "usersig": self._current_user_sig(now),
+            "random": str(derived_uint32(nonce, "tencent-random")),  # fresh per attempt
+            "contenttype": "json",
+        }
+        return VendorRequest(
+            method="POST",
+            path=self.path,
+            headers={"Content-Type": "application/json"},
+            body=body,
+            query=query,
+        )
+
+    def invalidate_credentials(self) -> None:
+        self._user_sig = None
+
+    def _current_user_sig(self, now: float) -> str:
+        issued = int(now)
+        if self._user_sig is None or issued >= self._user_sig_refresh_at:
+            self._user_sig = tencent_user_sig(
+                self._secret_key, self._sdk_app_id, self._admin, issued, USER_SIG_TTL_S
+            )
+            self._user_sig_refresh_at = issued + USER_SIG_TTL_S - USER_SIG_REFRESH_BEFORE_S
+        return self._user_sig
+
+    def parse(self, recipients: Sequence[str], status: int, body: bytes) -> CallResult:
+        verdict = classify_http_status(recipients, status)
+        if verdict is not None:
+            return verdict
+        answer = load_answer(body)
+        if answer is None:
+            return unreadable_answer("not a JSON object")
+        code = as_int(answer.get("ErrorCode"))
+        if code is None:
+            return unreadable_answer("no numeric ErrorCode")
+        failed = _error_list(answer.get("ErrorList"))
+        if code == _SUCCESS_CODE:
+            # 0 whenever anyone got it, whatever ActionStatus says ("SomeError" on partial
+            # success). Listed accounts failed; with no ErrorList everyone counts accepted:
+            # the vendor gives nothing else to go on (vendor-mapping.md "Answers").
+            msg_key = str(answer.get("MsgKey") or "")
+            return CallResult(
+                Disposition.DONE,
+                tuple(
+                    _failed_recipient(recipient, failed[recipient])
+                    if recipient in failed
+                    else RecipientResult(recipient, True, vendor_message_id=msg_key)
+                    for recipient in recipients
+                ),
+            )
+        disposition, reason = CODES.get(code, (_DONE, _VENDOR))
+        verdict = request_verdict(
+            recipients, disposition, reason, str(code), short(answer.get("ErrorInfo"))
+        )
+        if disposition is Disposition.DONE and failed:
+            # A failed call may still say per account why; that is more precise.
+            return CallResult(
+                Disposition.DONE,
+                tuple(
+                    _failed_recipient(result.recipient_id, failed[result.recipient_id])
+                    if result.recipient_id in failed
+                    else result
+                    for result in verdict.results
+                ),
+            )
+        return verdict
+
+
+def _id_byte_violations(request: pb.BatchSendRequest) -> list[FieldViolation]:
+    """Ids within the common 32-character limit but over Tencent's 32 bytes (non-ASCII).
+
+    Longer-in-characters ids are the servicer's violation already; not repeated here.
+    """
+    problems: list[FieldViolation] = []
+
+    def too_long(account: str) -> bool:
+        return len(account) <= MAX_ID_CHARS and len(account.encode()) > MAX_ID_BYTES
+
+    if too_long(request.sender_id):
+        problems.append(FieldViolation("sender_id", f"over {MAX_ID_BYTES} UTF-8 bytes (Tencent)"))
+    ids = request.recipient_ids
+    if "".join(ids).isascii():
+        return problems  # one byte per character: the common check covers them
+    bad = [position for position, recipient in enumerate(ids) if too_long(recipient)]
+    problems += [
+        FieldViolation(f"recipient_ids[{position}]", f"over {MAX_ID_BYTES} UTF-8 bytes (Tencent)")
+        for position in bad[:_MAX_LISTED_BAD_IDS]
+    ]
+    if len(bad) > _MAX_LISTED_BAD_IDS:
+        problems.append(
+            FieldViolation("recipient_ids", f"{len(bad)} ids over {MAX_ID_BYTES} bytes in all")
+        )
+    return problems
+
+
+def _element(message: pb.Message) -> dict[str, Any]:
+    """The one MsgBody element for the message (vendors.md §10.3, vendor-mapping.md)."""
+    kind = message.WhichOneof("content")
+    if kind == "text":
+        return {"MsgType": "TIMTextElem", "MsgContent": {"Text": message.text.text}}
+    if kind == "tip":
+        # Tencent has no tip type: an app-defined element clients recognise by its type.
+        data = compact_json({"type": "tip", "text": message.tip.text})
+        return {"MsgType": "TIMCustomElem", "MsgContent": {"Data": data, "Desc": message.tip.text}}
+    if kind == "custom":
+        custom: dict[str, Any] = {"Data": message.custom.data}
+        if message.custom.description:
+            custom["Desc"] = message.custom.description
+        return {"MsgType": "TIMCustomElem", "MsgContent": custom}
+    if kind == "location":
+        location = message.location
+        content: dict[str, Any] = {
+            "Desc": location.title,
+            "Latitude": location.latitude,
+            "Longitude": location.longitude,
+        }
+        return {"MsgType": "TIMLocationElem", "MsgContent": content}
+    if kind == "image":
+        image = message.image
+        image_format = _IMAGE_FORMATS.get(image.format.lower().lstrip("."), _OTHER_IMAGE_FORMAT)
+        content = {
+            "UUID": media_uuid(image.md5, image.url),
+            "ImageFormat": image_format,
+            "ImageInfoArray": [
+                {
+                    "Type": 1,  # the original; no thumbnails are given
+                    "Size": image.size_bytes,
+                    "Width": image.width,
+                    "Height": image.height,
+                    "URL": image.url,
+                }
+            ],
+        }
+        return {"MsgType": "TIMImageElem", "MsgContent": content}
+    if kind == "audio":
+        audio = message.audio
+        content = {
+            "Url": audio.url,
+            "UUID": media_uuid(audio.md5, audio.url),
+            "Size": audio.size_bytes,
+            "Second": ceil_seconds(audio.duration_ms),
+            "Download_Flag": _DOWNLOAD_FLAG,
+        }
+        return {"MsgType": "TIMSoundElem", "MsgContent": content}
+    if kind == "video":
+        video = message.video
+        content = {
+            "VideoUrl": video.url,
+            "VideoUUID": media_uuid(video.md5, video.url),
+            "VideoSize": video.size_bytes,
+            "VideoSecond": ceil_seconds(video.duration_ms),
+            "VideoFormat": video.format,
+            "VideoDownloadFlag": _DOWNLOAD_FLAG,
+        }
+        return {"MsgType": "TIMVideoFileElem", "MsgContent": content}
+    if kind == "file":
+        file = message.file
+        content = {
+            "Url": file.url,
+            "UUID": media_uuid(file.md5, file.url),
+            "FileSize": file.size_bytes,
+            "FileName": file.name,
+            "Download_Flag": _DOWNLOAD_FLAG,
+        }
+        return {"MsgType": "TIMFileElem", "MsgContent": content}
+    raise ValueError("message has no content")
+
+
+def _error_list(items: object) -> dict[str, object]:
+    """ErrorList as account → its ErrorCode (None when the entry gives none)."""
+    failed: dict[str, object] = {}
+    for item in items if isinstance(items, list) else ():
+        if isinstance(item, dict) and isinstance(item.get("To_Account"), str):
+            failed[item["To_Account"]] = item.get("ErrorCode")
+    return failed
+
+
+def _failed_recipient(recipient: str, code: object) -> RecipientResult:
+    number = as_int(code)
+    reason = RECIPIENT_REASONS.get(number, _VENDOR) if number is not None else _VENDOR
+    detail = "account does not exist" if reason == pb.FAILURE_REASON_RECIPIENT_NOT_FOUND else ""
+    return RecipientResult(
+        recipient,
+        False,
+        reason,
+        "" if code is None else str(code),
+        detail or "listed in the vendor's ErrorList",
+    )

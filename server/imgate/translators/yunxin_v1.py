@@ -1,0 +1,185 @@
+"""Yunxin legacy API batch send: `msg/sendBatchMsg.action`, a form body whose `toAccids`,
+`body` and `option` fields are JSON text (vendors.md §4.1, §7.1; docs/vendor-mapping.md).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Final
+from urllib.parse import urlencode
+
+from imgate.translators._base import (
+    CallResult,
+    Disposition,
+    RecipientResult,
+    VendorLimits,
+    VendorRequest,
+    classify_http_status,
+    unreadable_answer,
+)
+from imgate.translators._common import as_int, chosen_options, compact_json, load_answer
+from imgate.translators._yunxin import (
+    MESSAGE_TYPES,
+    SUCCESS_CODE,
+    YunxinTranslator,
+    classify,
+    media_body,
+    push_payload_text,
+)
+from imgate.v1 import gateway_pb2 as pb
+
+RETURN_IDS_RECIPIENTS_PER_CALL: Final = 100
+"""toAccids cap when `returnMsgid=true` (vendors.md §4.1)."""
+
+# SendOptions field → the `option` keys it sets (vendor-mapping.md "Options").
+_OPTION_KEYS: Final[Mapping[str, tuple[str, ...]]] = {
+    "push_enabled": ("push",),
+    "offline_enabled": ("persistent",),
+    "history_enabled": ("history", "roam"),
+    "unread_enabled": ("badge",),
+    "sync_to_sender": ("sendersync",),
+    "update_conversation": ("sessionUpdate",),
+}
+# online_only turns these off; it is applied last so it wins over the individual switches.
+_ONLINE_ONLY_OFF: Final = ("persistent", "history", "roam")
+
+
+@dataclass(frozen=True, slots=True)
+class YunxinV1Prepared:
+    """The form fields of a batch except `toAccids`, already URL-encoded."""
+
+    form: str
+    return_message_ids: bool
+
+
+class YunxinV1Translator(YunxinTranslator):
+    """NetEase Yunxin legacy (nimserver) batch P2P send."""
+
+    vendor: ClassVar[str] = "yunxin_v1"
+    path: ClassVar[str] = "/nimserver/msg/sendBatchMsg.action"
+    default_limits: ClassVar[VendorLimits] = VendorLimits(
+        recipients_per_call=500,
+        call_limit=120,
+        call_window_s=60.0,
+        recipient_limit=0,
+        recipient_window_s=60.0,
+        block_s=60.0,  # "the app is blocked for 1 minute" after 416
+    )
+    trace_header: ClassVar[str] = "RequestId"
+    content_type: ClassVar[str] = "application/x-www-form-urlencoded;charset=utf-8"
+    extension_max_chars: ClassVar[int | None] = None  # plan-dependent (vendors.md §14.8)
+
+    def prepare(self, request: pb.BatchSendRequest) -> YunxinV1Prepared:
+        message, options = request.message, request.options
+        kind = message.WhichOneof("content")
+        if kind is None:
+            raise ValueError("message has no content")
+        fields = {"fromAccid": request.sender_id, "type": str(MESSAGE_TYPES[kind])}
+        if kind in ("text", "tip"):
+            fields["body"] = compact_json({"msg": getattr(message, kind).text})
+        elif kind == "custom":
+            fields["body"] = message.custom.data  # a JSON object (validated), passed as is
+            if message.custom.description:
+                fields["msgDesc"] = message.custom.description
+        else:
+            fields["body"] = compact_json(media_body(message, kind, "w", "h"))
+        option = _option(options)
+        if option:
+            fields["option"] = compact_json(option)
+        if options.HasField("push_content"):
+            fields["pushcontent"] = options.push_content
+        payload = push_payload_text(options)
+        if payload is not None:
+            fields["payload"] = payload
+        if message.extension:
+            fields["ext"] = message.extension
+        if options.skip_moderation:
+            fields["useYidun"] = "0"  # the only meaningful value: skip moderation
+        if options.HasField("return_message_ids"):
+            fields["returnMsgid"] = "true" if options.return_message_ids else "false"
+        return YunxinV1Prepared(urlencode(fields), options.return_message_ids)
+
+    def recipients_per_call(self, prepared: YunxinV1Prepared, configured: int) -> int:
+        if prepared.return_message_ids:
+            return min(configured, RETURN_IDS_RECIPIENTS_PER_CALL)
+        return configured
+
+    def build(
+        self,
+        prepared: YunxinV1Prepared,
+        recipients: Sequence[str],
+        chunk_key: str,
+        now: float,
+        nonce: str,
+    ) -> VendorRequest:
+        to_accids = urlencode({"toAccids": compact_json(list(recipients))})
+        return VendorRequest(
+            method="POST",
+            path=self.path,
+            headers=self.headers(chunk_key, now, nonce),
+            body=f"{prepared.form}&{to_accids}".encode(),
+        )
+
+    def parse(self, recipients: Sequence[str], status: int, body: bytes) -> CallResult:
+        verdict = classify_http_status(recipients, status)
+        if verdict is not None:
+            return verdict
+        answer = load_answer(body)
+        if answer is None:
+            return unreadable_answer("not a JSON object")
+        code = as_int(answer.get("code"))
+        if code is None:
+            return unreadable_answer("no numeric code")
+        if code != SUCCESS_CODE:
+            return classify(recipients, code, str(answer.get("desc") or ""))
+        # The page types both fields as "String" holding JSON, its example as raw JSON:
+        # accept either.
+        unregister = _decoded(answer.get("unregister"), list)
+        msgids = _decoded(answer.get("msgids"), dict)
+        if unregister is None or msgids is None:
+            return unreadable_answer("malformed unregister/msgids")
+        not_registered = {str(account) for account in unregister}
+        results = tuple(
+            RecipientResult(
+                recipient,
+                False,
+                pb.FAILURE_REASON_RECIPIENT_NOT_FOUND,
+                detail="account not registered (listed in unregister)",
+            )
+            if recipient in not_registered
+            else RecipientResult(recipient, True, vendor_message_id=_message_id(msgids, recipient))
+            for recipient in recipients
+        )
+        return CallResult(Disposition.DONE, results)
+
+
+def _option(options: pb.SendOptions) -> dict[str, bool]:
+    chosen = chosen_options(options)
+    option: dict[str, bool] = {}
+    for field, keys in _OPTION_KEYS.items():
+        if field in chosen:
+            for key in keys:
+                option[key] = bool(chosen[field])
+    if options.online_only:
+        for key in _ONLINE_ONLY_OFF:
+            option[key] = False
+    return option
+
+
+def _decoded(value: object, kind: type[list[Any]] | type[dict[str, Any]]) -> Any:
+    """An answer field as `kind`: absent → empty, JSON text → parsed, wrong shape → None."""
+    if value is None:
+        return kind()
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return None
+    return value if isinstance(value, kind) else None
+
+
+def _message_id(msgids: Mapping[str, Any], recipient: str) -> str:
+    value = msgids.get(recipient)
+    return "" if value is None else str(value)

@@ -1,0 +1,1 @@
+"""Translator tests: table-driven, no network."""

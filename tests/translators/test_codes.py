@@ -1,0 +1,178 @@
+"""Every vendor code of vendors.md §8 → its disposition and reason, through parse()."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from imgate.translators._base import Disposition, Translator
+from imgate.translators.tencent import TencentTranslator
+from imgate.translators.yunxin_v1 import YunxinV1Translator
+from imgate.translators.yunxin_v2 import YunxinV2Translator
+from imgate.v1 import gateway_pb2 as pb
+
+from .cases import RECIPIENTS
+
+DONE, RETRY, RATE, AUTH, AMBIGUOUS = (
+    Disposition.DONE,
+    Disposition.RETRY,
+    Disposition.RATE_LIMITED,
+    Disposition.REFRESH_AUTH,
+    Disposition.AMBIGUOUS,
+)
+R = pb.FailureReason
+
+YUNXIN_CODES = [
+    (403, DONE, R.FAILURE_REASON_AUTH_FAILED),
+    (404, DONE, R.FAILURE_REASON_SENDER_NOT_FOUND),
+    (405, DONE, R.FAILURE_REASON_MESSAGE_INVALID),
+    (408, AMBIGUOUS, R.FAILURE_REASON_VENDOR_ERROR),
+    (414, DONE, R.FAILURE_REASON_MESSAGE_INVALID),
+    (416, RATE, R.FAILURE_REASON_RATE_LIMITED),
+    (417, AMBIGUOUS, R.FAILURE_REASON_VENDOR_ERROR),
+    (419, DONE, R.FAILURE_REASON_MESSAGE_INVALID),
+    (422, DONE, R.FAILURE_REASON_SENDER_BANNED),
+    (423, DONE, R.FAILURE_REASON_SENDER_MUTED),
+    (431, AMBIGUOUS, R.FAILURE_REASON_VENDOR_ERROR),
+    (500, AMBIGUOUS, R.FAILURE_REASON_VENDOR_ERROR),
+    (503, RETRY, R.FAILURE_REASON_VENDOR_UNAVAILABLE),
+    (514, RETRY, R.FAILURE_REASON_VENDOR_UNAVAILABLE),
+    (401, DONE, R.FAILURE_REASON_VENDOR_ERROR),  # not documented: an answer all the same
+    (999999, DONE, R.FAILURE_REASON_VENDOR_ERROR),
+]
+
+_MALFORMED = R.FAILURE_REASON_MESSAGE_INVALID
+_AUTH_FAILED = R.FAILURE_REASON_AUTH_FAILED
+TENCENT_CODES = [
+    (60002, DONE, _MALFORMED),
+    (60003, DONE, _MALFORMED),
+    (60004, DONE, _AUTH_FAILED),
+    (60005, DONE, _AUTH_FAILED),
+    (60006, DONE, _AUTH_FAILED),
+    (60007, RATE, R.FAILURE_REASON_RATE_LIMITED),
+    (60008, AMBIGUOUS, R.FAILURE_REASON_VENDOR_ERROR),
+    (60009, DONE, _MALFORMED),
+    (60010, DONE, _AUTH_FAILED),
+    (60011, RATE, R.FAILURE_REASON_RATE_LIMITED),
+    (60012, DONE, _AUTH_FAILED),
+    (60013, AMBIGUOUS, R.FAILURE_REASON_VENDOR_ERROR),
+    (60014, AMBIGUOUS, R.FAILURE_REASON_VENDOR_ERROR),
+    (60015, DONE, _AUTH_FAILED),
+    (60016, DONE, _AUTH_FAILED),
+    (60017, DONE, _AUTH_FAILED),
+    (60018, RATE, R.FAILURE_REASON_RATE_LIMITED),
+    (60019, RATE, R.FAILURE_REASON_RATE_LIMITED),
+    (60020, DONE, _AUTH_FAILED),
+    (60021, DONE, _AUTH_FAILED),
+    (70001, AUTH, _AUTH_FAILED),
+    (70052, AUTH, _AUTH_FAILED),
+    (70002, DONE, _AUTH_FAILED),
+    (70003, DONE, _AUTH_FAILED),
+    (70005, DONE, _AUTH_FAILED),
+    (70009, DONE, _AUTH_FAILED),
+    (70013, DONE, _AUTH_FAILED),
+    (70014, DONE, _AUTH_FAILED),
+    (70016, DONE, _AUTH_FAILED),
+    (70020, DONE, _AUTH_FAILED),
+    (70050, RATE, R.FAILURE_REASON_RATE_LIMITED),
+    (70051, DONE, _AUTH_FAILED),
+    (70107, DONE, R.FAILURE_REASON_RECIPIENT_NOT_FOUND),
+    (70169, AMBIGUOUS, R.FAILURE_REASON_VENDOR_ERROR),
+    (70202, AMBIGUOUS, R.FAILURE_REASON_VENDOR_ERROR),
+    (70402, DONE, _MALFORMED),
+    (70403, DONE, _AUTH_FAILED),
+    (70500, AMBIGUOUS, R.FAILURE_REASON_VENDOR_ERROR),
+    (80001, DONE, R.FAILURE_REASON_CONTENT_REJECTED),
+    (80002, DONE, _MALFORMED),
+    (90001, DONE, _MALFORMED),
+    (90002, DONE, _MALFORMED),
+    (90003, DONE, _MALFORMED),
+    (90004, DONE, _MALFORMED),
+    (90005, DONE, _MALFORMED),
+    (90007, DONE, _MALFORMED),
+    (90008, DONE, R.FAILURE_REASON_SENDER_NOT_FOUND),
+    (90009, DONE, _AUTH_FAILED),
+    (90010, DONE, _MALFORMED),
+    (90011, DONE, _MALFORMED),
+    (90012, DONE, R.FAILURE_REASON_RECIPIENT_NOT_FOUND),
+    (90026, DONE, _MALFORMED),
+    (90031, DONE, _MALFORMED),
+    (90044, DONE, _MALFORMED),
+    (90048, DONE, R.FAILURE_REASON_RECIPIENT_NOT_FOUND),
+    (90992, AMBIGUOUS, R.FAILURE_REASON_VENDOR_ERROR),
+    (90994, AMBIGUOUS, R.FAILURE_REASON_VENDOR_ERROR),
+    (90995, AMBIGUOUS, R.FAILURE_REASON_VENDOR_ERROR),
+    (91000, AMBIGUOUS, R.FAILURE_REASON_VENDOR_ERROR),
+    (93000, DONE, _MALFORMED),
+    (20004, AMBIGUOUS, R.FAILURE_REASON_VENDOR_ERROR),
+    (20005, AMBIGUOUS, R.FAILURE_REASON_VENDOR_ERROR),
+    (20007, DONE, R.FAILURE_REASON_RECIPIENT_INVALID),
+    (20009, DONE, R.FAILURE_REASON_RECIPIENT_INVALID),
+    (20010, DONE, R.FAILURE_REASON_RECIPIENT_INVALID),
+    (20011, DONE, R.FAILURE_REASON_RECIPIENT_INVALID),
+    (20012, DONE, R.FAILURE_REASON_SENDER_MUTED),
+    (70398, DONE, R.FAILURE_REASON_VENDOR_ERROR),  # unknown to the table
+]
+
+
+def _check(
+    translator: Translator,
+    body: dict[str, object],
+    code: int,
+    disposition: Disposition,
+    reason: int,
+) -> None:
+    result = translator.parse(list(RECIPIENTS), 200, json.dumps(body).encode())
+    assert result.disposition is disposition
+    if disposition is DONE:
+        assert [(r.accepted, r.reason, r.vendor_code) for r in result.results] == [
+            (False, reason, str(code))
+        ] * len(RECIPIENTS)
+        assert all(r.detail == "vendor says why" for r in result.results)
+    else:
+        assert (result.reason, result.vendor_code, result.detail) == (
+            reason,
+            str(code),
+            "vendor says why",
+        )
+        assert result.results == ()
+
+
+@pytest.mark.parametrize(("code", "disposition", "reason"), YUNXIN_CODES)
+def test_yunxin_v1_code(code: int, disposition: Disposition, reason: int) -> None:
+    translator = YunxinV1Translator(YunxinV1Translator.sandbox_credentials)
+    _check(translator, {"code": code, "desc": "vendor says why"}, code, disposition, reason)
+
+
+@pytest.mark.parametrize(("code", "disposition", "reason"), YUNXIN_CODES)
+def test_yunxin_v2_code(code: int, disposition: Disposition, reason: int) -> None:
+    translator = YunxinV2Translator(YunxinV2Translator.sandbox_credentials)
+    body = {"code": code, "msg": "vendor says why", "data": {}}
+    _check(translator, body, code, disposition, reason)
+
+
+@pytest.mark.parametrize(("code", "disposition", "reason"), TENCENT_CODES)
+def test_tencent_code(code: int, disposition: Disposition, reason: int) -> None:
+    translator = TencentTranslator(TencentTranslator.sandbox_credentials)
+    body = {"ActionStatus": "FAIL", "ErrorCode": code, "ErrorInfo": "vendor says why"}
+    _check(translator, body, code, disposition, reason)
+
+
+def test_every_tencent_table_code_is_tested() -> None:
+    from imgate.translators.tencent import CODES
+
+    assert set(CODES) <= {code for code, _, _ in TENCENT_CODES}
+
+
+def test_every_yunxin_table_code_is_tested() -> None:
+    from imgate.translators._yunxin import CODES
+
+    assert set(CODES) <= {code for code, _, _ in YUNXIN_CODES}
+
+
+def test_vendor_detail_is_trimmed() -> None:
+    translator = YunxinV1Translator(YunxinV1Translator.sandbox_credentials)
+    body = json.dumps({"code": 414, "desc": "x" * 10_000}).encode()
+    result = translator.parse(["a"], 200, body)
+    assert 0 < len(result.results[0].detail) <= 300
