@@ -1,0 +1,260 @@
+"""Gateway configuration: a typed, frozen object loaded from TOML (CONTRACT.md §3).
+
+`${NAME}` string values are replaced from the environment; every error names the key by
+its full path (e.g. `backends.tx.secret_key`). Credentials never appear in a repr, a log
+line or an error message.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from imgate._registry import BY_VENDOR, VENDORS
+
+DEFAULT_LISTEN = "127.0.0.1:50051"
+_ENV_REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; `key` is the full path of the offending key."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"{key}: {problem}" if key else problem)
+        self.key = key
+
+
+class Secrets(Mapping[str, Any]):
+    """Vendor credentials: a read-only mapping whose repr never shows the values."""
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        self._values = dict(values)
+
+    def __getitem__(self, key: str) -> Any:
+        return self._values[key]
+
+    def __iter__(self) -> Any:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        return "Secrets(" + ", ".join(f"{k}=***" for k in self._values) + ")"
+
+
+@dataclass(frozen=True, slots=True)
+class BackendConfig:
+    """One named vendor backend."""
+
+    name: str
+    """The name callers put in BatchSendRequest.backend."""
+    vendor: str
+    """Vendor id: one of the registry's vendors (yunxin_v1, yunxin_v2, tencent)."""
+    base_url: str
+    """Scheme + host (+ port); the vendor's documented path is appended."""
+    credentials: Secrets = field(repr=False)
+    """Vendor credentials (keys declared by the vendor's translator)."""
+    recipients_per_call: int
+    """Most recipients in one vendor call."""
+    call_limit: int
+    """At most this many calls ..."""
+    call_window_s: float
+    """... in any window of this many seconds."""
+    recipient_limit: int
+    """At most this many recipients (0 = not counted) ..."""
+    recipient_window_s: float
+    """... in any window of this many seconds."""
+    block_s: float
+    """How long the backend pauses after a vendor rate-limit refusal."""
+    max_in_flight: int = 8
+    """Concurrent vendor calls."""
+    request_timeout_s: float = 10.0
+    """Timeout of one vendor call."""
+    max_attempts: int = 5
+    """Most calls per chunk for failures that were certainly not processed."""
+    sandbox: bool = False
+    """Whether this backend points at the built-in emulators."""
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    """The whole gateway."""
+
+    backends: tuple[BackendConfig, ...]
+    """Configured backends, in file order."""
+    default_backend: str
+    """Backend used when a request names none."""
+    listen: str = DEFAULT_LISTEN
+    """host:port the gRPC server binds."""
+    max_recipients_per_request: int = 100_000
+    """Most recipients one BatchSendRequest may carry."""
+    request_id_retention_s: float = 3600.0
+    """How long a finished batch with a request_id is kept for replay."""
+    request_id_max_outcomes: int = 1_000_000
+    """Most outcomes kept for replay across all retained batches (oldest dropped first)."""
+    shutdown_grace_s: float = 15.0
+    """On SIGTERM, how long calls in flight may take to finish."""
+    sandbox: bool = False
+    """Sandbox mode: the backends are the built-in emulators."""
+
+    def backend(self, name: str) -> BackendConfig | None:
+        """The backend called `name` (empty = the default), or None."""
+        wanted = name or self.default_backend
+        return next((b for b in self.backends if b.name == wanted), None)
+
+
+_TOP_KEYS = {
+    "listen": str,
+    "default_backend": str,
+    "max_recipients_per_request": int,
+    "request_id_retention_s": float,
+    "request_id_max_outcomes": int,
+    "shutdown_grace_s": float,
+    "backends": dict,
+}
+_BACKEND_KEYS: dict[str, type] = {
+    "vendor": str,
+    "base_url": str,
+    "recipients_per_call": int,
+    "call_limit": int,
+    "call_window_s": float,
+    "recipient_limit": int,
+    "recipient_window_s": float,
+    "block_s": float,
+    "max_in_flight": int,
+    "request_timeout_s": float,
+    "max_attempts": int,
+}
+
+
+def _typed(key: str, value: Any, expected: type, env: Mapping[str, str]) -> Any:
+    if isinstance(value, str):
+        match = _ENV_REF.match(value)
+        if match:
+            name = match.group(1)
+            if name not in env:
+                raise ConfigError(key, f"environment variable {name} is not set")
+            value = env[name]
+            if expected is int:
+                try:
+                    return int(value)
+                except ValueError:
+                    raise ConfigError(key, f"${{{name}}} is not an integer") from None
+    # bool is an int in Python; a TOML `true` where a number belongs is still a mistake.
+    if isinstance(value, bool) or not (
+        isinstance(value, expected) or (expected is float and isinstance(value, int))
+    ):
+        raise ConfigError(key, f"expected {expected.__name__}, got {type(value).__name__}")
+    if expected is float:
+        value = float(value)
+    if expected in (int, float) and value <= 0 and not key.endswith("recipient_limit"):
+        raise ConfigError(key, "must be greater than 0")
+    if expected in (int, float) and value < 0:
+        raise ConfigError(key, "must not be negative")
+    return value
+
+
+def _backend(name: str, raw: Any, env: Mapping[str, str]) -> BackendConfig:
+    prefix = f"backends.{name}"
+    if not isinstance(raw, dict):
+        raise ConfigError(prefix, "must be a table")
+    vendor = raw.get("vendor")
+    if vendor is None:
+        raise ConfigError(f"{prefix}.vendor", "missing")
+    if vendor not in BY_VENDOR:
+        known = ", ".join(sorted(BY_VENDOR))
+        raise ConfigError(f"{prefix}.vendor", f"unknown vendor {vendor!r} (known: {known})")
+    translator = BY_VENDOR[vendor].translator
+    allowed = {**_BACKEND_KEYS, **translator.credential_fields}
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in allowed:
+            raise ConfigError(f"{prefix}.{key}", "unknown key")
+        values[key] = _typed(f"{prefix}.{key}", value, allowed[key], env)
+    for key in ("base_url", *translator.credential_fields):
+        if key not in values:
+            raise ConfigError(f"{prefix}.{key}", "missing")
+    base_url = values["base_url"].rstrip("/")
+    if not re.match(r"^https?://[^/\s]+$", base_url):
+        raise ConfigError(f"{prefix}.base_url", "must be http(s)://host[:port] with no path")
+    return _with_defaults(name, vendor, base_url, values, sandbox=False)
+
+
+def _with_defaults(
+    name: str, vendor: str, base_url: str, values: Mapping[str, Any], *, sandbox: bool
+) -> BackendConfig:
+    """A backend whose unset limits come from the vendor's published ones."""
+    translator = BY_VENDOR[vendor].translator
+    limits = translator.default_limits
+    return BackendConfig(
+        name=name,
+        vendor=vendor,
+        base_url=base_url,
+        credentials=Secrets({k: values[k] for k in translator.credential_fields}),
+        recipients_per_call=values.get("recipients_per_call", limits.recipients_per_call),
+        call_limit=values.get("call_limit", limits.call_limit),
+        call_window_s=values.get("call_window_s", limits.call_window_s),
+        recipient_limit=values.get("recipient_limit", limits.recipient_limit),
+        recipient_window_s=values.get("recipient_window_s", limits.recipient_window_s),
+        block_s=values.get("block_s", limits.block_s),
+        max_in_flight=values.get("max_in_flight", 8),
+        request_timeout_s=values.get("request_timeout_s", 10.0),
+        max_attempts=values.get("max_attempts", 5),
+        sandbox=sandbox,
+    )
+
+
+def parse_config(raw: Mapping[str, Any], env: Mapping[str, str]) -> GatewayConfig:
+    """Build a GatewayConfig from parsed TOML, substituting `${NAME}` from `env`."""
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in _TOP_KEYS:
+            raise ConfigError(key, "unknown key")
+        if key != "backends":
+            values[key] = _typed(key, value, _TOP_KEYS[key], env)
+    raw_backends = raw.get("backends")
+    if not isinstance(raw_backends, dict) or not raw_backends:
+        raise ConfigError("backends", "at least one [backends.NAME] table is required")
+    backends = tuple(_backend(name, body, env) for name, body in raw_backends.items())
+    default = values.pop("default_backend", None)
+    if default is None:
+        if len(backends) > 1:
+            raise ConfigError("default_backend", "required when more than one backend exists")
+        default = backends[0].name
+    elif default not in raw_backends:
+        raise ConfigError("default_backend", f"no backend named {default!r}")
+    return GatewayConfig(backends=backends, default_backend=default, **values)
+
+
+def load_config(path: str | Path, env: Mapping[str, str]) -> GatewayConfig:
+    """Read and validate a TOML configuration file."""
+    try:
+        with open(path, "rb") as file:
+            raw = tomllib.load(file)
+    except OSError as exc:
+        raise ConfigError("", f"cannot read {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("", f"{path} is not valid TOML: {exc}") from None
+    return parse_config(raw, env)
+
+
+def sandbox_config(sandbox_url: str, listen: str = DEFAULT_LISTEN) -> GatewayConfig:
+    """Sandbox mode: one backend per vendor, named after it, pointing at the emulators."""
+    backends = tuple(
+        _with_defaults(
+            plugin.vendor,
+            plugin.vendor,
+            sandbox_url,
+            plugin.translator.sandbox_credentials,
+            sandbox=True,
+        )
+        for plugin in VENDORS
+    )
+    return GatewayConfig(
+        backends=backends, default_backend=backends[0].name, listen=listen, sandbox=True
+    )

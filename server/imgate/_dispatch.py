@@ -1,0 +1,403 @@
+"""The dispatcher: the only gateway module that does vendor I/O.
+
+Per backend it owns one aiohttp session (bounded connections, explicit timeouts), the
+quota limiter and the in-flight permits. Per batch it walks the planned chunks, and for
+each takes a permit, then quota, then starts the vendor call inside the batch's
+TaskGroup, so that a cancelled RPC cancels every vendor call it started. Each chunk ends
+in exactly one outcome per recipient, whatever happens to the others:
+
+- DONE: the vendor's per-recipient answer.
+- RETRY / RATE_LIMITED / REFRESH_AUTH: the call was not processed; it is sent again (after
+  backoff, the backend pause, or a credential refresh) while `max_attempts` and the
+  caller's deadline allow, else FAILED with the last reason.
+- AMBIGUOUS: it may have been processed; never resent; UNCERTAIN.
+- Never sent (deadline, cancellation, shutdown): FAILED / NOT_ATTEMPTED.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import secrets
+import time
+import types
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from imgate._config import BackendConfig
+from imgate._planner import plan_chunks
+from imgate._ratelimit import BackendLimiter, Grant, QuotaWaitTooLong
+from imgate._registry import BY_VENDOR
+from imgate.translators._base import CallResult, Disposition, Reason, Translator
+from imgate.v1 import gateway_pb2 as pb
+
+log = logging.getLogger("imgate.dispatch")
+
+# Outcomes are streamed in lists, one list per finished chunk.
+Emit = Callable[[list[pb.RecipientOutcome]], Awaitable[None]]
+
+_BACKOFF_BASE_S = 0.2
+_BACKOFF_CAP_S = 5.0
+# Outcomes must reach the caller before its deadline: stop starting calls this early.
+_DEADLINE_MARGIN_S = 0.25
+
+
+@dataclass
+class BatchCounters:
+    """What a batch did, for its summary."""
+
+    vendor_calls: int = 0
+
+
+@dataclass
+class _Chunk:
+    key: str
+    indexes: Sequence[int]
+    recipients: Sequence[str]
+    attempts: int = 0
+    last: CallResult | None = None
+    refreshed_auth: bool = False
+
+
+class Backend:
+    """A configured backend at run time: translator, HTTP session, quota and permits."""
+
+    def __init__(
+        self,
+        config: BackendConfig,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.translator: Translator = BY_VENDOR[config.vendor].translator(config.credentials)
+        self.url = config.base_url + self.translator.path
+        self.limiter = BackendLimiter(
+            config.call_limit,
+            config.call_window_s,
+            config.recipient_limit,
+            config.recipient_window_s,
+            clock,
+        )
+        self.permits = asyncio.Semaphore(config.max_in_flight)
+        self._clock = clock
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(
+                limit=self.config.max_in_flight,
+                # Shorter than common server keep-alives (nginx: 75 s), so we rarely write a
+                # request onto a connection the vendor is closing: that would be UNCERTAIN.
+                keepalive_timeout=15,
+            )
+            trace = aiohttp.TraceConfig()
+            trace.on_request_headers_sent.append(_mark_written)
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                trace_configs=[trace],
+                timeout=aiohttp.ClientTimeout(total=self.config.request_timeout_s),
+                skip_auto_headers=("User-Agent",),
+            )
+        return self._session
+
+    def blocked_until_wall(self) -> float | None:
+        """Wall-clock end of the current pause, or None when serving."""
+        remaining = self.limiter.blocked_until - self._clock()
+        return time.time() + remaining if remaining > 0 else None
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def _call(self, prepared: Any, chunk: _Chunk, timeout_s: float) -> CallResult:
+        request = self.translator.build(
+            prepared, chunk.recipients, chunk.key, time.time(), secrets.token_hex(16)
+        )
+        trace_ctx = types.SimpleNamespace(written=False)
+        try:
+            async with self.session.request(
+                request.method,
+                self.url,
+                params=request.query,
+                headers=request.headers,
+                data=request.body,
+                timeout=aiohttp.ClientTimeout(total=timeout_s),
+                trace_request_ctx=trace_ctx,
+            ) as response:
+                body = await response.read()
+                status = response.status
+        except TimeoutError:
+            return _transport_failure(
+                trace_ctx.written,
+                pb.FAILURE_REASON_TIMEOUT,
+                "timeout",
+                f"no answer within {timeout_s:.1f}s",
+            )
+        except aiohttp.ClientError as exc:
+            # Connection refused or reset before the request was written: never processed.
+            return _transport_failure(
+                trace_ctx.written,
+                pb.FAILURE_REASON_VENDOR_ERROR,
+                "connection",
+                type(exc).__name__,
+            )
+        log.debug("%s %s -> HTTP %s", request.method, request.path, status)
+        return self.translator.parse(chunk.recipients, status, body)
+
+    async def run_batch(
+        self,
+        request: pb.BatchSendRequest,
+        unique: Sequence[tuple[int, str]],
+        emit: Emit,
+        counters: BatchCounters,
+        deadline: float | None,
+        stop: asyncio.Event,
+    ) -> None:
+        """Send `unique` (index, recipient) pairs and emit one outcome per recipient.
+
+        `deadline` is on the monotonic clock (None = no deadline); `stop` is set on
+        shutdown: no new call starts, calls in flight finish.
+        """
+        translator = self.translator
+        prepared = translator.prepare(request)
+        per_call = translator.recipients_per_call(prepared, self.config.recipients_per_call)
+        if self.config.recipient_limit:
+            per_call = min(per_call, self.config.recipient_limit)
+        ids = [recipient for _, recipient in unique]
+        batch_key = uuid.uuid4().hex
+        chunks: list[_Chunk] = []
+        start = 0
+        for number, size in enumerate(plan_chunks(translator, prepared, ids, per_call)):
+            end = start + size
+            chunks.append(
+                _Chunk(
+                    f"{batch_key}:{number}",
+                    [index for index, _ in unique[start:end]],
+                    ids[start:end],
+                )
+            )
+            start = end
+        sender = _ChunkSender(self, prepared, emit, counters, deadline, stop)
+        async with asyncio.TaskGroup() as group:
+            for position, chunk in enumerate(chunks):
+                if sender.should_stop():
+                    for rest in chunks[position:]:
+                        await sender.give_up(rest)
+                    break
+                await self.permits.acquire()
+                try:
+                    grant = await sender.acquire_quota(chunk)
+                except BaseException:
+                    self.permits.release()
+                    raise
+                if grant is None:
+                    self.permits.release()
+                    await sender.give_up(chunk)
+                    continue
+                group.create_task(sender.send(chunk, grant))
+
+
+@dataclass
+class _ChunkSender:
+    """Sends the chunks of one batch, each to exactly one set of outcomes."""
+
+    backend: Backend
+    prepared: Any
+    emit: Emit
+    counters: BatchCounters
+    deadline: float | None
+    stop: asyncio.Event
+    rng: random.Random = field(default_factory=random.Random)
+
+    def remaining(self) -> float | None:
+        if self.deadline is None:
+            return None
+        return self.deadline - time.monotonic()
+
+    def should_stop(self) -> bool:
+        remaining = self.remaining()
+        return self.stop.is_set() or (remaining is not None and remaining <= _DEADLINE_MARGIN_S)
+
+    async def acquire_quota(self, chunk: _Chunk) -> Grant | None:
+        """Quota for one call of `chunk`, or None when the deadline or shutdown comes first."""
+        deadline = None if self.deadline is None else self.deadline - _DEADLINE_MARGIN_S
+        # Shutdown must not wait out a long quota wait: race the limiter against `stop`.
+        acquire = asyncio.ensure_future(
+            self.backend.limiter.acquire(len(chunk.recipients), deadline)
+        )
+        stopped = asyncio.ensure_future(self.stop.wait())
+        try:
+            done, _ = await asyncio.wait({acquire, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+        if acquire in done:
+            try:
+                return acquire.result()
+            except QuotaWaitTooLong:
+                return None
+        acquire.cancel()
+        try:
+            grant = await acquire
+        except (asyncio.CancelledError, QuotaWaitTooLong):
+            return None
+        grant.release()
+        return None
+
+    async def give_up(self, chunk: _Chunk) -> None:
+        """End a chunk that will not be (re)sent with its last failure or NOT_ATTEMPTED."""
+        last = chunk.last
+        if last is None:
+            why = "shutting down" if self.stop.is_set() else "the caller's deadline came first"
+            await self._emit_all(
+                chunk, pb.DELIVERY_STATE_FAILED, pb.FAILURE_REASON_NOT_ATTEMPTED, "", why
+            )
+        else:
+            await self._emit_all(
+                chunk, pb.DELIVERY_STATE_FAILED, last.reason, last.vendor_code, last.detail
+            )
+
+    async def send(self, chunk: _Chunk, grant: Grant) -> None:
+        """Call the vendor for `chunk` until it has a final answer; holds one permit."""
+        backend = self.backend
+        try:
+            while True:
+                chunk.attempts += 1
+                self.counters.vendor_calls += 1
+                remaining = self.remaining()
+                timeout = backend.config.request_timeout_s
+                if remaining is not None:
+                    timeout = max(0.05, min(timeout, remaining - _DEADLINE_MARGIN_S))
+                try:
+                    result = await backend._call(self.prepared, chunk, timeout)
+                finally:
+                    grant.release()
+                chunk.last = result
+                if result.disposition is Disposition.DONE:
+                    await self._emit_results(chunk, result)
+                    return
+                if result.disposition is Disposition.AMBIGUOUS:
+                    await self._emit_all(
+                        chunk,
+                        pb.DELIVERY_STATE_UNCERTAIN,
+                        result.reason,
+                        result.vendor_code,
+                        result.detail,
+                    )
+                    return
+                if not await self._prepare_resend(chunk, result):
+                    await self.give_up(chunk)
+                    return
+                next_grant = await self.acquire_quota(chunk)
+                if next_grant is None:
+                    await self.give_up(chunk)
+                    return
+                grant = next_grant
+        finally:
+            backend.permits.release()
+
+    async def _prepare_resend(self, chunk: _Chunk, result: CallResult) -> bool:
+        """Get ready to send a not-processed chunk again; False when it must not be."""
+        backend = self.backend
+        if result.disposition is Disposition.REFRESH_AUTH:
+            if chunk.refreshed_auth:
+                return False
+            chunk.refreshed_auth = True
+            backend.translator.invalidate_credentials()
+            log.warning(
+                "backend %s: credentials refreshed after vendor code %s",
+                backend.config.name,
+                result.vendor_code,
+            )
+            return True
+        if chunk.attempts >= backend.config.max_attempts:
+            return False
+        if result.disposition is Disposition.RATE_LIMITED:
+            # The vendor pauses the whole app: pause the whole backend, not just this batch.
+            backend.limiter.block(backend.config.block_s)
+            log.warning(
+                "backend %s: vendor refused for rate (code %s); paused %.1fs",
+                backend.config.name,
+                result.vendor_code,
+                backend.config.block_s,
+            )
+            return True
+        # RETRY: exponential backoff with full jitter, within the deadline.
+        delay = self.rng.uniform(0, min(_BACKOFF_CAP_S, _BACKOFF_BASE_S * 2**chunk.attempts))
+        remaining = self.remaining()
+        if remaining is not None and delay >= remaining - _DEADLINE_MARGIN_S:
+            return False
+        try:
+            await asyncio.wait_for(self.stop.wait(), delay)
+            return False  # shutting down
+        except TimeoutError:
+            return True
+
+    async def _emit_results(self, chunk: _Chunk, result: CallResult) -> None:
+        outcomes = [
+            pb.RecipientOutcome(
+                recipient_id=item.recipient_id,
+                index=index,
+                state=pb.DELIVERY_STATE_ACCEPTED if item.accepted else pb.DELIVERY_STATE_FAILED,
+                reason=item.reason,
+                vendor_code=item.vendor_code,
+                detail=item.detail,
+                vendor_message_id=item.vendor_message_id,
+                attempts=chunk.attempts,
+            )
+            for index, item in zip(chunk.indexes, result.results, strict=True)
+        ]
+        await self.emit(outcomes)
+
+    async def _emit_all(
+        self,
+        chunk: _Chunk,
+        state: pb.DeliveryState.ValueType,
+        reason: Reason,
+        vendor_code: str,
+        detail: str,
+    ) -> None:
+        await self.emit(
+            [
+                pb.RecipientOutcome(
+                    recipient_id=recipient,
+                    index=index,
+                    state=state,
+                    reason=reason,
+                    vendor_code=vendor_code,
+                    detail=detail,
+                    attempts=chunk.attempts,
+                )
+                for index, recipient in zip(chunk.indexes, chunk.recipients, strict=True)
+            ]
+        )
+
+
+def _transport_failure(
+    written: bool, ambiguous_reason: Reason, code: str, detail: str
+) -> CallResult:
+    # Once the request's headers went out, the vendor may have processed it.
+    if written:
+        return CallResult(
+            Disposition.AMBIGUOUS, reason=ambiguous_reason, vendor_code=code, detail=detail
+        )
+    return CallResult(
+        Disposition.RETRY,
+        reason=pb.FAILURE_REASON_VENDOR_UNAVAILABLE,
+        vendor_code=code,
+        detail=detail,
+    )
+
+
+async def _mark_written(
+    session: aiohttp.ClientSession,
+    ctx: types.SimpleNamespace,
+    params: aiohttp.TraceRequestHeadersSentParams,
+) -> None:
+    if ctx.trace_request_ctx is not None:
+        ctx.trace_request_ctx.written = True

@@ -1,0 +1,66 @@
+"""Whole-request validation: what makes a BatchSendRequest wrong before anything is sent.
+
+Checks common to every vendor live here; vendor field limits come from the backend's
+translator. Every problem is a FieldViolation naming the request field.
+"""
+
+from __future__ import annotations
+
+from imgate._config import GatewayConfig
+from imgate.translators._base import FieldViolation, Translator
+from imgate.v1 import gateway_pb2 as pb
+
+MAX_ACCOUNT_ID_CHARS = 32  # Yunxin accid and Tencent UserID (vendors.md §5)
+_MAX_LISTED_BAD_IDS = 10  # a huge bad list should not make a huge error
+
+
+def validate_common(request: pb.BatchSendRequest, config: GatewayConfig) -> list[FieldViolation]:
+    """Problems that do not depend on the vendor."""
+    problems: list[FieldViolation] = []
+    if config.backend(request.backend) is None:
+        known = ", ".join(b.name for b in config.backends)
+        problems.append(
+            FieldViolation("backend", f"unknown backend {request.backend!r} (known: {known})")
+        )
+    count = len(request.recipient_ids)
+    if count == 0:
+        problems.append(FieldViolation("recipient_ids", "at least one recipient is required"))
+    elif count > config.max_recipients_per_request:
+        problems.append(
+            FieldViolation(
+                "recipient_ids",
+                f"{count} recipients; at most {config.max_recipients_per_request} per request",
+            )
+        )
+    bad = 0
+    for position, recipient in enumerate(request.recipient_ids):
+        if not recipient or len(recipient) > MAX_ACCOUNT_ID_CHARS:
+            bad += 1
+            if bad <= _MAX_LISTED_BAD_IDS:
+                problems.append(
+                    FieldViolation(
+                        f"recipient_ids[{position}]",
+                        f"account ids must be 1 to {MAX_ACCOUNT_ID_CHARS} characters",
+                    )
+                )
+    if bad > _MAX_LISTED_BAD_IDS:
+        problems.append(
+            FieldViolation("recipient_ids", f"{bad} invalid ids in all (first ones listed)")
+        )
+    if len(request.sender_id) > MAX_ACCOUNT_ID_CHARS:
+        problems.append(FieldViolation("sender_id", f"at most {MAX_ACCOUNT_ID_CHARS} characters"))
+    if not request.HasField("message") or request.message.WhichOneof("content") is None:
+        problems.append(FieldViolation("message", "message content is required"))
+    return problems
+
+
+def validate_for_vendor(
+    request: pb.BatchSendRequest, translator: Translator
+) -> list[FieldViolation]:
+    """Problems specific to the backend's vendor."""
+    problems: list[FieldViolation] = []
+    if translator.sender_required and not request.sender_id:
+        problems.append(FieldViolation("sender_id", f"required on {translator.vendor} backends"))
+    if request.message.WhichOneof("content") is not None:
+        problems.extend(translator.validate(request))
+    return problems

@@ -1,0 +1,138 @@
+"""The `imgate` command as a process: sandbox mode, bad config, SIGTERM mid-batch."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from imgate.sandbox import FaultRule, SandboxServer
+from imgate.v1 import gateway_pb2 as pb
+from imgate.v1 import gateway_pb2_grpc as pb_grpc
+from tests.conftest import text_request
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _imgate(*args: str, **kwargs: object) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("IMGATE_CONFIG", None)
+    return subprocess.Popen(  # type: ignore[call-overload, no-any-return]
+        [sys.executable, "-m", "imgate", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, **kwargs,
+    )
+
+
+def _wait_serving(target: str, timeout_s: float = 20) -> None:
+    deadline = time.monotonic() + timeout_s
+    with grpc.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            try:
+                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.1)
+    raise AssertionError(f"{target} never became SERVING")
+
+
+@pytest.fixture
+def stop_later() -> Iterator[list[subprocess.Popen[str]]]:
+    processes: list[subprocess.Popen[str]] = []
+    yield processes
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_sandbox_mode_serves_and_says_so(stop_later: list[subprocess.Popen[str]]) -> None:
+    target = f"127.0.0.1:{_free_port()}"
+    process = _imgate("serve", "--listen", target)
+    stop_later.append(process)
+    _wait_serving(target)
+    with grpc.insecure_channel(target) as channel:
+        stub = pb_grpc.GatewayServiceStub(channel)
+        messages = list(stub.BatchSend(text_request(["a", "ghost1"], "yunxin_v2"), timeout=10))
+    states = {o.recipient_id: o.state for m in messages for o in m.outcomes}
+    assert states == {"a": pb.DELIVERY_STATE_ACCEPTED, "ghost1": pb.DELIVERY_STATE_FAILED}
+    health = subprocess.run(
+        [sys.executable, "-m", "imgate", "health", "--target", target],
+        capture_output=True, text=True, timeout=20,
+    )
+    assert health.returncode == 0
+    assert "SERVING" in health.stdout
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=20)
+    assert process.returncode == 0
+    assert "SANDBOX MODE" in stderr
+
+
+def test_bad_config_names_the_key_and_exits_non_zero(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text(
+        '[backends.tx]\nvendor = "tencent"\nbase_url = "https://console.tim.qq.com"\n'
+        'sdk_app_id = 1400000000\nsecret_key = "${NOT_SET_ANYWHERE}"\n'
+        'admin_identifier = "administrator"\n'
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "imgate", "serve", "--config", str(config)],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert result.returncode != 0
+    assert "backends.tx.secret_key" in result.stderr
+    assert "NOT_SET_ANYWHERE" in result.stderr
+
+
+async def test_sigterm_mid_batch_closes_the_stream_with_every_outcome(
+    sandbox: SandboxServer, tmp_path: Path, stop_later: list[subprocess.Popen[str]]
+) -> None:
+    sandbox.state.set_faults("tencent", [FaultRule(kind="latency", delay_s=0.3)])
+    config = tmp_path / "imgate.toml"
+    config.write_text(
+        f'shutdown_grace_s = 5\n[backends.tx]\nvendor = "tencent"\nbase_url = "{sandbox.url}"\n'
+        'sdk_app_id = 1400000000\nsecret_key = "sandbox-secret-key"\n'
+        'admin_identifier = "administrator"\nrecipients_per_call = 10\nmax_in_flight = 2\n'
+    )
+    target = f"127.0.0.1:{_free_port()}"
+    process = _imgate("serve", "--config", str(config), "--listen", target)
+    stop_later.append(process)
+    await asyncio.to_thread(_wait_serving, target)
+    recipients = [f"user{n}" for n in range(1000)]
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = pb_grpc.GatewayServiceStub(channel)
+        outcomes: list[pb.RecipientOutcome] = []
+        summary = None
+        async for message in stub.BatchSend(text_request(recipients, "tx"), timeout=30):
+            if message.outcomes and process.poll() is None and not outcomes:
+                process.send_signal(signal.SIGTERM)
+            outcomes.extend(message.outcomes)
+            if message.HasField("summary"):
+                summary = message.summary
+    assert summary is not None
+    assert sorted(o.recipient_id for o in outcomes) == sorted(recipients)
+    not_attempted = [o for o in outcomes if o.reason == pb.FAILURE_REASON_NOT_ATTEMPTED]
+    assert not_attempted  # the rest was never sent
+    assert all(o.state == pb.DELIVERY_STATE_FAILED for o in not_attempted)
+    delivered = {d.recipient for d in sandbox.state.deliveries("tencent")}
+    accepted = {o.recipient_id for o in outcomes if o.state == pb.DELIVERY_STATE_ACCEPTED}
+    assert delivered == accepted
+    await asyncio.to_thread(process.wait, 20)
+    assert process.returncode == 0
