@@ -1,0 +1,84 @@
+"""Vendor sandbox: strict emulators of the Yunxin (legacy, v2) and Tencent batch-send APIs.
+
+A product feature, not test scaffolding: `imgate serve` without configuration and
+`imgate sandbox` run it, and every test above the translators uses it as ground truth. It
+checks requests as strictly as the vendors (signatures, limits, formats, rate windows)
+and answers with the vendors' own bodies. See `_app` for the /sandbox/... control API.
+
+    async with SandboxServer(config=SandboxConfig(seed=1)) as sandbox:
+        ...  # send to sandbox.vendor_url("tencent"); inspect sandbox.state
+
+Adding a vendor = one emulator module (an `Emulator` subclass) + one entry in EMULATORS.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from imgate.sandbox._app import STATE_KEY, EmulatorClass, build_app
+from imgate.sandbox._config import (
+    FAULT_KINDS,
+    SANDBOX_TENCENT_ADMIN_IDENTIFIER,
+    SANDBOX_TENCENT_SDK_APP_ID,
+    SANDBOX_TENCENT_SECRET_KEY,
+    SANDBOX_YUNXIN_APP_KEY,
+    SANDBOX_YUNXIN_APP_SECRET,
+    AccountRules,
+    Clock,
+    FaultKind,
+    FaultRule,
+    SandboxConfig,
+    VendorSettings,
+)
+from imgate.sandbox._emulator import Emulator, ParsedCall, VendorError
+from imgate.sandbox._server import SandboxServer, serve_sandbox
+from imgate.sandbox._state import Delivery, SandboxState, VendorStats
+from imgate.sandbox.tencent import TencentEmulator, TencentSettings
+from imgate.sandbox.yunxin_v1 import YunxinV1Emulator, YunxinV1Settings
+from imgate.sandbox.yunxin_v2 import YunxinV2Emulator, YunxinV2Settings
+
+EMULATORS: tuple[EmulatorClass, ...] = (YunxinV1Emulator, YunxinV2Emulator, TencentEmulator)
+"""The emulators the sandbox serves by default, one per vendor id."""
+
+
+def create_app(
+    config: SandboxConfig | None = None, *, emulators: Sequence[EmulatorClass] | None = None
+) -> web.Application:
+    """The sandbox as an aiohttp application; its state is `app[STATE_KEY]`."""
+    return build_app(config or SandboxConfig(), EMULATORS if emulators is None else emulators)
+
+
+__all__ = [
+    "EMULATORS",
+    "FAULT_KINDS",
+    "SANDBOX_TENCENT_ADMIN_IDENTIFIER",
+    "SANDBOX_TENCENT_SDK_APP_ID",
+    "SANDBOX_TENCENT_SECRET_KEY",
+    "SANDBOX_YUNXIN_APP_KEY",
+    "SANDBOX_YUNXIN_APP_SECRET",
+    "STATE_KEY",
+    "AccountRules",
+    "Clock",
+    "Delivery",
+    "Emulator",
+    "EmulatorClass",
+    "FaultKind",
+    "FaultRule",
+    "ParsedCall",
+    "SandboxConfig",
+    "SandboxServer",
+    "SandboxState",
+    "TencentEmulator",
+    "TencentSettings",
+    "VendorError",
+    "VendorSettings",
+    "VendorStats",
+    "YunxinV1Emulator",
+    "YunxinV1Settings",
+    "YunxinV2Emulator",
+    "YunxinV2Settings",
+    "create_app",
+    "serve_sandbox",
+]
