@@ -38,7 +38,9 @@ class RunningGateway:
     target: str
 
     async def send(
-        self, request: pb.BatchSendRequest, timeout: float | None = 60
+        self,
+        request: pb.BatchSendRequest,
+        timeout: float | None = 60,  # noqa: ASYNC109 - the gRPC deadline
     ) -> tuple[list[pb.BatchSendResponse], list[pb.RecipientOutcome], pb.BatchSummary]:
         """Run BatchSend to the end: (messages, outcomes, summary)."""
         messages = [m async for m in self.stub.BatchSend(request, timeout=timeout)]
@@ -56,9 +58,7 @@ async def start_gateway(sandbox: SandboxServer) -> AsyncIterator[StartGateway]:
     """Start gateways against the sandbox; `backend_overrides` change every backend."""
     running: list[RunningGateway] = []
 
-    async def start(
-        backend_overrides: dict[str, Any] | None = None, **top: Any
-    ) -> RunningGateway:
+    async def start(backend_overrides: dict[str, Any] | None = None, **top: Any) -> RunningGateway:
         config: GatewayConfig = sandbox_config(sandbox.url, "127.0.0.1:0")
         backends = tuple(
             dataclasses.replace(b, **(backend_overrides or {})) for b in config.backends

@@ -7,7 +7,6 @@ import asyncio
 import dataclasses
 
 import grpc
-
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -68,9 +67,7 @@ async def _scenario(backend: str, plan: list[FaultRule], seed: int) -> None:
         assert summary.accepted + summary.failed + summary.uncertain == summary.total == 31
 
 
-@settings(
-    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     backend=st.sampled_from(["yunxin_v1", "yunxin_v2", "tencent"]),
     plan=fault_plans,

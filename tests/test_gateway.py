@@ -60,9 +60,7 @@ async def test_five_thousand_recipients_one_outcome_each(
 
 
 @pytest.mark.parametrize("backend", VENDORS)
-async def test_vendor_message_ids_are_returned(
-    backend: str, start_gateway: StartGateway
-) -> None:
+async def test_vendor_message_ids_are_returned(backend: str, start_gateway: StartGateway) -> None:
     gateway = await start_gateway()
     request = text_request(["alice", "bob"], backend)
     request.options.return_message_ids = True
@@ -97,8 +95,7 @@ INVALID = [
     ("yunxin text too long", text_request(["a"], "yunxin_v1", _long(5001)), "message.text"),
     ("v2 text too long", text_request(["a"], "yunxin_v2", _long(5001)), "message.text"),
     ("tencent body over 12 KB", text_request(["a"], "tencent", "测" * 4200), "message"),
-    ("too many recipients", text_request([f"u{n}" for n in range(11)], "tencent"),
-     "recipient_ids"),
+    ("too many recipients", text_request([f"u{n}" for n in range(11)], "tencent"), "recipient_ids"),
 ]
 
 
@@ -129,7 +126,10 @@ async def test_invalid_requests_are_refused_and_nothing_is_sent(
     ],
 )
 async def test_bad_extension_is_refused(
-    backend: str, extension: str, field: str, sandbox: SandboxServer,
+    backend: str,
+    extension: str,
+    field: str,
+    sandbox: SandboxServer,
     start_gateway: StartGateway,
 ) -> None:
     gateway = await start_gateway()
@@ -144,7 +144,7 @@ async def test_bad_extension_is_refused(
 
 async def test_tencent_empty_sender_means_admin(start_gateway: StartGateway) -> None:
     gateway = await start_gateway()
-    _, outcomes, summary = await gateway.send(text_request(["a", "b"], "tencent", sender_id=""))
+    _, _outcomes, summary = await gateway.send(text_request(["a", "b"], "tencent", sender_id=""))
     assert summary.accepted == 2
 
 

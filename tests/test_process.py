@@ -34,7 +34,11 @@ def _imgate(*args: str, **kwargs: object) -> subprocess.Popen[str]:
     env.pop("IMGATE_CONFIG", None)
     return subprocess.Popen(  # type: ignore[call-overload, no-any-return]
         [sys.executable, "-m", "imgate", *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, **kwargs,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        **kwargs,
     )
 
 
@@ -75,7 +79,9 @@ def test_sandbox_mode_serves_and_says_so(stop_later: list[subprocess.Popen[str]]
     assert states == {"a": pb.DELIVERY_STATE_ACCEPTED, "ghost1": pb.DELIVERY_STATE_FAILED}
     health = subprocess.run(
         [sys.executable, "-m", "imgate", "health", "--target", target],
-        capture_output=True, text=True, timeout=20,
+        capture_output=True,
+        text=True,
+        timeout=20,
     )
     assert health.returncode == 0
     assert "SERVING" in health.stdout
@@ -94,7 +100,9 @@ def test_bad_config_names_the_key_and_exits_non_zero(tmp_path: Path) -> None:
     )
     result = subprocess.run(
         [sys.executable, "-m", "imgate", "serve", "--config", str(config)],
-        capture_output=True, text=True, timeout=30,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert result.returncode != 0
     assert "backends.tx.secret_key" in result.stderr

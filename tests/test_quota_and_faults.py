@@ -26,8 +26,9 @@ class TestCallQuota:
     def sandbox_config_override(self) -> SandboxConfig:
         return SandboxConfig(
             seed=1,
-            vendors={"yunxin_v1": YunxinV1Settings(call_limit=4, call_window_s=WINDOW_S,
-                                                   block_s=3.0)},
+            vendors={
+                "yunxin_v1": YunxinV1Settings(call_limit=4, call_window_s=WINDOW_S, block_s=3.0)
+            },
         )
 
     async def test_paced_exactly_to_the_call_window(
@@ -37,7 +38,7 @@ class TestCallQuota:
             {"call_limit": 4, "call_window_s": WINDOW_S, "recipients_per_call": 10}
         )
         started = time.monotonic()
-        _, outcomes, summary = await gateway.send(text_request(_ids(240), "yunxin_v1"))
+        _, _outcomes, summary = await gateway.send(text_request(_ids(240), "yunxin_v1"))
         elapsed = time.monotonic() - started
         assert summary.accepted == 240
         stats = sandbox.state.stats("yunxin_v1")
@@ -54,8 +55,7 @@ class TestRecipientQuota:
     def sandbox_config_override(self) -> SandboxConfig:
         return SandboxConfig(
             seed=1,
-            vendors={"tencent": TencentSettings(recipient_limit=200,
-                                                recipient_window_s=WINDOW_S)},
+            vendors={"tencent": TencentSettings(recipient_limit=200, recipient_window_s=WINDOW_S)},
         )
 
     async def test_paced_exactly_to_the_recipient_window(
@@ -65,7 +65,7 @@ class TestRecipientQuota:
             {"recipient_limit": 200, "recipient_window_s": WINDOW_S, "recipients_per_call": 50}
         )
         started = time.monotonic()
-        _, outcomes, summary = await gateway.send(text_request(_ids(1000), "tencent"))
+        _, _outcomes, summary = await gateway.send(text_request(_ids(1000), "tencent"))
         elapsed = time.monotonic() - started
         assert summary.accepted == 1000
         stats = sandbox.state.stats("tencent")
@@ -82,16 +82,23 @@ class TestStricterVendor:
     def sandbox_config_override(self) -> SandboxConfig:
         return SandboxConfig(
             seed=1,
-            vendors={"yunxin_v1": YunxinV1Settings(call_limit=3, call_window_s=WINDOW_S,
-                                                   block_s=1.5)},
+            vendors={
+                "yunxin_v1": YunxinV1Settings(call_limit=3, call_window_s=WINDOW_S, block_s=1.5)
+            },
         )
 
     async def test_block_mid_batch_every_recipient_accepted_once(
         self, sandbox: SandboxServer, start_gateway: StartGateway
     ) -> None:
         gateway = await start_gateway(
-            {"call_limit": 6, "call_window_s": WINDOW_S, "recipients_per_call": 10,
-             "block_s": 1.5, "max_in_flight": 2, "max_attempts": 10}
+            {
+                "call_limit": 6,
+                "call_window_s": WINDOW_S,
+                "recipients_per_call": 10,
+                "block_s": 1.5,
+                "max_in_flight": 2,
+                "max_attempts": 10,
+            }
         )
         _, outcomes, summary = await gateway.send(text_request(_ids(120), "yunxin_v1"))
         assert summary.accepted == 120
@@ -112,17 +119,21 @@ class TestStricterVendor:
         self, sandbox: SandboxServer, start_gateway: StartGateway
     ) -> None:
         gateway = await start_gateway(
-            {"call_limit": 100, "call_window_s": WINDOW_S, "recipients_per_call": 10,
-             "block_s": 5.0, "max_in_flight": 1}
+            {
+                "call_limit": 100,
+                "call_window_s": WINDOW_S,
+                "recipients_per_call": 10,
+                "block_s": 5.0,
+                "max_in_flight": 1,
+            }
         )
-        _, outcomes, summary = await gateway.send(
-            text_request(_ids(60), "yunxin_v1"), timeout=2.0
-        )
+        _, outcomes, summary = await gateway.send(text_request(_ids(60), "yunxin_v1"), timeout=2.0)
         assert summary.total == 60
         assert summary.accepted == 30  # three calls passed, the 4th drew the 416
         refused = [o for o in outcomes if o.state != pb.DELIVERY_STATE_ACCEPTED]
         assert {o.reason for o in refused} <= {
-            pb.FAILURE_REASON_RATE_LIMITED, pb.FAILURE_REASON_NOT_ATTEMPTED
+            pb.FAILURE_REASON_RATE_LIMITED,
+            pb.FAILURE_REASON_NOT_ATTEMPTED,
         }
         assert any(o.reason == pb.FAILURE_REASON_RATE_LIMITED for o in refused)
         assert all(o.state == pb.DELIVERY_STATE_FAILED for o in refused)
@@ -131,8 +142,14 @@ class TestStricterVendor:
 FAULTS = [
     # kind, extra, expected state, expected reason, attempts, delivered
     ("refuse_502", {}, pb.DELIVERY_STATE_ACCEPTED, pb.FAILURE_REASON_UNSPECIFIED, 2, True),
-    ("latency", {"delay_s": 0.2}, pb.DELIVERY_STATE_ACCEPTED, pb.FAILURE_REASON_UNSPECIFIED,
-     1, True),
+    (
+        "latency",
+        {"delay_s": 0.2},
+        pb.DELIVERY_STATE_ACCEPTED,
+        pb.FAILURE_REASON_UNSPECIFIED,
+        1,
+        True,
+    ),
     ("hang", {"delay_s": 5}, pb.DELIVERY_STATE_UNCERTAIN, pb.FAILURE_REASON_TIMEOUT, 1, True),
     ("error_500", {}, pb.DELIVERY_STATE_UNCERTAIN, pb.FAILURE_REASON_VENDOR_ERROR, 1, True),
     ("malformed", {}, pb.DELIVERY_STATE_UNCERTAIN, pb.FAILURE_REASON_VENDOR_ERROR, 1, True),
@@ -144,15 +161,23 @@ FAULTS = [
 @pytest.mark.parametrize("backend", ["yunxin_v1", "yunxin_v2", "tencent"])
 @pytest.mark.parametrize(
     ("kind", "extra", "state", "reason", "attempts", "delivered"),
-    FAULTS, ids=[f[0] for f in FAULTS],
+    FAULTS,
+    ids=[f[0] for f in FAULTS],
 )
 async def test_fault_maps_to_state(
-    backend: str, kind: str, extra: dict[str, float], state: int, reason: int,
-    attempts: int, delivered: bool, sandbox: SandboxServer, start_gateway: StartGateway,
+    backend: str,
+    kind: str,
+    extra: dict[str, float],
+    state: int,
+    reason: int,
+    attempts: int,
+    delivered: bool,
+    sandbox: SandboxServer,
+    start_gateway: StartGateway,
 ) -> None:
     gateway = await start_gateway({"request_timeout_s": 1.0})
     sandbox.state.set_faults(backend, [FaultRule(kind=kind, times=1, **extra)])  # type: ignore[arg-type]
-    _, outcomes, summary = await gateway.send(text_request(["alice", "bob"], backend))
+    _, outcomes, _summary = await gateway.send(text_request(["alice", "bob"], backend))
     assert len(outcomes) == 2
     for outcome in outcomes:
         assert (outcome.state, outcome.reason) == (state, reason), outcome

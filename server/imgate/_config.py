@@ -150,12 +150,12 @@ def _typed(key: str, value: Any, expected: type, env: Mapping[str, str]) -> Any:
         isinstance(value, expected) or (expected is float and isinstance(value, int))
     ):
         raise ConfigError(key, f"expected {expected.__name__}, got {type(value).__name__}")
-    if expected is float:
-        value = float(value)
-    if expected in (int, float) and value <= 0 and not key.endswith("recipient_limit"):
-        raise ConfigError(key, "must be greater than 0")
-    if expected in (int, float) and value < 0:
-        raise ConfigError(key, "must not be negative")
+    if isinstance(value, int | float):
+        if expected is float:
+            value = float(value)
+        # A recipient_limit of 0 means "not counted"; every other number must be positive.
+        if value < 0 or (value == 0 and not key.endswith("recipient_limit")):
+            raise ConfigError(key, "must be greater than 0")
     return value
 
 

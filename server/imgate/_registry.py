@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from imgate.sandbox import _emulator
+from imgate.sandbox._app import EmulatorClass
 from imgate.sandbox.tencent import TencentEmulator
 from imgate.sandbox.yunxin_v1 import YunxinV1Emulator
 from imgate.sandbox.yunxin_v2 import YunxinV2Emulator
@@ -25,7 +25,7 @@ class VendorPlugin:
     """A vendor: how the gateway talks to it, and how the sandbox pretends to be it."""
 
     translator: type[Translator]
-    emulator: type[_emulator.Emulator]
+    emulator: EmulatorClass
 
     @property
     def vendor(self) -> str:

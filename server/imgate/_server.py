@@ -32,7 +32,7 @@ class Gateway:
         self.config = config
         self.backends = {b.name: Backend(b) for b in config.backends}
         self._stopping = asyncio.Event()
-        self._health = health.aio.HealthServicer()
+        self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]  # stubs lack .aio
         self._server = grpc.aio.server(
             options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 16 << 20)]
         )

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
+from typing import Any, TypeAlias
 
 import grpc
 from google.protobuf import any_pb2, timestamp_pb2
@@ -27,6 +28,8 @@ from imgate.v1 import gateway_pb2 as pb
 from imgate.v1 import gateway_pb2_grpc as pb_grpc
 
 log = logging.getLogger("imgate.servicer")
+
+_Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 
 MAX_OUTCOMES_PER_MESSAGE = 2000  # ~100 KB per message, far under gRPC's 4 MB default
 _QUEUE_CHUNKS = 64
@@ -50,7 +53,7 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
         )
 
     async def ListBackends(
-        self, request: pb.ListBackendsRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ListBackendsRequest, context: _Context
     ) -> pb.ListBackendsResponse:
         response = pb.ListBackendsResponse(default_backend=self._config.default_backend)
         for backend in self._backends.values():
@@ -78,8 +81,10 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
                 item.blocked_until.CopyFrom(_timestamp(blocked_until))
         return response
 
-    async def BatchSend(
-        self, request: pb.BatchSendRequest, context: grpc.aio.ServicerContext
+    # Streams with context.write() rather than as an async generator: a generator suspended
+    # at `yield` inside the TaskGroup would not unwind cleanly when the client goes away.
+    async def BatchSend(  # type: ignore[override]
+        self, request: pb.BatchSendRequest, context: _Context
     ) -> None:
         started = time.monotonic()
         if self._stop.is_set():
@@ -163,7 +168,7 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
                 # Every caller of a request_id batch, the first one included, reads the record.
                 await self._replay(record, context)
 
-    async def _replay(self, record: BatchRecord, context: grpc.aio.ServicerContext) -> None:
+    async def _replay(self, record: BatchRecord, context: _Context) -> None:
         async for outcomes in record.follow():
             for start in range(0, len(outcomes), MAX_OUTCOMES_PER_MESSAGE):
                 batch = outcomes[start : start + MAX_OUTCOMES_PER_MESSAGE]
@@ -174,7 +179,7 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
 
 async def _stream_queue(
     queue: asyncio.Queue[list[pb.RecipientOutcome] | None],
-    context: grpc.aio.ServicerContext,
+    context: _Context,
     summary: pb.BatchSummary,
 ) -> None:
     """Write outcome lists as they arrive, coalescing whatever is already waiting."""
@@ -224,7 +229,7 @@ def summary_counts(summary: pb.BatchSummary, outcomes: list[pb.RecipientOutcome]
             summary.failed += 1
 
 
-async def _abort_invalid(context: grpc.aio.ServicerContext, problems: list[FieldViolation]) -> None:
+async def _abort_invalid(context: _Context, problems: list[FieldViolation]) -> None:
     bad_request = error_details_pb2.BadRequest(
         field_violations=[
             error_details_pb2.BadRequest.FieldViolation(field=p.field, description=p.description)
@@ -237,7 +242,8 @@ async def _abort_invalid(context: grpc.aio.ServicerContext, problems: list[Field
     status = status_pb2.Status(
         code=code_pb2.INVALID_ARGUMENT, message=message or "invalid request", details=[detail]
     )
-    await context.abort_with_status(rpc_status.to_status(status))
+    grpc_status = rpc_status.to_status(status)
+    await context.abort(grpc_status.code, grpc_status.details, grpc_status.trailing_metadata)
 
 
 def _timestamp(seconds: float) -> timestamp_pb2.Timestamp:

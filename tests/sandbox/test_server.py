@@ -14,7 +14,6 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from imgate.sandbox import (
-    EMULATORS,
     SANDBOX_TENCENT_SECRET_KEY,
     SANDBOX_YUNXIN_APP_SECRET,
     STATE_KEY,
@@ -28,6 +27,7 @@ from imgate.sandbox import (
     VendorSettings,
     YunxinV1Settings,
     create_app,
+    default_emulators,
     serve_sandbox,
 )
 
@@ -35,8 +35,8 @@ from .helpers import Vendors, tx_doc, yunxin_auth, yx1_fields
 
 
 def test_registry_lists_the_three_vendors() -> None:
-    assert [e.vendor for e in EMULATORS] == ["yunxin_v1", "yunxin_v2", "tencent"]
-    assert [e.path for e in EMULATORS] == [
+    assert [e.vendor for e in default_emulators()] == ["yunxin_v1", "yunxin_v2", "tencent"]
+    assert [e.path for e in default_emulators()] == [
         "/nimserver/msg/sendBatchMsg.action",
         "/im/v2/conversations/messages",
         "/v4/openim/batchsendmsg",
@@ -165,7 +165,9 @@ async def test_a_fourth_vendor_is_one_class_and_one_registry_line(
     config = SandboxConfig(
         vendors={"echo": EchoSettings(faults=(FaultRule(kind="error_500", times=1),))}
     )
-    async with SandboxServer(config=config, emulators=(*EMULATORS, EchoEmulator)) as server:
+    async with SandboxServer(
+        config=config, emulators=(*default_emulators(), EchoEmulator)
+    ) as server:
         url = server.vendor_url("echo")
 
         async def call(body: str, token: str = "echo-token") -> Any:

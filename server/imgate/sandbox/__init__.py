@@ -8,7 +8,8 @@ and answers with the vendors' own bodies. See `_app` for the /sandbox/... contro
     async with SandboxServer(config=SandboxConfig(seed=1)) as sandbox:
         ...  # send to sandbox.vendor_url("tencent"); inspect sandbox.state
 
-Adding a vendor = one emulator module (an `Emulator` subclass) + one entry in EMULATORS.
+Adding a vendor = one emulator module (an `Emulator` subclass) + its line in
+`imgate._registry.VENDORS`, which pairs it with the vendor's translator.
 """
 
 from __future__ import annotations
@@ -33,25 +34,22 @@ from imgate.sandbox._config import (
     VendorSettings,
 )
 from imgate.sandbox._emulator import Emulator, ParsedCall, VendorError
-from imgate.sandbox._server import SandboxServer, serve_sandbox
+from imgate.sandbox._server import SandboxServer, default_emulators, serve_sandbox
 from imgate.sandbox._state import Delivery, SandboxState, VendorStats
 from imgate.sandbox.tencent import TencentEmulator, TencentSettings
 from imgate.sandbox.yunxin_v1 import YunxinV1Emulator, YunxinV1Settings
 from imgate.sandbox.yunxin_v2 import YunxinV2Emulator, YunxinV2Settings
-
-EMULATORS: tuple[EmulatorClass, ...] = (YunxinV1Emulator, YunxinV2Emulator, TencentEmulator)
-"""The emulators the sandbox serves by default, one per vendor id."""
 
 
 def create_app(
     config: SandboxConfig | None = None, *, emulators: Sequence[EmulatorClass] | None = None
 ) -> web.Application:
     """The sandbox as an aiohttp application; its state is `app[STATE_KEY]`."""
-    return build_app(config or SandboxConfig(), EMULATORS if emulators is None else emulators)
+    chosen = default_emulators() if emulators is None else emulators
+    return build_app(config or SandboxConfig(), chosen)
 
 
 __all__ = [
-    "EMULATORS",
     "FAULT_KINDS",
     "SANDBOX_TENCENT_ADMIN_IDENTIFIER",
     "SANDBOX_TENCENT_SDK_APP_ID",
@@ -80,5 +78,6 @@ __all__ = [
     "YunxinV2Emulator",
     "YunxinV2Settings",
     "create_app",
+    "default_emulators",
     "serve_sandbox",
 ]

@@ -69,7 +69,7 @@ CallT = TypeVar("CallT", bound=ParsedCall)
 
 
 class Emulator(abc.ABC, Generic[SettingsT, CallT]):
-    """One emulated vendor endpoint. Subclasses are listed in the sandbox's EMULATORS."""
+    """One emulated vendor endpoint. Subclasses are listed in `imgate._registry.VENDORS`."""
 
     vendor: ClassVar[str]
     """Vendor id, as in imgate configuration (`vendor = "..."`)."""

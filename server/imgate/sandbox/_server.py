@@ -19,11 +19,11 @@ _SHUTDOWN_TIMEOUT_S = 2.0
 
 
 def default_emulators() -> tuple[EmulatorClass, ...]:
-    """The package's EMULATORS registry."""
-    # Imported when called: the package's __init__ imports this module.
-    from imgate.sandbox import EMULATORS
+    """The emulators of the project's vendor registry, one per vendor id."""
+    # Imported when called: the registry imports the emulator modules of this package.
+    from imgate._registry import VENDORS
 
-    return EMULATORS
+    return tuple(plugin.emulator for plugin in VENDORS)
 
 
 class SandboxServer:
