@@ -197,11 +197,14 @@ def _positive_seconds(value: str) -> float:
 
 def _report_error(error: GatewayError, received: int) -> None:
     where = f" after {received} outcomes" if received else ""
-    message = f"imgate send: the call failed{where}: {error.code.name}: {error.details}"
-    print(message, file=sys.stderr)
-    if isinstance(error, InvalidRequestError):
+    if isinstance(error, InvalidRequestError) and error.violations:
+        # The status message repeats the violations; list them once, one per line.
+        print(f"imgate send: the request is invalid{where}:", file=sys.stderr)
         for violation in error.violations:
             print(f"  {violation.field}: {violation.description}", file=sys.stderr)
+        return
+    message = f"imgate send: the call failed{where}: {error.code.name}: {error.details}"
+    print(message, file=sys.stderr)
 
 
 def _to_json(message: ProtoMessage) -> dict[str, object]:

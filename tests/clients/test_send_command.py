@@ -123,7 +123,7 @@ def test_invalid_request_exits_2_with_the_violations(
     assert status == 2
     assert out == ""
     assert err.splitlines() == [
-        "imgate send: the call failed: INVALID_ARGUMENT: invalid request",
+        "imgate send: the request is invalid:",
         "  recipient_ids: must not be empty",
     ]
 
