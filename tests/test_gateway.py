@@ -94,6 +94,9 @@ INVALID = [
     ("sender too long", text_request(["a"], "tencent", sender_id=_long(33)), "sender_id"),
     ("yunxin text too long", text_request(["a"], "yunxin_v1", _long(5001)), "message.text"),
     ("v2 text too long", text_request(["a"], "yunxin_v2", _long(5001)), "message.text"),
+    # Vendors count UTF-16 units (Java): an emoji is two.
+    ("emoji text over 5000 units", text_request(["a"], "yunxin_v1", "😀" * 2501), "message.text"),
+    ("emoji id over 32 units", text_request(["a", "😀" * 17], "yunxin_v2"), "recipient_ids[1]"),
     ("tencent body over 12 KB", text_request(["a"], "tencent", "测" * 4200), "message"),
     ("too many recipients", text_request([f"u{n}" for n in range(11)], "tencent"), "recipient_ids"),
 ]

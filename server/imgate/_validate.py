@@ -6,11 +6,12 @@ translator. Every problem is a FieldViolation naming the request field.
 
 from __future__ import annotations
 
+from imgate._chars import java_len
 from imgate._config import GatewayConfig
 from imgate.translators._base import FieldViolation, Translator
 from imgate.v1 import gateway_pb2 as pb
 
-MAX_ACCOUNT_ID_CHARS = 32  # Yunxin accid and Tencent UserID (vendors.md §5)
+MAX_ACCOUNT_ID_CHARS = 32  # Yunxin accid (UTF-16 units); Tencent also caps bytes (§5)
 _MAX_LISTED_BAD_IDS = 10  # a huge bad list should not make a huge error
 
 
@@ -34,7 +35,7 @@ def validate_common(request: pb.BatchSendRequest, config: GatewayConfig) -> list
         )
     bad = 0
     for position, recipient in enumerate(request.recipient_ids):
-        if not recipient or len(recipient) > MAX_ACCOUNT_ID_CHARS:
+        if not recipient or java_len(recipient) > MAX_ACCOUNT_ID_CHARS:
             bad += 1
             if bad <= _MAX_LISTED_BAD_IDS:
                 problems.append(
@@ -47,7 +48,7 @@ def validate_common(request: pb.BatchSendRequest, config: GatewayConfig) -> list
         problems.append(
             FieldViolation("recipient_ids", f"{bad} invalid ids in all (first ones listed)")
         )
-    if len(request.sender_id) > MAX_ACCOUNT_ID_CHARS:
+    if java_len(request.sender_id) > MAX_ACCOUNT_ID_CHARS:
         problems.append(FieldViolation("sender_id", f"at most {MAX_ACCOUNT_ID_CHARS} characters"))
     if not request.HasField("message") or request.message.WhichOneof("content") is None:
         problems.append(FieldViolation("message", "message content is required"))

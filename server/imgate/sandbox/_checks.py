@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any, TypeGuard
 
+from imgate._chars import java_len as java_len  # re-exported for the emulators
+
 
 class NotJson(ValueError):
     """Text that a strict JSON parser refuses."""
@@ -20,15 +22,6 @@ def strict_json(text: str | bytes) -> Any:
         return json.loads(text, parse_constant=_refuse_constant)
     except (ValueError, RecursionError) as exc:
         raise NotJson(str(exc)) from None
-
-
-def java_len(text: str) -> int:
-    """Length as Java's String.length() counts it (UTF-16 code units).
-
-    Both vendors run on the JVM, so "N characters" caps count an emoji as two; counting
-    the same way keeps the emulator at least as strict as the vendor.
-    """
-    return len(text.encode("utf-16-le")) // 2
 
 
 def is_int(value: object) -> TypeGuard[int]:

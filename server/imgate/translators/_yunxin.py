@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Final
 
 from imgate._auth import yunxin_headers
+from imgate._chars import java_len
 from imgate.translators._base import (
     CallResult,
     Disposition,
@@ -184,14 +185,14 @@ class YunxinTranslator(Translator):
         kind = message.WhichOneof("content")
         if kind in ("text", "tip"):
             text = getattr(message, kind).text
-            if len(text) > TEXT_MAX_CHARS:
+            if java_len(text) > TEXT_MAX_CHARS:
                 problems.append(
                     FieldViolation(
                         f"message.{kind}.text",
-                        f"is {len(text)} characters; Yunxin allows {TEXT_MAX_CHARS}",
+                        f"is {java_len(text)} characters; Yunxin allows {TEXT_MAX_CHARS}",
                     )
                 )
-        elif kind == "custom" and len(message.custom.description) > DESCRIPTION_MAX_CHARS:
+        elif kind == "custom" and java_len(message.custom.description) > DESCRIPTION_MAX_CHARS:
             problems.append(
                 FieldViolation(
                     "message.custom.description",
@@ -199,7 +200,7 @@ class YunxinTranslator(Translator):
                 )
             )
         if self.extension_max_chars is not None and (
-            len(message.extension) > self.extension_max_chars
+            java_len(message.extension) > self.extension_max_chars
         ):
             problems.append(
                 FieldViolation(
@@ -207,7 +208,7 @@ class YunxinTranslator(Translator):
                     f"is over {self.extension_max_chars} characters ({self.vendor} limit)",
                 )
             )
-        if options.HasField("push_content") and len(options.push_content) > (
+        if options.HasField("push_content") and java_len(options.push_content) > (
             PUSH_CONTENT_MAX_CHARS
         ):
             problems.append(
@@ -217,14 +218,14 @@ class YunxinTranslator(Translator):
                 )
             )
         payload = push_payload_text(options)
-        if payload is not None and len(payload) > PUSH_PAYLOAD_MAX_CHARS:
+        if payload is not None and java_len(payload) > PUSH_PAYLOAD_MAX_CHARS:
             # The title travels inside the payload, so it counts against the same cap.
             has_payload = options.HasField("push_payload")
             field = "options.push_payload" if has_payload else "options.push_title"
             problems.append(
                 FieldViolation(
                     field,
-                    f"the push payload (title included) is {len(payload)} characters;"
+                    f"the push payload (title included) is {java_len(payload)} characters;"
                     f" Yunxin allows {PUSH_PAYLOAD_MAX_CHARS}",
                 )
             )
