@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 
 import grpc
@@ -9,7 +10,7 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from imgate.sandbox import SandboxServer
+from imgate.sandbox import FaultRule, SandboxServer
 from imgate.v1 import gateway_pb2 as pb
 from tests.conftest import VENDORS, StartGateway, text_request
 
@@ -161,3 +162,21 @@ async def test_list_backends(start_gateway: StartGateway) -> None:
     assert tencent.sandbox
     assert tencent.limits.recipient_limit == 12000
     assert tencent.state == pb.BACKEND_STATE_SERVING
+
+
+async def test_logs_carry_the_batch_and_never_secrets(
+    sandbox: SandboxServer, start_gateway: StartGateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    from imgate._logging import _ContextFilter
+
+    caplog.handler.addFilter(_ContextFilter())
+    caplog.set_level(logging.DEBUG)
+    gateway = await start_gateway()
+    for backend in VENDORS:
+        sandbox.state.set_faults(backend, [FaultRule(kind="refuse_502", times=1)])
+        await gateway.send(text_request(["a", "b"], backend, request_id=f"rid-{backend}"))
+    text = "\n".join(f"{r.getMessage()} {getattr(r, 'context', '')}" for r in caplog.records)
+    assert "backend=tencent request_id=rid-tencent" in text
+    assert "/v4/openim/batchsendmsg" in text  # paths are logged ...
+    for secret in ("sandbox-app-secret", "sandbox-secret-key", "usersig", "CheckSum"):
+        assert secret not in text  # ... but never credentials or signed URLs

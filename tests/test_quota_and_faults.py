@@ -115,6 +115,20 @@ class TestStricterVendor:
         assert summary.vendor_calls == 12 + refused
         assert any(o.attempts > 1 for o in outcomes)
 
+    async def test_list_backends_shows_the_block(
+        self, sandbox: SandboxServer, start_gateway: StartGateway
+    ) -> None:
+        gateway = await start_gateway(
+            {"call_limit": 100, "recipients_per_call": 10, "block_s": 30.0, "max_in_flight": 1}
+        )
+        await gateway.send(text_request(_ids(40), "yunxin_v1"), timeout=1.0)
+        reply = await gateway.stub.ListBackends(pb.ListBackendsRequest())
+        states = {b.name: b for b in reply.backends}
+        blocked = states["yunxin_v1"]
+        assert blocked.state == pb.BACKEND_STATE_BLOCKED
+        assert 20 < blocked.blocked_until.seconds - time.time() <= 30
+        assert states["tencent"].state == pb.BACKEND_STATE_SERVING
+
     async def test_block_past_the_deadline_fails_rate_limited(
         self, sandbox: SandboxServer, start_gateway: StartGateway
     ) -> None:

@@ -20,6 +20,7 @@ from grpc_status import rpc_status
 
 from imgate._config import GatewayConfig
 from imgate._dispatch import Backend, BatchCounters
+from imgate._logging import log_context
 from imgate._planner import dedupe
 from imgate._replay import BatchRecord, RequestIdStore, payload_fingerprint
 from imgate._validate import validate_common, validate_for_vendor
@@ -98,6 +99,7 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
         if problems or backend is None:
             await _abort_invalid(context, problems)
             return
+        log_context.set(f"backend={backend.config.name} request_id={request.request_id or '-'}")
         unique, duplicates = dedupe(request.recipient_ids)
         remaining = context.time_remaining()
         deadline = None if remaining is None else started + remaining
@@ -122,12 +124,7 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
                 return
             record = self._request_ids.start(request.request_id, fingerprint)
 
-        log.info(
-            "batch backend=%s recipients=%d request_id=%s",
-            backend.config.name,
-            len(unique),
-            request.request_id or "-",
-        )
+        log.info("batch of %d recipients (%d duplicates removed)", len(unique), duplicates)
         counters = BatchCounters()
         queue: asyncio.Queue[list[pb.RecipientOutcome] | None] = asyncio.Queue(_QUEUE_CHUNKS)
         summary = pb.BatchSummary(total=len(unique), duplicates_removed=duplicates)
@@ -141,6 +138,14 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
         def finish_summary() -> pb.BatchSummary:
             summary.vendor_calls = counters.vendor_calls
             summary.elapsed_ms = int((time.monotonic() - started) * 1000)
+            log.info(
+                "batch done: accepted=%d failed=%d uncertain=%d vendor_calls=%d in %d ms",
+                summary.accepted,
+                summary.failed,
+                summary.uncertain,
+                summary.vendor_calls,
+                summary.elapsed_ms,
+            )
             return summary
 
         async def run() -> None:

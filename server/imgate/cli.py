@@ -17,6 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from imgate import __version__
 from imgate._config import DEFAULT_LISTEN, ConfigError, load_config, sandbox_config
+from imgate._logging import configure_logging
 from imgate._send_command import add_send_arguments, run_send
 from imgate._server import Gateway
 from imgate.sandbox import SandboxServer, serve_sandbox
@@ -120,11 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_send(args)
     if args.command == "health":
         return _health(args.target, args.timeout)
-    logging.basicConfig(
-        level=getattr(args, "log_level", "INFO").upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(getattr(args, "log_level", "INFO"))
     if args.command == "sandbox":
         host, port = _split_listen(args.listen)
         with contextlib.suppress(KeyboardInterrupt):
