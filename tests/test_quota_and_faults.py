@@ -8,7 +8,7 @@ import time
 import grpc
 import pytest
 
-from imgate.sandbox import FaultRule, SandboxConfig, SandboxServer
+from imgate.sandbox import Clock, FaultRule, SandboxConfig, SandboxServer
 from imgate.sandbox.tencent import TencentSettings
 from imgate.sandbox.yunxin_v1 import YunxinV1Settings
 from imgate.v1 import gateway_pb2 as pb
@@ -48,6 +48,22 @@ class TestCallQuota:
         ideal = 5 * WINDOW_S
         assert elapsed >= ideal * 0.99
         assert elapsed <= ideal * 1.15, f"{elapsed:.2f}s vs ideal {ideal:.2f}s"
+
+    async def test_small_batch_is_not_stuck_behind_a_large_one(
+        self, sandbox: SandboxServer, start_gateway: StartGateway
+    ) -> None:
+        gateway = await start_gateway(
+            {"call_limit": 4, "call_window_s": WINDOW_S, "recipients_per_call": 10}
+        )
+        large = asyncio.create_task(gateway.send(text_request(_ids(400), "yunxin_v1")))
+        await asyncio.sleep(0.3)  # the large batch has taken the first window
+        started = time.monotonic()
+        _, _, small = await gateway.send(text_request(_ids(20, "s"), "yunxin_v1"))
+        small_s = time.monotonic() - started
+        assert small.accepted == 20
+        assert not large.done()  # 40 calls at 4 per window: ~10 s
+        assert small_s < 3 * WINDOW_S  # took turns, not queued behind 36 calls
+        large.cancel()
 
 
 class TestRecipientQuota:
@@ -151,6 +167,23 @@ class TestStricterVendor:
         }
         assert any(o.reason == pb.FAILURE_REASON_RATE_LIMITED for o in refused)
         assert all(o.state == pb.DELIVERY_STATE_FAILED for o in refused)
+
+
+class TestExpiredSignature:
+    @pytest.fixture
+    def sandbox_config_override(self) -> SandboxConfig:
+        # The vendor's clock is two days ahead: every one-day UserSig looks expired (70001).
+        return SandboxConfig(seed=1, clock=Clock(wall=lambda: time.time() + 2 * 86400))
+
+    async def test_expired_signature_is_regenerated_once(
+        self, sandbox: SandboxServer, start_gateway: StartGateway
+    ) -> None:
+        gateway = await start_gateway()
+        _, outcomes, _summary = await gateway.send(text_request(["a", "b"], "tencent"))
+        assert {(o.state, o.reason, o.vendor_code, o.attempts) for o in outcomes} == {
+            (pb.DELIVERY_STATE_FAILED, pb.FAILURE_REASON_AUTH_FAILED, "70001", 2)
+        }
+        assert sandbox.state.stats("tencent").refusals == {"70001": 2}
 
 
 FAULTS = [
