@@ -180,3 +180,26 @@ async def test_logs_carry_the_batch_and_never_secrets(
     assert "/v4/openim/batchsendmsg" in text  # paths are logged ...
     for secret in ("sandbox-app-secret", "sandbox-secret-key", "usersig", "CheckSum"):
         assert secret not in text  # ... but never credentials or signed URLs
+
+
+async def test_a_translator_bug_costs_only_its_chunk(
+    sandbox: SandboxServer, start_gateway: StartGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gateway = await start_gateway({"recipients_per_call": 10, "max_in_flight": 1})
+    translator = gateway.gateway.backends["tencent"].translator
+    real_parse = translator.parse
+    calls = 0
+
+    def parse_failing_once(*args: object) -> object:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise ValueError("bug")
+        return real_parse(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(translator, "parse", parse_failing_once)
+    _, outcomes, summary = await gateway.send(text_request(_audience(30, 0, 0, 1), "tencent"))
+    assert (summary.accepted, summary.uncertain, summary.failed) == (20, 10, 0)
+    assert {o.reason for o in outcomes if o.state == pb.DELIVERY_STATE_UNCERTAIN} == {
+        pb.FAILURE_REASON_VENDOR_ERROR
+    }

@@ -29,11 +29,12 @@ from typing import Any
 
 import aiohttp
 
+from imgate import __version__
 from imgate._config import BackendConfig
 from imgate._planner import plan_chunks
 from imgate._ratelimit import BackendLimiter, Grant, QuotaWaitTooLong
 from imgate._registry import BY_VENDOR
-from imgate.translators._base import CallResult, Disposition, Reason, Translator
+from imgate.translators._base import CallResult, Disposition, Reason, Translator, fail_all
 from imgate.v1 import gateway_pb2 as pb
 
 log = logging.getLogger("imgate.dispatch")
@@ -101,7 +102,7 @@ class Backend:
                 connector=connector,
                 trace_configs=[trace],
                 timeout=aiohttp.ClientTimeout(total=self.config.request_timeout_s),
-                skip_auto_headers=("User-Agent",),
+                headers={"User-Agent": f"imgate/{__version__}"},
             )
         return self._session
 
@@ -116,9 +117,17 @@ class Backend:
             self._session = None
 
     async def _call(self, prepared: Any, chunk: _Chunk, timeout_s: float) -> CallResult:
-        request = self.translator.build(
-            prepared, chunk.recipients, chunk.key, time.time(), secrets.token_hex(16)
-        )
+        """One HTTP request for `chunk`, classified. Never raises but for cancellation."""
+        try:
+            request = self.translator.build(
+                prepared, chunk.recipients, chunk.key, time.time(), secrets.token_hex(16)
+            )
+        except Exception:
+            # A translator bug must cost this chunk only, and nothing was sent.
+            log.exception("backend %s: cannot build the vendor request", self.config.name)
+            return fail_all(
+                chunk.recipients, pb.FAILURE_REASON_NOT_ATTEMPTED, "", "gateway error; not sent"
+            )
         trace_ctx = types.SimpleNamespace(written=False)
         try:
             async with self.session.request(
@@ -140,7 +149,7 @@ class Backend:
                 f"no answer within {timeout_s:.1f}s",
             )
         except aiohttp.ClientError as exc:
-            # Connection refused or reset before the request was written: never processed.
+            # Refused or reset: retryable only if it happened before the request went out.
             return _transport_failure(
                 trace_ctx.written,
                 pb.FAILURE_REASON_VENDOR_ERROR,
@@ -148,7 +157,17 @@ class Backend:
                 type(exc).__name__,
             )
         log.debug("%s %s -> HTTP %s", request.method, request.path, status)
-        return self.translator.parse(chunk.recipients, status, body)
+        try:
+            return self.translator.parse(chunk.recipients, status, body)
+        except Exception:
+            # The vendor answered, so it may have processed the call: never resend.
+            log.exception("backend %s: cannot read the vendor's answer", self.config.name)
+            return CallResult(
+                Disposition.AMBIGUOUS,
+                reason=pb.FAILURE_REASON_VENDOR_ERROR,
+                vendor_code=f"http_{status}",
+                detail="unreadable answer",
+            )
 
     async def run_batch(
         self,
@@ -315,10 +334,9 @@ class _ChunkSender:
                 result.vendor_code,
             )
             return True
-        if chunk.attempts >= backend.config.max_attempts:
-            return False
         if result.disposition is Disposition.RATE_LIMITED:
-            # The vendor pauses the whole app: pause the whole backend, not just this batch.
+            # The vendor pauses the whole app: pause the whole backend, not just this batch,
+            # even when this chunk has no attempt left.
             backend.limiter.block(backend.config.block_s)
             log.warning(
                 "backend %s: vendor refused for rate (code %s); paused %.1fs",
@@ -326,7 +344,9 @@ class _ChunkSender:
                 result.vendor_code,
                 backend.config.block_s,
             )
-            return True
+            return chunk.attempts < backend.config.max_attempts
+        if chunk.attempts >= backend.config.max_attempts:
+            return False
         # RETRY: exponential backoff with full jitter, within the deadline.
         delay = self.rng.uniform(0, min(_BACKOFF_CAP_S, _BACKOFF_BASE_S * 2**chunk.attempts))
         remaining = self.remaining()

@@ -147,6 +147,7 @@ def test_resend_keeps_dedup_material_and_refreshes_auth(cls: type[Translator]) -
     ("status", "disposition", "reason", "final"),
     [
         (502, Disposition.RETRY, pb.FAILURE_REASON_VENDOR_UNAVAILABLE, False),
+        (429, Disposition.RATE_LIMITED, pb.FAILURE_REASON_RATE_LIMITED, False),
         (500, Disposition.AMBIGUOUS, pb.FAILURE_REASON_VENDOR_ERROR, False),
         (503, Disposition.AMBIGUOUS, pb.FAILURE_REASON_VENDOR_ERROR, False),
         (504, Disposition.AMBIGUOUS, pb.FAILURE_REASON_VENDOR_ERROR, False),

@@ -185,12 +185,19 @@ def fail_all(
 def classify_http_status(recipients: Sequence[str], status: int) -> CallResult | None:
     """The verdict for a non-200 HTTP status common to all vendors, or None for 200.
 
-    502 means the vendor's front end refused before processing (retry); any other 5xx may
-    have been processed (ambiguous); a 4xx was refused (final failure). Vendors answer
-    business errors with HTTP 200.
+    502 means the vendor's front end refused before processing (retry); 429 is a rate
+    refusal, also unprocessed; any other 5xx may have been processed (ambiguous); another
+    4xx was refused (final failure). Vendors answer business errors with HTTP 200.
     """
     if status == 200:
         return None
+    if status == 429:
+        return CallResult(
+            Disposition.RATE_LIMITED,
+            reason=pb.FAILURE_REASON_RATE_LIMITED,
+            vendor_code="http_429",
+            detail="HTTP 429 from the vendor",
+        )
     if status == 502:
         return CallResult(
             Disposition.RETRY,
