@@ -318,3 +318,37 @@ async def test_request_id_replays_attaches_and_refuses_mismatch(
         await gateway.send(other)
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert sandbox.state.stats("yunxin_v2").calls_received == calls
+
+
+async def test_request_id_after_the_first_caller_cancelled(
+    sandbox: SandboxServer, start_gateway: StartGateway
+) -> None:
+    gateway = await start_gateway({"recipients_per_call": 10, "max_in_flight": 1})
+    sandbox.state.set_faults("tencent", [FaultRule(kind="latency", delay_s=0.1)])
+    request = text_request(_ids(200), "tencent", request_id="cancelled-1")
+    call = gateway.stub.BatchSend(request, timeout=30)
+    async for message in call:
+        if message.outcomes:
+            break
+    call.cancel()
+    await asyncio.sleep(0.5)
+    calls = sandbox.state.stats("tencent").calls_received
+    # Retrying the same request replays the batch as it ended; nothing is sent again.
+    _, outcomes, _summary = await gateway.send(request)
+    assert sorted(o.recipient_id for o in outcomes) == _ids(200)
+    delivered = {d.recipient for d in sandbox.state.deliveries("tencent")}
+    by_state: dict[int, set[str]] = {}
+    for outcome in outcomes:
+        by_state.setdefault(outcome.state, set()).add(outcome.recipient_id)
+    # The call in flight at the cancel is UNCERTAIN (it was delivered); the chunks never
+    # started are FAILED/NOT_ATTEMPTED and safe to send again.
+    assert by_state[pb.DELIVERY_STATE_ACCEPTED] <= delivered
+    assert delivered <= by_state[pb.DELIVERY_STATE_ACCEPTED] | by_state.get(
+        pb.DELIVERY_STATE_UNCERTAIN, set()
+    )
+    failed = [o for o in outcomes if o.state == pb.DELIVERY_STATE_FAILED]
+    assert len(failed) >= 150
+    assert {o.reason for o in failed} == {pb.FAILURE_REASON_NOT_ATTEMPTED}
+    assert not {o.recipient_id for o in failed} & delivered
+    await asyncio.sleep(0.3)
+    assert sandbox.state.stats("tencent").calls_received == calls

@@ -63,6 +63,32 @@ class _Chunk:
     attempts: int = 0
     last: CallResult | None = None
     refreshed_auth: bool = False
+    in_flight: bool = False
+    finished: bool = False
+
+    def abandoned(self) -> list[pb.RecipientOutcome]:
+        """Outcomes for a chunk whose batch was cancelled before it finished."""
+        if self.in_flight:
+            state, reason = pb.DELIVERY_STATE_UNCERTAIN, pb.FAILURE_REASON_TIMEOUT
+            code, detail = "", "cancelled while the vendor call was in flight"
+        elif self.last is not None:
+            state, reason = pb.DELIVERY_STATE_FAILED, self.last.reason
+            code, detail = self.last.vendor_code, self.last.detail
+        else:
+            state, reason = pb.DELIVERY_STATE_FAILED, pb.FAILURE_REASON_NOT_ATTEMPTED
+            code, detail = "", "cancelled before it was sent"
+        return [
+            pb.RecipientOutcome(
+                recipient_id=recipient,
+                index=index,
+                state=state,
+                reason=reason,
+                vendor_code=code,
+                detail=detail,
+                attempts=self.attempts,
+            )
+            for index, recipient in zip(self.indexes, self.recipients, strict=True)
+        ]
 
 
 class Backend:
@@ -177,11 +203,13 @@ class Backend:
         counters: BatchCounters,
         deadline: float | None,
         stop: asyncio.Event,
+        abandon: Callable[[list[pb.RecipientOutcome]], None] | None = None,
     ) -> None:
         """Send `unique` (index, recipient) pairs and emit one outcome per recipient.
 
         `deadline` is on the monotonic clock (None = no deadline); `stop` is set on
-        shutdown: no new call starts, calls in flight finish.
+        shutdown: no new call starts, calls in flight finish. If the batch is cancelled,
+        `abandon` receives the outcomes of the unfinished chunks (in flight: UNCERTAIN).
         """
         translator = self.translator
         prepared = translator.prepare(request)
@@ -203,6 +231,14 @@ class Backend:
             )
             start = end
         sender = _ChunkSender(self, prepared, emit, counters, deadline, stop)
+        try:
+            await self._send_all(sender, chunks)
+        except BaseException:
+            if abandon is not None:
+                abandon([o for chunk in chunks if not chunk.finished for o in chunk.abandoned()])
+            raise
+
+    async def _send_all(self, sender: _ChunkSender, chunks: list[_Chunk]) -> None:
         async with asyncio.TaskGroup() as group:
             for position, chunk in enumerate(chunks):
                 if sender.should_stop():
@@ -292,10 +328,13 @@ class _ChunkSender:
                 timeout = backend.config.request_timeout_s
                 if remaining is not None:
                     timeout = max(0.05, min(timeout, remaining - _DEADLINE_MARGIN_S))
+                # Stays set if the batch is cancelled mid-call: that call may have landed.
+                chunk.in_flight = True
                 try:
                     result = await backend._call(self.prepared, chunk, timeout)
                 finally:
                     grant.release()
+                chunk.in_flight = False
                 chunk.last = result
                 if result.disposition is Disposition.DONE:
                     await self._emit_results(chunk, result)
@@ -359,6 +398,7 @@ class _ChunkSender:
             return True
 
     async def _emit_results(self, chunk: _Chunk, result: CallResult) -> None:
+        chunk.finished = True
         outcomes = [
             pb.RecipientOutcome(
                 recipient_id=item.recipient_id,
@@ -382,6 +422,7 @@ class _ChunkSender:
         vendor_code: str,
         detail: str,
     ) -> None:
+        chunk.finished = True
         await self.emit(
             [
                 pb.RecipientOutcome(

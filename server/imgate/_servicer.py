@@ -150,11 +150,19 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
 
         async def run() -> None:
             try:
-                await backend.run_batch(request, unique, emit, counters, deadline, self._stop)
+                await backend.run_batch(
+                    request,
+                    unique,
+                    emit,
+                    counters,
+                    deadline,
+                    self._stop,
+                    abandon=None if record is None else record.append,
+                )
             except BaseException:
                 if record is not None:
                     # Followers must not wait forever for a batch whose caller went away.
-                    _close_abandoned(record, unique)
+                    _close_unreported(record, unique)
                     summary_counts(summary, record.outcomes)
                     record.finish(finish_summary(), time.monotonic())
                 raise
@@ -206,16 +214,17 @@ async def _stream_queue(
             await context.write(pb.BatchSendResponse(outcomes=batch))
 
 
-def _close_abandoned(record: BatchRecord, unique: list[tuple[int, str]]) -> None:
+def _close_unreported(record: BatchRecord, unique: list[tuple[int, str]]) -> None:
+    # The dispatcher reports every chunk it started; what is left was never sent.
     done = {outcome.index for outcome in record.outcomes}
     record.append(
         [
             pb.RecipientOutcome(
                 recipient_id=recipient,
                 index=index,
-                state=pb.DELIVERY_STATE_UNCERTAIN,
+                state=pb.DELIVERY_STATE_FAILED,
                 reason=pb.FAILURE_REASON_NOT_ATTEMPTED,
-                detail="the batch was cancelled; a vendor call may have been in flight",
+                detail="the batch ended before it was sent",
             )
             for index, recipient in unique
             if index not in done
