@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 
 import grpc
 import pytest
 from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+    ProtoReflectionDescriptorDatabase,
+)
 from grpc_status import rpc_status
 
+from imgate._logging import _ContextFilter
 from imgate.sandbox import FaultRule, SandboxServer
 from imgate.v1 import gateway_pb2 as pb
 from tests.conftest import VENDORS, StartGateway, text_request
@@ -167,8 +173,6 @@ async def test_list_backends(start_gateway: StartGateway) -> None:
 async def test_logs_carry_the_batch_and_never_secrets(
     sandbox: SandboxServer, start_gateway: StartGateway, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from imgate._logging import _ContextFilter
-
     caplog.handler.addFilter(_ContextFilter())
     caplog.set_level(logging.DEBUG)
     gateway = await start_gateway()
@@ -203,3 +207,19 @@ async def test_a_translator_bug_costs_only_its_chunk(
     assert {o.reason for o in outcomes if o.state == pb.DELIVERY_STATE_UNCERTAIN} == {
         pb.FAILURE_REASON_VENDOR_ERROR
     }
+
+
+async def test_health_and_reflection(start_gateway: StartGateway) -> None:
+    gateway = await start_gateway()
+    health = health_pb2_grpc.HealthStub(gateway.channel)
+    for service in ("", "imgate.v1.GatewayService"):
+        reply = await health.Check(health_pb2.HealthCheckRequest(service=service))
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+    def services() -> list[str]:
+        with grpc.insecure_channel(gateway.target) as channel:
+            return list(ProtoReflectionDescriptorDatabase(channel).get_services())
+
+    listed = await asyncio.to_thread(services)
+    assert "imgate.v1.GatewayService" in listed
+    assert "grpc.health.v1.Health" in listed
