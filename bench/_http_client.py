@@ -1,0 +1,140 @@
+"""Floor 1 and the naive baseline: the gateway's vendor requests sent straight to the sandbox.
+
+    python -m bench._http_client --url http://127.0.0.1:P --vendor tencent --concurrency 8
+
+Each call is built by the vendor's translator from the chunks the gateway would plan, so
+the bytes are the gateway's (bodies, fresh signatures); calls go over one keep-alive
+aiohttp session with `--concurrency` in flight, and only the HTTP status of each answer is
+checked. With `--concurrency 1` it is what a team would write without imgate: one chunk
+after the other.
+
+The process serves rounds so that the driver can interleave them with gateway batches
+(both then see the same machine): each stdin line `{"recipients": N}` sends one batch of
+N and answers one stdout line of JSON: calls, wall_s, cpu_s (this process, sending only),
+HTTP statuses and each call's latency. It exits at the end of stdin.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import resource
+import secrets
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import aiohttp
+
+from bench._workload import REQUEST_TIMEOUT_S, WARM_RECIPIENTS, batch_request
+from imgate._planner import plan_chunks
+from imgate._registry import BY_VENDOR
+from imgate.translators._base import Translator
+
+_Chunks = Iterator[tuple[int, Sequence[str]]]
+
+
+def cpu_seconds() -> float:
+    """User + system CPU of this process (all threads) so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+class VendorClient:
+    """Sends batches to one vendor endpoint as the gateway would, minus the gateway."""
+
+    def __init__(
+        self, session: aiohttp.ClientSession, base_url: str, vendor: str, concurrency: int
+    ) -> None:
+        translator_type = BY_VENDOR[vendor].translator
+        self.translator: Translator = translator_type(translator_type.sandbox_credentials)
+        self.session = session
+        self.url = base_url + self.translator.path
+        self.vendor = vendor
+        self.concurrency = concurrency
+
+    async def send(self, recipients: int) -> dict[str, Any]:
+        """One batch of `recipients`; the measurements as JSON."""
+        translator = self.translator
+        request = batch_request(self.vendor, recipients)
+        prepared = translator.prepare(request)
+        per_call = translator.recipients_per_call(
+            prepared, translator.default_limits.recipients_per_call
+        )
+        ids = list(request.recipient_ids)
+        sizes = plan_chunks(translator, prepared, ids, per_call)
+        statuses: Counter[int] = Counter()
+        latencies: list[float] = []
+        chunks = _chunked(ids, sizes)
+        cpu_before, wall_before = cpu_seconds(), time.perf_counter()
+        await asyncio.gather(
+            *(self._worker(prepared, chunks, statuses, latencies) for _ in range(self.concurrency))
+        )
+        wall_s, cpu_s = time.perf_counter() - wall_before, cpu_seconds() - cpu_before
+        return {
+            "vendor": self.vendor,
+            "recipients": recipients,
+            "calls": len(sizes),
+            "concurrency": self.concurrency,
+            "wall_s": wall_s,
+            "cpu_s": cpu_s,
+            "statuses": {str(status): count for status, count in statuses.items()},
+            "latencies_s": latencies,
+        }
+
+    async def _worker(
+        self, prepared: Any, chunks: _Chunks, statuses: Counter[int], latencies: list[float]
+    ) -> None:
+        batch_key = uuid.uuid4().hex
+        for number, chunk in chunks:
+            call = self.translator.build(
+                prepared, chunk, f"{batch_key}:{number}", time.time(), secrets.token_hex(16)
+            )
+            started = time.perf_counter()
+            async with self.session.request(
+                call.method, self.url, params=call.query, headers=call.headers, data=call.body
+            ) as response:
+                await response.read()
+                statuses[response.status] += 1
+            latencies.append(time.perf_counter() - started)
+
+
+def _chunked(recipients: Sequence[str], sizes: Sequence[int]) -> _Chunks:
+    start = 0
+    for number, size in enumerate(sizes):
+        yield number, recipients[start : start + size]
+        start += size
+
+
+async def serve(base_url: str, vendor: str, concurrency: int) -> None:
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S),
+        skip_auto_headers=("User-Agent",),
+    ) as session:
+        client = VendorClient(session, base_url, vendor, concurrency)
+        # Warm up, untimed, as the gateway is: open connections, take every code path once.
+        await client.send(WARM_RECIPIENTS)
+        print(json.dumps({"ready": True}), flush=True)
+        loop = asyncio.get_running_loop()
+        while line := await loop.run_in_executor(None, sys.stdin.readline):
+            result = await client.send(int(json.loads(line)["recipients"]))
+            print(json.dumps(result), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--url", required=True, help="the sandbox's base URL")
+    parser.add_argument("--vendor", required=True, choices=sorted(BY_VENDOR))
+    parser.add_argument("--concurrency", type=int, required=True)
+    args = parser.parse_args()
+    asyncio.run(serve(args.url, args.vendor, args.concurrency))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,513 @@
+"""The stages: each measures in this run what it judges, and returns table rows.
+
+    1 HTTP floor      vendor calls straight to the sandbox: client CPU per recipient
+    2 stream floor    prebuilt outcome batches over grpc.aio: server CPU per outcome
+    3 end to end      gateway CPU per recipient ÷ (floor 1 + floor 2), quotas off
+    4 batching        stream floor CPU per outcome, one per message ÷ batched
+    5 quotas          scaled windows enforced by the sandbox: rate used, refusals, peaks
+    6 first outcome   time to the first outcome of a big batch ÷ one vendor round trip
+    7 naive baseline  a sequential loop of the same calls; imgate's wall-time speed-up
+    8 memory          the gateway's peak RSS, small vs big batch (fresh process each)
+
+The machine is shared and noisy (the same loop's CPU time varies up to 2x from second
+to second), so what is compared is measured in interleaved rounds (A, B, B, A, ...) and
+judged on totals: both sides see the same mix of fast and slow moments.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench._procs import BenchError, Gateway, HttpClient, Sandbox, StreamServer
+from bench._profile import Sampler, summarize
+from bench._report import Row, Target
+from bench._workload import (
+    MAX_IN_FLIGHT,
+    VENDORS,
+    WARM_RECIPIENTS,
+    Backend,
+    Quota,
+    batch_request,
+)
+from imgate._registry import BY_VENDOR
+from imgate._servicer import MAX_OUTCOMES_PER_MESSAGE
+from imgate.v1 import gateway_pb2 as pb
+from imgate.v1 import gateway_pb2_grpc as pb_grpc
+
+_US = 1e6
+_LATENCY_S = 0.05
+_LATENCY_VENDOR = "tencent"
+_MEMORY_VENDOR = "tencent"
+
+# Stage 5: the vendors' quotas with time scaled from minutes to one-second windows.
+QUOTAS: dict[str, tuple[Quota, str]] = {
+    # Yunxin legacy counts calls (120 / 60 s, then a 60 s block): 10 per 1 s, 1 s block.
+    "yunxin_v1": (Quota(call_limit=10, call_window_s=1.0, block_s=1.0), "calls"),
+    # Tencent counts recipients (12,000 / 60 s) next to 200 calls / 1 s: 2,000 per 1 s.
+    "tencent": (
+        Quota(call_limit=200, call_window_s=1.0, recipient_limit=2_000, recipient_window_s=1.0),
+        "recipients",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How much each stage sends; quick mode shrinks it to run in under a minute."""
+
+    quick: bool
+    e2e_vendors: tuple[str, ...]
+    e2e_recipients: int
+    rounds: int
+    """Interleaved rounds of each CPU comparison."""
+    stream_outcomes: int
+    """Outcomes per floor-2 call (messages of MAX_OUTCOMES_PER_MESSAGE)."""
+    stream_calls: int
+    """Floor-2 calls per round, so that each CPU read is far above one clock tick."""
+    single_outcomes: int
+    """Stage 4: outcomes streamed one per message."""
+    quota_windows: int
+    ttfo_recipients: int
+    ttfo_repeats: int
+    naive_recipients: int
+    memory_sizes: tuple[int, int]
+
+
+FULL = Plan(
+    quick=False,
+    e2e_vendors=VENDORS,
+    e2e_recipients=100_000,
+    rounds=10,
+    stream_outcomes=100_000,
+    stream_calls=3,
+    single_outcomes=10_000,
+    quota_windows=10,
+    ttfo_recipients=100_000,
+    ttfo_repeats=5,
+    naive_recipients=100_000,
+    memory_sizes=(10_000, 100_000),
+)
+QUICK = Plan(
+    quick=True,
+    e2e_vendors=("yunxin_v1", "tencent"),
+    e2e_recipients=25_000,
+    rounds=4,
+    stream_outcomes=100_000,
+    stream_calls=3,
+    single_outcomes=5_000,
+    quota_windows=4,
+    ttfo_recipients=100_000,
+    ttfo_repeats=3,
+    naive_recipients=20_000,
+    memory_sizes=(10_000, 100_000),
+)
+
+
+def progress(text: str) -> None:
+    print(f"[bench] {text}", file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class BatchRun:
+    """One BatchSend through a gateway, seen from its caller."""
+
+    recipients: int
+    wall_s: float
+    first_outcome_s: float
+    outcome_messages: int
+    summary: pb.BatchSummary
+    gateway_cpu_s: float
+
+
+def send_batch(gateway: Gateway, request: pb.BatchSendRequest, timeout_s: float) -> BatchRun:
+    """Run a batch to its summary; every recipient must end ACCEPTED."""
+    stub = pb_grpc.GatewayServiceStub(gateway.channel)
+    recipients = len(request.recipient_ids)
+    first_outcome_s = 0.0
+    outcomes = outcome_messages = 0
+    summary: pb.BatchSummary | None = None
+    cpu_before = gateway.cpu_s()
+    started = time.perf_counter()
+    for message in stub.BatchSend(request, timeout=timeout_s):
+        if message.outcomes:
+            if not outcome_messages:
+                first_outcome_s = time.perf_counter() - started
+            outcome_messages += 1
+            outcomes += len(message.outcomes)
+        if message.HasField("summary"):
+            summary = message.summary
+    wall_s = time.perf_counter() - started
+    cpu_s = gateway.cpu_s() - cpu_before
+    if summary is None or outcomes != recipients or summary.accepted != recipients:
+        raise BenchError(
+            f"{gateway.name}: {recipients} recipients on {request.backend} gave {outcomes}"
+            f" outcomes, summary {summary}"
+        )
+    return BatchRun(recipients, wall_s, first_outcome_s, outcome_messages, summary, cpu_s)
+
+
+def _check_floor_run(sandbox: Sandbox, result: dict[str, Any]) -> None:
+    """The floor's calls must all have been delivered, or its CPU means nothing."""
+    stats = sandbox.stats(result["vendor"])
+    if set(result["statuses"]) != {"200"} or stats["deliveries"] != result["recipients"]:
+        raise BenchError(
+            f"HTTP floor: statuses {result['statuses']}, sandbox delivered"
+            f" {stats['deliveries']} of {result['recipients']}, refusals {stats['refusals']}"
+        )
+
+
+# --- stage 2 and 4: the stream floor -----------------------------------------------------
+
+
+def _stream_cpu_s(server: StreamServer, outcomes: int, batch: int, calls: int) -> float:
+    """Server CPU seconds for `calls` streams of `outcomes` in messages of `batch`."""
+    stub = pb_grpc.GatewayServiceStub(server.channel)
+    metadata = (("bench-outcomes", str(outcomes)), ("bench-batch", str(batch)))
+    cpu_before = server.cpu_s()
+    for _ in range(calls):
+        received = sum(
+            len(message.outcomes)
+            for message in stub.BatchSend(pb.BatchSendRequest(), metadata=metadata, timeout=300)
+        )
+        if received != outcomes:
+            raise BenchError(f"stream floor sent {received} outcomes, not {outcomes}")
+    return server.cpu_s() - cpu_before
+
+
+def stream_floor(server: StreamServer, plan: Plan) -> tuple[float, Row]:
+    """Stage 2: server CPU per outcome streamed in the gateway's batch size."""
+    progress("stage 2: stream floor")
+    batch = MAX_OUTCOMES_PER_MESSAGE
+    _stream_cpu_s(server, plan.stream_outcomes, batch, 1)  # builds the messages, untimed
+    cpu = sum(
+        _stream_cpu_s(server, plan.stream_outcomes, batch, plan.stream_calls)
+        for _ in range(plan.rounds)
+    )
+    outcomes = plan.stream_outcomes * plan.stream_calls * plan.rounds
+    per_outcome = cpu / outcomes
+    row = Row(
+        2,
+        "stream floor: server CPU per outcome",
+        f"{outcomes:,} outcomes in {plan.rounds} rounds, {batch:,}/message",
+        f"{per_outcome * _US:.2f} µs/outcome",
+        "-",
+        None,
+        data={"cpu_s": cpu, "outcomes": outcomes, "batch": batch},
+    )
+    return per_outcome, row
+
+
+def batching(server: StreamServer, plan: Plan, batched_per_outcome: float) -> Row:
+    """Stage 4: one outcome per message vs the batched floor of stage 2."""
+    progress("stage 4: outcome batching")
+    _stream_cpu_s(server, plan.single_outcomes, 1, 1)  # builds the messages, untimed
+    cpu = sum(_stream_cpu_s(server, plan.single_outcomes, 1, 1) for _ in range(plan.rounds))
+    single = cpu / (plan.single_outcomes * plan.rounds)
+    return Row(
+        4,
+        "outcome batching: CPU/outcome, 1 per message ÷ batched",
+        f"{plan.single_outcomes * plan.rounds:,} messages of 1 vs"
+        f" {MAX_OUTCOMES_PER_MESSAGE:,}/message",
+        f"{single * _US:.2f} µs/outcome",
+        f"{batched_per_outcome * _US:.2f} µs/outcome",
+        single / batched_per_outcome,
+        Target(">=", 10, 5),
+        data={"single_cpu_per_outcome_s": single, "batched_cpu_per_outcome_s": batched_per_outcome},
+    )
+
+
+# --- stages 1 and 3: end to end against the floors -----------------------------------------
+
+
+@dataclass
+class _Round:
+    floor: dict[str, Any]
+    gateway: BatchRun
+    gateway_sandbox_cpu_s: float
+
+
+def _rounds(sandbox: Sandbox, gateway: Gateway, vendor: str, plan: Plan) -> list[_Round]:
+    """Floor 1 and the gateway on the same recipients, interleaved A B B A A B ..."""
+    recipients = plan.e2e_recipients
+    request = batch_request(vendor, recipients)
+    send_batch(gateway, batch_request(vendor, WARM_RECIPIENTS), 60)
+    rounds = []
+    with HttpClient(sandbox, vendor, MAX_IN_FLIGHT) as client:
+        for number in range(plan.rounds):
+            progress(f"stage 1+3: {vendor} round {number + 1}/{plan.rounds}")
+            done: dict[str, Any] = {}
+            order = ("floor", "gateway") if number % 2 == 0 else ("gateway", "floor")
+            for side in order:
+                sandbox.reset()
+                if side == "floor":
+                    done["floor"] = client.send(recipients)
+                    _check_floor_run(sandbox, done["floor"])
+                else:
+                    sandbox_before = sandbox.cpu_s()
+                    done["gateway"] = send_batch(gateway, request, 300)
+                    done["sandbox"] = sandbox.cpu_s() - sandbox_before
+            rounds.append(_Round(done["floor"], done["gateway"], done["sandbox"]))
+    return rounds
+
+
+def end_to_end(
+    sandbox: Sandbox, gateway: Gateway, plan: Plan, stream_per_outcome: float
+) -> list[Row]:
+    """Stages 1 and 3 per vendor: floor 1 and the gateway in interleaved rounds."""
+    rows: list[Row] = []
+    recipients = plan.e2e_recipients
+    total = recipients * plan.rounds
+    for vendor in plan.e2e_vendors:
+        rounds = _rounds(sandbox, gateway, vendor, plan)
+        http_floor = sum(r.floor["cpu_s"] for r in rounds) / total
+        floor_sandbox = sum(r.floor["sandbox_cpu_s"] for r in rounds) / total
+        floor_rate = statistics.median(recipients / r.floor["wall_s"] for r in rounds)
+        gateway_cpu = sum(r.gateway.gateway_cpu_s for r in rounds) / total
+        gateway_sandbox = sum(r.gateway_sandbox_cpu_s for r in rounds) / total
+        gateway_rate = statistics.median(recipients / r.gateway.wall_s for r in rounds)
+        per_message = total / sum(r.gateway.outcome_messages for r in rounds)
+        floor = http_floor + stream_per_outcome
+        round_ratios = [
+            r.gateway.gateway_cpu_s / (r.floor["cpu_s"] + stream_per_outcome * recipients)
+            for r in rounds
+        ]
+        params = f"{recipients:,} recipients x {plan.rounds} rounds, {MAX_IN_FLIGHT} in flight"
+        rows.append(
+            Row(
+                1,
+                f"HTTP floor ({vendor}): client CPU per recipient",
+                params,
+                f"{http_floor * _US:.2f} µs/rcpt; {floor_rate:,.0f} rcpt/s;"
+                f" sandbox {floor_sandbox * _US:.1f} µs/rcpt",
+                "-",
+                None,
+                data={
+                    "cpu_per_recipient_s": http_floor,
+                    "rounds": [
+                        {k: v for k, v in r.floor.items() if k != "latencies_s"} for r in rounds
+                    ],
+                },
+            )
+        )
+        rows.append(
+            Row(
+                3,
+                f"end to end ({vendor}): gateway CPU per recipient ÷ floors 1+2",
+                f"{params}; {per_message:,.0f} outcomes/message",
+                f"{gateway_cpu * _US:.2f} µs/rcpt; {gateway_rate:,.0f} rcpt/s;"
+                f" sandbox {gateway_sandbox * _US:.1f} µs/rcpt;"
+                f" rounds {min(round_ratios):.1f}-{max(round_ratios):.1f}x",
+                f"{http_floor * _US:.2f} + {stream_per_outcome * _US:.2f}"
+                f" = {floor * _US:.2f} µs/rcpt",
+                gateway_cpu / floor,
+                Target("<=", 3, 6),
+                data={
+                    "gateway_cpu_per_recipient_s": gateway_cpu,
+                    "http_floor_cpu_per_recipient_s": http_floor,
+                    "stream_floor_cpu_per_outcome_s": stream_per_outcome,
+                    "gateway_recipients_per_s": gateway_rate,
+                    "floor_recipients_per_s": floor_rate,
+                    "round_ratios": round_ratios,
+                    "rounds": [
+                        {
+                            "wall_s": r.gateway.wall_s,
+                            "gateway_cpu_s": r.gateway.gateway_cpu_s,
+                            "outcome_messages": r.gateway.outcome_messages,
+                            "vendor_calls": r.gateway.summary.vendor_calls,
+                            "sandbox_cpu_s": r.gateway_sandbox_cpu_s,
+                        }
+                        for r in rounds
+                    ],
+                },
+            )
+        )
+    return rows
+
+
+# --- stage 5: quotas ------------------------------------------------------------------------
+
+
+def quota_backends() -> list[Backend]:
+    return [Backend(vendor, quota) for vendor, (quota, _) in QUOTAS.items()]
+
+
+def quotas(sandbox: Sandbox, gateway: Gateway, plan: Plan) -> list[Row]:
+    """Stage 5: long batches under scaled quotas enforced on both sides."""
+    rows: list[Row] = []
+    for vendor, (quota, unit) in QUOTAS.items():
+        progress(f"stage 5: {vendor} quota, {plan.quota_windows} windows")
+        counts_calls = unit == "calls"
+        per_call = BY_VENDOR[vendor].translator.default_limits.recipients_per_call
+        limit = quota.call_limit if counts_calls else quota.recipient_limit
+        window_s = quota.call_window_s if counts_calls else quota.recipient_window_s
+        recipients = limit * plan.quota_windows * (per_call if counts_calls else 1)
+        sandbox.reset()
+        run = send_batch(
+            gateway, batch_request(vendor, recipients), plan.quota_windows * window_s * 5 + 30
+        )
+        stats = sandbox.stats(vendor)
+        sent = run.summary.vendor_calls if counts_calls else recipients
+        # The first window's quota goes at once; the rate that matters is what follows it.
+        achieved = (sent - limit) / run.wall_s
+        quota_rate = limit / window_s
+        refusals = sum(stats["refusals"].values())
+        peak = stats["peak_calls_in_window" if counts_calls else "peak_recipients_in_window"]
+        quota_text = f"{limit:,} {unit} / {window_s:g} s"
+        data = {"quota": quota_text, "sent": sent, "wall_s": run.wall_s, "stats": stats}
+        rows += [
+            Row(
+                5,
+                f"quota use ({vendor}): achieved rate ÷ quota",
+                f"{quota_text}; {sent:,} {unit} over {plan.quota_windows} windows",
+                f"{achieved:,.1f} {unit}/s after the first window",
+                f"{quota_rate:,.0f} {unit}/s",
+                achieved / quota_rate,
+                Target(">=", 0.9, 0.45, unit=""),
+                data=data,
+            ),
+            Row(
+                5,
+                f"quota ({vendor}): vendor rate-limit refusals",
+                quota_text,
+                f"{refusals} refusals ({stats['refusals'] or 'none'})",
+                "-",
+                refusals,
+                Target("<=", 0, 0, unit=""),
+            ),
+            Row(
+                5,
+                f"quota ({vendor}): highest count in any window ÷ limit",
+                quota_text,
+                f"{peak:,} {unit} (sandbox peak)",
+                f"{limit:,} {unit}",
+                peak / limit,
+                Target("<=", 1, 1, unit=""),
+            ),
+        ]
+    return rows
+
+
+# --- stages 6 and 7: latency ------------------------------------------------------------------
+
+
+def first_outcome_s(gateway: Gateway, request: pb.BatchSendRequest) -> float:
+    """Seconds from the call to its first outcome; the call is then cancelled."""
+    stub = pb_grpc.GatewayServiceStub(gateway.channel)
+    started = time.perf_counter()
+    call = stub.BatchSend(request, timeout=60)
+    try:
+        for message in call:
+            if message.outcomes:
+                return time.perf_counter() - started
+    finally:
+        call.cancel()  # type: ignore[no-untyped-call]
+    raise BenchError(f"{gateway.name}: BatchSend ended without an outcome")
+
+
+def latency(sandbox: Sandbox, gateway: Gateway, plan: Plan) -> list[Row]:
+    """Stages 6 and 7 with every sandbox call of the vendor delayed by 50 ms."""
+    vendor = _LATENCY_VENDOR
+    sandbox.reset()
+    sandbox.set_faults(vendor, [{"kind": "latency", "delay_s": _LATENCY_S}])
+    try:
+        progress(f"stage 7: naive loop, {plan.naive_recipients:,} recipients")
+        with HttpClient(sandbox, vendor, 1) as client:
+            naive = client.send(plan.naive_recipients)
+        round_trip = statistics.median(naive["latencies_s"])
+        progress(f"stage 7: imgate, {plan.naive_recipients:,} recipients")
+        imgate = send_batch(gateway, batch_request(vendor, plan.naive_recipients), 300)
+        progress(f"stage 6: first outcome, {plan.ttfo_recipients:,} recipients")
+        request = batch_request(vendor, plan.ttfo_recipients)
+        firsts = []
+        for _ in range(plan.ttfo_repeats):
+            firsts.append(first_outcome_s(gateway, request))
+            time.sleep(0.5)  # let the cancelled batch's calls in flight end
+    finally:
+        sandbox.set_faults(vendor, [])
+    first = statistics.median(firsts)
+    delay = f"{vendor}, {_LATENCY_S * 1000:.0f} ms sandbox latency"
+    return [
+        Row(
+            6,
+            "time to first outcome ÷ one vendor round trip",
+            f"{plan.ttfo_recipients:,} recipients; {delay}; median of {plan.ttfo_repeats}",
+            f"{first * 1000:.0f} ms (runs: {', '.join(f'{f * 1000:.0f}' for f in firsts)})",
+            f"{round_trip * 1000:.1f} ms round trip (median of {naive['calls']} direct calls)",
+            first / round_trip,
+            Target("<=", 2, 4),
+            data={"first_outcome_s": firsts, "round_trip_s": round_trip},
+        ),
+        Row(
+            7,
+            "naive sequential loop wall time ÷ imgate's",
+            f"{plan.naive_recipients:,} recipients, {naive['calls']} calls; {delay}",
+            f"imgate {imgate.wall_s:.2f} s",
+            f"naive {naive['wall_s']:.2f} s",
+            naive["wall_s"] / imgate.wall_s,
+            data={"imgate_wall_s": imgate.wall_s, "naive_wall_s": naive["wall_s"]},
+        ),
+    ]
+
+
+# --- stage 8: memory ---------------------------------------------------------------------------
+
+
+def memory(sandbox: Sandbox, backends: list[Backend], plan: Plan) -> Row:
+    """Stage 8: peak RSS of a fresh gateway after one batch of each size."""
+    small, big = plan.memory_sizes
+    peaks: dict[int, float] = {}
+    idle: dict[int, float] = {}
+    for size in (small, big):
+        progress(f"stage 8: memory, {size:,} recipients")
+        with _started(Gateway(f"gateway-memory-{size}", sandbox, backends)) as gateway:
+            idle[size] = gateway.peak_rss_mb()
+            send_batch(gateway, batch_request(_MEMORY_VENDOR, size), 300)
+            peaks[size] = gateway.peak_rss_mb()
+    per_10k = (peaks[big] - peaks[small]) / ((big - small) / 10_000)
+    return Row(
+        8,
+        "gateway peak RSS per 10,000 recipients",
+        f"{_MEMORY_VENDOR}; fresh gateway per batch of {small:,} and {big:,}",
+        f"{per_10k:.1f} MB per 10,000 recipients",
+        f"peak {peaks[small]:.0f} MB vs {peaks[big]:.0f} MB (idle {idle[small]:.0f} MB)",
+        None,
+        data={"peak_rss_mb": peaks, "idle_rss_mb": idle, "mb_per_10k": per_10k},
+    )
+
+
+# --- profile -------------------------------------------------------------------------------------
+
+
+def profile(sandbox: Sandbox, gateway: Gateway, plan: Plan, out: Path) -> None:
+    """Stage 3's batches again with py-spy sampling the gateway; the summary goes to `out`."""
+    sections = []
+    for vendor in plan.e2e_vendors:
+        progress(f"profile: {vendor}, {plan.e2e_recipients:,} recipients")
+        send_batch(gateway, batch_request(vendor, WARM_RECIPIENTS), 60)
+        sandbox.reset()
+        raw = out.with_name(f"profile-{vendor}.raw")
+        with Sampler(gateway.pid, raw):
+            run = send_batch(gateway, batch_request(vendor, plan.e2e_recipients), 300)
+        sections.append(
+            f"== {vendor}: {plan.e2e_recipients:,} recipients, gateway CPU"
+            f" {run.gateway_cpu_s:.2f} s ({run.gateway_cpu_s / run.recipients * _US:.2f}"
+            f" µs/rcpt while sampled), wall {run.wall_s:.2f} s\n\n{summarize(raw)}"
+        )
+    out.write_text("\n".join(sections))
+
+
+@contextlib.contextmanager
+def _started(gateway: Gateway) -> Iterator[Gateway]:
+    """Wait until `gateway` serves; stop it on exit."""
+    try:
+        gateway.wait_ready()
+        yield gateway
+    finally:
+        gateway.stop()

@@ -1,0 +1,92 @@
+"""The benchmark's own logic, without running it: configs it generates, verdicts, summaries.
+
+The benchmark itself runs as `python -m bench --quick` (under a minute); these tests keep
+its generated gateway and sandbox configurations in step with the product's.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench._profile import summarize
+from bench._report import Row, Target, table
+from bench._sandbox_proc import sandbox_config
+from bench._stages import QUOTAS, quota_backends
+from bench._workload import VENDORS, Backend, gateway_toml, sandbox_json
+from imgate._config import load_config
+from imgate.sandbox import FaultRule
+
+
+def test_quota_config_is_identical_in_gateway_and_sandbox(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.toml"
+    path.write_text(gateway_toml("http://127.0.0.1:9", quota_backends()))
+    config = load_config(path, {})
+    sandbox = sandbox_config(json.loads(sandbox_json(quota_backends())))
+    for vendor, (quota, _) in QUOTAS.items():
+        gateway_side = config.backend(vendor)
+        assert gateway_side is not None
+        vendor_side = sandbox.vendors[vendor]
+        assert gateway_side.call_limit == vendor_side.call_limit == quota.call_limit
+        assert gateway_side.call_window_s == vendor_side.call_window_s == quota.call_window_s
+        assert gateway_side.recipient_limit == (vendor_side.recipient_limit or 0)
+        assert gateway_side.block_s == vendor_side.block_s == quota.block_s
+
+
+def test_quotas_off_on_both_sides(tmp_path: Path) -> None:
+    backends = [Backend(vendor) for vendor in VENDORS]
+    path = tmp_path / "gateway.toml"
+    path.write_text(gateway_toml("http://127.0.0.1:9", backends))
+    config = load_config(path, {})
+    assert {b.name for b in config.backends} == set(VENDORS)
+    assert all(b.recipient_limit == 0 and b.call_limit >= 1_000_000 for b in config.backends)
+    sandbox = sandbox_config(json.loads(sandbox_json(backends)))
+    assert all(s.call_limit is None and s.recipient_limit is None for s in sandbox.vendors.values())
+
+
+def test_sandbox_faults_reach_the_settings() -> None:
+    latency = {"kind": "latency", "delay_s": 0.05}
+    doc = json.loads(sandbox_json([Backend("tencent", faults=(latency,))]))
+    settings = sandbox_config(doc).vendors["tencent"]
+    assert settings.faults == (FaultRule(kind="latency", delay_s=0.05),)
+
+
+@pytest.mark.parametrize(
+    ("target", "ratio", "met", "gross"),
+    [
+        (Target("<=", 3, 6), 2.9, True, False),
+        (Target("<=", 3, 6), 4.0, False, False),
+        (Target("<=", 3, 6), 6.1, False, True),
+        (Target(">=", 10, 5), 12.0, True, False),
+        (Target(">=", 10, 5), 7.0, False, False),
+        (Target(">=", 10, 5), 4.9, False, True),
+        (Target("<=", 0, 0, unit=""), 1, False, True),
+    ],
+)
+def test_target_verdicts(target: Target, ratio: float, met: bool, gross: bool) -> None:
+    row = Row(3, "figure", "params", "measured", "baseline", ratio, target)
+    assert row.verdict == ("pass" if met else "FAIL")
+    assert row.gross is gross
+
+
+def test_rows_without_target_are_information_only() -> None:
+    row = Row(8, "memory", "params", "3 MB", "-", None)
+    assert (row.verdict, row.gross) == ("info", False)
+    lines = table([row, row]).splitlines()
+    assert len(lines) == 4
+    assert lines[-1].endswith("| info |")
+
+
+def test_profile_summary_counts_self_and_total(tmp_path: Path) -> None:
+    raw = tmp_path / "profile.raw"
+    raw.write_text(
+        "main (/x/server/imgate/cli.py:1);send (/x/server/imgate/_dispatch.py:9) 3\n"
+        "main (/x/server/imgate/cli.py:1);parse (/x/server/imgate/translators/t.py:2) 1\n"
+    )
+    self_part, _, total_part = summarize(raw, top=2).partition("by total")
+    assert "4 samples" in self_part
+    assert " 75.0%  send (imgate/_dispatch.py)" in self_part
+    assert " 25.0%  parse (imgate/translators/t.py)" in total_part
+    assert "cli.py" not in total_part  # an entry frame, on every stack: no information
