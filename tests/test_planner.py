@@ -34,12 +34,15 @@ from imgate.v1 import gateway_pb2 as pb
     ],
 )
 def test_dedupe(ids: list[str], unique: list[tuple[int, str]], duplicates: int) -> None:
-    assert dedupe(ids) == (unique, duplicates)
+    result = dedupe(ids)
+    assert list(zip(result.indexes, result.ids, strict=True)) == unique
+    assert result.duplicates_removed == duplicates
 
 
 def test_dedupe_takes_a_repeated_field() -> None:
     request = pb.BatchSendRequest(recipient_ids=["a", "b", "a"])
-    assert dedupe(request.recipient_ids) == ([(0, "a"), (1, "b")], 1)
+    result = dedupe(request.recipient_ids)
+    assert (list(result.indexes), result.ids, result.duplicates_removed) == ([0, 1], ["a", "b"], 1)
 
 
 class FakeTranslator(Translator):
@@ -140,7 +143,7 @@ def test_plans_a_maximal_batch() -> None:
     translator = TencentTranslator(TencentTranslator.sandbox_credentials)
     prepared = translator.prepare(_text_request("hello"))
     ids = [f"user_{i:06d}" for i in range(100_000)]
-    unique, duplicates = dedupe(ids + ids[:10])
-    assert duplicates == 10
-    sizes = plan_chunks(translator, prepared, [r for _, r in unique], 500)
+    unique = dedupe(ids + ids[:10])
+    assert unique.duplicates_removed == 10
+    sizes = plan_chunks(translator, prepared, unique.ids, 500)
     assert sizes == [500] * 200

@@ -31,7 +31,7 @@ import aiohttp
 
 from imgate import __version__
 from imgate._config import BackendConfig
-from imgate._planner import plan_chunks
+from imgate._planner import UniqueRecipients, plan_chunks
 from imgate._ratelimit import BackendLimiter, Grant, QuotaWaitTooLong
 from imgate._registry import BY_VENDOR
 from imgate.translators._base import CallResult, Disposition, Reason, Translator, fail_all
@@ -39,8 +39,9 @@ from imgate.v1 import gateway_pb2 as pb
 
 log = logging.getLogger("imgate.dispatch")
 
-# Outcomes are streamed in lists, one list per finished chunk.
-Emit = Callable[[list[pb.RecipientOutcome]], Awaitable[None]]
+# Outcomes leave as one ready-to-stream message per finished chunk: each outcome is built
+# once, in place, and never copied into another list or message on the way out.
+Emit = Callable[[pb.BatchSendResponse], Awaitable[None]]
 
 _BACKOFF_BASE_S = 0.2
 _BACKOFF_CAP_S = 5.0
@@ -53,6 +54,17 @@ class BatchCounters:
     """What a batch did, for its summary."""
 
     vendor_calls: int = 0
+    accepted: int = 0
+    failed: int = 0
+    uncertain: int = 0
+
+    def add(self, state: pb.DeliveryState.ValueType, count: int) -> None:
+        if state == pb.DELIVERY_STATE_ACCEPTED:
+            self.accepted += count
+        elif state == pb.DELIVERY_STATE_UNCERTAIN:
+            self.uncertain += count
+        else:
+            self.failed += count
 
 
 @dataclass
@@ -66,7 +78,7 @@ class _Chunk:
     in_flight: bool = False
     finished: bool = False
 
-    def abandoned(self) -> list[pb.RecipientOutcome]:
+    def abandoned(self, counters: BatchCounters) -> pb.BatchSendResponse:
         """Outcomes for a chunk whose batch was cancelled before it finished."""
         if self.in_flight:
             state, reason = pb.DELIVERY_STATE_UNCERTAIN, pb.FAILURE_REASON_TIMEOUT
@@ -77,18 +89,52 @@ class _Chunk:
         else:
             state, reason = pb.DELIVERY_STATE_FAILED, pb.FAILURE_REASON_NOT_ATTEMPTED
             code, detail = "", "cancelled before it was sent"
-        return [
-            pb.RecipientOutcome(
+        counters.add(state, len(self.recipients))
+        return self.same_for_all(state, reason, code, detail)
+
+    def same_for_all(
+        self, state: pb.DeliveryState.ValueType, reason: Reason, vendor_code: str, detail: str
+    ) -> pb.BatchSendResponse:
+        """Every recipient of the chunk with the same outcome."""
+        response = pb.BatchSendResponse()
+        add = response.outcomes.add
+        for index, recipient in zip(self.indexes, self.recipients, strict=True):
+            add(
                 recipient_id=recipient,
                 index=index,
                 state=state,
                 reason=reason,
-                vendor_code=code,
+                vendor_code=vendor_code,
                 detail=detail,
                 attempts=self.attempts,
             )
-            for index, recipient in zip(self.indexes, self.recipients, strict=True)
-        ]
+        return response
+
+    def vendor_results(self, result: CallResult) -> pb.BatchSendResponse:
+        """The vendor's per-recipient answer (DONE)."""
+        response = pb.BatchSendResponse()
+        add = response.outcomes.add
+        attempts = self.attempts
+        for index, item in zip(self.indexes, result.results, strict=True):
+            if item.accepted:
+                add(
+                    recipient_id=item.recipient_id,
+                    index=index,
+                    state=pb.DELIVERY_STATE_ACCEPTED,
+                    vendor_message_id=item.vendor_message_id,
+                    attempts=attempts,
+                )
+            else:
+                add(
+                    recipient_id=item.recipient_id,
+                    index=index,
+                    state=pb.DELIVERY_STATE_FAILED,
+                    reason=item.reason,
+                    vendor_code=item.vendor_code,
+                    detail=item.detail,
+                    attempts=attempts,
+                )
+        return response
 
 
 class Backend:
@@ -198,14 +244,14 @@ class Backend:
     async def run_batch(
         self,
         request: pb.BatchSendRequest,
-        unique: Sequence[tuple[int, str]],
+        unique: UniqueRecipients,
         emit: Emit,
         counters: BatchCounters,
         deadline: float | None,
         stop: asyncio.Event,
-        abandon: Callable[[list[pb.RecipientOutcome]], None] | None = None,
+        abandon: Callable[[list[pb.BatchSendResponse]], None] | None = None,
     ) -> None:
-        """Send `unique` (index, recipient) pairs and emit one outcome per recipient.
+        """Send the unique recipients and emit one outcome per recipient.
 
         `deadline` is on the monotonic clock (None = no deadline); `stop` is set on
         shutdown: no new call starts, calls in flight finish. If the batch is cancelled,
@@ -216,26 +262,21 @@ class Backend:
         per_call = translator.recipients_per_call(prepared, self.config.recipients_per_call)
         if self.config.recipient_limit:
             per_call = min(per_call, self.config.recipient_limit)
-        ids = [recipient for _, recipient in unique]
+        ids, indexes = unique.ids, unique.indexes
         batch_key = uuid.uuid4().hex
         chunks: list[_Chunk] = []
         start = 0
         for number, size in enumerate(plan_chunks(translator, prepared, ids, per_call)):
             end = start + size
-            chunks.append(
-                _Chunk(
-                    f"{batch_key}:{number}",
-                    [index for index, _ in unique[start:end]],
-                    ids[start:end],
-                )
-            )
+            chunks.append(_Chunk(f"{batch_key}:{number}", indexes[start:end], ids[start:end]))
             start = end
         sender = _ChunkSender(self, prepared, emit, counters, deadline, stop)
         try:
             await self._send_all(sender, chunks)
         except BaseException:
             if abandon is not None:
-                abandon([o for chunk in chunks if not chunk.finished for o in chunk.abandoned()])
+                left = [chunk for chunk in chunks if not chunk.finished]
+                abandon([chunk.abandoned(counters) for chunk in left])
             raise
 
     async def _send_all(self, sender: _ChunkSender, chunks: list[_Chunk]) -> None:
@@ -398,21 +439,10 @@ class _ChunkSender:
             return True
 
     async def _emit_results(self, chunk: _Chunk, result: CallResult) -> None:
-        chunk.finished = True
-        outcomes = [
-            pb.RecipientOutcome(
-                recipient_id=item.recipient_id,
-                index=index,
-                state=pb.DELIVERY_STATE_ACCEPTED if item.accepted else pb.DELIVERY_STATE_FAILED,
-                reason=item.reason,
-                vendor_code=item.vendor_code,
-                detail=item.detail,
-                vendor_message_id=item.vendor_message_id,
-                attempts=chunk.attempts,
-            )
-            for index, item in zip(chunk.indexes, result.results, strict=True)
-        ]
-        await self.emit(outcomes)
+        accepted = sum(1 for item in result.results if item.accepted)
+        self.counters.add(pb.DELIVERY_STATE_ACCEPTED, accepted)
+        self.counters.add(pb.DELIVERY_STATE_FAILED, len(result.results) - accepted)
+        await self._emit(chunk, chunk.vendor_results(result))
 
     async def _emit_all(
         self,
@@ -422,21 +452,12 @@ class _ChunkSender:
         vendor_code: str,
         detail: str,
     ) -> None:
+        self.counters.add(state, len(chunk.recipients))
+        await self._emit(chunk, chunk.same_for_all(state, reason, vendor_code, detail))
+
+    async def _emit(self, chunk: _Chunk, response: pb.BatchSendResponse) -> None:
         chunk.finished = True
-        await self.emit(
-            [
-                pb.RecipientOutcome(
-                    recipient_id=recipient,
-                    index=index,
-                    state=state,
-                    reason=reason,
-                    vendor_code=vendor_code,
-                    detail=detail,
-                    attempts=chunk.attempts,
-                )
-                for index, recipient in zip(chunk.indexes, chunk.recipients, strict=True)
-            ]
-        )
+        await self.emit(response)
 
 
 def _transport_failure(

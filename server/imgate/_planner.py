@@ -10,21 +10,38 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Sequence
+from dataclasses import dataclass
 from itertools import accumulate
 from typing import Any
 
 from imgate.translators._base import Translator
 
 
-def dedupe(recipient_ids: Sequence[str]) -> tuple[list[tuple[int, str]], int]:
-    """Unique recipients as (index of first occurrence, id), in request order, and the
-    number of duplicates removed."""
+@dataclass(frozen=True, slots=True)
+class UniqueRecipients:
+    """The request's recipients without duplicates, in request order."""
+
+    indexes: Sequence[int]
+    """Position of each id's first occurrence in the request."""
+    ids: list[str]
+    duplicates_removed: int
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def dedupe(recipient_ids: Sequence[str]) -> UniqueRecipients:
+    """Remove duplicate ids; the first occurrence keeps its index."""
+    ids = list(recipient_ids)
+    if len(set(ids)) == len(ids):
+        # The common case: no duplicates, so no per-id index bookkeeping at all.
+        return UniqueRecipients(range(len(ids)), ids, 0)
     first_index: dict[str, int] = {}
-    for index, recipient_id in enumerate(recipient_ids):
-        if recipient_id not in first_index:
-            first_index[recipient_id] = index
-    unique = list(zip(first_index.values(), first_index.keys(), strict=True))
-    return unique, len(recipient_ids) - len(unique)
+    for index, recipient_id in enumerate(ids):
+        first_index.setdefault(recipient_id, index)
+    return UniqueRecipients(
+        list(first_index.values()), list(first_index), len(ids) - len(first_index)
+    )
 
 
 def plan_chunks(

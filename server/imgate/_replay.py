@@ -30,13 +30,18 @@ class BatchRecord:
 
     def __init__(self, fingerprint: bytes) -> None:
         self.fingerprint = fingerprint
-        self.outcomes: list[pb.RecipientOutcome] = []
+        self.responses: list[pb.BatchSendResponse] = []
+        self.outcome_count = 0
         self.summary: pb.BatchSummary | None = None
         self.finished_at: float | None = None
         self._changed = asyncio.Event()
 
-    def append(self, outcomes: list[pb.RecipientOutcome]) -> None:
-        self.outcomes.extend(outcomes)
+    def append(self, response: pb.BatchSendResponse) -> None:
+        self.extend([response])
+
+    def extend(self, responses: list[pb.BatchSendResponse]) -> None:
+        self.responses.extend(responses)
+        self.outcome_count += sum(len(r.outcomes) for r in responses)
         self._wake()
 
     def finish(self, summary: pb.BatchSummary, now: float) -> None:
@@ -48,15 +53,14 @@ class BatchRecord:
         self._changed.set()
         self._changed = asyncio.Event()
 
-    async def follow(self) -> AsyncIterator[list[pb.RecipientOutcome]]:
-        """Every outcome list recorded so far, then the new ones, until finished."""
+    async def follow(self) -> AsyncIterator[pb.BatchSendResponse]:
+        """Every outcome message recorded so far, then the new ones, until finished."""
         position = 0
         while True:
             changed = self._changed
-            if position < len(self.outcomes):
-                end = len(self.outcomes)
-                yield self.outcomes[position:end]
-                position = end
+            if position < len(self.responses):
+                position += 1
+                yield self.responses[position - 1]
                 continue
             if self.summary is not None:
                 return
@@ -89,11 +93,11 @@ class RequestIdStore:
 
     def _prune(self) -> None:
         now = self._clock()
-        total = sum(len(r.outcomes) for r in self._records.values())
+        total = sum(r.outcome_count for r in self._records.values())
         for request_id, record in list(self._records.items()):
             if record.finished_at is None:
                 continue  # live batches are never dropped
             expired = now - record.finished_at > self._retention_s
             if expired or total > self._max_outcomes:
-                total -= len(record.outcomes)
+                total -= record.outcome_count
                 del self._records[request_id]

@@ -21,7 +21,7 @@ from grpc_status import rpc_status
 from imgate._config import GatewayConfig
 from imgate._dispatch import Backend, BatchCounters
 from imgate._logging import log_context
-from imgate._planner import dedupe
+from imgate._planner import UniqueRecipients, dedupe
 from imgate._replay import BatchRecord, RequestIdStore, payload_fingerprint
 from imgate._validate import validate_common, validate_for_vendor
 from imgate.translators._base import FieldViolation
@@ -100,7 +100,7 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
             await _abort_invalid(context, problems)
             return
         log_context.set(f"backend={backend.config.name} request_id={request.request_id or '-'}")
-        unique, duplicates = dedupe(request.recipient_ids)
+        unique = dedupe(request.recipient_ids)
         remaining = context.time_remaining()
         deadline = None if remaining is None else started + remaining
 
@@ -120,33 +120,43 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
                         ],
                     )
                     return
-                await self._replay(existing, context)
+                await _follow(existing, context)
                 return
             record = self._request_ids.start(request.request_id, fingerprint)
 
-        log.info("batch of %d recipients (%d duplicates removed)", len(unique), duplicates)
+        log.info(
+            "batch of %d recipients (%d duplicates removed)",
+            len(unique),
+            unique.duplicates_removed,
+        )
         counters = BatchCounters()
-        queue: asyncio.Queue[list[pb.RecipientOutcome] | None] = asyncio.Queue(_QUEUE_CHUNKS)
-        summary = pb.BatchSummary(total=len(unique), duplicates_removed=duplicates)
+        queue: asyncio.Queue[pb.BatchSendResponse | None] = asyncio.Queue(_QUEUE_CHUNKS)
 
-        async def emit(outcomes: list[pb.RecipientOutcome]) -> None:
+        async def emit(response: pb.BatchSendResponse) -> None:
             if record is not None:
-                record.append(outcomes)
+                record.append(response)
             else:
-                await queue.put(outcomes)
+                await queue.put(response)
 
-        def finish_summary() -> pb.BatchSummary:
-            summary.vendor_calls = counters.vendor_calls
-            summary.elapsed_ms = int((time.monotonic() - started) * 1000)
+        def summary() -> pb.BatchSummary:
+            done = pb.BatchSummary(
+                total=len(unique),
+                accepted=counters.accepted,
+                failed=counters.failed,
+                uncertain=counters.uncertain,
+                duplicates_removed=unique.duplicates_removed,
+                vendor_calls=counters.vendor_calls,
+                elapsed_ms=int((time.monotonic() - started) * 1000),
+            )
             log.info(
                 "batch done: accepted=%d failed=%d uncertain=%d vendor_calls=%d in %d ms",
-                summary.accepted,
-                summary.failed,
-                summary.uncertain,
-                summary.vendor_calls,
-                summary.elapsed_ms,
+                done.accepted,
+                done.failed,
+                done.uncertain,
+                done.vendor_calls,
+                done.elapsed_ms,
             )
-            return summary
+            return done
 
         async def run() -> None:
             try:
@@ -157,90 +167,75 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
                     counters,
                     deadline,
                     self._stop,
-                    abandon=None if record is None else record.append,
+                    abandon=None if record is None else record.extend,
                 )
             except BaseException:
                 if record is not None:
                     # Followers must not wait forever for a batch whose caller went away.
-                    _close_unreported(record, unique)
-                    summary_counts(summary, record.outcomes)
-                    record.finish(finish_summary(), time.monotonic())
+                    _close_unreported(record, unique, counters)
+                    record.finish(summary(), time.monotonic())
                 raise
             if record is None:
                 await queue.put(_DONE)
             else:
-                summary_counts(summary, record.outcomes)
-                record.finish(finish_summary(), time.monotonic())
+                record.finish(summary(), time.monotonic())
 
         async with asyncio.TaskGroup() as group:
             group.create_task(run())
             if record is None:
-                await _stream_queue(queue, context, summary)
-                await context.write(pb.BatchSendResponse(summary=finish_summary()))
+                await _stream_queue(queue, context)
+                await context.write(pb.BatchSendResponse(summary=summary()))
             else:
                 # Every caller of a request_id batch, the first one included, reads the record.
-                await self._replay(record, context)
+                await _follow(record, context)
 
-    async def _replay(self, record: BatchRecord, context: _Context) -> None:
-        async for outcomes in record.follow():
-            for start in range(0, len(outcomes), MAX_OUTCOMES_PER_MESSAGE):
-                batch = outcomes[start : start + MAX_OUTCOMES_PER_MESSAGE]
-                await context.write(pb.BatchSendResponse(outcomes=batch))
-        assert record.summary is not None
-        await context.write(pb.BatchSendResponse(summary=record.summary))
+
+async def _follow(record: BatchRecord, context: _Context) -> None:
+    """Stream a recorded batch: what is done at once, the rest as it comes, then the summary."""
+    async for response in record.follow():
+        await context.write(response)
+    assert record.summary is not None
+    await context.write(pb.BatchSendResponse(summary=record.summary))
 
 
 async def _stream_queue(
-    queue: asyncio.Queue[list[pb.RecipientOutcome] | None],
-    context: _Context,
-    summary: pb.BatchSummary,
+    queue: asyncio.Queue[pb.BatchSendResponse | None], context: _Context
 ) -> None:
-    """Write outcome lists as they arrive, coalescing whatever is already waiting."""
-    finished = False
-    while not finished:
-        item = await queue.get()
-        if item is _DONE:
+    """Write chunk messages as they arrive, merging whatever is already waiting."""
+    while True:
+        response = await queue.get()
+        if response is _DONE:
             return
-        pending = list(item)
-        while len(pending) < MAX_OUTCOMES_PER_MESSAGE and not queue.empty():
+        finished = False
+        while len(response.outcomes) < MAX_OUTCOMES_PER_MESSAGE and not queue.empty():
             more = queue.get_nowait()
             if more is _DONE:
                 finished = True
                 break
-            pending.extend(more)
-        summary_counts(summary, pending)
-        for start in range(0, len(pending), MAX_OUTCOMES_PER_MESSAGE):
-            batch = pending[start : start + MAX_OUTCOMES_PER_MESSAGE]
-            await context.write(pb.BatchSendResponse(outcomes=batch))
+            response.MergeFrom(more)
+        await context.write(response)
+        if finished:
+            return
 
 
-def _close_unreported(record: BatchRecord, unique: list[tuple[int, str]]) -> None:
+def _close_unreported(
+    record: BatchRecord, unique: UniqueRecipients, counters: BatchCounters
+) -> None:
     # The dispatcher reports every chunk it started; what is left was never sent.
-    done = {outcome.index for outcome in record.outcomes}
-    record.append(
-        [
-            pb.RecipientOutcome(
+    done = {outcome.index for response in record.responses for outcome in response.outcomes}
+    response = pb.BatchSendResponse()
+    for index, recipient in zip(unique.indexes, unique.ids, strict=True):
+        if index not in done:
+            response.outcomes.add(
                 recipient_id=recipient,
                 index=index,
                 state=pb.DELIVERY_STATE_FAILED,
                 reason=pb.FAILURE_REASON_NOT_ATTEMPTED,
                 detail="the batch ended before it was sent",
             )
-            for index, recipient in unique
-            if index not in done
-        ]
-    )
-
-
-def summary_counts(summary: pb.BatchSummary, outcomes: list[pb.RecipientOutcome]) -> None:
-    """Add outcomes to the summary's per-state counts."""
-    for outcome in outcomes:
-        if outcome.state == pb.DELIVERY_STATE_ACCEPTED:
-            summary.accepted += 1
-        elif outcome.state == pb.DELIVERY_STATE_UNCERTAIN:
-            summary.uncertain += 1
-        else:
-            summary.failed += 1
+    counters.add(pb.DELIVERY_STATE_FAILED, len(response.outcomes))
+    if response.outcomes:
+        record.append(response)
 
 
 async def _abort_invalid(context: _Context, problems: list[FieldViolation]) -> None:

@@ -324,7 +324,7 @@ def test_planned_chunks_always_fit(text: str, ids: list[str], extension: bool) -
     )
     assume(translator.validate(request) == [])
     prepared = translator.prepare(request)
-    unique = [recipient for _, recipient in dedupe(ids)[0]]
+    unique = dedupe(ids).ids
     sizes = plan_chunks(translator, prepared, unique, 500)
     assert sum(sizes) == len(unique)
     assert all(0 < size <= 500 for size in sizes)
