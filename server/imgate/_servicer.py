@@ -90,17 +90,19 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
         started = time.monotonic()
         if self._stop.is_set():
             await context.abort(grpc.StatusCode.UNAVAILABLE, "the gateway is shutting down")
-        problems = validate_common(request, self._config)
+        # Read the repeated field once: every read builds 100,000 new strings.
+        recipient_ids = list(request.recipient_ids)
+        problems = validate_common(request, recipient_ids, self._config)
         backend = None
         backend_config = self._config.backend(request.backend)
         if backend_config is not None:
             backend = self._backends[backend_config.name]
-            problems.extend(validate_for_vendor(request, backend.translator))
+            problems.extend(validate_for_vendor(request, recipient_ids, backend.translator))
         if problems or backend is None:
             await _abort_invalid(context, problems)
             return
         log_context.set(f"backend={backend.config.name} request_id={request.request_id or '-'}")
-        unique = dedupe(request.recipient_ids)
+        unique = dedupe(recipient_ids)
         remaining = context.time_remaining()
         deadline = None if remaining is None else started + remaining
 

@@ -6,6 +6,8 @@ translator. Every problem is a FieldViolation naming the request field.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from imgate._chars import java_len
 from imgate._config import GatewayConfig
 from imgate.translators._base import FieldViolation, Translator
@@ -15,15 +17,17 @@ MAX_ACCOUNT_ID_CHARS = 32  # Yunxin accid (UTF-16 units); Tencent also caps byte
 _MAX_LISTED_BAD_IDS = 10  # a huge bad list should not make a huge error
 
 
-def validate_common(request: pb.BatchSendRequest, config: GatewayConfig) -> list[FieldViolation]:
-    """Problems that do not depend on the vendor."""
+def validate_common(
+    request: pb.BatchSendRequest, recipient_ids: Sequence[str], config: GatewayConfig
+) -> list[FieldViolation]:
+    """Problems that do not depend on the vendor (`recipient_ids`: the request's, as a list)."""
     problems: list[FieldViolation] = []
     if config.backend(request.backend) is None:
         known = ", ".join(b.name for b in config.backends)
         problems.append(
             FieldViolation("backend", f"unknown backend {request.backend!r} (known: {known})")
         )
-    count = len(request.recipient_ids)
+    count = len(recipient_ids)
     if count == 0:
         problems.append(FieldViolation("recipient_ids", "at least one recipient is required"))
     elif count > config.max_recipients_per_request:
@@ -33,13 +37,10 @@ def validate_common(request: pb.BatchSendRequest, config: GatewayConfig) -> list
                 f"{count} recipients; at most {config.max_recipients_per_request} per request",
             )
         )
-    ids = request.recipient_ids
+    ids = recipient_ids
     # ASCII ids (the usual case) count one unit a character: check the extremes only.
-    if ids and (
-        all(map(str.isascii, ids))
-        and min(map(len, ids)) > 0
-        and max(map(len, ids)) <= MAX_ACCOUNT_ID_CHARS
-    ):
+    lengths = list(map(len, ids))
+    if ids and "".join(ids).isascii() and 0 < min(lengths) <= max(lengths) <= MAX_ACCOUNT_ID_CHARS:
         bad_positions: list[int] = []
     else:
         bad_positions = [
@@ -68,12 +69,12 @@ def validate_common(request: pb.BatchSendRequest, config: GatewayConfig) -> list
 
 
 def validate_for_vendor(
-    request: pb.BatchSendRequest, translator: Translator
+    request: pb.BatchSendRequest, recipient_ids: Sequence[str], translator: Translator
 ) -> list[FieldViolation]:
     """Problems specific to the backend's vendor."""
     problems: list[FieldViolation] = []
     if translator.sender_required and not request.sender_id:
         problems.append(FieldViolation("sender_id", f"required on {translator.vendor} backends"))
     if request.message.WhichOneof("content") is not None:
-        problems.extend(translator.validate(request))
+        problems.extend(translator.validate(request, recipient_ids))
     return problems

@@ -118,8 +118,13 @@ class Translator(abc.ABC):
         self.credentials = credentials
 
     @abc.abstractmethod
-    def validate(self, request: pb.BatchSendRequest) -> list[FieldViolation]:
+    def validate(
+        self, request: pb.BatchSendRequest, recipient_ids: Sequence[str] | None = None
+    ) -> list[FieldViolation]:
         """Vendor-specific whole-request checks (field limits, formats). Empty = valid.
+
+        `recipient_ids` is `request.recipient_ids` already converted to a list, when the
+        caller has it: reading a 100,000-id repeated field builds 100,000 new strings.
 
         Checks common to every vendor (recipients present and ≤ 32 chars, content set,
         backend known) are done before this is called.

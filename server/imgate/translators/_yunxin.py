@@ -178,7 +178,9 @@ class YunxinTranslator(Translator):
         self._app_key = str(credentials["app_key"])
         self._app_secret = str(credentials["app_secret"])
 
-    def validate(self, request: pb.BatchSendRequest) -> list[FieldViolation]:
+    def validate(
+        self, request: pb.BatchSendRequest, recipient_ids: Sequence[str] | None = None
+    ) -> list[FieldViolation]:
         # An empty sender is refused by the servicer from `sender_required`.
         problems = message_violations(request)
         message, options = request.message, request.options
