@@ -23,7 +23,7 @@ import secrets
 import time
 import types
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +31,7 @@ import aiohttp
 
 from imgate import __version__
 from imgate._config import BackendConfig
-from imgate._planner import UniqueRecipients, plan_chunks
+from imgate._planner import UniqueRecipients, iter_chunk_sizes
 from imgate._ratelimit import BackendLimiter, Grant, QuotaWaitTooLong
 from imgate._registry import BY_VENDOR
 from imgate.translators._base import CallResult, Disposition, Reason, Translator, fail_all
@@ -264,39 +264,53 @@ class Backend:
             per_call = min(per_call, self.config.recipient_limit)
         ids, indexes = unique.ids, unique.indexes
         batch_key = uuid.uuid4().hex
-        chunks: list[_Chunk] = []
-        start = 0
-        for number, size in enumerate(plan_chunks(translator, prepared, ids, per_call)):
-            end = start + size
-            chunks.append(_Chunk(f"{batch_key}:{number}", indexes[start:end], ids[start:end]))
-            start = end
+        # Chunks are planned as they are sent, so the first call does not wait for the
+        # whole batch to be planned; `planned` is what has been cut so far.
+        planned: list[_Chunk] = []
+
+        def plan() -> Iterator[_Chunk]:
+            start = 0
+            sizes = iter_chunk_sizes(translator, prepared, ids, per_call)
+            for number, size in enumerate(sizes):
+                end = start + size
+                chunk = _Chunk(f"{batch_key}:{number}", indexes[start:end], ids[start:end])
+                planned.append(chunk)
+                yield chunk
+                start = end
+
+        def not_planned(chunk_size: int) -> Iterator[_Chunk]:
+            """The rest of the batch, cut only to bound the size of its outcome messages."""
+            done = sum(len(chunk.recipients) for chunk in planned)
+            for start in range(done, len(ids), chunk_size):
+                end = start + chunk_size
+                yield _Chunk("", indexes[start:end], ids[start:end])
+
         sender = _ChunkSender(self, prepared, emit, counters, deadline, stop)
         try:
-            await self._send_all(sender, chunks)
+            async with asyncio.TaskGroup() as group:
+                for chunk in plan():
+                    if sender.should_stop():
+                        await sender.give_up(chunk)
+                        for rest in not_planned(per_call):
+                            await sender.give_up(rest)
+                        break
+                    await self.permits.acquire()
+                    try:
+                        grant = await sender.acquire_quota(chunk)
+                    except BaseException:
+                        self.permits.release()
+                        raise
+                    if grant is None:
+                        self.permits.release()
+                        await sender.give_up(chunk)
+                        continue
+                    group.create_task(sender.send(chunk, grant))
         except BaseException:
             if abandon is not None:
-                left = [chunk for chunk in chunks if not chunk.finished]
+                left = [chunk for chunk in planned if not chunk.finished]
+                left.extend(not_planned(per_call))
                 abandon([chunk.abandoned(counters) for chunk in left])
             raise
-
-    async def _send_all(self, sender: _ChunkSender, chunks: list[_Chunk]) -> None:
-        async with asyncio.TaskGroup() as group:
-            for position, chunk in enumerate(chunks):
-                if sender.should_stop():
-                    for rest in chunks[position:]:
-                        await sender.give_up(rest)
-                    break
-                await self.permits.acquire()
-                try:
-                    grant = await sender.acquire_quota(chunk)
-                except BaseException:
-                    self.permits.release()
-                    raise
-                if grant is None:
-                    self.permits.release()
-                    await sender.give_up(chunk)
-                    continue
-                group.create_task(sender.send(chunk, grant))
 
 
 @dataclass

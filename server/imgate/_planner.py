@@ -9,7 +9,7 @@ cut uses prefix sums and binary search, so 100,000 ids plan in milliseconds.
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import accumulate
 from typing import Any
@@ -50,8 +50,19 @@ def plan_chunks(
     recipients: Sequence[str],
     recipients_per_call: int,
 ) -> list[int]:
+    """Sizes of consecutive chunks covering `recipients` in order; see iter_chunk_sizes."""
+    return list(iter_chunk_sizes(translator, prepared, recipients, recipients_per_call))
+
+
+def iter_chunk_sizes(
+    translator: Translator,
+    prepared: Any,
+    recipients: Sequence[str],
+    recipients_per_call: int,
+) -> Iterator[int]:
     """Sizes of consecutive chunks covering `recipients` in order (greedy: each chunk
-    takes as many ids as the caps allow).
+    takes as many ids as the caps allow), planned one chunk at a time so the first call
+    can start before a 100,000-id batch is fully planned.
 
     Caps: `translator.recipients_per_call(prepared, recipients_per_call)` ids, and when
     the vendor caps the body (`default_limits.max_body_bytes`), `base_body_bytes` plus
@@ -63,17 +74,14 @@ def plan_chunks(
     max_body_bytes = translator.default_limits.max_body_bytes
     if max_body_bytes is None:
         full, rest = divmod(total, per_call)
-        return [per_call] * full + ([rest] if rest else [])
+        yield from [per_call] * full + ([rest] if rest else [])
+        return
     budget = max_body_bytes - translator.base_body_bytes(prepared)
-    # ends[i] = bytes the first i recipients add; a chunk [start, end) adds
-    # ends[end] - ends[start].
-    ends = list(accumulate(translator.recipients_body_bytes(recipients), initial=0))
-    sizes: list[int] = []
     start = 0
     while start < total:
-        last = min(start + per_call, total)
-        end = bisect_right(ends, ends[start] + budget, start + 1, last + 1) - 1
-        end = max(end, start + 1)
-        sizes.append(end - start)
-        start = end
-    return sizes
+        window = recipients[start : start + per_call]
+        # ends[i] = bytes the window's first i ids add to the body.
+        ends = list(accumulate(translator.recipients_body_bytes(window), initial=0))
+        size = max(1, bisect_right(ends, budget, 1, len(window) + 1) - 1)
+        yield size
+        start += size
