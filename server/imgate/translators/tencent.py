@@ -226,7 +226,7 @@ class TencentTranslator(Translator):
         # longest actual id, and at least a 32-character one.
         longest = max(
             self.recipient_body_bytes("x" * MAX_ID_CHARS),
-            max(self.recipients_body_bytes(ids), default=0),
+            _longest_body_bytes(self, ids),
         )
         size = prepared.base_body_bytes + longest
         if size > MAX_BODY_BYTES:
@@ -387,6 +387,14 @@ class TencentTranslator(Translator):
                 ),
             )
         return verdict
+
+
+def _longest_body_bytes(translator: TencentTranslator, ids: Sequence[str]) -> int:
+    """The most bytes one of `ids` adds to a body (what recipients_body_bytes would max)."""
+    joined = "".join(ids)
+    if joined.isascii() and not _NEEDS_ESCAPE.search(joined):
+        return max(map(len, ids), default=0) + 3  # quotes and comma
+    return max(translator.recipients_body_bytes(ids), default=0)
 
 
 def _id_byte_violations(request: pb.BatchSendRequest, ids: Sequence[str]) -> list[FieldViolation]:
