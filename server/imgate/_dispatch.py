@@ -136,11 +136,8 @@ class _Chunk:
 class Backend:
     """A configured backend at run time: translator, HTTP session, quota and permits."""
 
-    def __init__(
-        self,
-        config: BackendConfig,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
+    # Deadlines arrive on time.monotonic (the servicer's clock), so the limiter uses it too.
+    def __init__(self, config: BackendConfig) -> None:
         self.config = config
         self.translator: Translator = BY_VENDOR[config.vendor].translator(config.credentials)
         self.url = config.base_url + self.translator.path
@@ -149,10 +146,8 @@ class Backend:
             config.call_window_s,
             config.recipient_limit,
             config.recipient_window_s,
-            clock,
         )
         self.permits = asyncio.Semaphore(config.max_in_flight)
-        self._clock = clock
         self._session: aiohttp.ClientSession | None = None
 
     @property
@@ -176,7 +171,7 @@ class Backend:
 
     def blocked_until_wall(self) -> float | None:
         """Wall-clock end of the current pause, or None when serving."""
-        remaining = self.limiter.blocked_until - self._clock()
+        remaining = self.limiter.blocked_until - time.monotonic()
         return time.time() + remaining if remaining > 0 else None
 
     async def close(self) -> None:
