@@ -153,7 +153,10 @@ class Sandbox(Proc):
 class Gateway(Proc):
     """`imgate serve` with a configuration generated for `backends` (kept in bench/out/)."""
 
-    def __init__(self, name: str, sandbox: Sandbox, backends: Sequence[Backend]) -> None:
+    def __init__(
+        self, name: str, sandbox: Sandbox, backends: Sequence[Backend], store: str = "memory"
+    ) -> None:
+        """`store`: "memory", or "sqlite" for a fresh SQLite file in bench/out/."""
         self.port = free_port()
         self.target = f"127.0.0.1:{self.port}"
         self.config_path = OUT / f"{name}.toml"
@@ -169,7 +172,14 @@ class Gateway(Proc):
             self.target,
             "--log-level",
             "WARNING",
+            "--store",
+            store,
         ]
+        if store == "sqlite":
+            db = OUT / f"{name}.db"
+            for stale in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
+                stale.unlink(missing_ok=True)
+            serve[-1] = f"sqlite://{db.resolve()}"
         super().__init__(name, serve)
         self.channel = grpc.insecure_channel(
             self.target, options=[("grpc.max_receive_message_length", 16 << 20)]

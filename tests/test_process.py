@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +33,8 @@ def _free_port() -> int:
 def _imgate(*args: str, **kwargs: object) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("IMGATE_CONFIG", None)
+    # Each gateway its own state (SQLite store): never the developer's ~/.local/state.
+    env["IMGATE_STATE_DIR"] = tempfile.mkdtemp(prefix="imgate-test-")
     return subprocess.Popen(  # type: ignore[call-overload, no-any-return]
         [sys.executable, "-m", "imgate", *args],
         stdout=subprocess.PIPE,

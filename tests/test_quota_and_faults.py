@@ -320,35 +320,59 @@ async def test_request_id_replays_attaches_and_refuses_mismatch(
     assert sandbox.state.stats("yunxin_v2").calls_received == calls
 
 
-async def test_request_id_after_the_first_caller_cancelled(
+async def test_request_id_batch_outlives_its_first_caller(
     sandbox: SandboxServer, start_gateway: StartGateway
 ) -> None:
+    # Rules 9-11: a request_id batch is durable once accepted; the first caller going away
+    # does not cancel it, and a retry attaches to it (it used to end 150+ of 200
+    # recipients NOT_ATTEMPTED).
     gateway = await start_gateway({"recipients_per_call": 10, "max_in_flight": 1})
-    sandbox.state.set_faults("tencent", [FaultRule(kind="latency", delay_s=0.1)])
+    sandbox.state.set_faults("tencent", [FaultRule(kind="latency", delay_s=0.05)])
     request = text_request(_ids(200), "tencent", request_id="cancelled-1")
     call = gateway.stub.BatchSend(request, timeout=30)
     async for message in call:
         if message.outcomes:
             break
     call.cancel()
+    await asyncio.sleep(0.3)
+    assert sandbox.state.stats("tencent").calls_received > 3  # still sending, no caller
+    _, outcomes, summary = await gateway.send(request)
+    assert sorted(o.recipient_id for o in outcomes) == _ids(200)
+    assert {o.state for o in outcomes} == {pb.DELIVERY_STATE_ACCEPTED}
+    assert summary.accepted == 200
+    delivered = [d.recipient for d in sandbox.state.deliveries("tencent")]
+    assert sorted(delivered) == _ids(200)
+    assert sandbox.state.stats("tencent").calls_received == 20
+
+
+async def test_bound_batch_is_cancelled_with_its_caller(
+    sandbox: SandboxServer, start_gateway: StartGateway
+) -> None:
+    # Rule 10: without request_id the batch goes with its caller; what was never sent
+    # ends FAILED/NOT_ATTEMPTED, readable with WatchBatch.
+    gateway = await start_gateway({"recipients_per_call": 10, "max_in_flight": 1})
+    sandbox.state.set_faults("tencent", [FaultRule(kind="latency", delay_s=0.1)])
+    call = gateway.stub.BatchSend(text_request(_ids(200), "tencent"), timeout=30)
+    batch_id = ""
+    async for message in call:
+        batch_id = batch_id or message.batch_id
+        if message.outcomes:
+            break
+    call.cancel()
     await asyncio.sleep(0.5)
     calls = sandbox.state.stats("tencent").calls_received
-    # Retrying the same request replays the batch as it ended; nothing is sent again.
-    _, outcomes, _summary = await gateway.send(request)
+    outcomes = [
+        o
+        async for m in gateway.stub.WatchBatch(pb.WatchBatchRequest(batch_id=batch_id))
+        for o in m.outcomes
+    ]
     assert sorted(o.recipient_id for o in outcomes) == _ids(200)
     delivered = {d.recipient for d in sandbox.state.deliveries("tencent")}
-    by_state: dict[int, set[str]] = {}
-    for outcome in outcomes:
-        by_state.setdefault(outcome.state, set()).add(outcome.recipient_id)
-    # The call in flight at the cancel is UNCERTAIN (it was delivered); the chunks never
-    # started are FAILED/NOT_ATTEMPTED and safe to send again.
-    assert by_state[pb.DELIVERY_STATE_ACCEPTED] <= delivered
-    assert delivered <= by_state[pb.DELIVERY_STATE_ACCEPTED] | by_state.get(
-        pb.DELIVERY_STATE_UNCERTAIN, set()
-    )
     failed = [o for o in outcomes if o.state == pb.DELIVERY_STATE_FAILED]
     assert len(failed) >= 150
     assert {o.reason for o in failed} == {pb.FAILURE_REASON_NOT_ATTEMPTED}
     assert not {o.recipient_id for o in failed} & delivered
+    batch = await gateway.stub.GetBatch(pb.GetBatchRequest(batch_id=batch_id))
+    assert batch.state == pb.BATCH_STATE_CANCELLED
     await asyncio.sleep(0.3)
     assert sandbox.state.stats("tencent").calls_received == calls

@@ -7,6 +7,7 @@ line or an error message.
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from collections.abc import Mapping
@@ -93,10 +94,14 @@ class GatewayConfig:
     """host:port the gRPC server binds."""
     max_recipients_per_request: int = 100_000
     """Most recipients one BatchSendRequest may carry."""
-    request_id_retention_s: float = 3600.0
-    """How long a finished batch with a request_id is kept for replay."""
-    request_id_max_outcomes: int = 1_000_000
-    """Most outcomes kept for replay across all retained batches (oldest dropped first)."""
+    state_dir: str = ""
+    """Where the gateway keeps its state (the SQLite store); see default_state_dir()."""
+    store_url: str = ""
+    """[store] url: "memory", "sqlite:///PATH" or empty for imgate.db in state_dir."""
+    batch_retention_s: float = 604_800.0
+    """[store] batch_retention_s: how long an ended batch (and its request_id) is kept."""
+    lease_s: float = 30.0
+    """[store] lease_s: after this long a dead replica's batches are resumed by others."""
     shutdown_grace_s: float = 15.0
     """On SIGTERM, how long calls in flight may take to finish."""
     sandbox: bool = False
@@ -112,11 +117,39 @@ _TOP_KEYS = {
     "listen": str,
     "default_backend": str,
     "max_recipients_per_request": int,
-    "request_id_retention_s": float,
-    "request_id_max_outcomes": int,
     "shutdown_grace_s": float,
+    "state_dir": str,
     "backends": dict,
+    "store": dict,
 }
+# [store] keys -> GatewayConfig fields.
+_STORE_KEYS: dict[str, tuple[str, type]] = {
+    "url": ("store_url", str),
+    "batch_retention_s": ("batch_retention_s", float),
+    "lease_s": ("lease_s", float),
+}
+
+
+def default_state_dir(env: Mapping[str, str]) -> str:
+    """$IMGATE_STATE_DIR, else ~/.local/state/imgate (XDG_STATE_HOME respected)."""
+    if env.get("IMGATE_STATE_DIR"):
+        return env["IMGATE_STATE_DIR"]
+    base = env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return str(Path(base) / "imgate")
+
+
+def _store_section(raw: Any, env: Mapping[str, str]) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise ConfigError("store", "must be a table")
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in _STORE_KEYS:
+            raise ConfigError(f"store.{key}", "unknown key")
+        name, expected = _STORE_KEYS[key]
+        values[name] = _typed(f"store.{key}", value, expected, env)
+    return values
+
+
 _BACKEND_KEYS: dict[str, type] = {
     "vendor": str,
     "base_url": str,
@@ -215,7 +248,9 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str]) -> GatewayConfi
     for key, value in raw.items():
         if key not in _TOP_KEYS:
             raise ConfigError(key, "unknown key")
-        if key != "backends":
+        if key == "store":
+            values.update(_store_section(value, env))
+        elif key != "backends":
             values[key] = _typed(key, value, _TOP_KEYS[key], env)
     raw_backends = raw.get("backends")
     if not isinstance(raw_backends, dict) or not raw_backends:
@@ -228,6 +263,7 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str]) -> GatewayConfi
         default = backends[0].name
     elif default not in raw_backends:
         raise ConfigError("default_backend", f"no backend named {default!r}")
+    values.setdefault("state_dir", default_state_dir(env))
     return GatewayConfig(backends=backends, default_backend=default, **values)
 
 
@@ -243,8 +279,11 @@ def load_config(path: str | Path, env: Mapping[str, str]) -> GatewayConfig:
     return parse_config(raw, env)
 
 
-def sandbox_config(sandbox_url: str, listen: str = DEFAULT_LISTEN) -> GatewayConfig:
-    """Sandbox mode: one backend per vendor, named after it, pointing at the emulators."""
+def sandbox_config(
+    sandbox_url: str, listen: str = DEFAULT_LISTEN, store_url: str = "memory"
+) -> GatewayConfig:
+    """Sandbox mode: one backend per vendor, named after it, pointing at the emulators;
+    batches in memory unless `store_url` says otherwise."""
     backends = tuple(
         _with_defaults(
             plugin.vendor,
@@ -256,5 +295,10 @@ def sandbox_config(sandbox_url: str, listen: str = DEFAULT_LISTEN) -> GatewayCon
         for plugin in VENDORS
     )
     return GatewayConfig(
-        backends=backends, default_backend=backends[0].name, listen=listen, sandbox=True
+        backends=backends,
+        default_backend=backends[0].name,
+        listen=listen,
+        sandbox=True,
+        store_url=store_url,
+        state_dir=default_state_dir(os.environ),
     )

@@ -71,17 +71,24 @@ def iter_chunk_sizes(
     """
     total = len(recipients)
     per_call = max(1, translator.recipients_per_call(prepared, recipients_per_call))
-    max_body_bytes = translator.default_limits.max_body_bytes
-    if max_body_bytes is None:
+    if translator.default_limits.max_body_bytes is None:
         full, rest = divmod(total, per_call)
         yield from [per_call] * full + ([rest] if rest else [])
         return
-    budget = max_body_bytes - translator.base_body_bytes(prepared)
     start = 0
     while start < total:
-        window = recipients[start : start + per_call]
-        # ends[i] = bytes the window's first i ids add to the body.
-        ends = list(accumulate(translator.recipients_body_bytes(window), initial=0))
-        size = max(1, bisect_right(ends, budget, 1, len(window) + 1) - 1)
+        size = chunk_size(translator, prepared, recipients[start : start + per_call])
         yield size
         start += size
+
+
+def chunk_size(translator: Translator, prepared: Any, window: Sequence[str]) -> int:
+    """How many of `window` (the next ids, at most one call's worth) the next chunk takes:
+    all of them, or for byte-capped vendors as many as fit the body (at least one)."""
+    max_body_bytes = translator.default_limits.max_body_bytes
+    if max_body_bytes is None:
+        return len(window)
+    budget = max_body_bytes - translator.base_body_bytes(prepared)
+    # ends[i] = bytes the window's first i ids add to the body.
+    ends = list(accumulate(translator.recipients_body_bytes(window), initial=0))
+    return max(1, bisect_right(ends, budget, 1, len(window) + 1) - 1)

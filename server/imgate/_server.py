@@ -1,43 +1,53 @@
 """Server life cycle: the gRPC server with health and reflection, and graceful stop.
 
-On stop (SIGTERM, Ctrl-C): health goes NOT_SERVING, new batches are refused, running
-batches start no new vendor call and close every stream with an outcome for every
-recipient (unsent ones FAILED/NOT_ATTEMPTED), calls in flight get the grace period, then
-the HTTP sessions close.
+On start the store is opened and what a previous process left is recovered and resumed.
+On stop (SIGTERM, Ctrl-C, CONTRACT.md rule 12): health goes NOT_SERVING, new batches are
+refused, no new vendor call starts, calls in flight get `shutdown_grace_s`. Batches a
+later start can resume (durable store, not bound to a caller) stay queued and their
+streams end UNAVAILABLE; the others end here, unsent recipients FAILED/NOT_ATTEMPTED, and
+their streams end with every outcome. Then the server, the HTTP sessions and the store
+close.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from imgate._batches import BatchService
 from imgate._config import GatewayConfig
 from imgate._dispatch import Backend
 from imgate._servicer import GatewayServicer
+from imgate._store import Store, open_store
 from imgate.v1 import gateway_pb2, gateway_pb2_grpc
 
 log = logging.getLogger("imgate.server")
 
+_FLUSH_S = 2.0
 _SERVICE_NAME = gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name
 
 
 class Gateway:
     """One running gateway: `await start()`, then `await stop()`."""
 
-    def __init__(self, config: GatewayConfig) -> None:
+    def __init__(self, config: GatewayConfig, store: Store | None = None) -> None:
+        """`store` overrides the configured one (tests)."""
         self.config = config
         self.backends = {b.name: Backend(b) for b in config.backends}
-        self._stopping = asyncio.Event()
+        if store is None:
+            store = open_store(config.store_url or "sqlite:imgate.db", Path(config.state_dir))
+        self.store = store
+        self.batches = BatchService(self.backends, store, config.batch_retention_s)
         self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]  # stubs lack .aio
         self._server = grpc.aio.server(
             options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 16 << 20)]
         )
         gateway_pb2_grpc.add_GatewayServiceServicer_to_server(
-            GatewayServicer(config, self.backends, self._stopping), self._server
+            GatewayServicer(config, self.backends, self.batches), self._server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         reflection.enable_server_reflection(
@@ -46,10 +56,12 @@ class Gateway:
         self.port = 0
 
     async def start(self) -> int:
-        """Bind `config.listen` (port 0 picks one), serve, and return the port."""
+        """Open the store (resuming its batches), bind `config.listen` (port 0 picks one),
+        serve, and return the port. Raises StoreError or OSError."""
         self.port = self._server.add_insecure_port(self.config.listen)
         if self.port == 0:
             raise OSError(f"cannot listen on {self.config.listen}")
+        await self.batches.start()
         await self._server.start()
         for service in ("", _SERVICE_NAME):
             await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
@@ -57,14 +69,16 @@ class Gateway:
 
     async def stop(self, grace_s: float | None = None) -> None:
         """Drain and stop; running batches finish their streams within the grace period."""
-        if self._stopping.is_set():
+        if self.batches.stopping.is_set():
             return
         grace = self.config.shutdown_grace_s if grace_s is None else grace_s
         await self._health.enter_graceful_shutdown()
-        self._stopping.set()
-        await self._server.stop(grace)
+        await self.batches.stop(grace)
+        # Streams now end (every outcome, or UNAVAILABLE); give them a moment to flush.
+        await self._server.stop(_FLUSH_S)
         for backend in self.backends.values():
             await backend.close()
+        await self.batches.close()
 
     async def wait_for_termination(self) -> None:
         await self._server.wait_for_termination()

@@ -1,15 +1,18 @@
-"""The GatewayService implementation: validate, hand the batch to its backend, stream.
+"""The GatewayService implementation: validate, then submit or attach, then stream.
 
-Outcomes flow from the dispatcher through a bounded queue (the back-pressure from a slow
-reader to the vendor calls) and leave coalesced, many per message: one message per
-outcome costs 10-20x more CPU.
+Thin on purpose: batches are the BatchService's, outcomes the store's. Every stream reads
+outcome pages from the store at the reader's own pace (a slow reader costs one message of
+memory, never a growing queue) and leaves them coalesced, a few thousand per message: one
+message per outcome costs 10-20x more CPU.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
+import uuid
 from collections.abc import Mapping
 from typing import Any, TypeAlias
 
@@ -18,12 +21,13 @@ from google.protobuf import any_pb2, timestamp_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from imgate._batches import BatchService, GatewayStopping
 from imgate._config import GatewayConfig
-from imgate._dispatch import Backend, BatchCounters
+from imgate._dispatch import DEADLINE_MARGIN_S, Backend
 from imgate._logging import log_context
-from imgate._planner import UniqueRecipients, dedupe
-from imgate._replay import BatchRecord, RequestIdStore, payload_fingerprint
-from imgate._validate import validate_common, validate_for_vendor
+from imgate._planner import dedupe
+from imgate._store import BatchRow, OutcomePage
+from imgate._validate import validate_common, validate_for_vendor, validate_request_id
 from imgate.translators._base import FieldViolation
 from imgate.v1 import gateway_pb2 as pb
 from imgate.v1 import gateway_pb2_grpc as pb_grpc
@@ -33,8 +37,9 @@ log = logging.getLogger("imgate.servicer")
 _Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 
 MAX_OUTCOMES_PER_MESSAGE = 2000  # ~100 KB per message, far under gRPC's 4 MB default
-_QUEUE_CHUNKS = 64
-_DONE = None
+_DEFAULT_PAGE_SIZE = 50
+_MAX_PAGE_SIZE = 1000
+_CALLER = ""  # callers (CONTRACT.md §6) are not configured yet: one anonymous caller
 
 
 class GatewayServicer(pb_grpc.GatewayServiceServicer):
@@ -44,14 +49,12 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
         self,
         config: GatewayConfig,
         backends: Mapping[str, Backend],
-        stop: asyncio.Event,
+        batches: BatchService,
     ) -> None:
         self._config = config
         self._backends = backends
-        self._stop = stop
-        self._request_ids = RequestIdStore(
-            config.request_id_retention_s, config.request_id_max_outcomes
-        )
+        self._batches = batches
+        self._cancels: set[asyncio.Task[Any]] = set()
 
     async def ListBackends(
         self, request: pb.ListBackendsRequest, context: _Context
@@ -82,162 +85,275 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
                 item.blocked_until.CopyFrom(_timestamp(blocked_until))
         return response
 
-    # Streams with context.write() rather than as an async generator: a generator suspended
-    # at `yield` inside the TaskGroup would not unwind cleanly when the client goes away.
-    async def BatchSend(  # type: ignore[override]
-        self, request: pb.BatchSendRequest, context: _Context
-    ) -> None:
-        started = time.monotonic()
-        if self._stop.is_set():
+    # -- submitting ---------------------------------------------------------------------
+
+    async def _submit(
+        self,
+        request: pb.SubmitBatchRequest,
+        context: _Context,
+        *,
+        bound: bool,
+        send_before: float | None,
+        call_deadline: float | None = None,
+    ) -> BatchRow:
+        """Validate and store the batch (or find it by request_id); aborts on any error."""
+        if self._batches.stopping.is_set():
             await context.abort(grpc.StatusCode.UNAVAILABLE, "the gateway is shutting down")
         # Read the repeated field once: every read builds 100,000 new strings.
         recipient_ids = list(request.recipient_ids)
-        problems = validate_common(request, recipient_ids, self._config)
-        backend = None
+        as_send = _as_send_request(request)
+        problems = validate_request_id(request.request_id)
+        if request.recipient_list:
+            problems.append(
+                FieldViolation("recipient_list", "no such recipient list (UploadRecipients)")
+            )
+        problems.extend(validate_common(as_send, recipient_ids, self._config))
         backend_config = self._config.backend(request.backend)
         if backend_config is not None:
-            backend = self._backends[backend_config.name]
-            problems.extend(validate_for_vendor(request, recipient_ids, backend.translator))
-        if problems or backend is None:
+            translator = self._backends[backend_config.name].translator
+            problems.extend(validate_for_vendor(as_send, recipient_ids, translator))
+        if problems or backend_config is None:
             await _abort_invalid(context, problems)
-            return
-        log_context.set(f"backend={backend.config.name} request_id={request.request_id or '-'}")
+            raise AssertionError("unreachable")  # abort raises
+        backend = backend_config.name
+        log_context.set(f"backend={backend} request_id={request.request_id or '-'}")
         unique = dedupe(recipient_ids)
-        remaining = context.time_remaining()
-        deadline = None if remaining is None else started + remaining
-
-        record: BatchRecord | None = None
-        if request.request_id:
-            fingerprint = payload_fingerprint(request, backend.config.name)
-            existing = self._request_ids.get(request.request_id)
-            if existing is not None:
-                if existing.fingerprint != fingerprint:
-                    await _abort_invalid(
-                        context,
-                        [
-                            FieldViolation(
-                                "request_id",
-                                "already used for a different request; nothing was sent",
-                            )
-                        ],
-                    )
-                    return
-                await _follow(existing, context)
-                return
-            record = self._request_ids.start(request.request_id, fingerprint)
-
-        log.info(
-            "batch of %d recipients (%d duplicates removed)",
-            len(unique),
-            unique.duplicates_removed,
+        spec = pb.BatchSendRequest(sender_id=request.sender_id, backend=backend)
+        spec.message.CopyFrom(request.message)
+        if request.HasField("options"):
+            spec.options.CopyFrom(request.options)
+        row = BatchRow(
+            batch_id=uuid.uuid4().hex,
+            caller=_CALLER,
+            request_id=request.request_id,
+            fingerprint=_fingerprint(request, backend),
+            backend=backend,
+            spec=spec.SerializeToString(),
+            bound=bound,
+            total=len(unique),
+            duplicates_removed=unique.duplicates_removed,
+            create_time=time.time(),
+            send_before=send_before,
         )
-        counters = BatchCounters()
-        queue: asyncio.Queue[pb.BatchSendResponse | None] = asyncio.Queue(_QUEUE_CHUNKS)
-
-        async def emit(response: pb.BatchSendResponse) -> None:
-            if record is not None:
-                record.append(response)
-            else:
-                await queue.put(response)
-
-        def summary() -> pb.BatchSummary:
-            done = pb.BatchSummary(
-                total=len(unique),
-                accepted=counters.accepted,
-                failed=counters.failed,
-                uncertain=counters.uncertain,
-                duplicates_removed=unique.duplicates_removed,
-                vendor_calls=counters.vendor_calls,
-                elapsed_ms=int((time.monotonic() - started) * 1000),
+        indexes = None if isinstance(unique.indexes, range) else unique.indexes
+        try:
+            stored, created = await self._batches.submit(row, unique.ids, indexes, call_deadline)
+        except GatewayStopping:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "the gateway is shutting down")
+            raise AssertionError("unreachable") from None
+        if not created and stored.fingerprint != row.fingerprint:
+            await _abort_invalid(
+                context,
+                [
+                    FieldViolation(
+                        "request_id", "already used for a different request; nothing was sent"
+                    )
+                ],
             )
+        log_context.set(
+            f"backend={backend} request_id={request.request_id or '-'} batch_id={stored.batch_id}"
+        )
+        if created:
             log.info(
-                "batch done: accepted=%d failed=%d uncertain=%d vendor_calls=%d in %d ms",
-                done.accepted,
-                done.failed,
-                done.uncertain,
-                done.vendor_calls,
-                done.elapsed_ms,
+                "batch of %d recipients (%d duplicates removed)",
+                stored.total,
+                stored.duplicates_removed,
             )
-            return done
+        return stored
 
-        async def run() -> None:
-            try:
-                await backend.run_batch(
-                    request,
-                    unique,
-                    emit,
-                    counters,
-                    deadline,
-                    self._stop,
-                    abandon=None if record is None else record.extend,
+    async def SubmitBatch(self, request: pb.SubmitBatchRequest, context: _Context) -> pb.Batch:
+        send_before = None
+        if request.HasField("send_before"):
+            send_before = request.send_before.ToNanoseconds() / 1e9
+        row = await self._submit(request, context, bound=False, send_before=send_before)
+        return _batch_message(row)
+
+    # Streams with context.write() rather than as an async generator: a generator suspended
+    # at `yield` would not unwind cleanly when the client goes away.
+    async def BatchSend(  # type: ignore[override]
+        self, request: pb.BatchSendRequest, context: _Context
+    ) -> None:
+        remaining = context.time_remaining()
+        send_before = call_deadline = None
+        if remaining is not None:
+            # No call starts so late that its outcome could miss the caller's deadline.
+            send_before = time.time() + remaining - DEADLINE_MARGIN_S
+            call_deadline = time.monotonic() + remaining
+        submit = pb.SubmitBatchRequest.FromString(request.SerializeToString())
+        row = await self._submit(
+            submit,
+            context,
+            bound=not request.request_id,
+            send_before=send_before,
+            call_deadline=call_deadline,
+        )
+        try:
+            await self._stream(row.batch_id, 0, context, pb.BatchSendResponse, row.batch_id)
+        except asyncio.CancelledError:
+            if row.bound:
+                # The caller went away: a bound batch goes with it (rule 10).
+                task = asyncio.create_task(self._batches.cancel(row.batch_id))
+                self._cancels.add(task)
+                task.add_done_callback(self._cancels.discard)
+            raise
+
+    # -- reading ------------------------------------------------------------------------
+
+    async def _stream(
+        self,
+        batch_id: str,
+        after_seq: int,
+        context: _Context,
+        message_type: type[pb.BatchSendResponse] | type[pb.WatchBatchResponse],
+        with_batch_id: str = "",
+    ) -> None:
+        """Every outcome after `after_seq`, as recorded, then the summary."""
+        try:
+            async for pages, ended in self._batches.watch(batch_id, after_seq):
+                for group in _groups(pages):
+                    # Serialized pages concatenate into one message: repeated fields merge.
+                    message = message_type.FromString(b"".join(page.data for page in group))
+                    message.cursor = str(group[-1].seq)
+                    if with_batch_id and isinstance(message, pb.BatchSendResponse):
+                        message.batch_id = with_batch_id
+                    await context.write(message)
+                    after_seq = group[-1].seq
+                if ended is not None:
+                    last = message_type(cursor=str(after_seq))
+                    last.summary.CopyFrom(_summary(ended))
+                    if with_batch_id and isinstance(last, pb.BatchSendResponse):
+                        last.batch_id = with_batch_id
+                    await context.write(last)
+                    return
+        except GatewayStopping:
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE,
+                f"the gateway is shutting down before batch {batch_id} ended; follow it with "
+                f"WatchBatch from cursor {after_seq!s} once a gateway serves it",
+            )
+
+    async def _own_batch(self, batch_id: str, context: _Context) -> BatchRow:
+        row = await self._batches.store.get_batch(batch_id) if batch_id else None
+        if row is None or row.caller != _CALLER:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no batch {batch_id[:64]!r}")
+            raise AssertionError("unreachable")
+        return row
+
+    async def WatchBatch(  # type: ignore[override]
+        self, request: pb.WatchBatchRequest, context: _Context
+    ) -> None:
+        after_seq = 0
+        if request.cursor:
+            if not request.cursor.isdigit() or len(request.cursor) > 18:
+                await _abort_invalid(
+                    context, [FieldViolation("cursor", "not a cursor from this batch's stream")]
                 )
-            except BaseException:
-                if record is not None:
-                    # Followers must not wait forever for a batch whose caller went away.
-                    _close_unreported(record, unique, counters)
-                    record.finish(summary(), time.monotonic())
-                raise
-            if record is None:
-                await queue.put(_DONE)
-            else:
-                record.finish(summary(), time.monotonic())
+            after_seq = int(request.cursor)
+        row = await self._own_batch(request.batch_id, context)
+        await self._stream(row.batch_id, after_seq, context, pb.WatchBatchResponse)
 
-        async with asyncio.TaskGroup() as group:
-            group.create_task(run())
-            if record is None:
-                await _stream_queue(queue, context)
-                await context.write(pb.BatchSendResponse(summary=summary()))
-            else:
-                # Every caller of a request_id batch, the first one included, reads the record.
-                await _follow(record, context)
+    async def GetBatch(self, request: pb.GetBatchRequest, context: _Context) -> pb.Batch:
+        return _batch_message(await self._own_batch(request.batch_id, context))
 
+    async def CancelBatch(self, request: pb.CancelBatchRequest, context: _Context) -> pb.Batch:
+        row = await self._own_batch(request.batch_id, context)
+        cancelled = await self._batches.cancel(row.batch_id)
+        return _batch_message(cancelled or row)
 
-async def _follow(record: BatchRecord, context: _Context) -> None:
-    """Stream a recorded batch: what is done at once, the rest as it comes, then the summary."""
-    async for response in record.follow():
-        await context.write(response)
-    assert record.summary is not None
-    await context.write(pb.BatchSendResponse(summary=record.summary))
+    async def ListBatches(
+        self, request: pb.ListBatchesRequest, context: _Context
+    ) -> pb.ListBatchesResponse:
+        size = request.page_size or _DEFAULT_PAGE_SIZE
+        if size < 0:
+            await _abort_invalid(context, [FieldViolation("page_size", "must not be negative")])
+        size = min(size, _MAX_PAGE_SIZE)
+        before = None
+        if request.page_token:
+            created, _, batch_id = request.page_token.partition("/")
+            try:
+                before = (float(created), batch_id)
+            except ValueError:
+                await _abort_invalid(
+                    context, [FieldViolation("page_token", "not a token from ListBatches")]
+                )
+        rows = await self._batches.store.list_batches(_CALLER, size + 1, before)
+        response = pb.ListBatchesResponse(batches=[_batch_message(r) for r in rows[:size]])
+        if len(rows) > size:
+            last = rows[size - 1]
+            response.next_page_token = f"{last.create_time!r}/{last.batch_id}"
+        return response
 
-
-async def _stream_queue(
-    queue: asyncio.Queue[pb.BatchSendResponse | None], context: _Context
-) -> None:
-    """Write chunk messages as they arrive, merging whatever is already waiting."""
-    while True:
-        response = await queue.get()
-        if response is _DONE:
-            return
-        finished = False
-        while len(response.outcomes) < MAX_OUTCOMES_PER_MESSAGE and not queue.empty():
-            more = queue.get_nowait()
-            if more is _DONE:
-                finished = True
-                break
-            response.MergeFrom(more)
-        await context.write(response)
-        if finished:
-            return
+    async def UploadRecipients(self, request_iterator: Any, context: _Context) -> pb.RecipientList:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "recipient lists are not available yet")
+        raise AssertionError("unreachable")
 
 
-def _close_unreported(
-    record: BatchRecord, unique: UniqueRecipients, counters: BatchCounters
-) -> None:
-    # The dispatcher reports every chunk it started; what is left was never sent.
-    done = {outcome.index for response in record.responses for outcome in response.outcomes}
-    response = pb.BatchSendResponse()
-    for index, recipient in zip(unique.indexes, unique.ids, strict=True):
-        if index not in done:
-            response.outcomes.add(
-                recipient_id=recipient,
-                index=index,
-                state=pb.DELIVERY_STATE_FAILED,
-                reason=pb.FAILURE_REASON_NOT_ATTEMPTED,
-                detail="the batch ended before it was sent",
-            )
-    counters.add(pb.DELIVERY_STATE_FAILED, len(response.outcomes))
-    if response.outcomes:
-        record.append(response)
+def _groups(pages: list[OutcomePage]) -> list[list[OutcomePage]]:
+    """Consecutive pages, up to MAX_OUTCOMES_PER_MESSAGE outcomes a group (at least one)."""
+    groups: list[list[OutcomePage]] = []
+    count = 0
+    for page in pages:
+        if not groups or count + page.count > MAX_OUTCOMES_PER_MESSAGE:
+            groups.append([])
+            count = 0
+        groups[-1].append(page)
+        count += page.count
+    return groups
+
+
+def _as_send_request(request: pb.SubmitBatchRequest) -> pb.BatchSendRequest:
+    """The BatchSendRequest part of a SubmitBatchRequest (fields 1-6, same numbers)."""
+    send = pb.BatchSendRequest(
+        request_id=request.request_id, backend=request.backend, sender_id=request.sender_id
+    )
+    if request.HasField("message"):
+        send.message.CopyFrom(request.message)
+    if request.HasField("options"):
+        send.options.CopyFrom(request.options)
+    return send
+
+
+def _fingerprint(request: pb.SubmitBatchRequest, backend: str) -> bytes:
+    """Digest of the payload: everything but request_id and send_before, backend resolved,
+    so BatchSend and SubmitBatch with one payload are the same batch."""
+    payload = pb.SubmitBatchRequest()
+    payload.CopyFrom(request)
+    payload.request_id = ""
+    payload.backend = backend
+    payload.ClearField("send_before")
+    return hashlib.sha256(payload.SerializeToString(deterministic=True)).digest()
+
+
+def _summary(row: BatchRow) -> pb.BatchSummary:
+    end = row.end_time if row.end_time is not None else row.update_time
+    return pb.BatchSummary(
+        total=row.total,
+        accepted=row.accepted,
+        failed=row.failed,
+        uncertain=row.uncertain,
+        duplicates_removed=row.duplicates_removed,
+        vendor_calls=row.vendor_calls,
+        elapsed_ms=max(0, int((end - row.create_time) * 1000)),
+    )
+
+
+def _batch_message(row: BatchRow) -> pb.Batch:
+    batch = pb.Batch(
+        batch_id=row.batch_id,
+        request_id=row.request_id,
+        backend=row.backend,
+        state=pb.BatchState.ValueType(row.state),
+        total=row.total,
+        accepted=row.accepted,
+        failed=row.failed,
+        uncertain=row.uncertain,
+        pending=row.pending,
+        create_time=_timestamp(row.create_time),
+        update_time=_timestamp(row.update_time),
+    )
+    if row.ended:
+        batch.summary.CopyFrom(_summary(row))
+    return batch
 
 
 async def _abort_invalid(context: _Context, problems: list[FieldViolation]) -> None:

@@ -78,3 +78,15 @@ def validate_for_vendor(
     if request.message.WhichOneof("content") is not None:
         problems.extend(translator.validate(request, recipient_ids))
     return problems
+
+
+MAX_REQUEST_ID_CHARS = 128
+
+
+def validate_request_id(request_id: str) -> list[FieldViolation]:
+    """CONTRACT.md rule 11: at most 128 characters, none of them whitespace or control."""
+    if len(request_id) > MAX_REQUEST_ID_CHARS:
+        return [FieldViolation("request_id", f"at most {MAX_REQUEST_ID_CHARS} characters")]
+    if any(char.isspace() or not char.isprintable() for char in request_id):
+        return [FieldViolation("request_id", "must not contain whitespace or control characters")]
+    return []

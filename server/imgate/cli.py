@@ -21,6 +21,7 @@ from imgate._config import DEFAULT_LISTEN, ConfigError, load_config, sandbox_con
 from imgate._logging import configure_logging
 from imgate._send_command import add_send_arguments, run_send
 from imgate._server import Gateway
+from imgate._store import StoreError
 from imgate.sandbox import SandboxServer, serve_sandbox
 
 log = logging.getLogger("imgate")
@@ -42,6 +43,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", help="TOML configuration file (default: $IMGATE_CONFIG)")
     serve.add_argument("--listen", help=f"HOST:PORT to serve on (default {DEFAULT_LISTEN})")
     serve.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    serve.add_argument(
+        "--store",
+        metavar="URL",
+        help='batch store, e.g. "sqlite:///var/lib/imgate/imgate.db" (default: the config\'s; '
+        'sandbox mode: "memory")',
+    )
     sandbox = commands.add_parser("sandbox", help="run only the vendor emulators")
     sandbox.add_argument(
         "--listen", default="127.0.0.1:8080", help="HOST:PORT (default 127.0.0.1:8080)"
@@ -61,7 +68,7 @@ def _split_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-async def _serve(config_path: str | None, listen: str | None) -> int:
+async def _serve(config_path: str | None, listen: str | None, store: str | None) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -75,16 +82,21 @@ async def _serve(config_path: str | None, listen: str | None) -> int:
                 return 2
             if listen:
                 config = dataclasses.replace(config, listen=listen)
+            if store:
+                config = dataclasses.replace(config, store_url=store)
         else:
             sandbox = await stack.enter_async_context(SandboxServer("127.0.0.1", 0))
-            config = sandbox_config(sandbox.url, listen or DEFAULT_LISTEN)
+            config = sandbox_config(sandbox.url, listen or DEFAULT_LISTEN, store or "memory")
             print(_SANDBOX_NOTICE.format(sandbox=sandbox.url), file=sys.stderr, flush=True)
         # Batches allocate millions of short-lived objects (outcomes, chunk slices) that the
         # default GC thresholds rescan over and over: measured 11-17% of CPU (bench/).
         gc.set_threshold(10_000, 10, 10)
-        gateway = Gateway(config)
         try:
+            gateway = Gateway(config)
             port = await gateway.start()
+        except StoreError as exc:
+            print(f"imgate: {exc}", file=sys.stderr)
+            return 2
         except (OSError, RuntimeError) as exc:
             print(f"imgate: cannot listen on {config.listen}: {exc}", file=sys.stderr)
             return 1
@@ -132,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(serve_sandbox(host, port))
         return 0
     config_path = args.config or os.environ.get("IMGATE_CONFIG")
-    return asyncio.run(_serve(config_path, args.listen))
+    return asyncio.run(_serve(config_path, args.listen, args.store))
 
 
 if __name__ == "__main__":

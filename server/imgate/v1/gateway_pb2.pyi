@@ -23,6 +23,42 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _BatchState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _BatchStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_BatchState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    BATCH_STATE_UNSPECIFIED: _BatchState.ValueType  # 0
+    """Not used."""
+    BATCH_STATE_QUEUED: _BatchState.ValueType  # 1
+    """Stored, no vendor call started yet."""
+    BATCH_STATE_RUNNING: _BatchState.ValueType  # 2
+    """Sending."""
+    BATCH_STATE_DONE: _BatchState.ValueType  # 3
+    """Every recipient has an outcome."""
+    BATCH_STATE_CANCELLING: _BatchState.ValueType  # 4
+    """Cancelled; calls in flight are ending."""
+    BATCH_STATE_CANCELLED: _BatchState.ValueType  # 5
+    """Cancelled; every recipient has an outcome."""
+
+class BatchState(_BatchState, metaclass=_BatchStateEnumTypeWrapper):
+    """BatchState is where a batch is in its life."""
+
+BATCH_STATE_UNSPECIFIED: BatchState.ValueType  # 0
+"""Not used."""
+BATCH_STATE_QUEUED: BatchState.ValueType  # 1
+"""Stored, no vendor call started yet."""
+BATCH_STATE_RUNNING: BatchState.ValueType  # 2
+"""Sending."""
+BATCH_STATE_DONE: BatchState.ValueType  # 3
+"""Every recipient has an outcome."""
+BATCH_STATE_CANCELLING: BatchState.ValueType  # 4
+"""Cancelled; calls in flight are ending."""
+BATCH_STATE_CANCELLED: BatchState.ValueType  # 5
+"""Cancelled; every recipient has an outcome."""
+Global___BatchState: _TypeAlias = BatchState  # noqa: Y015
+
 class _DeliveryState:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -677,6 +713,12 @@ class BatchSendResponse(_message.Message):
 
     OUTCOMES_FIELD_NUMBER: _builtins.int
     SUMMARY_FIELD_NUMBER: _builtins.int
+    BATCH_ID_FIELD_NUMBER: _builtins.int
+    CURSOR_FIELD_NUMBER: _builtins.int
+    batch_id: _builtins.str
+    """The batch this stream follows (set on the first message at least); WatchBatch takes it."""
+    cursor: _builtins.str
+    """Resume position: WatchBatch with this cursor streams what came after this message."""
     @_builtins.property
     def outcomes(self) -> _containers.RepeatedCompositeFieldContainer[Global___RecipientOutcome]:
         """Outcomes of recipients whose vendor calls completed since the previous message."""
@@ -690,14 +732,368 @@ class BatchSendResponse(_message.Message):
         *,
         outcomes: _abc.Iterable[Global___RecipientOutcome] | None = ...,
         summary: Global___BatchSummary | None = ...,
+        batch_id: _builtins.str = ...,
+        cursor: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["summary", b"summary"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["outcomes", b"outcomes", "summary", b"summary"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id", "cursor", b"cursor", "outcomes", b"outcomes", "summary", b"summary"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___BatchSendResponse: _TypeAlias = BatchSendResponse  # noqa: Y015
+
+@_typing.final
+class SubmitBatchRequest(_message.Message):
+    """SubmitBatchRequest is a batch to store and send in the background. Fields 1-6 mean
+    what they mean in BatchSendRequest.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    BACKEND_FIELD_NUMBER: _builtins.int
+    SENDER_ID_FIELD_NUMBER: _builtins.int
+    RECIPIENT_IDS_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    OPTIONS_FIELD_NUMBER: _builtins.int
+    RECIPIENT_LIST_FIELD_NUMBER: _builtins.int
+    SEND_BEFORE_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """Optional idempotency key, scoped to the caller (at most 128 characters, none of them
+    whitespace or control characters).
+    """
+    backend: _builtins.str
+    """Name of a configured backend; empty selects the default backend."""
+    sender_id: _builtins.str
+    """Vendor account shown as the sender (see BatchSendRequest.sender_id)."""
+    recipient_list: _builtins.str
+    """A recipient list from UploadRecipients, instead of recipient_ids."""
+    @_builtins.property
+    def recipient_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Recipients; duplicates are removed. Leave empty when recipient_list is set."""
+
+    @_builtins.property
+    def message(self) -> Global___Message:
+        """Vendor-neutral message content."""
+
+    @_builtins.property
+    def options(self) -> Global___SendOptions:
+        """Delivery options; unset fields keep the vendor's default."""
+
+    @_builtins.property
+    def send_before(self) -> _timestamp_pb2.Timestamp:
+        """No vendor call starts after this time; recipients not sent by then end
+        FAILED/NOT_ATTEMPTED.
+        """
+
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        backend: _builtins.str = ...,
+        sender_id: _builtins.str = ...,
+        recipient_ids: _abc.Iterable[_builtins.str] | None = ...,
+        message: Global___Message | None = ...,
+        options: Global___SendOptions | None = ...,
+        recipient_list: _builtins.str = ...,
+        send_before: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "options", b"options", "send_before", b"send_before"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backend", b"backend", "message", b"message", "options", b"options", "recipient_ids", b"recipient_ids", "recipient_list", b"recipient_list", "request_id", b"request_id", "send_before", b"send_before", "sender_id", b"sender_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubmitBatchRequest: _TypeAlias = SubmitBatchRequest  # noqa: Y015
+
+@_typing.final
+class UploadRecipientsRequest(_message.Message):
+    """UploadRecipientsRequest is one page of a recipient list upload."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    RECIPIENT_IDS_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """Optional idempotency key for the upload (first message only)."""
+    @_builtins.property
+    def recipient_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Recipient ids of this page."""
+
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        recipient_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["recipient_ids", b"recipient_ids", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UploadRecipientsRequest: _TypeAlias = UploadRecipientsRequest  # noqa: Y015
+
+@_typing.final
+class RecipientList(_message.Message):
+    """RecipientList is a stored list of unique recipients."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECIPIENT_LIST_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    DUPLICATES_REMOVED_FIELD_NUMBER: _builtins.int
+    recipient_list: _builtins.str
+    """The list's id, for SubmitBatchRequest.recipient_list."""
+    count: _builtins.int
+    """Unique recipients in the list."""
+    duplicates_removed: _builtins.int
+    """Duplicate ids removed across pages."""
+    def __init__(
+        self,
+        *,
+        recipient_list: _builtins.str = ...,
+        count: _builtins.int = ...,
+        duplicates_removed: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "duplicates_removed", b"duplicates_removed", "recipient_list", b"recipient_list"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecipientList: _TypeAlias = RecipientList  # noqa: Y015
+
+@_typing.final
+class WatchBatchRequest(_message.Message):
+    """WatchBatchRequest asks for a batch's outcomes."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BATCH_ID_FIELD_NUMBER: _builtins.int
+    CURSOR_FIELD_NUMBER: _builtins.int
+    batch_id: _builtins.str
+    """The batch to follow."""
+    cursor: _builtins.str
+    """Resume after the message that carried this cursor; empty starts from the beginning."""
+    def __init__(
+        self,
+        *,
+        batch_id: _builtins.str = ...,
+        cursor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id", "cursor", b"cursor"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchBatchRequest: _TypeAlias = WatchBatchRequest  # noqa: Y015
+
+@_typing.final
+class WatchBatchResponse(_message.Message):
+    """WatchBatchResponse is one streamed batch of outcomes of a watched batch."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OUTCOMES_FIELD_NUMBER: _builtins.int
+    CURSOR_FIELD_NUMBER: _builtins.int
+    SUMMARY_FIELD_NUMBER: _builtins.int
+    cursor: _builtins.str
+    """Resume position: a new WatchBatch with this cursor continues after this message."""
+    @_builtins.property
+    def outcomes(self) -> _containers.RepeatedCompositeFieldContainer[Global___RecipientOutcome]:
+        """Outcomes recorded since the previous message, in the order they were recorded."""
+
+    @_builtins.property
+    def summary(self) -> Global___BatchSummary:
+        """The batch summary; set in the last message only."""
+
+    def __init__(
+        self,
+        *,
+        outcomes: _abc.Iterable[Global___RecipientOutcome] | None = ...,
+        cursor: _builtins.str = ...,
+        summary: Global___BatchSummary | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["summary", b"summary"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cursor", b"cursor", "outcomes", b"outcomes", "summary", b"summary"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchBatchResponse: _TypeAlias = WatchBatchResponse  # noqa: Y015
+
+@_typing.final
+class GetBatchRequest(_message.Message):
+    """GetBatchRequest names a batch."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BATCH_ID_FIELD_NUMBER: _builtins.int
+    batch_id: _builtins.str
+    """The batch id."""
+    def __init__(
+        self,
+        *,
+        batch_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetBatchRequest: _TypeAlias = GetBatchRequest  # noqa: Y015
+
+@_typing.final
+class ListBatchesRequest(_message.Message):
+    """ListBatchesRequest asks for a page of the caller's batches."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """Most batches in the page (default 50, at most 1000)."""
+    page_token: _builtins.str
+    """next_page_token of the previous page; empty for the first page."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListBatchesRequest: _TypeAlias = ListBatchesRequest  # noqa: Y015
+
+@_typing.final
+class ListBatchesResponse(_message.Message):
+    """ListBatchesResponse is one page of batches, newest first."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BATCHES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def batches(self) -> _containers.RepeatedCompositeFieldContainer[Global___Batch]:
+        """The batches."""
+
+    def __init__(
+        self,
+        *,
+        batches: _abc.Iterable[Global___Batch] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batches", b"batches", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListBatchesResponse: _TypeAlias = ListBatchesResponse  # noqa: Y015
+
+@_typing.final
+class CancelBatchRequest(_message.Message):
+    """CancelBatchRequest names a batch to cancel."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BATCH_ID_FIELD_NUMBER: _builtins.int
+    batch_id: _builtins.str
+    """The batch id."""
+    def __init__(
+        self,
+        *,
+        batch_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelBatchRequest: _TypeAlias = CancelBatchRequest  # noqa: Y015
+
+@_typing.final
+class Batch(_message.Message):
+    """Batch is a durable batch and its progress."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BATCH_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    BACKEND_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    ACCEPTED_FIELD_NUMBER: _builtins.int
+    FAILED_FIELD_NUMBER: _builtins.int
+    UNCERTAIN_FIELD_NUMBER: _builtins.int
+    PENDING_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    SUMMARY_FIELD_NUMBER: _builtins.int
+    batch_id: _builtins.str
+    """The batch id."""
+    request_id: _builtins.str
+    """The request_id it was submitted with, if any."""
+    backend: _builtins.str
+    """The backend it is sent through."""
+    state: Global___BatchState.ValueType
+    """Where it is in its life."""
+    total: _builtins.int
+    """Unique recipients."""
+    accepted: _builtins.int
+    """Recipients ACCEPTED so far."""
+    failed: _builtins.int
+    """Recipients FAILED so far."""
+    uncertain: _builtins.int
+    """Recipients UNCERTAIN so far."""
+    pending: _builtins.int
+    """Recipients with no outcome yet."""
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When the batch was accepted."""
+
+    @_builtins.property
+    def update_time(self) -> _timestamp_pb2.Timestamp:
+        """When the batch last changed."""
+
+    @_builtins.property
+    def summary(self) -> Global___BatchSummary:
+        """The summary, once the batch has ended."""
+
+    def __init__(
+        self,
+        *,
+        batch_id: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+        backend: _builtins.str = ...,
+        state: Global___BatchState.ValueType = ...,
+        total: _builtins.int = ...,
+        accepted: _builtins.int = ...,
+        failed: _builtins.int = ...,
+        uncertain: _builtins.int = ...,
+        pending: _builtins.int = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        update_time: _timestamp_pb2.Timestamp | None = ...,
+        summary: Global___BatchSummary | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "summary", b"summary", "update_time", b"update_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "backend", b"backend", "batch_id", b"batch_id", "create_time", b"create_time", "failed", b"failed", "pending", b"pending", "request_id", b"request_id", "state", b"state", "summary", b"summary", "total", b"total", "uncertain", b"uncertain", "update_time", b"update_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Batch: _TypeAlias = Batch  # noqa: Y015
 
 @_typing.final
 class RecipientOutcome(_message.Message):

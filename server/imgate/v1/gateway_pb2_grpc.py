@@ -45,6 +45,36 @@ class GatewayServiceStub:
                 request_serializer=imgate_dot_v1_dot_gateway__pb2.ListBackendsRequest.SerializeToString,
                 response_deserializer=imgate_dot_v1_dot_gateway__pb2.ListBackendsResponse.FromString,
                 _registered_method=True)
+        self.SubmitBatch = channel.unary_unary(
+                '/imgate.v1.GatewayService/SubmitBatch',
+                request_serializer=imgate_dot_v1_dot_gateway__pb2.SubmitBatchRequest.SerializeToString,
+                response_deserializer=imgate_dot_v1_dot_gateway__pb2.Batch.FromString,
+                _registered_method=True)
+        self.UploadRecipients = channel.stream_unary(
+                '/imgate.v1.GatewayService/UploadRecipients',
+                request_serializer=imgate_dot_v1_dot_gateway__pb2.UploadRecipientsRequest.SerializeToString,
+                response_deserializer=imgate_dot_v1_dot_gateway__pb2.RecipientList.FromString,
+                _registered_method=True)
+        self.WatchBatch = channel.unary_stream(
+                '/imgate.v1.GatewayService/WatchBatch',
+                request_serializer=imgate_dot_v1_dot_gateway__pb2.WatchBatchRequest.SerializeToString,
+                response_deserializer=imgate_dot_v1_dot_gateway__pb2.WatchBatchResponse.FromString,
+                _registered_method=True)
+        self.GetBatch = channel.unary_unary(
+                '/imgate.v1.GatewayService/GetBatch',
+                request_serializer=imgate_dot_v1_dot_gateway__pb2.GetBatchRequest.SerializeToString,
+                response_deserializer=imgate_dot_v1_dot_gateway__pb2.Batch.FromString,
+                _registered_method=True)
+        self.ListBatches = channel.unary_unary(
+                '/imgate.v1.GatewayService/ListBatches',
+                request_serializer=imgate_dot_v1_dot_gateway__pb2.ListBatchesRequest.SerializeToString,
+                response_deserializer=imgate_dot_v1_dot_gateway__pb2.ListBatchesResponse.FromString,
+                _registered_method=True)
+        self.CancelBatch = channel.unary_unary(
+                '/imgate.v1.GatewayService/CancelBatch',
+                request_serializer=imgate_dot_v1_dot_gateway__pb2.CancelBatchRequest.SerializeToString,
+                response_deserializer=imgate_dot_v1_dot_gateway__pb2.Batch.FromString,
+                _registered_method=True)
 
 
 class GatewayServiceServicer:
@@ -69,6 +99,53 @@ class GatewayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SubmitBatch(self, request, context):
+        """SubmitBatch stores a batch durably and returns it; sending goes on with no caller
+        attached. Validates exactly as BatchSend. The same request_id with the same payload
+        returns the existing batch; with another payload it is INVALID_ARGUMENT.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UploadRecipients(self, request_iterator, context):
+        """UploadRecipients stores a list of recipients streamed in pages, for SubmitBatch's
+        recipient_list. Duplicates are removed across pages.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchBatch(self, request, context):
+        """WatchBatch streams every outcome of a batch exactly once, in the order recorded, from
+        the cursor on, then live ones, then a last message with the summary.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetBatch(self, request, context):
+        """GetBatch returns a batch's current state and counts.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListBatches(self, request, context):
+        """ListBatches lists the caller's batches, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelBatch(self, request, context):
+        """CancelBatch stops a batch: no new vendor call starts, calls in flight end with their
+        real outcome and every unsent recipient ends FAILED/NOT_ATTEMPTED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -81,6 +158,36 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     servicer.ListBackends,
                     request_deserializer=imgate_dot_v1_dot_gateway__pb2.ListBackendsRequest.FromString,
                     response_serializer=imgate_dot_v1_dot_gateway__pb2.ListBackendsResponse.SerializeToString,
+            ),
+            'SubmitBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitBatch,
+                    request_deserializer=imgate_dot_v1_dot_gateway__pb2.SubmitBatchRequest.FromString,
+                    response_serializer=imgate_dot_v1_dot_gateway__pb2.Batch.SerializeToString,
+            ),
+            'UploadRecipients': grpc.stream_unary_rpc_method_handler(
+                    servicer.UploadRecipients,
+                    request_deserializer=imgate_dot_v1_dot_gateway__pb2.UploadRecipientsRequest.FromString,
+                    response_serializer=imgate_dot_v1_dot_gateway__pb2.RecipientList.SerializeToString,
+            ),
+            'WatchBatch': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchBatch,
+                    request_deserializer=imgate_dot_v1_dot_gateway__pb2.WatchBatchRequest.FromString,
+                    response_serializer=imgate_dot_v1_dot_gateway__pb2.WatchBatchResponse.SerializeToString,
+            ),
+            'GetBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetBatch,
+                    request_deserializer=imgate_dot_v1_dot_gateway__pb2.GetBatchRequest.FromString,
+                    response_serializer=imgate_dot_v1_dot_gateway__pb2.Batch.SerializeToString,
+            ),
+            'ListBatches': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListBatches,
+                    request_deserializer=imgate_dot_v1_dot_gateway__pb2.ListBatchesRequest.FromString,
+                    response_serializer=imgate_dot_v1_dot_gateway__pb2.ListBatchesResponse.SerializeToString,
+            ),
+            'CancelBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelBatch,
+                    request_deserializer=imgate_dot_v1_dot_gateway__pb2.CancelBatchRequest.FromString,
+                    response_serializer=imgate_dot_v1_dot_gateway__pb2.Batch.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -138,6 +245,168 @@ class GatewayService:
             '/imgate.v1.GatewayService/ListBackends',
             imgate_dot_v1_dot_gateway__pb2.ListBackendsRequest.SerializeToString,
             imgate_dot_v1_dot_gateway__pb2.ListBackendsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/imgate.v1.GatewayService/SubmitBatch',
+            imgate_dot_v1_dot_gateway__pb2.SubmitBatchRequest.SerializeToString,
+            imgate_dot_v1_dot_gateway__pb2.Batch.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UploadRecipients(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/imgate.v1.GatewayService/UploadRecipients',
+            imgate_dot_v1_dot_gateway__pb2.UploadRecipientsRequest.SerializeToString,
+            imgate_dot_v1_dot_gateway__pb2.RecipientList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/imgate.v1.GatewayService/WatchBatch',
+            imgate_dot_v1_dot_gateway__pb2.WatchBatchRequest.SerializeToString,
+            imgate_dot_v1_dot_gateway__pb2.WatchBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/imgate.v1.GatewayService/GetBatch',
+            imgate_dot_v1_dot_gateway__pb2.GetBatchRequest.SerializeToString,
+            imgate_dot_v1_dot_gateway__pb2.Batch.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListBatches(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/imgate.v1.GatewayService/ListBatches',
+            imgate_dot_v1_dot_gateway__pb2.ListBatchesRequest.SerializeToString,
+            imgate_dot_v1_dot_gateway__pb2.ListBatchesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/imgate.v1.GatewayService/CancelBatch',
+            imgate_dot_v1_dot_gateway__pb2.CancelBatchRequest.SerializeToString,
+            imgate_dot_v1_dot_gateway__pb2.Batch.FromString,
             options,
             channel_credentials,
             insecure,

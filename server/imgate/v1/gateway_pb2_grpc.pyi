@@ -46,6 +46,27 @@ class GatewayServiceStub:
     """ListBackends lists the configured backends with their vendor, effective limits and
     current state.
     """
+    SubmitBatch: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.SubmitBatchRequest, _gateway_pb2.Batch]
+    """SubmitBatch stores a batch durably and returns it; sending goes on with no caller
+    attached. Validates exactly as BatchSend. The same request_id with the same payload
+    returns the existing batch; with another payload it is INVALID_ARGUMENT.
+    """
+    UploadRecipients: _grpc.StreamUnaryMultiCallable[_gateway_pb2.UploadRecipientsRequest, _gateway_pb2.RecipientList]
+    """UploadRecipients stores a list of recipients streamed in pages, for SubmitBatch's
+    recipient_list. Duplicates are removed across pages.
+    """
+    WatchBatch: _grpc.UnaryStreamMultiCallable[_gateway_pb2.WatchBatchRequest, _gateway_pb2.WatchBatchResponse]
+    """WatchBatch streams every outcome of a batch exactly once, in the order recorded, from
+    the cursor on, then live ones, then a last message with the summary.
+    """
+    GetBatch: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.GetBatchRequest, _gateway_pb2.Batch]
+    """GetBatch returns a batch's current state and counts."""
+    ListBatches: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.ListBatchesRequest, _gateway_pb2.ListBatchesResponse]
+    """ListBatches lists the caller's batches, newest first."""
+    CancelBatch: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.CancelBatchRequest, _gateway_pb2.Batch]
+    """CancelBatch stops a batch: no new vendor call starts, calls in flight end with their
+    real outcome and every unsent recipient ends FAILED/NOT_ATTEMPTED.
+    """
 
 @_typing.type_check_only
 class GatewayServiceAsyncStub(GatewayServiceStub):
@@ -61,6 +82,27 @@ class GatewayServiceAsyncStub(GatewayServiceStub):
     ListBackends: _aio.UnaryUnaryMultiCallable[_gateway_pb2.ListBackendsRequest, _gateway_pb2.ListBackendsResponse]  # type: ignore[assignment]
     """ListBackends lists the configured backends with their vendor, effective limits and
     current state.
+    """
+    SubmitBatch: _aio.UnaryUnaryMultiCallable[_gateway_pb2.SubmitBatchRequest, _gateway_pb2.Batch]  # type: ignore[assignment]
+    """SubmitBatch stores a batch durably and returns it; sending goes on with no caller
+    attached. Validates exactly as BatchSend. The same request_id with the same payload
+    returns the existing batch; with another payload it is INVALID_ARGUMENT.
+    """
+    UploadRecipients: _aio.StreamUnaryMultiCallable[_gateway_pb2.UploadRecipientsRequest, _gateway_pb2.RecipientList]  # type: ignore[assignment]
+    """UploadRecipients stores a list of recipients streamed in pages, for SubmitBatch's
+    recipient_list. Duplicates are removed across pages.
+    """
+    WatchBatch: _aio.UnaryStreamMultiCallable[_gateway_pb2.WatchBatchRequest, _gateway_pb2.WatchBatchResponse]  # type: ignore[assignment]
+    """WatchBatch streams every outcome of a batch exactly once, in the order recorded, from
+    the cursor on, then live ones, then a last message with the summary.
+    """
+    GetBatch: _aio.UnaryUnaryMultiCallable[_gateway_pb2.GetBatchRequest, _gateway_pb2.Batch]  # type: ignore[assignment]
+    """GetBatch returns a batch's current state and counts."""
+    ListBatches: _aio.UnaryUnaryMultiCallable[_gateway_pb2.ListBatchesRequest, _gateway_pb2.ListBatchesResponse]  # type: ignore[assignment]
+    """ListBatches lists the caller's batches, newest first."""
+    CancelBatch: _aio.UnaryUnaryMultiCallable[_gateway_pb2.CancelBatchRequest, _gateway_pb2.Batch]  # type: ignore[assignment]
+    """CancelBatch stops a batch: no new vendor call starts, calls in flight end with their
+    real outcome and every unsent recipient ends FAILED/NOT_ATTEMPTED.
     """
 
 class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -86,6 +128,63 @@ class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_gateway_pb2.ListBackendsResponse, _abc.Awaitable[_gateway_pb2.ListBackendsResponse]]:
         """ListBackends lists the configured backends with their vendor, effective limits and
         current state.
+        """
+
+    @_abc_1.abstractmethod
+    def SubmitBatch(
+        self,
+        request: _gateway_pb2.SubmitBatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_pb2.Batch, _abc.Awaitable[_gateway_pb2.Batch]]:
+        """SubmitBatch stores a batch durably and returns it; sending goes on with no caller
+        attached. Validates exactly as BatchSend. The same request_id with the same payload
+        returns the existing batch; with another payload it is INVALID_ARGUMENT.
+        """
+
+    @_abc_1.abstractmethod
+    def UploadRecipients(
+        self,
+        request_iterator: _MaybeAsyncIterator[_gateway_pb2.UploadRecipientsRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_pb2.RecipientList, _abc.Awaitable[_gateway_pb2.RecipientList]]:
+        """UploadRecipients stores a list of recipients streamed in pages, for SubmitBatch's
+        recipient_list. Duplicates are removed across pages.
+        """
+
+    @_abc_1.abstractmethod
+    def WatchBatch(
+        self,
+        request: _gateway_pb2.WatchBatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_gateway_pb2.WatchBatchResponse], _abc.AsyncIterator[_gateway_pb2.WatchBatchResponse]]:
+        """WatchBatch streams every outcome of a batch exactly once, in the order recorded, from
+        the cursor on, then live ones, then a last message with the summary.
+        """
+
+    @_abc_1.abstractmethod
+    def GetBatch(
+        self,
+        request: _gateway_pb2.GetBatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_pb2.Batch, _abc.Awaitable[_gateway_pb2.Batch]]:
+        """GetBatch returns a batch's current state and counts."""
+
+    @_abc_1.abstractmethod
+    def ListBatches(
+        self,
+        request: _gateway_pb2.ListBatchesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_pb2.ListBatchesResponse, _abc.Awaitable[_gateway_pb2.ListBatchesResponse]]:
+        """ListBatches lists the caller's batches, newest first."""
+
+    @_abc_1.abstractmethod
+    def CancelBatch(
+        self,
+        request: _gateway_pb2.CancelBatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_pb2.Batch, _abc.Awaitable[_gateway_pb2.Batch]]:
+        """CancelBatch stops a batch: no new vendor call starts, calls in flight end with their
+        real outcome and every unsent recipient ends FAILED/NOT_ATTEMPTED.
         """
 
 def add_GatewayServiceServicer_to_server(servicer: GatewayServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

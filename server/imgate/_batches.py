@@ -1,0 +1,209 @@
+"""Batches as durable resources: submit, resume, cancel, watch, purge (CONTRACT.md §4).
+
+`BatchService` is what the servicer talks to. It keeps one `BatchRun` per batch being
+sent by this process and nothing else in memory: batches, recipients and outcomes live
+in the store, and a watcher reads them from there at its own pace.
+
+At start-up it recovers what a previous process left: chunks found SENDING may have
+reached the vendor, so they end UNCERTAIN (never resent); CLAIMED ones go back to
+PLANNED; unfinished batches are resumed, except those bound to a caller that is gone
+(BatchSend without request_id), which end with their unsent recipients NOT_ATTEMPTED.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+
+from imgate._dispatch import Backend, BatchRun
+from imgate._logging import log_context
+from imgate._sink import BatchSink, Chunk
+from imgate._store import BatchRow, OutcomePage, Store
+from imgate.v1 import gateway_pb2 as pb
+
+log = logging.getLogger("imgate.batches")
+
+# A watcher with nothing new checks the store this often even without a notification
+# (another process may have written; a notification may have been lost).
+WATCH_POLL_S = 1.0
+WATCH_PAGES = 64
+_PURGE_EVERY_S = 300.0
+
+
+class GatewayStopping(Exception):
+    """This gateway is shutting down and the batch will not end here."""
+
+
+class BatchService:
+    """The batches of one gateway process."""
+
+    def __init__(
+        self,
+        backends: Mapping[str, Backend],
+        store: Store,
+        retention_s: float,
+    ) -> None:
+        self.backends = backends
+        self.store = store
+        self.retention_s = retention_s
+        self.owner = uuid.uuid4().hex
+        self.stopping = asyncio.Event()
+        self.stopped = asyncio.Event()
+        self._runs: dict[str, tuple[BatchRun, asyncio.Task[None]]] = {}
+        self._purger: asyncio.Task[None] | None = None
+
+    # -- life cycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the store, recover what a dead process left, resume unfinished batches."""
+        await self.store.open()
+        recovered = await self.store.recover(self.owner)
+        for stored in recovered.sending:
+            row = await self.store.get_batch(stored.batch_id)
+            assert row is not None
+            ids, indexes = await self.store.read_recipients(row.batch_id, stored.start, stored.end)
+            await BatchSink(self.store, row, self.owner).same(
+                Chunk(stored, ids, indexes),
+                pb.DELIVERY_STATE_UNCERTAIN,
+                pb.FAILURE_REASON_TIMEOUT,
+                "",
+                "the gateway stopped while this call was in flight",
+            )
+        if recovered.sending:
+            log.warning(
+                "recovered %d chunks that were in flight when the gateway stopped: UNCERTAIN",
+                len(recovered.sending),
+            )
+        unfinished = await self.store.unfinished_batches()
+        for row in unfinished:
+            if row.backend not in self.backends:
+                log.error(
+                    "batch %s: backend %r is no longer configured; left as it is",
+                    row.batch_id,
+                    row.backend,
+                )
+                continue
+            self._launch(row, send=not row.bound)
+        if unfinished:
+            log.info("resuming %d unfinished batches", len(unfinished))
+        self._purger = asyncio.create_task(self._purge_loop())
+
+    async def stop(self, grace_s: float) -> None:
+        """No new vendor call; calls in flight get `grace_s`, then are cut. Batches that
+        cannot be resumed later (bound to a caller, or a memory store) end here."""
+        self.stopping.set()
+        runs = list(self._runs.values())
+        if runs:
+            _, late = await asyncio.wait([task for _, task in runs], timeout=grace_s)
+            for task in late:
+                task.cancel()
+            if late:
+                log.warning("%d batches still had calls in flight after the grace", len(late))
+                await asyncio.wait(late)
+                for run, task in runs:
+                    if task in late:
+                        # Its SENDING chunks are UNCERTAIN now (or at the next start).
+                        with contextlib.suppress(Exception):
+                            await run.close()
+        if self._purger is not None:
+            self._purger.cancel()
+        self.stopped.set()
+        self.store.notifier.notify_all()
+
+    async def close(self) -> None:
+        await self.store.close()
+
+    def _launch(self, row: BatchRow, send: bool = True, call_deadline: float | None = None) -> None:
+        run = BatchRun(
+            self.backends[row.backend],
+            self.store,
+            row,
+            self.owner,
+            self.stopping,
+            call_deadline,
+        )
+        task = asyncio.create_task(self._run(run, send), name=f"batch {row.batch_id}")
+        self._runs[row.batch_id] = (run, task)
+
+    async def _run(self, run: BatchRun, send: bool) -> None:
+        row = run.row
+        log_context.set(
+            f"backend={row.backend} request_id={row.request_id or '-'} batch_id={row.batch_id}"
+        )
+        try:
+            await run.run(send)
+        except Exception:
+            log.exception("batch %s stopped on an unexpected error", run.row.batch_id)
+        finally:
+            self._runs.pop(run.row.batch_id, None)
+
+    async def _purge_loop(self) -> None:
+        every = min(_PURGE_EVERY_S, max(1.0, self.retention_s / 10))
+        while True:
+            try:
+                purged = await self.store.purge(time.time() - self.retention_s)
+                if purged:
+                    log.info("purged %d batches ended over %.0fs ago", purged, self.retention_s)
+            except Exception:
+                log.exception("purging ended batches failed")
+            await asyncio.sleep(every)
+
+    # -- what the servicer asks ---------------------------------------------------------
+
+    async def submit(
+        self,
+        row: BatchRow,
+        ids: Sequence[str],
+        indexes: Sequence[int] | None,
+        call_deadline: float | None = None,
+    ) -> tuple[BatchRow, bool]:
+        """Store a batch and start sending it; an existing one (same caller and
+        request_id) is returned as it is, with False."""
+        if self.stopping.is_set():
+            raise GatewayStopping
+        stored, created = await self.store.create_batch(row, ids, indexes)
+        if created:
+            self._launch(stored, call_deadline=call_deadline)
+        return stored, created
+
+    async def cancel(self, batch_id: str) -> BatchRow | None:
+        row = await self.store.get_batch(batch_id)
+        if row is None or row.ended:
+            return row
+        row = await self.store.set_state(batch_id, pb.BATCH_STATE_CANCELLING)
+        running = self._runs.get(batch_id)
+        if running is not None:
+            running[0].cancelled.set()
+        elif row is not None and not row.ended and not self.stopping.is_set():
+            self._launch(row, send=False)  # not running here: close it now
+        return row
+
+    async def watch(
+        self, batch_id: str, after_seq: int
+    ) -> AsyncIterator[tuple[list[OutcomePage], BatchRow | None]]:
+        """(pages, None) for outcomes after `after_seq` as they are recorded, then
+        ([], row) once the batch has ended. Raises GatewayStopping when this gateway stops
+        before the batch ends."""
+        store = self.store
+        while True:
+            changed = store.notifier.event(batch_id)
+            # The row first: if it says ended, every page was recorded before it.
+            row = await store.get_batch(batch_id)
+            if row is None:
+                raise GatewayStopping  # purged while watched
+            pages = await store.read_outcomes(batch_id, after_seq, WATCH_PAGES)
+            if pages:
+                after_seq = pages[-1].seq
+                yield pages, None
+                continue
+            if row.ended:
+                yield [], row
+                return
+            if self.stopped.is_set():
+                raise GatewayStopping
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), WATCH_POLL_S)

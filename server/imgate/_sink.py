@@ -1,0 +1,190 @@
+"""The batch sink: the one owner of a batch's outcomes.
+
+The dispatcher tells the sink how each chunk ended; the sink builds the outcome messages,
+records them in the store (one page per chunk) with the batch's counts, and at the end is
+the only place that makes sure every recipient has exactly one outcome: whatever was
+never sent ends FAILED/NOT_ATTEMPTED, whatever may have been in flight UNCERTAIN.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from imgate._store import (
+    DONE,
+    FAILED,
+    FINAL_CHUNK_STATES,
+    PLANNED,
+    SENDING,
+    UNCERTAIN,
+    BatchRow,
+    ChunkRow,
+    Counts,
+    Store,
+)
+from imgate.translators._base import CallResult, Reason
+from imgate.v1 import gateway_pb2 as pb
+
+log = logging.getLogger("imgate.sink")
+
+# Unsent recipients are recorded in pages of at most this many outcomes.
+UNSENT_PAGE = 2000
+
+
+@dataclass(slots=True)
+class Chunk:
+    """A chunk being sent: its row plus the recipients and what the last call said."""
+
+    row: ChunkRow
+    ids: Sequence[str]
+    indexes: Sequence[int]
+    last: CallResult | None = None
+    refreshed_auth: bool = False
+
+    @property
+    def attempts(self) -> int:
+        return self.row.attempts
+
+
+def _same_for_all(
+    chunk: Chunk,
+    state: pb.DeliveryState.ValueType,
+    reason: Reason,
+    vendor_code: str,
+    detail: str,
+) -> pb.BatchSendResponse:
+    # Filled field by field: with upb, add() then attribute sets costs under half of
+    # add(**fields) (0.36 vs 0.84 µs per outcome, measured).
+    response = pb.BatchSendResponse()
+    add = response.outcomes.add
+    attempts = chunk.attempts
+    for index, recipient in zip(chunk.indexes, chunk.ids, strict=True):
+        outcome = add()
+        outcome.recipient_id = recipient
+        outcome.index = index
+        outcome.state = state
+        outcome.reason = reason
+        outcome.vendor_code = vendor_code
+        outcome.detail = detail
+        outcome.attempts = attempts
+    return response
+
+
+def _vendor_results(chunk: Chunk, result: CallResult) -> tuple[pb.BatchSendResponse, int]:
+    response = pb.BatchSendResponse()
+    add = response.outcomes.add
+    attempts = chunk.attempts
+    accepted = 0
+    for index, item in zip(chunk.indexes, result.results, strict=True):
+        outcome = add()
+        outcome.recipient_id = item.recipient_id
+        outcome.index = index
+        outcome.attempts = attempts
+        if item.accepted:
+            accepted += 1
+            outcome.state = pb.DELIVERY_STATE_ACCEPTED
+            outcome.vendor_message_id = item.vendor_message_id
+        else:
+            outcome.state = pb.DELIVERY_STATE_FAILED
+            outcome.reason = item.reason
+            outcome.vendor_code = item.vendor_code
+            outcome.detail = item.detail
+    return response, accepted
+
+
+class BatchSink:
+    """Records one batch's outcomes; `owner` fences every write."""
+
+    def __init__(self, store: Store, row: BatchRow, owner: str) -> None:
+        self.store = store
+        self.row = row
+        self.owner = owner
+        self.recorded = row.accepted + row.failed + row.uncertain
+
+    async def results(self, chunk: Chunk, result: CallResult) -> None:
+        """The vendor's per-recipient answer."""
+        response, accepted = _vendor_results(chunk, result)
+        rejected = len(chunk.ids) - accepted
+        await self._record(chunk, DONE, response, Counts(accepted=accepted, failed=rejected))
+
+    async def same(
+        self,
+        chunk: Chunk,
+        state: pb.DeliveryState.ValueType,
+        reason: Reason,
+        vendor_code: str,
+        detail: str,
+    ) -> None:
+        """Every recipient of the chunk with one outcome."""
+        count = len(chunk.ids)
+        if state == pb.DELIVERY_STATE_UNCERTAIN:
+            chunk_state, counts = UNCERTAIN, Counts(uncertain=count)
+        elif state == pb.DELIVERY_STATE_FAILED:
+            chunk_state, counts = FAILED, Counts(failed=count)
+        else:
+            raise ValueError("same() records FAILED or UNCERTAIN outcomes")
+        response = _same_for_all(chunk, state, reason, vendor_code, detail)
+        await self._record(chunk, chunk_state, response, counts)
+
+    async def given_up(self, chunk: Chunk, why: str) -> None:
+        """A chunk that will not be (re)sent: its last failure, or NOT_ATTEMPTED."""
+        last = chunk.last
+        if last is None:
+            await self.same(
+                chunk, pb.DELIVERY_STATE_FAILED, pb.FAILURE_REASON_NOT_ATTEMPTED, "", why
+            )
+        else:
+            await self.same(
+                chunk, pb.DELIVERY_STATE_FAILED, last.reason, last.vendor_code, last.detail
+            )
+
+    async def _record(
+        self, chunk: Chunk, state: str, response: pb.BatchSendResponse, counts: Counts
+    ) -> None:
+        counts = Counts(
+            counts.accepted, counts.failed, counts.uncertain, vendor_calls=chunk.attempts
+        )
+        await self.store.record(chunk.row, state, response.SerializeToString(), counts, self.owner)
+        chunk.row.state = state
+        self.recorded += len(chunk.ids)
+
+    async def close_unfinished(self, why_unsent: str, why_in_flight: str) -> None:
+        """Give every recipient still without an outcome one: chunks that may have been
+        sent (SENDING) end UNCERTAIN, all the rest FAILED/NOT_ATTEMPTED."""
+        row = self.row
+        for stored in await self.store.chunks(row.batch_id):
+            if stored.state in FINAL_CHUNK_STATES:
+                continue
+            ids, indexes = await self.store.read_recipients(row.batch_id, stored.start, stored.end)
+            chunk = Chunk(stored, ids, indexes)
+            if stored.state == SENDING:
+                await self.same(
+                    chunk,
+                    pb.DELIVERY_STATE_UNCERTAIN,
+                    pb.FAILURE_REASON_TIMEOUT,
+                    "",
+                    why_in_flight,
+                )
+            else:
+                await self.given_up(chunk, why_unsent)
+        latest = await self.store.get_batch(row.batch_id)
+        assert latest is not None
+        number, position = latest.chunk_count, latest.planned_to
+        while position < row.total:
+            end = min(row.total, position + UNSENT_PAGE)
+            ids, indexes = await self.store.read_recipients(row.batch_id, position, end)
+            chunk = Chunk(ChunkRow(row.batch_id, number, position, end, PLANNED), ids, indexes)
+            await self.given_up(chunk, why_unsent)
+            number, position = number + 1, end
+
+    async def end(self, state: int) -> BatchRow:
+        """Mark the batch ended; every recipient has an outcome by now."""
+        ended = await self.store.set_state(self.row.batch_id, state)
+        assert ended is not None
+        if ended.pending != 0:
+            # The one guarantee this class exists for; a breach is a bug worth shouting.
+            log.error("batch %s ended with %d recipients pending", ended.batch_id, ended.pending)
+        self.row = ended
+        return ended

@@ -1,0 +1,269 @@
+"""The batch store: where batches, their recipients, chunks and outcomes live.
+
+A small vocabulary shared by every implementation (memory, SQLite; PostgreSQL later) and
+checked by one test suite (tests/test_store.py):
+
+    create_batch   a batch, its recipients in pages; idempotent on (caller, request_id)
+    write_ahead    a chunk is about to be sent: committed before any byte goes out
+    record         a chunk's outcomes (one serialized page) and the batch's counts
+    recover        at start-up: claimed chunks back to planned; sending ones returned
+    set_state / request_cancel / read_outcomes / list_batches / purge
+
+Chunks go planned -> claimed -> sending -> done | uncertain | failed. Every change after
+a claim is fenced by (batch, chunk, owner): a writer that is no longer the owner gets
+`Fenced` and changes nothing. Outcomes are kept as one record per vendor call, in the
+order recorded; `seq` is the position a watcher resumes from.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from imgate.v1 import gateway_pb2 as pb
+
+# Recipients are stored in pages of this many unique ids, read back one page at a time.
+RECIPIENT_PAGE = 10_000
+
+ENDED_STATES = frozenset({pb.BATCH_STATE_DONE, pb.BATCH_STATE_CANCELLED})
+UNFINISHED_STATES = frozenset(
+    {pb.BATCH_STATE_QUEUED, pb.BATCH_STATE_RUNNING, pb.BATCH_STATE_CANCELLING}
+)
+
+PLANNED, CLAIMED, SENDING = "planned", "claimed", "sending"
+DONE, UNCERTAIN, FAILED = "done", "uncertain", "failed"
+CHUNK_STATES = (PLANNED, CLAIMED, SENDING, DONE, UNCERTAIN, FAILED)
+FINAL_CHUNK_STATES = frozenset({DONE, UNCERTAIN, FAILED})
+
+
+class StoreError(Exception):
+    """The store cannot be opened or used; the message names the config key."""
+
+
+class Fenced(StoreError):
+    """The writer no longer owns the chunk (another owner decided it)."""
+
+
+@dataclass(slots=True)
+class BatchRow:
+    """One batch as stored."""
+
+    batch_id: str
+    caller: str
+    request_id: str
+    fingerprint: bytes
+    backend: str
+    spec: bytes
+    """BatchSendRequest without recipient ids: sender, message, options."""
+    bound: bool
+    """Bound to its caller (BatchSend without request_id): never resumed after a crash."""
+    total: int
+    duplicates_removed: int
+    create_time: float
+    send_before: float | None = None
+    """Wall-clock time after which no vendor call starts."""
+    state: int = pb.BATCH_STATE_QUEUED
+    accepted: int = 0
+    failed: int = 0
+    uncertain: int = 0
+    vendor_calls: int = 0
+    update_time: float = 0.0
+    end_time: float | None = None
+    planned_to: int = 0
+    """Recipients covered by chunk rows so far (chunks are consecutive from 0)."""
+    chunk_count: int = 0
+    next_seq: int = 1
+
+    @property
+    def pending(self) -> int:
+        return self.total - self.accepted - self.failed - self.uncertain
+
+    @property
+    def ended(self) -> bool:
+        return self.state in ENDED_STATES
+
+
+@dataclass(slots=True)
+class ChunkRow:
+    """One planned vendor call: recipients [start, end) of the batch's unique list."""
+
+    batch_id: str
+    number: int
+    start: int
+    end: int
+    state: str
+    attempts: int = 0
+    owner: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    """What one record adds to its batch."""
+
+    accepted: int = 0
+    failed: int = 0
+    uncertain: int = 0
+    vendor_calls: int = 0
+
+
+@dataclass(slots=True)
+class OutcomePage:
+    """The outcomes of one record: a serialized BatchSendResponse with only `outcomes`."""
+
+    seq: int
+    data: bytes
+    count: int
+
+
+@dataclass(slots=True)
+class Recovered:
+    """What start-up recovery found: chunks that were being sent when a gateway died."""
+
+    sending: list[ChunkRow] = field(default_factory=list)
+    reclaimed: int = 0
+
+
+class Notifier:
+    """Wakes watchers of a batch when something was recorded for it (in this process)."""
+
+    def __init__(self) -> None:
+        self._events: dict[str, asyncio.Event] = {}
+
+    def event(self, batch_id: str) -> asyncio.Event:
+        """The event the next change of `batch_id` sets; take it *before* reading."""
+        event = self._events.get(batch_id)
+        if event is None:
+            event = self._events[batch_id] = asyncio.Event()
+        return event
+
+    def notify(self, batch_id: str) -> None:
+        event = self._events.pop(batch_id, None)
+        if event is not None:
+            event.set()
+
+    def notify_all(self) -> None:
+        events, self._events = self._events, {}
+        for event in events.values():
+            event.set()
+
+
+def encode_recipients(ids: Sequence[str], indexes: Sequence[int] | None) -> tuple[str, str]:
+    """A page of recipients as text (JSON: ids may hold any character)."""
+    return json.dumps(list(ids)), "" if indexes is None else json.dumps(list(indexes))
+
+
+def decode_recipients(ids: str, indexes: str, start: int) -> tuple[list[str], list[int]]:
+    decoded: list[str] = json.loads(ids)
+    if indexes:
+        return decoded, json.loads(indexes)
+    return decoded, list(range(start, start + len(decoded)))
+
+
+class Store(abc.ABC):
+    """The store interface (see the module docstring). All methods are coroutines."""
+
+    durable: bool
+    """Whether what is stored survives a restart (memory: no)."""
+
+    def __init__(self) -> None:
+        self.notifier = Notifier()
+
+    async def open(self) -> None:  # noqa: B027 - optional hook
+        """Connect, lock, create or migrate the schema."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release everything open() took."""
+
+    @abc.abstractmethod
+    async def create_batch(
+        self, row: BatchRow, ids: Sequence[str], indexes: Sequence[int] | None
+    ) -> tuple[BatchRow, bool]:
+        """Store a new batch and its unique recipients (`indexes` None = 0, 1, 2, ...).
+
+        When `row.request_id` is set and the caller already has a batch with it, nothing
+        is stored and that batch is returned with False.
+        """
+
+    @abc.abstractmethod
+    async def get_batch(self, batch_id: str) -> BatchRow | None: ...
+
+    @abc.abstractmethod
+    async def list_batches(
+        self, caller: str, limit: int, before: tuple[float, str] | None
+    ) -> list[BatchRow]:
+        """The caller's batches, newest first, older than `before` (create_time, id)."""
+
+    @abc.abstractmethod
+    async def unfinished_batches(self) -> list[BatchRow]:
+        """Batches QUEUED, RUNNING or CANCELLING, oldest first."""
+
+    @abc.abstractmethod
+    async def read_recipients(
+        self, batch_id: str, start: int, end: int
+    ) -> tuple[list[str], list[int]]:
+        """Unique recipients [start, end) with the index of their first occurrence."""
+
+    @abc.abstractmethod
+    async def chunks(self, batch_id: str) -> list[ChunkRow]:
+        """The batch's chunk rows, by number."""
+
+    @abc.abstractmethod
+    async def write_ahead(self, chunk: ChunkRow, owner: str) -> None:
+        """Mark `chunk` SENDING (inserting the row when it is new), durably, before it is
+        sent. An existing row must be PLANNED or CLAIMED, or SENDING by `owner`."""
+
+    @abc.abstractmethod
+    async def record(
+        self,
+        chunk: ChunkRow,
+        final_state: str,
+        page: bytes,
+        counts: Counts,
+        owner: str,
+    ) -> int:
+        """Record a chunk's outcomes: the chunk row ends in `final_state` (inserted when
+        new), the page gets the batch's next seq (returned), the counts are added."""
+
+    @abc.abstractmethod
+    async def set_state(self, batch_id: str, state: int) -> BatchRow | None:
+        """Move the batch to `state` (an ended state sets end_time); CANCELLING is kept
+        when RUNNING is asked. Returns the updated row."""
+
+    @abc.abstractmethod
+    async def recover(self, owner: str) -> Recovered:
+        """Start-up: every CLAIMED chunk goes back to PLANNED; SENDING chunks of
+        unfinished batches are handed to `owner` and returned (they end UNCERTAIN)."""
+
+    @abc.abstractmethod
+    async def read_outcomes(self, batch_id: str, after_seq: int, limit: int) -> list[OutcomePage]:
+        """At most `limit` outcome pages with seq > `after_seq`, in order."""
+
+    @abc.abstractmethod
+    async def purge(self, ended_before: float) -> int:
+        """Delete batches that ended before `ended_before` (wall clock); return how many."""
+
+
+def open_store(url: str, state_dir: Path) -> Store:
+    """The store for `url`: "memory", "sqlite:///PATH" (PATH absolute) or "sqlite:NAME"."""
+    if url == "memory":
+        from imgate._store_memory import MemoryStore
+
+        return MemoryStore()
+    if url.startswith("sqlite:"):
+        from imgate._store_sqlite import SQLiteStore
+
+        path = url.removeprefix("sqlite:")
+        if path.startswith("//"):
+            path = path[2:]
+        if not path:
+            raise StoreError("store.url: sqlite URL without a path")
+        file = Path(path)
+        if not file.is_absolute():
+            file = state_dir / file
+        return SQLiteStore(file)
+    scheme = url.partition(":")[0]
+    raise StoreError(f"store.url: unsupported store {scheme!r} (memory, sqlite)")

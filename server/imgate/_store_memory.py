@@ -1,0 +1,184 @@
+"""The memory store: the store interface in this process's memory; nothing survives a restart.
+
+Sandbox mode's default. It follows the same rules as the durable stores (fencing,
+idempotent create, outcome pages in order) so the shared test suite holds for it too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+
+from imgate._store import (
+    CLAIMED,
+    ENDED_STATES,
+    FINAL_CHUNK_STATES,
+    PLANNED,
+    SENDING,
+    UNFINISHED_STATES,
+    BatchRow,
+    ChunkRow,
+    Counts,
+    Fenced,
+    OutcomePage,
+    Recovered,
+    Store,
+)
+from imgate.v1 import gateway_pb2 as pb
+
+
+@dataclasses.dataclass
+class _Batch:
+    row: BatchRow
+    ids: list[str]
+    indexes: Sequence[int]
+    chunks: dict[int, ChunkRow] = dataclasses.field(default_factory=dict)
+    pages: list[OutcomePage] = dataclasses.field(default_factory=list)
+
+
+class MemoryStore(Store):
+    """Batches in dicts."""
+
+    durable = False
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        super().__init__()
+        self._clock = clock
+        self._batches: dict[str, _Batch] = {}
+        self._by_request: dict[tuple[str, str], str] = {}
+
+    def _copy(self, row: BatchRow) -> BatchRow:
+        # Callers get snapshots, as from a database: nobody mutates the stored row.
+        return dataclasses.replace(row)
+
+    async def create_batch(
+        self, row: BatchRow, ids: Sequence[str], indexes: Sequence[int] | None
+    ) -> tuple[BatchRow, bool]:
+        if row.request_id:
+            existing = self._by_request.get((row.caller, row.request_id))
+            if existing is not None:
+                return self._copy(self._batches[existing].row), False
+            self._by_request[(row.caller, row.request_id)] = row.batch_id
+        stored = dataclasses.replace(row, update_time=row.create_time)
+        self._batches[row.batch_id] = _Batch(
+            stored, list(ids), range(len(ids)) if indexes is None else list(indexes)
+        )
+        return self._copy(stored), True
+
+    async def get_batch(self, batch_id: str) -> BatchRow | None:
+        batch = self._batches.get(batch_id)
+        return None if batch is None else self._copy(batch.row)
+
+    async def list_batches(
+        self, caller: str, limit: int, before: tuple[float, str] | None
+    ) -> list[BatchRow]:
+        rows = [
+            b.row
+            for b in self._batches.values()
+            if b.row.caller == caller
+            and (before is None or (b.row.create_time, b.row.batch_id) < before)
+        ]
+        rows.sort(key=lambda r: (r.create_time, r.batch_id), reverse=True)
+        return [self._copy(r) for r in rows[:limit]]
+
+    async def unfinished_batches(self) -> list[BatchRow]:
+        rows = [b.row for b in self._batches.values() if b.row.state in UNFINISHED_STATES]
+        rows.sort(key=lambda r: (r.create_time, r.batch_id))
+        return [self._copy(r) for r in rows]
+
+    async def read_recipients(
+        self, batch_id: str, start: int, end: int
+    ) -> tuple[list[str], list[int]]:
+        batch = self._batches[batch_id]
+        return batch.ids[start:end], list(batch.indexes[start:end])
+
+    async def chunks(self, batch_id: str) -> list[ChunkRow]:
+        batch = self._batches[batch_id]
+        return [dataclasses.replace(c) for _, c in sorted(batch.chunks.items())]
+
+    def _insert_or_check(self, batch: _Batch, chunk: ChunkRow, owner: str) -> ChunkRow:
+        stored = batch.chunks.get(chunk.number)
+        if stored is None:
+            row = batch.row
+            if chunk.number != row.chunk_count or chunk.start != row.planned_to:
+                raise Fenced(f"chunk {chunk.number} does not follow the planned ones")
+            stored = dataclasses.replace(chunk, owner=owner)
+            batch.chunks[chunk.number] = stored
+            row.chunk_count += 1
+            row.planned_to = chunk.end
+            return stored
+        if stored.state in FINAL_CHUNK_STATES or (
+            stored.state == SENDING and stored.owner != owner
+        ):
+            raise Fenced(f"chunk {chunk.number} is {stored.state} by another owner")
+        return stored
+
+    async def write_ahead(self, chunk: ChunkRow, owner: str) -> None:
+        batch = self._batches[chunk.batch_id]
+        stored = self._insert_or_check(batch, chunk, owner)
+        stored.state, stored.owner, stored.attempts = SENDING, owner, chunk.attempts
+        batch.row.update_time = self._clock()
+
+    async def record(
+        self, chunk: ChunkRow, final_state: str, page: bytes, counts: Counts, owner: str
+    ) -> int:
+        batch = self._batches[chunk.batch_id]
+        stored = self._insert_or_check(batch, chunk, owner)
+        stored.state, stored.owner, stored.attempts = final_state, owner, chunk.attempts
+        row = batch.row
+        seq = row.next_seq
+        row.next_seq += 1
+        batch.pages.append(OutcomePage(seq, page, chunk.end - chunk.start))
+        row.accepted += counts.accepted
+        row.failed += counts.failed
+        row.uncertain += counts.uncertain
+        row.vendor_calls += counts.vendor_calls
+        row.update_time = self._clock()
+        self.notifier.notify(chunk.batch_id)
+        return seq
+
+    async def set_state(self, batch_id: str, state: int) -> BatchRow | None:
+        batch = self._batches.get(batch_id)
+        if batch is None:
+            return None
+        row = batch.row
+        if row.state in ENDED_STATES:
+            return self._copy(row)
+        if not (state == pb.BATCH_STATE_RUNNING and row.state == pb.BATCH_STATE_CANCELLING):
+            row.state = state
+        row.update_time = self._clock()
+        if state in ENDED_STATES:
+            row.end_time = row.update_time
+        self.notifier.notify(batch_id)
+        return self._copy(row)
+
+    async def recover(self, owner: str) -> Recovered:
+        recovered = Recovered()
+        for batch in self._batches.values():
+            if batch.row.state not in UNFINISHED_STATES:
+                continue
+            for chunk in batch.chunks.values():
+                if chunk.state == CLAIMED:
+                    chunk.state = PLANNED
+                    recovered.reclaimed += 1
+                elif chunk.state == SENDING:
+                    chunk.owner = owner
+                    recovered.sending.append(dataclasses.replace(chunk))
+        return recovered
+
+    async def read_outcomes(self, batch_id: str, after_seq: int, limit: int) -> list[OutcomePage]:
+        pages = self._batches[batch_id].pages
+        # seq n is pages[n - 1]: pages are appended in seq order and never removed.
+        return pages[after_seq : after_seq + limit]
+
+    async def purge(self, ended_before: float) -> int:
+        old = [
+            batch_id
+            for batch_id, batch in self._batches.items()
+            if batch.row.end_time is not None and batch.row.end_time < ended_before
+        ]
+        for batch_id in old:
+            row = self._batches.pop(batch_id).row
+            self._by_request.pop((row.caller, row.request_id), None)
+        return len(old)

@@ -1,0 +1,637 @@
+"""The SQLite store: the embedded default, one file, stdlib `sqlite3`.
+
+WAL with `synchronous=FULL`: a commit is on disk when it returns, so a chunk marked
+SENDING stays marked through kill -9 or power loss. All SQL runs off the event loop: one
+writer thread that commits whatever is queued in one transaction (group commit: many
+chunks' marks cost one fsync; each operation in its own savepoint so one failure costs
+only its caller), and one reader thread with its own connection (WAL readers never wait
+for the writer). A second gateway on the same file is refused: the file is locked with
+flock for as long as the process lives, and a dead process's lock goes with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from imgate._store import (
+    CLAIMED,
+    ENDED_STATES,
+    FINAL_CHUNK_STATES,
+    PLANNED,
+    RECIPIENT_PAGE,
+    SENDING,
+    UNFINISHED_STATES,
+    BatchRow,
+    ChunkRow,
+    Counts,
+    Fenced,
+    OutcomePage,
+    Recovered,
+    Store,
+    StoreError,
+    decode_recipients,
+    encode_recipients,
+)
+from imgate.v1 import gateway_pb2 as pb
+
+T = TypeVar("T")
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE batches (
+    batch_id TEXT PRIMARY KEY,
+    caller TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    fingerprint BLOB NOT NULL,
+    backend TEXT NOT NULL,
+    spec BLOB NOT NULL,
+    bound INTEGER NOT NULL,
+    total INTEGER NOT NULL,
+    duplicates_removed INTEGER NOT NULL,
+    create_time REAL NOT NULL,
+    send_before REAL,
+    state INTEGER NOT NULL,
+    accepted INTEGER NOT NULL DEFAULT 0,
+    failed INTEGER NOT NULL DEFAULT 0,
+    uncertain INTEGER NOT NULL DEFAULT 0,
+    vendor_calls INTEGER NOT NULL DEFAULT 0,
+    update_time REAL NOT NULL,
+    end_time REAL,
+    planned_to INTEGER NOT NULL DEFAULT 0,
+    chunk_count INTEGER NOT NULL DEFAULT 0,
+    next_seq INTEGER NOT NULL DEFAULT 1
+);
+CREATE UNIQUE INDEX batches_by_request ON batches (caller, request_id) WHERE request_id != '';
+CREATE INDEX batches_by_caller ON batches (caller, create_time, batch_id);
+CREATE INDEX batches_unfinished ON batches (state) WHERE state IN (1, 2, 4);
+CREATE INDEX batches_ended ON batches (end_time) WHERE end_time IS NOT NULL;
+CREATE TABLE recipient_pages (
+    batch_id TEXT NOT NULL,
+    page INTEGER NOT NULL,
+    ids TEXT NOT NULL,
+    indexes TEXT NOT NULL,
+    PRIMARY KEY (batch_id, page)
+) WITHOUT ROWID;
+CREATE TABLE chunks (
+    batch_id TEXT NOT NULL,
+    number INTEGER NOT NULL,
+    start_pos INTEGER NOT NULL,
+    end_pos INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    owner TEXT NOT NULL,
+    PRIMARY KEY (batch_id, number)
+) WITHOUT ROWID;
+CREATE INDEX chunks_in_flight ON chunks (state) WHERE state IN ('claimed', 'sending');
+CREATE TABLE outcomes (
+    batch_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY (batch_id, seq)
+) WITHOUT ROWID;
+"""
+_BATCH_COLUMNS = (
+    "batch_id, caller, request_id, fingerprint, backend, spec, bound, total, "
+    "duplicates_removed, create_time, send_before, state, accepted, failed, uncertain, "
+    "vendor_calls, update_time, end_time, planned_to, chunk_count, next_seq"
+)
+_MAX_OPS_PER_COMMIT = 512
+
+
+def _row(values: Sequence[Any]) -> BatchRow:
+    (
+        batch_id,
+        caller,
+        request_id,
+        fingerprint,
+        backend,
+        spec,
+        bound,
+        total,
+        duplicates_removed,
+        create_time,
+        send_before,
+        state,
+        accepted,
+        failed,
+        uncertain,
+        vendor_calls,
+        update_time,
+        end_time,
+        planned_to,
+        chunk_count,
+        next_seq,
+    ) = values
+    return BatchRow(
+        batch_id=batch_id,
+        caller=caller,
+        request_id=request_id,
+        fingerprint=bytes(fingerprint),
+        backend=backend,
+        spec=bytes(spec),
+        bound=bool(bound),
+        total=total,
+        duplicates_removed=duplicates_removed,
+        create_time=create_time,
+        send_before=send_before,
+        state=state,
+        accepted=accepted,
+        failed=failed,
+        uncertain=uncertain,
+        vendor_calls=vendor_calls,
+        update_time=update_time,
+        end_time=end_time,
+        planned_to=planned_to,
+        chunk_count=chunk_count,
+        next_seq=next_seq,
+    )
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    # Autocommit mode: transactions are explicit (BEGIN IMMEDIATE in the writer).
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA busy_timeout=5000")
+    return conn
+
+
+class _Writer(threading.Thread):
+    """Runs write operations in order, committing each queue's worth in one transaction."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        super().__init__(name="imgate-sqlite-writer", daemon=True)
+        self._conn = conn
+        self._queue: queue.SimpleQueue[
+            tuple[Callable[[sqlite3.Connection], Any], Future[Any]] | None
+        ] = queue.SimpleQueue()
+
+    def submit(self, op: Callable[[sqlite3.Connection], T]) -> Future[T]:
+        future: Future[T] = Future()
+        self._queue.put((op, future))
+        return future
+
+    def stop(self) -> None:
+        self._queue.put(None)
+        self.join()
+
+    def run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            items = [item]
+            while len(items) < _MAX_OPS_PER_COMMIT:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._queue.put(None)  # stop after this commit
+                    break
+                items.append(more)
+            self._commit(items)
+
+    def _commit(self, items: list[tuple[Callable[[sqlite3.Connection], Any], Future[Any]]]) -> None:
+        conn = self._conn
+        results: list[tuple[Future[Any], Any, BaseException | None]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for op, future in items:
+                conn.execute("SAVEPOINT op")
+                try:
+                    result = op(conn)
+                except Exception as exc:  # this operation only: roll it back, keep the rest
+                    conn.execute("ROLLBACK TO op")
+                    conn.execute("RELEASE op")
+                    results.append((future, None, exc))
+                else:
+                    conn.execute("RELEASE op")
+                    results.append((future, result, None))
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            failure = StoreError(f"store: SQLite write failed: {exc}")
+            for _, future in items:
+                if not future.done():
+                    future.set_exception(failure)
+            return
+        for future, result, error in results:
+            if error is None:
+                future.set_result(result)
+            else:
+                future.set_exception(error)
+
+
+class SQLiteStore(Store):
+    """Batches in one SQLite file."""
+
+    durable = True
+
+    def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
+        super().__init__()
+        self.path = path
+        self._clock = clock
+        self._lock_fd: int | None = None
+        self._writer: _Writer | None = None
+        self._reader: sqlite3.Connection | None = None
+        self._read_pool: ThreadPoolExecutor | None = None
+
+    # -- life cycle -------------------------------------------------------------------
+
+    async def open(self) -> None:
+        await asyncio.to_thread(self._open)
+
+    def _open(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise StoreError(f"store.url: cannot open {self.path}: {exc.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StoreError(
+                f"store.url: {self.path} is in use by another imgate gateway; "
+                "give each gateway its own state_dir, or share a PostgreSQL store"
+            ) from None
+        self._lock_fd = fd
+        try:
+            writer_conn = _connect(self.path)
+            self._migrate(writer_conn)
+        except sqlite3.Error as exc:
+            self._unlock()
+            raise StoreError(f"store.url: cannot use {self.path}: {exc}") from None
+        self._writer = _Writer(writer_conn)
+        self._writer.start()
+        self._reader = _connect(self.path)
+        self._read_pool = ThreadPoolExecutor(1, thread_name_prefix="imgate-sqlite-reader")
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version == SCHEMA_VERSION:
+            return
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"store.url: {self.path} has schema version {version}, newer than this "
+                f"gateway's {SCHEMA_VERSION}; upgrade the gateway"
+            )
+        # Version 0 is a new file; later versions add their steps here, in order.
+        conn.execute("BEGIN IMMEDIATE")
+        # Not executescript(): it would commit before the version is set.
+        for statement in filter(str.strip, _SCHEMA.split(";")):
+            conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor drops the flock
+            self._lock_fd = None
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._close)
+
+    def _close(self) -> None:
+        if self._writer is not None:
+            self._writer.stop()
+            self._writer = None
+        if self._read_pool is not None:
+            self._read_pool.shutdown()
+            self._read_pool = None
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+        self._unlock()
+
+    # -- plumbing ---------------------------------------------------------------------
+
+    async def _write(self, op: Callable[[sqlite3.Connection], T]) -> T:
+        if self._writer is None:
+            raise StoreError("store: not open")
+        return await asyncio.wrap_future(self._writer.submit(op))
+
+    async def _read(self, op: Callable[[sqlite3.Connection], T]) -> T:
+        if self._read_pool is None or self._reader is None:
+            raise StoreError("store: not open")
+        reader = self._reader
+        return await asyncio.get_running_loop().run_in_executor(self._read_pool, lambda: op(reader))
+
+    # -- batches ----------------------------------------------------------------------
+
+    async def create_batch(
+        self, row: BatchRow, ids: Sequence[str], indexes: Sequence[int] | None
+    ) -> tuple[BatchRow, bool]:
+        # Encoded here, on the loop's thread, so the writer's transaction stays short.
+        pages = [
+            (
+                number,
+                *encode_recipients(
+                    ids[start : start + RECIPIENT_PAGE],
+                    None if indexes is None else indexes[start : start + RECIPIENT_PAGE],
+                ),
+            )
+            for number, start in enumerate(range(0, len(ids), RECIPIENT_PAGE))
+        ]
+
+        def op(conn: sqlite3.Connection) -> tuple[BatchRow, bool]:
+            if row.request_id:
+                found = conn.execute(
+                    f"SELECT {_BATCH_COLUMNS} FROM batches WHERE caller = ? AND request_id = ?",
+                    (row.caller, row.request_id),
+                ).fetchone()
+                if found is not None:
+                    return _row(found), False
+            conn.execute(
+                f"INSERT INTO batches ({_BATCH_COLUMNS}) VALUES "
+                "(?,?,?,?,?,?,?,?,?,?,?,?,0,0,0,0,?,NULL,0,0,1)",
+                (
+                    row.batch_id,
+                    row.caller,
+                    row.request_id,
+                    row.fingerprint,
+                    row.backend,
+                    row.spec,
+                    int(row.bound),
+                    row.total,
+                    row.duplicates_removed,
+                    row.create_time,
+                    row.send_before,
+                    row.state,
+                    row.create_time,
+                ),
+            )
+            conn.executemany(
+                "INSERT INTO recipient_pages (batch_id, page, ids, indexes) VALUES (?,?,?,?)",
+                [(row.batch_id, *page) for page in pages],
+            )
+            stored = _row(
+                conn.execute(
+                    f"SELECT {_BATCH_COLUMNS} FROM batches WHERE batch_id = ?", (row.batch_id,)
+                ).fetchone()
+            )
+            return stored, True
+
+        return await self._write(op)
+
+    async def get_batch(self, batch_id: str) -> BatchRow | None:
+        def op(conn: sqlite3.Connection) -> BatchRow | None:
+            found = conn.execute(
+                f"SELECT {_BATCH_COLUMNS} FROM batches WHERE batch_id = ?", (batch_id,)
+            ).fetchone()
+            return None if found is None else _row(found)
+
+        return await self._read(op)
+
+    async def list_batches(
+        self, caller: str, limit: int, before: tuple[float, str] | None
+    ) -> list[BatchRow]:
+        def op(conn: sqlite3.Connection) -> list[BatchRow]:
+            if before is None:
+                rows = conn.execute(
+                    f"SELECT {_BATCH_COLUMNS} FROM batches WHERE caller = ? "
+                    "ORDER BY create_time DESC, batch_id DESC LIMIT ?",
+                    (caller, limit),
+                )
+            else:
+                rows = conn.execute(
+                    f"SELECT {_BATCH_COLUMNS} FROM batches WHERE caller = ? "
+                    "AND (create_time, batch_id) < (?, ?) "
+                    "ORDER BY create_time DESC, batch_id DESC LIMIT ?",
+                    (caller, before[0], before[1], limit),
+                )
+            return [_row(r) for r in rows]
+
+        return await self._read(op)
+
+    async def unfinished_batches(self) -> list[BatchRow]:
+        states = ",".join(str(s) for s in sorted(UNFINISHED_STATES))
+
+        def op(conn: sqlite3.Connection) -> list[BatchRow]:
+            rows = conn.execute(
+                f"SELECT {_BATCH_COLUMNS} FROM batches WHERE state IN ({states}) "
+                "ORDER BY create_time, batch_id"
+            )
+            return [_row(r) for r in rows]
+
+        return await self._read(op)
+
+    async def read_recipients(
+        self, batch_id: str, start: int, end: int
+    ) -> tuple[list[str], list[int]]:
+        first, last = start // RECIPIENT_PAGE, (end - 1) // RECIPIENT_PAGE
+
+        def op(conn: sqlite3.Connection) -> list[tuple[int, str, str]]:
+            return conn.execute(
+                "SELECT page, ids, indexes FROM recipient_pages "
+                "WHERE batch_id = ? AND page BETWEEN ? AND ? ORDER BY page",
+                (batch_id, first, last),
+            ).fetchall()
+
+        ids: list[str] = []
+        indexes: list[int] = []
+        for page, page_ids, page_indexes in await self._read(op):
+            decoded_ids, decoded_indexes = decode_recipients(
+                page_ids, page_indexes, page * RECIPIENT_PAGE
+            )
+            ids.extend(decoded_ids)
+            indexes.extend(decoded_indexes)
+        offset = start - first * RECIPIENT_PAGE
+        return ids[offset : offset + end - start], indexes[offset : offset + end - start]
+
+    async def chunks(self, batch_id: str) -> list[ChunkRow]:
+        def op(conn: sqlite3.Connection) -> list[ChunkRow]:
+            rows = conn.execute(
+                "SELECT number, start_pos, end_pos, state, attempts, owner FROM chunks "
+                "WHERE batch_id = ? ORDER BY number",
+                (batch_id,),
+            )
+            return [ChunkRow(batch_id, *r) for r in rows]
+
+        return await self._read(op)
+
+    @staticmethod
+    def _insert_or_check(conn: sqlite3.Connection, chunk: ChunkRow, owner: str) -> bool:
+        """Check the fence; True when the chunk row is new (and the batch was advanced)."""
+        found = conn.execute(
+            "SELECT state, owner FROM chunks WHERE batch_id = ? AND number = ?",
+            (chunk.batch_id, chunk.number),
+        ).fetchone()
+        if found is None:
+            planned = conn.execute(
+                "SELECT chunk_count, planned_to FROM batches WHERE batch_id = ?",
+                (chunk.batch_id,),
+            ).fetchone()
+            if planned is None or tuple(planned) != (chunk.number, chunk.start):
+                raise Fenced(f"chunk {chunk.number} does not follow the planned ones")
+            conn.execute(
+                "UPDATE batches SET chunk_count = chunk_count + 1, planned_to = ? "
+                "WHERE batch_id = ?",
+                (chunk.end, chunk.batch_id),
+            )
+            return True
+        state, stored_owner = found
+        if state in FINAL_CHUNK_STATES or (state == SENDING and stored_owner != owner):
+            raise Fenced(f"chunk {chunk.number} is {state} by another owner")
+        return False
+
+    async def write_ahead(self, chunk: ChunkRow, owner: str) -> None:
+        now = self._clock()
+
+        def op(conn: sqlite3.Connection) -> None:
+            if self._insert_or_check(conn, chunk, owner):
+                conn.execute(
+                    "INSERT INTO chunks VALUES (?,?,?,?,?,?,?)",
+                    (
+                        chunk.batch_id,
+                        chunk.number,
+                        chunk.start,
+                        chunk.end,
+                        SENDING,
+                        chunk.attempts,
+                        owner,
+                    ),
+                )
+            else:
+                conn.execute(
+                    "UPDATE chunks SET state = ?, owner = ?, attempts = ? "
+                    "WHERE batch_id = ? AND number = ?",
+                    (SENDING, owner, chunk.attempts, chunk.batch_id, chunk.number),
+                )
+            conn.execute(
+                "UPDATE batches SET update_time = ? WHERE batch_id = ?", (now, chunk.batch_id)
+            )
+
+        await self._write(op)
+
+    async def record(
+        self, chunk: ChunkRow, final_state: str, page: bytes, counts: Counts, owner: str
+    ) -> int:
+        now = self._clock()
+
+        def op(conn: sqlite3.Connection) -> int:
+            if self._insert_or_check(conn, chunk, owner):
+                conn.execute(
+                    "INSERT INTO chunks VALUES (?,?,?,?,?,?,?)",
+                    (
+                        chunk.batch_id,
+                        chunk.number,
+                        chunk.start,
+                        chunk.end,
+                        final_state,
+                        chunk.attempts,
+                        owner,
+                    ),
+                )
+            else:
+                conn.execute(
+                    "UPDATE chunks SET state = ?, owner = ?, attempts = ? "
+                    "WHERE batch_id = ? AND number = ?",
+                    (final_state, owner, chunk.attempts, chunk.batch_id, chunk.number),
+                )
+            seq: int = conn.execute(
+                "UPDATE batches SET next_seq = next_seq + 1, accepted = accepted + ?, "
+                "failed = failed + ?, uncertain = uncertain + ?, "
+                "vendor_calls = vendor_calls + ?, update_time = ? "
+                "WHERE batch_id = ? RETURNING next_seq - 1",
+                (
+                    counts.accepted,
+                    counts.failed,
+                    counts.uncertain,
+                    counts.vendor_calls,
+                    now,
+                    chunk.batch_id,
+                ),
+            ).fetchone()[0]
+            conn.execute(
+                "INSERT INTO outcomes (batch_id, seq, data, count) VALUES (?,?,?,?)",
+                (chunk.batch_id, seq, page, chunk.end - chunk.start),
+            )
+            return seq
+
+        seq = await self._write(op)
+        self.notifier.notify(chunk.batch_id)
+        return seq
+
+    async def set_state(self, batch_id: str, state: int) -> BatchRow | None:
+        now = self._clock()
+        ended = ",".join(str(s) for s in sorted(ENDED_STATES))
+
+        def op(conn: sqlite3.Connection) -> BatchRow | None:
+            keep_cancelling = (
+                f" AND state != {pb.BATCH_STATE_CANCELLING}"
+                if state == pb.BATCH_STATE_RUNNING
+                else ""
+            )
+            end_time = now if state in ENDED_STATES else None
+            conn.execute(
+                "UPDATE batches SET state = ?, update_time = ?, end_time = ? "
+                f"WHERE batch_id = ? AND state NOT IN ({ended}){keep_cancelling}",
+                (state, now, end_time, batch_id),
+            )
+            found = conn.execute(
+                f"SELECT {_BATCH_COLUMNS} FROM batches WHERE batch_id = ?", (batch_id,)
+            ).fetchone()
+            return None if found is None else _row(found)
+
+        row = await self._write(op)
+        self.notifier.notify(batch_id)
+        return row
+
+    async def recover(self, owner: str) -> Recovered:
+        states = ",".join(str(s) for s in sorted(UNFINISHED_STATES))
+
+        def op(conn: sqlite3.Connection) -> Recovered:
+            unfinished = f"batch_id IN (SELECT batch_id FROM batches WHERE state IN ({states}))"
+            reclaimed = conn.execute(
+                f"UPDATE chunks SET state = ? WHERE state = ? AND {unfinished}",
+                (PLANNED, CLAIMED),
+            ).rowcount
+            sending = conn.execute(
+                f"UPDATE chunks SET owner = ? WHERE state = ? AND {unfinished} "
+                "RETURNING batch_id, number, start_pos, end_pos, state, attempts, owner",
+                (owner, SENDING),
+            ).fetchall()
+            return Recovered([ChunkRow(*r) for r in sending], reclaimed)
+
+        return await self._write(op)
+
+    async def read_outcomes(self, batch_id: str, after_seq: int, limit: int) -> list[OutcomePage]:
+        def op(conn: sqlite3.Connection) -> list[OutcomePage]:
+            rows = conn.execute(
+                "SELECT seq, data, count FROM outcomes WHERE batch_id = ? AND seq > ? "
+                "ORDER BY seq LIMIT ?",
+                (batch_id, after_seq, limit),
+            )
+            return [OutcomePage(seq, bytes(data), count) for seq, data, count in rows]
+
+        return await self._read(op)
+
+    async def purge(self, ended_before: float) -> int:
+        def op(conn: sqlite3.Connection) -> int:
+            old = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT batch_id FROM batches WHERE end_time IS NOT NULL AND end_time < ?",
+                    (ended_before,),
+                )
+            ]
+            for table in ("outcomes", "chunks", "recipient_pages", "batches"):
+                conn.executemany(f"DELETE FROM {table} WHERE batch_id = ?", [(b,) for b in old])
+            return len(old)
+
+        return await self._write(op)

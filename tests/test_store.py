@@ -1,0 +1,305 @@
+"""One test suite for every store implementation (memory, SQLite; PostgreSQL later)."""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from imgate._store import (
+    CLAIMED,
+    DONE,
+    PLANNED,
+    RECIPIENT_PAGE,
+    SENDING,
+    UNCERTAIN,
+    BatchRow,
+    ChunkRow,
+    Counts,
+    Fenced,
+    Store,
+    StoreError,
+    open_store,
+)
+from imgate._store_memory import MemoryStore
+from imgate._store_sqlite import SQLiteStore
+from imgate.v1 import gateway_pb2 as pb
+
+MakeStore = Callable[[], Store]
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> MakeStore:
+    """A factory: SQLite stores made by it share one file (a restart reopens it)."""
+    if request.param == "memory":
+        memory = MemoryStore()
+        return lambda: memory
+    return lambda: SQLiteStore(tmp_path / "imgate.db")
+
+
+@pytest.fixture
+async def store(make_store: MakeStore) -> AsyncIterator[Store]:
+    opened = make_store()
+    await opened.open()
+    yield opened
+    await opened.close()
+
+
+def _row(batch_id: str = "b1", total: int = 3, request_id: str = "", **fields: object) -> BatchRow:
+    return BatchRow(
+        batch_id=batch_id,
+        caller=str(fields.pop("caller", "")),
+        request_id=request_id,
+        fingerprint=b"fp",
+        backend="tx",
+        spec=b"spec",
+        bound=False,
+        total=total,
+        duplicates_removed=0,
+        create_time=float(fields.pop("create_time", 1000.0)),  # type: ignore[arg-type]
+    )
+
+
+def _page(count: int) -> bytes:
+    response = pb.BatchSendResponse()
+    for n in range(count):
+        response.outcomes.add(recipient_id=f"r{n}", index=n)
+    return response.SerializeToString()
+
+
+async def test_create_and_read_back(store: Store) -> None:
+    ids = [f"user{n}" for n in range(RECIPIENT_PAGE + 7)]
+    row, created = await store.create_batch(_row(total=len(ids)), ids, None)
+    assert created
+    assert row.state == pb.BATCH_STATE_QUEUED
+    assert row.pending == len(ids)
+    # A range across a page boundary, with positions as indexes.
+    got_ids, got_indexes = await store.read_recipients("b1", RECIPIENT_PAGE - 2, RECIPIENT_PAGE + 3)
+    assert got_ids == ids[RECIPIENT_PAGE - 2 : RECIPIENT_PAGE + 3]
+    assert got_indexes == list(range(RECIPIENT_PAGE - 2, RECIPIENT_PAGE + 3))
+    fetched = await store.get_batch("b1")
+    assert fetched is not None
+    assert fetched.total == len(ids)
+    assert fetched.spec == b"spec"
+    assert await store.get_batch("nope") is None
+
+
+async def test_ids_keep_any_character_and_their_indexes(store: Store) -> None:
+    ids = ['a"b', "new\nline", "日本", "x\\y"]
+    await store.create_batch(_row(total=4), ids, [0, 2, 5, 9])
+    assert await store.read_recipients("b1", 0, 4) == (ids, [0, 2, 5, 9])
+
+
+async def test_request_id_is_idempotent_per_caller(store: Store) -> None:
+    _first, created = await store.create_batch(_row("b1", request_id="r"), ["a", "b", "c"], None)
+    again, created_again = await store.create_batch(_row("b2", request_id="r"), ["x"], None)
+    assert created
+    assert not created_again
+    assert again.batch_id == "b1"
+    assert await store.get_batch("b2") is None
+    other, created_other = await store.create_batch(
+        _row("b3", request_id="r", caller="someone-else"), ["a"], None
+    )
+    assert created_other
+    assert other.batch_id == "b3"
+
+
+async def test_chunk_life_and_outcome_pages_in_order(store: Store) -> None:
+    await store.create_batch(_row(total=5), list("abcde"), None)
+    first = ChunkRow("b1", 0, 0, 2, PLANNED, attempts=1)
+    await store.write_ahead(first, "me")
+    assert [(c.number, c.state) for c in await store.chunks("b1")] == [(0, SENDING)]
+    second = ChunkRow("b1", 1, 2, 5, PLANNED, attempts=2)
+    seq2 = await store.record(second, DONE, _page(3), Counts(accepted=3, vendor_calls=2), "me")
+    seq1 = await store.record(first, UNCERTAIN, _page(2), Counts(uncertain=2, vendor_calls=1), "me")
+    assert (seq2, seq1) == (1, 2)
+    row = await store.get_batch("b1")
+    assert row is not None
+    assert (row.accepted, row.uncertain, row.pending, row.vendor_calls) == (3, 2, 0, 3)
+    assert (row.chunk_count, row.planned_to) == (2, 5)
+    pages = await store.read_outcomes("b1", 0, 10)
+    assert [(p.seq, p.count) for p in pages] == [(1, 3), (2, 2)]
+    assert [p.seq for p in await store.read_outcomes("b1", 1, 10)] == [2]
+    assert pb.BatchSendResponse.FromString(pages[0].data).outcomes[2].recipient_id == "r2"
+
+
+async def test_chunks_must_follow_each_other(store: Store) -> None:
+    await store.create_batch(_row(total=5), list("abcde"), None)
+    with pytest.raises(Fenced):
+        await store.write_ahead(ChunkRow("b1", 1, 2, 5, PLANNED), "me")  # chunk 0 missing
+    with pytest.raises(Fenced):
+        await store.write_ahead(ChunkRow("b1", 0, 1, 5, PLANNED), "me")  # gap before it
+    assert await store.chunks("b1") == []
+
+
+async def test_fencing_another_owner_changes_nothing(store: Store) -> None:
+    await store.create_batch(_row(total=2), ["a", "b"], None)
+    chunk = ChunkRow("b1", 0, 0, 2, PLANNED, attempts=1)
+    await store.write_ahead(chunk, "owner-a")
+    with pytest.raises(Fenced):
+        await store.record(chunk, DONE, _page(2), Counts(accepted=2), "owner-b")
+    await store.record(chunk, DONE, _page(2), Counts(accepted=2), "owner-a")
+    with pytest.raises(Fenced):  # a decided chunk is never decided again
+        await store.record(chunk, DONE, _page(2), Counts(accepted=2), "owner-a")
+    row = await store.get_batch("b1")
+    assert row is not None
+    assert row.accepted == 2
+    assert len(await store.read_outcomes("b1", 0, 10)) == 1
+
+
+async def test_states_and_cancelling_sticks(store: Store) -> None:
+    await store.create_batch(_row(), ["a", "b", "c"], None)
+    row = await store.set_state("b1", pb.BATCH_STATE_CANCELLING)
+    assert row is not None
+    assert row.state == pb.BATCH_STATE_CANCELLING
+    row = await store.set_state("b1", pb.BATCH_STATE_RUNNING)
+    assert row is not None
+    assert row.state == pb.BATCH_STATE_CANCELLING
+    row = await store.set_state("b1", pb.BATCH_STATE_CANCELLED)
+    assert row is not None
+    assert row.ended
+    assert row.end_time is not None
+    row = await store.set_state("b1", pb.BATCH_STATE_RUNNING)  # an ended batch stays ended
+    assert row is not None
+    assert row.state == pb.BATCH_STATE_CANCELLED
+    assert await store.unfinished_batches() == []
+
+
+async def test_recover_after_a_restart(make_store: MakeStore) -> None:
+    store = make_store()
+    await store.open()
+    await store.create_batch(_row(total=6), list("abcdef"), None)
+    await store.write_ahead(ChunkRow("b1", 0, 0, 2, PLANNED, attempts=1), "dead")
+    await store.record(
+        ChunkRow("b1", 1, 2, 4, PLANNED, attempts=1), DONE, _page(2), Counts(2), "dead"
+    )
+    await store.close()
+    store = make_store()  # the same file, as after kill -9 and a restart
+    await store.open()
+    try:
+        recovered = await store.recover("new")
+        assert [(c.number, c.state, c.owner) for c in recovered.sending] == [(0, SENDING, "new")]
+        # The new owner may now decide the chunk; the dead one may not.
+        chunk = recovered.sending[0]
+        with pytest.raises(Fenced):
+            await store.record(chunk, UNCERTAIN, _page(2), Counts(uncertain=2), "dead")
+        await store.record(chunk, UNCERTAIN, _page(2), Counts(uncertain=2), "new")
+        unfinished = await store.unfinished_batches()
+        assert [(r.batch_id, r.planned_to, r.pending) for r in unfinished] == [("b1", 4, 2)]
+    finally:
+        await store.close()
+
+
+async def test_claimed_chunks_go_back_to_planned(store: Store) -> None:
+    await store.create_batch(_row(total=2), ["a", "b"], None)
+    if isinstance(store, MemoryStore):
+        store._batches["b1"].chunks[0] = ChunkRow("b1", 0, 0, 2, CLAIMED, owner="dead")
+    else:
+        assert isinstance(store, SQLiteStore)
+
+        def claim(conn: object) -> None:
+            conn.execute("INSERT INTO chunks VALUES ('b1', 0, 0, 2, 'claimed', 0, 'dead')")  # type: ignore[attr-defined]
+            conn.execute("UPDATE batches SET chunk_count = 1, planned_to = 2")  # type: ignore[attr-defined]
+
+        await store._write(claim)
+    recovered = await store.recover("new")
+    assert recovered.reclaimed == 1
+    assert recovered.sending == []
+    assert [c.state for c in await store.chunks("b1")] == [PLANNED]
+
+
+async def test_list_newest_first_with_pages(store: Store) -> None:
+    for n in range(5):
+        await store.create_batch(_row(f"b{n}", create_time=1000.0 + n), ["a"], None)
+    await store.create_batch(_row("other", caller="x", create_time=2000.0), ["a"], None)
+    first = await store.list_batches("", 2, None)
+    assert [r.batch_id for r in first] == ["b4", "b3"]
+    rest = await store.list_batches("", 10, (first[-1].create_time, first[-1].batch_id))
+    assert [r.batch_id for r in rest] == ["b2", "b1", "b0"]
+
+
+async def test_purge_removes_only_old_ended_batches(store: Store) -> None:
+    await store.create_batch(_row("old", request_id="r1"), ["a"], None)
+    await store.create_batch(_row("live", request_id="r2"), ["a"], None)
+    await store.set_state("old", pb.BATCH_STATE_DONE)
+    assert await store.purge(ended_before=0.0) == 0
+    assert await store.purge(ended_before=1e12) == 1
+    assert await store.get_batch("old") is None
+    assert await store.get_batch("live") is not None
+    # Its request_id is free again after retention.
+    _, created = await store.create_batch(_row("new", request_id="r1"), ["a"], None)
+    assert created
+
+
+async def test_notifier_wakes_watchers(store: Store) -> None:
+    await store.create_batch(_row(total=1), ["a"], None)
+    event = store.notifier.event("b1")
+    assert not event.is_set()
+    await store.record(
+        ChunkRow("b1", 0, 0, 1, PLANNED, attempts=1), DONE, _page(1), Counts(1), "me"
+    )
+    assert event.is_set()
+
+
+def _try_open(path: str, queue: multiprocessing.Queue[str]) -> None:
+    import asyncio
+
+    async def attempt() -> str:
+        try:
+            await SQLiteStore(Path(path)).open()
+        except StoreError as exc:
+            return str(exc)
+        return "opened"
+
+    queue.put(asyncio.run(attempt()))
+
+
+async def test_sqlite_second_gateway_on_the_same_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "imgate.db"
+    first = SQLiteStore(path)
+    await first.open()
+    try:
+        queue: multiprocessing.Queue[str] = multiprocessing.get_context("spawn").Queue()
+        process = multiprocessing.get_context("spawn").Process(
+            target=_try_open, args=(str(path), queue)
+        )
+        process.start()
+        process.join(30)
+        answer = queue.get(timeout=5)
+        assert "in use by another imgate gateway" in answer
+        assert "store.url" in answer
+    finally:
+        await first.close()
+    reopened = SQLiteStore(path)  # free again once the first one closed
+    await reopened.open()
+    await reopened.close()
+
+
+async def test_sqlite_is_wal_and_synchronous_full(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "imgate.db")
+    await store.open()
+    try:
+        modes = await store._read(
+            lambda conn: (
+                conn.execute("PRAGMA journal_mode").fetchone()[0],
+                conn.execute("PRAGMA synchronous").fetchone()[0],
+                conn.execute("PRAGMA user_version").fetchone()[0],
+            )
+        )
+        assert modes == ("wal", 2, 1)  # synchronous 2 = FULL
+    finally:
+        await store.close()
+
+
+def test_open_store_urls(tmp_path: Path) -> None:
+    assert isinstance(open_store("memory", tmp_path), MemoryStore)
+    relative = open_store("sqlite:imgate.db", tmp_path)
+    assert isinstance(relative, SQLiteStore)
+    assert relative.path == tmp_path / "imgate.db"
+    absolute = open_store(f"sqlite://{tmp_path}/x.db", Path("/elsewhere"))
+    assert isinstance(absolute, SQLiteStore)
+    assert absolute.path == tmp_path / "x.db"
+    with pytest.raises(StoreError, match=r"store\.url"):
+        open_store("mysql://db/imgate", tmp_path)
