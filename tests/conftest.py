@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 
 from imgate._config import GatewayConfig, sandbox_config
 from imgate._server import Gateway
+from imgate._store import Store
 from imgate.sandbox import SandboxConfig, SandboxServer
 from imgate.v1 import gateway_pb2 as pb
 from imgate.v1 import gateway_pb2_grpc as pb_grpc
@@ -58,13 +60,18 @@ async def start_gateway(sandbox: SandboxServer) -> AsyncIterator[StartGateway]:
     """Start gateways against the sandbox; `backend_overrides` change every backend."""
     running: list[RunningGateway] = []
 
-    async def start(backend_overrides: dict[str, Any] | None = None, **top: Any) -> RunningGateway:
+    async def start(
+        backend_overrides: dict[str, Any] | None = None,
+        store: Store | None = None,
+        clock: Callable[[], float] = time.time,
+        **top: Any,
+    ) -> RunningGateway:
         config: GatewayConfig = sandbox_config(sandbox.url, "127.0.0.1:0")
         backends = tuple(
             dataclasses.replace(b, **(backend_overrides or {})) for b in config.backends
         )
         config = dataclasses.replace(config, backends=backends, **top)
-        gateway = Gateway(config)
+        gateway = Gateway(config, store=store, clock=clock)
         port = await gateway.start()
         target = f"127.0.0.1:{port}"
         channel = grpc.aio.insecure_channel(target)

@@ -17,7 +17,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 
 from imgate._dispatch import Backend, BatchRun
 from imgate._logging import log_context
@@ -46,10 +46,13 @@ class BatchService:
         backends: Mapping[str, Backend],
         store: Store,
         retention_s: float,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        """`clock` is the wall clock of create and purge times (tests scale it)."""
         self.backends = backends
         self.store = store
         self.retention_s = retention_s
+        self.clock = clock
         self.owner = uuid.uuid4().hex
         self.stopping = asyncio.Event()
         self.stopped = asyncio.Event()
@@ -145,7 +148,7 @@ class BatchService:
         every = min(_PURGE_EVERY_S, max(1.0, self.retention_s / 10))
         while True:
             try:
-                purged = await self.store.purge(time.time() - self.retention_s)
+                purged = await self.store.purge(self.clock() - self.retention_s)
                 if purged:
                     log.info("purged %d batches ended over %.0fs ago", purged, self.retention_s)
             except Exception:

@@ -12,6 +12,8 @@ close.
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -34,14 +36,19 @@ _SERVICE_NAME = gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_n
 class Gateway:
     """One running gateway: `await start()`, then `await stop()`."""
 
-    def __init__(self, config: GatewayConfig, store: Store | None = None) -> None:
-        """`store` overrides the configured one (tests)."""
+    def __init__(
+        self,
+        config: GatewayConfig,
+        store: Store | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """`store` overrides the configured one, `clock` the wall clock (tests)."""
         self.config = config
         self.backends = {b.name: Backend(b) for b in config.backends}
         if store is None:
             store = open_store(config.store_url or "sqlite:imgate.db", Path(config.state_dir))
         self.store = store
-        self.batches = BatchService(self.backends, store, config.batch_retention_s)
+        self.batches = BatchService(self.backends, store, config.batch_retention_s, clock)
         self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]  # stubs lack .aio
         self._server = grpc.aio.server(
             options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 16 << 20)]

@@ -132,7 +132,7 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
             bound=bound,
             total=len(unique),
             duplicates_removed=unique.duplicates_removed,
-            create_time=time.time(),
+            create_time=self._batches.clock(),
             send_before=send_before,
         )
         indexes = None if isinstance(unique.indexes, range) else unique.indexes
