@@ -17,6 +17,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from imgate import __version__
+from imgate._batch_command import add_batch_arguments, run_batch
 from imgate._config import DEFAULT_LISTEN, ConfigError, load_config, sandbox_config
 from imgate._logging import configure_logging
 from imgate._send_command import add_send_arguments, run_send
@@ -58,6 +59,8 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--timeout", type=float, default=3.0, help="seconds (default 3)")
     send = commands.add_parser("send", help="send one message to many recipients")
     add_send_arguments(send)
+    batch = commands.add_parser("batch", help="durable batches: submit, watch, get, list, cancel")
+    add_batch_arguments(batch)
     return parser
 
 
@@ -135,6 +138,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "send":
         return run_send(args)
+    if args.command == "batch":
+        return run_batch(args)
     if args.command == "health":
         return _health(args.target, args.timeout)
     configure_logging(getattr(args, "log_level", "INFO"))

@@ -28,6 +28,18 @@ class StreamState:
         self._pending: deque[gateway_pb2.RecipientOutcome] = deque()
         self._summary: gateway_pb2.BatchSummary | None = None
         self._finished = False
+        self._cursor = ""
+        self._batch_id = ""
+
+    @property
+    def cursor(self) -> str:
+        """Where the stream is: ``watch_batch(batch_id, cursor=...)`` resumes after it."""
+        return self._cursor
+
+    @property
+    def batch_id(self) -> str:
+        """The batch this stream follows (``BatchSend``: set by its first message)."""
+        return self._batch_id
 
     @property
     def summary(self) -> gateway_pb2.BatchSummary:
@@ -41,8 +53,14 @@ class StreamState:
         """Whether the RPC has ended (exhausted, failed or cancelled)."""
         return self._finished
 
-    def _receive(self, response: gateway_pb2.BatchSendResponse) -> None:
+    def _receive(
+        self, response: gateway_pb2.BatchSendResponse | gateway_pb2.WatchBatchResponse
+    ) -> None:
         self._pending.extend(response.outcomes)
+        if response.cursor:
+            self._cursor = response.cursor
+        if isinstance(response, gateway_pb2.BatchSendResponse) and response.batch_id:
+            self._batch_id = response.batch_id
         if response.HasField("summary"):
             self._summary = response.summary
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
-from typing import Any, Self, Unpack
+from typing import Any, Self, TypeVar, Unpack
 
 import grpc
 
@@ -14,19 +14,29 @@ from ._errors import error_from_rpc
 from ._request import Metadata, SendOptionFields, build_batch_send_request, call_metadata
 from ._stream import BatchResult, StreamState
 
+T = TypeVar("T")
+
 
 class BatchStream(StreamState):
-    """The outcomes of one ``BatchSend`` call, one ``RecipientOutcome`` at a time.
+    """The outcomes of one ``BatchSend`` or ``WatchBatch`` call, one at a time.
 
     ``for outcome in stream`` yields every outcome; afterwards ``stream.summary`` holds
-    the ``BatchSummary``. Leaving ``with stream`` early cancels the call. Iteration raises
+    the ``BatchSummary``; ``stream.cursor`` is where a new ``watch_batch`` resumes.
+    Leaving ``with stream`` early cancels the call (and a ``batch_send`` batch without
+    ``request_id`` with it: rule 10; never a submitted batch). Iteration raises
     ``GatewayError`` (or ``InvalidRequestError``) when the call fails.
     """
 
-    def __init__(self, call: grpc.CallIterator[gateway_pb2.BatchSendResponse]) -> None:
+    def __init__(
+        self,
+        call: grpc.CallIterator[gateway_pb2.BatchSendResponse]
+        | grpc.CallIterator[gateway_pb2.WatchBatchResponse],
+    ) -> None:
         super().__init__()
         self._call = call
-        self._responses = iter(call)
+        self._responses: Iterator[
+            gateway_pb2.BatchSendResponse | gateway_pb2.WatchBatchResponse
+        ] = iter(call)
 
     def __iter__(self) -> Self:
         return self
@@ -120,6 +130,88 @@ class GatewayClient:
         )
         call = self._stub.BatchSend(request, timeout=timeout, metadata=call_metadata(metadata))
         return BatchStream(call)
+
+    def submit_batch(
+        self,
+        recipients: Iterable[str],
+        message: gateway_pb2.Message,
+        *,
+        backend: str = "",
+        sender_id: str = "",
+        request_id: str = "",
+        options: gateway_pb2.SendOptions | None = None,
+        send_before: float | None = None,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+        **option_fields: Unpack[SendOptionFields],
+    ) -> gateway_pb2.Batch:
+        """Store a batch durably and return it; it is sent with nobody attached.
+
+        Arguments as in ``batch_send``; ``send_before`` (Unix seconds): no vendor call
+        starts after it. Follow the batch with ``watch_batch(batch.batch_id)``.
+        """
+        send = build_batch_send_request(
+            recipients,
+            message,
+            backend=backend,
+            sender_id=sender_id,
+            request_id=request_id,
+            options=options,
+            option_fields=option_fields,
+        )
+        request = gateway_pb2.SubmitBatchRequest.FromString(send.SerializeToString())
+        if send_before is not None:
+            request.send_before.FromNanoseconds(int(send_before * 1e9))
+        return self._unary(self._stub.SubmitBatch, request, timeout, metadata)
+
+    def watch_batch(
+        self,
+        batch_id: str,
+        *,
+        cursor: str = "",
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+    ) -> BatchStream:
+        """Every outcome of the batch from ``cursor`` on (empty: from the start), live
+        ones as they come, then the summary."""
+        request = gateway_pb2.WatchBatchRequest(batch_id=batch_id, cursor=cursor)
+        call = self._stub.WatchBatch(request, timeout=timeout, metadata=call_metadata(metadata))
+        return BatchStream(call)
+
+    def get_batch(
+        self, batch_id: str, *, timeout: float | None = None, metadata: Metadata | None = None
+    ) -> gateway_pb2.Batch:
+        """The batch's state and counts."""
+        request = gateway_pb2.GetBatchRequest(batch_id=batch_id)
+        return self._unary(self._stub.GetBatch, request, timeout, metadata)
+
+    def cancel_batch(
+        self, batch_id: str, *, timeout: float | None = None, metadata: Metadata | None = None
+    ) -> gateway_pb2.Batch:
+        """Stop the batch: no new vendor call; unsent recipients end NOT_ATTEMPTED."""
+        request = gateway_pb2.CancelBatchRequest(batch_id=batch_id)
+        return self._unary(self._stub.CancelBatch, request, timeout, metadata)
+
+    def list_batches(
+        self,
+        *,
+        page_size: int = 0,
+        page_token: str = "",
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+    ) -> gateway_pb2.ListBatchesResponse:
+        """One page of the caller's batches, newest first."""
+        request = gateway_pb2.ListBatchesRequest(page_size=page_size, page_token=page_token)
+        return self._unary(self._stub.ListBatches, request, timeout, metadata)
+
+    @staticmethod
+    def _unary(
+        method: Callable[..., T], request: Any, timeout: float | None, metadata: Metadata | None
+    ) -> T:
+        try:
+            return method(request, timeout=timeout, metadata=call_metadata(metadata))
+        except grpc.RpcError as error:
+            raise error_from_rpc(error) from error
 
     def list_backends(
         self, *, timeout: float | None = None, metadata: Metadata | None = None

@@ -1,0 +1,65 @@
+"""``imgate batch ...`` against a real gateway and the sandbox (the CLI runs in a thread)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+
+import pytest
+
+from imgate._batch_command import add_batch_arguments, run_batch
+from imgate.sandbox import SandboxServer
+from tests.conftest import StartGateway
+
+
+def _run(target: str, *argv: str) -> int:
+    parser = argparse.ArgumentParser(prog="imgate batch")
+    add_batch_arguments(parser)
+    command, *rest = argv
+    return run_batch(parser.parse_args([command, *rest, "--target", target]))
+
+
+async def test_submit_watch_get_list_cancel(
+    sandbox: SandboxServer, start_gateway: StartGateway, capsys: pytest.CaptureFixture[str]
+) -> None:
+    gateway = await start_gateway()
+    submit = ("submit", "--backend", "tencent", "--to", "bob,ghost1,bob", "--text", "hi")
+    assert await asyncio.to_thread(_run, gateway.target, *submit, "--request-id", "cli-1") == 0
+    batch_id = capsys.readouterr().out.strip()
+    assert len(batch_id) == 32
+
+    assert await asyncio.to_thread(_run, gateway.target, "watch", batch_id) == 0
+    watched = capsys.readouterr().out.splitlines()
+    assert watched[:2] == [
+        "bob  ACCEPTED",
+        "ghost1  FAILED  RECIPIENT_NOT_FOUND  (70107: account does not exist)",
+    ]
+    assert watched[2].startswith("total=2 accepted=1 failed=1 uncertain=0 duplicates_removed=1")
+    assert len(watched) == 3
+    assert await asyncio.to_thread(_run, gateway.target, "watch", batch_id, "--json") == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line.get("recipient_id") for line in lines[:2]] == ["bob", "ghost1"]
+    assert lines[-1]["summary"]["duplicates_removed"] == 1
+
+    # The same request id again: the same batch, nothing sent twice.
+    assert await asyncio.to_thread(_run, gateway.target, *submit, "--request-id", "cli-1") == 0
+    assert capsys.readouterr().out.strip() == batch_id
+    assert sandbox.state.stats("tencent").calls_received == 1
+
+    assert await asyncio.to_thread(_run, gateway.target, "get", batch_id) == 0
+    assert capsys.readouterr().out.strip() == (
+        f"{batch_id}  DONE  total=2 accepted=1 failed=1 uncertain=0 pending=0"
+    )
+    assert await asyncio.to_thread(_run, gateway.target, "list") == 0
+    assert capsys.readouterr().out.splitlines()[0].startswith(batch_id)
+    assert await asyncio.to_thread(_run, gateway.target, "cancel", batch_id) == 0
+    assert "  DONE  " in capsys.readouterr().out  # cancelling a finished batch changes nothing
+
+
+async def test_unknown_batch_exits_2(
+    start_gateway: StartGateway, capsys: pytest.CaptureFixture[str]
+) -> None:
+    gateway = await start_gateway()
+    assert await asyncio.to_thread(_run, gateway.target, "get", "nope") == 2
+    assert "NOT_FOUND" in capsys.readouterr().err
