@@ -34,6 +34,7 @@ from bench._stages import (
     QUICK,
     Plan,
     batching,
+    durable_store,
     end_to_end,
     latency,
     memory,
@@ -45,7 +46,7 @@ from bench._stages import (
 )
 from bench._workload import VENDORS, Backend
 
-ALL_STAGES = (1, 2, 3, 4, 5, 6, 7, 8)
+ALL_STAGES = (1, 2, 3, 4, 5, 6, 7, 8, 9)
 
 
 def run(plan: Plan, stages: set[int], profile_to: Path | None) -> list[Row]:
@@ -63,11 +64,16 @@ def run(plan: Plan, stages: set[int], profile_to: Path | None) -> list[Row]:
         quota_sandbox = started(Sandbox("sandbox-quota", quota_backends())) if 5 in stages else None
         sandbox.wait_ready()
         gateway = started(Gateway("gateway-open", sandbox, open_backends))
+        sqlite_gateway = None
+        if 9 in stages:
+            sqlite_gateway = started(
+                Gateway("gateway-sqlite", sandbox, open_backends, store="sqlite")
+            )
         quota_gateway = None
         if quota_sandbox is not None:
             quota_sandbox.wait_ready()
             quota_gateway = started(Gateway("gateway-quota", quota_sandbox, quota_backends()))
-        for proc in (stream, gateway, quota_gateway):
+        for proc in (stream, gateway, quota_gateway, sqlite_gateway):
             if proc is not None:
                 proc.wait_ready()
 
@@ -84,6 +90,9 @@ def run(plan: Plan, stages: set[int], profile_to: Path | None) -> list[Row]:
             rows += quotas(quota_sandbox, quota_gateway, plan)
         if stages & {6, 7}:
             rows += latency(sandbox, gateway, plan)
+        if sqlite_gateway is not None:
+            rows += durable_store(sandbox, gateway, sqlite_gateway, plan)
+            sqlite_gateway.stop()
         if profile_to is not None:
             profile(sandbox, gateway, plan, profile_to)
         gateway.stop()

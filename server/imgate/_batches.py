@@ -194,16 +194,21 @@ class BatchService:
         store = self.store
         while True:
             changed = store.notifier.event(batch_id)
-            # The row first: if it says ended, every page was recorded before it.
-            row = await store.get_batch(batch_id)
-            if row is None:
-                raise GatewayStopping  # purged while watched
             pages = await store.read_outcomes(batch_id, after_seq, WATCH_PAGES)
             if pages:
                 after_seq = pages[-1].seq
                 yield pages, None
                 continue
+            row = await store.get_batch(batch_id)
+            if row is None:
+                raise GatewayStopping  # purged while watched
             if row.ended:
+                # Every page was recorded before the batch ended: read what came meanwhile.
+                pages = await store.read_outcomes(batch_id, after_seq, WATCH_PAGES)
+                if pages:
+                    after_seq = pages[-1].seq
+                    yield pages, None
+                    continue
                 yield [], row
                 return
             if self.stopped.is_set():

@@ -118,7 +118,6 @@ class MemoryStore(Store):
         batch = self._batches[chunk.batch_id]
         stored = self._insert_or_check(batch, chunk, owner)
         stored.state, stored.owner, stored.attempts = SENDING, owner, chunk.attempts
-        batch.row.update_time = self._clock()
 
     async def record(
         self, chunk: ChunkRow, final_state: str, page: bytes, counts: Counts, owner: str

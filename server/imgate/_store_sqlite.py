@@ -108,6 +108,9 @@ _BATCH_COLUMNS = (
     "vendor_calls, update_time, end_time, planned_to, chunk_count, next_seq"
 )
 _MAX_OPS_PER_COMMIT = 512
+# Outcome pages recorded by this process are also kept here, the newest few per batch,
+# so that watchers in this process follow a live batch without a read of the file.
+_TAIL_PAGES = 128
 
 
 def _row(values: Sequence[Any]) -> BatchRow:
@@ -209,7 +212,15 @@ class _Writer(threading.Thread):
         results: list[tuple[Future[Any], Any, BaseException | None]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for op, future in items:
+            if len(items) == 1:  # alone in its transaction: no savepoint needed
+                op, future = items[0]
+                try:
+                    results.append((future, op(conn), None))
+                except Exception as exc:
+                    conn.execute("ROLLBACK")
+                    future.set_exception(exc)
+                    return
+            for op, future in items if len(items) > 1 else ():
                 conn.execute("SAVEPOINT op")
                 try:
                     result = op(conn)
@@ -249,6 +260,7 @@ class SQLiteStore(Store):
         self._writer: _Writer | None = None
         self._reader: sqlite3.Connection | None = None
         self._read_pool: ThreadPoolExecutor | None = None
+        self._tails: dict[str, list[OutcomePage]] = {}
 
     # -- life cycle -------------------------------------------------------------------
 
@@ -490,8 +502,6 @@ class SQLiteStore(Store):
         return False
 
     async def write_ahead(self, chunk: ChunkRow, owner: str) -> None:
-        now = self._clock()
-
         def op(conn: sqlite3.Connection) -> None:
             if self._insert_or_check(conn, chunk, owner):
                 conn.execute(
@@ -512,9 +522,6 @@ class SQLiteStore(Store):
                     "WHERE batch_id = ? AND number = ?",
                     (SENDING, owner, chunk.attempts, chunk.batch_id, chunk.number),
                 )
-            conn.execute(
-                "UPDATE batches SET update_time = ? WHERE batch_id = ?", (now, chunk.batch_id)
-            )
 
         await self._write(op)
 
@@ -564,6 +571,12 @@ class SQLiteStore(Store):
             return seq
 
         seq = await self._write(op)
+        tail = self._tails.setdefault(chunk.batch_id, [])
+        if tail and tail[-1].seq != seq - 1:
+            tail.clear()  # another process wrote in between: the tail is not contiguous
+        tail.append(OutcomePage(seq, page, chunk.end - chunk.start))
+        if len(tail) > _TAIL_PAGES:
+            del tail[: len(tail) - _TAIL_PAGES]
         self.notifier.notify(chunk.batch_id)
         return seq
 
@@ -589,6 +602,8 @@ class SQLiteStore(Store):
             return None if found is None else _row(found)
 
         row = await self._write(op)
+        if row is not None and row.ended:
+            self._tails.pop(batch_id, None)  # watchers of an ended batch read the file
         self.notifier.notify(batch_id)
         return row
 
@@ -611,6 +626,13 @@ class SQLiteStore(Store):
         return await self._write(op)
 
     async def read_outcomes(self, batch_id: str, after_seq: int, limit: int) -> list[OutcomePage]:
+        tail = self._tails.get(batch_id)
+        if tail and tail[0].seq <= after_seq + 1:
+            if tail[-1].seq <= after_seq:
+                return []
+            start = after_seq + 1 - tail[0].seq
+            return tail[start : start + limit]
+
         def op(conn: sqlite3.Connection) -> list[OutcomePage]:
             rows = conn.execute(
                 "SELECT seq, data, count FROM outcomes WHERE batch_id = ? AND seq > ? "
