@@ -34,7 +34,15 @@ from imgate._config import BackendConfig
 from imgate._planner import UniqueRecipients, iter_chunk_sizes
 from imgate._ratelimit import BackendLimiter, Grant, QuotaWaitTooLong
 from imgate._registry import BY_VENDOR
-from imgate.translators._base import CallResult, Disposition, Reason, Translator, fail_all
+from imgate.translators._base import (
+    CallResult,
+    Disposition,
+    Reason,
+    Translator,
+    count_states,
+    fail_all,
+    fill_outcome,
+)
 from imgate.v1 import gateway_pb2 as pb
 
 log = logging.getLogger("imgate.dispatch")
@@ -122,14 +130,7 @@ class _Chunk:
             outcome.recipient_id = item.recipient_id
             outcome.index = index
             outcome.attempts = attempts
-            if item.accepted:
-                outcome.state = pb.DELIVERY_STATE_ACCEPTED
-                outcome.vendor_message_id = item.vendor_message_id
-            else:
-                outcome.state = pb.DELIVERY_STATE_FAILED
-                outcome.reason = item.reason
-                outcome.vendor_code = item.vendor_code
-                outcome.detail = item.detail
+            fill_outcome(outcome, item)
         return response
 
 
@@ -444,9 +445,10 @@ class _ChunkSender:
             return True
 
     async def _emit_results(self, chunk: _Chunk, result: CallResult) -> None:
-        accepted = sum(1 for item in result.results if item.accepted)
+        accepted, failed, uncertain = count_states(result.results)
         self.counters.add(pb.DELIVERY_STATE_ACCEPTED, accepted)
-        self.counters.add(pb.DELIVERY_STATE_FAILED, len(result.results) - accepted)
+        self.counters.add(pb.DELIVERY_STATE_FAILED, failed)
+        self.counters.add(pb.DELIVERY_STATE_UNCERTAIN, uncertain)
         await self._emit(chunk, chunk.vendor_results(result))
 
     async def _emit_all(

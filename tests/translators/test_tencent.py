@@ -436,39 +436,81 @@ def test_seed_all_failed_example() -> None:
     ] * 2
 
 
-def test_ok_without_error_list_accepts_everyone() -> None:
+def test_ok_without_error_list_accepts_everyone_with_a_caveat() -> None:
     # A developer saw OK with no ErrorList although one account was unknown; the vendor
-    # gives nothing else to go on (vendor-mapping.md).
+    # gives nothing else to go on, so imgate says so on the outcome (vendor-mapping.md).
     result = _parse({"ActionStatus": "OK", "ErrorCode": 0, "MsgKey": "1_2_3"})
     assert all(r.accepted and r.vendor_message_id == "1_2_3" for r in result.results)
+    assert all("unknown account" in r.detail for r in result.results)
 
 
-def test_error_code_zero_wins_over_action_status() -> None:
-    result = _parse({"ActionStatus": "FAIL", "ErrorCode": 0, "MsgKey": "k"})
-    assert all(r.accepted for r in result.results)
+@pytest.mark.parametrize("status", ["FAIL", "SomeError", None, 7])
+def test_error_code_zero_with_an_error_status_and_no_list_is_uncertain(status: object) -> None:
+    # The answer says something failed but not for whom: nobody can be called accepted.
+    answer: dict[str, Any] = {"ErrorCode": 0, "MsgKey": "k"}
+    if status is not None:
+        answer["ActionStatus"] = status
+    assert _parse(answer).disposition is Disposition.AMBIGUOUS
+
+
+def test_error_code_zero_with_a_list_trusts_the_list_whatever_the_status() -> None:
+    answer = {
+        "ActionStatus": "FAIL",
+        "ErrorCode": 0,
+        "ErrorList": [{"To_Account": "rong", "ErrorCode": 70107}],
+    }
+    result = _parse(answer)
+    assert [r.state for r in result.results] == [
+        pb.DELIVERY_STATE_ACCEPTED,
+        pb.DELIVERY_STATE_FAILED,
+    ]
 
 
 @pytest.mark.parametrize(
-    ("code", "reason"),
+    ("code", "state", "reason"),
     [
-        (70107, pb.FAILURE_REASON_RECIPIENT_NOT_FOUND),
-        (90048, pb.FAILURE_REASON_RECIPIENT_NOT_FOUND),
-        (20007, pb.FAILURE_REASON_VENDOR_ERROR),
-        (None, pb.FAILURE_REASON_VENDOR_ERROR),
+        (70107, pb.DELIVERY_STATE_FAILED, pb.FAILURE_REASON_RECIPIENT_NOT_FOUND),
+        (90048, pb.DELIVERY_STATE_FAILED, pb.FAILURE_REASON_RECIPIENT_NOT_FOUND),
+        (20007, pb.DELIVERY_STATE_FAILED, pb.FAILURE_REASON_RECIPIENT_INVALID),
+        (60007, pb.DELIVERY_STATE_FAILED, pb.FAILURE_REASON_RATE_LIMITED),
+        # May mean "processed" (CONTRACT §1.6): that recipient is UNCERTAIN (issue 13.4).
+        (70169, pb.DELIVERY_STATE_UNCERTAIN, pb.FAILURE_REASON_VENDOR_ERROR),
+        (90992, pb.DELIVERY_STATE_UNCERTAIN, pb.FAILURE_REASON_VENDOR_ERROR),
+        (91000, pb.DELIVERY_STATE_UNCERTAIN, pb.FAILURE_REASON_VENDOR_ERROR),
+        # Not documented (CONTRACT §8 rule 24).
+        (12345, pb.DELIVERY_STATE_UNCERTAIN, pb.FAILURE_REASON_VENDOR_ERROR),
     ],
 )
-def test_error_list_codes(code: int | None, reason: int) -> None:
-    entry: dict[str, Any] = {"To_Account": "rong"}
-    if code is not None:
-        entry["ErrorCode"] = code
+def test_error_list_codes(code: int, state: int, reason: int) -> None:
+    entry: dict[str, Any] = {"To_Account": "rong", "ErrorCode": code}
     result = _parse({"ActionStatus": "SomeError", "ErrorCode": 0, "ErrorList": [entry]})
     rong = result.results[1]
-    assert (rong.accepted, rong.reason, rong.vendor_code) == (
-        False,
-        reason,
-        "" if code is None else str(code),
-    )
+    assert (rong.state, rong.reason, rong.vendor_code) == (state, reason, str(code))
     assert result.results[0].accepted
+
+
+@pytest.mark.parametrize(
+    "error_list",
+    [
+        "rong",
+        {"To_Account": "rong", "ErrorCode": 70107},
+        [{"To_Account": "rong"}],  # no code
+        [{"To_Account": "rong", "ErrorCode": "x"}],
+        [{"To_Account": 5, "ErrorCode": 70107}],
+        [{"To_Account": "stranger", "ErrorCode": 70107}],  # not in the call
+        ["rong"],
+        [None],
+    ],
+)
+def test_garbage_error_list_makes_everyone_uncertain(error_list: object) -> None:
+    answer = {"ActionStatus": "SomeError", "ErrorCode": 0, "ErrorList": error_list}
+    assert _parse(answer).disposition is Disposition.AMBIGUOUS
+
+
+def test_msg_key_of_the_wrong_type_is_uncertain() -> None:
+    assert _parse({"ActionStatus": "OK", "ErrorCode": 0, "MsgKey": 5}).disposition is (
+        Disposition.AMBIGUOUS
+    )
 
 
 def test_failed_call_keeps_per_account_reasons() -> None:

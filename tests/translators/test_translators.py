@@ -151,7 +151,11 @@ def test_resend_keeps_dedup_material_and_refreshes_auth(cls: type[Translator]) -
         (500, Disposition.AMBIGUOUS, pb.FAILURE_REASON_VENDOR_ERROR, False),
         (503, Disposition.AMBIGUOUS, pb.FAILURE_REASON_VENDOR_ERROR, False),
         (504, Disposition.AMBIGUOUS, pb.FAILURE_REASON_VENDOR_ERROR, False),
-        (404, Disposition.DONE, pb.FAILURE_REASON_VENDOR_ERROR, True),
+        # Undocumented answers (the vendors answer errors with HTTP 200): UNCERTAIN.
+        (404, Disposition.AMBIGUOUS, pb.FAILURE_REASON_VENDOR_ERROR, False),
+        (400, Disposition.AMBIGUOUS, pb.FAILURE_REASON_VENDOR_ERROR, False),
+        (301, Disposition.AMBIGUOUS, pb.FAILURE_REASON_VENDOR_ERROR, False),
+        (204, Disposition.AMBIGUOUS, pb.FAILURE_REASON_VENDOR_ERROR, False),
     ],
 )
 def test_http_status_before_body(
@@ -246,3 +250,30 @@ def test_valid_request_has_no_violations(cls: type[Translator]) -> None:
         return_message_ids=True,
     )
     assert _make(cls).validate(request) == []
+
+
+def test_per_recipient_results_become_outcomes_and_counts() -> None:
+    from imgate.translators._base import (
+        RecipientResult,
+        count_states,
+        fill_outcome,
+        uncertain_result,
+    )
+
+    results = [
+        RecipientResult("a", True, vendor_message_id="m", vendor_time_ms=5, detail="note"),
+        RecipientResult("b", False, pb.FAILURE_REASON_RECIPIENT_NOT_FOUND, "404", "gone"),
+        uncertain_result("c", pb.FAILURE_REASON_VENDOR_ERROR, "102449", "retry"),
+    ]
+    outcomes = []
+    for item in results:
+        outcome = pb.RecipientOutcome()
+        fill_outcome(outcome, item)
+        outcomes.append(outcome)
+    assert [(o.state, o.reason, o.vendor_code, o.detail) for o in outcomes] == [
+        (pb.DELIVERY_STATE_ACCEPTED, pb.FAILURE_REASON_UNSPECIFIED, "", "note"),
+        (pb.DELIVERY_STATE_FAILED, pb.FAILURE_REASON_RECIPIENT_NOT_FOUND, "404", "gone"),
+        (pb.DELIVERY_STATE_UNCERTAIN, pb.FAILURE_REASON_VENDOR_ERROR, "102449", "retry"),
+    ]
+    assert (outcomes[0].vendor_message_id, outcomes[0].vendor_time_ms) == ("m", 5)
+    assert count_states(results) == (1, 1, 1)

@@ -316,3 +316,35 @@ def test_seed_failure_examples(answer: dict[str, Any], reason: int, detail: str)
 def test_414_that_is_an_auth_failure(desc: str, reason: int) -> None:
     result = _parse({"code": 414, "desc": desc})
     assert {r.reason for r in result.results} == {reason}
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        {"code": 200, "unregister": ["stranger"]},  # not in the call
+        {"code": 200, "unregister": [5]},
+        {"code": 200, "unregister": "not json"},
+        {"code": 200, "msgids": {"stranger": 1}},
+        {"code": 200, "msgids": {"a": [1]}},
+        {"code": 200, "msgids": ["a"]},
+        {"code": 200, "timetag": "yesterday"},
+        {"code": 200, "timetag": -5},
+        {"code": 200, "unregister": ["a"], "msgids": {"a": 1}},
+    ],
+)
+def test_answers_that_do_not_match_the_call_make_everyone_uncertain(
+    answer: dict[str, Any],
+) -> None:
+    translator = YunxinV1Translator(YunxinV1Translator.sandbox_credentials)
+    result = translator.parse(["a", "b"], 200, json.dumps(answer).encode())
+    assert result.disposition is Disposition.AMBIGUOUS
+
+
+def test_timetag_is_returned_beside_the_message_id() -> None:
+    translator = YunxinV1Translator(YunxinV1Translator.sandbox_credentials)
+    answer = {"code": 200, "unregister": ["b"], "timetag": 1700000000123, "msgids": {"a": 9}}
+    result = translator.parse(["a", "b"], 200, json.dumps(answer).encode())
+    assert [(r.state, r.vendor_message_id, r.vendor_time_ms) for r in result.results] == [
+        (pb.DELIVERY_STATE_ACCEPTED, "9", 1700000000123),
+        (pb.DELIVERY_STATE_FAILED, "", 0),
+    ]

@@ -13,10 +13,12 @@ from imgate._auth import yunxin_headers
 from imgate._chars import java_len
 from imgate.translators._base import (
     CallResult,
+    CodeTable,
     Disposition,
     FieldViolation,
     Reason,
     Translator,
+    classify_code,
     request_verdict,
 )
 from imgate.translators._common import (
@@ -72,25 +74,54 @@ CODES: Final[Mapping[int, tuple[Disposition, Reason]]] = {
     503: (Disposition.RETRY, pb.FAILURE_REASON_VENDOR_UNAVAILABLE),
     514: (Disposition.RETRY, pb.FAILURE_REASON_VENDOR_UNAVAILABLE),
 }
-"""Request-level code → (disposition, reason). Codes not listed are DONE/VENDOR_ERROR."""
+"""Request-level code → (disposition, reason), both APIs (YX-CODES, vendors.md §8.1).
+Codes not listed are AMBIGUOUS: undocumented, so nothing says the call was not processed
+(CONTRACT §8 rule 24)."""
+
+V2_RATE_CODE: Final = 107323
+"""The IM 2.0 family's rate-limit code (docs/vendor-mapping.md "Answers", YX2-CODES)."""
+
+V2_CODES: Final[Mapping[int, tuple[Disposition, Reason]]] = {
+    **CODES,
+    # IM 2.0 codes are 6 digits: 1, a 2-digit resource (02 user, 04 friend, 07 message),
+    # then a 3-digit code (YX2-CODES). The 3-digit common codes stay valid.
+    102404: (_DONE, pb.FAILURE_REASON_SENDER_NOT_FOUND),  # on a request: the sender
+    102421: (_DONE, pb.FAILURE_REASON_SENDER_MUTED),
+    102422: (_DONE, pb.FAILURE_REASON_SENDER_BANNED),
+    102426: (_DONE, pb.FAILURE_REASON_RECIPIENT_INVALID),  # in the receiver's block list
+    104404: (_DONE, pb.FAILURE_REASON_RECIPIENT_INVALID),  # not a friend (check_friend)
+    107451: (_DONE, pb.FAILURE_REASON_CONTENT_REJECTED),  # antispam
+    107410: (_DONE, pb.FAILURE_REASON_VENDOR_ERROR),  # messaging disabled for the app
+    V2_RATE_CODE: (Disposition.RATE_LIMITED, pb.FAILURE_REASON_RATE_LIMITED),
+    # "retry": the vendor failed somewhere inside, maybe after sending.
+    102449: (Disposition.AMBIGUOUS, pb.FAILURE_REASON_VENDOR_ERROR),
+}
+"""The v2 API's request-level codes: the common ones plus the IM 2.0 family."""
 
 RECIPIENT_REASONS: Final[Mapping[int, Reason]] = {
     404: pb.FAILURE_REASON_RECIPIENT_NOT_FOUND,
+    102404: pb.FAILURE_REASON_RECIPIENT_NOT_FOUND,
     405: pb.FAILURE_REASON_RECIPIENT_INVALID,
     414: pb.FAILURE_REASON_RECIPIENT_INVALID,
     416: pb.FAILURE_REASON_RATE_LIMITED,
+    V2_RATE_CODE: pb.FAILURE_REASON_RATE_LIMITED,
+    102426: pb.FAILURE_REASON_RECIPIENT_INVALID,
+    104404: pb.FAILURE_REASON_RECIPIENT_INVALID,
+    107451: pb.FAILURE_REASON_CONTENT_REJECTED,
 }
-"""Per-recipient code (v2 failed_list) → reason. Others are VENDOR_ERROR: the vendor's
-per-recipient vocabulary is undocumented (vendors.md §14.3)."""
+"""Per-recipient code (v2 failed_list) → reason, FAILED. Other codes go by V2_CODES:
+102449 ("retry") and undocumented codes make the recipient UNCERTAIN."""
 
 # Legacy docs answer a CheckSum failure with 414 (vendors.md §2.1): tell it from a plain
 # parameter error by its description.
 _AUTH_DESC: Final = re.compile(r"check\s*sum|app\s*key|cur\s*time|nonce", re.IGNORECASE)
 
 
-def classify(recipients: Sequence[str], code: int, desc: str) -> CallResult:
+def classify(
+    recipients: Sequence[str], code: int, desc: str, codes: CodeTable = CODES
+) -> CallResult:
     """The verdict for a Yunxin answer whose code is not 200."""
-    disposition, reason = CODES.get(code, (_DONE, pb.FAILURE_REASON_VENDOR_ERROR))
+    disposition, reason = classify_code(codes, code)
     if code == 414 and _AUTH_DESC.search(desc):
         disposition, reason = _DONE, pb.FAILURE_REASON_AUTH_FAILED
     return request_verdict(recipients, disposition, reason, str(code), short(desc))

@@ -24,8 +24,11 @@ from imgate.translators._base import (
     Translator,
     VendorLimits,
     VendorRequest,
+    classify_code,
     classify_http_status,
+    recipient_verdict,
     request_verdict,
+    uncertain_all,
     unreadable_answer,
 )
 from imgate.translators._common import (
@@ -156,14 +159,15 @@ CODES: Final[Mapping[int, tuple[Disposition, Reason]]] = {
     20011: (_DONE, pb.FAILURE_REASON_RECIPIENT_INVALID),
     20012: (_DONE, pb.FAILURE_REASON_SENDER_MUTED),
 }
-"""Request-level ErrorCode → (disposition, reason). Codes not listed are DONE/VENDOR_ERROR:
-an answer with a code we do not know was still an answer (processed and refused)."""
+"""Request-level ErrorCode → (disposition, reason). Codes not listed are AMBIGUOUS: the
+vendor does not document them, so nothing says the call was not processed (rule 24)."""
 
 RECIPIENT_REASONS: Final[Mapping[int, Reason]] = {
     70107: pb.FAILURE_REASON_RECIPIENT_NOT_FOUND,
     90048: pb.FAILURE_REASON_RECIPIENT_NOT_FOUND,
 }
-"""ErrorList code → reason; other listed codes are VENDOR_ERROR."""
+"""ErrorList code → reason; other codes are classified by CODES (FAILED when they refuse,
+UNCERTAIN when they may mean "processed" or are undocumented)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -355,23 +359,12 @@ class TencentTranslator(Translator):
         code = as_int(answer.get("ErrorCode"))
         if code is None:
             return unreadable_answer("no numeric ErrorCode")
-        failed = _error_list(answer.get("ErrorList"))
+        failed = _error_list(answer.get("ErrorList"), recipients)
+        if failed is None:
+            return uncertain_all("the ErrorList does not match the call's recipients")
         if code == _SUCCESS_CODE:
-            # 0 whenever anyone got it, whatever ActionStatus says ("SomeError" on partial
-            # success). Listed accounts failed; with no ErrorList everyone counts accepted:
-            # the vendor gives nothing else to go on (vendor-mapping.md "Answers").
-            msg_key = str(answer.get("MsgKey") or "")
-            return CallResult(
-                Disposition.DONE,
-                tuple(
-                    _failed_recipient(recipient, failed[recipient])
-                    if recipient in failed
-                    # Positional: this runs once per recipient and keywords cost a third more.
-                    else RecipientResult(recipient, True, _UNSPECIFIED, "", "", msg_key)
-                    for recipient in recipients
-                ),
-            )
-        disposition, reason = CODES.get(code, (_DONE, _VENDOR))
+            return _success(recipients, answer, failed)
+        disposition, reason = classify_code(CODES, code)
         verdict = request_verdict(
             recipients, disposition, reason, str(code), short(answer.get("ErrorInfo"))
         )
@@ -387,6 +380,35 @@ class TencentTranslator(Translator):
                 ),
             )
         return verdict
+
+
+def _success(
+    recipients: Sequence[str], answer: Mapping[str, Any], failed: Mapping[str, int]
+) -> CallResult:
+    """ErrorCode 0: someone got it, whatever ActionStatus says ("SomeError" on partial
+    success, vendors.md §7.3). Listed accounts failed, the rest were accepted."""
+    msg_key = answer.get("MsgKey", "")
+    if not isinstance(msg_key, str):
+        return uncertain_all("MsgKey is not a string")
+    if not failed and answer.get("ActionStatus") != "OK":
+        # The vendor says something failed but not for whom.
+        return uncertain_all("the answer reports an error but lists no account")
+    return CallResult(
+        Disposition.DONE,
+        tuple(
+            _failed_recipient(recipient, failed[recipient])
+            if recipient in failed
+            # Positional: this runs once per recipient and keywords cost a third more.
+            else RecipientResult(recipient, True, _UNSPECIFIED, "", ACCEPTED_DETAIL, msg_key)
+            for recipient in recipients
+        ),
+    )
+
+
+ACCEPTED_DETAIL: Final = "accepted; Tencent may accept an unknown account without listing it"
+"""Detail of every Tencent ACCEPTED outcome: batchsendmsg has been seen answering OK with
+no ErrorList while an account did not exist (vendors.md §7.3, §12), so an ACCEPTED
+recipient is not proof that the account exists (docs/vendor-mapping.md "Answers")."""
 
 
 def _longest_body_bytes(translator: TencentTranslator, ids: Sequence[str]) -> int:
@@ -496,23 +518,38 @@ def _element(message: pb.Message) -> dict[str, Any]:
     raise ValueError("message has no content")
 
 
-def _error_list(items: object) -> dict[str, object]:
-    """ErrorList as account → its ErrorCode (None when the entry gives none)."""
-    failed: dict[str, object] = {}
-    for item in items if isinstance(items, list) else ():
-        if isinstance(item, dict) and isinstance(item.get("To_Account"), str):
-            failed[item["To_Account"]] = item.get("ErrorCode")
+def _error_list(items: object, recipients: Sequence[str]) -> dict[str, int] | None:
+    """ErrorList as account → its ErrorCode; None when the list is not one the vendor
+    documents for this call (wrong types, accounts not in the call): then the answer does
+    not account for the recipients (CONTRACT §8 rule 24)."""
+    if items is None:
+        return {}
+    if not isinstance(items, list):
+        return None
+    failed: dict[str, int] = {}
+    if not items:
+        return failed
+    wanted = set(recipients)
+    for item in items:
+        if not isinstance(item, dict):
+            return None
+        account = item.get("To_Account")
+        code = as_int(item.get("ErrorCode"))
+        if not isinstance(account, str) or account not in wanted or code is None:
+            return None
+        failed[account] = code
     return failed
 
 
-def _failed_recipient(recipient: str, code: object) -> RecipientResult:
-    number = as_int(code)
-    reason = RECIPIENT_REASONS.get(number, _VENDOR) if number is not None else _VENDOR
-    detail = "account does not exist" if reason == pb.FAILURE_REASON_RECIPIENT_NOT_FOUND else ""
-    return RecipientResult(
+def _failed_recipient(recipient: str, code: int) -> RecipientResult:
+    """A recipient the ErrorList names: its code decides FAILED or UNCERTAIN (70169,
+    90992, 91000 and undocumented codes may mean it was processed)."""
+    detail = "account does not exist" if code in RECIPIENT_REASONS else ""
+    return recipient_verdict(
         recipient,
-        False,
-        reason,
-        "" if code is None else str(code),
+        code,
+        str(code),
         detail or "listed in the vendor's ErrorList",
+        CODES,
+        RECIPIENT_REASONS,
     )

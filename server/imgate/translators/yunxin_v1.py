@@ -17,6 +17,7 @@ from imgate.translators._base import (
     VendorLimits,
     VendorRequest,
     classify_http_status,
+    uncertain_all,
     unreadable_answer,
 )
 from imgate.translators._common import as_int, chosen_options, compact_json, load_answer
@@ -135,12 +136,26 @@ class YunxinV1Translator(YunxinTranslator):
         if code != SUCCESS_CODE:
             return classify(recipients, code, str(answer.get("desc") or ""))
         # The page types both fields as "String" holding JSON, its example as raw JSON:
-        # accept either.
+        # accept either. Anything else does not account for the call (rule 24).
         unregister = _decoded(answer.get("unregister"), list)
         msgids = _decoded(answer.get("msgids"), dict)
         if unregister is None or msgids is None:
-            return unreadable_answer("malformed unregister/msgids")
-        not_registered = {str(account) for account in unregister}
+            return uncertain_all("malformed unregister/msgids")
+        wanted = set(recipients)
+        if not all(isinstance(account, str) and account in wanted for account in unregister):
+            return uncertain_all("unregister names accounts that are not in the call")
+        if not all(
+            account in wanted and isinstance(value, int | str) and not isinstance(value, bool)
+            for account, value in msgids.items()
+        ):
+            return uncertain_all("msgids does not match the call's recipients")
+        timetag = answer.get("timetag")
+        time_ms = 0 if timetag is None else as_int(timetag)
+        if time_ms is None or time_ms < 0:
+            return uncertain_all("timetag is not a timestamp")
+        not_registered = set(unregister)
+        if not_registered & msgids.keys():
+            return uncertain_all("an account is both unregistered and given a message id")
         results = tuple(
             RecipientResult(
                 recipient,
@@ -149,7 +164,12 @@ class YunxinV1Translator(YunxinTranslator):
                 detail="account not registered (listed in unregister)",
             )
             if recipient in not_registered
-            else RecipientResult(recipient, True, vendor_message_id=_message_id(msgids, recipient))
+            else RecipientResult(
+                recipient,
+                True,
+                vendor_message_id=_message_id(msgids, recipient),
+                vendor_time_ms=time_ms,
+            )
             for recipient in recipients
         )
         return CallResult(Disposition.DONE, results)

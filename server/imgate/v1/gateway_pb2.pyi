@@ -327,6 +327,8 @@ class ImageContent(_message.Message):
     SIZE_BYTES_FIELD_NUMBER: _builtins.int
     WIDTH_FIELD_NUMBER: _builtins.int
     HEIGHT_FIELD_NUMBER: _builtins.int
+    LARGE_FIELD_NUMBER: _builtins.int
+    THUMBNAIL_FIELD_NUMBER: _builtins.int
     url: _builtins.str
     """Download URL."""
     md5: _builtins.str
@@ -341,6 +343,14 @@ class ImageContent(_message.Message):
     """Width in pixels."""
     height: _builtins.int
     """Height in pixels."""
+    @_builtins.property
+    def large(self) -> Global___ImageVariant:
+        """Optional larger rendition (Tencent ImageInfoArray Type 2); only its url is required."""
+
+    @_builtins.property
+    def thumbnail(self) -> Global___ImageVariant:
+        """Optional thumbnail rendition (Tencent ImageInfoArray Type 3); only its url is required."""
+
     def __init__(
         self,
         *,
@@ -351,14 +361,60 @@ class ImageContent(_message.Message):
         size_bytes: _builtins.int = ...,
         width: _builtins.int = ...,
         height: _builtins.int = ...,
+        large: Global___ImageVariant | None = ...,
+        thumbnail: Global___ImageVariant | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["large", b"large", "thumbnail", b"thumbnail"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["format", b"format", "height", b"height", "md5", b"md5", "name", b"name", "size_bytes", b"size_bytes", "url", b"url", "width", b"width"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["format", b"format", "height", b"height", "large", b"large", "md5", b"md5", "name", b"name", "size_bytes", b"size_bytes", "thumbnail", b"thumbnail", "url", b"url", "width", b"width"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ImageContent: _TypeAlias = ImageContent  # noqa: Y015
+
+@_typing.final
+class ImageVariant(_message.Message):
+    """ImageVariant is one picture file: an image rendition or a video's thumbnail. Sizes
+    and dimensions must not be negative; 0 means unknown.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    URL_FIELD_NUMBER: _builtins.int
+    MD5_FIELD_NUMBER: _builtins.int
+    FORMAT_FIELD_NUMBER: _builtins.int
+    SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    WIDTH_FIELD_NUMBER: _builtins.int
+    HEIGHT_FIELD_NUMBER: _builtins.int
+    url: _builtins.str
+    """Download URL (http or https)."""
+    md5: _builtins.str
+    """MD5 of the file, hex."""
+    format: _builtins.str
+    """Format, e.g. "jpg"."""
+    size_bytes: _builtins.int
+    """Size in bytes."""
+    width: _builtins.int
+    """Width in pixels."""
+    height: _builtins.int
+    """Height in pixels."""
+    def __init__(
+        self,
+        *,
+        url: _builtins.str = ...,
+        md5: _builtins.str = ...,
+        format: _builtins.str = ...,
+        size_bytes: _builtins.int = ...,
+        width: _builtins.int = ...,
+        height: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["format", b"format", "height", b"height", "md5", b"md5", "size_bytes", b"size_bytes", "url", b"url", "width", b"width"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImageVariant: _TypeAlias = ImageVariant  # noqa: Y015
 
 @_typing.final
 class AudioContent(_message.Message):
@@ -411,6 +467,7 @@ class VideoContent(_message.Message):
     WIDTH_FIELD_NUMBER: _builtins.int
     HEIGHT_FIELD_NUMBER: _builtins.int
     DURATION_MS_FIELD_NUMBER: _builtins.int
+    THUMBNAIL_FIELD_NUMBER: _builtins.int
     url: _builtins.str
     """Download URL."""
     md5: _builtins.str
@@ -425,6 +482,13 @@ class VideoContent(_message.Message):
     """Height in pixels."""
     duration_ms: _builtins.int
     """Duration in milliseconds."""
+    @_builtins.property
+    def thumbnail(self) -> Global___ImageVariant:
+        """The video's thumbnail picture. Required on Tencent (url, width and height), which
+        documents the thumbnail fields as required for videos sent by REST; Yunxin has no
+        thumbnail field and ignores it.
+        """
+
     def __init__(
         self,
         *,
@@ -435,10 +499,11 @@ class VideoContent(_message.Message):
         width: _builtins.int = ...,
         height: _builtins.int = ...,
         duration_ms: _builtins.int = ...,
+        thumbnail: Global___ImageVariant | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["thumbnail", b"thumbnail"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["duration_ms", b"duration_ms", "format", b"format", "height", b"height", "md5", b"md5", "size_bytes", b"size_bytes", "url", b"url", "width", b"width"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["duration_ms", b"duration_ms", "format", b"format", "height", b"height", "md5", b"md5", "size_bytes", b"size_bytes", "thumbnail", b"thumbnail", "url", b"url", "width", b"width"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -545,7 +610,9 @@ Global___CustomContent: _TypeAlias = CustomContent  # noqa: Y015
 @_typing.final
 class SendOptions(_message.Message):
     """SendOptions are delivery options. Every field is optional; unset keeps the vendor's
-    default. Options a vendor cannot express are ignored on that vendor.
+    default. An option set to a value the backend's vendor cannot express is refused with
+    INVALID_ARGUMENT (e.g. history_enabled = false on Tencent); docs/vendor-mapping.md lists
+    the few that are documented as ignored.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -584,7 +651,10 @@ class SendOptions(_message.Message):
     skip_moderation: _builtins.bool
     """Whether vendor content moderation is skipped."""
     online_only: _builtins.bool
-    """Whether the message is delivered to online recipients only (no history, no unread)."""
+    """Whether the message is delivered to online recipients only (no offline storage, no
+    history, no roaming, no unread count). Contradicts offline_enabled, history_enabled
+    or unread_enabled set to true.
+    """
     read_receipt: _builtins.bool
     """Whether a read receipt is requested."""
     return_message_ids: _builtins.bool
@@ -713,6 +783,7 @@ class RecipientOutcome(_message.Message):
     DETAIL_FIELD_NUMBER: _builtins.int
     VENDOR_MESSAGE_ID_FIELD_NUMBER: _builtins.int
     ATTEMPTS_FIELD_NUMBER: _builtins.int
+    VENDOR_TIME_MS_FIELD_NUMBER: _builtins.int
     recipient_id: _builtins.str
     """The recipient."""
     index: _builtins.int
@@ -731,6 +802,11 @@ class RecipientOutcome(_message.Message):
     """
     attempts: _builtins.int
     """Number of vendor HTTP requests that covered this recipient, refused ones included."""
+    vendor_time_ms: _builtins.int
+    """The vendor's server time of the message in milliseconds since the Unix epoch, when
+    the vendor returned one (Yunxin legacy timetag, Yunxin v2 create_time); 0 otherwise.
+    Yunxin's recall APIs need it beside vendor_message_id.
+    """
     def __init__(
         self,
         *,
@@ -742,10 +818,11 @@ class RecipientOutcome(_message.Message):
         detail: _builtins.str = ...,
         vendor_message_id: _builtins.str = ...,
         attempts: _builtins.int = ...,
+        vendor_time_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "detail", b"detail", "index", b"index", "reason", b"reason", "recipient_id", b"recipient_id", "state", b"state", "vendor_code", b"vendor_code", "vendor_message_id", b"vendor_message_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "detail", b"detail", "index", b"index", "reason", b"reason", "recipient_id", b"recipient_id", "state", b"state", "vendor_code", b"vendor_code", "vendor_message_id", b"vendor_message_id", "vendor_time_ms", b"vendor_time_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
