@@ -110,6 +110,13 @@ def _sha1(text: str) -> str:
                     "VideoSecond": 61,
                     "VideoFormat": "mp4",
                     "VideoDownloadFlag": 2,
+                    "ThumbUrl": "https://cdn.example/m.jpg",
+                    "ThumbUUID": "b026324c6904b2a9cb4b88d6d61c81d1",
+                    "ThumbSize": 20480,
+                    "ThumbWidth": 320,
+                    "ThumbHeight": 180,
+                    "ThumbFormat": "jpg",
+                    "ThumbDownloadFlag": 2,
                 },
             },
         ),
@@ -180,7 +187,6 @@ def test_empty_sender_means_admin() -> None:
         ({"push_payload": '{"k":"v"}'}, {"OfflinePushInfo": {"Ext": '{"k":"v"}'}}),
         ({"offline_enabled": False}, {"OnlineOnlyFlag": 1}),
         ({"offline_enabled": True}, {}),
-        ({"history_enabled": False}, {"OnlineOnlyFlag": 1}),
         ({"history_enabled": True}, {}),
         ({"online_only": True}, {"OnlineOnlyFlag": 1}),
         ({"online_only": False}, {}),
@@ -434,6 +440,62 @@ def test_seed_all_failed_example() -> None:
     assert [(r.accepted, r.reason, r.vendor_code, r.detail) for r in result.results] == [
         (False, pb.FAILURE_REASON_RECIPIENT_NOT_FOUND, "90012", "invalid To_Account")
     ] * 2
+
+
+def test_image_renditions_are_image_info_types_2_and_3() -> None:
+    image = pb.ImageContent()
+    image.CopyFrom(CONTENTS["image"].image)
+    image.large.CopyFrom(pb.ImageVariant(url="https://cdn.example/l.png", width=320, height=240))
+    image.thumbnail.CopyFrom(
+        pb.ImageVariant(url="https://cdn.example/t.png", size_bytes=99, width=64, height=48)
+    )
+    request = make_request(pb.Message(image=image))
+    assert TencentTranslator(TencentTranslator.sandbox_credentials).validate(request) == []
+    infos = _body(request)["MsgBody"][0]["MsgContent"]["ImageInfoArray"]
+    assert infos[1:] == [
+        {"Type": 2, "Size": 0, "Width": 320, "Height": 240, "URL": "https://cdn.example/l.png"},
+        {"Type": 3, "Size": 99, "Width": 64, "Height": 48, "URL": "https://cdn.example/t.png"},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("content", "field"),
+    [
+        (
+            pb.Message(video=pb.VideoContent(url="https://x.example/v.mp4")),
+            "message.video.thumbnail",
+        ),
+        (
+            pb.Message(
+                video=pb.VideoContent(
+                    url="https://x.example/v.mp4",
+                    thumbnail=pb.ImageVariant(url="https://x.example/t.jpg", width=5),
+                )
+            ),
+            "message.video.thumbnail.height",
+        ),
+        (
+            pb.Message(image=pb.ImageContent(url="https://x.example/i.png", height=5)),
+            "message.image.width",
+        ),
+        (
+            pb.Message(custom=pb.CustomContent(data='{"a":1}', sub_type=3)),
+            "message.custom.sub_type",
+        ),
+    ],
+)
+def test_what_tencent_requires_or_cannot_carry_is_refused(content: pb.Message, field: str) -> None:
+    problems = TencentTranslator(TencentTranslator.sandbox_credentials).validate(
+        make_request(content)
+    )
+    assert [p.field for p in problems] == [field]
+
+
+def test_history_off_alone_is_refused_not_sent_as_online_only() -> None:
+    translator = TencentTranslator(TencentTranslator.sandbox_credentials)
+    problems = translator.validate(make_request(history_enabled=False))
+    assert [p.field for p in problems] == ["options.history_enabled"]
+    assert "online_only" in problems[0].description
 
 
 def test_ok_without_error_list_accepts_everyone_with_a_caveat() -> None:

@@ -16,7 +16,7 @@ from imgate.translators.yunxin_v1 import YunxinV1Translator
 from imgate.translators.yunxin_v2 import YunxinV2Translator
 from imgate.v1 import gateway_pb2 as pb
 
-from .cases import CHUNK_KEY, CONTENTS, NONCE, NOW, RECIPIENTS, make_request
+from .cases import CHUNK_KEY, CONTENTS, NONCE, NOW, RECIPIENTS, THUMBNAIL, make_request
 
 ALL = (YunxinV1Translator, YunxinV2Translator, TencentTranslator)
 
@@ -198,9 +198,15 @@ def test_unreadable_200_answer_is_ambiguous(cls: type[Translator], body: bytes) 
     [
         ({"content": pb.Message(text=pb.TextContent(text=""))}, "message.text.text"),
         ({"content": pb.Message(tip=pb.TipContent(text=""))}, "message.tip.text"),
-        ({"content": pb.Message(image=pb.ImageContent(md5="x"))}, "message.image.url"),
+        (
+            {"content": pb.Message(image=pb.ImageContent(md5="x", width=1, height=1))},
+            "message.image.url",
+        ),
         ({"content": pb.Message(audio=pb.AudioContent())}, "message.audio.url"),
-        ({"content": pb.Message(video=pb.VideoContent())}, "message.video.url"),
+        (
+            {"content": pb.Message(video=pb.VideoContent(thumbnail=THUMBNAIL))},
+            "message.video.url",
+        ),
         ({"content": pb.Message(file=pb.FileContent())}, "message.file.url"),
         (
             {"content": pb.Message(location=pb.LocationContent(latitude=91.0))},
@@ -246,7 +252,7 @@ def test_valid_request_has_no_violations(cls: type[Translator]) -> None:
         update_conversation=True,
         skip_moderation=False,
         online_only=False,
-        read_receipt=True,
+        read_receipt=cls is TencentTranslator,  # Yunxin batch sends have no receipts
         return_message_ids=True,
     )
     assert _make(cls).validate(request) == []

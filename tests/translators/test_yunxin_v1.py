@@ -133,8 +133,9 @@ def test_custom_data_passes_through_verbatim() -> None:
             {"payload": {"sound": "a.caf", "pushTitle": "new"}},
         ),
         ({"offline_enabled": False}, {"option": {"persistent": False}}),
-        ({"history_enabled": False}, {"option": {"history": False, "roam": False}}),
-        ({"history_enabled": True}, {"option": {"history": True, "roam": True}}),
+        # Cloud history only: roaming is another behaviour (issue 13.3).
+        ({"history_enabled": False}, {"option": {"history": False}}),
+        ({"history_enabled": True}, {"option": {"history": True}}),
         ({"unread_enabled": False}, {"option": {"badge": False}}),
         ({"sync_to_sender": False}, {"option": {"sendersync": False}}),
         ({"update_conversation": False}, {"option": {"sessionUpdate": False}}),
@@ -142,14 +143,22 @@ def test_custom_data_passes_through_verbatim() -> None:
         ({"skip_moderation": False}, {}),
         (
             {"online_only": True},
-            {"option": {"persistent": False, "history": False, "roam": False}},
+            {"option": {"persistent": False, "history": False, "roam": False, "badge": False}},
         ),
         ({"online_only": False}, {}),
         (
-            {"online_only": True, "history_enabled": True, "push_enabled": True},
-            {"option": {"persistent": False, "history": False, "roam": False, "push": True}},
+            {"online_only": True, "history_enabled": False, "push_enabled": True},
+            {
+                "option": {
+                    "persistent": False,
+                    "history": False,
+                    "roam": False,
+                    "badge": False,
+                    "push": True,
+                }
+            },
         ),
-        ({"read_receipt": True}, {}),  # not on the batch API
+        ({"read_receipt": False}, {}),  # the vendor default; true is refused
         ({"return_message_ids": True}, {"returnMsgid": "true"}),
         ({"return_message_ids": False}, {"returnMsgid": "false"}),
     ],

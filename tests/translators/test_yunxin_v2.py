@@ -12,7 +12,7 @@ from imgate.translators._base import Disposition, VendorRequest
 from imgate.translators.yunxin_v2 import YunxinV2Translator, message_client_id
 from imgate.v1 import gateway_pb2 as pb
 
-from .cases import CHUNK_KEY, CONTENTS, NONCE, NOW, RECIPIENTS, make_request
+from .cases import CHUNK_KEY, CONTENTS, CUSTOM_WITH_SUB_TYPE, NONCE, NOW, RECIPIENTS, make_request
 
 
 def _translator() -> YunxinV2Translator:
@@ -101,7 +101,6 @@ def _body(request: pb.BatchSendRequest) -> dict[str, Any]:
             {
                 "message_type": 100,
                 "attachment": {"kind": "order", "id": 42},
-                "sub_type": 7,
                 "text": "新订单",
             },
         ),
@@ -128,6 +127,12 @@ def test_message_client_id_is_stable_per_chunk_and_unique_across_chunks() -> Non
     assert len(ids[0]) == 32
 
 
+def test_custom_sub_type_is_sent() -> None:
+    request = make_request(pb.Message(custom=CUSTOM_WITH_SUB_TYPE))
+    assert _translator().validate(request) == []
+    assert _body(request)["message"]["sub_type"] == 7
+
+
 def test_custom_without_sub_type_or_description() -> None:
     request = make_request(pb.Message(custom=pb.CustomContent(data='{"a":[1,2]}')))
     assert _body(request)["message"] == {"message_type": 100, "attachment": {"a": [1, 2]}}
@@ -150,7 +155,7 @@ def test_custom_without_sub_type_or_description() -> None:
         ({"offline_enabled": False}, {"message_config": {"offline_enabled": False}}),
         (
             {"history_enabled": False},
-            {"message_config": {"history_enabled": False, "roaming_enabled": False}},
+            {"message_config": {"history_enabled": False}},
         ),
         ({"unread_enabled": False}, {"message_config": {"unread_enabled": False}}),
         ({"sync_to_sender": True}, {"message_config": {"mutil_sync_enabled": True}}),
@@ -167,11 +172,12 @@ def test_custom_without_sub_type_or_description() -> None:
                     "offline_enabled": False,
                     "history_enabled": False,
                     "roaming_enabled": False,
+                    "unread_enabled": False,
                 }
             },
         ),
         ({"online_only": False}, {}),
-        ({"read_receipt": True}, {}),  # P2P read receipts are not on this API
+        ({"read_receipt": False}, {}),  # the vendor default; true is refused
         ({"return_message_ids": True}, {}),  # ids are always returned
     ],
 )
@@ -219,14 +225,14 @@ def test_every_key_sent_is_documented(kind: str) -> None:
             push_content="c",
             push_title="t",
             push_payload="{}",
-            offline_enabled=True,
-            history_enabled=True,
-            unread_enabled=True,
+            offline_enabled=False,
+            history_enabled=False,
+            unread_enabled=False,
             sync_to_sender=True,
             update_conversation=True,
             skip_moderation=True,
             online_only=True,
-            read_receipt=True,
+            read_receipt=False,
             return_message_ids=True,
         )
     )

@@ -5,6 +5,7 @@ header, field limits, media body keys and the meaning of their codes (vendors.md
 
 from __future__ import annotations
 
+import abc
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Final
@@ -27,11 +28,14 @@ from imgate.translators._common import (
     json_object,
     message_violations,
     short,
+    unsupported_option,
 )
 from imgate.v1 import gateway_pb2 as pb
 
 TEXT_MAX_CHARS: Final = 5000
 """Text and tip messages (vendors.md §5; a plan may allow more, none allows less)."""
+ATTACHMENT_MAX_CHARS: Final = 5000
+"""The body (legacy) / attachment JSON (v2) of a non-text message (vendors.md §5)."""
 DESCRIPTION_MAX_CHARS: Final = 500
 """msgDesc (v1) / text of a non-text message (v2)."""
 PUSH_CONTENT_MAX_CHARS: Final = 500
@@ -203,6 +207,8 @@ class YunxinTranslator(Translator):
     content_type: ClassVar[str]
     extension_max_chars: ClassVar[int | None]
     """Cap on message.extension, when the API documents one."""
+    supports_sub_type: ClassVar[bool]
+    """Whether the batch API carries CustomContent.sub_type."""
 
     def __init__(self, credentials: Mapping[str, Any]) -> None:
         super().__init__(credentials)
@@ -216,6 +222,32 @@ class YunxinTranslator(Translator):
         problems = message_violations(request)
         message, options = request.message, request.options
         kind = message.WhichOneof("content")
+        if options.HasField("read_receipt") and options.read_receipt:
+            problems.append(
+                unsupported_option(
+                    self.vendor, "read_receipt", "batch one-to-one sends have no read receipt"
+                )
+            )
+        if kind == "custom" and message.custom.sub_type > 0 and not self.supports_sub_type:
+            problems.append(
+                FieldViolation(
+                    "message.custom.sub_type",
+                    f"not supported on {self.vendor}: the batch API has no sub-type"
+                    " (put it in data)",
+                )
+            )
+        # The body cannot be encoded before the message's own problems are fixed.
+        if not problems and kind not in (None, "text", "tip"):
+            attachment = self.attachment_text(message)
+            if java_len(attachment) > ATTACHMENT_MAX_CHARS:
+                field = "message.custom.data" if kind == "custom" else f"message.{kind}"
+                problems.append(
+                    FieldViolation(
+                        field,
+                        f"the vendor body would be {java_len(attachment)} characters;"
+                        f" Yunxin allows {ATTACHMENT_MAX_CHARS}",
+                    )
+                )
         if kind in ("text", "tip"):
             text = getattr(message, kind).text
             if java_len(text) > TEXT_MAX_CHARS:
@@ -263,6 +295,10 @@ class YunxinTranslator(Translator):
                 )
             )
         return problems
+
+    @abc.abstractmethod
+    def attachment_text(self, message: pb.Message) -> str:
+        """The body (legacy) / attachment (v2) of a non-text message, as sent."""
 
     def headers(self, chunk_key: str, now: float, nonce: str) -> dict[str, str]:
         """Auth headers (fresh per attempt) plus the trace id (the same on every resend)."""

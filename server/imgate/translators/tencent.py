@@ -41,6 +41,7 @@ from imgate.translators._common import (
     media_uuid,
     message_violations,
     short,
+    unsupported_option,
 )
 from imgate.v1 import gateway_pb2 as pb
 
@@ -71,6 +72,37 @@ _NEEDS_ESCAPE: Final = re.compile(r'[\x00-\x1f"\\]')
 _IMAGE_FORMATS: Final[Mapping[str, int]] = {"jpg": 1, "jpeg": 1, "gif": 2, "png": 3, "bmp": 4}
 _OTHER_IMAGE_FORMAT: Final = 255
 _DOWNLOAD_FLAG: Final = 2  # the only value the API takes: download from Url
+ORIGINAL_IMAGE, LARGE_IMAGE, THUMBNAIL_IMAGE = 1, 2, 3
+"""ImageInfoArray Type values (vendors.md §10.3)."""
+
+ELEMENT_REQUIRED_FIELDS: Final[Mapping[str, tuple[str, ...]]] = {
+    "TIMTextElem": ("Text",),
+    "TIMLocationElem": ("Desc", "Latitude", "Longitude"),
+    "TIMFaceElem": ("Index", "Data"),
+    "TIMCustomElem": ("Data",),
+    "TIMSoundElem": ("Url", "UUID", "Size", "Second", "Download_Flag"),
+    "TIMImageElem": ("UUID", "ImageFormat", "ImageInfoArray"),
+    "TIMFileElem": ("Url", "UUID", "FileSize", "FileName", "Download_Flag"),
+    "TIMVideoFileElem": (
+        "VideoUrl",
+        "VideoUUID",
+        "VideoSize",
+        "VideoSecond",
+        "VideoFormat",
+        "VideoDownloadFlag",
+        "ThumbUrl",
+        "ThumbUUID",
+        "ThumbSize",
+        "ThumbWidth",
+        "ThumbHeight",
+        "ThumbFormat",
+        "ThumbDownloadFlag",
+    ),
+}
+"""MsgContent fields each element must carry in a REST send (TX-FMT, vendors.md §10.3):
+what the translator sends and the emulator requires."""
+IMAGE_INFO_REQUIRED_FIELDS: Final = ("Type", "Size", "Width", "Height", "URL")
+"""Fields of every ImageInfoArray entry (TX-FMT)."""
 
 _DONE = Disposition.DONE
 _AMBIGUOUS = Disposition.AMBIGUOUS
@@ -223,6 +255,7 @@ class TencentTranslator(Translator):
         ids = list(request.recipient_ids) if recipient_ids is None else recipient_ids
         problems = _id_byte_violations(request, ids)
         problems += message_violations(request)
+        problems += _tencent_violations(request)
         if problems or request.message.WhichOneof("content") is None:
             return problems  # the body cannot be encoded before these are fixed
         prepared = self.prepare(request)
@@ -252,11 +285,9 @@ class TencentTranslator(Translator):
         if "sync_to_sender" in chosen:
             doc["SyncOtherMachine"] = 1 if options.sync_to_sender else 2
         doc["MsgBody"] = [_element(message)]
-        if (
-            options.online_only
-            or chosen.get("offline_enabled") is False
-            or chosen.get("history_enabled") is False
-        ):
+        # Only online_only and offline_enabled=false mean "online recipients only";
+        # history_enabled=false alone is refused by validate() (issue 13.3).
+        if options.online_only or chosen.get("offline_enabled") is False:
             doc["OnlineOnlyFlag"] = 1
         if message.extension:
             doc["CloudCustomData"] = message.extension
@@ -411,6 +442,52 @@ no ErrorList while an account did not exist (vendors.md §7.3, §12), so an ACCE
 recipient is not proof that the account exists (docs/vendor-mapping.md "Answers")."""
 
 
+def _tencent_violations(request: pb.BatchSendRequest) -> list[FieldViolation]:
+    """What Tencent requires or cannot express (vendors.md §4.3, §10.3; issue 13.1, 13.3)."""
+    message, options = request.message, request.options
+    problems: list[FieldViolation] = []
+    kind = message.WhichOneof("content")
+    if kind == "image":
+        for name in ("width", "height"):
+            if getattr(message.image, name) <= 0:
+                problems.append(
+                    FieldViolation(f"message.image.{name}", "required (> 0) on Tencent")
+                )
+    elif kind == "video":
+        if not message.video.HasField("thumbnail"):
+            problems.append(
+                FieldViolation(
+                    "message.video.thumbnail",
+                    "required on Tencent (ThumbUrl, ThumbWidth, ThumbHeight are required)",
+                )
+            )
+        else:
+            for name in ("width", "height"):
+                if getattr(message.video.thumbnail, name) <= 0:
+                    problems.append(
+                        FieldViolation(
+                            f"message.video.thumbnail.{name}", "required (> 0) on Tencent"
+                        )
+                    )
+    elif kind == "custom" and message.custom.sub_type > 0:
+        problems.append(
+            FieldViolation(
+                "message.custom.sub_type",
+                "not supported on tencent: TIMCustomElem has no sub-type (put it in data)",
+            )
+        )
+    if options.HasField("history_enabled") and not options.history_enabled:
+        problems.append(
+            unsupported_option(
+                "tencent",
+                "history_enabled",
+                "history cannot be turned off alone; online_only turns off history,"
+                " offline storage and unread together",
+            )
+        )
+    return problems
+
+
 def _longest_body_bytes(translator: TencentTranslator, ids: Sequence[str]) -> int:
     """The most bytes one of `ids` adds to a body (what recipients_body_bytes would max)."""
     joined = "".join(ids)
@@ -469,19 +546,15 @@ def _element(message: pb.Message) -> dict[str, Any]:
         return {"MsgType": "TIMLocationElem", "MsgContent": content}
     if kind == "image":
         image = message.image
-        image_format = _IMAGE_FORMATS.get(image.format.lower().lstrip("."), _OTHER_IMAGE_FORMAT)
+        infos = [_image_info(ORIGINAL_IMAGE, image)]
+        if image.HasField("large"):
+            infos.append(_image_info(LARGE_IMAGE, image.large))
+        if image.HasField("thumbnail"):
+            infos.append(_image_info(THUMBNAIL_IMAGE, image.thumbnail))
         content = {
             "UUID": media_uuid(image.md5, image.url),
-            "ImageFormat": image_format,
-            "ImageInfoArray": [
-                {
-                    "Type": 1,  # the original; no thumbnails are given
-                    "Size": image.size_bytes,
-                    "Width": image.width,
-                    "Height": image.height,
-                    "URL": image.url,
-                }
-            ],
+            "ImageFormat": _image_format(image.format),
+            "ImageInfoArray": infos,
         }
         return {"MsgType": "TIMImageElem", "MsgContent": content}
     if kind == "audio":
@@ -496,6 +569,7 @@ def _element(message: pb.Message) -> dict[str, Any]:
         return {"MsgType": "TIMSoundElem", "MsgContent": content}
     if kind == "video":
         video = message.video
+        thumb = video.thumbnail
         content = {
             "VideoUrl": video.url,
             "VideoUUID": media_uuid(video.md5, video.url),
@@ -503,6 +577,14 @@ def _element(message: pb.Message) -> dict[str, Any]:
             "VideoSecond": ceil_seconds(video.duration_ms),
             "VideoFormat": video.format,
             "VideoDownloadFlag": _DOWNLOAD_FLAG,
+            # Required for REST sends (TX-FMT); validate() refuses a video without one.
+            "ThumbUrl": thumb.url,
+            "ThumbUUID": media_uuid(thumb.md5, thumb.url),
+            "ThumbSize": thumb.size_bytes,
+            "ThumbWidth": thumb.width,
+            "ThumbHeight": thumb.height,
+            "ThumbFormat": thumb.format,
+            "ThumbDownloadFlag": _DOWNLOAD_FLAG,
         }
         return {"MsgType": "TIMVideoFileElem", "MsgContent": content}
     if kind == "file":
@@ -516,6 +598,21 @@ def _element(message: pb.Message) -> dict[str, Any]:
         }
         return {"MsgType": "TIMFileElem", "MsgContent": content}
     raise ValueError("message has no content")
+
+
+def _image_format(name: str) -> int:
+    return _IMAGE_FORMATS.get(name.lower().lstrip("."), _OTHER_IMAGE_FORMAT)
+
+
+def _image_info(info_type: int, image: pb.ImageContent | pb.ImageVariant) -> dict[str, Any]:
+    """One ImageInfoArray entry; Width and Height are required (TX-FMT)."""
+    return {
+        "Type": info_type,
+        "Size": image.size_bytes,
+        "Width": image.width,
+        "Height": image.height,
+        "URL": image.url,
+    }
 
 
 def _error_list(items: object, recipients: Sequence[str]) -> dict[str, int] | None:

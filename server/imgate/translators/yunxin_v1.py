@@ -38,13 +38,15 @@ RETURN_IDS_RECIPIENTS_PER_CALL: Final = 100
 _OPTION_KEYS: Final[Mapping[str, tuple[str, ...]]] = {
     "push_enabled": ("push",),
     "offline_enabled": ("persistent",),
-    "history_enabled": ("history", "roam"),
+    # Cloud history only: roaming (sync to the recipient's other devices) is a different
+    # behaviour the API cannot leave out of "history" (issue 13.3).
+    "history_enabled": ("history",),
     "unread_enabled": ("badge",),
     "sync_to_sender": ("sendersync",),
     "update_conversation": ("sessionUpdate",),
 }
-# online_only turns these off; it is applied last so it wins over the individual switches.
-_ONLINE_ONLY_OFF: Final = ("persistent", "history", "roam")
+# online_only turns these off: no offline storage, history, roaming or unread badge.
+_ONLINE_ONLY_OFF: Final = ("persistent", "history", "roam", "badge")
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +73,13 @@ class YunxinV1Translator(YunxinTranslator):
     trace_header: ClassVar[str] = "RequestId"
     content_type: ClassVar[str] = "application/x-www-form-urlencoded;charset=utf-8"
     extension_max_chars: ClassVar[int | None] = None  # plan-dependent (vendors.md §14.8)
+    supports_sub_type: ClassVar[bool] = False  # only sendMsg.action has subType (§4.1)
+
+    def attachment_text(self, message: pb.Message) -> str:
+        kind = message.WhichOneof("content")
+        if kind == "custom":
+            return message.custom.data  # a JSON object (validated), passed as is
+        return compact_json(media_body(message, str(kind), "w", "h"))
 
     def prepare(self, request: pb.BatchSendRequest) -> YunxinV1Prepared:
         message, options = request.message, request.options
@@ -80,12 +89,10 @@ class YunxinV1Translator(YunxinTranslator):
         fields = {"fromAccid": request.sender_id, "type": str(MESSAGE_TYPES[kind])}
         if kind in ("text", "tip"):
             fields["body"] = compact_json({"msg": getattr(message, kind).text})
-        elif kind == "custom":
-            fields["body"] = message.custom.data  # a JSON object (validated), passed as is
-            if message.custom.description:
-                fields["msgDesc"] = message.custom.description
         else:
-            fields["body"] = compact_json(media_body(message, kind, "w", "h"))
+            fields["body"] = self.attachment_text(message)
+            if kind == "custom" and message.custom.description:
+                fields["msgDesc"] = message.custom.description
         option = _option(options)
         if option:
             fields["option"] = compact_json(option)

@@ -51,13 +51,18 @@ EXTENSION_MAX_CHARS: Final = 1024
 # SendOptions field → the `message_config` keys it sets (vendor-mapping.md "Options").
 _MESSAGE_CONFIG_KEYS: Final[Mapping[str, tuple[str, ...]]] = {
     "offline_enabled": ("offline_enabled",),
-    "history_enabled": ("history_enabled", "roaming_enabled"),
+    "history_enabled": ("history_enabled",),  # not roaming: another behaviour
     "unread_enabled": ("unread_enabled",),
     "sync_to_sender": ("mutil_sync_enabled",),  # sic: the vendor's spelling
     "update_conversation": ("conversation_update_enabled",),
 }
-# online_only turns these off; applied last so it wins over the individual switches.
-_ONLINE_ONLY_OFF: Final = ("offline_enabled", "history_enabled", "roaming_enabled")
+# online_only turns these off: no offline storage, history, roaming or unread count.
+_ONLINE_ONLY_OFF: Final = (
+    "offline_enabled",
+    "history_enabled",
+    "roaming_enabled",
+    "unread_enabled",
+)
 
 # The two official SDKs disagree on the key of a failed_list item (vendors.md §7.2).
 _FAILED_ACCOUNT_KEYS: Final = ("account_id", "receiver_id")
@@ -92,6 +97,10 @@ class YunxinV2Translator(YunxinTranslator):
     trace_header: ClassVar[str] = "X-custom-traceid"
     content_type: ClassVar[str] = "application/json"
     extension_max_chars: ClassVar[int | None] = EXTENSION_MAX_CHARS
+    supports_sub_type: ClassVar[bool] = True
+
+    def attachment_text(self, message: pb.Message) -> str:
+        return compact_json(_message(message)["attachment"])
 
     def prepare(self, request: pb.BatchSendRequest) -> YunxinV2Prepared:
         message, options = request.message, request.options
