@@ -30,6 +30,7 @@ from typing import Any
 import aiohttp
 
 from imgate import __version__
+from imgate._answers import AuthFailureLog, oversized_answer, read_bounded
 from imgate._config import BackendConfig
 from imgate._planner import UniqueRecipients, iter_chunk_sizes
 from imgate._ratelimit import BackendLimiter, Grant, QuotaWaitTooLong
@@ -149,6 +150,7 @@ class Backend:
             config.recipient_window_s,
         )
         self.permits = asyncio.Semaphore(config.max_in_flight)
+        self.auth_log = AuthFailureLog(config.name)
         self._session: aiohttp.ClientSession | None = None
 
     @property
@@ -203,7 +205,9 @@ class Backend:
                 timeout=aiohttp.ClientTimeout(total=timeout_s),
                 trace_request_ctx=trace_ctx,
             ) as response:
-                body = await response.read()
+                body = await read_bounded(
+                    response.content, response.content_length, self.config.max_response_bytes
+                )
                 status = response.status
         except TimeoutError:
             return _transport_failure(
@@ -221,8 +225,10 @@ class Backend:
                 type(exc).__name__,
             )
         log.debug("%s %s -> HTTP %s", request.method, request.path, status)
+        if body is None:
+            return oversized_answer(self.config.max_response_bytes)
         try:
-            return self.translator.parse(chunk.recipients, status, body)
+            result = self.translator.parse(chunk.recipients, status, body)
         except Exception:
             # The vendor answered, so it may have processed the call: never resend.
             log.exception("backend %s: cannot read the vendor's answer", self.config.name)
@@ -232,6 +238,8 @@ class Backend:
                 vendor_code=f"http_{status}",
                 detail="unreadable answer",
             )
+        self.auth_log.observe(result)
+        return result
 
     async def run_batch(
         self,

@@ -85,6 +85,12 @@ class YunxinV2Emulator(Emulator[YunxinV2Settings, _V2Call]):
     def error_body(self, code: int, message: str) -> dict[str, Any]:
         return {"code": code, "msg": message, "data": {}}
 
+    def without_failures(self, answer: dict[str, Any]) -> dict[str, Any]:
+        data = answer.get("data")
+        if not isinstance(data, dict):
+            return answer
+        return {**answer, "data": {k: v for k, v in data.items() if k != "failed_list"}}
+
     def parse(self, request: web.Request, body: bytes) -> _V2Call:
         doc = _json_body(request, body)
         settings = self.settings
