@@ -8,7 +8,8 @@ import logging
 import pytest
 
 from imgate._answers import read_bounded
-from imgate.sandbox import FaultRule, SandboxServer
+from imgate.sandbox import FaultRule, SandboxConfig, SandboxServer
+from imgate.sandbox.yunxin_v2 import YunxinV2Settings
 from imgate.v1 import gateway_pb2 as pb
 from tests.conftest import VENDORS, StartGateway, text_request
 
@@ -115,3 +116,27 @@ async def test_auth_failures_are_logged_at_warning_once_per_episode(
     ]
     assert len(warnings) == 2  # one per episode
     assert all("wrong-secret-value" not in r.getMessage() for r in caplog.records)
+
+
+class TestYunxinV2RateCode:
+    """The v2 API refuses for rate with 107323: the backend pauses, the chunk is resent."""
+
+    @pytest.fixture
+    def sandbox_config_override(self) -> SandboxConfig:
+        return SandboxConfig(
+            seed=1,
+            vendors={"yunxin_v2": YunxinV2Settings(call_limit=1, call_window_s=0.5, block_s=0.5)},
+        )
+
+    async def test_v2_rate_code_pauses_and_resends(
+        self, sandbox: SandboxServer, start_gateway: StartGateway
+    ) -> None:
+        gateway = await start_gateway(
+            {"recipients_per_call": 2, "block_s": 0.6, "max_in_flight": 1, "max_attempts": 10}
+        )
+        ids = [f"u{n}" for n in range(6)]
+        _, _outcomes, summary = await gateway.send(text_request(ids, "yunxin_v2"))
+        assert summary.accepted == 6
+        stats = sandbox.state.stats("yunxin_v2")
+        assert stats.refusals.get("107323", 0) >= 1
+        assert stats.duplicate_deliveries == 0

@@ -84,27 +84,31 @@ Codes not listed are AMBIGUOUS: undocumented, so nothing says the call was not p
 
 V2_RATE_CODE: Final = 107323
 """The IM 2.0 family's rate-limit code (docs/vendor-mapping.md "Answers", YX2-CODES)."""
+V2_ACCOUNT_NOT_FOUND: Final = 102404
+V2_SENDER_MUTED: Final = 102421
+V2_SENDER_BANNED: Final = 102422
+V2_RETRY: Final = 102449
 
 V2_CODES: Final[Mapping[int, tuple[Disposition, Reason]]] = {
     **CODES,
     # IM 2.0 codes are 6 digits: 1, a 2-digit resource (02 user, 04 friend, 07 message),
     # then a 3-digit code (YX2-CODES). The 3-digit common codes stay valid.
-    102404: (_DONE, pb.FAILURE_REASON_SENDER_NOT_FOUND),  # on a request: the sender
-    102421: (_DONE, pb.FAILURE_REASON_SENDER_MUTED),
-    102422: (_DONE, pb.FAILURE_REASON_SENDER_BANNED),
+    V2_ACCOUNT_NOT_FOUND: (_DONE, pb.FAILURE_REASON_SENDER_NOT_FOUND),  # of a request: sender
+    V2_SENDER_MUTED: (_DONE, pb.FAILURE_REASON_SENDER_MUTED),
+    V2_SENDER_BANNED: (_DONE, pb.FAILURE_REASON_SENDER_BANNED),
     102426: (_DONE, pb.FAILURE_REASON_RECIPIENT_INVALID),  # in the receiver's block list
     104404: (_DONE, pb.FAILURE_REASON_RECIPIENT_INVALID),  # not a friend (check_friend)
     107451: (_DONE, pb.FAILURE_REASON_CONTENT_REJECTED),  # antispam
     107410: (_DONE, pb.FAILURE_REASON_VENDOR_ERROR),  # messaging disabled for the app
     V2_RATE_CODE: (Disposition.RATE_LIMITED, pb.FAILURE_REASON_RATE_LIMITED),
     # "retry": the vendor failed somewhere inside, maybe after sending.
-    102449: (Disposition.AMBIGUOUS, pb.FAILURE_REASON_VENDOR_ERROR),
+    V2_RETRY: (Disposition.AMBIGUOUS, pb.FAILURE_REASON_VENDOR_ERROR),
 }
 """The v2 API's request-level codes: the common ones plus the IM 2.0 family."""
 
 RECIPIENT_REASONS: Final[Mapping[int, Reason]] = {
     404: pb.FAILURE_REASON_RECIPIENT_NOT_FOUND,
-    102404: pb.FAILURE_REASON_RECIPIENT_NOT_FOUND,
+    V2_ACCOUNT_NOT_FOUND: pb.FAILURE_REASON_RECIPIENT_NOT_FOUND,
     405: pb.FAILURE_REASON_RECIPIENT_INVALID,
     414: pb.FAILURE_REASON_RECIPIENT_INVALID,
     416: pb.FAILURE_REASON_RATE_LIMITED,
