@@ -283,3 +283,59 @@ def test_per_recipient_results_become_outcomes_and_counts() -> None:
     ]
     assert (outcomes[0].vendor_message_id, outcomes[0].vendor_time_ms) == ("m", 5)
     assert count_states(results) == (1, 1, 1)
+
+
+@pytest.mark.parametrize("cls", [YunxinV1Translator, YunxinV2Translator])
+@pytest.mark.parametrize(
+    ("content", "field"),
+    [
+        # Over the vendor's 5000-character body: refused up front, not 414 on every chunk.
+        (
+            pb.Message(custom=pb.CustomContent(data='{"a":"' + "x" * 5000 + '"}')),
+            "message.custom.data",
+        ),
+        (
+            pb.Message(file=pb.FileContent(url="https://cdn.example/" + "f" * 5000)),
+            "message.file",
+        ),
+    ],
+)
+def test_yunxin_body_over_the_limit_is_refused(
+    cls: type[Translator], content: pb.Message, field: str
+) -> None:
+    problems = _make(cls).validate(make_request(content))
+    assert [p.field for p in problems] == [field]
+
+
+def test_yunxin_body_counts_what_is_sent() -> None:
+    # v2 re-encodes the custom data compactly: spaces in the caller's JSON do not count.
+    data = '{"a": "' + "x" * 4985 + '",   "b": 1}'
+    request = make_request(pb.Message(custom=pb.CustomContent(data=data)))
+    assert _make(YunxinV2Translator).validate(request) == []
+    assert [p.field for p in _make(YunxinV1Translator).validate(request)] == ["message.custom.data"]
+
+
+@pytest.mark.parametrize(
+    ("cls", "allowed"),
+    [(YunxinV1Translator, False), (YunxinV2Translator, True), (TencentTranslator, False)],
+)
+def test_custom_sub_type_only_where_the_vendor_carries_it(
+    cls: type[Translator], allowed: bool
+) -> None:
+    request = make_request(pb.Message(custom=pb.CustomContent(data='{"a":1}', sub_type=4)))
+    fields = [p.field for p in _make(cls).validate(request)]
+    assert fields == ([] if allowed else ["message.custom.sub_type"])
+
+
+@pytest.mark.parametrize("cls", [YunxinV1Translator, YunxinV2Translator])
+def test_yunxin_refuses_read_receipts_it_cannot_send(cls: type[Translator]) -> None:
+    fields = [p.field for p in _make(cls).validate(make_request(read_receipt=True))]
+    assert fields == ["options.read_receipt"]
+    assert _make(cls).validate(make_request(read_receipt=False)) == []
+
+
+@pytest.mark.parametrize("cls", ALL)
+@pytest.mark.parametrize("option", ["offline_enabled", "history_enabled", "unread_enabled"])
+def test_online_only_contradicted_is_refused(cls: type[Translator], option: str) -> None:
+    problems = _make(cls).validate(make_request(online_only=True, **{option: True}))
+    assert f"options.{option}" in [p.field for p in problems]
