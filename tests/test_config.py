@@ -207,3 +207,73 @@ def test_max_response_bytes_defaults_to_4_mib_and_is_configurable() -> None:
     config = parse_config(tomllib.loads(_one_backend("max_response_bytes = 1024")), {})
     assert config.backends[0].max_response_bytes == 1024
     assert config.backends[0].recipients_per_call == 500
+
+
+@pytest.mark.parametrize(
+    ("vendor", "region", "base_url", "backup"),
+    [
+        ("tencent", "china", "https://console.tim.qq.com", "https://adminapi.my-imcloud.com"),
+        (
+            "tencent",
+            "singapore",
+            "https://adminapisgp.im.qcloud.com",
+            "https://adminapisgp.my-imcloud.com",
+        ),
+        (
+            "tencent",
+            "jakarta",
+            "https://adminapiidn.im.qcloud.com",
+            "https://adminapiidn.my-imcloud.com",
+        ),
+        ("yunxin_v1", "china", "https://api.yunxinapi.com", "https://api-cn-bak.yunxinapi.com"),
+        (
+            "yunxin_v2",
+            "singapore",
+            "https://open-sg.yunxinapi.com",
+            "https://open-sg-bak.yunxinapi.com",
+        ),
+    ],
+)
+def test_region_presets_set_primary_and_backup(
+    vendor: str, region: str, base_url: str, backup: str
+) -> None:
+    import tomllib
+
+    text = _one_backend(f'region = "{region}"', vendor).replace(
+        'base_url = "https://h.example"\n', ""
+    )
+    backend = parse_config(tomllib.loads(text), {}).backends[0]
+    assert (backend.base_url, backend.backup_base_url) == (base_url, backup)
+
+
+def test_tencent_has_every_documented_region() -> None:
+    from imgate.translators.tencent import TencentTranslator
+
+    assert set(TencentTranslator.regions) == {
+        "china",
+        "singapore",
+        "seoul",
+        "tokyo",
+        "frankfurt",
+        "silicon_valley",
+        "jakarta",
+    }
+
+
+@pytest.mark.parametrize(
+    ("extra", "keep_base_url", "key"),
+    [
+        ('region = "mars"', False, "backends.b.region"),
+        ('region = "china"', True, "backends.b.base_url"),  # both: which one?
+        ('backup_base_url = "ftp://x"', True, "backends.b.backup_base_url"),
+    ],
+)
+def test_region_errors_name_the_key(extra: str, keep_base_url: bool, key: str) -> None:
+    import tomllib
+
+    text = _one_backend(extra)
+    if not keep_base_url:
+        text = text.replace('base_url = "https://h.example"\n', "")
+    with pytest.raises(ConfigError) as error:
+        parse_config(tomllib.loads(text), {})
+    assert error.value.key == key

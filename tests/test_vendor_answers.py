@@ -140,3 +140,18 @@ class TestYunxinV2RateCode:
         stats = sandbox.state.stats("yunxin_v2")
         assert stats.refusals.get("107323", 0) >= 1
         assert stats.duplicate_deliveries == 0
+
+
+@pytest.mark.parametrize("backend", VENDORS)
+async def test_fails_over_to_the_backup_endpoint_when_the_primary_refuses(
+    backend: str, sandbox: SandboxServer, start_gateway: StartGateway
+) -> None:
+    # Port 1 on loopback refuses connections: certainly not processed, so the chunk is
+    # resent to the backup endpoint (the vendors' documented failover, vendors.md §3).
+    gateway = await start_gateway(
+        {"base_url": "http://127.0.0.1:1", "backup_base_url": sandbox.url}
+    )
+    _, outcomes, summary = await gateway.send(text_request(["a", "b"], backend))
+    assert summary.accepted == 2
+    assert all(o.attempts == 2 for o in outcomes)
+    assert sandbox.state.stats(backend).calls_received == 1

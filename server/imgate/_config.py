@@ -88,6 +88,9 @@ class BackendConfig:
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
     """Largest vendor answer read; a larger one is never buffered beyond this and makes
     the call's recipients UNCERTAIN (CONTRACT §8 rule 24)."""
+    backup_base_url: str = ""
+    """Where calls go after one failed certainly unprocessed (connection refused, HTTP
+    502) on the current base URL; empty = no failover. Set from `region` or given."""
     sandbox: bool = False
     """Whether this backend points at the built-in emulators."""
 
@@ -131,6 +134,8 @@ _TOP_KEYS = {
 _BACKEND_KEYS: dict[str, type] = {
     "vendor": str,
     "base_url": str,
+    "backup_base_url": str,
+    "region": str,
     "recipients_per_call": int,
     "call_limit": int,
     "call_window_s": float,
@@ -208,6 +213,16 @@ def _backend(name: str, raw: Any, env: Mapping[str, str]) -> BackendConfig:
         # Credentials are the vendor's numbers (a Tencent SDKAppID is a uint32).
         maximum = UINT32_MAX if key in translator.credential_fields else INT32_MAX
         values[key] = _typed(f"{prefix}.{key}", value, allowed[key], env, maximum)
+    if "region" in values:
+        region = translator.regions.get(values["region"])
+        if region is None:
+            known = ", ".join(translator.regions)
+            raise ConfigError(f"{prefix}.region", f"unknown {vendor} region (known: {known})")
+        for key in ("base_url", "backup_base_url"):
+            if key in values:
+                raise ConfigError(f"{prefix}.{key}", "set either region or base_url, not both")
+        values["base_url"] = region.base_url
+        values["backup_base_url"] = region.backup_base_url
     for key in ("base_url", *translator.credential_fields):
         if key not in values:
             raise ConfigError(f"{prefix}.{key}", "missing")
@@ -216,10 +231,19 @@ def _backend(name: str, raw: Any, env: Mapping[str, str]) -> BackendConfig:
         raise ConfigError(
             f"{prefix}.recipients_per_call", f"at most {cap} (the vendor's documented maximum)"
         )
-    base_url = values["base_url"].rstrip("/")
-    if not re.match(r"^https?://[^/\s]+$", base_url):
-        raise ConfigError(f"{prefix}.base_url", "must be http(s)://host[:port] with no path")
+    base_url = _base_url(f"{prefix}.base_url", values["base_url"])
+    if "backup_base_url" in values:
+        values["backup_base_url"] = _base_url(
+            f"{prefix}.backup_base_url", values["backup_base_url"]
+        )
     return _with_defaults(name, vendor, base_url, values, sandbox=False)
+
+
+def _base_url(key: str, value: str) -> str:
+    base_url = value.rstrip("/")
+    if not re.match(r"^https?://[^/\s]+$", base_url):
+        raise ConfigError(key, "must be http(s)://host[:port] with no path")
+    return base_url
 
 
 def _with_defaults(
@@ -243,6 +267,7 @@ def _with_defaults(
         request_timeout_s=values.get("request_timeout_s", 10.0),
         max_attempts=values.get("max_attempts", 5),
         max_response_bytes=values.get("max_response_bytes", DEFAULT_MAX_RESPONSE_BYTES),
+        backup_base_url=values.get("backup_base_url", ""),
         sandbox=sandbox,
     )
 

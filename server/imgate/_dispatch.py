@@ -32,6 +32,7 @@ import aiohttp
 from imgate import __version__
 from imgate._answers import AuthFailureLog, oversized_answer, read_bounded
 from imgate._config import BackendConfig
+from imgate._endpoints import Endpoints
 from imgate._planner import UniqueRecipients, iter_chunk_sizes
 from imgate._ratelimit import BackendLimiter, Grant, QuotaWaitTooLong
 from imgate._registry import BY_VENDOR
@@ -142,7 +143,9 @@ class Backend:
     def __init__(self, config: BackendConfig) -> None:
         self.config = config
         self.translator: Translator = BY_VENDOR[config.vendor].translator(config.credentials)
-        self.url = config.base_url + self.translator.path
+        self.endpoints = Endpoints(
+            config.name, config.base_url, config.backup_base_url, self.translator.path
+        )
         self.limiter = BackendLimiter(
             config.call_limit,
             config.call_window_s,
@@ -198,7 +201,7 @@ class Backend:
         try:
             async with self.session.request(
                 request.method,
-                self.url,
+                self.endpoints.url,
                 params=request.query,
                 headers=request.headers,
                 data=request.body,
@@ -389,6 +392,7 @@ class _ChunkSender:
                     result = await backend._call(self.prepared, chunk, timeout)
                 finally:
                     grant.release()
+                backend.endpoints.observe(result)
                 chunk.in_flight = False
                 chunk.last = result
                 if result.disposition is Disposition.DONE:

@@ -144,6 +144,15 @@ class VendorLimits:
 
 
 @dataclass(frozen=True, slots=True)
+class Region:
+    """A vendor's documented endpoints for one data centre: the primary base URL and the
+    backup the vendor tells callers to fail over to."""
+
+    base_url: str
+    backup_base_url: str
+
+
+@dataclass(frozen=True, slots=True)
 class FieldViolation:
     """A whole-request error, named by the request field (google.rpc.BadRequest)."""
 
@@ -165,6 +174,8 @@ class Translator(abc.ABC):
     """Whether BatchSendRequest.sender_id must be set."""
     sandbox_credentials: ClassVar[Mapping[str, Any]]
     """The fixed sandbox credentials (CONTRACT.md §2), for sandbox mode."""
+    regions: ClassVar[Mapping[str, Region]] = {}
+    """The vendor's documented domains by region name (config key `region`)."""
 
     def __init__(self, credentials: Mapping[str, Any]) -> None:
         self.credentials = credentials

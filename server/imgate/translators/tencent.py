@@ -21,6 +21,7 @@ from imgate.translators._base import (
     FieldViolation,
     Reason,
     RecipientResult,
+    Region,
     Translator,
     VendorLimits,
     VendorRequest,
@@ -238,6 +239,20 @@ class TencentTranslator(Translator):
         "sdk_app_id": 1400000000,
         "secret_key": "sandbox-secret-key",
         "admin_identifier": "administrator",
+    }
+    # TX-REST (vendors.md §3.2): the host must be the SDKAppID's data centre; the
+    # my-imcloud.com host is the documented fallback when the primary cannot be reached.
+    regions: ClassVar[Mapping[str, Region]] = {
+        name: Region(f"https://{primary}", f"https://{backup}")
+        for name, primary, backup in (
+            ("china", "console.tim.qq.com", "adminapi.my-imcloud.com"),
+            ("singapore", "adminapisgp.im.qcloud.com", "adminapisgp.my-imcloud.com"),
+            ("seoul", "adminapikr.im.qcloud.com", "adminapikr.my-imcloud.com"),
+            ("tokyo", "adminapijpn.im.qcloud.com", "adminapijpn.my-imcloud.com"),
+            ("frankfurt", "adminapiger.im.qcloud.com", "adminapiger.my-imcloud.com"),
+            ("silicon_valley", "adminapiusa.im.qcloud.com", "adminapiusa.my-imcloud.com"),
+            ("jakarta", "adminapiidn.im.qcloud.com", "adminapiidn.my-imcloud.com"),
+        )
     }
 
     def __init__(self, credentials: Mapping[str, Any]) -> None:

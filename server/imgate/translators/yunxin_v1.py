@@ -14,6 +14,7 @@ from imgate.translators._base import (
     CallResult,
     Disposition,
     RecipientResult,
+    Region,
     VendorLimits,
     VendorRequest,
     classify_http_status,
@@ -70,6 +71,11 @@ class YunxinV1Translator(YunxinTranslator):
         recipient_window_s=60.0,
         block_s=60.0,  # "the app is blocked for 1 minute" after 416
     )
+    # YX-CALL-V1 (vendors.md §3.1): primary and backup domains; fail over to the backup.
+    regions: ClassVar[Mapping[str, Region]] = {
+        "china": Region("https://api.yunxinapi.com", "https://api-cn-bak.yunxinapi.com"),
+        "singapore": Region("https://api-sg.yunxinapi.com", "https://api-sg-bak.yunxinapi.com"),
+    }
     trace_header: ClassVar[str] = "RequestId"
     content_type: ClassVar[str] = "application/x-www-form-urlencoded;charset=utf-8"
     extension_max_chars: ClassVar[int | None] = None  # plan-dependent (vendors.md §14.8)

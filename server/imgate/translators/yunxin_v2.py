@@ -17,6 +17,7 @@ from imgate.translators._base import (
     CallResult,
     Disposition,
     RecipientResult,
+    Region,
     VendorLimits,
     VendorRequest,
     classify_http_status,
@@ -94,6 +95,11 @@ class YunxinV2Translator(YunxinTranslator):
         recipient_window_s=60.0,
         block_s=60.0,
     )
+    # YX-CALL-V2 (vendors.md §3.1): primary and backup domains; fail over to the backup.
+    regions: ClassVar[Mapping[str, Region]] = {
+        "china": Region("https://open.yunxinapi.com", "https://open-bak.yunxinapi.com"),
+        "singapore": Region("https://open-sg.yunxinapi.com", "https://open-sg-bak.yunxinapi.com"),
+    }
     trace_header: ClassVar[str] = "X-custom-traceid"
     content_type: ClassVar[str] = "application/json"
     extension_max_chars: ClassVar[int | None] = EXTENSION_MAX_CHARS
