@@ -74,3 +74,27 @@ async def test_custom_sub_type_reaches_yunxin_v2(start_gateway: StartGateway) ->
     )
     _, outcomes, _ = await gateway.send(request)
     assert outcomes[0].state == pb.DELIVERY_STATE_ACCEPTED
+
+
+async def test_vendor_specific_push_options_reach_the_emulators(
+    sandbox: SandboxServer, start_gateway: StartGateway
+) -> None:
+    gateway = await start_gateway()
+    cases = {
+        "yunxin_v1": pb.SendOptions(push_nick_enabled=False),
+        "yunxin_v2": pb.SendOptions(push_nick_enabled=True),
+        "tencent": pb.SendOptions(
+            tencent_android_info='{"Sound":"a.mp3"}',
+            tencent_apns_info='{"Sound":"a.caf","BadgeMode":1,"MutableContent":1}',
+        ),
+    }
+    for backend, options in cases.items():
+        request = pb.BatchSendRequest(
+            backend=backend,
+            sender_id="ops",
+            recipient_ids=["bob"],
+            message=pb.Message(text=pb.TextContent(text="hi")),
+            options=options,
+        )
+        _, outcomes, _ = await gateway.send(request)
+        assert outcomes[0].state == pb.DELIVERY_STATE_ACCEPTED, (backend, outcomes[0])

@@ -201,6 +201,16 @@ REFUSED: list[tuple[str, Any, int]] = [
     ("CloudCustomData an object", tx_doc(CloudCustomData={"k": "v"}), 70402),
     ("SendMsgControl unknown", tx_doc(SendMsgControl=["NoPush"]), 70402),
     ("OfflinePushInfo.Ext an object", tx_doc(OfflinePushInfo={"Ext": {"k": 1}}), 70402),
+    (
+        "ApnsInfo.BadgeMode 2",
+        tx_doc(OfflinePushInfo={"ApnsInfo": {"BadgeMode": 2}}),
+        70402,
+    ),
+    (
+        "AndroidInfo.Sound a number",
+        tx_doc(OfflinePushInfo={"AndroidInfo": {"Sound": 1}}),
+        70402,
+    ),
     ("OfflinePushInfo.PushFlag 2", tx_doc(OfflinePushInfo={"PushFlag": 2}), 70402),
 ]
 

@@ -339,3 +339,42 @@ def test_yunxin_refuses_read_receipts_it_cannot_send(cls: type[Translator]) -> N
 def test_online_only_contradicted_is_refused(cls: type[Translator], option: str) -> None:
     problems = _make(cls).validate(make_request(online_only=True, **{option: True}))
     assert f"options.{option}" in [p.field for p in problems]
+
+
+def test_push_nick_maps_on_yunxin_and_is_refused_on_tencent() -> None:
+    import json as json_module
+    from urllib.parse import parse_qs
+
+    request = make_request(push_nick_enabled=False)
+    v1 = _make(YunxinV1Translator)
+    form = parse_qs(v1.build(v1.prepare(request), ["a"], CHUNK_KEY, NOW, NONCE).body.decode())
+    assert json_module.loads(form["option"][0]) == {"needPushNick": False}
+    v2 = _make(YunxinV2Translator)
+    body = json_module.loads(v2.build(v2.prepare(request), ["a"], CHUNK_KEY, NOW, NONCE).body)
+    assert body["push_config"] == {"push_nick_enabled": False}
+    assert [p.field for p in _make(TencentTranslator).validate(request)] == [
+        "options.push_nick_enabled"
+    ]
+
+
+def test_tencent_android_and_apns_info_are_passed_through() -> None:
+    import json as json_module
+
+    request = make_request(
+        tencent_android_info='{"Sound":"a.mp3","OPPOChannelID":"c1"}',
+        tencent_apns_info='{"Sound":"a.caf","BadgeMode":1,"SubTitle":"s"}',
+    )
+    translator = _make(TencentTranslator)
+    assert translator.validate(request) == []
+    body = json_module.loads(
+        translator.build(translator.prepare(request), ["a"], CHUNK_KEY, NOW, NONCE).body
+    )
+    assert body["OfflinePushInfo"] == {
+        "AndroidInfo": {"Sound": "a.mp3", "OPPOChannelID": "c1"},
+        "ApnsInfo": {"Sound": "a.caf", "BadgeMode": 1, "SubTitle": "s"},
+    }
+    for cls in (YunxinV1Translator, YunxinV2Translator):
+        fields = [p.field for p in _make(cls).validate(request)]
+        assert fields == ["options.tencent_android_info", "options.tencent_apns_info"]
+    bad = make_request(tencent_apns_info='{"BadgeMode": NaN}')
+    assert [p.field for p in translator.validate(bad)] == ["options.tencent_apns_info"]

@@ -373,3 +373,23 @@ def _check_optional_fields(doc: Mapping[str, Any]) -> None:
         for key in ("AndroidInfo", "ApnsInfo"):
             if key in push and not isinstance(push[key], dict):
                 raise invalid(f"OfflinePushInfo.{key}", "an object")
+        _check_push_members(push.get("AndroidInfo") or {}, "AndroidInfo", ("Sound",), ())
+        _check_push_members(
+            push.get("ApnsInfo") or {},
+            "ApnsInfo",
+            ("Sound", "Title", "SubTitle", "Image"),
+            ("BadgeMode", "MutableContent"),
+        )
+
+
+def _check_push_members(
+    info: Mapping[str, Any], where: str, strings: tuple[str, ...], flags: tuple[str, ...]
+) -> None:
+    """The documented members of AndroidInfo / ApnsInfo (SEED-TX, DOBYTE types.go);
+    vendor channel fields not listed here are tolerated."""
+    for key in strings:
+        if key in info and not isinstance(info[key], str):
+            raise VendorError(INVALID_PARAMETER, f"OfflinePushInfo.{where}.{key} must be a string")
+    for key in flags:
+        if key in info and not (is_int(info[key]) and info[key] in (0, 1)):
+            raise VendorError(INVALID_PARAMETER, f"OfflinePushInfo.{where}.{key} must be 0 or 1")

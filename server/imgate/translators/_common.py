@@ -195,6 +195,11 @@ _VARIANT_FIELDS: Final[dict[str, tuple[str, ...]]] = {
     "video": ("thumbnail",),
 }
 _VARIANT_COUNTS: Final = ("size_bytes", "width", "height")
+TENCENT_PUSH_OBJECTS: Final[dict[str, str]] = {
+    "tencent_android_info": "AndroidInfo",
+    "tencent_apns_info": "ApnsInfo",
+}
+"""SendOptions JSON-object fields passed as Tencent OfflinePushInfo members."""
 _ONLINE_ONLY_CONTRADICTIONS: Final = ("offline_enabled", "history_enabled", "unread_enabled")
 
 
@@ -246,6 +251,11 @@ def message_violations(request: pb.BatchSendRequest) -> list[FieldViolation]:
         problem = json_object_problem(options.push_payload)
         if problem:
             problems.append(FieldViolation("options.push_payload", problem))
+    for name in TENCENT_PUSH_OBJECTS:
+        if options.HasField(name):  # type: ignore[arg-type]
+            problem = json_object_problem(getattr(options, name))
+            if problem:
+                problems.append(FieldViolation(f"options.{name}", problem))
     if options.online_only:
         for name in _ONLINE_ONLY_CONTRADICTIONS:
             if options.HasField(name) and getattr(options, name):  # type: ignore[arg-type]

@@ -23,6 +23,7 @@ from imgate.translators._base import (
     request_verdict,
 )
 from imgate.translators._common import (
+    TENCENT_PUSH_OBJECTS,
     compact_json,
     derived_trace_id,
     json_object,
@@ -226,6 +227,13 @@ class YunxinTranslator(Translator):
         problems = message_violations(request)
         message, options = request.message, request.options
         kind = message.WhichOneof("content")
+        for name in TENCENT_PUSH_OBJECTS:
+            if options.HasField(name):  # type: ignore[arg-type]
+                problems.append(
+                    unsupported_option(
+                        self.vendor, name, "Tencent only (Yunxin takes push fields in push_payload)"
+                    )
+                )
         if options.HasField("read_receipt") and options.read_receipt:
             problems.append(
                 unsupported_option(

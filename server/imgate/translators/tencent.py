@@ -33,11 +33,13 @@ from imgate.translators._base import (
     unreadable_answer,
 )
 from imgate.translators._common import (
+    TENCENT_PUSH_OBJECTS,
     as_int,
     ceil_seconds,
     chosen_options,
     compact_json,
     derived_uint32,
+    json_object,
     load_answer,
     media_uuid,
     message_violations,
@@ -326,6 +328,9 @@ class TencentTranslator(Translator):
             push["Desc"] = options.push_content
         if "push_payload" in chosen:
             push["Ext"] = options.push_payload
+        for name, member in TENCENT_PUSH_OBJECTS.items():
+            if name in chosen:
+                push[member] = json_object(chosen[name])
         if push:
             doc["OfflinePushInfo"] = push
         if "read_receipt" in chosen:
@@ -489,6 +494,12 @@ def _tencent_violations(request: pb.BatchSendRequest) -> list[FieldViolation]:
             FieldViolation(
                 "message.custom.sub_type",
                 "not supported on tencent: TIMCustomElem has no sub-type (put it in data)",
+            )
+        )
+    if options.HasField("push_nick_enabled"):
+        problems.append(
+            unsupported_option(
+                "tencent", "push_nick_enabled", "Tencent has no sender-nickname switch"
             )
         )
     if options.HasField("history_enabled") and not options.history_enabled:

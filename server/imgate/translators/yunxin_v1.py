@@ -45,6 +45,7 @@ _OPTION_KEYS: Final[Mapping[str, tuple[str, ...]]] = {
     "unread_enabled": ("badge",),
     "sync_to_sender": ("sendersync",),
     "update_conversation": ("sessionUpdate",),
+    "push_nick_enabled": ("needPushNick",),
 }
 # online_only turns these off: no offline storage, history, roaming or unread badge.
 _ONLINE_ONLY_OFF: Final = ("persistent", "history", "roam", "badge")

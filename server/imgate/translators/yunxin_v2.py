@@ -125,6 +125,8 @@ class YunxinV2Translator(YunxinTranslator):
         push_config: dict[str, Any] = {}
         if "push_enabled" in chosen:
             push_config["push_enabled"] = options.push_enabled
+        if "push_nick_enabled" in chosen:
+            push_config["push_nick_enabled"] = options.push_nick_enabled
         if "push_content" in chosen:
             push_config["push_content"] = options.push_content
         payload = push_payload_text(options)

@@ -630,6 +630,9 @@ class SendOptions(_message.Message):
     ONLINE_ONLY_FIELD_NUMBER: _builtins.int
     READ_RECEIPT_FIELD_NUMBER: _builtins.int
     RETURN_MESSAGE_IDS_FIELD_NUMBER: _builtins.int
+    PUSH_NICK_ENABLED_FIELD_NUMBER: _builtins.int
+    TENCENT_ANDROID_INFO_FIELD_NUMBER: _builtins.int
+    TENCENT_APNS_INFO_FIELD_NUMBER: _builtins.int
     push_enabled: _builtins.bool
     """Whether an offline push notification is sent."""
     push_content: _builtins.str
@@ -661,6 +664,18 @@ class SendOptions(_message.Message):
     """Whether the vendor should return a message id per recipient (Yunxin legacy
     returnMsgid; it lowers that API's recipients per call from 500 to 100).
     """
+    push_nick_enabled: _builtins.bool
+    """Whether the push notification shows the sender's nickname (Yunxin needPushNick /
+    push_nick_enabled; default true). Refused on Tencent, which has no such switch.
+    """
+    tencent_android_info: _builtins.str
+    """Tencent only: OfflinePushInfo.AndroidInfo as a JSON object (e.g. {"Sound":"a.mp3"},
+    vendor channel ids). Refused on other vendors (Yunxin takes these in push_payload).
+    """
+    tencent_apns_info: _builtins.str
+    """Tencent only: OfflinePushInfo.ApnsInfo as a JSON object (e.g. {"Sound":"a.caf",
+    "BadgeMode":1,"SubTitle":"…"}). Refused on other vendors.
+    """
     def __init__(
         self,
         *,
@@ -677,10 +692,13 @@ class SendOptions(_message.Message):
         online_only: _builtins.bool | None = ...,
         read_receipt: _builtins.bool | None = ...,
         return_message_ids: _builtins.bool | None = ...,
+        push_nick_enabled: _builtins.bool | None = ...,
+        tencent_android_info: _builtins.str | None = ...,
+        tencent_apns_info: _builtins.str | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_history_enabled", b"_history_enabled", "_offline_enabled", b"_offline_enabled", "_online_only", b"_online_only", "_push_content", b"_push_content", "_push_enabled", b"_push_enabled", "_push_payload", b"_push_payload", "_push_title", b"_push_title", "_read_receipt", b"_read_receipt", "_return_message_ids", b"_return_message_ids", "_skip_moderation", b"_skip_moderation", "_sync_to_sender", b"_sync_to_sender", "_unread_enabled", b"_unread_enabled", "_update_conversation", b"_update_conversation", "history_enabled", b"history_enabled", "offline_enabled", b"offline_enabled", "online_only", b"online_only", "push_content", b"push_content", "push_enabled", b"push_enabled", "push_payload", b"push_payload", "push_title", b"push_title", "read_receipt", b"read_receipt", "return_message_ids", b"return_message_ids", "skip_moderation", b"skip_moderation", "sync_to_sender", b"sync_to_sender", "unread_enabled", b"unread_enabled", "update_conversation", b"update_conversation"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_history_enabled", b"_history_enabled", "_offline_enabled", b"_offline_enabled", "_online_only", b"_online_only", "_push_content", b"_push_content", "_push_enabled", b"_push_enabled", "_push_nick_enabled", b"_push_nick_enabled", "_push_payload", b"_push_payload", "_push_title", b"_push_title", "_read_receipt", b"_read_receipt", "_return_message_ids", b"_return_message_ids", "_skip_moderation", b"_skip_moderation", "_sync_to_sender", b"_sync_to_sender", "_tencent_android_info", b"_tencent_android_info", "_tencent_apns_info", b"_tencent_apns_info", "_unread_enabled", b"_unread_enabled", "_update_conversation", b"_update_conversation", "history_enabled", b"history_enabled", "offline_enabled", b"offline_enabled", "online_only", b"online_only", "push_content", b"push_content", "push_enabled", b"push_enabled", "push_nick_enabled", b"push_nick_enabled", "push_payload", b"push_payload", "push_title", b"push_title", "read_receipt", b"read_receipt", "return_message_ids", b"return_message_ids", "skip_moderation", b"skip_moderation", "sync_to_sender", b"sync_to_sender", "tencent_android_info", b"tencent_android_info", "tencent_apns_info", b"tencent_apns_info", "unread_enabled", b"unread_enabled", "update_conversation", b"update_conversation"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_history_enabled", b"_history_enabled", "_offline_enabled", b"_offline_enabled", "_online_only", b"_online_only", "_push_content", b"_push_content", "_push_enabled", b"_push_enabled", "_push_payload", b"_push_payload", "_push_title", b"_push_title", "_read_receipt", b"_read_receipt", "_return_message_ids", b"_return_message_ids", "_skip_moderation", b"_skip_moderation", "_sync_to_sender", b"_sync_to_sender", "_unread_enabled", b"_unread_enabled", "_update_conversation", b"_update_conversation", "history_enabled", b"history_enabled", "offline_enabled", b"offline_enabled", "online_only", b"online_only", "push_content", b"push_content", "push_enabled", b"push_enabled", "push_payload", b"push_payload", "push_title", b"push_title", "read_receipt", b"read_receipt", "return_message_ids", b"return_message_ids", "skip_moderation", b"skip_moderation", "sync_to_sender", b"sync_to_sender", "unread_enabled", b"unread_enabled", "update_conversation", b"update_conversation"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_history_enabled", b"_history_enabled", "_offline_enabled", b"_offline_enabled", "_online_only", b"_online_only", "_push_content", b"_push_content", "_push_enabled", b"_push_enabled", "_push_nick_enabled", b"_push_nick_enabled", "_push_payload", b"_push_payload", "_push_title", b"_push_title", "_read_receipt", b"_read_receipt", "_return_message_ids", b"_return_message_ids", "_skip_moderation", b"_skip_moderation", "_sync_to_sender", b"_sync_to_sender", "_tencent_android_info", b"_tencent_android_info", "_tencent_apns_info", b"_tencent_apns_info", "_unread_enabled", b"_unread_enabled", "_update_conversation", b"_update_conversation", "history_enabled", b"history_enabled", "offline_enabled", b"offline_enabled", "online_only", b"online_only", "push_content", b"push_content", "push_enabled", b"push_enabled", "push_nick_enabled", b"push_nick_enabled", "push_payload", b"push_payload", "push_title", b"push_title", "read_receipt", b"read_receipt", "return_message_ids", b"return_message_ids", "skip_moderation", b"skip_moderation", "sync_to_sender", b"sync_to_sender", "tencent_android_info", b"tencent_android_info", "tencent_apns_info", b"tencent_apns_info", "unread_enabled", b"unread_enabled", "update_conversation", b"update_conversation"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__history_enabled: _TypeAlias = _typing.Literal["history_enabled"]  # noqa: Y015
     _WhichOneofArgType__history_enabled: _TypeAlias = _typing.Literal["_history_enabled", b"_history_enabled"]  # noqa: Y015
@@ -692,6 +710,8 @@ class SendOptions(_message.Message):
     _WhichOneofArgType__push_content: _TypeAlias = _typing.Literal["_push_content", b"_push_content"]  # noqa: Y015
     _WhichOneofReturnType__push_enabled: _TypeAlias = _typing.Literal["push_enabled"]  # noqa: Y015
     _WhichOneofArgType__push_enabled: _TypeAlias = _typing.Literal["_push_enabled", b"_push_enabled"]  # noqa: Y015
+    _WhichOneofReturnType__push_nick_enabled: _TypeAlias = _typing.Literal["push_nick_enabled"]  # noqa: Y015
+    _WhichOneofArgType__push_nick_enabled: _TypeAlias = _typing.Literal["_push_nick_enabled", b"_push_nick_enabled"]  # noqa: Y015
     _WhichOneofReturnType__push_payload: _TypeAlias = _typing.Literal["push_payload"]  # noqa: Y015
     _WhichOneofArgType__push_payload: _TypeAlias = _typing.Literal["_push_payload", b"_push_payload"]  # noqa: Y015
     _WhichOneofReturnType__push_title: _TypeAlias = _typing.Literal["push_title"]  # noqa: Y015
@@ -704,6 +724,10 @@ class SendOptions(_message.Message):
     _WhichOneofArgType__skip_moderation: _TypeAlias = _typing.Literal["_skip_moderation", b"_skip_moderation"]  # noqa: Y015
     _WhichOneofReturnType__sync_to_sender: _TypeAlias = _typing.Literal["sync_to_sender"]  # noqa: Y015
     _WhichOneofArgType__sync_to_sender: _TypeAlias = _typing.Literal["_sync_to_sender", b"_sync_to_sender"]  # noqa: Y015
+    _WhichOneofReturnType__tencent_android_info: _TypeAlias = _typing.Literal["tencent_android_info"]  # noqa: Y015
+    _WhichOneofArgType__tencent_android_info: _TypeAlias = _typing.Literal["_tencent_android_info", b"_tencent_android_info"]  # noqa: Y015
+    _WhichOneofReturnType__tencent_apns_info: _TypeAlias = _typing.Literal["tencent_apns_info"]  # noqa: Y015
+    _WhichOneofArgType__tencent_apns_info: _TypeAlias = _typing.Literal["_tencent_apns_info", b"_tencent_apns_info"]  # noqa: Y015
     _WhichOneofReturnType__unread_enabled: _TypeAlias = _typing.Literal["unread_enabled"]  # noqa: Y015
     _WhichOneofArgType__unread_enabled: _TypeAlias = _typing.Literal["_unread_enabled", b"_unread_enabled"]  # noqa: Y015
     _WhichOneofReturnType__update_conversation: _TypeAlias = _typing.Literal["update_conversation"]  # noqa: Y015
@@ -719,6 +743,8 @@ class SendOptions(_message.Message):
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__push_enabled) -> _WhichOneofReturnType__push_enabled | None: ...
     @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__push_nick_enabled) -> _WhichOneofReturnType__push_nick_enabled | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__push_payload) -> _WhichOneofReturnType__push_payload | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__push_title) -> _WhichOneofReturnType__push_title | None: ...
@@ -730,6 +756,10 @@ class SendOptions(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__skip_moderation) -> _WhichOneofReturnType__skip_moderation | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__sync_to_sender) -> _WhichOneofReturnType__sync_to_sender | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__tencent_android_info) -> _WhichOneofReturnType__tencent_android_info | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__tencent_apns_info) -> _WhichOneofReturnType__tencent_apns_info | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__unread_enabled) -> _WhichOneofReturnType__unread_enabled | None: ...
     @_typing.overload
