@@ -155,3 +155,14 @@ async def test_fails_over_to_the_backup_endpoint_when_the_primary_refuses(
     assert summary.accepted == 2
     assert all(o.attempts == 2 for o in outcomes)
     assert sandbox.state.stats(backend).calls_received == 1
+
+
+async def test_connection_failures_are_explained_without_python_exception_names(
+    sandbox: SandboxServer, start_gateway: StartGateway
+) -> None:
+    gateway = await start_gateway()
+    sandbox.state.set_faults("tencent", [FaultRule(kind="drop", times=1)])
+    _, outcomes, _ = await gateway.send(text_request(["a"], "tencent"))
+    assert outcomes[0].state == pb.DELIVERY_STATE_UNCERTAIN
+    assert "connection failed after the request was sent" in outcomes[0].detail
+    assert "Error" not in outcomes[0].detail

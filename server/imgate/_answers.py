@@ -46,6 +46,14 @@ async def read_bounded(content: Readable, content_length: int | None, limit: int
         chunks.append(chunk)
 
 
+def connection_detail(written: bool) -> str:
+    """An outcome's detail for a connection that failed: what it means for the caller, not
+    the Python exception's name (CONTRACT §8 rule 23 keeps those out of error texts)."""
+    if written:
+        return "the connection failed after the request was sent; the vendor may have it"
+    return "the connection failed before the request was sent"
+
+
 def oversized_answer(limit: int) -> CallResult:
     """The verdict for an answer larger than `limit`: the vendor answered, so it may have
     processed the call, and the answer cannot be read (UNCERTAIN, never resent)."""

@@ -30,7 +30,7 @@ from typing import Any
 import aiohttp
 
 from imgate import __version__
-from imgate._answers import AuthFailureLog, oversized_answer, read_bounded
+from imgate._answers import AuthFailureLog, connection_detail, oversized_answer, read_bounded
 from imgate._config import BackendConfig
 from imgate._endpoints import Endpoints
 from imgate._planner import UniqueRecipients, iter_chunk_sizes
@@ -219,13 +219,13 @@ class Backend:
                 "timeout",
                 f"no answer within {timeout_s:.1f}s",
             )
-        except aiohttp.ClientError as exc:
+        except aiohttp.ClientError:
             # Refused or reset: retryable only if it happened before the request went out.
             return _transport_failure(
                 trace_ctx.written,
                 pb.FAILURE_REASON_VENDOR_ERROR,
                 "connection",
-                type(exc).__name__,
+                connection_detail(trace_ctx.written),
             )
         log.debug("%s %s -> HTTP %s", request.method, request.path, status)
         if body is None:
