@@ -292,3 +292,20 @@ async def test_valid_bytes_still_work_through_the_raw_handler(start_gateway: Sta
     _, outcomes, summary = await gateway.send(text_request(["bob"], "tencent"))
     assert summary.accepted == 1
     assert outcomes[0].state == pb.DELIVERY_STATE_ACCEPTED
+
+
+@pytest.mark.parametrize(
+    ("ids", "bad"),
+    [
+        (["alice", "bob"], []),
+        (["a b", "bob"], []),  # inner whitespace is not refused by the rule
+        (["鲍勃", " 鲍勃", "鲍勃\u2028"], [1, 2]),  # U+2028 is whitespace too
+        (["alice", "bob ", "", "x" * 33, "c\x7f", "d\u0085"], [1, 2, 3, 4, 5]),
+        (["\u3000bob"], [0]),
+    ],
+)
+def test_id_checks_fast_and_slow_paths_agree(ids: list[str], bad: list[int]) -> None:
+    from imgate._validate import _bad_id_positions, id_problem
+
+    assert _bad_id_positions(ids) == bad
+    assert [i for i, value in enumerate(ids) if id_problem(value)] == bad

@@ -456,7 +456,7 @@ def _success(
     )
 
 
-ACCEPTED_DETAIL: Final = "accepted; Tencent may accept an unknown account without listing it"
+ACCEPTED_DETAIL: Final = "Tencent may accept an unknown account silently"
 """Detail of every Tencent ACCEPTED outcome: batchsendmsg has been seen answering OK with
 no ErrorList while an account did not exist (vendors.md §7.3, §12), so an ACCEPTED
 recipient is not proof that the account exists (docs/vendor-mapping.md "Answers")."""
