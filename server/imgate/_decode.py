@@ -84,7 +84,10 @@ def _handler(
 
         async def run_coroutine(raw: Any, context: Any) -> Any:
             request = many(raw, context) if method.client_streaming else await one(raw, context)
-            return await behaviour(request, context)
+            result = behaviour(request, context)
+            # The generated base class's placeholders (RPCs not implemented yet) are plain
+            # functions; implemented ones are coroutines.
+            return await result if inspect.isawaitable(result) else result
 
         run = run_coroutine
     serializer = response_type.SerializeToString
