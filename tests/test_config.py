@@ -121,3 +121,159 @@ def test_sandbox_config_has_one_backend_per_vendor() -> None:
     assert {b.name for b in config.backends} == {"yunxin_v1", "yunxin_v2", "tencent"}
     assert all(b.sandbox and b.base_url == "http://127.0.0.1:9" for b in config.backends)
     assert config.sandbox
+
+
+def _one_backend(extra: str, vendor: str = "yunxin_v1") -> str:
+    credentials = (
+        'sdk_app_id = 1400000000\nsecret_key = "k"\nadmin_identifier = "admin"\n'
+        if vendor == "tencent"
+        else 'app_key = "k"\napp_secret = "s"\n'
+    )
+    return (
+        f'[backends.b]\nvendor = "{vendor}"\nbase_url = "https://h.example"\n{credentials}{extra}\n'
+    )
+
+
+@pytest.mark.parametrize(
+    ("extra", "key", "vendor"),
+    [
+        ("request_timeout_s = nan", "backends.b.request_timeout_s", "yunxin_v1"),
+        ("block_s = nan", "backends.b.block_s", "yunxin_v1"),
+        ("block_s = inf", "backends.b.block_s", "tencent"),
+        ("call_window_s = -inf", "backends.b.call_window_s", "yunxin_v2"),
+        ("call_limit = 2147483648", "backends.b.call_limit", "yunxin_v1"),
+        ("max_in_flight = 99999999999", "backends.b.max_in_flight", "tencent"),
+        ("max_attempts = 0", "backends.b.max_attempts", "yunxin_v1"),
+        ("max_response_bytes = 0", "backends.b.max_response_bytes", "yunxin_v1"),
+        ("max_response_bytes = 4294967296", "backends.b.max_response_bytes", "tencent"),
+        ("request_timeout_s = 1e300", "backends.b.request_timeout_s", "tencent"),
+        # More than the vendor documents per call: every call would be refused.
+        ("recipients_per_call = 1000", "backends.b.recipients_per_call", "yunxin_v1"),
+        ("recipients_per_call = 101", "backends.b.recipients_per_call", "yunxin_v2"),
+        ("recipients_per_call = 501", "backends.b.recipients_per_call", "tencent"),
+        ("sdk_app_id = 4294967296", "backends.b.sdk_app_id", "tencent"),
+    ],
+)
+def test_numbers_must_be_finite_and_in_range(extra: str, key: str, vendor: str) -> None:
+    import tomllib
+
+    text = _one_backend(extra, vendor)
+    if vendor == "tencent" and extra.startswith("sdk_app_id"):
+        text = text.replace("sdk_app_id = 1400000000\n", "")
+    with pytest.raises(ConfigError) as error:
+        parse_config(tomllib.loads(text), {})
+    assert error.value.key == key
+
+
+def test_top_level_numbers_are_checked_too() -> None:
+    import tomllib
+
+    for extra, key in (
+        ("shutdown_grace_s = nan", "shutdown_grace_s"),
+        ("max_recipients_per_request = 3000000000", "max_recipients_per_request"),
+    ):
+        with pytest.raises(ConfigError) as error:
+            parse_config(tomllib.loads(extra + "\n" + _one_backend("")), {})
+        assert error.value.key == key
+
+
+def test_env_values_work_for_float_and_int_keys() -> None:
+    import tomllib
+
+    text = _one_backend(
+        'request_timeout_s = "${TIMEOUT}"\nblock_s = "${BLOCK}"\ncall_limit = "${CALLS}"'
+    )
+    config = parse_config(tomllib.loads(text), {"TIMEOUT": "2.5", "BLOCK": "30", "CALLS": "60"})
+    backend = config.backend("")
+    assert backend is not None
+    assert (backend.request_timeout_s, backend.block_s, backend.call_limit) == (2.5, 30.0, 60)
+
+
+@pytest.mark.parametrize("value", ["nan", "fast", "inf"])
+def test_env_float_must_be_a_finite_number(value: str) -> None:
+    import tomllib
+
+    text = _one_backend('request_timeout_s = "${TIMEOUT}"')
+    with pytest.raises(ConfigError) as error:
+        parse_config(tomllib.loads(text), {"TIMEOUT": value})
+    assert error.value.key == "backends.b.request_timeout_s"
+
+
+def test_max_response_bytes_defaults_to_4_mib_and_is_configurable() -> None:
+    import tomllib
+
+    config = parse_config(tomllib.loads(_one_backend("")), {})
+    assert config.backends[0].max_response_bytes == 4 << 20
+    config = parse_config(tomllib.loads(_one_backend("max_response_bytes = 1024")), {})
+    assert config.backends[0].max_response_bytes == 1024
+    assert config.backends[0].recipients_per_call == 500
+
+
+@pytest.mark.parametrize(
+    ("vendor", "region", "base_url", "backup"),
+    [
+        ("tencent", "china", "https://console.tim.qq.com", "https://adminapi.my-imcloud.com"),
+        (
+            "tencent",
+            "singapore",
+            "https://adminapisgp.im.qcloud.com",
+            "https://adminapisgp.my-imcloud.com",
+        ),
+        (
+            "tencent",
+            "jakarta",
+            "https://adminapiidn.im.qcloud.com",
+            "https://adminapiidn.my-imcloud.com",
+        ),
+        ("yunxin_v1", "china", "https://api.yunxinapi.com", "https://api-cn-bak.yunxinapi.com"),
+        (
+            "yunxin_v2",
+            "singapore",
+            "https://open-sg.yunxinapi.com",
+            "https://open-sg-bak.yunxinapi.com",
+        ),
+    ],
+)
+def test_region_presets_set_primary_and_backup(
+    vendor: str, region: str, base_url: str, backup: str
+) -> None:
+    import tomllib
+
+    text = _one_backend(f'region = "{region}"', vendor).replace(
+        'base_url = "https://h.example"\n', ""
+    )
+    backend = parse_config(tomllib.loads(text), {}).backends[0]
+    assert (backend.base_url, backend.backup_base_url) == (base_url, backup)
+
+
+def test_tencent_has_every_documented_region() -> None:
+    from imgate.translators.tencent import TencentTranslator
+
+    assert set(TencentTranslator.regions) == {
+        "china",
+        "singapore",
+        "seoul",
+        "tokyo",
+        "frankfurt",
+        "silicon_valley",
+        "jakarta",
+    }
+
+
+@pytest.mark.parametrize(
+    ("extra", "keep_base_url", "key"),
+    [
+        ('region = "mars"', False, "backends.b.region"),
+        ('region = "china"', True, "backends.b.base_url"),  # both: which one?
+        ('backup_base_url = "ftp://x"', True, "backends.b.backup_base_url"),
+    ],
+)
+def test_region_errors_name_the_key(extra: str, keep_base_url: bool, key: str) -> None:
+    import tomllib
+
+    text = _one_backend(extra)
+    if not keep_base_url:
+        text = text.replace('base_url = "https://h.example"\n', "")
+    with pytest.raises(ConfigError) as error:
+        parse_config(tomllib.loads(text), {})
+    assert error.value.key == key

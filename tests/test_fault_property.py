@@ -20,7 +20,9 @@ from tests.conftest import text_request
 fault_plans = st.lists(
     st.builds(
         FaultRule,
-        kind=st.sampled_from(FAULT_KINDS),
+        # silent_unknown is the vendor reporting an unknown account as accepted: by design
+        # the one fault where ACCEPTED is not a subset of what was delivered.
+        kind=st.sampled_from([k for k in FAULT_KINDS if k != "silent_unknown"]),
         delay_s=st.sampled_from([0.05, 2.0]),
         times=st.integers(1, 3),
     ),

@@ -7,6 +7,7 @@ line or an error message.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
@@ -18,6 +19,13 @@ from typing import Any
 from imgate._registry import BY_VENDOR, VENDORS
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
+DEFAULT_MAX_RESPONSE_BYTES = 4 << 20
+INT32_MAX = 2**31 - 1
+"""Largest number a config key may hold: counts are reported as int32 by the API
+(BackendLimits, BatchSummary) and seconds beyond it are no longer a configuration but a
+typo (CONTRACT §8 rule 25)."""
+UINT32_MAX = 2**32 - 1
+_ZERO_ALLOWED = frozenset({"recipient_limit"})  # 0 = "not counted"
 _ENV_REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 
 
@@ -78,6 +86,12 @@ class BackendConfig:
     """Timeout of one vendor call."""
     max_attempts: int = 5
     """Most calls per chunk for failures that were certainly not processed."""
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
+    """Largest vendor answer read; a larger one is never buffered beyond this and makes
+    the call's recipients UNCERTAIN (CONTRACT §8 rule 24)."""
+    backup_base_url: str = ""
+    """Where calls go after one failed certainly unprocessed (connection refused, HTTP
+    502) on the current base URL; empty = no failover. Set from `region` or given."""
     sandbox: bool = False
     """Whether this backend points at the built-in emulators."""
 
@@ -153,6 +167,8 @@ def _store_section(raw: Any, env: Mapping[str, str]) -> dict[str, Any]:
 _BACKEND_KEYS: dict[str, type] = {
     "vendor": str,
     "base_url": str,
+    "backup_base_url": str,
+    "region": str,
     "recipients_per_call": int,
     "call_limit": int,
     "call_window_s": float,
@@ -162,22 +178,19 @@ _BACKEND_KEYS: dict[str, type] = {
     "max_in_flight": int,
     "request_timeout_s": float,
     "max_attempts": int,
+    "max_response_bytes": int,
 }
 
 
-def _typed(key: str, value: Any, expected: type, env: Mapping[str, str]) -> Any:
+def _typed(
+    key: str, value: Any, expected: type, env: Mapping[str, str], maximum: int = INT32_MAX
+) -> Any:
+    """`value` checked as `expected` (after `${NAME}` substitution); numbers must be finite,
+    greater than 0 (recipient_limit may be 0) and at most `maximum` (rule 25)."""
     if isinstance(value, str):
         match = _ENV_REF.match(value)
         if match:
-            name = match.group(1)
-            if name not in env:
-                raise ConfigError(key, f"environment variable {name} is not set")
-            value = env[name]
-            if expected is int:
-                try:
-                    return int(value)
-                except ValueError:
-                    raise ConfigError(key, f"${{{name}}} is not an integer") from None
+            value = _from_env(key, match.group(1), expected, env)
     # bool is an int in Python; a TOML `true` where a number belongs is still a mistake.
     if isinstance(value, bool) or not (
         isinstance(value, expected) or (expected is float and isinstance(value, int))
@@ -186,10 +199,32 @@ def _typed(key: str, value: Any, expected: type, env: Mapping[str, str]) -> Any:
     if isinstance(value, int | float):
         if expected is float:
             value = float(value)
-        # A recipient_limit of 0 means "not counted"; every other number must be positive.
-        if value < 0 or (value == 0 and not key.endswith("recipient_limit")):
+        if not math.isfinite(value):
+            raise ConfigError(key, "must be a finite number")
+        name = key.rsplit(".", 1)[-1]
+        if value < 0 or (value == 0 and name not in _ZERO_ALLOWED):
             raise ConfigError(key, "must be greater than 0")
+        if value > maximum:
+            raise ConfigError(key, f"must be at most {maximum}")
     return value
+
+
+def _from_env(key: str, name: str, expected: type, env: Mapping[str, str]) -> Any:
+    """An environment variable's text as `expected` (numbers parsed, strings as is)."""
+    if name not in env:
+        raise ConfigError(key, f"environment variable {name} is not set")
+    text = env[name]
+    if expected is int:
+        try:
+            return int(text.strip())
+        except ValueError:
+            raise ConfigError(key, f"${{{name}}} is not an integer") from None
+    if expected is float:
+        try:
+            return float(text.strip())
+        except ValueError:
+            raise ConfigError(key, f"${{{name}}} is not a number") from None
+    return text
 
 
 def _backend(name: str, raw: Any, env: Mapping[str, str]) -> BackendConfig:
@@ -208,14 +243,40 @@ def _backend(name: str, raw: Any, env: Mapping[str, str]) -> BackendConfig:
     for key, value in raw.items():
         if key not in allowed:
             raise ConfigError(f"{prefix}.{key}", "unknown key")
-        values[key] = _typed(f"{prefix}.{key}", value, allowed[key], env)
+        # Credentials are the vendor's numbers (a Tencent SDKAppID is a uint32).
+        maximum = UINT32_MAX if key in translator.credential_fields else INT32_MAX
+        values[key] = _typed(f"{prefix}.{key}", value, allowed[key], env, maximum)
+    if "region" in values:
+        region = translator.regions.get(values["region"])
+        if region is None:
+            known = ", ".join(translator.regions)
+            raise ConfigError(f"{prefix}.region", f"unknown {vendor} region (known: {known})")
+        for key in ("base_url", "backup_base_url"):
+            if key in values:
+                raise ConfigError(f"{prefix}.{key}", "set either region or base_url, not both")
+        values["base_url"] = region.base_url
+        values["backup_base_url"] = region.backup_base_url
     for key in ("base_url", *translator.credential_fields):
         if key not in values:
             raise ConfigError(f"{prefix}.{key}", "missing")
-    base_url = values["base_url"].rstrip("/")
-    if not re.match(r"^https?://[^/\s]+$", base_url):
-        raise ConfigError(f"{prefix}.base_url", "must be http(s)://host[:port] with no path")
+    cap = translator.default_limits.recipients_per_call
+    if values.get("recipients_per_call", 0) > cap:
+        raise ConfigError(
+            f"{prefix}.recipients_per_call", f"at most {cap} (the vendor's documented maximum)"
+        )
+    base_url = _base_url(f"{prefix}.base_url", values["base_url"])
+    if "backup_base_url" in values:
+        values["backup_base_url"] = _base_url(
+            f"{prefix}.backup_base_url", values["backup_base_url"]
+        )
     return _with_defaults(name, vendor, base_url, values, sandbox=False)
+
+
+def _base_url(key: str, value: str) -> str:
+    base_url = value.rstrip("/")
+    if not re.match(r"^https?://[^/\s]+$", base_url):
+        raise ConfigError(key, "must be http(s)://host[:port] with no path")
+    return base_url
 
 
 def _with_defaults(
@@ -238,6 +299,8 @@ def _with_defaults(
         max_in_flight=values.get("max_in_flight", 8),
         request_timeout_s=values.get("request_timeout_s", 10.0),
         max_attempts=values.get("max_attempts", 5),
+        max_response_bytes=values.get("max_response_bytes", DEFAULT_MAX_RESPONSE_BYTES),
+        backup_base_url=values.get("backup_base_url", ""),
         sandbox=sandbox,
     )
 

@@ -31,7 +31,9 @@ from typing import Any, TypeVar
 import aiohttp
 
 from imgate import __version__
+from imgate._answers import AuthFailureLog, connection_detail, oversized_answer, read_bounded
 from imgate._config import BackendConfig
+from imgate._endpoints import Endpoints
 from imgate._planner import chunk_size
 from imgate._ratelimit import BackendLimiter, Grant, QuotaWaitTooLong
 from imgate._registry import BY_VENDOR
@@ -55,7 +57,9 @@ class Backend:
     def __init__(self, config: BackendConfig) -> None:
         self.config = config
         self.translator: Translator = BY_VENDOR[config.vendor].translator(config.credentials)
-        self.url = config.base_url + self.translator.path
+        self.endpoints = Endpoints(
+            config.name, config.base_url, config.backup_base_url, self.translator.path
+        )
         self.limiter = BackendLimiter(
             config.call_limit,
             config.call_window_s,
@@ -63,6 +67,7 @@ class Backend:
             config.recipient_window_s,
         )
         self.permits = asyncio.Semaphore(config.max_in_flight)
+        self.auth_log = AuthFailureLog(config.name)
         self._session: aiohttp.ClientSession | None = None
 
     @property
@@ -112,14 +117,16 @@ class Backend:
         try:
             async with self.session.request(
                 request.method,
-                self.url,
+                self.endpoints.url,
                 params=request.query,
                 headers=request.headers,
                 data=request.body,
                 timeout=aiohttp.ClientTimeout(total=timeout_s),
                 trace_request_ctx=trace_ctx,
             ) as response:
-                body = await response.read()
+                body = await read_bounded(
+                    response.content, response.content_length, self.config.max_response_bytes
+                )
                 status = response.status
         except TimeoutError:
             return _transport_failure(
@@ -128,17 +135,19 @@ class Backend:
                 "timeout",
                 f"no answer within {timeout_s:.1f}s",
             )
-        except aiohttp.ClientError as exc:
+        except aiohttp.ClientError:
             # Refused or reset: retryable only if it happened before the request went out.
             return _transport_failure(
                 trace_ctx.written,
                 pb.FAILURE_REASON_VENDOR_ERROR,
                 "connection",
-                type(exc).__name__,
+                connection_detail(trace_ctx.written),
             )
         log.debug("%s %s -> HTTP %s", request.method, request.path, status)
+        if body is None:
+            return oversized_answer(self.config.max_response_bytes)
         try:
-            return self.translator.parse(recipients, status, body)
+            result = self.translator.parse(recipients, status, body)
         except Exception:
             # The vendor answered, so it may have processed the call: never resend.
             log.exception("backend %s: cannot read the vendor's answer", self.config.name)
@@ -148,6 +157,8 @@ class Backend:
                 vendor_code=f"http_{status}",
                 detail="unreadable answer",
             )
+        self.auth_log.observe(result)
+        return result
 
 
 def _transport_failure(
@@ -370,6 +381,7 @@ class BatchRun:
                     result = await backend.call(self._prepared, chunk.ids, key, timeout)
                 finally:
                     grant.release()
+                backend.endpoints.observe(result)
                 chunk.last = result
                 left = self.time_left()
                 decision = decide(

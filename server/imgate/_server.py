@@ -22,10 +22,11 @@ from grpc_reflection.v1alpha import reflection
 
 from imgate._batches import BatchService
 from imgate._config import GatewayConfig
+from imgate._decode import add_gateway_service
 from imgate._dispatch import Backend
 from imgate._servicer import GatewayServicer
 from imgate._store import Store, open_store
-from imgate.v1 import gateway_pb2, gateway_pb2_grpc
+from imgate.v1 import gateway_pb2
 
 log = logging.getLogger("imgate.server")
 
@@ -53,9 +54,8 @@ class Gateway:
         self._server = grpc.aio.server(
             options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 16 << 20)]
         )
-        gateway_pb2_grpc.add_GatewayServiceServicer_to_server(
-            GatewayServicer(config, self.backends, self.batches), self._server
-        )
+        # Not the generated add_..._to_server: undecodable requests are INVALID_ARGUMENT.
+        add_gateway_service(GatewayServicer(config, self.backends, self.batches), self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         reflection.enable_server_reflection(
             (_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server

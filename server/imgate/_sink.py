@@ -24,7 +24,7 @@ from imgate._store import (
     Counts,
     Store,
 )
-from imgate.translators._base import CallResult, Reason
+from imgate.translators._base import CallResult, Reason, count_states, fill_outcome
 from imgate.v1 import gateway_pb2 as pb
 
 log = logging.getLogger("imgate.sink")
@@ -72,26 +72,17 @@ def _same_for_all(
     return response
 
 
-def _vendor_results(chunk: Chunk, result: CallResult) -> tuple[pb.BatchSendResponse, int]:
+def _vendor_results(chunk: Chunk, result: CallResult) -> pb.BatchSendResponse:
     response = pb.BatchSendResponse()
     add = response.outcomes.add
     attempts = chunk.attempts
-    accepted = 0
     for index, item in zip(chunk.indexes, result.results, strict=True):
         outcome = add()
         outcome.recipient_id = item.recipient_id
         outcome.index = index
         outcome.attempts = attempts
-        if item.accepted:
-            accepted += 1
-            outcome.state = pb.DELIVERY_STATE_ACCEPTED
-            outcome.vendor_message_id = item.vendor_message_id
-        else:
-            outcome.state = pb.DELIVERY_STATE_FAILED
-            outcome.reason = item.reason
-            outcome.vendor_code = item.vendor_code
-            outcome.detail = item.detail
-    return response, accepted
+        fill_outcome(outcome, item)
+    return response
 
 
 class BatchSink:
@@ -105,9 +96,9 @@ class BatchSink:
 
     async def results(self, chunk: Chunk, result: CallResult) -> None:
         """The vendor's per-recipient answer."""
-        response, accepted = _vendor_results(chunk, result)
-        rejected = len(chunk.ids) - accepted
-        await self._record(chunk, DONE, response, Counts(accepted=accepted, failed=rejected))
+        accepted, failed, uncertain = count_states(result.results)
+        counts = Counts(accepted=accepted, failed=failed, uncertain=uncertain)
+        await self._record(chunk, DONE, _vendor_results(chunk, result), counts)
 
     async def same(
         self,

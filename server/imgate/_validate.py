@@ -6,7 +6,9 @@ translator. Every problem is a FieldViolation naming the request field.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from typing import Final
 
 from imgate._chars import java_len
 from imgate._config import GatewayConfig
@@ -14,7 +16,55 @@ from imgate.translators._base import FieldViolation, Translator
 from imgate.v1 import gateway_pb2 as pb
 
 MAX_ACCOUNT_ID_CHARS = 32  # Yunxin accid (UTF-16 units); Tencent also caps bytes (§5)
+MAX_REQUEST_ID_CHARS = 128  # CONTRACT §4.1 rule 11
+MAX_ECHOED_CHARS: Final = 64
+"""Most characters of caller input an error text may repeat (CONTRACT §8 rule 23)."""
 _MAX_LISTED_BAD_IDS = 10  # a huge bad list should not make a huge error
+
+# Control characters (Unicode Cc: C0, DEL, C1): never part of an id, and a log forger's tool.
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_ID_RULE: Final = (
+    f"account ids must be 1 to {MAX_ACCOUNT_ID_CHARS} characters, with no control"
+    " characters and no leading or trailing whitespace"
+)
+
+
+def echo(text: str) -> str:
+    """Caller input quoted in an error: at most MAX_ECHOED_CHARS characters, escaped."""
+    clipped = text if len(text) <= MAX_ECHOED_CHARS else text[: MAX_ECHOED_CHARS - 1] + "…"
+    return repr(clipped)
+
+
+def id_problem(value: str) -> str | None:
+    """Why `value` cannot be an account id, or None."""
+    if not value:
+        return "must not be empty"
+    if _CONTROL.search(value):
+        return "must not contain control characters"
+    if value != value.strip():
+        return "must not start or end with whitespace"
+    if java_len(value) > MAX_ACCOUNT_ID_CHARS:
+        return f"at most {MAX_ACCOUNT_ID_CHARS} characters"
+    return None
+
+
+def _bad_id_positions(ids: Sequence[str]) -> list[int]:
+    """Positions of invalid ids; a few C-speed passes when all are valid (the usual case)."""
+    if not ids:
+        return []
+    joined = "".join(ids)
+    lengths = list(map(len, ids))
+    # Printable ASCII has no control character and no whitespace but the space: with no
+    # space at all and every length in range, every id is valid.
+    if (
+        joined.isascii()
+        and joined.isprintable()
+        and " " not in joined
+        and min(lengths) > 0
+        and max(lengths) <= MAX_ACCOUNT_ID_CHARS
+    ):
+        return []
+    return [position for position, value in enumerate(ids) if id_problem(value) is not None]
 
 
 def validate_common(
@@ -25,7 +75,7 @@ def validate_common(
     if config.backend(request.backend) is None:
         known = ", ".join(b.name for b in config.backends)
         problems.append(
-            FieldViolation("backend", f"unknown backend {request.backend!r} (known: {known})")
+            FieldViolation("backend", f"unknown backend {echo(request.backend)} (known: {known})")
         )
     count = len(recipient_ids)
     if count == 0:
@@ -37,22 +87,12 @@ def validate_common(
                 f"{count} recipients; at most {config.max_recipients_per_request} per request",
             )
         )
-    ids = recipient_ids
-    # ASCII ids (the usual case) count one unit a character: check the extremes only.
-    lengths = list(map(len, ids))
-    if ids and "".join(ids).isascii() and 0 < min(lengths) <= max(lengths) <= MAX_ACCOUNT_ID_CHARS:
-        bad_positions: list[int] = []
-    else:
-        bad_positions = [
-            position
-            for position, recipient in enumerate(ids)
-            if not recipient or java_len(recipient) > MAX_ACCOUNT_ID_CHARS
-        ]
+    bad_positions = _bad_id_positions(recipient_ids)
     for position in bad_positions[:_MAX_LISTED_BAD_IDS]:
         problems.append(
             FieldViolation(
                 f"recipient_ids[{position}]",
-                f"account ids must be 1 to {MAX_ACCOUNT_ID_CHARS} characters",
+                id_problem(recipient_ids[position]) or _ID_RULE,
             )
         )
     if len(bad_positions) > _MAX_LISTED_BAD_IDS:
@@ -61,8 +101,22 @@ def validate_common(
                 "recipient_ids", f"{len(bad_positions)} invalid ids in all (first ones listed)"
             )
         )
-    if java_len(request.sender_id) > MAX_ACCOUNT_ID_CHARS:
-        problems.append(FieldViolation("sender_id", f"at most {MAX_ACCOUNT_ID_CHARS} characters"))
+    # An empty sender is the vendor's business (Tencent: the admin; Yunxin: refused).
+    sender_problem = id_problem(request.sender_id) if request.sender_id else None
+    if sender_problem:
+        problems.append(FieldViolation("sender_id", sender_problem))
+    if request.request_id and (
+        len(request.request_id) > MAX_REQUEST_ID_CHARS
+        or any(c.isspace() for c in request.request_id)
+        or _CONTROL.search(request.request_id)
+    ):
+        problems.append(
+            FieldViolation(
+                "request_id",
+                f"at most {MAX_REQUEST_ID_CHARS} characters, none of them whitespace or"
+                " control characters",
+            )
+        )
     if not request.HasField("message") or request.message.WhichOneof("content") is None:
         problems.append(FieldViolation("message", "message content is required"))
     return problems

@@ -217,3 +217,14 @@ def test_enum_short_names() -> None:
     assert reason_name(gateway_pb2.FAILURE_REASON_UNSPECIFIED) == "UNSPECIFIED"
     # A value added to the API after this client was built still prints.
     assert state_name(99) == "99"
+
+
+def test_content_helpers_carry_thumbnails_and_renditions() -> None:
+    from imgate_client._content import image, video
+
+    thumb = gateway_pb2.ImageVariant(url="https://x.example/t.jpg", width=4, height=3)
+    assert video("https://x.example/v.mp4", thumbnail=thumb).video.thumbnail == thumb
+    message = image("https://x.example/a.png", width=8, height=6, large=thumb, thumbnail=thumb)
+    assert message.image.large == thumb
+    assert message.image.thumbnail == thumb
+    assert not image("https://x.example/a.png").image.HasField("thumbnail")

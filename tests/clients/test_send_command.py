@@ -62,6 +62,7 @@ def test_json_prints_one_object_per_outcome_then_the_summary(
         "detail": "",
         "vendor_message_id": "msg-0",
         "attempts": 1,
+        "vendor_time_ms": 0,
     }
     assert lines[1]["reason"] == "FAILURE_REASON_RECIPIENT_NOT_FOUND"
     # Keys in the proto's order, whichever fields the server set.

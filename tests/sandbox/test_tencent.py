@@ -50,6 +50,13 @@ VIDEO = _elem(
     VideoSecond=2,
     VideoFormat="mp4",
     VideoDownloadFlag=2,
+    ThumbUrl="http://x/a.jpg",
+    ThumbUUID="t",
+    ThumbSize=3,
+    ThumbWidth=4,
+    ThumbHeight=3,
+    ThumbFormat="jpg",
+    ThumbDownloadFlag=2,
 )
 CUSTOM = _elem("TIMCustomElem", Data='{"type":"tip","text":"hi"}', Desc="hi")
 
@@ -105,12 +112,105 @@ REFUSED: list[tuple[str, Any, int]] = [
     ),
     ("file without Url", _body(_elem("TIMFileElem", FileName="a")), 90002),
     ("video without VideoUrl", _body(_elem("TIMVideoFileElem", VideoUUID="u")), 90002),
+    *[
+        (
+            f"video without {name}",
+            _body(
+                {**VIDEO, "MsgContent": {k: v for k, v in VIDEO["MsgContent"].items() if k != name}}
+            ),
+            90002,
+        )
+        for name in (
+            "VideoUUID",
+            "VideoSize",
+            "VideoSecond",
+            "VideoFormat",
+            "VideoDownloadFlag",
+            "ThumbUrl",
+            "ThumbUUID",
+            "ThumbSize",
+            "ThumbWidth",
+            "ThumbHeight",
+            "ThumbFormat",
+            "ThumbDownloadFlag",
+        )
+    ],
+    *[
+        (
+            f"image info without {name}",
+            _body(
+                {
+                    **IMAGE,
+                    "MsgContent": {
+                        **IMAGE["MsgContent"],
+                        "ImageInfoArray": [
+                            {
+                                k: v
+                                for k, v in IMAGE["MsgContent"]["ImageInfoArray"][0].items()
+                                if k != name
+                            }
+                        ],
+                    },
+                }
+            ),
+            90002,
+        )
+        for name in ("Type", "Size", "Width", "Height", "URL")
+    ],
+    *[
+        (
+            f"sound without {name}",
+            _body(
+                {**SOUND, "MsgContent": {k: v for k, v in SOUND["MsgContent"].items() if k != name}}
+            ),
+            90002,
+        )
+        for name in ("UUID", "Size", "Second", "Download_Flag")
+    ],
+    *[
+        (
+            f"file without {name}",
+            _body(
+                {**FILE, "MsgContent": {k: v for k, v in FILE["MsgContent"].items() if k != name}}
+            ),
+            90002,
+        )
+        for name in ("UUID", "FileSize", "FileName", "Download_Flag")
+    ],
+    (
+        "video size negative",
+        _body({**VIDEO, "MsgContent": {**VIDEO["MsgContent"], "VideoSize": -1}}),
+        90002,
+    ),
+    (
+        "image info Type 4",
+        _body(
+            {
+                **IMAGE,
+                "MsgContent": {
+                    **IMAGE["MsgContent"],
+                    "ImageInfoArray": [{**IMAGE["MsgContent"]["ImageInfoArray"][0], "Type": 4}],
+                },
+            }
+        ),
+        90002,
+    ),
     ("SyncOtherMachine 3", tx_doc(SyncOtherMachine=3), 90031),
     ("SyncOtherMachine true", tx_doc(SyncOtherMachine=True), 90031),
     ("OnlineOnlyFlag a string", tx_doc(OnlineOnlyFlag="1"), 70402),
     ("CloudCustomData an object", tx_doc(CloudCustomData={"k": "v"}), 70402),
     ("SendMsgControl unknown", tx_doc(SendMsgControl=["NoPush"]), 70402),
     ("OfflinePushInfo.Ext an object", tx_doc(OfflinePushInfo={"Ext": {"k": 1}}), 70402),
+    (
+        "ApnsInfo.BadgeMode 2",
+        tx_doc(OfflinePushInfo={"ApnsInfo": {"BadgeMode": 2}}),
+        70402,
+    ),
+    (
+        "AndroidInfo.Sound a number",
+        tx_doc(OfflinePushInfo={"AndroidInfo": {"Sound": 1}}),
+        70402,
+    ),
     ("OfflinePushInfo.PushFlag 2", tx_doc(OfflinePushInfo={"PushFlag": 2}), 70402),
 ]
 

@@ -107,9 +107,10 @@ REFUSED: list[tuple[str, Any, int, str]] = [
         414,
         "no-sense",
     ),
-    ("sender unknown", yx2_doc(sender="ghost-sender"), 404, "sender"),
-    ("sender disabled", yx2_doc(sender="banned-sender"), 422, "forbidden"),
-    ("sender muted", yx2_doc(sender="muted-sender"), 423, "mute"),
+    # The IM 2.0 family's 6-digit codes (docs/vendor-mapping.md "Answers").
+    ("sender unknown", yx2_doc(sender="ghost-sender"), 102404, "sender"),
+    ("sender disabled", yx2_doc(sender="banned-sender"), 102422, "forbidden"),
+    ("sender muted", yx2_doc(sender="muted-sender"), 102421, "mute"),
 ]
 
 
@@ -216,7 +217,7 @@ async def test_success_and_failed_lists(vendors: Vendors) -> None:
         assert isinstance(item["create_time"], int)
         assert "text" not in item  # only with need_message_detail
     assert data["failed_list"] == [
-        {"account_id": "ghost1", "error_code": 404, "error_msg": "account not found"}
+        {"account_id": "ghost1", "error_code": 102404, "error_msg": "account not found"}
     ]
     logged = {d.recipient: d.message_id for d in vendors.server.state.deliveries()}
     assert logged == {i["receiver_id"]: str(i["message_server_id"]) for i in data["success_list"]}

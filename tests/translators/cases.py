@@ -28,6 +28,14 @@ AUDIO = pb.AudioContent(
     size_bytes=4096,
     duration_ms=3200,
 )
+THUMBNAIL = pb.ImageVariant(
+    url="https://cdn.example/m.jpg",
+    md5="b026324c6904b2a9cb4b88d6d61c81d1",
+    format="jpg",
+    size_bytes=20_480,
+    width=320,
+    height=180,
+)
 VIDEO = pb.VideoContent(
     url="https://cdn.example/m.mp4",
     md5="d41d8cd98f00b204e9800998ecf8427e",
@@ -36,6 +44,7 @@ VIDEO = pb.VideoContent(
     width=1280,
     height=720,
     duration_ms=61_000,
+    thumbnail=THUMBNAIL,
 )
 LOCATION = pb.LocationContent(title="西湖", latitude=30.2431, longitude=120.1502)
 FILE = pb.FileContent(
@@ -45,7 +54,10 @@ FILE = pb.FileContent(
     format="pdf",
     size_bytes=123_456,
 )
-CUSTOM = pb.CustomContent(data='{"kind": "order", "id": 42}', sub_type=7, description="新订单")
+CUSTOM = pb.CustomContent(data='{"kind": "order", "id": 42}', description="新订单")
+CUSTOM_WITH_SUB_TYPE = pb.CustomContent(
+    data='{"kind": "order", "id": 42}', sub_type=7, description="新订单"
+)
 
 CONTENTS: dict[str, pb.Message] = {
     "text": pb.Message(text=pb.TextContent(text="hi, 你好")),

@@ -38,8 +38,22 @@ YUNXIN_CODES = [
     (500, AMBIGUOUS, R.FAILURE_REASON_VENDOR_ERROR),
     (503, RETRY, R.FAILURE_REASON_VENDOR_UNAVAILABLE),
     (514, RETRY, R.FAILURE_REASON_VENDOR_UNAVAILABLE),
-    (401, DONE, R.FAILURE_REASON_VENDOR_ERROR),  # not documented: an answer all the same
-    (999999, DONE, R.FAILURE_REASON_VENDOR_ERROR),
+    # Not documented: nothing says the call was not processed (CONTRACT §8 rule 24).
+    (401, AMBIGUOUS, R.FAILURE_REASON_VENDOR_ERROR),
+    (999999, AMBIGUOUS, R.FAILURE_REASON_VENDOR_ERROR),
+]
+
+# The IM 2.0 family (6 digits: 1 + resource + code), on the v2 API only.
+YUNXIN_V2_CODES = [
+    (102404, DONE, R.FAILURE_REASON_SENDER_NOT_FOUND),
+    (102421, DONE, R.FAILURE_REASON_SENDER_MUTED),
+    (102422, DONE, R.FAILURE_REASON_SENDER_BANNED),
+    (102426, DONE, R.FAILURE_REASON_RECIPIENT_INVALID),
+    (104404, DONE, R.FAILURE_REASON_RECIPIENT_INVALID),
+    (107451, DONE, R.FAILURE_REASON_CONTENT_REJECTED),
+    (107410, DONE, R.FAILURE_REASON_VENDOR_ERROR),
+    (107323, RATE, R.FAILURE_REASON_RATE_LIMITED),
+    (102449, AMBIGUOUS, R.FAILURE_REASON_VENDOR_ERROR),
 ]
 
 _MALFORMED = R.FAILURE_REASON_MESSAGE_INVALID
@@ -112,7 +126,7 @@ TENCENT_CODES = [
     (20010, DONE, R.FAILURE_REASON_RECIPIENT_INVALID),
     (20011, DONE, R.FAILURE_REASON_RECIPIENT_INVALID),
     (20012, DONE, R.FAILURE_REASON_SENDER_MUTED),
-    (70398, DONE, R.FAILURE_REASON_VENDOR_ERROR),  # unknown to the table
+    (70398, AMBIGUOUS, R.FAILURE_REASON_VENDOR_ERROR),  # unknown to the table
 ]
 
 
@@ -145,7 +159,7 @@ def test_yunxin_v1_code(code: int, disposition: Disposition, reason: int) -> Non
     _check(translator, {"code": code, "desc": "vendor says why"}, code, disposition, reason)
 
 
-@pytest.mark.parametrize(("code", "disposition", "reason"), YUNXIN_CODES)
+@pytest.mark.parametrize(("code", "disposition", "reason"), YUNXIN_CODES + YUNXIN_V2_CODES)
 def test_yunxin_v2_code(code: int, disposition: Disposition, reason: int) -> None:
     translator = YunxinV2Translator(YunxinV2Translator.sandbox_credentials)
     body = {"code": code, "msg": "vendor says why", "data": {}}
@@ -166,9 +180,18 @@ def test_every_tencent_table_code_is_tested() -> None:
 
 
 def test_every_yunxin_table_code_is_tested() -> None:
-    from imgate.translators._yunxin import CODES
+    from imgate.translators._yunxin import CODES, V2_CODES
 
     assert set(CODES) <= {code for code, _, _ in YUNXIN_CODES}
+    assert set(V2_CODES) <= {code for code, _, _ in YUNXIN_CODES + YUNXIN_V2_CODES}
+
+
+@pytest.mark.parametrize(("code", "disposition", "reason"), YUNXIN_V2_CODES[:7])
+def test_im2_codes_are_not_legacy_codes(code: int, disposition: Disposition, reason: int) -> None:
+    """The legacy API does not document the 6-digit family: UNCERTAIN there."""
+    translator = YunxinV1Translator(YunxinV1Translator.sandbox_credentials)
+    result = translator.parse(["a"], 200, json.dumps({"code": code, "desc": "x"}).encode())
+    assert result.disposition is AMBIGUOUS
 
 
 def test_vendor_detail_is_trimmed() -> None:

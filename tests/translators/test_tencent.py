@@ -110,6 +110,13 @@ def _sha1(text: str) -> str:
                     "VideoSecond": 61,
                     "VideoFormat": "mp4",
                     "VideoDownloadFlag": 2,
+                    "ThumbUrl": "https://cdn.example/m.jpg",
+                    "ThumbUUID": "b026324c6904b2a9cb4b88d6d61c81d1",
+                    "ThumbSize": 20480,
+                    "ThumbWidth": 320,
+                    "ThumbHeight": 180,
+                    "ThumbFormat": "jpg",
+                    "ThumbDownloadFlag": 2,
                 },
             },
         ),
@@ -180,7 +187,6 @@ def test_empty_sender_means_admin() -> None:
         ({"push_payload": '{"k":"v"}'}, {"OfflinePushInfo": {"Ext": '{"k":"v"}'}}),
         ({"offline_enabled": False}, {"OnlineOnlyFlag": 1}),
         ({"offline_enabled": True}, {}),
-        ({"history_enabled": False}, {"OnlineOnlyFlag": 1}),
         ({"history_enabled": True}, {}),
         ({"online_only": True}, {"OnlineOnlyFlag": 1}),
         ({"online_only": False}, {}),
@@ -436,39 +442,137 @@ def test_seed_all_failed_example() -> None:
     ] * 2
 
 
-def test_ok_without_error_list_accepts_everyone() -> None:
-    # A developer saw OK with no ErrorList although one account was unknown; the vendor
-    # gives nothing else to go on (vendor-mapping.md).
-    result = _parse({"ActionStatus": "OK", "ErrorCode": 0, "MsgKey": "1_2_3"})
-    assert all(r.accepted and r.vendor_message_id == "1_2_3" for r in result.results)
-
-
-def test_error_code_zero_wins_over_action_status() -> None:
-    result = _parse({"ActionStatus": "FAIL", "ErrorCode": 0, "MsgKey": "k"})
-    assert all(r.accepted for r in result.results)
+def test_image_renditions_are_image_info_types_2_and_3() -> None:
+    image = pb.ImageContent()
+    image.CopyFrom(CONTENTS["image"].image)
+    image.large.CopyFrom(pb.ImageVariant(url="https://cdn.example/l.png", width=320, height=240))
+    image.thumbnail.CopyFrom(
+        pb.ImageVariant(url="https://cdn.example/t.png", size_bytes=99, width=64, height=48)
+    )
+    request = make_request(pb.Message(image=image))
+    assert TencentTranslator(TencentTranslator.sandbox_credentials).validate(request) == []
+    infos = _body(request)["MsgBody"][0]["MsgContent"]["ImageInfoArray"]
+    assert infos[1:] == [
+        {"Type": 2, "Size": 0, "Width": 320, "Height": 240, "URL": "https://cdn.example/l.png"},
+        {"Type": 3, "Size": 99, "Width": 64, "Height": 48, "URL": "https://cdn.example/t.png"},
+    ]
 
 
 @pytest.mark.parametrize(
-    ("code", "reason"),
+    ("content", "field"),
     [
-        (70107, pb.FAILURE_REASON_RECIPIENT_NOT_FOUND),
-        (90048, pb.FAILURE_REASON_RECIPIENT_NOT_FOUND),
-        (20007, pb.FAILURE_REASON_VENDOR_ERROR),
-        (None, pb.FAILURE_REASON_VENDOR_ERROR),
+        (
+            pb.Message(video=pb.VideoContent(url="https://x.example/v.mp4")),
+            "message.video.thumbnail",
+        ),
+        (
+            pb.Message(
+                video=pb.VideoContent(
+                    url="https://x.example/v.mp4",
+                    thumbnail=pb.ImageVariant(url="https://x.example/t.jpg", width=5),
+                )
+            ),
+            "message.video.thumbnail.height",
+        ),
+        (
+            pb.Message(image=pb.ImageContent(url="https://x.example/i.png", height=5)),
+            "message.image.width",
+        ),
+        (
+            pb.Message(custom=pb.CustomContent(data='{"a":1}', sub_type=3)),
+            "message.custom.sub_type",
+        ),
     ],
 )
-def test_error_list_codes(code: int | None, reason: int) -> None:
-    entry: dict[str, Any] = {"To_Account": "rong"}
-    if code is not None:
-        entry["ErrorCode"] = code
+def test_what_tencent_requires_or_cannot_carry_is_refused(content: pb.Message, field: str) -> None:
+    problems = TencentTranslator(TencentTranslator.sandbox_credentials).validate(
+        make_request(content)
+    )
+    assert [p.field for p in problems] == [field]
+
+
+def test_history_off_alone_is_refused_not_sent_as_online_only() -> None:
+    translator = TencentTranslator(TencentTranslator.sandbox_credentials)
+    problems = translator.validate(make_request(history_enabled=False))
+    assert [p.field for p in problems] == ["options.history_enabled"]
+    assert "online_only" in problems[0].description
+
+
+def test_ok_without_error_list_accepts_everyone_with_a_caveat() -> None:
+    # A developer saw OK with no ErrorList although one account was unknown; the vendor
+    # gives nothing else to go on, so imgate says so on the outcome (vendor-mapping.md).
+    result = _parse({"ActionStatus": "OK", "ErrorCode": 0, "MsgKey": "1_2_3"})
+    assert all(r.accepted and r.vendor_message_id == "1_2_3" for r in result.results)
+    assert all("unknown account" in r.detail for r in result.results)
+
+
+@pytest.mark.parametrize("status", ["FAIL", "SomeError", None, 7])
+def test_error_code_zero_with_an_error_status_and_no_list_is_uncertain(status: object) -> None:
+    # The answer says something failed but not for whom: nobody can be called accepted.
+    answer: dict[str, Any] = {"ErrorCode": 0, "MsgKey": "k"}
+    if status is not None:
+        answer["ActionStatus"] = status
+    assert _parse(answer).disposition is Disposition.AMBIGUOUS
+
+
+def test_error_code_zero_with_a_list_trusts_the_list_whatever_the_status() -> None:
+    answer = {
+        "ActionStatus": "FAIL",
+        "ErrorCode": 0,
+        "ErrorList": [{"To_Account": "rong", "ErrorCode": 70107}],
+    }
+    result = _parse(answer)
+    assert [r.state for r in result.results] == [
+        pb.DELIVERY_STATE_ACCEPTED,
+        pb.DELIVERY_STATE_FAILED,
+    ]
+
+
+@pytest.mark.parametrize(
+    ("code", "state", "reason"),
+    [
+        (70107, pb.DELIVERY_STATE_FAILED, pb.FAILURE_REASON_RECIPIENT_NOT_FOUND),
+        (90048, pb.DELIVERY_STATE_FAILED, pb.FAILURE_REASON_RECIPIENT_NOT_FOUND),
+        (20007, pb.DELIVERY_STATE_FAILED, pb.FAILURE_REASON_RECIPIENT_INVALID),
+        (60007, pb.DELIVERY_STATE_FAILED, pb.FAILURE_REASON_RATE_LIMITED),
+        # May mean "processed" (CONTRACT §1.6): that recipient is UNCERTAIN (issue 13.4).
+        (70169, pb.DELIVERY_STATE_UNCERTAIN, pb.FAILURE_REASON_VENDOR_ERROR),
+        (90992, pb.DELIVERY_STATE_UNCERTAIN, pb.FAILURE_REASON_VENDOR_ERROR),
+        (91000, pb.DELIVERY_STATE_UNCERTAIN, pb.FAILURE_REASON_VENDOR_ERROR),
+        # Not documented (CONTRACT §8 rule 24).
+        (12345, pb.DELIVERY_STATE_UNCERTAIN, pb.FAILURE_REASON_VENDOR_ERROR),
+    ],
+)
+def test_error_list_codes(code: int, state: int, reason: int) -> None:
+    entry: dict[str, Any] = {"To_Account": "rong", "ErrorCode": code}
     result = _parse({"ActionStatus": "SomeError", "ErrorCode": 0, "ErrorList": [entry]})
     rong = result.results[1]
-    assert (rong.accepted, rong.reason, rong.vendor_code) == (
-        False,
-        reason,
-        "" if code is None else str(code),
-    )
+    assert (rong.state, rong.reason, rong.vendor_code) == (state, reason, str(code))
     assert result.results[0].accepted
+
+
+@pytest.mark.parametrize(
+    "error_list",
+    [
+        "rong",
+        {"To_Account": "rong", "ErrorCode": 70107},
+        [{"To_Account": "rong"}],  # no code
+        [{"To_Account": "rong", "ErrorCode": "x"}],
+        [{"To_Account": 5, "ErrorCode": 70107}],
+        [{"To_Account": "stranger", "ErrorCode": 70107}],  # not in the call
+        ["rong"],
+        [None],
+    ],
+)
+def test_garbage_error_list_makes_everyone_uncertain(error_list: object) -> None:
+    answer = {"ActionStatus": "SomeError", "ErrorCode": 0, "ErrorList": error_list}
+    assert _parse(answer).disposition is Disposition.AMBIGUOUS
+
+
+def test_msg_key_of_the_wrong_type_is_uncertain() -> None:
+    assert _parse({"ActionStatus": "OK", "ErrorCode": 0, "MsgKey": 5}).disposition is (
+        Disposition.AMBIGUOUS
+    )
 
 
 def test_failed_call_keeps_per_account_reasons() -> None:

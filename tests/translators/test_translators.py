@@ -16,7 +16,7 @@ from imgate.translators.yunxin_v1 import YunxinV1Translator
 from imgate.translators.yunxin_v2 import YunxinV2Translator
 from imgate.v1 import gateway_pb2 as pb
 
-from .cases import CHUNK_KEY, CONTENTS, NONCE, NOW, RECIPIENTS, make_request
+from .cases import CHUNK_KEY, CONTENTS, NONCE, NOW, RECIPIENTS, THUMBNAIL, make_request
 
 ALL = (YunxinV1Translator, YunxinV2Translator, TencentTranslator)
 
@@ -151,7 +151,11 @@ def test_resend_keeps_dedup_material_and_refreshes_auth(cls: type[Translator]) -
         (500, Disposition.AMBIGUOUS, pb.FAILURE_REASON_VENDOR_ERROR, False),
         (503, Disposition.AMBIGUOUS, pb.FAILURE_REASON_VENDOR_ERROR, False),
         (504, Disposition.AMBIGUOUS, pb.FAILURE_REASON_VENDOR_ERROR, False),
-        (404, Disposition.DONE, pb.FAILURE_REASON_VENDOR_ERROR, True),
+        # Undocumented answers (the vendors answer errors with HTTP 200): UNCERTAIN.
+        (404, Disposition.AMBIGUOUS, pb.FAILURE_REASON_VENDOR_ERROR, False),
+        (400, Disposition.AMBIGUOUS, pb.FAILURE_REASON_VENDOR_ERROR, False),
+        (301, Disposition.AMBIGUOUS, pb.FAILURE_REASON_VENDOR_ERROR, False),
+        (204, Disposition.AMBIGUOUS, pb.FAILURE_REASON_VENDOR_ERROR, False),
     ],
 )
 def test_http_status_before_body(
@@ -194,9 +198,15 @@ def test_unreadable_200_answer_is_ambiguous(cls: type[Translator], body: bytes) 
     [
         ({"content": pb.Message(text=pb.TextContent(text=""))}, "message.text.text"),
         ({"content": pb.Message(tip=pb.TipContent(text=""))}, "message.tip.text"),
-        ({"content": pb.Message(image=pb.ImageContent(md5="x"))}, "message.image.url"),
+        (
+            {"content": pb.Message(image=pb.ImageContent(md5="x", width=1, height=1))},
+            "message.image.url",
+        ),
         ({"content": pb.Message(audio=pb.AudioContent())}, "message.audio.url"),
-        ({"content": pb.Message(video=pb.VideoContent())}, "message.video.url"),
+        (
+            {"content": pb.Message(video=pb.VideoContent(thumbnail=THUMBNAIL))},
+            "message.video.url",
+        ),
         ({"content": pb.Message(file=pb.FileContent())}, "message.file.url"),
         (
             {"content": pb.Message(location=pb.LocationContent(latitude=91.0))},
@@ -242,7 +252,129 @@ def test_valid_request_has_no_violations(cls: type[Translator]) -> None:
         update_conversation=True,
         skip_moderation=False,
         online_only=False,
-        read_receipt=True,
+        read_receipt=cls is TencentTranslator,  # Yunxin batch sends have no receipts
         return_message_ids=True,
     )
     assert _make(cls).validate(request) == []
+
+
+def test_per_recipient_results_become_outcomes_and_counts() -> None:
+    from imgate.translators._base import (
+        RecipientResult,
+        count_states,
+        fill_outcome,
+        uncertain_result,
+    )
+
+    results = [
+        RecipientResult("a", True, vendor_message_id="m", vendor_time_ms=5, detail="note"),
+        RecipientResult("b", False, pb.FAILURE_REASON_RECIPIENT_NOT_FOUND, "404", "gone"),
+        uncertain_result("c", pb.FAILURE_REASON_VENDOR_ERROR, "102449", "retry"),
+    ]
+    outcomes = []
+    for item in results:
+        outcome = pb.RecipientOutcome()
+        fill_outcome(outcome, item)
+        outcomes.append(outcome)
+    assert [(o.state, o.reason, o.vendor_code, o.detail) for o in outcomes] == [
+        (pb.DELIVERY_STATE_ACCEPTED, pb.FAILURE_REASON_UNSPECIFIED, "", "note"),
+        (pb.DELIVERY_STATE_FAILED, pb.FAILURE_REASON_RECIPIENT_NOT_FOUND, "404", "gone"),
+        (pb.DELIVERY_STATE_UNCERTAIN, pb.FAILURE_REASON_VENDOR_ERROR, "102449", "retry"),
+    ]
+    assert (outcomes[0].vendor_message_id, outcomes[0].vendor_time_ms) == ("m", 5)
+    assert count_states(results) == (1, 1, 1)
+
+
+@pytest.mark.parametrize("cls", [YunxinV1Translator, YunxinV2Translator])
+@pytest.mark.parametrize(
+    ("content", "field"),
+    [
+        # Over the vendor's 5000-character body: refused up front, not 414 on every chunk.
+        (
+            pb.Message(custom=pb.CustomContent(data='{"a":"' + "x" * 5000 + '"}')),
+            "message.custom.data",
+        ),
+        (
+            pb.Message(file=pb.FileContent(url="https://cdn.example/" + "f" * 5000)),
+            "message.file",
+        ),
+    ],
+)
+def test_yunxin_body_over_the_limit_is_refused(
+    cls: type[Translator], content: pb.Message, field: str
+) -> None:
+    problems = _make(cls).validate(make_request(content))
+    assert [p.field for p in problems] == [field]
+
+
+def test_yunxin_body_counts_what_is_sent() -> None:
+    # v2 re-encodes the custom data compactly: spaces in the caller's JSON do not count.
+    data = '{"a": "' + "x" * 4985 + '",   "b": 1}'
+    request = make_request(pb.Message(custom=pb.CustomContent(data=data)))
+    assert _make(YunxinV2Translator).validate(request) == []
+    assert [p.field for p in _make(YunxinV1Translator).validate(request)] == ["message.custom.data"]
+
+
+@pytest.mark.parametrize(
+    ("cls", "allowed"),
+    [(YunxinV1Translator, False), (YunxinV2Translator, True), (TencentTranslator, False)],
+)
+def test_custom_sub_type_only_where_the_vendor_carries_it(
+    cls: type[Translator], allowed: bool
+) -> None:
+    request = make_request(pb.Message(custom=pb.CustomContent(data='{"a":1}', sub_type=4)))
+    fields = [p.field for p in _make(cls).validate(request)]
+    assert fields == ([] if allowed else ["message.custom.sub_type"])
+
+
+@pytest.mark.parametrize("cls", [YunxinV1Translator, YunxinV2Translator])
+def test_yunxin_refuses_read_receipts_it_cannot_send(cls: type[Translator]) -> None:
+    fields = [p.field for p in _make(cls).validate(make_request(read_receipt=True))]
+    assert fields == ["options.read_receipt"]
+    assert _make(cls).validate(make_request(read_receipt=False)) == []
+
+
+@pytest.mark.parametrize("cls", ALL)
+@pytest.mark.parametrize("option", ["offline_enabled", "history_enabled", "unread_enabled"])
+def test_online_only_contradicted_is_refused(cls: type[Translator], option: str) -> None:
+    problems = _make(cls).validate(make_request(online_only=True, **{option: True}))
+    assert f"options.{option}" in [p.field for p in problems]
+
+
+def test_push_nick_maps_on_yunxin_and_is_refused_on_tencent() -> None:
+    import json as json_module
+    from urllib.parse import parse_qs
+
+    request = make_request(push_nick_enabled=False)
+    v1 = _make(YunxinV1Translator)
+    form = parse_qs(v1.build(v1.prepare(request), ["a"], CHUNK_KEY, NOW, NONCE).body.decode())
+    assert json_module.loads(form["option"][0]) == {"needPushNick": False}
+    v2 = _make(YunxinV2Translator)
+    body = json_module.loads(v2.build(v2.prepare(request), ["a"], CHUNK_KEY, NOW, NONCE).body)
+    assert body["push_config"] == {"push_nick_enabled": False}
+    assert [p.field for p in _make(TencentTranslator).validate(request)] == [
+        "options.push_nick_enabled"
+    ]
+
+
+def test_tencent_android_and_apns_info_are_passed_through() -> None:
+    import json as json_module
+
+    request = make_request(
+        tencent_android_info='{"Sound":"a.mp3","OPPOChannelID":"c1"}',
+        tencent_apns_info='{"Sound":"a.caf","BadgeMode":1,"SubTitle":"s"}',
+    )
+    translator = _make(TencentTranslator)
+    assert translator.validate(request) == []
+    body = json_module.loads(
+        translator.build(translator.prepare(request), ["a"], CHUNK_KEY, NOW, NONCE).body
+    )
+    assert body["OfflinePushInfo"] == {
+        "AndroidInfo": {"Sound": "a.mp3", "OPPOChannelID": "c1"},
+        "ApnsInfo": {"Sound": "a.caf", "BadgeMode": 1, "SubTitle": "s"},
+    }
+    for cls in (YunxinV1Translator, YunxinV2Translator):
+        fields = [p.field for p in _make(cls).validate(request)]
+        assert fields == ["options.tencent_android_info", "options.tencent_apns_info"]
+    bad = make_request(tencent_apns_info='{"BadgeMode": NaN}')
+    assert [p.field for p in translator.validate(bad)] == ["options.tencent_apns_info"]

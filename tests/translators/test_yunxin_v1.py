@@ -133,8 +133,9 @@ def test_custom_data_passes_through_verbatim() -> None:
             {"payload": {"sound": "a.caf", "pushTitle": "new"}},
         ),
         ({"offline_enabled": False}, {"option": {"persistent": False}}),
-        ({"history_enabled": False}, {"option": {"history": False, "roam": False}}),
-        ({"history_enabled": True}, {"option": {"history": True, "roam": True}}),
+        # Cloud history only: roaming is another behaviour (issue 13.3).
+        ({"history_enabled": False}, {"option": {"history": False}}),
+        ({"history_enabled": True}, {"option": {"history": True}}),
         ({"unread_enabled": False}, {"option": {"badge": False}}),
         ({"sync_to_sender": False}, {"option": {"sendersync": False}}),
         ({"update_conversation": False}, {"option": {"sessionUpdate": False}}),
@@ -142,14 +143,22 @@ def test_custom_data_passes_through_verbatim() -> None:
         ({"skip_moderation": False}, {}),
         (
             {"online_only": True},
-            {"option": {"persistent": False, "history": False, "roam": False}},
+            {"option": {"persistent": False, "history": False, "roam": False, "badge": False}},
         ),
         ({"online_only": False}, {}),
         (
-            {"online_only": True, "history_enabled": True, "push_enabled": True},
-            {"option": {"persistent": False, "history": False, "roam": False, "push": True}},
+            {"online_only": True, "history_enabled": False, "push_enabled": True},
+            {
+                "option": {
+                    "persistent": False,
+                    "history": False,
+                    "roam": False,
+                    "badge": False,
+                    "push": True,
+                }
+            },
         ),
-        ({"read_receipt": True}, {}),  # not on the batch API
+        ({"read_receipt": False}, {}),  # the vendor default; true is refused
         ({"return_message_ids": True}, {"returnMsgid": "true"}),
         ({"return_message_ids": False}, {"returnMsgid": "false"}),
     ],
@@ -316,3 +325,35 @@ def test_seed_failure_examples(answer: dict[str, Any], reason: int, detail: str)
 def test_414_that_is_an_auth_failure(desc: str, reason: int) -> None:
     result = _parse({"code": 414, "desc": desc})
     assert {r.reason for r in result.results} == {reason}
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        {"code": 200, "unregister": ["stranger"]},  # not in the call
+        {"code": 200, "unregister": [5]},
+        {"code": 200, "unregister": "not json"},
+        {"code": 200, "msgids": {"stranger": 1}},
+        {"code": 200, "msgids": {"a": [1]}},
+        {"code": 200, "msgids": ["a"]},
+        {"code": 200, "timetag": "yesterday"},
+        {"code": 200, "timetag": -5},
+        {"code": 200, "unregister": ["a"], "msgids": {"a": 1}},
+    ],
+)
+def test_answers_that_do_not_match_the_call_make_everyone_uncertain(
+    answer: dict[str, Any],
+) -> None:
+    translator = YunxinV1Translator(YunxinV1Translator.sandbox_credentials)
+    result = translator.parse(["a", "b"], 200, json.dumps(answer).encode())
+    assert result.disposition is Disposition.AMBIGUOUS
+
+
+def test_timetag_is_returned_beside_the_message_id() -> None:
+    translator = YunxinV1Translator(YunxinV1Translator.sandbox_credentials)
+    answer = {"code": 200, "unregister": ["b"], "timetag": 1700000000123, "msgids": {"a": 9}}
+    result = translator.parse(["a", "b"], 200, json.dumps(answer).encode())
+    assert [(r.state, r.vendor_message_id, r.vendor_time_ms) for r in result.results] == [
+        (pb.DELIVERY_STATE_ACCEPTED, "9", 1700000000123),
+        (pb.DELIVERY_STATE_FAILED, "", 0),
+    ]

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 
 from imgate.translators._base import Disposition, VendorRequest
-from imgate.translators.yunxin_v2 import YunxinV2Translator
+from imgate.translators.yunxin_v2 import YunxinV2Translator, message_client_id
 from imgate.v1 import gateway_pb2 as pb
 
-from .cases import CHUNK_KEY, CONTENTS, NONCE, NOW, RECIPIENTS, make_request
+from .cases import CHUNK_KEY, CONTENTS, CUSTOM_WITH_SUB_TYPE, NONCE, NOW, RECIPIENTS, make_request
 
 
 def _translator() -> YunxinV2Translator:
@@ -25,7 +25,9 @@ def _build(request: pb.BatchSendRequest, recipients: Any = RECIPIENTS) -> Vendor
 
 
 def _body(request: pb.BatchSendRequest) -> dict[str, Any]:
+    """The body without message_client_id (tested on its own)."""
     body: dict[str, Any] = json.loads(_build(request).body)
+    assert body["message"].pop("message_client_id") == message_client_id(CHUNK_KEY)
     return body
 
 
@@ -99,7 +101,6 @@ def _body(request: pb.BatchSendRequest) -> dict[str, Any]:
             {
                 "message_type": 100,
                 "attachment": {"kind": "order", "id": 42},
-                "sub_type": 7,
                 "text": "新订单",
             },
         ),
@@ -111,6 +112,25 @@ def test_content_kind_to_message(kind: str, message: dict[str, Any]) -> None:
         "sender_id": "dave",
         "message": message,
     }
+
+
+def test_message_client_id_is_stable_per_chunk_and_unique_across_chunks() -> None:
+    translator = _translator()
+    prepared = translator.prepare(make_request())
+    ids = [
+        json.loads(translator.build(prepared, ["a"], key, NOW, nonce).body)["message"][
+            "message_client_id"
+        ]
+        for key, nonce in ((CHUNK_KEY, NONCE), (CHUNK_KEY, "f" * 32), (CHUNK_KEY + "x", NONCE))
+    ]
+    assert ids[0] == ids[1] != ids[2]
+    assert len(ids[0]) == 32
+
+
+def test_custom_sub_type_is_sent() -> None:
+    request = make_request(pb.Message(custom=CUSTOM_WITH_SUB_TYPE))
+    assert _translator().validate(request) == []
+    assert _body(request)["message"]["sub_type"] == 7
 
 
 def test_custom_without_sub_type_or_description() -> None:
@@ -135,7 +155,7 @@ def test_custom_without_sub_type_or_description() -> None:
         ({"offline_enabled": False}, {"message_config": {"offline_enabled": False}}),
         (
             {"history_enabled": False},
-            {"message_config": {"history_enabled": False, "roaming_enabled": False}},
+            {"message_config": {"history_enabled": False}},
         ),
         ({"unread_enabled": False}, {"message_config": {"unread_enabled": False}}),
         ({"sync_to_sender": True}, {"message_config": {"mutil_sync_enabled": True}}),
@@ -152,11 +172,12 @@ def test_custom_without_sub_type_or_description() -> None:
                     "offline_enabled": False,
                     "history_enabled": False,
                     "roaming_enabled": False,
+                    "unread_enabled": False,
                 }
             },
         ),
         ({"online_only": False}, {}),
-        ({"read_receipt": True}, {}),  # P2P read receipts are not on this API
+        ({"read_receipt": False}, {}),  # the vendor default; true is refused
         ({"return_message_ids": True}, {}),  # ids are always returned
     ],
 )
@@ -204,14 +225,14 @@ def test_every_key_sent_is_documented(kind: str) -> None:
             push_content="c",
             push_title="t",
             push_payload="{}",
-            offline_enabled=True,
-            history_enabled=True,
-            unread_enabled=True,
+            offline_enabled=False,
+            history_enabled=False,
+            unread_enabled=False,
             sync_to_sender=True,
             update_conversation=True,
             skip_moderation=True,
             online_only=True,
-            read_receipt=True,
+            read_receipt=False,
             return_message_ids=True,
         )
     )
@@ -337,22 +358,82 @@ def test_failed_item_keyed_either_way(account_key: str) -> None:
     assert result.results[0].vendor_message_id == "11"
 
 
-def test_recipient_in_neither_list_counts_accepted() -> None:
-    answer = {"code": 200, "msg": "success", "data": {"success_list": []}}
-    result = _parse(answer, ["a"])
-    assert [(r.accepted, r.vendor_message_id) for r in result.results] == [(True, "")]
-    assert result.results[0].detail
-
-
-def test_listed_as_sent_wins_over_failed() -> None:
+def test_recipient_in_neither_list_is_uncertain() -> None:
     answer = {
         "code": 200,
-        "data": {
+        "msg": "success",
+        "data": {"success_list": [{"receiver_id": "a", "message_server_id": 1}]},
+    }
+    result = _parse(answer, ["a", "b"])
+    assert [r.state for r in result.results] == [
+        pb.DELIVERY_STATE_ACCEPTED,
+        pb.DELIVERY_STATE_UNCERTAIN,
+    ]
+    assert result.results[1].detail
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"success_list": "a"},
+        {"success_list": [{"receiver_id": "a", "message_server_id": 1}, "junk"]},
+        {"success_list": [{"receiver_id": 7, "message_server_id": 1}]},
+        {"success_list": [{"receiver_id": "stranger", "message_server_id": 1}]},
+        {"success_list": [{"receiver_id": "a", "message_server_id": [1]}]},
+        {"success_list": [{"receiver_id": "a", "message_server_id": 1, "create_time": "x"}]},
+        {"failed_list": {"account_id": "a"}},
+        {"failed_list": [{"error_code": 404}]},
+        {"failed_list": [{"account_id": "stranger", "error_code": 404}]},
+        # One account in both lists: which one is true?
+        {
             "success_list": [{"receiver_id": "a", "message_server_id": 1}],
             "failed_list": [{"account_id": "a", "error_code": 500}],
         },
+    ],
+)
+def test_lists_that_do_not_match_the_call_make_everyone_uncertain(data: object) -> None:
+    answer = {"code": 200, "msg": "success", "data": data}
+    assert _parse(answer, ["a"]).disposition is Disposition.AMBIGUOUS
+
+
+@pytest.mark.parametrize(
+    ("code", "state", "reason"),
+    [
+        (404, pb.DELIVERY_STATE_FAILED, pb.FAILURE_REASON_RECIPIENT_NOT_FOUND),
+        (102404, pb.DELIVERY_STATE_FAILED, pb.FAILURE_REASON_RECIPIENT_NOT_FOUND),
+        (102426, pb.DELIVERY_STATE_FAILED, pb.FAILURE_REASON_RECIPIENT_INVALID),
+        (104404, pb.DELIVERY_STATE_FAILED, pb.FAILURE_REASON_RECIPIENT_INVALID),
+        (107451, pb.DELIVERY_STATE_FAILED, pb.FAILURE_REASON_CONTENT_REJECTED),
+        (102449, pb.DELIVERY_STATE_UNCERTAIN, pb.FAILURE_REASON_VENDOR_ERROR),
+        (500, pb.DELIVERY_STATE_UNCERTAIN, pb.FAILURE_REASON_VENDOR_ERROR),
+        (None, pb.DELIVERY_STATE_UNCERTAIN, pb.FAILURE_REASON_VENDOR_ERROR),
+        (99, pb.DELIVERY_STATE_UNCERTAIN, pb.FAILURE_REASON_VENDOR_ERROR),
+    ],
+)
+def test_failed_list_codes(code: int | None, state: int, reason: int) -> None:
+    item: dict[str, Any] = {"account_id": "a", "error_msg": "why"}
+    if code is not None:
+        item["error_code"] = code
+    answer = {"code": 200, "data": {"failed_list": [item]}}
+    result = _parse(answer, ["a"]).results[0]
+    assert (result.state, result.reason, result.vendor_code) == (
+        state,
+        reason,
+        "" if code is None else str(code),
+    )
+
+
+def test_create_time_is_returned_beside_the_message_id() -> None:
+    answer = {
+        "code": 200,
+        "data": {
+            "success_list": [
+                {"receiver_id": "a", "message_server_id": 12345678901234567, "create_time": 17}
+            ]
+        },
     }
-    assert _parse(answer, ["a"]).results[0].accepted
+    result = _parse(answer, ["a"]).results[0]
+    assert (result.vendor_message_id, result.vendor_time_ms) == ("12345678901234567", 17)
 
 
 def test_error_envelope() -> None:

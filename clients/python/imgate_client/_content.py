@@ -57,9 +57,12 @@ def image(
     size_bytes: int = 0,
     width: int = 0,
     height: int = 0,
+    large: gateway_pb2.ImageVariant | None = None,
+    thumbnail: gateway_pb2.ImageVariant | None = None,
     extension: JsonObject | None = None,
 ) -> gateway_pb2.Message:
-    """An image stored at ``url``."""
+    """An image stored at ``url``, with optional ``large`` and ``thumbnail`` renditions
+    (Tencent requires ``width`` and ``height``)."""
     return gateway_pb2.Message(
         image=gateway_pb2.ImageContent(
             url=url,
@@ -69,6 +72,8 @@ def image(
             size_bytes=size_bytes,
             width=width,
             height=height,
+            large=large,
+            thumbnail=thumbnail,
         ),
         extension=_json_text(extension),
     )
@@ -103,9 +108,11 @@ def video(
     width: int = 0,
     height: int = 0,
     duration_ms: int = 0,
+    thumbnail: gateway_pb2.ImageVariant | None = None,
     extension: JsonObject | None = None,
 ) -> gateway_pb2.Message:
-    """A video stored at ``url``."""
+    """A video stored at ``url``; ``thumbnail`` (url, width, height) is required on
+    Tencent."""
     return gateway_pb2.Message(
         video=gateway_pb2.VideoContent(
             url=url,
@@ -115,6 +122,7 @@ def video(
             width=width,
             height=height,
             duration_ms=duration_ms,
+            thumbnail=thumbnail,
         ),
         extension=_json_text(extension),
     )

@@ -19,7 +19,17 @@ SANDBOX_TENCENT_SDK_APP_ID = 1400000000
 SANDBOX_TENCENT_SECRET_KEY = "sandbox-secret-key"  # noqa: S105 - public sandbox credential
 SANDBOX_TENCENT_ADMIN_IDENTIFIER = "administrator"
 
-FaultKind = Literal["latency", "refuse_502", "hang", "error_500", "malformed", "html", "drop"]
+FaultKind = Literal[
+    "latency",
+    "refuse_502",
+    "hang",
+    "error_500",
+    "malformed",
+    "html",
+    "drop",
+    "oversized",
+    "silent_unknown",
+]
 FAULT_KINDS: tuple[str, ...] = get_args(FaultKind)
 
 # Kinds that answer before the vendor processes anything: the call never delivers.
@@ -38,6 +48,11 @@ class FaultRule:
     error_500: process and deliver, then answer the vendor's internal-error body.
     malformed: process and deliver, then answer HTTP 200 with truncated JSON.
     html: process and deliver, then answer HTTP 200 with an HTML page.
+    oversized: process and deliver, then answer the normal body padded
+      to 5 MiB (over the gateway's default 4 MiB max_response_bytes).
+    silent_unknown: process (unknown accounts get nothing) but answer as if everyone got
+      it: Tencent OK without ErrorList (a documented vendor quirk, vendors.md §7.3), Yunxin
+      legacy an empty unregister, v2 no failed_list.
     drop: close the connection without an answer; nothing processed.
     """
 

@@ -40,6 +40,10 @@ _HTML_PAGE = (
 )
 
 
+OVERSIZED_ANSWER_BYTES = 5 << 20
+"""Size of an `oversized` fault's answer: over the gateway's default 4 MiB bound."""
+
+
 class VendorError(Exception):
     """A refusal in the vendor's own terms: its error code and message."""
 
@@ -113,6 +117,10 @@ class Emulator(abc.ABC, Generic[SettingsT, CallT]):
     def error_body(self, code: int, message: str) -> dict[str, Any]:
         """The vendor's error answer for `code`."""
 
+    def without_failures(self, answer: dict[str, Any]) -> dict[str, Any]:
+        """`answer` as if every recipient had been delivered (the silent_unknown fault)."""
+        return answer
+
     def deliver(self, call: CallT, call_id: int, recipient: str, message_id: str) -> None:
         """Log one delivery of `call` to `recipient`."""
         self.state.deliver(
@@ -184,6 +192,14 @@ class Emulator(abc.ABC, Generic[SettingsT, CallT]):
             )
         if fault.kind == "html":
             return web.Response(text=_HTML_PAGE, content_type="text/html", charset="utf-8")
+        if fault.kind == "oversized":
+            text = _dumps(answer)
+            padding = " " * max(0, OVERSIZED_ANSWER_BYTES - len(text))
+            return web.Response(
+                text=text[:-1] + padding + "}", content_type="application/json", charset="utf-8"
+            )
+        if fault.kind == "silent_unknown":
+            return _json(self.without_failures(answer))
         raise AssertionError(f"unhandled fault kind {fault.kind}")
 
     async def _pause(self, seconds: float) -> None:

@@ -24,6 +24,7 @@ from imgate.sandbox._config import (
     VendorSettings,
 )
 from imgate.sandbox._emulator import VendorError
+from imgate.translators._yunxin import ATTACHMENT_MAX_CHARS, TEXT_MAX_CHARS
 
 AUTH_FAILED = 403
 PARAM_ERROR = 414
@@ -61,9 +62,9 @@ class YunxinSettings(VendorSettings):
     block_s: float = 60.0
     max_clock_skew_s: float = 300.0
     """A CheckSum is valid within this many seconds of CurTime, either way."""
-    max_text_chars: int = 5000
+    max_text_chars: int = TEXT_MAX_CHARS
     """Text and tip messages: the text."""
-    max_attachment_chars: int = 5000
+    max_attachment_chars: int = ATTACHMENT_MAX_CHARS
     """Other types: the body (legacy) or the attachment's JSON (v2)."""
 
 
@@ -109,14 +110,29 @@ def check_recipient_ids(value: object, field: str, limit: int) -> tuple[str, ...
     return tuple(check_account_id(item, f"{field}[{i}]") for i, item in enumerate(value))
 
 
-def check_sender(accounts: AccountRules, sender: str) -> None:
-    """The sender must exist (404), not be disabled (422) and not be muted (423)."""
+@dataclass(frozen=True)
+class SenderCodes:
+    """The codes an API answers a sender problem with."""
+
+    not_found: int
+    banned: int
+    muted: int
+
+
+LEGACY_SENDER_CODES = SenderCodes(NOT_FOUND, SENDER_BANNED, SENDER_MUTED)
+
+
+def check_sender(
+    accounts: AccountRules, sender: str, codes: SenderCodes = LEGACY_SENDER_CODES
+) -> None:
+    """The sender must exist (404), not be disabled (422) and not be muted (423); the v2
+    API answers with its 6-digit codes instead."""
     if not accounts.exists(sender):
-        raise VendorError(NOT_FOUND, f"sender account {sender} does not exist")
+        raise VendorError(codes.not_found, "sender account does not exist")
     if accounts.is_banned(sender):
-        raise VendorError(SENDER_BANNED, "account is forbidden.")
+        raise VendorError(codes.banned, "account is forbidden.")
     if accounts.is_muted(sender):
-        raise VendorError(SENDER_MUTED, "account 'mute'.")
+        raise VendorError(codes.muted, "account 'mute'.")
 
 
 def check_message_type(value: object, field: str) -> int:

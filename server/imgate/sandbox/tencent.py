@@ -14,8 +14,12 @@ Checks, each answered as the vendor does (HTTP 200,
   non-empty array of 1-32-byte strings → 90003, more than 500 → 90011; `From_Account`
   empty, too long or unknown → 90008 (mute and disabled state are not checked by
   batchsendmsg); `MsgRandom` missing / not uint32 → 90005; `MsgSeq` not uint32 → 90004;
-  `MsgBody` not an array → 90007; empty, unknown MsgType, MsgContent missing its required
-  fields, or more than one TIMCustomElem → 90002; `SyncOtherMachine` not 1/2 → 90031;
+  `MsgBody` not an array → 90007; empty, unknown MsgType, MsgContent missing one of the
+  fields the vendor documents as required for REST sends (translators.tencent
+  ELEMENT_REQUIRED_FIELDS: e.g. a video's VideoUUID and every Thumb* field, an image's
+  ImageInfoArray entries with Type 1-3, Size, Width, Height, URL), a size or duration
+  that is not a non-negative integer, a download flag other than 2, or more than one
+  TIMCustomElem → 90002; `SyncOtherMachine` not 1/2 → 90031;
   other optional fields of the wrong type → 70402.
 Answer: all known → "OK"; some unknown → "SomeError", ErrorCode 0, ErrorList 70107 per
 unknown recipient; all unknown → "FAIL" 90012 without ErrorList or MsgKey. MsgKey is
@@ -41,6 +45,13 @@ from imgate.sandbox._config import (
 )
 from imgate.sandbox._emulator import Emulator, ParsedCall, VendorError, content_fingerprint
 from imgate.sandbox._state import SandboxState
+from imgate.translators.tencent import (
+    ELEMENT_REQUIRED_FIELDS,
+    IMAGE_INFO_REQUIRED_FIELDS,
+    LARGE_IMAGE,
+    ORIGINAL_IMAGE,
+    THUMBNAIL_IMAGE,
+)
 
 MAX_ACCOUNT_ID_BYTES = 32
 INVALID_PARAMETER = 70402
@@ -64,44 +75,66 @@ def _integer(key: str) -> _Check:
     return lambda content: is_int(content.get(key))
 
 
+def _count(key: str) -> _Check:
+    return lambda content: is_int(content.get(key)) and content[key] >= 0
+
+
+def _download_flag(key: str) -> _Check:
+    return lambda content: content.get(key) == _DOWNLOAD_FLAG
+
+
 def _image_infos(content: Mapping[str, Any]) -> bool:
     infos = content.get("ImageInfoArray")
+    return isinstance(infos, list) and bool(infos) and all(_image_info(i) for i in infos)
+
+
+def _image_info(info: object) -> bool:
     return (
-        isinstance(infos, list)
-        and bool(infos)
-        and all(isinstance(i, dict) and isinstance(i.get("URL"), str) and i["URL"] for i in infos)
+        isinstance(info, dict)
+        and all(key in info for key in IMAGE_INFO_REQUIRED_FIELDS)
+        and info["Type"] in (ORIGINAL_IMAGE, LARGE_IMAGE, THUMBNAIL_IMAGE)
+        and all(_count(key)(info) for key in ("Type", "Size", "Width", "Height"))
+        and _text("URL")(info)
     )
 
 
-# Required MsgContent fields per MsgType (vendors.md §10.3, docs/vendor-mapping.md): the
-# text, the media URL, the coordinates, the custom Data. Optional numeric fields are
-# type-checked separately.
-_ELEMENT_RULES: Mapping[str, Mapping[str, _Check]] = {
-    "TIMTextElem": {"Text": _text("Text")},
-    "TIMLocationElem": {
-        "Desc": _string("Desc"),
-        "Latitude": _number("Latitude"),
-        "Longitude": _number("Longitude"),
-    },
-    "TIMFaceElem": {"Index": _integer("Index")},
-    "TIMCustomElem": {"Data": _string("Data")},
-    "TIMSoundElem": {"Url": _text("Url")},
-    "TIMImageElem": {"ImageInfoArray": _image_infos},
-    "TIMFileElem": {"Url": _text("Url")},
-    "TIMVideoFileElem": {"VideoUrl": _text("VideoUrl")},
+_DOWNLOAD_FLAG = 2  # the only value the API takes
+# How each documented field is checked. Which fields each element must carry comes from
+# the translator's ELEMENT_REQUIRED_FIELDS: one declaration (TX-FMT, vendors.md §10.3).
+_FIELD_CHECKS: Mapping[str, _Check] = {
+    "Text": _text("Text"),
+    "Desc": _string("Desc"),
+    "Latitude": _number("Latitude"),
+    "Longitude": _number("Longitude"),
+    "Index": _integer("Index"),
+    "Data": _string("Data"),
+    "Url": _text("Url"),
+    "UUID": _text("UUID"),
+    "Size": _count("Size"),
+    "Second": _count("Second"),
+    "Download_Flag": _download_flag("Download_Flag"),
+    "ImageFormat": _integer("ImageFormat"),
+    "ImageInfoArray": _image_infos,
+    "FileSize": _count("FileSize"),
+    "FileName": _string("FileName"),
+    "VideoUrl": _text("VideoUrl"),
+    "VideoUUID": _text("VideoUUID"),
+    "VideoSize": _count("VideoSize"),
+    "VideoSecond": _count("VideoSecond"),
+    "VideoFormat": _string("VideoFormat"),
+    "VideoDownloadFlag": _download_flag("VideoDownloadFlag"),
+    "ThumbUrl": _text("ThumbUrl"),
+    "ThumbUUID": _text("ThumbUUID"),
+    "ThumbSize": _count("ThumbSize"),
+    "ThumbWidth": _count("ThumbWidth"),
+    "ThumbHeight": _count("ThumbHeight"),
+    "ThumbFormat": _string("ThumbFormat"),
+    "ThumbDownloadFlag": _download_flag("ThumbDownloadFlag"),
 }
-_INTEGER_FIELDS = (
-    "Size",
-    "Second",
-    "FileSize",
-    "ImageFormat",
-    "VideoSize",
-    "VideoSecond",
-    "ThumbSize",
-    "ThumbWidth",
-    "ThumbHeight",
-)
-_DOWNLOAD_FLAGS = ("Download_Flag", "VideoDownloadFlag", "ThumbDownloadFlag")
+_ELEMENT_RULES: Mapping[str, Mapping[str, _Check]] = {
+    msg_type: {name: _FIELD_CHECKS[name] for name in fields}
+    for msg_type, fields in ELEMENT_REQUIRED_FIELDS.items()
+}
 _SEND_MSG_CONTROLS = frozenset({"NoUnread", "NoLastMsg", "WithMuteNotifications", "NoMsgCheck"})
 
 
@@ -154,6 +187,13 @@ class TencentEmulator(Emulator[TencentSettings, _TencentCall]):
 
     def error_body(self, code: int, message: str) -> dict[str, Any]:
         return {"ActionStatus": "FAIL", "ErrorCode": code, "ErrorInfo": message}
+
+    def without_failures(self, answer: dict[str, Any]) -> dict[str, Any]:
+        # The quirk developers report: OK, no ErrorList, an unknown account all the same.
+        quiet = {k: v for k, v in answer.items() if k != "ErrorList"}
+        if quiet.get("ErrorCode") == 0:
+            quiet["ActionStatus"] = "OK"
+        return quiet
 
     def authenticate(self, request: web.Request, body: bytes) -> None:
         query = request.rel_url.query
@@ -296,12 +336,6 @@ def _check_msg_body(msg_body: list[Any]) -> list[str]:
         for field, check in rules.items():
             if not check(content):
                 raise VendorError(90002, f"{where}.MsgContent.{field} is missing or invalid")
-        for field in _INTEGER_FIELDS:
-            if field in content and not is_int(content[field]):
-                raise VendorError(90002, f"{where}.MsgContent.{field} must be an integer")
-        for field in _DOWNLOAD_FLAGS:
-            if field in content and content[field] != 2:
-                raise VendorError(90002, f"{where}.MsgContent.{field} must be 2")
         types.append(str(msg_type))
     if types.count("TIMCustomElem") > 1:
         raise VendorError(90002, "MsgBody holds more than one TIMCustomElem")
@@ -339,3 +373,23 @@ def _check_optional_fields(doc: Mapping[str, Any]) -> None:
         for key in ("AndroidInfo", "ApnsInfo"):
             if key in push and not isinstance(push[key], dict):
                 raise invalid(f"OfflinePushInfo.{key}", "an object")
+        _check_push_members(push.get("AndroidInfo") or {}, "AndroidInfo", ("Sound",), ())
+        _check_push_members(
+            push.get("ApnsInfo") or {},
+            "ApnsInfo",
+            ("Sound", "Title", "SubTitle", "Image"),
+            ("BadgeMode", "MutableContent"),
+        )
+
+
+def _check_push_members(
+    info: Mapping[str, Any], where: str, strings: tuple[str, ...], flags: tuple[str, ...]
+) -> None:
+    """The documented members of AndroidInfo / ApnsInfo (SEED-TX, DOBYTE types.go);
+    vendor channel fields not listed here are tolerated."""
+    for key in strings:
+        if key in info and not isinstance(info[key], str):
+            raise VendorError(INVALID_PARAMETER, f"OfflinePushInfo.{where}.{key} must be a string")
+    for key in flags:
+        if key in info and not (is_int(info[key]) and info[key] in (0, 1)):
+            raise VendorError(INVALID_PARAMETER, f"OfflinePushInfo.{where}.{key} must be 0 or 1")

@@ -3,7 +3,8 @@
 Checks, each answered as the vendor does (HTTP 200, `{"code": N, "msg": "...", "data": {}}`):
 - auth headers as the legacy API (AppKey / Nonce / CurTime ±300 s / CheckSum) → 403;
 - rate: accepted calls per sliding window (default 120 / 60 s, the legacy numbers: the v2
-  batch category's numbers are unpublished) and a `block_s` block → 416;
+  batch category's numbers are unpublished) and a `block_s` block → 107323 (the IM 2.0
+  rate code);
 - body: `application/json`, a JSON object; `sender_id` 1-32 chars; `receiver_ids` a
   non-empty array of 1-32-char ids, at most `recipients_per_call` (default 100,
   configurable to the apifox page's 500) else "too many members."; `message` an object
@@ -15,11 +16,11 @@ Checks, each answered as the vendor does (HTTP 200, `{"code": N, "msg": "...", "
   `antispam_config.antispam_extension`/`antispam_cheating` JSON ≤ 1024; booleans are
   booleans; `p2p_option.check_friend` required inside `p2p_option`; sender and receiver
   not both no-sense; any of these wrong → 414 naming the field. JSON null = absent.
-- sender: unknown → 404, disabled → 422, muted → 423.
+- sender: unknown → 102404, disabled → 102422, muted → 102421 (IM 2.0 codes).
 Answer: `data.success_list` (message_server_id, sender_id, receiver_id, conversation_type 1,
 create_time ms, message_type, sub_type and message_client_id when given, text and
 attachment with need_message_detail) and, when some recipient is unknown,
-`data.failed_list` items `{<failed_list_key>: id, "error_code": 404, "error_msg": ...}`.
+`data.failed_list` items `{<failed_list_key>: id, "error_code": 102404, "error_msg": ...}`.
 """
 
 from __future__ import annotations
@@ -34,8 +35,16 @@ from aiohttp import web
 from imgate.sandbox import _yunxin as yx
 from imgate.sandbox._checks import NotJson, is_int, java_len, strict_json
 from imgate.sandbox._emulator import Emulator, ParsedCall, VendorError, content_fingerprint
+from imgate.translators._yunxin import (
+    V2_ACCOUNT_NOT_FOUND,
+    V2_RATE_CODE,
+    V2_SENDER_BANNED,
+    V2_SENDER_MUTED,
+)
 
 JSON_CONTENT_TYPE = "application/json"
+# The IM 2.0 family's 6-digit codes (declared on the translator, docs/vendor-mapping.md).
+_V2_SENDER_CODES = yx.SenderCodes(V2_ACCOUNT_NOT_FOUND, V2_SENDER_BANNED, V2_SENDER_MUTED)
 _MESSAGE_CONFIG_KEYS = (
     "unread_enabled",
     "mutil_sync_enabled",
@@ -72,7 +81,7 @@ class YunxinV2Emulator(Emulator[YunxinV2Settings, _V2Call]):
     vendor: ClassVar[str] = "yunxin_v2"
     path: ClassVar[str] = "/im/v2/conversations/messages"
     settings_type: ClassVar[type[YunxinV2Settings]] = YunxinV2Settings
-    rate_limit_code: ClassVar[int] = yx.RATE_LIMITED
+    rate_limit_code: ClassVar[int] = V2_RATE_CODE
     internal_error: ClassVar[tuple[int, str]] = yx.INTERNAL_ERROR
 
     @classmethod
@@ -84,6 +93,12 @@ class YunxinV2Emulator(Emulator[YunxinV2Settings, _V2Call]):
 
     def error_body(self, code: int, message: str) -> dict[str, Any]:
         return {"code": code, "msg": message, "data": {}}
+
+    def without_failures(self, answer: dict[str, Any]) -> dict[str, Any]:
+        data = answer.get("data")
+        if not isinstance(data, dict):
+            return answer
+        return {**answer, "data": {k: v for k, v in data.items() if k != "failed_list"}}
 
     def parse(self, request: web.Request, body: bytes) -> _V2Call:
         doc = _json_body(request, body)
@@ -120,7 +135,7 @@ class YunxinV2Emulator(Emulator[YunxinV2Settings, _V2Call]):
             yx.check_chars(client_id, "message.message_client_id", None)
 
         _check_options(doc)
-        yx.check_sender(self.sandbox.accounts, sender)
+        yx.check_sender(self.sandbox.accounts, sender, _V2_SENDER_CODES)
         content = {k: v for k, v in message.items() if k != "message_client_id" and v is not None}
         return _V2Call(
             sender=sender,
@@ -142,7 +157,7 @@ class YunxinV2Emulator(Emulator[YunxinV2Settings, _V2Call]):
                 failed_list.append(
                     {
                         self.settings.failed_list_key: recipient,
-                        "error_code": yx.NOT_FOUND,
+                        "error_code": V2_ACCOUNT_NOT_FOUND,
                         "error_msg": "account not found",
                     }
                 )

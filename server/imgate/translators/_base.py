@@ -5,7 +5,9 @@ request and turns the vendor's answer into one result per recipient, classified 
 dispatcher knows what it may do next:
 
     CallResult.disposition
-    ├── DONE          final: `results` holds one RecipientResult per recipient
+    ├── DONE          final: `results` holds one RecipientResult per recipient, each
+    │                 accepted, failed, or uncertain (the vendor's answer for it may
+    │                 mean "processed": never resent)
     ├── RETRY         certainly not processed (HTTP 502, ...): safe to resend after backoff
     ├── RATE_LIMITED  refused for rate, not processed: pause the backend, then resend
     ├── REFRESH_AUTH  stale credentials, not processed: refresh once, then resend
@@ -21,7 +23,7 @@ import abc
 import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, TypeAlias
+from typing import Any, ClassVar, Final, TypeAlias
 
 from imgate.v1 import gateway_pb2 as pb
 
@@ -41,7 +43,12 @@ class Disposition(enum.Enum):
 # Not frozen: one is made per recipient, and frozen dataclasses cost ~2x to construct.
 @dataclass(slots=True)
 class RecipientResult:
-    """The vendor's final word on one recipient of a call."""
+    """The vendor's final word on one recipient of a call.
+
+    `accepted` False with `uncertain` True: the vendor's answer for this recipient may
+    mean it was processed (or the answer does not account for it), so it ends UNCERTAIN
+    with `reason` and is never resent. `uncertain` is ignored when `accepted`.
+    """
 
     recipient_id: str
     accepted: bool
@@ -49,6 +56,51 @@ class RecipientResult:
     vendor_code: str = ""
     detail: str = ""
     vendor_message_id: str = ""
+    vendor_time_ms: int = 0
+    """The vendor's server time of the message (Yunxin timetag / create_time), ms."""
+    uncertain: bool = False
+
+    @property
+    def state(self) -> pb.DeliveryState.ValueType:
+        """The outcome state this result gives its recipient."""
+        if self.accepted:
+            return pb.DELIVERY_STATE_ACCEPTED
+        return pb.DELIVERY_STATE_UNCERTAIN if self.uncertain else pb.DELIVERY_STATE_FAILED
+
+
+def uncertain_result(
+    recipient_id: str, reason: Reason, vendor_code: str = "", detail: str = ""
+) -> RecipientResult:
+    """A recipient whose fate the vendor's answer leaves open (UNCERTAIN, never resent)."""
+    return RecipientResult(recipient_id, False, reason, vendor_code, detail, uncertain=True)
+
+
+def fill_outcome(outcome: pb.RecipientOutcome, item: RecipientResult) -> None:
+    """Set an outcome's state and vendor fields from the vendor's result for it (the
+    dispatcher sets recipient_id, index and attempts)."""
+    if item.accepted:
+        outcome.state = pb.DELIVERY_STATE_ACCEPTED
+        outcome.vendor_message_id = item.vendor_message_id
+        if item.vendor_time_ms:
+            outcome.vendor_time_ms = item.vendor_time_ms
+        if item.detail:
+            outcome.detail = item.detail
+        return
+    outcome.state = pb.DELIVERY_STATE_UNCERTAIN if item.uncertain else pb.DELIVERY_STATE_FAILED
+    outcome.reason = item.reason
+    outcome.vendor_code = item.vendor_code
+    outcome.detail = item.detail
+
+
+def count_states(results: Sequence[RecipientResult]) -> tuple[int, int, int]:
+    """(accepted, failed, uncertain) among `results`."""
+    accepted = uncertain = 0
+    for item in results:
+        if item.accepted:
+            accepted += 1
+        elif item.uncertain:
+            uncertain += 1
+    return accepted, len(results) - accepted - uncertain, uncertain
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +144,15 @@ class VendorLimits:
 
 
 @dataclass(frozen=True, slots=True)
+class Region:
+    """A vendor's documented endpoints for one data centre: the primary base URL and the
+    backup the vendor tells callers to fail over to."""
+
+    base_url: str
+    backup_base_url: str
+
+
+@dataclass(frozen=True, slots=True)
 class FieldViolation:
     """A whole-request error, named by the request field (google.rpc.BadRequest)."""
 
@@ -113,6 +174,8 @@ class Translator(abc.ABC):
     """Whether BatchSendRequest.sender_id must be set."""
     sandbox_credentials: ClassVar[Mapping[str, Any]]
     """The fixed sandbox credentials (CONTRACT.md §2), for sandbox mode."""
+    regions: ClassVar[Mapping[str, Region]] = {}
+    """The vendor's documented domains by region name (config key `region`)."""
 
     def __init__(self, credentials: Mapping[str, Any]) -> None:
         self.credentials = credentials
@@ -188,12 +251,59 @@ def fail_all(
     )
 
 
+CodeTable: TypeAlias = Mapping[int, tuple[Disposition, Reason]]
+"""Vendor code → (disposition, reason)."""
+
+UNDOCUMENTED: Final = pb.FAILURE_REASON_VENDOR_ERROR
+"""Reason given with a code the vendor's documentation does not list (then UNCERTAIN)."""
+
+
+def recipient_verdict(
+    recipient: str,
+    code: int | None,
+    vendor_code: str,
+    detail: str,
+    codes: CodeTable,
+    recipient_reasons: Mapping[int, Reason],
+) -> RecipientResult:
+    """One recipient the vendor listed as not delivered, with its own code.
+
+    A per-recipient code (`recipient_reasons`, else the request-level table) that refuses
+    without processing is FAILED; one that may mean "processed" (the vendor's "internal
+    error, retry") and a code the vendor does not document are UNCERTAIN (CONTRACT §8
+    rule 24): nothing says the message did not reach that recipient.
+    """
+    if code is not None and code in recipient_reasons:
+        return RecipientResult(recipient, False, recipient_reasons[code], vendor_code, detail)
+    if code is None:
+        disposition, reason = Disposition.AMBIGUOUS, UNDOCUMENTED
+    else:
+        disposition, reason = classify_code(codes, code)
+    if disposition is Disposition.AMBIGUOUS:
+        return uncertain_result(
+            recipient,
+            pb.FAILURE_REASON_VENDOR_ERROR,
+            vendor_code,
+            detail or "the vendor's code for this recipient may mean it was processed",
+        )
+    if disposition is Disposition.RETRY:
+        reason = pb.FAILURE_REASON_VENDOR_UNAVAILABLE
+    return RecipientResult(recipient, False, reason, vendor_code, detail)
+
+
+def classify_code(codes: CodeTable, code: int) -> tuple[Disposition, Reason]:
+    """A request-level vendor code's (disposition, reason); an undocumented code is
+    AMBIGUOUS: the answer does not say whether the call was processed (rule 24)."""
+    return codes.get(code, (Disposition.AMBIGUOUS, UNDOCUMENTED))
+
+
 def classify_http_status(recipients: Sequence[str], status: int) -> CallResult | None:
     """The verdict for a non-200 HTTP status common to all vendors, or None for 200.
 
     502 means the vendor's front end refused before processing (retry); 429 is a rate
-    refusal, also unprocessed; any other 5xx may have been processed (ambiguous); another
-    4xx was refused (final failure). Vendors answer business errors with HTTP 200.
+    refusal, also unprocessed. The vendors answer every business error with HTTP 200
+    (vendors.md §1, §7.3), so any other status is not a documented answer: it may have
+    been processed (ambiguous, CONTRACT §8 rule 24).
     """
     if status == 200:
         return None
@@ -211,18 +321,11 @@ def classify_http_status(recipients: Sequence[str], status: int) -> CallResult |
             vendor_code="http_502",
             detail="HTTP 502 from the vendor",
         )
-    if status >= 500:
-        return CallResult(
-            Disposition.AMBIGUOUS,
-            reason=pb.FAILURE_REASON_VENDOR_ERROR,
-            vendor_code=f"http_{status}",
-            detail=f"HTTP {status} from the vendor",
-        )
-    return fail_all(
-        recipients,
-        pb.FAILURE_REASON_VENDOR_ERROR,
-        f"http_{status}",
-        f"HTTP {status} from the vendor",
+    return CallResult(
+        Disposition.AMBIGUOUS,
+        reason=pb.FAILURE_REASON_VENDOR_ERROR,
+        vendor_code=f"http_{status}",
+        detail=f"HTTP {status} from the vendor",
     )
 
 
@@ -241,6 +344,17 @@ def request_verdict(
     if disposition is Disposition.DONE:
         return fail_all(recipients, reason, vendor_code, detail)
     return CallResult(disposition, reason=reason, vendor_code=vendor_code, detail=detail)
+
+
+def uncertain_all(detail: str, vendor_code: str = "") -> CallResult:
+    """An answer that does not account for the call's recipients (CONTRACT §8 rule 24):
+    the vendor may have processed it, so every recipient ends UNCERTAIN."""
+    return CallResult(
+        Disposition.AMBIGUOUS,
+        reason=pb.FAILURE_REASON_VENDOR_ERROR,
+        vendor_code=vendor_code,
+        detail=detail,
+    )
 
 
 def unreadable_answer(detail: str) -> CallResult:

@@ -5,6 +5,7 @@ header, field limits, media body keys and the meaning of their codes (vendors.md
 
 from __future__ import annotations
 
+import abc
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Final
@@ -13,23 +14,29 @@ from imgate._auth import yunxin_headers
 from imgate._chars import java_len
 from imgate.translators._base import (
     CallResult,
+    CodeTable,
     Disposition,
     FieldViolation,
     Reason,
     Translator,
+    classify_code,
     request_verdict,
 )
 from imgate.translators._common import (
+    TENCENT_PUSH_OBJECTS,
     compact_json,
     derived_trace_id,
     json_object,
     message_violations,
     short,
+    unsupported_option,
 )
 from imgate.v1 import gateway_pb2 as pb
 
 TEXT_MAX_CHARS: Final = 5000
 """Text and tip messages (vendors.md §5; a plan may allow more, none allows less)."""
+ATTACHMENT_MAX_CHARS: Final = 5000
+"""The body (legacy) / attachment JSON (v2) of a non-text message (vendors.md §5)."""
 DESCRIPTION_MAX_CHARS: Final = 500
 """msgDesc (v1) / text of a non-text message (v2)."""
 PUSH_CONTENT_MAX_CHARS: Final = 500
@@ -72,25 +79,58 @@ CODES: Final[Mapping[int, tuple[Disposition, Reason]]] = {
     503: (Disposition.RETRY, pb.FAILURE_REASON_VENDOR_UNAVAILABLE),
     514: (Disposition.RETRY, pb.FAILURE_REASON_VENDOR_UNAVAILABLE),
 }
-"""Request-level code → (disposition, reason). Codes not listed are DONE/VENDOR_ERROR."""
+"""Request-level code → (disposition, reason), both APIs (YX-CODES, vendors.md §8.1).
+Codes not listed are AMBIGUOUS: undocumented, so nothing says the call was not processed
+(CONTRACT §8 rule 24)."""
+
+V2_RATE_CODE: Final = 107323
+"""The IM 2.0 family's rate-limit code (docs/vendor-mapping.md "Answers", YX2-CODES)."""
+V2_ACCOUNT_NOT_FOUND: Final = 102404
+V2_SENDER_MUTED: Final = 102421
+V2_SENDER_BANNED: Final = 102422
+V2_RETRY: Final = 102449
+
+V2_CODES: Final[Mapping[int, tuple[Disposition, Reason]]] = {
+    **CODES,
+    # IM 2.0 codes are 6 digits: 1, a 2-digit resource (02 user, 04 friend, 07 message),
+    # then a 3-digit code (YX2-CODES). The 3-digit common codes stay valid.
+    V2_ACCOUNT_NOT_FOUND: (_DONE, pb.FAILURE_REASON_SENDER_NOT_FOUND),  # of a request: sender
+    V2_SENDER_MUTED: (_DONE, pb.FAILURE_REASON_SENDER_MUTED),
+    V2_SENDER_BANNED: (_DONE, pb.FAILURE_REASON_SENDER_BANNED),
+    102426: (_DONE, pb.FAILURE_REASON_RECIPIENT_INVALID),  # in the receiver's block list
+    104404: (_DONE, pb.FAILURE_REASON_RECIPIENT_INVALID),  # not a friend (check_friend)
+    107451: (_DONE, pb.FAILURE_REASON_CONTENT_REJECTED),  # antispam
+    107410: (_DONE, pb.FAILURE_REASON_VENDOR_ERROR),  # messaging disabled for the app
+    V2_RATE_CODE: (Disposition.RATE_LIMITED, pb.FAILURE_REASON_RATE_LIMITED),
+    # "retry": the vendor failed somewhere inside, maybe after sending.
+    V2_RETRY: (Disposition.AMBIGUOUS, pb.FAILURE_REASON_VENDOR_ERROR),
+}
+"""The v2 API's request-level codes: the common ones plus the IM 2.0 family."""
 
 RECIPIENT_REASONS: Final[Mapping[int, Reason]] = {
     404: pb.FAILURE_REASON_RECIPIENT_NOT_FOUND,
+    V2_ACCOUNT_NOT_FOUND: pb.FAILURE_REASON_RECIPIENT_NOT_FOUND,
     405: pb.FAILURE_REASON_RECIPIENT_INVALID,
     414: pb.FAILURE_REASON_RECIPIENT_INVALID,
     416: pb.FAILURE_REASON_RATE_LIMITED,
+    V2_RATE_CODE: pb.FAILURE_REASON_RATE_LIMITED,
+    102426: pb.FAILURE_REASON_RECIPIENT_INVALID,
+    104404: pb.FAILURE_REASON_RECIPIENT_INVALID,
+    107451: pb.FAILURE_REASON_CONTENT_REJECTED,
 }
-"""Per-recipient code (v2 failed_list) → reason. Others are VENDOR_ERROR: the vendor's
-per-recipient vocabulary is undocumented (vendors.md §14.3)."""
+"""Per-recipient code (v2 failed_list) → reason, FAILED. Other codes go by V2_CODES:
+102449 ("retry") and undocumented codes make the recipient UNCERTAIN."""
 
 # Legacy docs answer a CheckSum failure with 414 (vendors.md §2.1): tell it from a plain
 # parameter error by its description.
 _AUTH_DESC: Final = re.compile(r"check\s*sum|app\s*key|cur\s*time|nonce", re.IGNORECASE)
 
 
-def classify(recipients: Sequence[str], code: int, desc: str) -> CallResult:
+def classify(
+    recipients: Sequence[str], code: int, desc: str, codes: CodeTable = CODES
+) -> CallResult:
     """The verdict for a Yunxin answer whose code is not 200."""
-    disposition, reason = CODES.get(code, (_DONE, pb.FAILURE_REASON_VENDOR_ERROR))
+    disposition, reason = classify_code(codes, code)
     if code == 414 and _AUTH_DESC.search(desc):
         disposition, reason = _DONE, pb.FAILURE_REASON_AUTH_FAILED
     return request_verdict(recipients, disposition, reason, str(code), short(desc))
@@ -172,6 +212,8 @@ class YunxinTranslator(Translator):
     content_type: ClassVar[str]
     extension_max_chars: ClassVar[int | None]
     """Cap on message.extension, when the API documents one."""
+    supports_sub_type: ClassVar[bool]
+    """Whether the batch API carries CustomContent.sub_type."""
 
     def __init__(self, credentials: Mapping[str, Any]) -> None:
         super().__init__(credentials)
@@ -185,6 +227,39 @@ class YunxinTranslator(Translator):
         problems = message_violations(request)
         message, options = request.message, request.options
         kind = message.WhichOneof("content")
+        for name in TENCENT_PUSH_OBJECTS:
+            if options.HasField(name):  # type: ignore[arg-type]
+                problems.append(
+                    unsupported_option(
+                        self.vendor, name, "Tencent only (Yunxin takes push fields in push_payload)"
+                    )
+                )
+        if options.HasField("read_receipt") and options.read_receipt:
+            problems.append(
+                unsupported_option(
+                    self.vendor, "read_receipt", "batch one-to-one sends have no read receipt"
+                )
+            )
+        if kind == "custom" and message.custom.sub_type > 0 and not self.supports_sub_type:
+            problems.append(
+                FieldViolation(
+                    "message.custom.sub_type",
+                    f"not supported on {self.vendor}: the batch API has no sub-type"
+                    " (put it in data)",
+                )
+            )
+        # The body cannot be encoded before the message's own problems are fixed.
+        if not problems and kind not in (None, "text", "tip"):
+            attachment = self.attachment_text(message)
+            if java_len(attachment) > ATTACHMENT_MAX_CHARS:
+                field = "message.custom.data" if kind == "custom" else f"message.{kind}"
+                problems.append(
+                    FieldViolation(
+                        field,
+                        f"the vendor body would be {java_len(attachment)} characters;"
+                        f" Yunxin allows {ATTACHMENT_MAX_CHARS}",
+                    )
+                )
         if kind in ("text", "tip"):
             text = getattr(message, kind).text
             if java_len(text) > TEXT_MAX_CHARS:
@@ -232,6 +307,10 @@ class YunxinTranslator(Translator):
                 )
             )
         return problems
+
+    @abc.abstractmethod
+    def attachment_text(self, message: pb.Message) -> str:
+        """The body (legacy) / attachment (v2) of a non-text message, as sent."""
 
     def headers(self, chunk_key: str, now: float, nonce: str) -> dict[str, str]:
         """Auth headers (fresh per attempt) plus the trace id (the same on every resend)."""

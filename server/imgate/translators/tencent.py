@@ -21,23 +21,30 @@ from imgate.translators._base import (
     FieldViolation,
     Reason,
     RecipientResult,
+    Region,
     Translator,
     VendorLimits,
     VendorRequest,
+    classify_code,
     classify_http_status,
+    recipient_verdict,
     request_verdict,
+    uncertain_all,
     unreadable_answer,
 )
 from imgate.translators._common import (
+    TENCENT_PUSH_OBJECTS,
     as_int,
     ceil_seconds,
     chosen_options,
     compact_json,
     derived_uint32,
+    json_object,
     load_answer,
     media_uuid,
     message_violations,
     short,
+    unsupported_option,
 )
 from imgate.v1 import gateway_pb2 as pb
 
@@ -68,6 +75,37 @@ _NEEDS_ESCAPE: Final = re.compile(r'[\x00-\x1f"\\]')
 _IMAGE_FORMATS: Final[Mapping[str, int]] = {"jpg": 1, "jpeg": 1, "gif": 2, "png": 3, "bmp": 4}
 _OTHER_IMAGE_FORMAT: Final = 255
 _DOWNLOAD_FLAG: Final = 2  # the only value the API takes: download from Url
+ORIGINAL_IMAGE, LARGE_IMAGE, THUMBNAIL_IMAGE = 1, 2, 3
+"""ImageInfoArray Type values (vendors.md §10.3)."""
+
+ELEMENT_REQUIRED_FIELDS: Final[Mapping[str, tuple[str, ...]]] = {
+    "TIMTextElem": ("Text",),
+    "TIMLocationElem": ("Desc", "Latitude", "Longitude"),
+    "TIMFaceElem": ("Index", "Data"),
+    "TIMCustomElem": ("Data",),
+    "TIMSoundElem": ("Url", "UUID", "Size", "Second", "Download_Flag"),
+    "TIMImageElem": ("UUID", "ImageFormat", "ImageInfoArray"),
+    "TIMFileElem": ("Url", "UUID", "FileSize", "FileName", "Download_Flag"),
+    "TIMVideoFileElem": (
+        "VideoUrl",
+        "VideoUUID",
+        "VideoSize",
+        "VideoSecond",
+        "VideoFormat",
+        "VideoDownloadFlag",
+        "ThumbUrl",
+        "ThumbUUID",
+        "ThumbSize",
+        "ThumbWidth",
+        "ThumbHeight",
+        "ThumbFormat",
+        "ThumbDownloadFlag",
+    ),
+}
+"""MsgContent fields each element must carry in a REST send (TX-FMT, vendors.md §10.3):
+what the translator sends and the emulator requires."""
+IMAGE_INFO_REQUIRED_FIELDS: Final = ("Type", "Size", "Width", "Height", "URL")
+"""Fields of every ImageInfoArray entry (TX-FMT)."""
 
 _DONE = Disposition.DONE
 _AMBIGUOUS = Disposition.AMBIGUOUS
@@ -156,14 +194,15 @@ CODES: Final[Mapping[int, tuple[Disposition, Reason]]] = {
     20011: (_DONE, pb.FAILURE_REASON_RECIPIENT_INVALID),
     20012: (_DONE, pb.FAILURE_REASON_SENDER_MUTED),
 }
-"""Request-level ErrorCode → (disposition, reason). Codes not listed are DONE/VENDOR_ERROR:
-an answer with a code we do not know was still an answer (processed and refused)."""
+"""Request-level ErrorCode → (disposition, reason). Codes not listed are AMBIGUOUS: the
+vendor does not document them, so nothing says the call was not processed (rule 24)."""
 
 RECIPIENT_REASONS: Final[Mapping[int, Reason]] = {
     70107: pb.FAILURE_REASON_RECIPIENT_NOT_FOUND,
     90048: pb.FAILURE_REASON_RECIPIENT_NOT_FOUND,
 }
-"""ErrorList code → reason; other listed codes are VENDOR_ERROR."""
+"""ErrorList code → reason; other codes are classified by CODES (FAILED when they refuse,
+UNCERTAIN when they may mean "processed" or are undocumented)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +242,20 @@ class TencentTranslator(Translator):
         "secret_key": "sandbox-secret-key",
         "admin_identifier": "administrator",
     }
+    # TX-REST (vendors.md §3.2): the host must be the SDKAppID's data centre; the
+    # my-imcloud.com host is the documented fallback when the primary cannot be reached.
+    regions: ClassVar[Mapping[str, Region]] = {
+        name: Region(f"https://{primary}", f"https://{backup}")
+        for name, primary, backup in (
+            ("china", "console.tim.qq.com", "adminapi.my-imcloud.com"),
+            ("singapore", "adminapisgp.im.qcloud.com", "adminapisgp.my-imcloud.com"),
+            ("seoul", "adminapikr.im.qcloud.com", "adminapikr.my-imcloud.com"),
+            ("tokyo", "adminapijpn.im.qcloud.com", "adminapijpn.my-imcloud.com"),
+            ("frankfurt", "adminapiger.im.qcloud.com", "adminapiger.my-imcloud.com"),
+            ("silicon_valley", "adminapiusa.im.qcloud.com", "adminapiusa.my-imcloud.com"),
+            ("jakarta", "adminapiidn.im.qcloud.com", "adminapiidn.my-imcloud.com"),
+        )
+    }
 
     def __init__(self, credentials: Mapping[str, Any]) -> None:
         super().__init__(credentials)
@@ -219,6 +272,7 @@ class TencentTranslator(Translator):
         ids = list(request.recipient_ids) if recipient_ids is None else recipient_ids
         problems = _id_byte_violations(request, ids)
         problems += message_violations(request)
+        problems += _tencent_violations(request)
         if problems or request.message.WhichOneof("content") is None:
             return problems  # the body cannot be encoded before these are fixed
         prepared = self.prepare(request)
@@ -248,11 +302,9 @@ class TencentTranslator(Translator):
         if "sync_to_sender" in chosen:
             doc["SyncOtherMachine"] = 1 if options.sync_to_sender else 2
         doc["MsgBody"] = [_element(message)]
-        if (
-            options.online_only
-            or chosen.get("offline_enabled") is False
-            or chosen.get("history_enabled") is False
-        ):
+        # Only online_only and offline_enabled=false mean "online recipients only";
+        # history_enabled=false alone is refused by validate() (issue 13.3).
+        if options.online_only or chosen.get("offline_enabled") is False:
             doc["OnlineOnlyFlag"] = 1
         if message.extension:
             doc["CloudCustomData"] = message.extension
@@ -276,6 +328,9 @@ class TencentTranslator(Translator):
             push["Desc"] = options.push_content
         if "push_payload" in chosen:
             push["Ext"] = options.push_payload
+        for name, member in TENCENT_PUSH_OBJECTS.items():
+            if name in chosen:
+                push[member] = json_object(chosen[name])
         if push:
             doc["OfflinePushInfo"] = push
         if "read_receipt" in chosen:
@@ -355,23 +410,12 @@ class TencentTranslator(Translator):
         code = as_int(answer.get("ErrorCode"))
         if code is None:
             return unreadable_answer("no numeric ErrorCode")
-        failed = _error_list(answer.get("ErrorList"))
+        failed = _error_list(answer.get("ErrorList"), recipients)
+        if failed is None:
+            return uncertain_all("the ErrorList does not match the call's recipients")
         if code == _SUCCESS_CODE:
-            # 0 whenever anyone got it, whatever ActionStatus says ("SomeError" on partial
-            # success). Listed accounts failed; with no ErrorList everyone counts accepted:
-            # the vendor gives nothing else to go on (vendor-mapping.md "Answers").
-            msg_key = str(answer.get("MsgKey") or "")
-            return CallResult(
-                Disposition.DONE,
-                tuple(
-                    _failed_recipient(recipient, failed[recipient])
-                    if recipient in failed
-                    # Positional: this runs once per recipient and keywords cost a third more.
-                    else RecipientResult(recipient, True, _UNSPECIFIED, "", "", msg_key)
-                    for recipient in recipients
-                ),
-            )
-        disposition, reason = CODES.get(code, (_DONE, _VENDOR))
+            return _success(recipients, answer, failed)
+        disposition, reason = classify_code(CODES, code)
         verdict = request_verdict(
             recipients, disposition, reason, str(code), short(answer.get("ErrorInfo"))
         )
@@ -387,6 +431,87 @@ class TencentTranslator(Translator):
                 ),
             )
         return verdict
+
+
+def _success(
+    recipients: Sequence[str], answer: Mapping[str, Any], failed: Mapping[str, int]
+) -> CallResult:
+    """ErrorCode 0: someone got it, whatever ActionStatus says ("SomeError" on partial
+    success, vendors.md §7.3). Listed accounts failed, the rest were accepted."""
+    msg_key = answer.get("MsgKey", "")
+    if not isinstance(msg_key, str):
+        return uncertain_all("MsgKey is not a string")
+    if not failed and answer.get("ActionStatus") != "OK":
+        # The vendor says something failed but not for whom.
+        return uncertain_all("the answer reports an error but lists no account")
+    return CallResult(
+        Disposition.DONE,
+        tuple(
+            _failed_recipient(recipient, failed[recipient])
+            if recipient in failed
+            # Positional: this runs once per recipient and keywords cost a third more.
+            else RecipientResult(recipient, True, _UNSPECIFIED, "", ACCEPTED_DETAIL, msg_key)
+            for recipient in recipients
+        ),
+    )
+
+
+ACCEPTED_DETAIL: Final = "Tencent may accept an unknown account silently"
+"""Detail of every Tencent ACCEPTED outcome: batchsendmsg has been seen answering OK with
+no ErrorList while an account did not exist (vendors.md §7.3, §12), so an ACCEPTED
+recipient is not proof that the account exists (docs/vendor-mapping.md "Answers")."""
+
+
+def _tencent_violations(request: pb.BatchSendRequest) -> list[FieldViolation]:
+    """What Tencent requires or cannot express (vendors.md §4.3, §10.3; issue 13.1, 13.3)."""
+    message, options = request.message, request.options
+    problems: list[FieldViolation] = []
+    kind = message.WhichOneof("content")
+    if kind == "image":
+        for name in ("width", "height"):
+            if getattr(message.image, name) <= 0:
+                problems.append(
+                    FieldViolation(f"message.image.{name}", "required (> 0) on Tencent")
+                )
+    elif kind == "video":
+        if not message.video.HasField("thumbnail"):
+            problems.append(
+                FieldViolation(
+                    "message.video.thumbnail",
+                    "required on Tencent (ThumbUrl, ThumbWidth, ThumbHeight are required)",
+                )
+            )
+        else:
+            for name in ("width", "height"):
+                if getattr(message.video.thumbnail, name) <= 0:
+                    problems.append(
+                        FieldViolation(
+                            f"message.video.thumbnail.{name}", "required (> 0) on Tencent"
+                        )
+                    )
+    elif kind == "custom" and message.custom.sub_type > 0:
+        problems.append(
+            FieldViolation(
+                "message.custom.sub_type",
+                "not supported on tencent: TIMCustomElem has no sub-type (put it in data)",
+            )
+        )
+    if options.HasField("push_nick_enabled"):
+        problems.append(
+            unsupported_option(
+                "tencent", "push_nick_enabled", "Tencent has no sender-nickname switch"
+            )
+        )
+    if options.HasField("history_enabled") and not options.history_enabled:
+        problems.append(
+            unsupported_option(
+                "tencent",
+                "history_enabled",
+                "history cannot be turned off alone; online_only turns off history,"
+                " offline storage and unread together",
+            )
+        )
+    return problems
 
 
 def _longest_body_bytes(translator: TencentTranslator, ids: Sequence[str]) -> int:
@@ -447,19 +572,15 @@ def _element(message: pb.Message) -> dict[str, Any]:
         return {"MsgType": "TIMLocationElem", "MsgContent": content}
     if kind == "image":
         image = message.image
-        image_format = _IMAGE_FORMATS.get(image.format.lower().lstrip("."), _OTHER_IMAGE_FORMAT)
+        infos = [_image_info(ORIGINAL_IMAGE, image)]
+        if image.HasField("large"):
+            infos.append(_image_info(LARGE_IMAGE, image.large))
+        if image.HasField("thumbnail"):
+            infos.append(_image_info(THUMBNAIL_IMAGE, image.thumbnail))
         content = {
             "UUID": media_uuid(image.md5, image.url),
-            "ImageFormat": image_format,
-            "ImageInfoArray": [
-                {
-                    "Type": 1,  # the original; no thumbnails are given
-                    "Size": image.size_bytes,
-                    "Width": image.width,
-                    "Height": image.height,
-                    "URL": image.url,
-                }
-            ],
+            "ImageFormat": _image_format(image.format),
+            "ImageInfoArray": infos,
         }
         return {"MsgType": "TIMImageElem", "MsgContent": content}
     if kind == "audio":
@@ -474,6 +595,7 @@ def _element(message: pb.Message) -> dict[str, Any]:
         return {"MsgType": "TIMSoundElem", "MsgContent": content}
     if kind == "video":
         video = message.video
+        thumb = video.thumbnail
         content = {
             "VideoUrl": video.url,
             "VideoUUID": media_uuid(video.md5, video.url),
@@ -481,6 +603,14 @@ def _element(message: pb.Message) -> dict[str, Any]:
             "VideoSecond": ceil_seconds(video.duration_ms),
             "VideoFormat": video.format,
             "VideoDownloadFlag": _DOWNLOAD_FLAG,
+            # Required for REST sends (TX-FMT); validate() refuses a video without one.
+            "ThumbUrl": thumb.url,
+            "ThumbUUID": media_uuid(thumb.md5, thumb.url),
+            "ThumbSize": thumb.size_bytes,
+            "ThumbWidth": thumb.width,
+            "ThumbHeight": thumb.height,
+            "ThumbFormat": thumb.format,
+            "ThumbDownloadFlag": _DOWNLOAD_FLAG,
         }
         return {"MsgType": "TIMVideoFileElem", "MsgContent": content}
     if kind == "file":
@@ -496,23 +626,53 @@ def _element(message: pb.Message) -> dict[str, Any]:
     raise ValueError("message has no content")
 
 
-def _error_list(items: object) -> dict[str, object]:
-    """ErrorList as account → its ErrorCode (None when the entry gives none)."""
-    failed: dict[str, object] = {}
-    for item in items if isinstance(items, list) else ():
-        if isinstance(item, dict) and isinstance(item.get("To_Account"), str):
-            failed[item["To_Account"]] = item.get("ErrorCode")
+def _image_format(name: str) -> int:
+    return _IMAGE_FORMATS.get(name.lower().lstrip("."), _OTHER_IMAGE_FORMAT)
+
+
+def _image_info(info_type: int, image: pb.ImageContent | pb.ImageVariant) -> dict[str, Any]:
+    """One ImageInfoArray entry; Width and Height are required (TX-FMT)."""
+    return {
+        "Type": info_type,
+        "Size": image.size_bytes,
+        "Width": image.width,
+        "Height": image.height,
+        "URL": image.url,
+    }
+
+
+def _error_list(items: object, recipients: Sequence[str]) -> dict[str, int] | None:
+    """ErrorList as account → its ErrorCode; None when the list is not one the vendor
+    documents for this call (wrong types, accounts not in the call): then the answer does
+    not account for the recipients (CONTRACT §8 rule 24)."""
+    if items is None:
+        return {}
+    if not isinstance(items, list):
+        return None
+    failed: dict[str, int] = {}
+    if not items:
+        return failed
+    wanted = set(recipients)
+    for item in items:
+        if not isinstance(item, dict):
+            return None
+        account = item.get("To_Account")
+        code = as_int(item.get("ErrorCode"))
+        if not isinstance(account, str) or account not in wanted or code is None:
+            return None
+        failed[account] = code
     return failed
 
 
-def _failed_recipient(recipient: str, code: object) -> RecipientResult:
-    number = as_int(code)
-    reason = RECIPIENT_REASONS.get(number, _VENDOR) if number is not None else _VENDOR
-    detail = "account does not exist" if reason == pb.FAILURE_REASON_RECIPIENT_NOT_FOUND else ""
-    return RecipientResult(
+def _failed_recipient(recipient: str, code: int) -> RecipientResult:
+    """A recipient the ErrorList names: its code decides FAILED or UNCERTAIN (70169,
+    90992, 91000 and undocumented codes may mean it was processed)."""
+    detail = "account does not exist" if code in RECIPIENT_REASONS else ""
+    return recipient_verdict(
         recipient,
-        False,
-        reason,
-        "" if code is None else str(code),
+        code,
+        str(code),
         detail or "listed in the vendor's ErrorList",
+        CODES,
+        RECIPIENT_REASONS,
     )

@@ -14,9 +14,11 @@ from imgate.translators._base import (
     CallResult,
     Disposition,
     RecipientResult,
+    Region,
     VendorLimits,
     VendorRequest,
     classify_http_status,
+    uncertain_all,
     unreadable_answer,
 )
 from imgate.translators._common import as_int, chosen_options, compact_json, load_answer
@@ -37,13 +39,16 @@ RETURN_IDS_RECIPIENTS_PER_CALL: Final = 100
 _OPTION_KEYS: Final[Mapping[str, tuple[str, ...]]] = {
     "push_enabled": ("push",),
     "offline_enabled": ("persistent",),
-    "history_enabled": ("history", "roam"),
+    # Cloud history only: roaming (sync to the recipient's other devices) is a different
+    # behaviour the API cannot leave out of "history" (issue 13.3).
+    "history_enabled": ("history",),
     "unread_enabled": ("badge",),
     "sync_to_sender": ("sendersync",),
     "update_conversation": ("sessionUpdate",),
+    "push_nick_enabled": ("needPushNick",),
 }
-# online_only turns these off; it is applied last so it wins over the individual switches.
-_ONLINE_ONLY_OFF: Final = ("persistent", "history", "roam")
+# online_only turns these off: no offline storage, history, roaming or unread badge.
+_ONLINE_ONLY_OFF: Final = ("persistent", "history", "roam", "badge")
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,9 +72,21 @@ class YunxinV1Translator(YunxinTranslator):
         recipient_window_s=60.0,
         block_s=60.0,  # "the app is blocked for 1 minute" after 416
     )
+    # YX-CALL-V1 (vendors.md §3.1): primary and backup domains; fail over to the backup.
+    regions: ClassVar[Mapping[str, Region]] = {
+        "china": Region("https://api.yunxinapi.com", "https://api-cn-bak.yunxinapi.com"),
+        "singapore": Region("https://api-sg.yunxinapi.com", "https://api-sg-bak.yunxinapi.com"),
+    }
     trace_header: ClassVar[str] = "RequestId"
     content_type: ClassVar[str] = "application/x-www-form-urlencoded;charset=utf-8"
     extension_max_chars: ClassVar[int | None] = None  # plan-dependent (vendors.md §14.8)
+    supports_sub_type: ClassVar[bool] = False  # only sendMsg.action has subType (§4.1)
+
+    def attachment_text(self, message: pb.Message) -> str:
+        kind = message.WhichOneof("content")
+        if kind == "custom":
+            return message.custom.data  # a JSON object (validated), passed as is
+        return compact_json(media_body(message, str(kind), "w", "h"))
 
     def prepare(self, request: pb.BatchSendRequest) -> YunxinV1Prepared:
         message, options = request.message, request.options
@@ -79,12 +96,10 @@ class YunxinV1Translator(YunxinTranslator):
         fields = {"fromAccid": request.sender_id, "type": str(MESSAGE_TYPES[kind])}
         if kind in ("text", "tip"):
             fields["body"] = compact_json({"msg": getattr(message, kind).text})
-        elif kind == "custom":
-            fields["body"] = message.custom.data  # a JSON object (validated), passed as is
-            if message.custom.description:
-                fields["msgDesc"] = message.custom.description
         else:
-            fields["body"] = compact_json(media_body(message, kind, "w", "h"))
+            fields["body"] = self.attachment_text(message)
+            if kind == "custom" and message.custom.description:
+                fields["msgDesc"] = message.custom.description
         option = _option(options)
         if option:
             fields["option"] = compact_json(option)
@@ -135,12 +150,26 @@ class YunxinV1Translator(YunxinTranslator):
         if code != SUCCESS_CODE:
             return classify(recipients, code, str(answer.get("desc") or ""))
         # The page types both fields as "String" holding JSON, its example as raw JSON:
-        # accept either.
+        # accept either. Anything else does not account for the call (rule 24).
         unregister = _decoded(answer.get("unregister"), list)
         msgids = _decoded(answer.get("msgids"), dict)
         if unregister is None or msgids is None:
-            return unreadable_answer("malformed unregister/msgids")
-        not_registered = {str(account) for account in unregister}
+            return uncertain_all("malformed unregister/msgids")
+        wanted = set(recipients)
+        if not all(isinstance(account, str) and account in wanted for account in unregister):
+            return uncertain_all("unregister names accounts that are not in the call")
+        if not all(
+            account in wanted and isinstance(value, int | str) and not isinstance(value, bool)
+            for account, value in msgids.items()
+        ):
+            return uncertain_all("msgids does not match the call's recipients")
+        timetag = answer.get("timetag")
+        time_ms = 0 if timetag is None else as_int(timetag)
+        if time_ms is None or time_ms < 0:
+            return uncertain_all("timetag is not a timestamp")
+        not_registered = set(unregister)
+        if not_registered & msgids.keys():
+            return uncertain_all("an account is both unregistered and given a message id")
         results = tuple(
             RecipientResult(
                 recipient,
@@ -149,7 +178,12 @@ class YunxinV1Translator(YunxinTranslator):
                 detail="account not registered (listed in unregister)",
             )
             if recipient in not_registered
-            else RecipientResult(recipient, True, vendor_message_id=_message_id(msgids, recipient))
+            else RecipientResult(
+                recipient,
+                True,
+                vendor_message_id=_message_id(msgids, recipient),
+                vendor_time_ms=time_ms,
+            )
             for recipient in recipients
         )
         return CallResult(Disposition.DONE, results)

@@ -1,10 +1,10 @@
 """Yunxin v2 API batch send: `POST /im/v2/conversations/messages` with a JSON body
 (vendors.md §4.2, §7.2; docs/vendor-mapping.md).
 
-`message.message_client_id` is not sent: whether the batch API accepts one client id for
-all receivers, and whether it de-duplicates on it, is unknown (vendors.md §14.4), the
-official Java SDK's batch request has no such field, and the trace header already carries
-per-chunk de-duplication material.
+`message.message_client_id` is derived from the chunk key, as the trace header is: a
+second de-duplication handle that stays the same on every resend of the chunk (the Go SDK
+sends it in batch requests, vendors.md §4.2). Whether the vendor de-duplicates on it is
+not documented (§14.4), so no resend relies on it.
 """
 
 from __future__ import annotations
@@ -17,15 +17,20 @@ from imgate.translators._base import (
     CallResult,
     Disposition,
     RecipientResult,
+    Region,
     VendorLimits,
     VendorRequest,
     classify_http_status,
+    recipient_verdict,
+    uncertain_all,
+    uncertain_result,
     unreadable_answer,
 )
 from imgate.translators._common import (
     as_int,
     chosen_options,
     compact_json,
+    derived_trace_id,
     json_object,
     load_answer,
     short,
@@ -34,6 +39,7 @@ from imgate.translators._yunxin import (
     MESSAGE_TYPES,
     RECIPIENT_REASONS,
     SUCCESS_CODE,
+    V2_CODES,
     YunxinTranslator,
     classify,
     media_body,
@@ -46,13 +52,18 @@ EXTENSION_MAX_CHARS: Final = 1024
 # SendOptions field → the `message_config` keys it sets (vendor-mapping.md "Options").
 _MESSAGE_CONFIG_KEYS: Final[Mapping[str, tuple[str, ...]]] = {
     "offline_enabled": ("offline_enabled",),
-    "history_enabled": ("history_enabled", "roaming_enabled"),
+    "history_enabled": ("history_enabled",),  # not roaming: another behaviour
     "unread_enabled": ("unread_enabled",),
     "sync_to_sender": ("mutil_sync_enabled",),  # sic: the vendor's spelling
     "update_conversation": ("conversation_update_enabled",),
 }
-# online_only turns these off; applied last so it wins over the individual switches.
-_ONLINE_ONLY_OFF: Final = ("offline_enabled", "history_enabled", "roaming_enabled")
+# online_only turns these off: no offline storage, history, roaming or unread count.
+_ONLINE_ONLY_OFF: Final = (
+    "offline_enabled",
+    "history_enabled",
+    "roaming_enabled",
+    "unread_enabled",
+)
 
 # The two official SDKs disagree on the key of a failed_list item (vendors.md §7.2).
 _FAILED_ACCOUNT_KEYS: Final = ("account_id", "receiver_id")
@@ -62,8 +73,10 @@ _FAILED_ACCOUNT_KEYS: Final = ("account_id", "receiver_id")
 class YunxinV2Prepared:
     """The JSON body of a batch without `receiver_ids`, encoded."""
 
+    message_rest: bytes
+    """The message object's members after message_client_id, closing brace included."""
     body_rest: bytes
-    """The body object's members after the opening brace, closing brace included."""
+    """The body object's members after `message`, closing brace included."""
 
 
 class YunxinV2Translator(YunxinTranslator):
@@ -82,13 +95,22 @@ class YunxinV2Translator(YunxinTranslator):
         recipient_window_s=60.0,
         block_s=60.0,
     )
+    # YX-CALL-V2 (vendors.md §3.1): primary and backup domains; fail over to the backup.
+    regions: ClassVar[Mapping[str, Region]] = {
+        "china": Region("https://open.yunxinapi.com", "https://open-bak.yunxinapi.com"),
+        "singapore": Region("https://open-sg.yunxinapi.com", "https://open-sg-bak.yunxinapi.com"),
+    }
     trace_header: ClassVar[str] = "X-custom-traceid"
     content_type: ClassVar[str] = "application/json"
     extension_max_chars: ClassVar[int | None] = EXTENSION_MAX_CHARS
+    supports_sub_type: ClassVar[bool] = True
+
+    def attachment_text(self, message: pb.Message) -> str:
+        return compact_json(_message(message)["attachment"])
 
     def prepare(self, request: pb.BatchSendRequest) -> YunxinV2Prepared:
         message, options = request.message, request.options
-        doc: dict[str, Any] = {"sender_id": request.sender_id, "message": _message(message)}
+        doc: dict[str, Any] = {"sender_id": request.sender_id}
         chosen = chosen_options(options)
         message_config: dict[str, bool] = {}
         for field, keys in _MESSAGE_CONFIG_KEYS.items():
@@ -103,6 +125,8 @@ class YunxinV2Translator(YunxinTranslator):
         push_config: dict[str, Any] = {}
         if "push_enabled" in chosen:
             push_config["push_enabled"] = options.push_enabled
+        if "push_nick_enabled" in chosen:
+            push_config["push_nick_enabled"] = options.push_nick_enabled
         if "push_content" in chosen:
             push_config["push_content"] = options.push_content
         payload = push_payload_text(options)
@@ -114,7 +138,9 @@ class YunxinV2Translator(YunxinTranslator):
             doc["antispam_config"] = {"antispam_enabled": False}
         if message.extension:
             doc["extension"] = message.extension
-        return YunxinV2Prepared(compact_json(doc).encode()[1:])
+        return YunxinV2Prepared(
+            compact_json(_message(message)).encode()[1:], compact_json(doc).encode()[1:]
+        )
 
     def build(
         self,
@@ -129,7 +155,18 @@ class YunxinV2Translator(YunxinTranslator):
             method="POST",
             path=self.path,
             headers=self.headers(chunk_key, now, nonce),
-            body=b'{"receiver_ids":' + receivers + b"," + prepared.body_rest,
+            body=b"".join(
+                (
+                    b'{"receiver_ids":',
+                    receivers,
+                    b',"message":{"message_client_id":"',
+                    message_client_id(chunk_key).encode(),
+                    b'",',
+                    prepared.message_rest,
+                    b",",
+                    prepared.body_rest,
+                )
+            ),
         )
 
     def parse(self, recipients: Sequence[str], status: int, body: bytes) -> CallResult:
@@ -143,38 +180,54 @@ class YunxinV2Translator(YunxinTranslator):
         if code is None:
             return unreadable_answer("no numeric code")
         if code != SUCCESS_CODE:
-            return classify(recipients, code, str(answer.get("msg") or ""))
+            return classify(recipients, code, str(answer.get("msg") or ""), V2_CODES)
         data = answer.get("data")
         if not isinstance(data, dict):
             return unreadable_answer("no data object")
-        accepted = _accepted(data.get("success_list"))
-        failed = _failed(data.get("failed_list"))
+        wanted = set(recipients)
+        accepted = _accepted(data.get("success_list"), wanted)
+        failed = _failed(data.get("failed_list"), wanted)
+        if accepted is None or failed is None or accepted.keys() & failed.keys():
+            # Wrong types, accounts that are not in the call, or one account in both
+            # lists: the answer does not account for the call (CONTRACT §8 rule 24).
+            return uncertain_all("success_list/failed_list do not match the call's recipients")
         results: list[RecipientResult] = []
         for recipient in recipients:
             if recipient in accepted:
-                # Listed as sent, so a message exists, whatever else the answer says.
+                server_id, create_time = accepted[recipient]
                 results.append(
-                    RecipientResult(recipient, True, vendor_message_id=accepted[recipient])
+                    RecipientResult(
+                        recipient, True, vendor_message_id=server_id, vendor_time_ms=create_time
+                    )
                 )
             elif recipient in failed:
                 error_code, error_msg = failed[recipient]
-                reason = RECIPIENT_REASONS.get(
-                    as_int(error_code) or 0, pb.FAILURE_REASON_VENDOR_ERROR
-                )
                 results.append(
-                    RecipientResult(recipient, False, reason, _code_text(error_code), error_msg)
+                    recipient_verdict(
+                        recipient,
+                        error_code,
+                        "" if error_code is None else str(error_code),
+                        error_msg,
+                        V2_CODES,
+                        RECIPIENT_REASONS,
+                    )
                 )
             else:
-                # In neither list of a processed call (code 200). The vendor lists failures
-                # explicitly, as Tencent's ErrorList and v1's unregister (both counted
-                # accepted when absent); failing it instead would invite a resend and so a
-                # possible duplicate.
+                # In neither list of a processed call: the vendor may or may not have sent
+                # it; only the recipient's client knows.
                 results.append(
-                    RecipientResult(
-                        recipient, True, detail="not listed in the answer; counted accepted"
+                    uncertain_result(
+                        recipient,
+                        pb.FAILURE_REASON_VENDOR_ERROR,
+                        detail="not listed in the vendor's answer",
                     )
                 )
         return CallResult(Disposition.DONE, tuple(results))
+
+
+def message_client_id(chunk_key: str) -> str:
+    """The chunk's message_client_id: the same on every resend, unique per chunk."""
+    return derived_trace_id(chunk_key, "yunxin-v2-client-id")
 
 
 def _message(message: pb.Message) -> dict[str, Any]:
@@ -195,29 +248,49 @@ def _message(message: pb.Message) -> dict[str, Any]:
     return doc
 
 
-def _accepted(items: object) -> dict[str, str]:
-    """success_list as receiver → message_server_id (text; ids exceed 2**53)."""
-    accepted: dict[str, str] = {}
-    for item in items if isinstance(items, list) else ():
-        if isinstance(item, dict) and isinstance(item.get("receiver_id"), str):
-            server_id = item.get("message_server_id")
-            accepted[item["receiver_id"]] = "" if server_id is None else str(server_id)
+def _accepted(items: object, wanted: set[str]) -> dict[str, tuple[str, int]] | None:
+    """success_list as receiver → (message_server_id as text, create_time ms); None when
+    it is not a list of items for the call's recipients."""
+    if items is None:
+        return {}
+    if not isinstance(items, list):
+        return None
+    accepted: dict[str, tuple[str, int]] = {}
+    for item in items:
+        if not isinstance(item, dict):
+            return None
+        receiver = item.get("receiver_id")
+        server_id = item.get("message_server_id")
+        create_time = item.get("create_time", 0)
+        create_ms = as_int(create_time) if create_time is not None else 0
+        if (
+            not isinstance(receiver, str)
+            or receiver not in wanted
+            or isinstance(server_id, bool)
+            or not isinstance(server_id, int | str | None)
+            or create_ms is None
+        ):
+            return None
+        # Text: ids exceed 2**53, which JSON clients in other languages cannot hold.
+        accepted[receiver] = ("" if server_id is None else str(server_id), max(create_ms, 0))
     return accepted
 
 
-def _failed(items: object) -> dict[str, tuple[object, str]]:
-    """failed_list as account → (error_code, error_msg), whichever key names the account."""
-    failed: dict[str, tuple[object, str]] = {}
-    for item in items if isinstance(items, list) else ():
+def _failed(items: object, wanted: set[str]) -> dict[str, tuple[int | None, str]] | None:
+    """failed_list as account → (error_code, error_msg), whichever key names the account;
+    None when it is not a list of items for the call's recipients."""
+    if items is None:
+        return {}
+    if not isinstance(items, list):
+        return None
+    failed: dict[str, tuple[int | None, str]] = {}
+    for item in items:
         if not isinstance(item, dict):
-            continue
-        for key in _FAILED_ACCOUNT_KEYS:
-            account = item.get(key)
-            if isinstance(account, str):
-                failed[account] = (item.get("error_code"), short(item.get("error_msg")))
-                break
+            return None
+        account = next(
+            (item[key] for key in _FAILED_ACCOUNT_KEYS if isinstance(item.get(key), str)), None
+        )
+        if account is None or account not in wanted:
+            return None
+        failed[account] = (as_int(item.get("error_code")), short(item.get("error_msg")))
     return failed
-
-
-def _code_text(code: object) -> str:
-    return "" if code is None else str(code)

@@ -363,6 +363,8 @@ class ImageContent(_message.Message):
     SIZE_BYTES_FIELD_NUMBER: _builtins.int
     WIDTH_FIELD_NUMBER: _builtins.int
     HEIGHT_FIELD_NUMBER: _builtins.int
+    LARGE_FIELD_NUMBER: _builtins.int
+    THUMBNAIL_FIELD_NUMBER: _builtins.int
     url: _builtins.str
     """Download URL."""
     md5: _builtins.str
@@ -377,6 +379,14 @@ class ImageContent(_message.Message):
     """Width in pixels."""
     height: _builtins.int
     """Height in pixels."""
+    @_builtins.property
+    def large(self) -> Global___ImageVariant:
+        """Optional larger rendition (Tencent ImageInfoArray Type 2); only its url is required."""
+
+    @_builtins.property
+    def thumbnail(self) -> Global___ImageVariant:
+        """Optional thumbnail rendition (Tencent ImageInfoArray Type 3); only its url is required."""
+
     def __init__(
         self,
         *,
@@ -387,14 +397,60 @@ class ImageContent(_message.Message):
         size_bytes: _builtins.int = ...,
         width: _builtins.int = ...,
         height: _builtins.int = ...,
+        large: Global___ImageVariant | None = ...,
+        thumbnail: Global___ImageVariant | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["large", b"large", "thumbnail", b"thumbnail"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["format", b"format", "height", b"height", "md5", b"md5", "name", b"name", "size_bytes", b"size_bytes", "url", b"url", "width", b"width"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["format", b"format", "height", b"height", "large", b"large", "md5", b"md5", "name", b"name", "size_bytes", b"size_bytes", "thumbnail", b"thumbnail", "url", b"url", "width", b"width"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ImageContent: _TypeAlias = ImageContent  # noqa: Y015
+
+@_typing.final
+class ImageVariant(_message.Message):
+    """ImageVariant is one picture file: an image rendition or a video's thumbnail. Sizes
+    and dimensions must not be negative; 0 means unknown.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    URL_FIELD_NUMBER: _builtins.int
+    MD5_FIELD_NUMBER: _builtins.int
+    FORMAT_FIELD_NUMBER: _builtins.int
+    SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    WIDTH_FIELD_NUMBER: _builtins.int
+    HEIGHT_FIELD_NUMBER: _builtins.int
+    url: _builtins.str
+    """Download URL (http or https)."""
+    md5: _builtins.str
+    """MD5 of the file, hex."""
+    format: _builtins.str
+    """Format, e.g. "jpg"."""
+    size_bytes: _builtins.int
+    """Size in bytes."""
+    width: _builtins.int
+    """Width in pixels."""
+    height: _builtins.int
+    """Height in pixels."""
+    def __init__(
+        self,
+        *,
+        url: _builtins.str = ...,
+        md5: _builtins.str = ...,
+        format: _builtins.str = ...,
+        size_bytes: _builtins.int = ...,
+        width: _builtins.int = ...,
+        height: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["format", b"format", "height", b"height", "md5", b"md5", "size_bytes", b"size_bytes", "url", b"url", "width", b"width"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImageVariant: _TypeAlias = ImageVariant  # noqa: Y015
 
 @_typing.final
 class AudioContent(_message.Message):
@@ -447,6 +503,7 @@ class VideoContent(_message.Message):
     WIDTH_FIELD_NUMBER: _builtins.int
     HEIGHT_FIELD_NUMBER: _builtins.int
     DURATION_MS_FIELD_NUMBER: _builtins.int
+    THUMBNAIL_FIELD_NUMBER: _builtins.int
     url: _builtins.str
     """Download URL."""
     md5: _builtins.str
@@ -461,6 +518,13 @@ class VideoContent(_message.Message):
     """Height in pixels."""
     duration_ms: _builtins.int
     """Duration in milliseconds."""
+    @_builtins.property
+    def thumbnail(self) -> Global___ImageVariant:
+        """The video's thumbnail picture. Required on Tencent (url, width and height), which
+        documents the thumbnail fields as required for videos sent by REST; Yunxin has no
+        thumbnail field and ignores it.
+        """
+
     def __init__(
         self,
         *,
@@ -471,10 +535,11 @@ class VideoContent(_message.Message):
         width: _builtins.int = ...,
         height: _builtins.int = ...,
         duration_ms: _builtins.int = ...,
+        thumbnail: Global___ImageVariant | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["thumbnail", b"thumbnail"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["duration_ms", b"duration_ms", "format", b"format", "height", b"height", "md5", b"md5", "size_bytes", b"size_bytes", "url", b"url", "width", b"width"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["duration_ms", b"duration_ms", "format", b"format", "height", b"height", "md5", b"md5", "size_bytes", b"size_bytes", "thumbnail", b"thumbnail", "url", b"url", "width", b"width"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -581,7 +646,9 @@ Global___CustomContent: _TypeAlias = CustomContent  # noqa: Y015
 @_typing.final
 class SendOptions(_message.Message):
     """SendOptions are delivery options. Every field is optional; unset keeps the vendor's
-    default. Options a vendor cannot express are ignored on that vendor.
+    default. An option set to a value the backend's vendor cannot express is refused with
+    INVALID_ARGUMENT (e.g. history_enabled = false on Tencent); docs/vendor-mapping.md lists
+    the few that are documented as ignored.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -599,6 +666,9 @@ class SendOptions(_message.Message):
     ONLINE_ONLY_FIELD_NUMBER: _builtins.int
     READ_RECEIPT_FIELD_NUMBER: _builtins.int
     RETURN_MESSAGE_IDS_FIELD_NUMBER: _builtins.int
+    PUSH_NICK_ENABLED_FIELD_NUMBER: _builtins.int
+    TENCENT_ANDROID_INFO_FIELD_NUMBER: _builtins.int
+    TENCENT_APNS_INFO_FIELD_NUMBER: _builtins.int
     push_enabled: _builtins.bool
     """Whether an offline push notification is sent."""
     push_content: _builtins.str
@@ -620,12 +690,27 @@ class SendOptions(_message.Message):
     skip_moderation: _builtins.bool
     """Whether vendor content moderation is skipped."""
     online_only: _builtins.bool
-    """Whether the message is delivered to online recipients only (no history, no unread)."""
+    """Whether the message is delivered to online recipients only (no offline storage, no
+    history, no roaming, no unread count). Contradicts offline_enabled, history_enabled
+    or unread_enabled set to true.
+    """
     read_receipt: _builtins.bool
     """Whether a read receipt is requested."""
     return_message_ids: _builtins.bool
     """Whether the vendor should return a message id per recipient (Yunxin legacy
     returnMsgid; it lowers that API's recipients per call from 500 to 100).
+    """
+    push_nick_enabled: _builtins.bool
+    """Whether the push notification shows the sender's nickname (Yunxin needPushNick /
+    push_nick_enabled; default true). Refused on Tencent, which has no such switch.
+    """
+    tencent_android_info: _builtins.str
+    """Tencent only: OfflinePushInfo.AndroidInfo as a JSON object (e.g. {"Sound":"a.mp3"},
+    vendor channel ids). Refused on other vendors (Yunxin takes these in push_payload).
+    """
+    tencent_apns_info: _builtins.str
+    """Tencent only: OfflinePushInfo.ApnsInfo as a JSON object (e.g. {"Sound":"a.caf",
+    "BadgeMode":1,"SubTitle":"…"}). Refused on other vendors.
     """
     def __init__(
         self,
@@ -643,10 +728,13 @@ class SendOptions(_message.Message):
         online_only: _builtins.bool | None = ...,
         read_receipt: _builtins.bool | None = ...,
         return_message_ids: _builtins.bool | None = ...,
+        push_nick_enabled: _builtins.bool | None = ...,
+        tencent_android_info: _builtins.str | None = ...,
+        tencent_apns_info: _builtins.str | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_history_enabled", b"_history_enabled", "_offline_enabled", b"_offline_enabled", "_online_only", b"_online_only", "_push_content", b"_push_content", "_push_enabled", b"_push_enabled", "_push_payload", b"_push_payload", "_push_title", b"_push_title", "_read_receipt", b"_read_receipt", "_return_message_ids", b"_return_message_ids", "_skip_moderation", b"_skip_moderation", "_sync_to_sender", b"_sync_to_sender", "_unread_enabled", b"_unread_enabled", "_update_conversation", b"_update_conversation", "history_enabled", b"history_enabled", "offline_enabled", b"offline_enabled", "online_only", b"online_only", "push_content", b"push_content", "push_enabled", b"push_enabled", "push_payload", b"push_payload", "push_title", b"push_title", "read_receipt", b"read_receipt", "return_message_ids", b"return_message_ids", "skip_moderation", b"skip_moderation", "sync_to_sender", b"sync_to_sender", "unread_enabled", b"unread_enabled", "update_conversation", b"update_conversation"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_history_enabled", b"_history_enabled", "_offline_enabled", b"_offline_enabled", "_online_only", b"_online_only", "_push_content", b"_push_content", "_push_enabled", b"_push_enabled", "_push_nick_enabled", b"_push_nick_enabled", "_push_payload", b"_push_payload", "_push_title", b"_push_title", "_read_receipt", b"_read_receipt", "_return_message_ids", b"_return_message_ids", "_skip_moderation", b"_skip_moderation", "_sync_to_sender", b"_sync_to_sender", "_tencent_android_info", b"_tencent_android_info", "_tencent_apns_info", b"_tencent_apns_info", "_unread_enabled", b"_unread_enabled", "_update_conversation", b"_update_conversation", "history_enabled", b"history_enabled", "offline_enabled", b"offline_enabled", "online_only", b"online_only", "push_content", b"push_content", "push_enabled", b"push_enabled", "push_nick_enabled", b"push_nick_enabled", "push_payload", b"push_payload", "push_title", b"push_title", "read_receipt", b"read_receipt", "return_message_ids", b"return_message_ids", "skip_moderation", b"skip_moderation", "sync_to_sender", b"sync_to_sender", "tencent_android_info", b"tencent_android_info", "tencent_apns_info", b"tencent_apns_info", "unread_enabled", b"unread_enabled", "update_conversation", b"update_conversation"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_history_enabled", b"_history_enabled", "_offline_enabled", b"_offline_enabled", "_online_only", b"_online_only", "_push_content", b"_push_content", "_push_enabled", b"_push_enabled", "_push_payload", b"_push_payload", "_push_title", b"_push_title", "_read_receipt", b"_read_receipt", "_return_message_ids", b"_return_message_ids", "_skip_moderation", b"_skip_moderation", "_sync_to_sender", b"_sync_to_sender", "_unread_enabled", b"_unread_enabled", "_update_conversation", b"_update_conversation", "history_enabled", b"history_enabled", "offline_enabled", b"offline_enabled", "online_only", b"online_only", "push_content", b"push_content", "push_enabled", b"push_enabled", "push_payload", b"push_payload", "push_title", b"push_title", "read_receipt", b"read_receipt", "return_message_ids", b"return_message_ids", "skip_moderation", b"skip_moderation", "sync_to_sender", b"sync_to_sender", "unread_enabled", b"unread_enabled", "update_conversation", b"update_conversation"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_history_enabled", b"_history_enabled", "_offline_enabled", b"_offline_enabled", "_online_only", b"_online_only", "_push_content", b"_push_content", "_push_enabled", b"_push_enabled", "_push_nick_enabled", b"_push_nick_enabled", "_push_payload", b"_push_payload", "_push_title", b"_push_title", "_read_receipt", b"_read_receipt", "_return_message_ids", b"_return_message_ids", "_skip_moderation", b"_skip_moderation", "_sync_to_sender", b"_sync_to_sender", "_tencent_android_info", b"_tencent_android_info", "_tencent_apns_info", b"_tencent_apns_info", "_unread_enabled", b"_unread_enabled", "_update_conversation", b"_update_conversation", "history_enabled", b"history_enabled", "offline_enabled", b"offline_enabled", "online_only", b"online_only", "push_content", b"push_content", "push_enabled", b"push_enabled", "push_nick_enabled", b"push_nick_enabled", "push_payload", b"push_payload", "push_title", b"push_title", "read_receipt", b"read_receipt", "return_message_ids", b"return_message_ids", "skip_moderation", b"skip_moderation", "sync_to_sender", b"sync_to_sender", "tencent_android_info", b"tencent_android_info", "tencent_apns_info", b"tencent_apns_info", "unread_enabled", b"unread_enabled", "update_conversation", b"update_conversation"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__history_enabled: _TypeAlias = _typing.Literal["history_enabled"]  # noqa: Y015
     _WhichOneofArgType__history_enabled: _TypeAlias = _typing.Literal["_history_enabled", b"_history_enabled"]  # noqa: Y015
@@ -658,6 +746,8 @@ class SendOptions(_message.Message):
     _WhichOneofArgType__push_content: _TypeAlias = _typing.Literal["_push_content", b"_push_content"]  # noqa: Y015
     _WhichOneofReturnType__push_enabled: _TypeAlias = _typing.Literal["push_enabled"]  # noqa: Y015
     _WhichOneofArgType__push_enabled: _TypeAlias = _typing.Literal["_push_enabled", b"_push_enabled"]  # noqa: Y015
+    _WhichOneofReturnType__push_nick_enabled: _TypeAlias = _typing.Literal["push_nick_enabled"]  # noqa: Y015
+    _WhichOneofArgType__push_nick_enabled: _TypeAlias = _typing.Literal["_push_nick_enabled", b"_push_nick_enabled"]  # noqa: Y015
     _WhichOneofReturnType__push_payload: _TypeAlias = _typing.Literal["push_payload"]  # noqa: Y015
     _WhichOneofArgType__push_payload: _TypeAlias = _typing.Literal["_push_payload", b"_push_payload"]  # noqa: Y015
     _WhichOneofReturnType__push_title: _TypeAlias = _typing.Literal["push_title"]  # noqa: Y015
@@ -670,6 +760,10 @@ class SendOptions(_message.Message):
     _WhichOneofArgType__skip_moderation: _TypeAlias = _typing.Literal["_skip_moderation", b"_skip_moderation"]  # noqa: Y015
     _WhichOneofReturnType__sync_to_sender: _TypeAlias = _typing.Literal["sync_to_sender"]  # noqa: Y015
     _WhichOneofArgType__sync_to_sender: _TypeAlias = _typing.Literal["_sync_to_sender", b"_sync_to_sender"]  # noqa: Y015
+    _WhichOneofReturnType__tencent_android_info: _TypeAlias = _typing.Literal["tencent_android_info"]  # noqa: Y015
+    _WhichOneofArgType__tencent_android_info: _TypeAlias = _typing.Literal["_tencent_android_info", b"_tencent_android_info"]  # noqa: Y015
+    _WhichOneofReturnType__tencent_apns_info: _TypeAlias = _typing.Literal["tencent_apns_info"]  # noqa: Y015
+    _WhichOneofArgType__tencent_apns_info: _TypeAlias = _typing.Literal["_tencent_apns_info", b"_tencent_apns_info"]  # noqa: Y015
     _WhichOneofReturnType__unread_enabled: _TypeAlias = _typing.Literal["unread_enabled"]  # noqa: Y015
     _WhichOneofArgType__unread_enabled: _TypeAlias = _typing.Literal["_unread_enabled", b"_unread_enabled"]  # noqa: Y015
     _WhichOneofReturnType__update_conversation: _TypeAlias = _typing.Literal["update_conversation"]  # noqa: Y015
@@ -685,6 +779,8 @@ class SendOptions(_message.Message):
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__push_enabled) -> _WhichOneofReturnType__push_enabled | None: ...
     @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__push_nick_enabled) -> _WhichOneofReturnType__push_nick_enabled | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__push_payload) -> _WhichOneofReturnType__push_payload | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__push_title) -> _WhichOneofReturnType__push_title | None: ...
@@ -696,6 +792,10 @@ class SendOptions(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__skip_moderation) -> _WhichOneofReturnType__skip_moderation | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__sync_to_sender) -> _WhichOneofReturnType__sync_to_sender | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__tencent_android_info) -> _WhichOneofReturnType__tencent_android_info | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__tencent_apns_info) -> _WhichOneofReturnType__tencent_apns_info | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__unread_enabled) -> _WhichOneofReturnType__unread_enabled | None: ...
     @_typing.overload
@@ -1109,6 +1209,7 @@ class RecipientOutcome(_message.Message):
     DETAIL_FIELD_NUMBER: _builtins.int
     VENDOR_MESSAGE_ID_FIELD_NUMBER: _builtins.int
     ATTEMPTS_FIELD_NUMBER: _builtins.int
+    VENDOR_TIME_MS_FIELD_NUMBER: _builtins.int
     recipient_id: _builtins.str
     """The recipient."""
     index: _builtins.int
@@ -1127,6 +1228,11 @@ class RecipientOutcome(_message.Message):
     """
     attempts: _builtins.int
     """Number of vendor HTTP requests that covered this recipient, refused ones included."""
+    vendor_time_ms: _builtins.int
+    """The vendor's server time of the message in milliseconds since the Unix epoch, when
+    the vendor returned one (Yunxin legacy timetag, Yunxin v2 create_time); 0 otherwise.
+    Yunxin's recall APIs need it beside vendor_message_id.
+    """
     def __init__(
         self,
         *,
@@ -1138,10 +1244,11 @@ class RecipientOutcome(_message.Message):
         detail: _builtins.str = ...,
         vendor_message_id: _builtins.str = ...,
         attempts: _builtins.int = ...,
+        vendor_time_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "detail", b"detail", "index", b"index", "reason", b"reason", "recipient_id", b"recipient_id", "state", b"state", "vendor_code", b"vendor_code", "vendor_message_id", b"vendor_message_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "detail", b"detail", "index", b"index", "reason", b"reason", "recipient_id", b"recipient_id", "state", b"state", "vendor_code", b"vendor_code", "vendor_message_id", b"vendor_message_id", "vendor_time_ms", b"vendor_time_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
