@@ -72,6 +72,7 @@ def test_secrets_never_in_repr(tmp_path: Path) -> None:
         (GOOD.replace("call_limit = 60", 'call_limit = "sixty"'), "backends.yx.call_limit"),
         (GOOD.replace("call_limit = 60", "call_limit = 0"), "backends.yx.call_limit"),
         (GOOD.replace('listen = "127.0.0.1:6000"', 'listen = "x"\nlisten_port = 1'), "listen_port"),
+        (GOOD.replace("127.0.0.1:6000", "127.0.0.1:100000"), "listen"),
         (GOOD.replace('default_backend = "tx"', 'default_backend = "nope"'), "default_backend"),
         (GOOD.replace('default_backend = "tx"', ""), "default_backend"),
         (GOOD.replace("https://api.yunxinapi.com/", "ftp://x/path"), "backends.yx.base_url"),
@@ -121,3 +122,16 @@ def test_sandbox_config_has_one_backend_per_vendor() -> None:
     assert {b.name for b in config.backends} == {"yunxin_v1", "yunxin_v2", "tencent"}
     assert all(b.sandbox and b.base_url == "http://127.0.0.1:9" for b in config.backends)
     assert config.sandbox
+
+
+def test_sandbox_time_scale_divides_the_backends_windows_and_blocks() -> None:
+    plain = {b.name: b for b in sandbox_config("http://127.0.0.1:9").backends}
+    fast = {b.name: b for b in sandbox_config("http://127.0.0.1:9", time_scale=60).backends}
+    assert fast["tencent"].recipient_window_s == pytest.approx(1.0)
+    assert fast["yunxin_v1"].block_s == pytest.approx(1.0)
+    for name, backend in fast.items():
+        assert backend.call_window_s == pytest.approx(plain[name].call_window_s / 60)
+        assert (backend.call_limit, backend.recipient_limit) == (
+            plain[name].call_limit,
+            plain[name].recipient_limit,
+        )

@@ -17,11 +17,12 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from imgate import __version__
+from imgate._addresses import listen_address, split_listen, time_scale
 from imgate._config import DEFAULT_LISTEN, ConfigError, load_config, sandbox_config
 from imgate._logging import configure_logging
 from imgate._send_command import add_send_arguments, run_send
 from imgate._server import Gateway
-from imgate.sandbox import SandboxServer, serve_sandbox
+from imgate.sandbox import SandboxConfig, SandboxServer, serve_sandbox
 
 log = logging.getLogger("imgate")
 
@@ -32,6 +33,8 @@ _SANDBOX_NOTICE = """\
  NOTHING reaches a real vendor. Use --config FILE (or IMGATE_CONFIG) for real ones.
 ==============================================================================
 """
+# Sandbox mode's emulators (and /sandbox/...) listen here: a fixed, documented address.
+DEFAULT_SANDBOX_LISTEN_IN_SERVE = "127.0.0.1:50052"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -40,11 +43,40 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the gateway (sandbox mode without config)")
     serve.add_argument("--config", help="TOML configuration file (default: $IMGATE_CONFIG)")
-    serve.add_argument("--listen", help=f"HOST:PORT to serve on (default {DEFAULT_LISTEN})")
+    serve.add_argument(
+        "--listen",
+        type=listen_address,
+        default=os.environ.get("IMGATE_LISTEN"),
+        help=f"HOST:PORT to serve on (default $IMGATE_LISTEN, else {DEFAULT_LISTEN})",
+    )
     serve.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    serve.add_argument(
+        "--sandbox-listen",
+        type=listen_address,
+        default=DEFAULT_SANDBOX_LISTEN_IN_SERVE,
+        help="sandbox mode: HOST:PORT of the emulators and /sandbox/... "
+        f"(default {DEFAULT_SANDBOX_LISTEN_IN_SERVE}; port 0 = any free port)",
+    )
+    serve.add_argument(
+        "--sandbox-time-scale",
+        type=time_scale,
+        default=1.0,
+        metavar="FACTOR",
+        help="sandbox mode: rate windows and blocks last 1/FACTOR of the vendors' (default 1)",
+    )
     sandbox = commands.add_parser("sandbox", help="run only the vendor emulators")
     sandbox.add_argument(
-        "--listen", default="127.0.0.1:8080", help="HOST:PORT (default 127.0.0.1:8080)"
+        "--listen",
+        type=listen_address,
+        default="127.0.0.1:8080",
+        help="HOST:PORT (default 127.0.0.1:8080)",
+    )
+    sandbox.add_argument(
+        "--sandbox-time-scale",
+        type=time_scale,
+        default=1.0,
+        metavar="FACTOR",
+        help="rate windows and blocks last 1/FACTOR of the vendors' (default 1)",
     )
     check = commands.add_parser("health", help="exit 0 when a gateway reports SERVING")
     check.add_argument("--target", default=DEFAULT_LISTEN, help="HOST:PORT of the gateway")
@@ -54,14 +86,12 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _split_listen(listen: str) -> tuple[str, int]:
-    host, _, port = listen.rpartition(":")
-    if not host or not port.isdigit():
-        raise SystemExit(f"imgate: --listen must be HOST:PORT, got {listen!r}")
-    return host.strip("[]"), int(port)
-
-
-async def _serve(config_path: str | None, listen: str | None) -> int:
+async def _serve(
+    config_path: str | None,
+    listen: str | None,
+    sandbox_listen: str = DEFAULT_SANDBOX_LISTEN_IN_SERVE,
+    scale: float = 1.0,
+) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -76,8 +106,19 @@ async def _serve(config_path: str | None, listen: str | None) -> int:
             if listen:
                 config = dataclasses.replace(config, listen=listen)
         else:
-            sandbox = await stack.enter_async_context(SandboxServer("127.0.0.1", 0))
-            config = sandbox_config(sandbox.url, listen or DEFAULT_LISTEN)
+            host, port = split_listen(sandbox_listen)
+            try:
+                sandbox = await stack.enter_async_context(
+                    SandboxServer(host, port, SandboxConfig(time_scale=scale))
+                )
+            except OSError as exc:
+                print(
+                    f"imgate: cannot listen on {sandbox_listen} for the sandbox: {exc.strerror}"
+                    " (choose another with --sandbox-listen; port 0 = any free port)",
+                    file=sys.stderr,
+                )
+                return 1
+            config = sandbox_config(sandbox.url, listen or DEFAULT_LISTEN, time_scale=scale)
             print(_SANDBOX_NOTICE.format(sandbox=sandbox.url), file=sys.stderr, flush=True)
         # Batches allocate millions of short-lived objects (outcomes, chunk slices) that the
         # default GC thresholds rescan over and over: measured 11-17% of CPU (bench/).
@@ -127,12 +168,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _health(args.target, args.timeout)
     configure_logging(getattr(args, "log_level", "INFO"))
     if args.command == "sandbox":
-        host, port = _split_listen(args.listen)
-        with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(serve_sandbox(host, port))
+        host, port = split_listen(args.listen)
+        config = SandboxConfig(time_scale=args.sandbox_time_scale)
+        try:
+            with contextlib.suppress(KeyboardInterrupt):
+                asyncio.run(serve_sandbox(host, port, config))
+        except OSError as exc:
+            message = f"imgate sandbox: cannot listen on {args.listen}: {exc.strerror}"
+            print(message, file=sys.stderr)
+            return 1
         return 0
     config_path = args.config or os.environ.get("IMGATE_CONFIG")
-    return asyncio.run(_serve(config_path, args.listen))
+    return asyncio.run(
+        _serve(config_path, args.listen, args.sandbox_listen, args.sandbox_time_scale)
+    )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,51 @@
+"""The `imgate` command line: argument checks and the errors a newcomer meets first."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from imgate import cli
+from imgate._config import sandbox_config
+
+
+@pytest.mark.parametrize(
+    "listen",
+    ["127.0.0.1:100000", "127.0.0.1:65536", "127.0.0.1:-1", "127.0.0.1", ":50051", "host:x"],
+)
+@pytest.mark.parametrize("command", ["serve", "sandbox"])
+def test_listen_outside_the_port_range_is_refused_before_serving(
+    command: str, listen: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as raised:
+        cli.main([command, "--listen", listen])
+    assert raised.value.code == 2
+    assert "HOST:PORT" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag", ["--sandbox-listen"])
+def test_sandbox_listen_is_checked_too(flag: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as raised:
+        cli.main(["serve", flag, "127.0.0.1:70000"])
+    assert raised.value.code == 2
+
+
+def test_sandbox_on_a_port_in_use_says_so_without_a_traceback(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        status = cli.main(["sandbox", "--listen", f"127.0.0.1:{port}"])
+    err = capsys.readouterr().err
+    assert status == 1
+    assert f"imgate sandbox: cannot listen on 127.0.0.1:{port}" in err
+    assert "Traceback" not in err
+
+
+def test_the_sandbox_default_backend_needs_no_sender() -> None:
+    # Tencent: an empty sender is the app admin, so `imgate send --to bob --text hi` works.
+    config = sandbox_config("http://127.0.0.1:1")
+    assert config.default_backend == "tencent"
