@@ -13,12 +13,11 @@ import signal
 import sys
 from collections.abc import Sequence
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from imgate import __version__
 from imgate._addresses import listen_address, split_listen, time_scale
 from imgate._config import DEFAULT_LISTEN, ConfigError, load_config, sandbox_config
+from imgate._health_command import add_health_arguments
+from imgate._health_command import check as check_health
 from imgate._logging import configure_logging
 from imgate._send_command import add_send_arguments, run_send
 from imgate._server import Gateway
@@ -79,8 +78,7 @@ def _parser() -> argparse.ArgumentParser:
         help="rate windows and blocks last 1/FACTOR of the vendors' (default 1)",
     )
     check = commands.add_parser("health", help="exit 0 when a gateway reports SERVING")
-    check.add_argument("--target", default=DEFAULT_LISTEN, help="HOST:PORT of the gateway")
-    check.add_argument("--timeout", type=float, default=3.0, help="seconds (default 3)")
+    add_health_arguments(check)
     send = commands.add_parser("send", help="send one message to many recipients")
     add_send_arguments(send)
     return parser
@@ -146,26 +144,12 @@ async def _serve(
     return 0
 
 
-def _health(target: str, timeout: float) -> int:
-    with grpc.insecure_channel(target) as channel:
-        try:
-            reply = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=""), timeout=timeout
-            )
-        except grpc.RpcError as exc:
-            print(f"imgate health: {target}: {exc.code().name}", file=sys.stderr)
-            return 1
-    status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
-    print(status)
-    return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "send":
         return run_send(args)
     if args.command == "health":
-        return _health(args.target, args.timeout)
+        return check_health(args.target, args.timeout)
     configure_logging(getattr(args, "log_level", "INFO"))
     if args.command == "sandbox":
         host, port = split_listen(args.listen)
