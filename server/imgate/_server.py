@@ -13,10 +13,10 @@ import logging
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from imgate._config import GatewayConfig
 from imgate._dispatch import Backend
+from imgate._reflection import enable_reflection
 from imgate._servicer import GatewayServicer
 from imgate.v1 import gateway_pb2, gateway_pb2_grpc
 
@@ -40,9 +40,7 @@ class Gateway:
             GatewayServicer(config, self.backends, self._stopping), self._server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
-        reflection.enable_server_reflection(
-            (_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
-        )
+        enable_reflection((_SERVICE_NAME, health.SERVICE_NAME), self._server)
         self.port = 0
 
     async def start(self) -> int:
