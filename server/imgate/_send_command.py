@@ -46,9 +46,9 @@ def add_send_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``imgate send``'s options to ``parser``."""
     parser.add_argument(
         "--target",
-        default=DEFAULT_TARGET,
+        default=os.environ.get("IMGATE_TARGET") or DEFAULT_TARGET,
         metavar="HOST:PORT",
-        help=f"gateway address (default: {DEFAULT_TARGET})",
+        help=f"gateway address (default: $IMGATE_TARGET, else {DEFAULT_TARGET})",
     )
     parser.add_argument(
         "--backend", default="", metavar="NAME", help="backend name (default: the server's)"
