@@ -1,6 +1,6 @@
 """Send one text message to many recipients and print one line per outcome.
 
-    .venv/bin/python examples/python/send_batch.py 127.0.0.1:50051 bob,carol,ghost1,bob
+.venv/bin/python examples/python/send_batch.py 127.0.0.1:50051 bob,carol,ghost1,bob
 """
 
 from __future__ import annotations
