@@ -30,6 +30,7 @@ _SANDBOX_NOTICE = """\
  imgate SANDBOX MODE: no configuration given. Backends yunxin_v1, yunxin_v2 and
  tencent point at built-in vendor emulators on {sandbox}.
  NOTHING reaches a real vendor. Use --config FILE (or IMGATE_CONFIG) for real ones.
+ Default backend: tencent (no --from needed). Control API: {sandbox}/sandbox/
 ==============================================================================
 """
 # Sandbox mode's emulators (and /sandbox/...) listen here: a fixed, documented address.

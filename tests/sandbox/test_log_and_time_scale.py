@@ -95,3 +95,12 @@ async def test_time_scale_shortens_windows_and_blocks(start_sandbox: StartSandbo
 def test_time_scale_must_be_positive_and_finite(scale: float) -> None:
     with pytest.raises(ValueError, match="time_scale"):
         SandboxConfig(time_scale=scale)
+
+
+async def test_the_banner_says_when_time_is_scaled() -> None:
+    from imgate.sandbox import SandboxServer
+
+    async with SandboxServer(config=SandboxConfig(time_scale=60)) as server:
+        assert "time scale 60x" in server.banner()
+    async with SandboxServer() as server:
+        assert "time scale" not in server.banner()
