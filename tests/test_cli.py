@@ -84,3 +84,21 @@ def test_health_target_defaults() -> None:
     assert default_target({"IMGATE_LISTEN": "0.0.0.0:6000"}) == "127.0.0.1:6000"
     assert default_target({"IMGATE_LISTEN": "[::]:6000"}) == "127.0.0.1:6000"
     assert default_target({"IMGATE_LISTEN": "10.0.0.2:6000", "IMGATE_TARGET": "h:1"}) == "h:1"
+
+
+def test_serve_with_the_sandbox_port_in_use_names_the_flag(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("IMGATE_CONFIG", raising=False)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        status = cli.main(
+            ["serve", "--listen", "127.0.0.1:0", "--sandbox-listen", f"127.0.0.1:{port}"]
+        )
+    err = capsys.readouterr().err
+    assert status == 1
+    assert f"cannot listen on 127.0.0.1:{port} for the sandbox" in err
+    assert "--sandbox-listen" in err
+    assert "Traceback" not in err
