@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import time
 from typing import Any
 
 import pytest
@@ -104,3 +106,21 @@ async def test_the_banner_says_when_time_is_scaled() -> None:
         assert "time scale 60x" in server.banner()
     async with SandboxServer() as server:
         assert "time scale" not in server.banner()
+
+
+async def test_a_page_of_a_full_ring_is_small_and_quick(vendors: Vendors) -> None:
+    # The issue: one unpaged GET of a long run's log was 56 MB and stalled the event loop.
+    await vendors.yx1(yx1_fields(to=["seed"]))
+    template = vendors.server.state.deliveries()[0]
+    for _ in range(100_000):
+        vendors.server.state.record(template)
+    url = vendors.server.url + "/sandbox/deliveries"
+    started = time.monotonic()
+    async with vendors.session.get(url, params={"after": "90000"}) as response:
+        body = await response.read()
+    elapsed = time.monotonic() - started
+    page = json.loads(body)
+    assert len(page["deliveries"]) == 1000
+    assert page["deliveries"][0]["seq"] == 90001
+    assert len(body) < 1_000_000
+    assert elapsed < 1.0

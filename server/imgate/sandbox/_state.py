@@ -8,6 +8,7 @@ APIs never share a window), gathered in a `SandboxState` that tests read directl
 from __future__ import annotations
 
 import asyncio
+import bisect
 import itertools
 import random
 from collections import Counter, deque
@@ -233,6 +234,10 @@ class VendorState:
         )
 
 
+def _sequence_of(entry: tuple[int, Delivery]) -> int:
+    return entry[0]
+
+
 class SandboxState:
     """All emulated vendors' state; what tests inspect in-process.
 
@@ -308,9 +313,10 @@ class SandboxState:
         wanted = set(vendors)
         page: list[tuple[int, Delivery]] = []
         next_after = after
-        for sequence, delivery in self._log:
-            if sequence <= after:
-                continue
+        # Sequence numbers grow along the ring (resets only remove entries): bisect to the
+        # cursor instead of walking the entries before it.
+        start = bisect.bisect_right(self._log, after, key=_sequence_of)
+        for sequence, delivery in itertools.islice(self._log, start, None):
             next_after = sequence
             if delivery.vendor in wanted:
                 page.append((sequence, delivery))
