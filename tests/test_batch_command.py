@@ -32,7 +32,7 @@ async def test_submit_watch_get_list_cancel(
     assert await asyncio.to_thread(_run, gateway.target, "watch", batch_id) == 0
     watched = capsys.readouterr().out.splitlines()
     assert watched[:2] == [
-        "bob  ACCEPTED  (Tencent may accept an unknown account silently)",
+        "bob  ACCEPTED",
         "ghost1  FAILED  RECIPIENT_NOT_FOUND  (70107: account does not exist)",
     ]
     assert watched[2].startswith("total=2 accepted=1 failed=1 uncertain=0 duplicates_removed=1")

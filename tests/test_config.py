@@ -72,6 +72,7 @@ def test_secrets_never_in_repr(tmp_path: Path) -> None:
         (GOOD.replace("call_limit = 60", 'call_limit = "sixty"'), "backends.yx.call_limit"),
         (GOOD.replace("call_limit = 60", "call_limit = 0"), "backends.yx.call_limit"),
         (GOOD.replace('listen = "127.0.0.1:6000"', 'listen = "x"\nlisten_port = 1'), "listen_port"),
+        (GOOD.replace("127.0.0.1:6000", "127.0.0.1:100000"), "listen"),
         (GOOD.replace('default_backend = "tx"', 'default_backend = "nope"'), "default_backend"),
         (GOOD.replace('default_backend = "tx"', ""), "default_backend"),
         (GOOD.replace("https://api.yunxinapi.com/", "ftp://x/path"), "backends.yx.base_url"),
@@ -277,3 +278,16 @@ def test_region_errors_name_the_key(extra: str, keep_base_url: bool, key: str) -
     with pytest.raises(ConfigError) as error:
         parse_config(tomllib.loads(text), {})
     assert error.value.key == key
+
+
+def test_sandbox_time_scale_divides_the_backends_windows_and_blocks() -> None:
+    plain = {b.name: b for b in sandbox_config("http://127.0.0.1:9").backends}
+    fast = {b.name: b for b in sandbox_config("http://127.0.0.1:9", time_scale=60).backends}
+    assert fast["tencent"].recipient_window_s == pytest.approx(1.0)
+    assert fast["yunxin_v1"].block_s == pytest.approx(1.0)
+    for name, backend in fast.items():
+        assert backend.call_window_s == pytest.approx(plain[name].call_window_s / 60)
+        assert (backend.call_limit, backend.recipient_limit) == (
+            plain[name].call_limit,
+            plain[name].recipient_limit,
+        )

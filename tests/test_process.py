@@ -72,9 +72,22 @@ def stop_later() -> Iterator[list[subprocess.Popen[str]]]:
 
 def test_sandbox_mode_serves_and_says_so(stop_later: list[subprocess.Popen[str]]) -> None:
     target = f"127.0.0.1:{_free_port()}"
-    process = _imgate("serve", "--listen", target)
+    sandbox = f"127.0.0.1:{_free_port()}"
+    process = _imgate("serve", "--listen", target, "--sandbox-listen", sandbox)
     stop_later.append(process)
     _wait_serving(target)
+    # The emulators listen on the address given (fixed and documented, not a random port).
+    with socket.create_connection(("127.0.0.1", int(sandbox.rpartition(":")[2])), timeout=5):
+        pass
+    # The default backend (tencent) takes an empty sender: no --from needed.
+    first = subprocess.run(
+        [sys.executable, "-m", "imgate", "send", "--target", target, "--to", "bob", "--text", "hi"],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.splitlines()[0] == "bob  ACCEPTED"
     with grpc.insecure_channel(target) as channel:
         stub = pb_grpc.GatewayServiceStub(channel)
         messages = list(stub.BatchSend(text_request(["a", "ghost1"], "yunxin_v2"), timeout=10))

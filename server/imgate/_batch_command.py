@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable
 
@@ -22,6 +23,7 @@ from imgate._send_command import (
     EXIT_INVALID_REQUEST,
     _message,
     _read_recipients,
+    _silence_stdout,
     _to_json,
     add_send_arguments,
     format_outcome,
@@ -51,7 +53,12 @@ def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
     listing.add_argument("--page-size", type=int, default=20)
     listing.add_argument("--page-token", default="")
     for command in (watch, *(commands.choices[n] for n in ("get", "cancel")), listing):
-        command.add_argument("--target", default=DEFAULT_TARGET, metavar="HOST:PORT")
+        command.add_argument(
+            "--target",
+            default=os.environ.get("IMGATE_TARGET") or DEFAULT_TARGET,
+            metavar="HOST:PORT",
+            help=f"gateway address (default: $IMGATE_TARGET, else {DEFAULT_TARGET})",
+        )
         command.add_argument("--json", action="store_true", help="print JSON")
 
 
@@ -70,6 +77,11 @@ def run_batch(args: argparse.Namespace) -> int:
     try:
         with GatewayClient(args.target) as client:
             return _COMMANDS[args.batch_command](client, args)
+    except BrokenPipeError:
+        # `imgate batch watch ... | head`: the reader has what it wanted. Leaving the watch
+        # changes nothing about the batch.
+        _silence_stdout()
+        return EXIT_COMPLETED
     except GatewayError as error:
         where = f"imgate batch {args.batch_command}"
         if isinstance(error, InvalidRequestError) and error.violations:

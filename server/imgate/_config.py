@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from imgate._addresses import split_listen
 from imgate._registry import BY_VENDOR, VENDORS
+from imgate.translators._base import VendorLimits
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
 DEFAULT_MAX_RESPONSE_BYTES = 4 << 20
@@ -315,6 +317,11 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str]) -> GatewayConfi
             values.update(_store_section(value, env))
         elif key != "backends":
             values[key] = _typed(key, value, _TOP_KEYS[key], env)
+    if "listen" in values:
+        try:
+            split_listen(values["listen"])
+        except ValueError as exc:
+            raise ConfigError("listen", str(exc)) from None
     raw_backends = raw.get("backends")
     if not isinstance(raw_backends, dict) or not raw_backends:
         raise ConfigError("backends", "at least one [backends.NAME] table is required")
@@ -342,26 +349,52 @@ def load_config(path: str | Path, env: Mapping[str, str]) -> GatewayConfig:
     return parse_config(raw, env)
 
 
+SANDBOX_DEFAULT_BACKEND = "tencent"
+"""Sandbox mode's default backend: Tencent takes an empty sender (the app admin), so the
+most natural first `imgate send --to bob --text hi` works without `--from`."""
+
+
 def sandbox_config(
-    sandbox_url: str, listen: str = DEFAULT_LISTEN, store_url: str = "memory"
+    sandbox_url: str,
+    listen: str = DEFAULT_LISTEN,
+    *,
+    time_scale: float = 1.0,
+    store_url: str = "memory",
 ) -> GatewayConfig:
     """Sandbox mode: one backend per vendor, named after it, pointing at the emulators;
-    batches in memory unless `store_url` says otherwise."""
+    batches in memory unless `store_url` says otherwise.
+
+    `time_scale` must be the emulators' (`SandboxConfig.time_scale`): the backends' rate
+    windows and blocks are divided by it too, so the gateway paces to the scaled quotas.
+    """
     backends = tuple(
         _with_defaults(
             plugin.vendor,
             plugin.vendor,
             sandbox_url,
-            plugin.translator.sandbox_credentials,
+            {
+                **plugin.translator.sandbox_credentials,
+                **_scaled_windows(plugin.translator.default_limits, time_scale),
+            },
             sandbox=True,
         )
         for plugin in VENDORS
     )
+    default = next((b.name for b in backends if b.name == SANDBOX_DEFAULT_BACKEND), None)
     return GatewayConfig(
         backends=backends,
-        default_backend=backends[0].name,
+        default_backend=default or backends[0].name,
         listen=listen,
         sandbox=True,
         store_url=store_url,
         state_dir=default_state_dir(os.environ),
     )
+
+
+def _scaled_windows(limits: VendorLimits, time_scale: float) -> dict[str, float]:
+    if time_scale == 1.0:
+        return {}
+    return {
+        name: getattr(limits, name) / time_scale
+        for name in ("call_window_s", "recipient_window_s", "block_s")
+    }

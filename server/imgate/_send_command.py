@@ -10,9 +10,12 @@ the call failed otherwise (unreachable, deadline, server error).
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import os
 import sys
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from typing import TextIO
 
 from google.protobuf import json_format
@@ -43,9 +46,9 @@ def add_send_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``imgate send``'s options to ``parser``."""
     parser.add_argument(
         "--target",
-        default=DEFAULT_TARGET,
+        default=os.environ.get("IMGATE_TARGET") or DEFAULT_TARGET,
         metavar="HOST:PORT",
-        help=f"gateway address (default: {DEFAULT_TARGET})",
+        help=f"gateway address (default: $IMGATE_TARGET, else {DEFAULT_TARGET})",
     )
     parser.add_argument(
         "--backend", default="", metavar="NAME", help="backend name (default: the server's)"
@@ -69,6 +72,13 @@ def add_send_arguments(parser: argparse.ArgumentParser) -> None:
     content.add_argument("--tip", metavar="TEXT", help="send a tip message")
     content.add_argument(
         "--custom", type=_json_text, metavar="JSON", help="send a custom message with this data"
+    )
+    content.add_argument(
+        "--message",
+        type=_message_json,
+        metavar="JSON",
+        help="send any imgate.v1.Message given in proto JSON, e.g. "
+        '\'{"image": {"url": "https://...", "format": "jpg"}}\'',
     )
     parser.add_argument(
         "--json", action="store_true", help="print JSON Lines: each outcome, then the summary"
@@ -129,6 +139,17 @@ def run_send(args: argparse.Namespace) -> int:
     return EXIT_COMPLETED
 
 
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that the flush at exit cannot raise BrokenPipeError."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, io.UnsupportedOperation):
+        pass  # not a real file (tests): nothing will flush it at exit
+    finally:
+        os.close(devnull)
+
+
 def format_outcome(outcome: gateway_pb2.RecipientOutcome) -> str:
     """``alice  ACCEPTED`` or ``ghost1  FAILED  RECIPIENT_NOT_FOUND  (70107: detail)``."""
     fields = [outcome.recipient_id, state_name(outcome.state)]
@@ -152,7 +173,11 @@ def _read_recipients(args: argparse.Namespace) -> list[str]:
     if args.to_file is None:
         return [recipient for ids in args.to for recipient in ids]
     if args.to_file == "-":
-        return _ids_from_lines(sys.stdin)
+        # Decode stdin ourselves: a pipe from a spreadsheet export starts with a BOM too.
+        buffer = getattr(sys.stdin, "buffer", None)
+        if buffer is None:
+            return _ids_from_lines(sys.stdin)
+        return _ids_from_lines(io.TextIOWrapper(buffer, encoding="utf-8-sig"))
     # utf-8-sig: files saved by spreadsheet tools often start with a byte-order mark.
     with open(args.to_file, encoding="utf-8-sig") as lines:
         return _ids_from_lines(lines)
@@ -167,7 +192,21 @@ def _message(args: argparse.Namespace) -> gateway_pb2.Message:
         return text_message(args.text)
     if args.tip is not None:
         return tip_message(args.tip)
+    if args.message is not None:
+        message: gateway_pb2.Message = args.message
+        return message
     return custom_message(args.custom)
+
+
+def _message_json(value: str) -> gateway_pb2.Message:
+    message = gateway_pb2.Message()
+    try:
+        json_format.Parse(value, message)
+    except json_format.ParseError as error:
+        raise argparse.ArgumentTypeError(f"not an imgate.v1.Message: {error}") from error
+    if message.WhichOneof("content") is None:
+        raise argparse.ArgumentTypeError("the message has no content (text, image, ...)")
+    return message
 
 
 def _id_list(value: str) -> list[str]:
@@ -234,6 +273,8 @@ class _Output:
         )
         # Lines written to the same terminal would land on the bar's line: move it aside.
         self._bar_in_the_way = self._progress is not None and stdout.isatty()
+        # Set when the reader of stdout left (`| head`): the batch goes on, unprinted.
+        self._reader_gone = False
 
     def outcome(self, outcome: gateway_pb2.RecipientOutcome) -> None:
         if self._progress is not None:
@@ -257,28 +298,47 @@ class _Output:
             self._progress = None
         self._bar_in_the_way = False
         # Outcomes already received come out before any error message that follows.
-        self._stdout.flush()
+        if not self._reader_gone:
+            try:
+                self._stdout.flush()
+            except BrokenPipeError:
+                self._leave_quietly()
 
     def _write(self, line: str) -> None:
-        if self._bar_in_the_way and self._progress is not None:
-            self._progress.clear()
-            self._stdout.write(line + "\n")
-            self._stdout.flush()
-            self._progress.draw()
-        else:
-            self._stdout.write(line + "\n")
+        if self._reader_gone:
+            return
+        try:
+            if self._bar_in_the_way and self._progress is not None:
+                self._progress.clear()
+                self._stdout.write(line + "\n")
+                self._stdout.flush()
+                self._progress.draw()
+            else:
+                self._stdout.write(line + "\n")
+        except BrokenPipeError:
+            self._leave_quietly()
+
+    def _leave_quietly(self) -> None:
+        # Cancelling would leave the rest of the recipients unsent: the reader closing a
+        # pipe is no reason to stop a send half-way. Keep consuming, print nothing more.
+        self._reader_gone = True
+        _silence_stdout()
 
 
 class _ProgressBar:
-    """``[#####     ]  52% 5200/10000``, redrawn in place on a terminal."""
+    """``[#####     ]  52% 5200/10000  1,730/s  ETA 0:02``, redrawn in place on a terminal."""
 
     WIDTH = 30
 
-    def __init__(self, terminal: TextIO, total: int) -> None:
+    def __init__(
+        self, terminal: TextIO, total: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._terminal = terminal
         self._total = total
         self._done = 0
         self._drawn_percent = -1
+        self._clock = clock
+        self._started = clock()
 
     def advance(self) -> None:
         self._done += 1
@@ -290,7 +350,8 @@ class _ProgressBar:
         percent = self._percent()
         filled = self.WIDTH * min(self._done, self._total) // self._total
         bar = "#" * filled + " " * (self.WIDTH - filled)
-        self._terminal.write(f"\r[{bar}] {percent:3d}% {self._done}/{self._total}")
+        line = f"\r[{bar}] {percent:3d}% {self._done}/{self._total}{self._rate_and_eta()}"
+        self._terminal.write(line)
         self._terminal.flush()
         self._drawn_percent = percent
 
@@ -302,3 +363,12 @@ class _ProgressBar:
 
     def _percent(self) -> int:
         return min(100, self._done * 100 // self._total)
+
+    def _rate_and_eta(self) -> str:
+        elapsed = self._clock() - self._started
+        if self._done == 0 or elapsed <= 0:
+            return "  -/s  ETA -:--"
+        rate = self._done / elapsed
+        left = max(0, self._total - self._done) / rate
+        minutes, seconds = divmod(round(left), 60)
+        return f"  {rate:,.0f}/s  ETA {minutes}:{seconds:02d}"

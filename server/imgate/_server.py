@@ -18,12 +18,12 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from imgate._batches import BatchService
 from imgate._config import GatewayConfig
 from imgate._decode import add_gateway_service
 from imgate._dispatch import Backend
+from imgate._reflection import enable_reflection
 from imgate._servicer import GatewayServicer
 from imgate._store import Store, open_store
 from imgate.v1 import gateway_pb2
@@ -57,9 +57,7 @@ class Gateway:
         # Not the generated add_..._to_server: undecodable requests are INVALID_ARGUMENT.
         add_gateway_service(GatewayServicer(config, self.backends, self.batches), self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
-        reflection.enable_server_reflection(
-            (_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
-        )
+        enable_reflection((_SERVICE_NAME, health.SERVICE_NAME), self._server)
         self.port = 0
 
     async def start(self) -> int:

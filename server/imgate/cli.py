@@ -13,17 +13,17 @@ import signal
 import sys
 from collections.abc import Sequence
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from imgate import __version__
+from imgate._addresses import listen_address, split_listen, time_scale
 from imgate._batch_command import add_batch_arguments, run_batch
 from imgate._config import DEFAULT_LISTEN, ConfigError, load_config, sandbox_config
+from imgate._health_command import add_health_arguments
+from imgate._health_command import check as check_health
 from imgate._logging import configure_logging
 from imgate._send_command import add_send_arguments, run_send
 from imgate._server import Gateway
 from imgate._store import StoreError
-from imgate.sandbox import SandboxServer, serve_sandbox
+from imgate.sandbox import SandboxConfig, SandboxServer, serve_sandbox
 
 log = logging.getLogger("imgate")
 
@@ -32,8 +32,11 @@ _SANDBOX_NOTICE = """\
  imgate SANDBOX MODE: no configuration given. Backends yunxin_v1, yunxin_v2 and
  tencent point at built-in vendor emulators on {sandbox}.
  NOTHING reaches a real vendor. Use --config FILE (or IMGATE_CONFIG) for real ones.
+ Default backend: tencent (no --from needed). Control API: {sandbox}/sandbox/
 ==============================================================================
 """
+# Sandbox mode's emulators (and /sandbox/...) listen here: a fixed, documented address.
+DEFAULT_SANDBOX_LISTEN_IN_SERVE = "127.0.0.1:50052"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -42,7 +45,12 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the gateway (sandbox mode without config)")
     serve.add_argument("--config", help="TOML configuration file (default: $IMGATE_CONFIG)")
-    serve.add_argument("--listen", help=f"HOST:PORT to serve on (default {DEFAULT_LISTEN})")
+    serve.add_argument(
+        "--listen",
+        type=listen_address,
+        default=os.environ.get("IMGATE_LISTEN"),
+        help=f"HOST:PORT to serve on (default $IMGATE_LISTEN, else {DEFAULT_LISTEN})",
+    )
     serve.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     serve.add_argument(
         "--store",
@@ -50,13 +58,36 @@ def _parser() -> argparse.ArgumentParser:
         help='batch store, e.g. "sqlite:///var/lib/imgate/imgate.db" (default: the config\'s; '
         'sandbox mode: "memory")',
     )
+    serve.add_argument(
+        "--sandbox-listen",
+        type=listen_address,
+        default=DEFAULT_SANDBOX_LISTEN_IN_SERVE,
+        help="sandbox mode: HOST:PORT of the emulators and /sandbox/... "
+        f"(default {DEFAULT_SANDBOX_LISTEN_IN_SERVE}; port 0 = any free port)",
+    )
+    serve.add_argument(
+        "--sandbox-time-scale",
+        type=time_scale,
+        default=1.0,
+        metavar="FACTOR",
+        help="sandbox mode: rate windows and blocks last 1/FACTOR of the vendors' (default 1)",
+    )
     sandbox = commands.add_parser("sandbox", help="run only the vendor emulators")
     sandbox.add_argument(
-        "--listen", default="127.0.0.1:8080", help="HOST:PORT (default 127.0.0.1:8080)"
+        "--listen",
+        type=listen_address,
+        default="127.0.0.1:8080",
+        help="HOST:PORT (default 127.0.0.1:8080)",
+    )
+    sandbox.add_argument(
+        "--sandbox-time-scale",
+        type=time_scale,
+        default=1.0,
+        metavar="FACTOR",
+        help="rate windows and blocks last 1/FACTOR of the vendors' (default 1)",
     )
     check = commands.add_parser("health", help="exit 0 when a gateway reports SERVING")
-    check.add_argument("--target", default=DEFAULT_LISTEN, help="HOST:PORT of the gateway")
-    check.add_argument("--timeout", type=float, default=3.0, help="seconds (default 3)")
+    add_health_arguments(check)
     send = commands.add_parser("send", help="send one message to many recipients")
     add_send_arguments(send)
     batch = commands.add_parser("batch", help="durable batches: submit, watch, get, list, cancel")
@@ -64,14 +95,13 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _split_listen(listen: str) -> tuple[str, int]:
-    host, _, port = listen.rpartition(":")
-    if not host or not port.isdigit():
-        raise SystemExit(f"imgate: --listen must be HOST:PORT, got {listen!r}")
-    return host.strip("[]"), int(port)
-
-
-async def _serve(config_path: str | None, listen: str | None, store: str | None) -> int:
+async def _serve(
+    config_path: str | None,
+    listen: str | None,
+    sandbox_listen: str = DEFAULT_SANDBOX_LISTEN_IN_SERVE,
+    scale: float = 1.0,
+    store: str | None = None,
+) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -88,8 +118,21 @@ async def _serve(config_path: str | None, listen: str | None, store: str | None)
             if store:
                 config = dataclasses.replace(config, store_url=store)
         else:
-            sandbox = await stack.enter_async_context(SandboxServer("127.0.0.1", 0))
-            config = sandbox_config(sandbox.url, listen or DEFAULT_LISTEN, store or "memory")
+            host, port = split_listen(sandbox_listen)
+            try:
+                sandbox = await stack.enter_async_context(
+                    SandboxServer(host, port, SandboxConfig(time_scale=scale))
+                )
+            except OSError as exc:
+                print(
+                    f"imgate: cannot listen on {sandbox_listen} for the sandbox: {exc.strerror}"
+                    " (choose another with --sandbox-listen; port 0 = any free port)",
+                    file=sys.stderr,
+                )
+                return 1
+            config = sandbox_config(
+                sandbox.url, listen or DEFAULT_LISTEN, time_scale=scale, store_url=store or "memory"
+            )
             print(_SANDBOX_NOTICE.format(sandbox=sandbox.url), file=sys.stderr, flush=True)
         # Batches allocate millions of short-lived objects (outcomes, chunk slices) that the
         # default GC thresholds rescan over and over: measured 11-17% of CPU (bench/).
@@ -120,20 +163,6 @@ async def _serve(config_path: str | None, listen: str | None, store: str | None)
     return 0
 
 
-def _health(target: str, timeout: float) -> int:
-    with grpc.insecure_channel(target) as channel:
-        try:
-            reply = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=""), timeout=timeout
-            )
-        except grpc.RpcError as exc:
-            print(f"imgate health: {target}: {exc.code().name}", file=sys.stderr)
-            return 1
-    status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
-    print(status)
-    return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "send":
@@ -141,15 +170,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "batch":
         return run_batch(args)
     if args.command == "health":
-        return _health(args.target, args.timeout)
+        return check_health(args.target, args.timeout)
     configure_logging(getattr(args, "log_level", "INFO"))
     if args.command == "sandbox":
-        host, port = _split_listen(args.listen)
-        with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(serve_sandbox(host, port))
+        host, port = split_listen(args.listen)
+        config = SandboxConfig(time_scale=args.sandbox_time_scale)
+        try:
+            with contextlib.suppress(KeyboardInterrupt):
+                asyncio.run(serve_sandbox(host, port, config))
+        except OSError as exc:
+            message = f"imgate sandbox: cannot listen on {args.listen}: {exc.strerror}"
+            print(message, file=sys.stderr)
+            return 1
         return 0
     config_path = args.config or os.environ.get("IMGATE_CONFIG")
-    return asyncio.run(_serve(config_path, args.listen, args.store))
+    return asyncio.run(
+        _serve(config_path, args.listen, args.sandbox_listen, args.sandbox_time_scale, args.store)
+    )
 
 
 if __name__ == "__main__":

@@ -5,6 +5,11 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
+import pty
+import re
+import subprocess
+import sys
 
 import pytest
 
@@ -216,3 +221,88 @@ def test_defaults() -> None:
     assert args.target == "127.0.0.1:50051"
     assert (args.backend, args.sender_id, args.request_id, args.timeout) == ("", "", "", None)
     assert args.json is False
+
+
+def test_to_file_dash_drops_a_byte_order_mark_on_stdin(
+    fake_server: FakeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What a pipe from a spreadsheet export looks like: UTF-8 bytes starting with a BOM.
+    stdin = io.TextIOWrapper(io.BytesIO("\ufeffdave\nerin\n".encode()), encoding="utf-8")
+    monkeypatch.setattr("sys.stdin", stdin)
+    assert _send(fake_server, "--to-file", "-", "--text", "hi") == 0
+    assert list(fake_server.gateway.requests[0].recipient_ids) == ["dave", "erin"]
+
+
+def test_message_sends_any_content_type_from_proto_json(fake_server: FakeServer) -> None:
+    message = '{"image": {"url": "https://example.com/a.jpg", "format": "jpg"}, "extension": "{}"}'
+    assert _send(fake_server, "--to", "alice", "--message", message) == 0
+    sent = fake_server.gateway.requests[0].message
+    assert sent.WhichOneof("content") == "image"
+    assert (sent.image.url, sent.image.format, sent.extension) == (
+        "https://example.com/a.jpg",
+        "jpg",
+        "{}",
+    )
+
+
+@pytest.mark.parametrize("message", ['{"nope": 1}', "[1]", "{not json"])
+def test_message_that_is_not_a_message_exits_2(message: str) -> None:
+    with pytest.raises(SystemExit) as raised:
+        _args("--to", "alice", "--message", message)
+    assert raised.value.code == 2
+
+
+def test_a_closed_stdout_pipe_ends_quietly_and_the_batch_still_completes(
+    fake_server: FakeServer, tmp_path: pytest.TempPathFactory
+) -> None:
+    # `imgate send ... | head -n 1`: more output than a pipe buffers, reader gone after a line.
+    fake_server.gateway.outcomes_per_response = 500
+    ids = tmp_path / "ids.txt"  # type: ignore[operator]
+    ids.write_text("".join(f"recipient-number-{i}\n" for i in range(20_000)), encoding="utf-8")
+    command = [sys.executable, "-m", "imgate", "send", "--target", fake_server.target]
+    process = subprocess.Popen(
+        [*command, "--to-file", str(ids), "--text", "hi"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    assert process.stderr is not None
+    first = process.stdout.readline()
+    process.stdout.close()
+    stderr = process.stderr.read()
+    assert process.wait(timeout=60) == 0
+    assert first == "recipient-number-0  ACCEPTED\n"
+    assert "Traceback" not in stderr
+    assert "BrokenPipe" not in stderr
+    # The gateway saw the call through: nothing was cancelled because the reader left.
+    assert not fake_server.gateway.cancelled.is_set()
+
+
+def test_progress_bar_shows_rate_and_eta_on_a_real_terminal(fake_server: FakeServer) -> None:
+    fake_server.gateway.outcomes_per_response = 100
+    fake_server.gateway.pause_between_responses_s = 0.02
+    controller, terminal = pty.openpty()
+    recipients = ",".join(f"user{i}" for i in range(3000))
+    command = [sys.executable, "-m", "imgate", "send", "--target", fake_server.target]
+    process = subprocess.Popen(
+        [*command, "--to", recipients, "--text", "hi"],
+        stdout=subprocess.DEVNULL,
+        stderr=terminal,
+    )
+    os.close(terminal)
+    drawn = b""
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        drawn += chunk
+    os.close(controller)
+    assert process.wait(timeout=60) == 0
+    text = drawn.decode()
+    # e.g. "[#####    ]  50% 1500/3000  2,431/s  ETA 0:01"
+    assert re.search(r"\] +50% 1500/3000 +[\d,]+/s +ETA \d+:\d\d", text), text[-400:]
+    assert text.endswith("\r\x1b[K")

@@ -40,6 +40,7 @@ async def test_deliveries_log_and_vendor_filter(vendors: Vendors) -> None:
     ]
     first = log[0]
     assert set(first) == {
+        "seq",
         "vendor",
         "call_id",
         "sender",
@@ -55,7 +56,7 @@ async def test_deliveries_log_and_vendor_filter(vendors: Vendors) -> None:
     assert [d["call_id"] for d in log] == [1, 2, 3]
     only = (await _get(vendors, "/sandbox/deliveries", vendor="tencent"))["deliveries"]
     assert only == [log[2]]
-    assert [d.to_json() for d in vendors.server.state.deliveries("tencent")] == only
+    assert [{"seq": 3, **d.to_json()} for d in vendors.server.state.deliveries("tencent")] == only
 
 
 async def test_stats_count_calls_refusals_deliveries_and_duplicates(vendors: Vendors) -> None:

@@ -1,6 +1,6 @@
 """imgate_client: Python client of the imgate gateway (sync and asyncio).
 
-    from imgate_client import GatewayClient, text
+    from imgate_client import GatewayClient, state_name, text
 
     with GatewayClient("127.0.0.1:50051") as client:
         stream = client.batch_send(["alice", "bob"], text("hi"), sender_id="ops")

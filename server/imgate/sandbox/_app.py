@@ -2,7 +2,9 @@
 
 Control endpoints (JSON; no vendor uses the /sandbox prefix):
     GET  /sandbox/info         credentials, limits and paths of every emulator, account rules
-    GET  /sandbox/deliveries   the delivery log (?vendor= to filter)
+    GET  /sandbox/deliveries   the delivery log, paged: ?vendor= to filter, ?after=SEQ&limit=N
+                               (default 1000, at most 10000); the newest
+                               `max_logged_deliveries` are kept
     GET  /sandbox/stats        counters per vendor (?vendor= to filter)
     POST /sandbox/reset        clear log, counters, windows, blocks, faults (?vendor= for one)
     GET  /sandbox/faults       fault rules per vendor, with remaining uses
@@ -107,8 +109,13 @@ class _Control:
 
     async def deliveries(self, request: web.Request) -> web.Response:
         vendors = self._vendor_filter(request)
-        log = [d.to_json() for d in self._state.deliveries() if d.vendor in vendors]
-        return web.json_response({"deliveries": log})
+        after = _query_int(request, "after", 0, 0, None)
+        limit = _query_int(request, "limit", _PAGE_DEFAULT, 1, _PAGE_MAX)
+        page, next_after, truncated = self._state.delivery_page(vendors, after, limit)
+        log = [{"seq": sequence, **d.to_json()} for sequence, d in page]
+        return web.json_response(
+            {"deliveries": log, "next_after": next_after, "truncated": truncated}
+        )
 
     async def stats(self, request: web.Request) -> web.Response:
         vendors = self._vendor_filter(request)
@@ -149,6 +156,20 @@ class _Control:
         for vendor, fault_rules in parsed.items():
             self._state.set_faults(vendor, fault_rules)
         return web.json_response(self._faults_json())
+
+
+_PAGE_DEFAULT = 1000
+_PAGE_MAX = 10_000
+
+
+def _query_int(request: web.Request, name: str, default: int, low: int, high: int | None) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or int(raw) < low or (high is not None and int(raw) > high):
+        bound = f"{low}..{high}" if high is not None else f">= {low}"
+        raise _bad_request(f"{name} must be an integer {bound}, got {raw!r}")
+    return int(raw)
 
 
 def _bad_request(message: str) -> web.HTTPBadRequest:

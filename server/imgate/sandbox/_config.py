@@ -9,8 +9,8 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import ClassVar, Literal, get_args
+from dataclasses import dataclass, field, replace
+from typing import ClassVar, Literal, TypeVar, get_args
 
 # Fixed sandbox credentials (CONTRACT.md §2): outside tools sign requests with these.
 SANDBOX_YUNXIN_APP_KEY = "sandbox-app-key"
@@ -122,6 +122,9 @@ class VendorSettings:
         return {name: getattr(self, name) for name in self.credential_fields}
 
 
+VendorSettingsT = TypeVar("VendorSettingsT", bound=VendorSettings)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AccountRules:
     """Which account ids exist and in what state; explicit sets override the prefixes.
@@ -183,3 +186,27 @@ class SandboxConfig:
     seed: int | None = None
     """Seed of the RNG that draws fault probabilities; None = unpredictable."""
     clock: Clock = Clock()
+    time_scale: float = 1.0
+    """Rate windows and blocks last `1 / time_scale` of the vendor's figures: at 60, Tencent's
+    12,000 recipients per minute become 12,000 per second and Yunxin's one-minute block one
+    second. Limits (counts) stay the vendor's. `imgate sandbox --sandbox-time-scale`."""
+    max_logged_deliveries: int = 100_000
+    """The delivery log keeps the newest this many deliveries (a ring); counters, stats and
+    duplicate detection keep counting every delivery."""
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.time_scale) and self.time_scale > 0):
+            raise ValueError("time_scale must be a finite number > 0")
+        if self.max_logged_deliveries < 1:
+            raise ValueError("max_logged_deliveries must be >= 1")
+
+    def scaled(self, settings: VendorSettingsT) -> VendorSettingsT:
+        """`settings` with its rate windows and block divided by `time_scale`."""
+        if self.time_scale == 1.0:
+            return settings
+        return replace(
+            settings,
+            call_window_s=settings.call_window_s / self.time_scale,
+            recipient_window_s=settings.recipient_window_s / self.time_scale,
+            block_s=settings.block_s / self.time_scale,
+        )

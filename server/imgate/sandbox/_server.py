@@ -110,6 +110,9 @@ class SandboxServer:
             "  control    GET /sandbox/info /sandbox/deliveries /sandbox/stats /sandbox/faults;"
             " PUT /sandbox/faults; POST /sandbox/reset"
         )
+        scale = self.state.config.time_scale
+        if scale != 1.0:
+            lines.append(f"  time scale {scale:g}x: rate windows and blocks last 1/{scale:g}")
         missing = self.state.accounts.missing_prefix
         if missing:
             lines.append(f"  accounts   every id exists except those starting with {missing!r}")

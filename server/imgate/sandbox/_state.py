@@ -8,6 +8,7 @@ APIs never share a window), gathered in a `SandboxState` that tests read directl
 from __future__ import annotations
 
 import asyncio
+import bisect
 import itertools
 import random
 from collections import Counter, deque
@@ -175,7 +176,9 @@ class VendorState:
         self.faults_applied: Counter[str] = Counter()
         self.deliveries = 0
         self.duplicate_deliveries = 0
-        self._delivered: Counter[tuple[str, str, str]] = Counter()
+        # Every (sender, recipient, content) delivered since the last reset, kept apart from
+        # the bounded log so that duplicate detection stays exact when the log drops entries.
+        self._delivered: set[tuple[str, str, str]] = set()
 
     def receive(self) -> int:
         """Count an incoming call and give it a sandbox-wide call id."""
@@ -197,8 +200,8 @@ class VendorState:
     ) -> Delivery:
         """Log one delivery, noting whether it repeats an earlier one."""
         key = (sender, recipient, fingerprint)
-        self._delivered[key] += 1
-        duplicate = self._delivered[key] > 1
+        duplicate = key in self._delivered
+        self._delivered.add(key)
         self.deliveries += 1
         self.duplicate_deliveries += int(duplicate)
         delivery = Delivery(
@@ -212,7 +215,7 @@ class VendorState:
             time=self._sandbox.clock.wall(),
             duplicate=duplicate,
         )
-        self._sandbox.log.append(delivery)
+        self._sandbox.record(delivery)
         return delivery
 
     def stats(self) -> VendorStats:
@@ -231,6 +234,10 @@ class VendorState:
         )
 
 
+def _sequence_of(entry: tuple[int, Delivery]) -> int:
+    return entry[0]
+
+
 class SandboxState:
     """All emulated vendors' state; what tests inspect in-process.
 
@@ -243,13 +250,20 @@ class SandboxState:
         self.clock: Clock = config.clock
         self.accounts: AccountRules = config.accounts
         self.rng = random.Random(config.seed)
-        self.log: list[Delivery] = []
+        # The newest deliveries, each with its sandbox-wide sequence number (1, 2, ...):
+        # a ring, so that a long-running sandbox keeps flat memory and fast answers.
+        self._log: deque[tuple[int, Delivery]] = deque(maxlen=config.max_logged_deliveries)
+        self._sequence = itertools.count(1)
+        self._overflowed_through = 0
+        """Highest sequence number the ring has dropped."""
         self.call_ids = itertools.count(1)
         # Message ids keep growing across resets so an id is never handed out twice.
         self._message_ids = itertools.count(1_000_000_000_001)
         # Set on shutdown so that hanging answers end at once instead of blocking it.
         self.closing = asyncio.Event()
-        self._vendors = {vendor: VendorState(vendor, s, self) for vendor, s in settings.items()}
+        self._vendors = {
+            vendor: VendorState(vendor, config.scaled(s), self) for vendor, s in settings.items()
+        }
 
     @property
     def vendors(self) -> tuple[str, ...]:
@@ -267,12 +281,48 @@ class SandboxState:
         """A fresh numeric message id (Yunxin-style 13-digit ids)."""
         return next(self._message_ids)
 
+    @property
+    def log(self) -> list[Delivery]:
+        """The deliveries still in the log, oldest first."""
+        return [delivery for _, delivery in self._log]
+
+    def record(self, delivery: Delivery) -> int:
+        """Append a delivery to the log (dropping the oldest when full); its sequence number."""
+        sequence = next(self._sequence)
+        if len(self._log) == self._log.maxlen:
+            self._overflowed_through = self._log[0][0]
+        self._log.append((sequence, delivery))
+        return sequence
+
     def deliveries(self, vendor: str | None = None) -> list[Delivery]:
         """The delivery log in order, optionally of one vendor only."""
         if vendor is None:
-            return list(self.log)
+            return self.log
         self.vendor(vendor)  # unknown vendors are an error, not an empty log
-        return [d for d in self.log if d.vendor == vendor]
+        return [d for _, d in self._log if d.vendor == vendor]
+
+    def delivery_page(
+        self, vendors: Iterable[str], after: int = 0, limit: int = 1000
+    ) -> tuple[list[tuple[int, Delivery]], int, bool]:
+        """Up to `limit` logged deliveries of `vendors` with a sequence number above `after`.
+
+        Returns (page, next_after, truncated): `next_after` is the cursor of the following
+        page; `truncated` says that deliveries after `after` already left the ring (the
+        reader fell behind; counters in `stats` still count them).
+        """
+        wanted = set(vendors)
+        page: list[tuple[int, Delivery]] = []
+        next_after = after
+        # Sequence numbers grow along the ring (resets only remove entries): bisect to the
+        # cursor instead of walking the entries before it.
+        start = bisect.bisect_right(self._log, after, key=_sequence_of)
+        for sequence, delivery in itertools.islice(self._log, start, None):
+            next_after = sequence
+            if delivery.vendor in wanted:
+                page.append((sequence, delivery))
+                if len(page) >= limit:
+                    break
+        return page, next_after, self._overflowed_through > after
 
     def stats(self, vendor: str) -> VendorStats:
         """Counters of one vendor."""
@@ -298,5 +348,6 @@ class SandboxState:
         names = tuple(self._vendors) if vendors is None else tuple(vendors)
         for name in names:
             self.vendor(name)._clear()
-        self.log = [d for d in self.log if d.vendor not in names]
+        kept = [(seq, d) for seq, d in self._log if d.vendor not in names]
+        self._log = deque(kept, maxlen=self.config.max_logged_deliveries)
         self.rng.seed(self.config.seed)

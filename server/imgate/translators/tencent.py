@@ -450,13 +450,12 @@ def _success(
             _failed_recipient(recipient, failed[recipient])
             if recipient in failed
             # Positional: this runs once per recipient and keywords cost a third more.
-            else RecipientResult(recipient, True, _UNSPECIFIED, "", ACCEPTED_DETAIL, msg_key)
+            else RecipientResult(recipient, True, _UNSPECIFIED, "", "", msg_key)
             for recipient in recipients
         ),
     )
 
 
-ACCEPTED_DETAIL: Final = "Tencent may accept an unknown account silently"
 """Detail of every Tencent ACCEPTED outcome: batchsendmsg has been seen answering OK with
 no ErrorList while an account did not exist (vendors.md §7.3, §12), so an ACCEPTED
 recipient is not proof that the account exists (docs/vendor-mapping.md "Answers")."""

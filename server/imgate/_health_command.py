@@ -1,0 +1,69 @@
+"""``imgate health``: a grpc.health.v1 check light enough for a container health check.
+
+It imports grpc and the health stubs only (not the gateway, the sandbox or aiohttp):
+`imgate._entry` routes ``imgate health`` here before anything else is imported.
+
+The target defaults to ``$IMGATE_TARGET``, else the address ``$IMGATE_LISTEN`` serves on
+(a wildcard host becomes 127.0.0.1), else 127.0.0.1:50051: a container that sets
+``IMGATE_LISTEN`` for ``imgate serve`` needs no argument to check itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Mapping, Sequence
+
+DEFAULT_TARGET = "127.0.0.1:50051"
+_WILDCARDS = {"0.0.0.0", "::", "[::]", ""}
+
+
+def default_target(env: Mapping[str, str] = os.environ) -> str:
+    """Where `imgate health` looks when given no --target."""
+    if env.get("IMGATE_TARGET"):
+        return env["IMGATE_TARGET"]
+    listen = env.get("IMGATE_LISTEN")
+    if listen:
+        host, _, port = listen.rpartition(":")
+        return f"{'127.0.0.1' if host in _WILDCARDS else host}:{port}"
+    return DEFAULT_TARGET
+
+
+def check(target: str, timeout: float) -> int:
+    """Exit status 0 when `target` reports the overall service SERVING; prints the status."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(target) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=timeout
+            )
+        except grpc.RpcError as exc:
+            print(f"imgate health: {target}: {exc.code().name}", file=sys.stderr)
+            return 1
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+    print(status)
+    return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1
+
+
+def add_health_arguments(parser: argparse.ArgumentParser) -> None:
+    """`imgate health`'s options."""
+    parser.add_argument(
+        "--target",
+        default=default_target(),
+        help="HOST:PORT of the gateway (default: $IMGATE_TARGET, else the $IMGATE_LISTEN "
+        f"address, else {DEFAULT_TARGET})",
+    )
+    parser.add_argument("--timeout", type=float, default=3.0, help="seconds (default 3)")
+
+
+def main(argv: Sequence[str]) -> int:
+    """`imgate health [--target HOST:PORT] [--timeout S]` on its own."""
+    parser = argparse.ArgumentParser(
+        prog="imgate health", description="exit 0 when a gateway reports SERVING"
+    )
+    add_health_arguments(parser)
+    args = parser.parse_args(argv)
+    return check(args.target, args.timeout)
