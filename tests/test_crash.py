@@ -85,8 +85,20 @@ class _Sandbox:
         raise RuntimeError("the sandbox did not start")
 
     def deliveries(self, vendor: str) -> list[str]:
-        log = _http(f"{self.url}/sandbox/deliveries?vendor={vendor}")["deliveries"]
-        return [d["recipient"] for d in log]
+        """Every logged delivery of `vendor` since the last reset, page by page."""
+        recipients: list[str] = []
+        after = 0
+        while True:
+            page = _http(f"{self.url}/sandbox/deliveries?vendor={vendor}&after={after}&limit=10000")
+            assert not page["truncated"], "the delivery log overflowed its ring"
+            recipients += [d["recipient"] for d in page["deliveries"]]
+            if not page["deliveries"]:
+                return recipients
+            after = page["next_after"]
+
+    def duplicates(self, vendor: str) -> int:
+        stats = _http(f"{self.url}/sandbox/stats?vendor={vendor}")[vendor]
+        return int(stats["duplicate_deliveries"])
 
     def reset(self) -> None:
         """A fresh delivery log; every call a little slow, so that a batch is still
@@ -227,6 +239,7 @@ def _run(sandbox: _Sandbox, vendor: str, seed: int, state_dir: Path) -> None:
             assert len(uncertain) <= kills * MAX_IN_FLIGHT * PER_CALL[vendor]
             assert batch.accepted + batch.failed + batch.uncertain == RECIPIENTS
         assert len(delivered_list) == len(set(delivered_list)), "someone was delivered twice"
+        assert sandbox.duplicates(vendor) == 0
         _SEEN.append((at_kill.pending, len(delivered_list), sum(b.uncertain for b in batches)))
     finally:
         gateway.stop()
