@@ -1,0 +1,130 @@
+"""A watcher that reads nothing costs the gateway no memory beyond a small constant.
+
+Ten watchers open WatchBatch on a 100,000-recipient batch and then read nothing while
+the batch runs to its end; the gateway's RSS is compared with the same batch run with no
+watcher (CONTRACT.md rule 13: a slow watcher is served from the store at its own pace).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from imgate.v1 import gateway_pb2 as pb
+from imgate.v1 import gateway_pb2_grpc as pb_grpc
+
+RECIPIENTS = 100_000
+WATCHERS = 10
+HOLD_S = 20.0
+MAX_GROWTH_MB = 25.0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def _serve(state_dir: str) -> tuple[subprocess.Popen[bytes], str]:
+    target = f"127.0.0.1:{_free_port()}"
+    env = {**os.environ, "IMGATE_STATE_DIR": state_dir}
+    env.pop("IMGATE_CONFIG", None)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "imgate",
+            "serve",
+            "--listen",
+            target,
+            "--sandbox-listen",
+            "127.0.0.1:0",
+            "--sandbox-time-scale",
+            "600",
+            "--store",
+            f"sqlite://{state_dir}/imgate.db",
+            "--log-level",
+            "WARNING",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    with grpc.insecure_channel(target) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for _ in range(300):
+            try:
+                status = health.Check(health_pb2.HealthCheckRequest(), timeout=1).status
+                if status == health_pb2.HealthCheckResponse.SERVING:
+                    return process, target
+            except grpc.RpcError:
+                time.sleep(0.1)
+    process.kill()
+    raise AssertionError("the gateway did not start")
+
+
+def _run(watchers: int) -> float:
+    """RSS growth (MB) of a fresh gateway over one batch with `watchers` stalled readers."""
+    process, target = _serve(tempfile.mkdtemp(prefix="imgate-watch-"))
+    try:
+        with grpc.insecure_channel(target) as channel:
+            stub = pb_grpc.GatewayServiceStub(channel)
+            warm = pb.SubmitBatchRequest(
+                backend="tencent",
+                recipient_ids=[f"w{n}" for n in range(2000)],
+                message=pb.Message(text=pb.TextContent(text="warm")),
+            )
+            warm_id = stub.SubmitBatch(warm, timeout=30).batch_id
+            for _ in stub.WatchBatch(pb.WatchBatchRequest(batch_id=warm_id), timeout=60):
+                pass
+            before = _rss_mb(process.pid)
+            request = pb.SubmitBatchRequest(
+                backend="tencent",
+                recipient_ids=[f"user{n:07d}" for n in range(RECIPIENTS)],
+                message=pb.Message(text=pb.TextContent(text="watch me slowly")),
+            )
+            batch_id = stub.SubmitBatch(request, timeout=30).batch_id
+            calls = [
+                stub.WatchBatch(pb.WatchBatchRequest(batch_id=batch_id), timeout=120)
+                for _ in range(watchers)
+            ]
+            for call in calls:
+                next(call)  # connected, then never read again
+            deadline = time.monotonic() + 120
+            while stub.GetBatch(pb.GetBatchRequest(batch_id=batch_id)).state != (
+                pb.BATCH_STATE_DONE
+            ):
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+            time.sleep(HOLD_S)  # the watchers still read nothing
+            after = _rss_mb(process.pid)
+            for call in calls:
+                call.cancel()
+            return after - before
+    finally:
+        process.kill()
+        process.wait()
+
+
+@pytest.mark.slow
+def test_stalled_watchers_cost_no_memory_growth() -> None:
+    alone = _run(0)
+    watched = _run(WATCHERS)
+    assert watched - alone <= MAX_GROWTH_MB, (alone, watched)
