@@ -199,6 +199,10 @@ class BatchService:
                 after_seq = pages[-1].seq
                 yield pages, None
                 continue
+            if store.known_live(batch_id) and not self.stopped.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(changed.wait(), WATCH_POLL_S)
+                continue
             row = await store.get_batch(batch_id)
             if row is None:
                 raise GatewayStopping  # purged while watched

@@ -242,6 +242,11 @@ class Store(abc.ABC):
     async def read_outcomes(self, batch_id: str, after_seq: int, limit: int) -> list[OutcomePage]:
         """At most `limit` outcome pages with seq > `after_seq`, in order."""
 
+    def known_live(self, batch_id: str) -> bool:
+        """True when this process knows, without a read, that the batch has not ended
+        (a shortcut for watchers; False means "read it")."""
+        return False
+
     @abc.abstractmethod
     async def purge(self, ended_before: float) -> int:
         """Delete batches that ended before `ended_before` (wall clock); return how many."""

@@ -27,7 +27,6 @@ from typing import Any, TypeVar
 from imgate._store import (
     CLAIMED,
     ENDED_STATES,
-    FINAL_CHUNK_STATES,
     PLANNED,
     RECIPIENT_PAGE,
     SENDING,
@@ -477,51 +476,48 @@ class SQLiteStore(Store):
         return await self._read(op)
 
     @staticmethod
-    def _insert_or_check(conn: sqlite3.Connection, chunk: ChunkRow, owner: str) -> bool:
-        """Check the fence; True when the chunk row is new (and the batch was advanced)."""
+    def _advance(conn: sqlite3.Connection, chunk: ChunkRow) -> bool:
+        """Count `chunk` as the batch's next one if it follows the planned ones."""
+        return (
+            conn.execute(
+                "UPDATE batches SET chunk_count = chunk_count + 1, planned_to = ? "
+                "WHERE batch_id = ? AND chunk_count = ? AND planned_to = ?",
+                (chunk.end, chunk.batch_id, chunk.number, chunk.start),
+            ).rowcount
+            == 1
+        )
+
+    @staticmethod
+    def _fence(conn: sqlite3.Connection, chunk: ChunkRow, owner: str) -> None:
+        """Raise Fenced: the chunk is missing out of order, final, or another's."""
         found = conn.execute(
             "SELECT state, owner FROM chunks WHERE batch_id = ? AND number = ?",
             (chunk.batch_id, chunk.number),
         ).fetchone()
         if found is None:
-            planned = conn.execute(
-                "SELECT chunk_count, planned_to FROM batches WHERE batch_id = ?",
-                (chunk.batch_id,),
-            ).fetchone()
-            if planned is None or tuple(planned) != (chunk.number, chunk.start):
-                raise Fenced(f"chunk {chunk.number} does not follow the planned ones")
-            conn.execute(
-                "UPDATE batches SET chunk_count = chunk_count + 1, planned_to = ? "
-                "WHERE batch_id = ?",
-                (chunk.end, chunk.batch_id),
-            )
-            return True
-        state, stored_owner = found
-        if state in FINAL_CHUNK_STATES or (state == SENDING and stored_owner != owner):
-            raise Fenced(f"chunk {chunk.number} is {state} by another owner")
-        return False
+            raise Fenced(f"chunk {chunk.number} does not follow the planned ones")
+        raise Fenced(f"chunk {chunk.number} is {found[0]} by {found[1] or 'nobody'}")
+
+    # The usual path costs one statement per row touched: an UPDATE whose WHERE is the
+    # fence (owner, state), falling back to the reads that explain a refusal.
+    _CLAIMABLE = (
+        "WHERE batch_id = ? AND number = ? AND "
+        f"(state IN ('{PLANNED}', '{CLAIMED}') OR (state = '{SENDING}' AND owner = ?))"
+    )
 
     async def write_ahead(self, chunk: ChunkRow, owner: str) -> None:
+        row = (chunk.batch_id, chunk.number, chunk.start, chunk.end, SENDING, chunk.attempts, owner)
+
         def op(conn: sqlite3.Connection) -> None:
-            if self._insert_or_check(conn, chunk, owner):
-                conn.execute(
-                    "INSERT INTO chunks VALUES (?,?,?,?,?,?,?)",
-                    (
-                        chunk.batch_id,
-                        chunk.number,
-                        chunk.start,
-                        chunk.end,
-                        SENDING,
-                        chunk.attempts,
-                        owner,
-                    ),
-                )
-            else:
-                conn.execute(
-                    "UPDATE chunks SET state = ?, owner = ?, attempts = ? "
-                    "WHERE batch_id = ? AND number = ?",
-                    (SENDING, owner, chunk.attempts, chunk.batch_id, chunk.number),
-                )
+            updated = conn.execute(
+                f"UPDATE chunks SET state = ?, owner = ?, attempts = ? {self._CLAIMABLE}",
+                (SENDING, owner, chunk.attempts, chunk.batch_id, chunk.number, owner),
+            ).rowcount
+            if updated:
+                return
+            if not self._advance(conn, chunk):
+                self._fence(conn, chunk, owner)
+            conn.execute("INSERT INTO chunks VALUES (?,?,?,?,?,?,?)", row)
 
         await self._write(op)
 
@@ -529,26 +525,19 @@ class SQLiteStore(Store):
         self, chunk: ChunkRow, final_state: str, page: bytes, counts: Counts, owner: str
     ) -> int:
         now = self._clock()
+        values = (chunk.batch_id, chunk.number, chunk.start, chunk.end)
 
         def op(conn: sqlite3.Connection) -> int:
-            if self._insert_or_check(conn, chunk, owner):
+            updated = conn.execute(
+                f"UPDATE chunks SET state = ?, owner = ?, attempts = ? {self._CLAIMABLE}",
+                (final_state, owner, chunk.attempts, chunk.batch_id, chunk.number, owner),
+            ).rowcount
+            if not updated:
+                if not self._advance(conn, chunk):
+                    self._fence(conn, chunk, owner)
                 conn.execute(
                     "INSERT INTO chunks VALUES (?,?,?,?,?,?,?)",
-                    (
-                        chunk.batch_id,
-                        chunk.number,
-                        chunk.start,
-                        chunk.end,
-                        final_state,
-                        chunk.attempts,
-                        owner,
-                    ),
-                )
-            else:
-                conn.execute(
-                    "UPDATE chunks SET state = ?, owner = ?, attempts = ? "
-                    "WHERE batch_id = ? AND number = ?",
-                    (final_state, owner, chunk.attempts, chunk.batch_id, chunk.number),
+                    (*values, final_state, chunk.attempts, owner),
                 )
             seq: int = conn.execute(
                 "UPDATE batches SET next_seq = next_seq + 1, accepted = accepted + ?, "
@@ -573,12 +562,17 @@ class SQLiteStore(Store):
         seq = await self._write(op)
         tail = self._tails.setdefault(chunk.batch_id, [])
         if tail and tail[-1].seq != seq - 1:
-            tail.clear()  # another process wrote in between: the tail is not contiguous
+            tail.clear()  # not contiguous (recorded out of order): read the file instead
         tail.append(OutcomePage(seq, page, chunk.end - chunk.start))
         if len(tail) > _TAIL_PAGES:
             del tail[: len(tail) - _TAIL_PAGES]
         self.notifier.notify(chunk.batch_id)
         return seq
+
+    def known_live(self, batch_id: str) -> bool:
+        # A tail exists from the first record until the batch ends (set_state drops it),
+        # and only this process writes the file (flock).
+        return batch_id in self._tails
 
     async def set_state(self, batch_id: str, state: int) -> BatchRow | None:
         now = self._clock()
