@@ -16,11 +16,16 @@ COPY clients/python ./clients/python
 RUN python -m venv /opt/imgate && /opt/imgate/bin/pip install --constraint constraints.txt .
 
 FROM python:3.11-slim
-RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin imgate
+RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin imgate \
+    && install -d -o 10001 -g 10001 -m 0700 /var/lib/imgate
 COPY --from=build /opt/imgate /opt/imgate
 # IMGATE_LISTEN is where `imgate serve` listens and what `imgate health` checks: change it
 # (-e IMGATE_LISTEN=0.0.0.0:6000) and the health check follows.
 ENV PATH=/opt/imgate/bin:$PATH PYTHONUNBUFFERED=1 IMGATE_LISTEN=0.0.0.0:50051
+# The SQLite batch store (imgate.db) lives here: mount a volume so that batches survive
+# the container (one gateway per volume: a second one on the same file is refused).
+ENV IMGATE_STATE_DIR=/var/lib/imgate
+VOLUME /var/lib/imgate
 USER 10001
 # 50051: gRPC. 50052: sandbox mode's emulators (with --sandbox-listen 0.0.0.0:50052).
 # 8080: `imgate sandbox --listen 0.0.0.0:8080`.
