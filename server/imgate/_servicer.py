@@ -187,6 +187,9 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
             send_before=send_before,
             call_deadline=call_deadline,
         )
+        # The recipients are in the store now: do not hold 100,000 ids for the whole stream.
+        request.ClearField("recipient_ids")
+        del submit
         try:
             await self._stream(row.batch_id, 0, context, pb.BatchSendResponse, row.batch_id)
         except asyncio.CancelledError:
