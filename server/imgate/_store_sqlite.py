@@ -278,7 +278,7 @@ class SQLiteStore(Store):
             os.close(fd)
             raise StoreError(
                 f"store.url: {self.path} is in use by another imgate gateway; "
-                "give each gateway its own state_dir, or share a PostgreSQL store"
+                "give each gateway its own state_dir or store.url"
             ) from None
         self._lock_fd = fd
         try:
