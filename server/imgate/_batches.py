@@ -26,6 +26,8 @@ from imgate._store import BatchRow, OutcomePage, Store
 from imgate.v1 import gateway_pb2 as pb
 
 log = logging.getLogger("imgate.batches")
+# One line per batch that ended here: who sent what through which backend, and how it went.
+audit_log = logging.getLogger("imgate.audit")
 
 # A watcher with nothing new checks the store this often even without a notification
 # (another process may have written; a notification may have been lost).
@@ -135,7 +137,8 @@ class BatchService:
     async def _run(self, run: BatchRun, send: bool) -> None:
         row = run.row
         log_context.set(
-            f"backend={row.backend} request_id={row.request_id or '-'} batch_id={row.batch_id}"
+            f"caller={row.caller or '-'} backend={row.backend}"
+            f" request_id={row.request_id or '-'} batch_id={row.batch_id}"
         )
         try:
             await run.run(send)
@@ -143,6 +146,26 @@ class BatchService:
             log.exception("batch %s stopped on an unexpected error", run.row.batch_id)
         finally:
             self._runs.pop(run.row.batch_id, None)
+        with contextlib.suppress(Exception):
+            await self._audit(row.batch_id)
+
+    async def _audit(self, batch_id: str) -> None:
+        row = await self.store.get_batch(batch_id)
+        if row is None or not row.ended:
+            return  # not ended here: the process that ends it writes the line
+        audit_log.info(
+            "batch ended: caller=%s backend=%s batch_id=%s recipients=%d state=%s"
+            " accepted=%d failed=%d uncertain=%d vendor_calls=%d",
+            row.caller or "-",
+            row.backend,
+            row.batch_id,
+            row.total,
+            pb.BatchState.Name(pb.BatchState.ValueType(row.state)),
+            row.accepted,
+            row.failed,
+            row.uncertain,
+            row.vendor_calls,
+        )
 
     async def _purge_loop(self) -> None:
         every = min(_PURGE_EVERY_S, max(1.0, self.retention_s / 10))

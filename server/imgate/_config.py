@@ -7,6 +7,7 @@ line or an error message.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import re
@@ -99,6 +100,35 @@ class BackendConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class CallerConfig:
+    """One `[callers.NAME]` table: who may call the gateway (CONTRACT §6)."""
+
+    name: str
+    """The caller's name: its batches, request ids and log lines are keyed by it."""
+    token_sha256: bytes = field(repr=False)
+    """SHA-256 digest of its bearer token (never the token itself)."""
+    backends: tuple[str, ...] | None = None
+    """The backends it may use; None = all."""
+    weight: int = 1
+    """Its share of a backend's quota when callers compete for it (rule 19)."""
+
+    def may_use(self, backend: str) -> bool:
+        return self.backends is None or backend in self.backends
+
+
+@dataclass(frozen=True, slots=True)
+class TLSConfig:
+    """The `[tls]` table: serve TLS, and with `client_ca_file` require client certificates."""
+
+    cert_file: str
+    """PEM certificate chain of the server."""
+    key_file: str
+    """PEM private key of the server."""
+    client_ca_file: str = ""
+    """PEM CA(s) that sign client certificates; set = mTLS (a client without one is refused)."""
+
+
+@dataclass(frozen=True, slots=True)
 class GatewayConfig:
     """The whole gateway."""
 
@@ -122,6 +152,12 @@ class GatewayConfig:
     """On SIGTERM, how long calls in flight may take to finish."""
     sandbox: bool = False
     """Sandbox mode: the backends are the built-in emulators."""
+    allow_unauthenticated: bool = False
+    """Without [callers], serve on a non-loopback address anyway (rule 18)."""
+    callers: tuple[CallerConfig, ...] = ()
+    """[callers.NAME] tables; empty = one anonymous caller ("") and no authentication."""
+    tls: TLSConfig | None = None
+    """[tls] table; None = plaintext gRPC."""
 
     def backend(self, name: str) -> BackendConfig | None:
         """The backend called `name` (empty = the default), or None."""
@@ -137,6 +173,9 @@ _TOP_KEYS = {
     "state_dir": str,
     "backends": dict,
     "store": dict,
+    "allow_unauthenticated": bool,
+    "callers": dict,
+    "tls": dict,
 }
 # [store] keys -> GatewayConfig fields.
 _STORE_KEYS: dict[str, tuple[str, type]] = {
@@ -164,6 +203,106 @@ def _store_section(raw: Any, env: Mapping[str, str]) -> dict[str, Any]:
         name, expected = _STORE_KEYS[key]
         values[name] = _typed(f"store.{key}", value, expected, env)
     return values
+
+
+_CALLER_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _callers_section(raw: Any, env: Mapping[str, str]) -> tuple[CallerConfig, ...]:
+    if not isinstance(raw, dict) or not raw:
+        raise ConfigError("callers", "must hold at least one [callers.NAME] table")
+    callers: list[CallerConfig] = []
+    seen: dict[bytes, str] = {}
+    for name, body in raw.items():
+        prefix = f"callers.{name}"
+        # Names go into log lines and the store: keep them plain (rule 22).
+        if not _CALLER_NAME.match(name):
+            raise ConfigError(prefix, "caller names are 1-64 of A-Z a-z 0-9 _ . -")
+        if not isinstance(body, dict):
+            raise ConfigError(prefix, "must be a table")
+        for key in body:
+            if key not in ("token_sha256", "backends", "weight"):
+                raise ConfigError(f"{prefix}.{key}", "unknown key")
+        if "token_sha256" not in body:
+            raise ConfigError(f"{prefix}.token_sha256", "missing (imgate token hash)")
+        digest_hex = _typed(f"{prefix}.token_sha256", body["token_sha256"], str, env)
+        digest_hex = digest_hex.strip().lower()
+        if not _SHA256_HEX.match(digest_hex):
+            # Never echo the value: someone may have pasted the token itself here.
+            raise ConfigError(
+                f"{prefix}.token_sha256",
+                "must be 64 hex digits, the SHA-256 of the token (imgate token hash)",
+            )
+        digest = bytes.fromhex(digest_hex)
+        if digest in seen:
+            raise ConfigError(f"{prefix}.token_sha256", f"same token as callers.{seen[digest]}")
+        seen[digest] = name
+        backends: tuple[str, ...] | None = None
+        if "backends" in body:
+            listed = body["backends"]
+            if not isinstance(listed, list) or not all(isinstance(b, str) for b in listed):
+                raise ConfigError(f"{prefix}.backends", "must be a list of backend names")
+            backends = tuple(listed)
+        weight = _typed(f"{prefix}.weight", body.get("weight", 1), int, env, maximum=1000)
+        callers.append(CallerConfig(name, digest, backends, weight))
+    return tuple(callers)
+
+
+def _tls_section(raw: Any, env: Mapping[str, str]) -> TLSConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError("tls", "must be a table")
+    values: dict[str, str] = {}
+    for key, value in raw.items():
+        if key not in ("cert_file", "key_file", "client_ca_file"):
+            raise ConfigError(f"tls.{key}", "unknown key")
+        values[key] = _typed(f"tls.{key}", value, str, env)
+    for key in ("cert_file", "key_file"):
+        if not values.get(key):
+            raise ConfigError(f"tls.{key}", "missing")
+    for key, path in values.items():
+        if path and not os.access(path, os.R_OK):
+            raise ConfigError(f"tls.{key}", f"cannot read {path}")
+    return TLSConfig(**values)
+
+
+def read_tls_files(tls: TLSConfig) -> tuple[bytes, bytes, bytes | None]:
+    """(certificate chain, private key, client CA or None), read now so that a restart
+    picks up rotated files; errors name the key."""
+    contents: dict[str, bytes] = {}
+    for key in ("cert_file", "key_file", "client_ca_file"):
+        path = getattr(tls, key)
+        if not path:
+            continue
+        try:
+            with open(path, "rb") as file:
+                contents[key] = file.read()
+        except OSError as exc:
+            raise ConfigError(f"tls.{key}", f"cannot read {path}: {exc.strerror}") from None
+    return contents["cert_file"], contents["key_file"], contents.get("client_ca_file")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a listen host is reachable only from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to anything
+
+
+def check_exposure(config: GatewayConfig) -> None:
+    """Rule 18: no unauthenticated listener beyond loopback unless asked for by name."""
+    host, _ = split_listen(config.listen)
+    if config.callers or config.allow_unauthenticated or is_loopback(host):
+        return
+    raise ConfigError(
+        "allow_unauthenticated",
+        f"listen = {config.listen} is not a loopback address and no [callers] are configured:"
+        " anyone who reaches the port could send as any sender. Configure [callers.NAME]"
+        " with token_sha256, or set allow_unauthenticated = true",
+    )
 
 
 _BACKEND_KEYS: dict[str, type] = {
@@ -315,6 +454,14 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str]) -> GatewayConfi
             raise ConfigError(key, "unknown key")
         if key == "store":
             values.update(_store_section(value, env))
+        elif key == "callers":
+            values["callers"] = _callers_section(value, env)
+        elif key == "tls":
+            values["tls"] = _tls_section(value, env)
+        elif key == "allow_unauthenticated":
+            if not isinstance(value, bool):
+                raise ConfigError(key, f"expected true or false, got {type(value).__name__}")
+            values[key] = value
         elif key != "backends":
             values[key] = _typed(key, value, _TOP_KEYS[key], env)
     if "listen" in values:
@@ -333,6 +480,10 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str]) -> GatewayConfi
         default = backends[0].name
     elif default not in raw_backends:
         raise ConfigError("default_backend", f"no backend named {default!r}")
+    for caller in values.get("callers", ()):
+        for name in caller.backends or ():
+            if name not in raw_backends:
+                raise ConfigError(f"callers.{caller.name}.backends", f"no backend named {name!r}")
     values.setdefault("state_dir", default_state_dir(env))
     return GatewayConfig(backends=backends, default_backend=default, **values)
 

@@ -20,7 +20,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from imgate._batches import BatchService
-from imgate._config import GatewayConfig
+from imgate._callers import CallerInterceptor
+from imgate._config import GatewayConfig, check_exposure, read_tls_files
 from imgate._decode import add_gateway_service
 from imgate._dispatch import Backend
 from imgate._reflection import enable_reflection
@@ -51,8 +52,11 @@ class Gateway:
         self.store = store
         self.batches = BatchService(self.backends, store, config.batch_retention_s, clock)
         self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]  # stubs lack .aio
+        # Callers (CONTRACT §6): every RPC but health needs a configured caller's token.
+        interceptors = [CallerInterceptor(config.callers)] if config.callers else []
         self._server = grpc.aio.server(
-            options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 16 << 20)]
+            interceptors=interceptors,
+            options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 16 << 20)],
         )
         # Not the generated add_..._to_server: undecodable requests are INVALID_ARGUMENT.
         add_gateway_service(GatewayServicer(config, self.backends, self.batches), self._server)
@@ -62,8 +66,19 @@ class Gateway:
 
     async def start(self) -> int:
         """Open the store (resuming its batches), bind `config.listen` (port 0 picks one),
-        serve, and return the port. Raises StoreError or OSError."""
-        self.port = self._server.add_insecure_port(self.config.listen)
+        serve, and return the port. Raises ConfigError (rule 18, unreadable TLS files),
+        StoreError or OSError."""
+        check_exposure(self.config)
+        if self.config.tls is None:
+            self.port = self._server.add_insecure_port(self.config.listen)
+        else:
+            chain, key, client_ca = read_tls_files(self.config.tls)
+            credentials = grpc.ssl_server_credentials(
+                [(key, chain)],
+                root_certificates=client_ca,
+                require_client_auth=client_ca is not None,
+            )
+            self.port = self._server.add_secure_port(self.config.listen, credentials)
         if self.port == 0:
             raise OSError(f"cannot listen on {self.config.listen}")
         await self.batches.start()

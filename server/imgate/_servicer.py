@@ -22,6 +22,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from imgate._batches import BatchService, GatewayStopping
+from imgate._callers import current_caller
 from imgate._config import GatewayConfig
 from imgate._dispatch import DEADLINE_MARGIN_S, Backend
 from imgate._logging import log_context
@@ -39,7 +40,6 @@ _Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 MAX_OUTCOMES_PER_MESSAGE = 2000  # ~100 KB per message, far under gRPC's 4 MB default
 _DEFAULT_PAGE_SIZE = 50
 _MAX_PAGE_SIZE = 1000
-_CALLER = ""  # callers (CONTRACT.md §6) are not configured yet: one anonymous caller
 
 
 class GatewayServicer(pb_grpc.GatewayServiceServicer):
@@ -60,8 +60,11 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
         self, request: pb.ListBackendsRequest, context: _Context
     ) -> pb.ListBackendsResponse:
         response = pb.ListBackendsResponse(default_backend=self._config.default_backend)
+        caller = current_caller.get()
         for backend in self._backends.values():
             cfg = backend.config
+            if not caller.may_use(cfg.name):
+                continue  # a caller sees only the backends it may use
             item = response.backends.add(
                 name=cfg.name,
                 vendor=cfg.vendor,
@@ -116,7 +119,16 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
             await _abort_invalid(context, problems)
             raise AssertionError("unreachable")  # abort raises
         backend = backend_config.name
-        log_context.set(f"backend={backend} request_id={request.request_id or '-'}")
+        caller = current_caller.get()
+        if not caller.may_use(backend):
+            # Before anything is stored: nothing is sent (rule 17).
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"caller {caller.name} may not use backend {backend}",
+            )
+        log_context.set(
+            f"caller={caller.name or '-'} backend={backend} request_id={request.request_id or '-'}"
+        )
         unique = dedupe(recipient_ids)
         spec = pb.BatchSendRequest(sender_id=request.sender_id, backend=backend)
         spec.message.CopyFrom(request.message)
@@ -124,7 +136,7 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
             spec.options.CopyFrom(request.options)
         row = BatchRow(
             batch_id=uuid.uuid4().hex,
-            caller=_CALLER,
+            caller=caller.name,
             request_id=request.request_id,
             fingerprint=_fingerprint(request, backend),
             backend=backend,
@@ -151,7 +163,8 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
                 ],
             )
         log_context.set(
-            f"backend={backend} request_id={request.request_id or '-'} batch_id={stored.batch_id}"
+            f"caller={caller.name or '-'} backend={backend}"
+            f" request_id={request.request_id or '-'} batch_id={stored.batch_id}"
         )
         if created:
             log.info(
@@ -237,7 +250,8 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
 
     async def _own_batch(self, batch_id: str, context: _Context) -> BatchRow:
         row = await self._batches.store.get_batch(batch_id) if batch_id else None
-        if row is None or row.caller != _CALLER:
+        # Another caller's batch is indistinguishable from one that does not exist.
+        if row is None or row.caller != current_caller.get().name:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no batch {batch_id[:64]!r}")
             raise AssertionError("unreachable")
         return row
@@ -279,7 +293,7 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
                 await _abort_invalid(
                     context, [FieldViolation("page_token", "not a token from ListBatches")]
                 )
-        rows = await self._batches.store.list_batches(_CALLER, size + 1, before)
+        rows = await self._batches.store.list_batches(current_caller.get().name, size + 1, before)
         response = pb.ListBatchesResponse(batches=[_batch_message(r) for r in rows[:size]])
         if len(rows) > size:
             last = rows[size - 1]

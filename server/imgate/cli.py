@@ -11,12 +11,13 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from imgate import __version__
 from imgate._addresses import listen_address, split_listen, time_scale
 from imgate._batch_command import add_batch_arguments, run_batch
-from imgate._config import DEFAULT_LISTEN, ConfigError, load_config, sandbox_config
+from imgate._callers import new_token, token_sha256
+from imgate._config import DEFAULT_LISTEN, ConfigError, is_loopback, load_config, sandbox_config
 from imgate._health_command import add_health_arguments
 from imgate._health_command import check as check_health
 from imgate._logging import configure_logging
@@ -46,6 +47,11 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the gateway (sandbox mode without config)")
     serve.add_argument("--config", help="TOML configuration file (default: $IMGATE_CONFIG)")
     serve.add_argument(
+        "--sandbox",
+        action="store_true",
+        help="sandbox mode on purpose: needed to serve it beyond loopback; no config allowed",
+    )
+    serve.add_argument(
         "--listen",
         type=listen_address,
         default=os.environ.get("IMGATE_LISTEN"),
@@ -72,6 +78,10 @@ def _parser() -> argparse.ArgumentParser:
         metavar="FACTOR",
         help="sandbox mode: rate windows and blocks last 1/FACTOR of the vendors' (default 1)",
     )
+    token = commands.add_parser("token", help="bearer tokens for [callers.NAME] tables")
+    token_commands = token.add_subparsers(dest="token_command", required=True)
+    token_commands.add_parser("new", help="print a new random token and its token_sha256")
+    token_commands.add_parser("hash", help="print the token_sha256 of the token read on stdin")
     sandbox = commands.add_parser("sandbox", help="run only the vendor emulators")
     sandbox.add_argument(
         "--listen",
@@ -101,7 +111,19 @@ async def _serve(
     sandbox_listen: str = DEFAULT_SANDBOX_LISTEN_IN_SERVE,
     scale: float = 1.0,
     store: str | None = None,
+    explicit_sandbox: bool = False,
 ) -> int:
+    if not config_path:
+        listen_host, _ = split_listen(listen or DEFAULT_LISTEN)
+        if not explicit_sandbox and not is_loopback(listen_host):
+            # Rule 20: a missing config must never turn a real address into a sandbox.
+            print(
+                f"imgate: no configuration given (--config / IMGATE_CONFIG), and sandbox mode"
+                f" serves only on loopback; --listen {listen} is not. Give --config FILE,"
+                " or --sandbox to run the sandbox there on purpose",
+                file=sys.stderr,
+            )
+            return 2
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -133,6 +155,8 @@ async def _serve(
             config = sandbox_config(
                 sandbox.url, listen or DEFAULT_LISTEN, time_scale=scale, store_url=store or "memory"
             )
+            # --sandbox (checked above) is the explicit permission beyond loopback.
+            config = dataclasses.replace(config, allow_unauthenticated=explicit_sandbox)
             print(_SANDBOX_NOTICE.format(sandbox=sandbox.url), file=sys.stderr, flush=True)
         # Batches allocate millions of short-lived objects (outcomes, chunk slices) that the
         # default GC thresholds rescan over and over: measured 11-17% of CPU (bench/).
@@ -140,6 +164,9 @@ async def _serve(
         try:
             gateway = Gateway(config)
             port = await gateway.start()
+        except ConfigError as exc:
+            print(f"imgate: configuration error: {exc}", file=sys.stderr)
+            return 2
         except StoreError as exc:
             print(f"imgate: {exc}", file=sys.stderr)
             return 2
@@ -171,6 +198,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_batch(args)
     if args.command == "health":
         return check_health(args.target, args.timeout)
+    if args.command == "token":
+        return _token(args.token_command)
     configure_logging(getattr(args, "log_level", "INFO"))
     if args.command == "sandbox":
         host, port = split_listen(args.listen)
@@ -183,10 +212,56 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(message, file=sys.stderr)
             return 1
         return 0
-    config_path = args.config or os.environ.get("IMGATE_CONFIG")
+    config_path = _config_path(args.config, os.environ)
+    if isinstance(config_path, int):
+        return config_path
+    if args.sandbox and config_path:
+        source = "--config" if args.config else "IMGATE_CONFIG"
+        print(f"imgate: --sandbox and {source} exclude each other: choose one", file=sys.stderr)
+        return 2
     return asyncio.run(
-        _serve(config_path, args.listen, args.sandbox_listen, args.sandbox_time_scale, args.store)
+        _serve(
+            config_path,
+            args.listen,
+            args.sandbox_listen,
+            args.sandbox_time_scale,
+            args.store,
+            explicit_sandbox=args.sandbox,
+        )
     )
+
+
+def _config_path(flag: str | None, env: Mapping[str, str]) -> str | int | None:
+    """The configuration file to load, None for sandbox mode, or an exit status after
+    saying why a named file cannot be used (rule 20: never sandbox mode instead)."""
+    source, path = ("--config", flag) if flag is not None else ("IMGATE_CONFIG", None)
+    if flag is None:
+        path = env.get("IMGATE_CONFIG")
+    if path is None:
+        return None
+    if not path or not os.path.isfile(path):
+        print(
+            f"imgate: {source} names {path!r}, which is not a file; refusing to start"
+            " (without a configuration imgate would run the sandbox, not your backends)",
+            file=sys.stderr,
+        )
+        return 2
+    return path
+
+
+def _token(command: str) -> int:
+    if command == "new":
+        token = new_token()
+        print(f"token:        {token}")
+        print(f"token_sha256: {token_sha256(token)}")
+        print("Give the token to its caller; configure only token_sha256.", file=sys.stderr)
+        return 0
+    token = sys.stdin.readline().strip()
+    if not token:
+        print("imgate token hash: read no token on stdin", file=sys.stderr)
+        return 2
+    print(token_sha256(token))
+    return 0
 
 
 if __name__ == "__main__":
