@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import signal
 import socket
@@ -160,3 +161,80 @@ async def test_sigterm_mid_batch_closes_the_stream_with_every_outcome(
     assert delivered == accepted
     await asyncio.to_thread(process.wait, 20)
     assert process.returncode == 0
+
+
+def _run_imgate(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    environment = {**os.environ, "IMGATE_STATE_DIR": tempfile.mkdtemp(prefix="imgate-test-")}
+    environment.pop("IMGATE_CONFIG", None)
+    environment.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "imgate", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=environment,
+    )
+
+
+def test_rule_18_unauthenticated_beyond_loopback_fails_naming_the_key(tmp_path: Path) -> None:
+    config = tmp_path / "open.toml"
+    config.write_text(
+        f'listen = "0.0.0.0:{_free_port()}"\n[store]\nurl = "memory"\n'
+        '[backends.tx]\nvendor = "tencent"\nbase_url = "https://console.tim.qq.com"\n'
+        'sdk_app_id = 1400000000\nsecret_key = "s"\nadmin_identifier = "administrator"\n'
+    )
+    result = _run_imgate("serve", "--config", str(config))
+    assert result.returncode == 2
+    assert "allow_unauthenticated" in result.stderr
+    assert "[callers" in result.stderr
+
+
+def test_rule_20_sandbox_beyond_loopback_needs_the_flag() -> None:
+    result = _run_imgate("serve", "--listen", f"0.0.0.0:{_free_port()}")
+    assert result.returncode == 2
+    assert "--sandbox" in result.stderr
+    assert "SANDBOX MODE" not in result.stderr
+
+
+def test_rule_20_a_missing_config_file_is_an_error_not_sandbox_mode(tmp_path: Path) -> None:
+    missing = str(tmp_path / "imgate.tmol")
+    by_env = _run_imgate("serve", env={"IMGATE_CONFIG": missing})
+    by_flag = _run_imgate("serve", "--config", missing)
+    for result, name in ((by_env, "IMGATE_CONFIG"), (by_flag, "--config")):
+        assert result.returncode == 2
+        assert name in result.stderr
+        assert missing in result.stderr
+        assert "SANDBOX MODE" not in result.stderr
+    both = _run_imgate("serve", "--sandbox", env={"IMGATE_CONFIG": missing})
+    assert both.returncode == 2
+
+
+def test_explicit_sandbox_serves_beyond_loopback(stop_later: list[subprocess.Popen[str]]) -> None:
+    port = _free_port()
+    process = _imgate(
+        "serve", "--sandbox", "--listen", f"0.0.0.0:{port}", "--sandbox-listen", "127.0.0.1:0"
+    )
+    stop_later.append(process)
+    _wait_serving(f"127.0.0.1:{port}")
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=20)
+    assert process.returncode == 0
+    assert "SANDBOX MODE" in stderr
+
+
+def test_token_commands_hash_what_the_gateway_compares() -> None:
+    new = _run_imgate("token", "new")
+    assert new.returncode == 0
+    lines = dict(line.split(":", 1) for line in new.stdout.splitlines())
+    token, digest = lines["token"].strip(), lines["token_sha256"].strip()
+    assert len(token) >= 40
+    hashed = subprocess.run(
+        [sys.executable, "-m", "imgate", "token", "hash"],
+        input=token + "\n",
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert hashed.returncode == 0
+    assert hashed.stdout.strip() == digest
+    assert hashlib.sha256(token.encode()).hexdigest() == digest
