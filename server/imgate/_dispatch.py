@@ -25,7 +25,7 @@ import random
 import secrets
 import time
 import types
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import aiohttp
@@ -54,8 +54,12 @@ DEADLINE_MARGIN_S = 0.25
 class Backend:
     """A configured backend at run time: translator, HTTP session, quota and permits."""
 
-    def __init__(self, config: BackendConfig) -> None:
+    def __init__(
+        self, config: BackendConfig, caller_weights: Mapping[str, int] | None = None
+    ) -> None:
+        """`caller_weights`: each caller's share of the quota (rule 19); others weigh 1."""
         self.config = config
+        self.caller_weights = dict(caller_weights or {})
         self.translator: Translator = BY_VENDOR[config.vendor].translator(config.credentials)
         self.endpoints = Endpoints(
             config.name, config.base_url, config.backup_base_url, self.translator.path
@@ -354,7 +358,13 @@ class BatchRun:
         left = self.time_left()
         deadline = None if left is None else time.monotonic() + left
         return await self._until_stopped(
-            limiter.acquire(len(chunk.ids), deadline), lambda grant: grant.release()
+            limiter.acquire(
+                len(chunk.ids),
+                deadline,
+                caller=self.row.caller,
+                weight=self.backend.caller_weights.get(self.row.caller, 1),
+            ),
+            lambda grant: grant.release(),
         )
 
     async def _send(self, chunk: Chunk, grant: Grant) -> None:

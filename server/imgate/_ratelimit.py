@@ -9,18 +9,30 @@ keep a window apart (end of the first, start of the next) are a window apart for
 vendor too, whatever the network did in between. No start-up or post-block burst can
 exceed a window.
 
-Waiters are served first come, first served; since each batch keeps at most one request
-waiting, concurrent batches take turns (round-robin) and a small batch is never stuck
-behind a large one.
+Who goes next is start-time fair queueing between callers (CONTRACT §6 rule 19): each
+waiter gets a tag, `max(now_tag, caller's last finish)`, and finishing costs the caller
+`cost / weight` (cost = recipients where the backend counts them, else 1 call). The
+smallest tag waits for room; everyone else waits behind it. A caller that was idle starts
+at the current tag, so it is next however much another caller has queued, and nobody
+banks credit by idling. Within one caller tags only grow, so its waiters are first come,
+first served; since each batch keeps at most one request waiting, a caller's batches take
+turns (round-robin) and a small batch is never stuck behind a large one.
+
+A shared (Redis) limiter will keep this interface: `acquire(recipients, deadline,
+caller=, weight=)` returning a `Grant` to `release()` when the call ends, plus
+`block`/`is_blocked`/`blocked_until`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 
 class QuotaWaitTooLong(Exception):
@@ -78,6 +90,13 @@ class Grant:
             self._limiter._end(self)
 
 
+@dataclass(order=True, slots=True)
+class _Waiter:
+    tag: float
+    arrival: int
+    wake: asyncio.Event = field(compare=False, default_factory=asyncio.Event)
+
+
 class BackendLimiter:
     """Call and recipient quotas of one backend, plus the pause after a vendor refusal."""
 
@@ -94,8 +113,10 @@ class BackendLimiter:
         if recipient_limit > 0:
             self._windows.append((_Window(recipient_limit, recipient_window_s), True))
         self.blocked_until = 0.0
-        self._lock = asyncio.Lock()  # FIFO: the head waiter waits for room, the rest queue
-        self._changed = asyncio.Event()
+        self._waiting: list[_Waiter] = []  # a heap: the smallest tag waits for room
+        self._arrivals = itertools.count()
+        self._now_tag = 0.0  # the tag of the last waiter granted
+        self._finish: dict[str, float] = {}  # per caller: one entry per configured caller
 
     def block(self, seconds: float) -> None:
         """The vendor refused for rate: send nothing more for `seconds` from now."""
@@ -113,36 +134,70 @@ class BackendLimiter:
             waits.append(wait)
         return max(waits)
 
-    async def acquire(self, recipients: int, deadline: float | None = None) -> Grant:
-        """Wait until a call for `recipients` fits every window; raise if not by `deadline`.
+    async def acquire(
+        self,
+        recipients: int,
+        deadline: float | None = None,
+        *,
+        caller: str = "",
+        weight: int = 1,
+    ) -> Grant:
+        """Wait until a call for `recipients` fits every window and it is `caller`'s turn
+        (shares by `weight`); raise QuotaWaitTooLong if not by `deadline`.
 
         `deadline` is on this limiter's clock.
         """
-        async with self._lock:
+        counts_recipients = len(self._windows) > 1
+        cost = (recipients if counts_recipients else 1) / weight
+        tag = max(self._now_tag, self._finish.get(caller, 0.0))
+        self._finish[caller] = tag + cost
+        waiter = _Waiter(tag, next(self._arrivals))
+        heapq.heappush(self._waiting, waiter)
+        granted = False
+        try:
             while True:
                 now = self._clock()
-                wait = self._wait_time(recipients, now)
-                if wait == 0.0:
-                    for window, counts_recipients in self._windows:
-                        window.in_flight += min(
-                            recipients if counts_recipients else 1, window.limit
-                        )
-                    return Grant(self, recipients)
-                if deadline is not None and wait is not None and now + wait > deadline:
-                    raise QuotaWaitTooLong
+                wait: float | None = None
+                if self._waiting[0] is waiter:
+                    wait = self._wait_time(recipients, now)
+                    if wait == 0.0:
+                        for window, counts in self._windows:
+                            window.in_flight += min(recipients if counts else 1, window.limit)
+                        granted = True
+                        self._now_tag = waiter.tag
+                        return Grant(self, recipients)
+                    if deadline is not None and wait is not None and now + wait > deadline:
+                        raise QuotaWaitTooLong
                 if deadline is not None and now >= deadline:
                     raise QuotaWaitTooLong
-                self._changed.clear()
                 timeout = wait
                 if deadline is not None:
                     until_deadline = deadline - now
                     timeout = until_deadline if timeout is None else min(timeout, until_deadline)
-                # Room comes either with time or when an in-flight call ends.
+                waiter.wake.clear()
+                # Room comes with time or when an in-flight call ends; the turn comes when
+                # the waiter ahead is granted or gives up, or one with a smaller tag arrives.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._changed.wait(), timeout)
+                    await asyncio.wait_for(waiter.wake.wait(), timeout)
+        finally:
+            was_first = self._waiting[0] is waiter
+            if was_first:
+                heapq.heappop(self._waiting)
+            else:
+                self._waiting.remove(waiter)
+                heapq.heapify(self._waiting)
+            if not granted:
+                # A waiter that gave up (deadline, cancel) was never served: no charge.
+                self._finish[caller] = max(self._now_tag, self._finish[caller] - cost)
+            if was_first or not granted:
+                self._wake_first()
+
+    def _wake_first(self) -> None:
+        if self._waiting:
+            self._waiting[0].wake.set()
 
     def _end(self, grant: Grant) -> None:
         now = self._clock()
         for window, counts_recipients in self._windows:
             window.end(min(grant.recipients if counts_recipients else 1, window.limit), now)
-        self._changed.set()
+        self._wake_first()

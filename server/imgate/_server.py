@@ -46,7 +46,8 @@ class Gateway:
     ) -> None:
         """`store` overrides the configured one, `clock` the wall clock (tests)."""
         self.config = config
-        self.backends = {b.name: Backend(b) for b in config.backends}
+        weights = {caller.name: caller.weight for caller in config.callers}
+        self.backends = {b.name: Backend(b, weights) for b in config.backends}
         if store is None:
             store = open_store(config.store_url or "sqlite:imgate.db", Path(config.state_dir))
         self.store = store
