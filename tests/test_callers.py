@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +25,7 @@ from imgate._config import (
 )
 from imgate.sandbox import SandboxServer
 from imgate.v1 import gateway_pb2 as pb
+from imgate_client import AsyncGatewayClient
 from tests._certs import TestCA
 from tests.conftest import RunningGateway, StartGateway, text_request
 
@@ -300,3 +304,51 @@ async def test_mtls_refuses_clients_without_a_certificate_of_the_client_ca(
         with pytest.raises(grpc.aio.AioRpcError) as error:
             await _health_over(gateway.target, ca.ca_file, cert)
         assert error.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def _imgate(*args: str, token: str | None = None) -> tuple[int, str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IMGATE_")}
+    if token is not None:
+        env["IMGATE_TOKEN"] = token
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "imgate",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return process.returncode, stdout.decode(), stderr.decode()
+
+
+async def test_cli_and_python_clients_speak_mtls_with_a_token(
+    ca: TestCA, sandbox: SandboxServer, start_gateway: StartGateway
+) -> None:
+    gateway = await _start(start_gateway, tls=_tls(ca, client_ca=ca))
+    client = ca.issue("cli", server=False)
+    tls = ("--ca-file", str(ca.ca_file), "--cert-file", str(client.cert_file))
+    tls += ("--key-file", str(client.key_file))
+    send = ("send", "--target", gateway.target, *tls, "--to", "bob", "--text", "hi")
+    code, stdout, _ = await _imgate(*send, token=OPS_TOKEN)
+    assert code == 0
+    assert stdout.splitlines()[0] == "bob  ACCEPTED"
+    code, _, stderr = await _imgate(*send, token="wrong")
+    assert code != 0
+    assert "UNAUTHENTICATED" in stderr
+    assert "wrong" not in stderr.replace("UNAUTHENTICATED", "")
+    code, stdout, _ = await _imgate("health", "--target", gateway.target, *tls)
+    assert (code, stdout.strip()) == (0, "SERVING")
+    code, _, _ = await _imgate("health", "--target", gateway.target, "--ca-file", str(ca.ca_file))
+    assert code != 0  # no client certificate
+    async with AsyncGatewayClient(
+        gateway.target,
+        token=BILLING_TOKEN,
+        ca_file=str(ca.ca_file),
+        cert_file=str(client.cert_file),
+        key_file=str(client.key_file),
+    ) as async_client:
+        listed = await async_client.list_backends(timeout=10)
+    assert [b.name for b in listed.backends] == ["tencent"]

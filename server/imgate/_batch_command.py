@@ -16,6 +16,11 @@ from collections.abc import Callable
 
 import grpc
 
+from imgate._client_options import (
+    add_connection_arguments,
+    connection_options,
+    connection_problem,
+)
 from imgate._send_command import (
     DEFAULT_TARGET,
     EXIT_CALL_FAILED,
@@ -60,6 +65,7 @@ def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
             help=f"gateway address (default: $IMGATE_TARGET, else {DEFAULT_TARGET})",
         )
         command.add_argument("--json", action="store_true", help="print JSON")
+        add_connection_arguments(command)
 
 
 def format_batch(batch: gateway_pb2.Batch) -> str:
@@ -74,8 +80,12 @@ def format_batch(batch: gateway_pb2.Batch) -> str:
 
 def run_batch(args: argparse.Namespace) -> int:
     """Run ``imgate batch ...`` with parsed ``args``; returns the exit status."""
+    problem = connection_problem(args)
+    if problem:
+        print(f"imgate batch: {problem}", file=sys.stderr)
+        return EXIT_INVALID_REQUEST
     try:
-        with GatewayClient(args.target) as client:
+        with GatewayClient(args.target, **connection_options(args)) as client:
             return _COMMANDS[args.batch_command](client, args)
     except BrokenPipeError:
         # `imgate batch watch ... | head`: the reader has what it wanted. Leaving the watch

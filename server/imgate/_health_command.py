@@ -15,6 +15,8 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 
+from imgate._client_options import add_connection_arguments, connection_problem
+
 DEFAULT_TARGET = "127.0.0.1:50051"
 _WILDCARDS = {"0.0.0.0", "::", "[::]", ""}
 
@@ -30,12 +32,31 @@ def default_target(env: Mapping[str, str] = os.environ) -> str:
     return DEFAULT_TARGET
 
 
-def check(target: str, timeout: float) -> int:
-    """Exit status 0 when `target` reports the overall service SERVING; prints the status."""
+def check(
+    target: str,
+    timeout: float,
+    ca_file: str | None = None,
+    cert_file: str | None = None,
+    key_file: str | None = None,
+) -> int:
+    """Exit status 0 when `target` reports the overall service SERVING; prints the status.
+    With `ca_file` (and `cert_file` + `key_file` for mTLS) over TLS. Health needs no token."""
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    with grpc.insecure_channel(target) as channel:
+    if ca_file is None and cert_file is None:
+        channel = grpc.insecure_channel(target)
+    else:
+
+        def read(path: str | None) -> bytes | None:
+            if path is None:
+                return None
+            with open(path, "rb") as file:
+                return file.read()
+
+        credentials = grpc.ssl_channel_credentials(read(ca_file), read(key_file), read(cert_file))
+        channel = grpc.secure_channel(target, credentials)
+    with channel:
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=""), timeout=timeout
@@ -57,6 +78,16 @@ def add_health_arguments(parser: argparse.ArgumentParser) -> None:
         f"address, else {DEFAULT_TARGET})",
     )
     parser.add_argument("--timeout", type=float, default=3.0, help="seconds (default 3)")
+    add_connection_arguments(parser)
+
+
+def run_health(args: argparse.Namespace) -> int:
+    """Run `imgate health` with parsed `args`."""
+    problem = connection_problem(args)
+    if problem:
+        print(f"imgate health: {problem}", file=sys.stderr)
+        return 2
+    return check(args.target, args.timeout, args.ca_file, args.cert_file, args.key_file)
 
 
 def main(argv: Sequence[str]) -> int:
@@ -66,4 +97,4 @@ def main(argv: Sequence[str]) -> int:
     )
     add_health_arguments(parser)
     args = parser.parse_args(argv)
-    return check(args.target, args.timeout)
+    return run_health(args)

@@ -21,6 +21,11 @@ from typing import TextIO
 from google.protobuf import json_format
 from google.protobuf.message import Message as ProtoMessage
 
+from imgate._client_options import (
+    add_connection_arguments,
+    connection_options,
+    connection_problem,
+)
 from imgate_client import (
     GatewayClient,
     GatewayError,
@@ -44,6 +49,7 @@ PROGRESS_MIN_RECIPIENTS = 1000
 
 def add_send_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``imgate send``'s options to ``parser``."""
+    add_connection_arguments(parser)
     parser.add_argument(
         "--target",
         default=os.environ.get("IMGATE_TARGET") or DEFAULT_TARGET,
@@ -97,6 +103,10 @@ def add_send_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_send(args: argparse.Namespace) -> int:
     """Run ``imgate send`` with parsed ``args``; returns the exit status."""
+    problem = connection_problem(args)
+    if problem:
+        print(f"imgate send: {problem}", file=sys.stderr)
+        return EXIT_INVALID_REQUEST
     try:
         recipients = _read_recipients(args)
     except OSError as error:
@@ -111,7 +121,7 @@ def run_send(args: argparse.Namespace) -> int:
     received = 0
     try:
         with (
-            GatewayClient(args.target) as client,
+            GatewayClient(args.target, **connection_options(args)) as client,
             client.batch_send(
                 recipients,
                 _message(args),

@@ -18,8 +18,7 @@ from imgate._addresses import listen_address, split_listen, time_scale
 from imgate._batch_command import add_batch_arguments, run_batch
 from imgate._callers import new_token, token_sha256
 from imgate._config import DEFAULT_LISTEN, ConfigError, is_loopback, load_config, sandbox_config
-from imgate._health_command import add_health_arguments
-from imgate._health_command import check as check_health
+from imgate._health_command import add_health_arguments, run_health
 from imgate._logging import configure_logging
 from imgate._send_command import add_send_arguments, run_send
 from imgate._server import Gateway
@@ -197,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "batch":
         return run_batch(args)
     if args.command == "health":
-        return check_health(args.target, args.timeout)
+        return run_health(args)
     if args.command == "token":
         return _token(args.token_command)
     configure_logging(getattr(args, "log_level", "INFO"))

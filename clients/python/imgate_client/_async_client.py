@@ -13,7 +13,13 @@ import grpc.aio
 from imgate.v1 import gateway_pb2, gateway_pb2_grpc
 
 from ._errors import error_from_rpc
-from ._request import Metadata, SendOptionFields, build_batch_send_request, call_metadata
+from ._request import (
+    Metadata,
+    SendOptionFields,
+    build_batch_send_request,
+    call_metadata,
+    tls_credentials,
+)
 from ._stream import BatchResult, StreamState
 
 
@@ -83,7 +89,9 @@ class AsyncGatewayClient:
     """An asyncio client of imgate's ``GatewayService``; it owns its channel.
 
     ``async with AsyncGatewayClient("127.0.0.1:50051") as client: ...``; without
-    ``credentials`` the channel is plaintext. ``channel_options`` are grpc channel
+    ``credentials`` the channel is plaintext unless ``ca_file`` (the CA of the gateway's
+    certificate) and/or ``cert_file`` + ``key_file`` (mTLS) are given; ``token`` (a caller's
+    bearer token) is sent with every call. ``channel_options`` are grpc channel
     arguments, e.g. ``[("grpc.max_receive_message_length", 16 << 20)]``.
     """
 
@@ -93,8 +101,15 @@ class AsyncGatewayClient:
         *,
         credentials: grpc.ChannelCredentials | None = None,
         channel_options: Iterable[tuple[str, Any]] | None = None,
+        token: str | None = None,
+        ca_file: str | None = None,
+        cert_file: str | None = None,
+        key_file: str | None = None,
     ) -> None:
         options = list(channel_options or ())
+        # Sent as `authorization: Bearer <token>` on every call; kept out of any repr.
+        self._token = token
+        credentials = tls_credentials(credentials, ca_file, cert_file, key_file)
         if credentials is None:
             self._channel = grpc.aio.insecure_channel(target, options=options)
         else:
@@ -130,7 +145,9 @@ class AsyncGatewayClient:
             options=options,
             option_fields=option_fields,
         )
-        call = self._stub.BatchSend(request, timeout=timeout, metadata=call_metadata(metadata))
+        call = self._stub.BatchSend(
+            request, timeout=timeout, metadata=call_metadata(metadata, self._token)
+        )
         return AsyncBatchStream(call)
 
     async def list_backends(
@@ -145,7 +162,7 @@ class AsyncGatewayClient:
             return await self._stub.ListBackends(
                 gateway_pb2.ListBackendsRequest(),
                 timeout=timeout,
-                metadata=call_metadata(metadata),
+                metadata=call_metadata(metadata, self._token),
             )
         except grpc.RpcError as error:
             raise error_from_rpc(error) from error

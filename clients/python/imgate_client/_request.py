@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import TypedDict
 
+import grpc
+
 from imgate.v1 import gateway_pb2
 
 Metadata = Sequence[tuple[str, str | bytes]]
@@ -63,6 +65,40 @@ def build_batch_send_request(
     )
 
 
-def call_metadata(metadata: Metadata | None) -> tuple[tuple[str, str | bytes], ...] | None:
-    """grpc wants metadata as a tuple of pairs."""
-    return None if metadata is None else tuple(metadata)
+def call_metadata(
+    metadata: Metadata | None, token: str | None = None
+) -> tuple[tuple[str, str | bytes], ...] | None:
+    """grpc wants metadata as a tuple of pairs; `token` adds `authorization: Bearer`."""
+    pairs = tuple(metadata or ())
+    if token:
+        pairs = (("authorization", f"Bearer {token}"), *pairs)
+    return pairs if pairs or metadata is not None else None
+
+
+def tls_credentials(
+    credentials: grpc.ChannelCredentials | None,
+    ca_file: str | None,
+    cert_file: str | None,
+    key_file: str | None,
+) -> grpc.ChannelCredentials | None:
+    """Channel credentials from PEM files: `ca_file` = the CA that signed the gateway's
+    certificate (default: the system's roots), `cert_file` + `key_file` = this client's
+    certificate for mTLS. None (plaintext) when none is given."""
+    if (cert_file is None) != (key_file is None):
+        raise ValueError("cert_file and key_file go together (a client certificate and its key)")
+    if ca_file is None and cert_file is None:
+        return credentials
+    if credentials is not None:
+        raise ValueError("give either credentials or ca_file/cert_file/key_file, not both")
+
+    def read(path: str | None) -> bytes | None:
+        if path is None:
+            return None
+        with open(path, "rb") as file:
+            return file.read()
+
+    return grpc.ssl_channel_credentials(
+        root_certificates=read(ca_file),
+        private_key=read(key_file),
+        certificate_chain=read(cert_file),
+    )

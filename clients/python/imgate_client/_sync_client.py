@@ -11,7 +11,13 @@ import grpc
 from imgate.v1 import gateway_pb2, gateway_pb2_grpc
 
 from ._errors import error_from_rpc
-from ._request import Metadata, SendOptionFields, build_batch_send_request, call_metadata
+from ._request import (
+    Metadata,
+    SendOptionFields,
+    build_batch_send_request,
+    call_metadata,
+    tls_credentials,
+)
 from ._stream import BatchResult, StreamState
 
 T = TypeVar("T")
@@ -81,7 +87,9 @@ class GatewayClient:
     """A blocking client of imgate's ``GatewayService``; it owns its channel.
 
     ``with GatewayClient("127.0.0.1:50051") as client: ...``; without ``credentials`` the
-    channel is plaintext. ``channel_options`` are grpc channel arguments, e.g.
+    channel is plaintext unless ``ca_file`` (the CA of the gateway's certificate) and/or
+    ``cert_file`` + ``key_file`` (mTLS) are given; ``token`` (a caller's bearer token) is
+    sent with every call. ``channel_options`` are grpc channel arguments, e.g.
     ``[("grpc.max_receive_message_length", 16 << 20)]``.
     """
 
@@ -91,8 +99,15 @@ class GatewayClient:
         *,
         credentials: grpc.ChannelCredentials | None = None,
         channel_options: Iterable[tuple[str, Any]] | None = None,
+        token: str | None = None,
+        ca_file: str | None = None,
+        cert_file: str | None = None,
+        key_file: str | None = None,
     ) -> None:
         options = list(channel_options or ())
+        # Sent as `authorization: Bearer <token>` on every call; kept out of any repr.
+        self._token = token
+        credentials = tls_credentials(credentials, ca_file, cert_file, key_file)
         if credentials is None:
             self._channel = grpc.insecure_channel(target, options=options)
         else:
@@ -128,7 +143,9 @@ class GatewayClient:
             options=options,
             option_fields=option_fields,
         )
-        call = self._stub.BatchSend(request, timeout=timeout, metadata=call_metadata(metadata))
+        call = self._stub.BatchSend(
+            request, timeout=timeout, metadata=call_metadata(metadata, self._token)
+        )
         return BatchStream(call)
 
     def submit_batch(
@@ -175,7 +192,9 @@ class GatewayClient:
         """Every outcome of the batch from ``cursor`` on (empty: from the start), live
         ones as they come, then the summary."""
         request = gateway_pb2.WatchBatchRequest(batch_id=batch_id, cursor=cursor)
-        call = self._stub.WatchBatch(request, timeout=timeout, metadata=call_metadata(metadata))
+        call = self._stub.WatchBatch(
+            request, timeout=timeout, metadata=call_metadata(metadata, self._token)
+        )
         return BatchStream(call)
 
     def get_batch(
@@ -204,12 +223,15 @@ class GatewayClient:
         request = gateway_pb2.ListBatchesRequest(page_size=page_size, page_token=page_token)
         return self._unary(self._stub.ListBatches, request, timeout, metadata)
 
-    @staticmethod
     def _unary(
-        method: Callable[..., T], request: Any, timeout: float | None, metadata: Metadata | None
+        self,
+        method: Callable[..., T],
+        request: Any,
+        timeout: float | None,
+        metadata: Metadata | None,
     ) -> T:
         try:
-            return method(request, timeout=timeout, metadata=call_metadata(metadata))
+            return method(request, timeout=timeout, metadata=call_metadata(metadata, self._token))
         except grpc.RpcError as error:
             raise error_from_rpc(error) from error
 
@@ -221,7 +243,7 @@ class GatewayClient:
             return self._stub.ListBackends(
                 gateway_pb2.ListBackendsRequest(),
                 timeout=timeout,
-                metadata=call_metadata(metadata),
+                metadata=call_metadata(metadata, self._token),
             )
         except grpc.RpcError as error:
             raise error_from_rpc(error) from error
