@@ -211,9 +211,17 @@ export interface CallOptions {
 }
 
 export interface ClientOptions {
-  /** Default: plaintext (credentials.createInsecure()). */
+  /** Default: plaintext (credentials.createInsecure()), or TLS with the files below. */
   credentials?: ChannelCredentials;
   channelOptions?: ChannelOptions;
+  /** A caller's bearer token, sent as `authorization: Bearer <token>` on every call. */
+  token?: string;
+  /** PEM CA that signed the gateway's certificate: TLS (default roots: the system's). */
+  caFile?: string;
+  /** PEM client certificate for mTLS, with keyFile. */
+  certFile?: string;
+  /** PEM private key of certFile. */
+  keyFile?: string;
 }
 
 /** The RPC failed; `code` is the gRPC status code (see `status`). */

@@ -4,7 +4,7 @@
 // names are lowerCamelCase (keepCase: false: `recipientIds`, `vendorMessageId`), enums are
 // their full names as strings ('DELIVERY_STATE_ACCEPTED'), 64-bit integers are Numbers,
 // and every field is present in what the server sends (unset messages are null).
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -128,12 +128,19 @@ export class BatchStream {
   }
 }
 
-/** A client of imgate's GatewayService; plaintext unless `credentials` are given. */
+/**
+ * A client of imgate's GatewayService; plaintext unless `credentials`, or `caFile` (the CA
+ * of the gateway's certificate) and/or `certFile` + `keyFile` (mTLS) are given. `token`, a
+ * caller's bearer token, goes with every call as `authorization: Bearer <token>`.
+ */
 export class GatewayClient {
   #client;
+  #token;
 
-  constructor(target, { credentials = grpc.credentials.createInsecure(), channelOptions } = {}) {
-    this.#client = new GatewayService(target, credentials, channelOptions);
+  constructor(target, { credentials, channelOptions, token, caFile, certFile, keyFile } = {}) {
+    this.#token = token;
+    const channel = channelCredentials(credentials, caFile, certFile, keyFile);
+    this.#client = new GatewayService(target, channel, channelOptions);
   }
 
   /**
@@ -145,7 +152,7 @@ export class GatewayClient {
     if (!Array.isArray(request?.recipientIds)) {
       throw new TypeError('request.recipientIds must be an array of ids');
     }
-    const call = this.#client.BatchSend(request, toMetadata(metadata), callOptions(timeoutMs));
+    const call = this.#client.BatchSend(request, toMetadata(metadata, this.#token), callOptions(timeoutMs));
     return new BatchStream(call);
   }
 
@@ -154,7 +161,7 @@ export class GatewayClient {
     return new Promise((resolve, reject) => {
       this.#client.ListBackends(
         {},
-        toMetadata(metadata),
+        toMetadata(metadata, this.#token),
         callOptions(timeoutMs),
         (error, response) => (error ? reject(toGatewayError(error)) : resolve(response)),
       );
@@ -171,13 +178,32 @@ function callOptions(timeoutMs) {
   return timeoutMs === undefined ? {} : { deadline: Date.now() + timeoutMs };
 }
 
-function toMetadata(metadata) {
-  if (metadata instanceof grpc.Metadata) {
-    return metadata;
+function channelCredentials(credentials, caFile, certFile, keyFile) {
+  if ((certFile === undefined) !== (keyFile === undefined)) {
+    throw new TypeError('certFile and keyFile go together (a client certificate and its key)');
   }
-  const result = new grpc.Metadata();
-  for (const [key, value] of Object.entries(metadata ?? {})) {
-    result.add(key, value);
+  if (caFile === undefined && certFile === undefined) {
+    return credentials ?? grpc.credentials.createInsecure();
+  }
+  if (credentials !== undefined) {
+    throw new TypeError('give either credentials or caFile/certFile/keyFile, not both');
+  }
+  const read = (path) => (path === undefined ? null : readFileSync(path));
+  return grpc.credentials.createSsl(read(caFile), read(keyFile), read(certFile));
+}
+
+function toMetadata(metadata, token) {
+  let result = metadata;
+  if (!(metadata instanceof grpc.Metadata)) {
+    result = new grpc.Metadata();
+    for (const [key, value] of Object.entries(metadata ?? {})) {
+      result.add(key, value);
+    }
+  } else if (token) {
+    result = metadata.clone(); // the caller's object stays as it was
+  }
+  if (token) {
+    result.set('authorization', `Bearer ${token}`);
   }
   return result;
 }

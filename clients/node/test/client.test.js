@@ -1,5 +1,9 @@
 // GatewayClient against a fake GatewayService served by grpc-js on 127.0.0.1, port 0.
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 
 import * as grpc from '@grpc/grpc-js';
@@ -80,6 +84,7 @@ function badRequestTrailer(message, violations) {
 
 const received = [];
 let cancelledCalls = 0;
+let lastAuthorization = [];
 
 function outcome(recipientId, index) {
   return recipientId.startsWith('ghost')
@@ -143,7 +148,8 @@ const fakeGateway = {
     });
     call.end();
   },
-  ListBackends(_call, callback) {
+  ListBackends(call, callback) {
+    lastAuthorization = call.metadata.get('authorization');
     callback(null, {
       backends: [
         { name: 'tencent', vendor: 'tencent', state: 'BACKEND_STATE_SERVING', sandbox: true },
@@ -155,6 +161,7 @@ const fakeGateway = {
 
 let server;
 let client;
+let target;
 
 before(async () => {
   server = new grpc.Server();
@@ -164,7 +171,8 @@ before(async () => {
       error ? reject(error) : resolve(boundPort),
     ),
   );
-  client = new GatewayClient(`127.0.0.1:${port}`);
+  target = `127.0.0.1:${port}`;
+  client = new GatewayClient(target);
 });
 
 after(() => {
@@ -310,4 +318,53 @@ test('an unreachable target fails with UNAVAILABLE', async () => {
 
 test('recipientIds must be an array', () => {
   assert.throws(() => client.batchSend({ recipientIds: 'alice', message: {} }), TypeError);
+});
+
+test('a token goes with every call as authorization: Bearer', async () => {
+  await client.listBackends({ timeoutMs: 5000 });
+  assert.deepEqual(lastAuthorization, []);
+  const withToken = new GatewayClient(target, { token: 'tok-123' });
+  try {
+    await withToken.listBackends({ timeoutMs: 5000, metadata: { 'x-extra': '1' } });
+    assert.deepEqual(lastAuthorization, ['Bearer tok-123']);
+  } finally {
+    withToken.close();
+  }
+});
+
+test('caFile: TLS to a gateway whose certificate that CA signed', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'imgate-node-tls-'));
+  const [cert, key] = [join(dir, 'server.pem'), join(dir, 'server.key')];
+  // Self-signed for 127.0.0.1: its own CA.
+  execFileSync('openssl', [
+    'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
+    '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=localhost',
+    '-addext', 'subjectAltName=IP:127.0.0.1',
+  ], { stdio: 'ignore' });
+  const tlsServer = new grpc.Server();
+  tlsServer.addService(GatewayService.service, fakeGateway);
+  const credentials = grpc.ServerCredentials.createSsl(null, [
+    { cert_chain: readFileSync(cert), private_key: readFileSync(key) },
+  ]);
+  const port = await new Promise((resolve, reject) =>
+    tlsServer.bindAsync('127.0.0.1:0', credentials, (error, boundPort) =>
+      error ? reject(error) : resolve(boundPort),
+    ),
+  );
+  const tlsClient = new GatewayClient(`127.0.0.1:${port}`, { caFile: cert, token: 't' });
+  const plain = new GatewayClient(`127.0.0.1:${port}`);
+  try {
+    const response = await tlsClient.listBackends({ timeoutMs: 5000 });
+    assert.equal(response.defaultBackend, 'tencent');
+    assert.deepEqual(lastAuthorization, ['Bearer t']);
+    await assert.rejects(plain.listBackends({ timeoutMs: 2000 }), (error) => {
+      assert.equal(error.code, status.UNAVAILABLE);
+      return true;
+    });
+    assert.throws(() => new GatewayClient('127.0.0.1:1', { certFile: cert }), TypeError);
+  } finally {
+    tlsClient.close();
+    plain.close();
+    tlsServer.forceShutdown();
+  }
 });
