@@ -1,6 +1,6 @@
 # imgate gateway image: multi-stage (build a venv, copy it into a slim runtime), non-root.
 #   docker build -t imgate .
-#   docker run --rm -p 50051:50051 --stop-timeout 20 imgate            # sandbox mode
+#   docker run --rm -p 50051:50051 --stop-timeout 20 imgate            # sandbox mode (say so)
 #   docker run --rm -p 8080:8080 imgate sandbox --listen 0.0.0.0:8080   # emulators only
 #   docker run --rm -p 50051:50051 --stop-timeout 20 -v $PWD/imgate.toml:/etc/imgate.toml:ro \
 #       -e TENCENT_SECRET_KEY=... imgate serve --config /etc/imgate.toml
@@ -39,4 +39,7 @@ HEALTHCHECK --interval=30s --timeout=3s --start-period=10s --retries=3 \
 # --stop-timeout 20 (compose: stop_grace_period: 20s), as docs/docker.md says.
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["imgate"]
-CMD ["serve"]
+# The default is the sandbox, on purpose and by name: the image listens on 0.0.0.0
+# (IMGATE_LISTEN), where a plain `serve` without a config refuses to run the sandbox
+# (CONTRACT §6 rule 20). Real vendors: `serve --config FILE` (with [callers], rule 18).
+CMD ["serve", "--sandbox"]

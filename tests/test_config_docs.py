@@ -12,7 +12,15 @@ from imgate import _config
 from imgate._registry import VENDORS
 
 ROOT = Path(__file__).resolve().parent.parent
-_TYPES = {"string": str, "integer": int, "float": float, "table": dict}
+_TYPES = {
+    "string": str,
+    "integer": int,
+    "float": float,
+    "table": dict,
+    "boolean": bool,
+    "list": list,
+}
+_TABLES = ("top", "store", "callers", "tls")
 
 
 def _table(text: str, header: str) -> list[list[str]]:
@@ -32,6 +40,8 @@ def _accepted() -> dict[tuple[str, str], type]:
     keys: dict[tuple[str, str], type] = {(k, "top"): t for k, t in _config._TOP_KEYS.items()}
     keys.update({(k, "backend"): t for k, t in _config._BACKEND_KEYS.items()})
     keys.update({(k, "store"): t for k, (_, t) in _config._STORE_KEYS.items()})
+    keys.update({(k, "callers"): t for k, t in _config._CALLER_KEYS.items()})
+    keys.update({(k, "tls"): t for k, t in _config._TLS_KEYS.items()})
     for plugin in VENDORS:
         keys.update({(k, "backend"): t for k, t in plugin.translator.credential_fields.items()})
     return keys
@@ -41,7 +51,7 @@ def _documented() -> dict[tuple[str, str], tuple[type, str]]:
     text = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
     documented = {}
     for key, where, kind, default, _ in _table(text, "| key | table | type |"):
-        table = where if where in ("top", "store") else "backend"
+        table = where if where in _TABLES else "backend"
         documented[(key.strip("`"), table)] = (_TYPES[kind], default)
     return documented
 
@@ -54,9 +64,9 @@ def test_the_reference_lists_exactly_the_accepted_keys_with_their_types() -> Non
 def test_the_readme_table_lists_every_accepted_key() -> None:
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     listed = {
-        (name, where if where in ("top", "store") else "backend")
+        (name, where if where in _TABLES else "backend")
         for cells in _table(text, "| key | where |")
-        for name, where in ((n, cells[1]) for n in re.findall(r"`([a-z_]+)`", cells[0]))
+        for name, where in ((n, cells[1]) for n in re.findall(r"`([a-z0-9_]+)`", cells[0]))
     }
     assert listed == set(_accepted()) - {("backends", "top")}
 
@@ -72,7 +82,8 @@ def test_top_level_defaults_match_the_code() -> None:
             key = _config._STORE_KEYS[key][0]
         elif table != "top":
             continue
-        if isinstance(fields.get(key), int | float):
+        value = fields.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool):
             assert _numbers(default) == [fields[key]], key
 
 

@@ -205,6 +205,9 @@ def _store_section(raw: Any, env: Mapping[str, str]) -> dict[str, Any]:
     return values
 
 
+# [callers.NAME] and [tls] keys -> their types (what tests/test_config_docs.py checks).
+_CALLER_KEYS: dict[str, type] = {"token_sha256": str, "backends": list, "weight": int}
+_TLS_KEYS: dict[str, type] = {"cert_file": str, "key_file": str, "client_ca_file": str}
 _CALLER_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 
@@ -222,7 +225,7 @@ def _callers_section(raw: Any, env: Mapping[str, str]) -> tuple[CallerConfig, ..
         if not isinstance(body, dict):
             raise ConfigError(prefix, "must be a table")
         for key in body:
-            if key not in ("token_sha256", "backends", "weight"):
+            if key not in _CALLER_KEYS:
                 raise ConfigError(f"{prefix}.{key}", "unknown key")
         if "token_sha256" not in body:
             raise ConfigError(f"{prefix}.token_sha256", "missing (imgate token hash)")
@@ -254,7 +257,7 @@ def _tls_section(raw: Any, env: Mapping[str, str]) -> TLSConfig:
         raise ConfigError("tls", "must be a table")
     values: dict[str, str] = {}
     for key, value in raw.items():
-        if key not in ("cert_file", "key_file", "client_ca_file"):
+        if key not in _TLS_KEYS:
             raise ConfigError(f"tls.{key}", "unknown key")
         values[key] = _typed(f"tls.{key}", value, str, env)
     for key in ("cert_file", "key_file"):
