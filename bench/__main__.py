@@ -34,6 +34,7 @@ from bench._stages import (
     QUICK,
     Plan,
     batching,
+    callers,
     durable_store,
     end_to_end,
     latency,
@@ -44,9 +45,9 @@ from bench._stages import (
     quotas,
     stream_floor,
 )
-from bench._workload import VENDORS, Backend
+from bench._workload import CALLER_TOKENS, VENDORS, Backend
 
-ALL_STAGES = (1, 2, 3, 4, 5, 6, 7, 8, 9)
+ALL_STAGES = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10)
 
 
 def run(plan: Plan, stages: set[int], profile_to: Path | None) -> list[Row]:
@@ -61,7 +62,9 @@ def run(plan: Plan, stages: set[int], profile_to: Path | None) -> list[Row]:
         # Started together (start-up is mostly imports), then waited for.
         sandbox = started(Sandbox("sandbox-open", open_backends))
         stream = started(StreamServer("stream-floor")) if stages & {2, 3, 4} else None
-        quota_sandbox = started(Sandbox("sandbox-quota", quota_backends())) if 5 in stages else None
+        quota_sandbox = None
+        if stages & {5, 10}:
+            quota_sandbox = started(Sandbox("sandbox-quota", quota_backends()))
         sandbox.wait_ready()
         gateway = started(Gateway("gateway-open", sandbox, open_backends))
         sqlite_gateway = None
@@ -69,11 +72,33 @@ def run(plan: Plan, stages: set[int], profile_to: Path | None) -> list[Row]:
             sqlite_gateway = started(
                 Gateway("gateway-sqlite", sandbox, open_backends, store="sqlite")
             )
-        quota_gateway = None
+        auth_gateway = None
+        if 10 in stages:
+            auth_gateway = started(
+                Gateway("gateway-callers", sandbox, open_backends, callers=CALLER_TOKENS)
+            )
+        quota_gateway = auth_quota_gateway = None
         if quota_sandbox is not None:
             quota_sandbox.wait_ready()
-            quota_gateway = started(Gateway("gateway-quota", quota_sandbox, quota_backends()))
-        for proc in (stream, gateway, quota_gateway, sqlite_gateway):
+            if 5 in stages:
+                quota_gateway = started(Gateway("gateway-quota", quota_sandbox, quota_backends()))
+            if 10 in stages:
+                auth_quota_gateway = started(
+                    Gateway(
+                        "gateway-quota-callers",
+                        quota_sandbox,
+                        quota_backends(),
+                        callers=CALLER_TOKENS,
+                    )
+                )
+        for proc in (
+            stream,
+            gateway,
+            quota_gateway,
+            sqlite_gateway,
+            auth_gateway,
+            auth_quota_gateway,
+        ):
             if proc is not None:
                 proc.wait_ready()
 
@@ -88,6 +113,10 @@ def run(plan: Plan, stages: set[int], profile_to: Path | None) -> list[Row]:
             rows.append(batching(stream, plan, per_outcome))
         if quota_sandbox is not None and quota_gateway is not None:
             rows += quotas(quota_sandbox, quota_gateway, plan)
+        if quota_sandbox is not None and auth_gateway and auth_quota_gateway:
+            rows += callers(sandbox, gateway, auth_gateway, quota_sandbox, auth_quota_gateway, plan)
+            auth_gateway.stop()
+            auth_quota_gateway.stop()
         if stages & {6, 7}:
             rows += latency(sandbox, gateway, plan)
         if sqlite_gateway is not None:

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -154,14 +154,23 @@ class Gateway(Proc):
     """`imgate serve` with a configuration generated for `backends` (kept in bench/out/)."""
 
     def __init__(
-        self, name: str, sandbox: Sandbox, backends: Sequence[Backend], store: str = "memory"
+        self,
+        name: str,
+        sandbox: Sandbox,
+        backends: Sequence[Backend],
+        store: str = "memory",
+        callers: Mapping[str, str] | None = None,
     ) -> None:
-        """`store`: "memory", or "sqlite" for a fresh SQLite file in bench/out/."""
+        """`store`: "memory", or "sqlite" for a fresh SQLite file in bench/out/.
+        `callers` (name -> token): configured callers; calls use the first one's token
+        (`metadata`) unless given another."""
         self.port = free_port()
         self.target = f"127.0.0.1:{self.port}"
         self.config_path = OUT / f"{name}.toml"
         OUT.mkdir(parents=True, exist_ok=True)
-        self.config_path.write_text(gateway_toml(sandbox.url, backends))
+        self.config_path.write_text(gateway_toml(sandbox.url, backends, callers))
+        first = next(iter((callers or {}).values()), None)
+        self.metadata = None if first is None else (("authorization", f"Bearer {first}"),)
         serve = [
             "-m",
             "imgate",

@@ -10,6 +10,8 @@
     8 memory          the gateway's peak RSS, small vs big batch (fresh process each)
     9 durable store   SQLite store ÷ memory store: CPU per recipient, first outcome;
                       the chunk-state writes per second SQLite sustains here
+   10 callers         CPU per recipient with bearer-token callers ÷ without; one
+                      caller's single recipient behind another's 100,000 (rule 19)
 
 The machine is shared and noisy (the same loop's CPU time varies up to 2x from second
 to second), so what is compared is measured in interleaved rounds (A, B, B, A, ...) and
@@ -31,6 +33,7 @@ from bench._procs import OUT, BenchError, Gateway, HttpClient, Sandbox, StreamSe
 from bench._profile import Sampler, summarize
 from bench._report import Row, Target
 from bench._workload import (
+    CALLER_TOKENS,
     MAX_IN_FLIGHT,
     VENDORS,
     WARM_RECIPIENTS,
@@ -137,7 +140,7 @@ def send_batch(gateway: Gateway, request: pb.BatchSendRequest, timeout_s: float)
     summary: pb.BatchSummary | None = None
     cpu_before = gateway.cpu_s()
     started = time.perf_counter()
-    for message in stub.BatchSend(request, timeout=timeout_s):
+    for message in stub.BatchSend(request, timeout=timeout_s, metadata=gateway.metadata):
         if message.outcomes:
             if not outcome_messages:
                 first_outcome_s = time.perf_counter() - started
@@ -403,7 +406,7 @@ def first_outcome_s(gateway: Gateway, request: pb.BatchSendRequest) -> float:
     """Seconds from the call to its first outcome; the call is then cancelled."""
     stub = pb_grpc.GatewayServiceStub(gateway.channel)
     started = time.perf_counter()
-    call = stub.BatchSend(request, timeout=60)
+    call = stub.BatchSend(request, timeout=60, metadata=gateway.metadata)
     try:
         for message in call:
             if message.outcomes:
@@ -631,3 +634,103 @@ def store_writes_per_s(path: Path, chunks: int = 4_000, concurrency: int = 32) -
             await store.close()
 
     return asyncio.run(run())
+
+
+# --- stage 10: callers -------------------------------------------------------------------------
+
+_CALLERS_VENDOR = "tencent"
+
+
+def _as(caller: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {CALLER_TOKENS[caller]}"),)
+
+
+def callers(
+    sandbox: Sandbox,
+    open_gateway: Gateway,
+    auth_gateway: Gateway,
+    quota_sandbox: Sandbox,
+    quota_gateway: Gateway,
+    plan: Plan,
+) -> list[Row]:
+    """Stage 10: CPU per recipient with bearer-token callers ÷ without (interleaved
+    rounds), and how long one caller's single recipient waits behind another caller's
+    100,000-recipient batch under a scaled quota (rule 19)."""
+    vendor = _CALLERS_VENDOR
+    request = batch_request(vendor, plan.e2e_recipients)
+    gateways = {"open": open_gateway, "auth": auth_gateway}
+    cpu = {"open": 0.0, "auth": 0.0}
+    send_batch(auth_gateway, batch_request(vendor, WARM_RECIPIENTS), 60)
+    for number in range(plan.rounds):
+        progress(f"stage 10: interceptor CPU round {number + 1}/{plan.rounds}")
+        order = ("open", "auth") if number % 2 == 0 else ("auth", "open")
+        for side in order:
+            sandbox.reset()
+            cpu[side] += send_batch(gateways[side], request, 300).gateway_cpu_s
+    total = plan.e2e_recipients * plan.rounds
+    quota, _ = QUOTAS[vendor]
+    window_s = quota.recipient_window_s
+    waits, idle = _fair_waits(quota_sandbox, quota_gateway, window_s, 1 if plan.quick else 3)
+    worst = max(waits)
+    return [
+        Row(
+            10,
+            "gateway CPU per recipient, bearer-token callers ÷ none",
+            f"{vendor}; {plan.e2e_recipients:,} recipients x {plan.rounds} rounds",
+            f"callers {cpu['auth'] / total * _US:.2f} µs/rcpt",
+            f"none {cpu['open'] / total * _US:.2f} µs/rcpt",
+            cpu["auth"] / cpu["open"],
+            Target("<=", 1.05, 1.10),
+            data={"cpu_s": cpu},
+        ),
+        Row(
+            10,
+            "one recipient behind another caller's 100,000: wait ÷ (window + one call)",
+            f"{vendor}; {quota.recipient_limit:,} recipients / {window_s:g} s; the other"
+            f" caller: 100,000 + 7 x 5,000 recipients; worst of {len(waits)}",
+            f"{worst * 1000:.0f} ms",
+            f"{window_s * 1000:.0f} ms + {idle * 1000:.0f} ms",
+            worst / (window_s + idle),
+            Target("<=", 1.0, 2.0),
+            data={"waits_s": waits, "idle_call_s": idle, "window_s": window_s},
+        ),
+    ]
+
+
+def _fair_waits(
+    sandbox: Sandbox, gateway: Gateway, window_s: float, repeats: int
+) -> tuple[list[float], float]:
+    """(waits of the small caller's batch behind the bulk caller's, its idle time)."""
+    stub = pb_grpc.GatewayServiceStub(gateway.channel)
+    one = batch_request(_CALLERS_VENDOR, 1)
+
+    def small_batch_s() -> float:
+        started = time.perf_counter()
+        messages = list(stub.BatchSend(one, timeout=60, metadata=_as("alerts")))
+        if messages[-1].summary.accepted != 1:
+            raise BenchError(f"stage 10: the small batch ended {messages[-1].summary}")
+        return time.perf_counter() - started
+
+    sandbox.reset()
+    idle = min(small_batch_s() for _ in range(3))
+    waits = []
+    for number in range(repeats):
+        progress(f"stage 10: fair share {number + 1}/{repeats}")
+        time.sleep(window_s)  # a fresh window
+        bulk = []
+        for size in (100_000, *[5_000] * 7):
+            submit = pb.SubmitBatchRequest.FromString(
+                batch_request(_CALLERS_VENDOR, size).SerializeToString()
+            )
+            bulk.append(stub.SubmitBatch(submit, timeout=60, metadata=_as("bulk")).batch_id)
+        time.sleep(1.5 * window_s)  # the bulk caller has the quota
+        try:
+            waits.append(small_batch_s())
+        finally:
+            for batch_id in bulk:
+                stub.CancelBatch(
+                    pb.CancelBatchRequest(batch_id=batch_id), timeout=60, metadata=_as("bulk")
+                )
+    if sandbox.stats(_CALLERS_VENDOR)["refusals"]:
+        raise BenchError("stage 10: the sandbox refused calls for rate")
+    return waits, idle

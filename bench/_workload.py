@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -81,9 +82,19 @@ def sandbox_json(backends: Sequence[Backend]) -> str:
     return json.dumps(vendors)
 
 
-def gateway_toml(sandbox_url: str, backends: Sequence[Backend]) -> str:
-    """A gateway configuration with one backend per vendor, named after it."""
+# Stage 10's callers: name -> bearer token (bench-only values, never real ones).
+CALLER_TOKENS = {"bulk": "bench-bulk-token", "alerts": "bench-alerts-token"}
+
+
+def gateway_toml(
+    sandbox_url: str, backends: Sequence[Backend], callers: Mapping[str, str] | None = None
+) -> str:
+    """A gateway configuration with one backend per vendor, named after it, and with
+    `callers` (name -> token) a [callers.NAME] table each."""
     lines = [f"default_backend = {_toml(backends[0].vendor)}", ""]
+    for name, token in (callers or {}).items():
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        lines += [f"[callers.{name}]", f"token_sha256 = {_toml(digest)}", ""]
     for backend in backends:
         translator = BY_VENDOR[backend.vendor].translator
         quota = backend.quota
