@@ -308,18 +308,22 @@ class BatchRun:
             async for chunk in self._chunks(per_call):
                 if self.stop_reason() is not None:
                     break
-                permit = await self._until_stopped(
-                    backend.permits.acquire(), lambda _: backend.permits.release()
-                )
-                if permit is None:
+                # Quota first, then the in-flight permit: the quota's queue is the fair
+                # one (callers by weight, rule 19). A permit held while waiting for quota
+                # would let one caller's batches hold every permit, and a small batch of
+                # another caller would queue behind them before it even reached the quota.
+                grant = await self._quota(chunk)
+                if grant is None:
                     break
                 try:
-                    grant = await self._quota(chunk)
+                    permit = await self._until_stopped(
+                        backend.permits.acquire(), lambda _: backend.permits.release()
+                    )
                 except BaseException:
-                    backend.permits.release()
+                    grant.release()
                     raise
-                if grant is None:
-                    backend.permits.release()
+                if permit is None:
+                    grant.release()
                     break
                 group.create_task(self._send(chunk, grant))
 
