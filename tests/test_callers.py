@@ -352,3 +352,29 @@ async def test_cli_and_python_clients_speak_mtls_with_a_token(
     ) as async_client:
         listed = await async_client.list_backends(timeout=10)
     assert [b.name for b in listed.backends] == ["tencent"]
+
+
+def test_the_readme_production_example_parses(tmp_path: Path) -> None:
+    import hashlib
+    import tomllib
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = readme.split("### Production: callers and TLS")[1].split("```toml")[1]
+    raw = tomllib.loads(block.split("```")[0])
+    for key, path in raw["tls"].items():  # the example's /etc paths, made readable here
+        local = tmp_path / Path(path).name
+        local.write_text("-")
+        raw["tls"][key] = str(local)
+    env = {
+        "BILLING_TOKEN_SHA256": hashlib.sha256(b"billing").hexdigest(),
+        "ALERTS_TOKEN_SHA256": hashlib.sha256(b"alerts").hexdigest(),
+        "TENCENT_SECRET_KEY": "secret",
+    }
+    config = parse_config(raw, env)
+    assert [(c.name, c.backends, c.weight) for c in config.callers] == [
+        ("billing", ("tx",), 1),
+        ("alerts", None, 4),
+    ]
+    assert config.tls is not None
+    assert config.tls.client_ca_file
+    check_exposure(config)  # 0.0.0.0 with callers: allowed
