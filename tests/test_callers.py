@@ -157,6 +157,8 @@ async def test_tokens_never_reach_logs_and_the_audit_line_does(
     text = caplog.text
     for secret in (BILLING_TOKEN, OPS_TOKEN, "guess", token_sha256(BILLING_TOKEN)):
         assert secret not in text
+    refusals = [r.getMessage() for r in caplog.records if r.name == "imgate.callers"]
+    assert any("refused /imgate.v1.GatewayService/SubmitBatch from" in line for line in refusals)
     audit = [r.getMessage() for r in caplog.records if r.name == "imgate.audit"]
     assert any(
         f"caller=billing backend=tencent batch_id={batch_id} recipients=2" in line

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import inspect
+import logging
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextvars import ContextVar
@@ -30,6 +31,8 @@ ANONYMOUS = CallerConfig(name="", token_sha256=b"")
 
 current_caller: ContextVar[CallerConfig] = ContextVar("imgate_caller", default=ANONYMOUS)
 """The caller of the RPC being served (set by CallerInterceptor for each call)."""
+
+log = logging.getLogger("imgate.callers")
 
 _Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 _OPEN_PREFIX = f"/{health.SERVICE_NAME}/"
@@ -79,7 +82,8 @@ class CallerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 "this gateway needs metadata 'authorization: Bearer <token>' of a configured"
                 " caller; the token is missing or not known"
             )
-            return _replace_behaviour(handler, lambda _: _denied(text))
+            method = handler_call_details.method
+            return _replace_behaviour(handler, lambda _: _denied(text, method))
         return _replace_behaviour(handler, lambda behaviour: _as_caller(caller, behaviour))
 
 
@@ -99,8 +103,10 @@ def _replace_behaviour(
     return handler
 
 
-def _denied(text: str) -> Callable[..., Any]:
+def _denied(text: str, method: str) -> Callable[..., Any]:
     async def deny(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        # Who knocked and where, for the security log; never what they presented.
+        log.warning("refused %s from %s: no known bearer token", method, context.peer())
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, text)
 
     return deny

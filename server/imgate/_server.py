@@ -19,9 +19,10 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from imgate._addresses import split_listen
 from imgate._batches import BatchService
 from imgate._callers import CallerInterceptor
-from imgate._config import GatewayConfig, check_exposure, read_tls_files
+from imgate._config import GatewayConfig, check_exposure, is_loopback, read_tls_files
 from imgate._decode import add_gateway_service
 from imgate._dispatch import Backend
 from imgate._reflection import enable_reflection
@@ -70,6 +71,13 @@ class Gateway:
         serve, and return the port. Raises ConfigError (rule 18, unreadable TLS files),
         StoreError or OSError."""
         check_exposure(self.config)
+        host, _ = split_listen(self.config.listen)
+        if self.config.callers and self.config.tls is None and not is_loopback(host):
+            log.warning(
+                "serving %s without [tls]: bearer tokens and messages cross the network in"
+                " clear text",
+                self.config.listen,
+            )
         if self.config.tls is None:
             self.port = self._server.add_insecure_port(self.config.listen)
         else:

@@ -122,6 +122,9 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
         caller = current_caller.get()
         if not caller.may_use(backend):
             # Before anything is stored: nothing is sent (rule 17).
+            log.warning(
+                "refused caller %s on backend %s: not in its backends", caller.name, backend
+            )
             await context.abort(
                 grpc.StatusCode.PERMISSION_DENIED,
                 f"caller {caller.name} may not use backend {backend}",
