@@ -47,7 +47,7 @@ from bench._stages import (
 )
 from bench._workload import CALLER_TOKENS, VENDORS, Backend
 
-ALL_STAGES = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10)
+ALL_STAGES = (1, 2, 3, 4, 5, 6, 7, 8, 9, 11)
 
 
 def run(plan: Plan, stages: set[int], profile_to: Path | None) -> list[Row]:
@@ -63,7 +63,7 @@ def run(plan: Plan, stages: set[int], profile_to: Path | None) -> list[Row]:
         sandbox = started(Sandbox("sandbox-open", open_backends))
         stream = started(StreamServer("stream-floor")) if stages & {2, 3, 4} else None
         quota_sandbox = None
-        if stages & {5, 10}:
+        if stages & {5, 11}:
             quota_sandbox = started(Sandbox("sandbox-quota", quota_backends()))
         sandbox.wait_ready()
         gateway = started(Gateway("gateway-open", sandbox, open_backends))
@@ -73,7 +73,7 @@ def run(plan: Plan, stages: set[int], profile_to: Path | None) -> list[Row]:
                 Gateway("gateway-sqlite", sandbox, open_backends, store="sqlite")
             )
         auth_gateway = None
-        if 10 in stages:
+        if 11 in stages:
             auth_gateway = started(
                 Gateway("gateway-callers", sandbox, open_backends, callers=CALLER_TOKENS)
             )
@@ -82,7 +82,7 @@ def run(plan: Plan, stages: set[int], profile_to: Path | None) -> list[Row]:
             quota_sandbox.wait_ready()
             if 5 in stages:
                 quota_gateway = started(Gateway("gateway-quota", quota_sandbox, quota_backends()))
-            if 10 in stages:
+            if 11 in stages:
                 auth_quota_gateway = started(
                     Gateway(
                         "gateway-quota-callers",
