@@ -28,10 +28,11 @@ def _table(text: str, header: str) -> list[list[str]]:
 
 
 def _accepted() -> dict[tuple[str, str], type]:
-    """(key, "top" | "backend") -> type, as the loader checks them."""
+    """(key, "top" | "backend" | a table such as "store") -> type, as the loader checks them."""
     keys: dict[tuple[str, str], type] = {(k, "top"): t for k, t in _config._TOP_KEYS.items()}
     keys.update({(k, "backend"): t for k, t in _config._BACKEND_KEYS.items()})
-    keys.update({(k, "store"): t for k, (_, t) in _config._STORE_KEYS.items()})
+    for table, known in _config._SECTION_KEYS.items():
+        keys.update({(k, table): t for k, (_, t) in known.items()})
     for plugin in VENDORS:
         keys.update({(k, "backend"): t for k, t in plugin.translator.credential_fields.items()})
     return keys
@@ -41,7 +42,7 @@ def _documented() -> dict[tuple[str, str], tuple[type, str]]:
     text = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
     documented = {}
     for key, where, kind, default, _ in _table(text, "| key | table | type |"):
-        table = where if where in ("top", "store") else "backend"
+        table = where if where in ("top", *_config._SECTION_KEYS) else "backend"
         documented[(key.strip("`"), table)] = (_TYPES[kind], default)
     return documented
 
@@ -54,7 +55,7 @@ def test_the_reference_lists_exactly_the_accepted_keys_with_their_types() -> Non
 def test_the_readme_table_lists_every_accepted_key() -> None:
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     listed = {
-        (name, where if where in ("top", "store") else "backend")
+        (name, where if where in ("top", *_config._SECTION_KEYS) else "backend")
         for cells in _table(text, "| key | where |")
         for name, where in ((n, cells[1]) for n in re.findall(r"`([a-z_]+)`", cells[0]))
     }
@@ -68,8 +69,8 @@ def _numbers(default: str) -> list[float]:
 def test_top_level_defaults_match_the_code() -> None:
     fields = {f.name: f.default for f in dataclasses.fields(_config.GatewayConfig)}
     for (key, table), (_, default) in _documented().items():
-        if table == "store":
-            key = _config._STORE_KEYS[key][0]
+        if table in _config._SECTION_KEYS:
+            key = _config._SECTION_KEYS[table][key][0]
         elif table != "top":
             continue
         if isinstance(fields.get(key), int | float):

@@ -23,9 +23,12 @@ from imgate._batches import BatchService
 from imgate._config import GatewayConfig
 from imgate._decode import add_gateway_service
 from imgate._dispatch import Backend
+from imgate._metrics import Metrics, MetricsServer
 from imgate._reflection import enable_reflection
+from imgate._rpc_metrics import MetricsInterceptor
 from imgate._servicer import GatewayServicer
 from imgate._store import Store, open_store
+from imgate._tracing import Tracing
 from imgate.v1 import gateway_pb2
 
 log = logging.getLogger("imgate.server")
@@ -42,23 +45,37 @@ class Gateway:
         config: GatewayConfig,
         store: Store | None = None,
         clock: Callable[[], float] = time.time,
+        tracing: Tracing | None = None,
     ) -> None:
-        """`store` overrides the configured one, `clock` the wall clock (tests)."""
+        """`store` overrides the configured one, `clock` the wall clock, `tracing` the
+        configured exporter (tests). Raises ConfigError when `[tracing]` is on without
+        the otel extra."""
         self.config = config
-        self.backends = {b.name: Backend(b) for b in config.backends}
+        self.metrics = Metrics()
+        self.tracing = tracing or Tracing.from_endpoint(config.tracing_otlp_endpoint)
+        self.backends = {b.name: Backend(b, self.metrics, self.tracing) for b in config.backends}
+        self.metrics.watch(self.backends)
         if store is None:
             store = open_store(config.store_url or "sqlite:imgate.db", Path(config.state_dir))
         self.store = store
-        self.batches = BatchService(self.backends, store, config.batch_retention_s, clock)
+        self.batches = BatchService(
+            self.backends, store, config.batch_retention_s, clock, self.metrics, self.tracing
+        )
         self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]  # stubs lack .aio
+        self._metrics_server = (
+            MetricsServer(self.metrics, config.metrics_listen) if config.metrics_listen else None
+        )
         self._server = grpc.aio.server(
-            options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 16 << 20)]
+            interceptors=[MetricsInterceptor(self.metrics.grpc)],
+            options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 16 << 20)],
         )
         # Not the generated add_..._to_server: undecodable requests are INVALID_ARGUMENT.
         add_gateway_service(GatewayServicer(config, self.backends, self.batches), self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         enable_reflection((_SERVICE_NAME, health.SERVICE_NAME), self._server)
         self.port = 0
+        self.metrics_port = 0
+        """Where GET /metrics is served once started (0: metrics not served)."""
 
     async def start(self) -> int:
         """Open the store (resuming its batches), bind `config.listen` (port 0 picks one),
@@ -66,6 +83,8 @@ class Gateway:
         self.port = self._server.add_insecure_port(self.config.listen)
         if self.port == 0:
             raise OSError(f"cannot listen on {self.config.listen}")
+        if self._metrics_server is not None:
+            self.metrics_port = await self._metrics_server.start()
         await self.batches.start()
         await self._server.start()
         for service in ("", _SERVICE_NAME):
@@ -84,6 +103,10 @@ class Gateway:
         for backend in self.backends.values():
             await backend.close()
         await self.batches.close()
+        # Last: a scrape during the drain still sees the final counts.
+        if self._metrics_server is not None:
+            await self._metrics_server.stop()
+        self.tracing.close()
 
     async def wait_for_termination(self) -> None:
         await self._server.wait_for_termination()

@@ -51,7 +51,9 @@ def _parser() -> argparse.ArgumentParser:
         default=os.environ.get("IMGATE_LISTEN"),
         help=f"HOST:PORT to serve on (default $IMGATE_LISTEN, else {DEFAULT_LISTEN})",
     )
-    serve.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    serve.add_argument(
+        "--log-level", help="logging level (default: the config's [log] level, else INFO)"
+    )
     serve.add_argument(
         "--store",
         metavar="URL",
@@ -101,6 +103,7 @@ async def _serve(
     sandbox_listen: str = DEFAULT_SANDBOX_LISTEN_IN_SERVE,
     scale: float = 1.0,
     store: str | None = None,
+    log_level: str | None = None,
 ) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -117,6 +120,7 @@ async def _serve(
                 config = dataclasses.replace(config, listen=listen)
             if store:
                 config = dataclasses.replace(config, store_url=store)
+            configure_logging(log_level or config.log_level, config.log_format)
         else:
             host, port = split_listen(sandbox_listen)
             try:
@@ -140,7 +144,7 @@ async def _serve(
         try:
             gateway = Gateway(config)
             port = await gateway.start()
-        except StoreError as exc:
+        except (StoreError, ConfigError) as exc:
             print(f"imgate: {exc}", file=sys.stderr)
             return 2
         except (OSError, RuntimeError) as exc:
@@ -171,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_batch(args)
     if args.command == "health":
         return check_health(args.target, args.timeout)
-    configure_logging(getattr(args, "log_level", "INFO"))
+    configure_logging(getattr(args, "log_level", None) or "INFO")
     if args.command == "sandbox":
         host, port = split_listen(args.listen)
         config = SandboxConfig(time_scale=args.sandbox_time_scale)
@@ -185,7 +189,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     config_path = args.config or os.environ.get("IMGATE_CONFIG")
     return asyncio.run(
-        _serve(config_path, args.listen, args.sandbox_listen, args.sandbox_time_scale, args.store)
+        _serve(
+            config_path,
+            args.listen,
+            args.sandbox_listen,
+            args.sandbox_time_scale,
+            args.store,
+            args.log_level,
+        )
     )
 
 
