@@ -14,6 +14,7 @@ import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from imgate._config import ConfigError, parse_config
 from imgate._logging import make_handler, set_log_context
 from imgate._metrics import REASON_NAMES, STATE_NAMES
 from imgate.sandbox import FaultRule, SandboxConfig, SandboxServer
@@ -281,3 +282,34 @@ async def test_hostile_request_fields_never_forge_gateway_lines(
                 assert _RECORD.match(line) or line.startswith(" "), line
                 assert not line.startswith("2026-12-01 00:00:00,000"), line
         assert "batch of 1 recipients" in buffer.getvalue(), name
+
+
+def test_observability_tables_are_typed_keys() -> None:
+    base = {"backends": {"tx": {"vendor": "tencent", "region": "china", **_TENCENT}}}
+    config = parse_config(
+        {
+            **base,
+            "metrics": {"listen": "0.0.0.0:9464"},
+            "tracing": {"otlp_endpoint": "http://otel:4317"},
+            "log": {"format": "JSON", "level": "debug"},
+        },
+        {},
+    )
+    assert (config.metrics_listen, config.tracing_otlp_endpoint) == (
+        "0.0.0.0:9464",
+        "http://otel:4317",
+    )
+    assert (config.log_format, config.log_level) == ("json", "debug")
+    for table, key, value in (
+        ("metrics", "listen", "nowhere"),
+        ("tracing", "otlp_endpoint", "otel:4317"),
+        ("log", "format", "xml"),
+        ("log", "level", "loud"),
+        ("log", "colour", "red"),
+    ):
+        with pytest.raises(ConfigError) as error:
+            parse_config({**base, table: {key: value}}, {})
+        assert error.value.key == f"{table}.{key}"
+
+
+_TENCENT = {"sdk_app_id": 1400000000, "secret_key": "k", "admin_identifier": "admin"}
