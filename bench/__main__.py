@@ -38,6 +38,7 @@ from bench._stages import (
     end_to_end,
     latency,
     memory,
+    observability,
     profile,
     progress,
     quota_backends,
@@ -46,7 +47,7 @@ from bench._stages import (
 )
 from bench._workload import VENDORS, Backend
 
-ALL_STAGES = (1, 2, 3, 4, 5, 6, 7, 8, 9)
+ALL_STAGES = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10)
 
 
 def run(plan: Plan, stages: set[int], profile_to: Path | None) -> list[Row]:
@@ -69,11 +70,16 @@ def run(plan: Plan, stages: set[int], profile_to: Path | None) -> list[Row]:
             sqlite_gateway = started(
                 Gateway("gateway-sqlite", sandbox, open_backends, store="sqlite")
             )
+        observed_gateway = None
+        if 10 in stages:
+            observed_gateway = started(
+                Gateway("gateway-observed", sandbox, open_backends, observed=True)
+            )
         quota_gateway = None
         if quota_sandbox is not None:
             quota_sandbox.wait_ready()
             quota_gateway = started(Gateway("gateway-quota", quota_sandbox, quota_backends()))
-        for proc in (stream, gateway, quota_gateway, sqlite_gateway):
+        for proc in (stream, gateway, quota_gateway, sqlite_gateway, observed_gateway):
             if proc is not None:
                 proc.wait_ready()
 
@@ -93,6 +99,9 @@ def run(plan: Plan, stages: set[int], profile_to: Path | None) -> list[Row]:
         if sqlite_gateway is not None:
             rows += durable_store(sandbox, gateway, sqlite_gateway, plan)
             sqlite_gateway.stop()
+        if observed_gateway is not None:
+            rows.append(observability(sandbox, gateway, observed_gateway, plan))
+            observed_gateway.stop()
         if profile_to is not None:
             profile(sandbox, gateway, plan, profile_to)
         gateway.stop()

@@ -154,14 +154,27 @@ class Gateway(Proc):
     """`imgate serve` with a configuration generated for `backends` (kept in bench/out/)."""
 
     def __init__(
-        self, name: str, sandbox: Sandbox, backends: Sequence[Backend], store: str = "memory"
+        self,
+        name: str,
+        sandbox: Sandbox,
+        backends: Sequence[Backend],
+        store: str = "memory",
+        observed: bool = False,
     ) -> None:
-        """`store`: "memory", or "sqlite" for a fresh SQLite file in bench/out/."""
+        """`store`: "memory", or "sqlite" for a fresh SQLite file in bench/out/;
+        `observed`: serve /metrics (on `metrics_port`) and log JSON at INFO."""
         self.port = free_port()
         self.target = f"127.0.0.1:{self.port}"
         self.config_path = OUT / f"{name}.toml"
+        self.metrics_port = free_port() if observed else 0
         OUT.mkdir(parents=True, exist_ok=True)
-        self.config_path.write_text(gateway_toml(sandbox.url, backends))
+        toml = gateway_toml(sandbox.url, backends)
+        if observed:
+            toml += (
+                f'\n[metrics]\nlisten = "127.0.0.1:{self.metrics_port}"\n\n'
+                '[log]\nformat = "json"\nlevel = "info"\n'
+            )
+        self.config_path.write_text(toml)
         serve = [
             "-m",
             "imgate",
@@ -171,7 +184,7 @@ class Gateway(Proc):
             "--listen",
             self.target,
             "--log-level",
-            "WARNING",
+            "INFO" if observed else "WARNING",
             "--store",
             store,
         ]

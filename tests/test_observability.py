@@ -8,6 +8,7 @@ import json
 import logging
 import re
 from collections import Counter
+from pathlib import Path
 
 import aiohttp
 import grpc
@@ -16,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from imgate._config import ConfigError, parse_config
 from imgate._logging import make_handler, set_log_context
-from imgate._metrics import REASON_NAMES, STATE_NAMES
+from imgate._metrics import REASON_NAMES, STATE_NAMES, Metrics
 from imgate.sandbox import FaultRule, SandboxConfig, SandboxServer
 from imgate.sandbox.yunxin_v1 import YunxinV1Settings
 from imgate.v1 import gateway_pb2 as pb
@@ -313,3 +314,20 @@ def test_observability_tables_are_typed_keys() -> None:
 
 
 _TENCENT = {"sdk_app_id": 1400000000, "secret_key": "k", "admin_identifier": "admin"}
+
+
+def test_the_dashboard_only_uses_metrics_the_gateway_exports() -> None:
+    dashboard = json.loads((ROOT / "deploy" / "grafana" / "imgate.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    used = {name for e in exprs for name in re.findall(r"\b((?:imgate|grpc_server)_\w+)", e)}
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}
+    exported = {
+        family.name + suffix
+        for family in Metrics().registry.collect()
+        for suffix in suffixes.get(family.type, ("",))
+    }
+    assert used
+    assert used <= exported, used - exported
+
+
+ROOT = Path(__file__).resolve().parent.parent
