@@ -331,3 +331,14 @@ def test_the_dashboard_only_uses_metrics_the_gateway_exports() -> None:
 
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+async def test_a_metrics_address_in_use_fails_start_up_naming_the_key(
+    start_gateway: StartGateway,
+) -> None:
+    first = await start_gateway(metrics_listen="127.0.0.1:0")
+    taken = f"127.0.0.1:{first.gateway.metrics_port}"
+    with pytest.raises(ConfigError) as error:
+        await start_gateway(metrics_listen=taken)
+    assert error.value.key == "metrics.listen"
+    assert taken in str(error.value)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter as Tally
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -28,6 +28,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from imgate._addresses import split_listen
+from imgate._config import ConfigError
 from imgate.translators._base import RecipientResult
 from imgate.v1 import gateway_pb2 as pb
 
@@ -308,16 +309,22 @@ class MetricsServer:
         self.port = 0
 
     async def start(self) -> int:
-        """Bind and serve; returns the port (port 0 in `listen` picks one)."""
+        """Bind and serve; returns the port (port 0 in `listen` picks one). Raises
+        ConfigError naming `metrics.listen` when the address cannot be bound."""
         host, port = split_listen(self._listen)
         app = web.Application()
         app.router.add_get("/metrics", self._serve)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
-        site = web.TCPSite(runner, host, port, reuse_port=False)
-        await site.start()
+        try:
+            await web.TCPSite(runner, host, port).start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise ConfigError(
+                "metrics.listen", f"cannot listen on {self._listen}: {exc.strerror or exc}"
+            ) from None
         self._runner = runner
-        self.port = _bound_port(site)
+        self.port = int(runner.addresses[0][1])
         log.info("metrics at http://%s:%d/metrics", host, self.port)
         return self.port
 
@@ -328,14 +335,6 @@ class MetricsServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-
-
-def _bound_port(site: web.TCPSite) -> int:
-    server = site._server
-    sockets: Iterable[Any] = getattr(server, "sockets", None) or ()
-    for sock in sockets:
-        return int(sock.getsockname()[1])
-    raise OSError("the metrics listener has no socket")
 
 
 def timer() -> Callable[[], float]:

@@ -79,13 +79,19 @@ class Gateway:
 
     async def start(self) -> int:
         """Open the store (resuming its batches), bind `config.listen` (port 0 picks one),
-        serve, and return the port. Raises StoreError or OSError."""
+        serve, and return the port. Raises StoreError, OSError, or ConfigError (metrics.listen
+        cannot be bound)."""
         self.port = self._server.add_insecure_port(self.config.listen)
         if self.port == 0:
             raise OSError(f"cannot listen on {self.config.listen}")
         if self._metrics_server is not None:
             self.metrics_port = await self._metrics_server.start()
-        await self.batches.start()
+        try:
+            await self.batches.start()
+        except BaseException:
+            if self._metrics_server is not None:
+                await self._metrics_server.stop()
+            raise
         await self._server.start()
         for service in ("", _SERVICE_NAME):
             await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
