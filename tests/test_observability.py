@@ -316,10 +316,15 @@ def test_observability_tables_are_typed_keys() -> None:
 _TENCENT = {"sdk_app_id": 1400000000, "secret_key": "k", "admin_identifier": "admin"}
 
 
-def test_the_dashboard_only_uses_metrics_the_gateway_exports() -> None:
-    dashboard = json.loads((ROOT / "deploy" / "grafana" / "imgate.json").read_text())
-    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
-    used = {name for e in exprs for name in re.findall(r"\b((?:imgate|grpc_server)_\w+)", e)}
+@pytest.mark.parametrize("path", ["grafana/imgate.json", "prometheus/imgate-alerts.yml"])
+def test_deploy_files_only_use_metrics_the_gateway_exports(path: str) -> None:
+    text = (ROOT / "deploy" / path).read_text()
+    if path.endswith(".json"):
+        dashboard = json.loads(text)
+        text = "\n".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
+    else:
+        text = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+    used = set(re.findall(r"\b((?:imgate|grpc_server)_[a-z_]+)\b", text))
     suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}
     exported = {
         family.name + suffix

@@ -27,6 +27,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from imgate import __version__
 from imgate._addresses import split_listen
 from imgate._config import ConfigError
 from imgate.translators._base import RecipientResult
@@ -133,6 +134,10 @@ class Metrics:
             "Open outcome streams (BatchSend and WatchBatch).",
             registry=r,
         )
+        # Which version answers a scrape: a rollout shows as two series side by side.
+        Gauge(
+            "imgate_build_info", "1, labelled with the gateway's version.", ["version"], registry=r
+        ).labels(__version__).set(1)
         self.grpc = GrpcMetrics(r)
         self._running: dict[str, int] = {}
         self._backends: Mapping[str, Backend] = {}
