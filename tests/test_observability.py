@@ -13,6 +13,8 @@ from pathlib import Path
 import aiohttp
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2
 from prometheus_client.parser import text_string_to_metric_families
 
 from imgate._config import ConfigError, parse_config
@@ -347,3 +349,34 @@ async def test_a_metrics_address_in_use_fails_start_up_naming_the_key(
         await start_gateway(metrics_listen=taken)
     assert error.value.key == "metrics.listen"
     assert taken in str(error.value)
+
+
+async def test_health_and_reflection_rpcs_are_counted(start_gateway: StartGateway) -> None:
+    gateway = await start_gateway(metrics_listen="127.0.0.1:0")
+    health = health_pb2_grpc.HealthStub(gateway.channel)
+    await health.Check(health_pb2.HealthCheckRequest())
+    watch = health.Watch(health_pb2.HealthCheckRequest())
+    first = await watch.read()  # an async-generator handler: counted as it yields
+    assert first.status == health_pb2.HealthCheckResponse.SERVING
+    watch.cancel()
+    reflect = gateway.channel.stream_stream(
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+        response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+    )
+    requests = [reflection_pb2.ServerReflectionRequest(list_services="")] * 2
+    answers = [a async for a in reflect(iter(requests))]
+    assert len(answers) == 2
+    await asyncio.sleep(0.1)  # the cancelled Watch ends on the server
+    async with aiohttp.ClientSession() as session:
+        samples = await _scrape(session, gateway.gateway.metrics_port)
+    health_labels = {"grpc_service": "grpc.health.v1.Health"}
+    check = {**health_labels, "grpc_method": "Check", "grpc_type": "unary"}
+    assert _value(samples, "grpc_server_handled_total", **check, grpc_code="OK") == 1
+    watched = {**health_labels, "grpc_method": "Watch", "grpc_type": "server_stream"}
+    assert _value(samples, "grpc_server_msg_sent_total", **watched) == 1
+    assert _value(samples, "grpc_server_handled_total", **watched, grpc_code="CANCELLED") == 1
+    bidi = {"grpc_method": "ServerReflectionInfo", "grpc_type": "bidi_stream"}
+    assert _value(samples, "grpc_server_msg_received_total", **bidi) == 2
+    assert _value(samples, "grpc_server_msg_sent_total", **bidi) == 2
+    assert _value(samples, "grpc_server_handled_total", **bidi, grpc_code="OK") == 1

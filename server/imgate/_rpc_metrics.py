@@ -27,24 +27,36 @@ _SERVER_STREAM = "server_stream"
 _BIDI_STREAM = "bidi_stream"
 
 
-class _Labels:
-    __slots__ = ("labels", "metrics", "received", "sent")
+class _Call:
+    """One RPC's bookkeeping: counted as started when made, as handled once by `end`."""
 
-    def __init__(self, metrics: GrpcMetrics, kind: str, service: str, method: str) -> None:
-        self.metrics = metrics
-        self.labels = (kind, service, method)
+    __slots__ = ("_metrics", "_start", "labels", "received", "sent")
+
+    def __init__(
+        self, metrics: GrpcMetrics, labels: tuple[str, str, str], streams_in: bool
+    ) -> None:
+        self._metrics = metrics
+        self.labels = labels
         # Children resolved once per RPC, not once per message.
-        self.received = metrics.received.labels(*self.labels)
-        self.sent = metrics.sent.labels(*self.labels)
+        self.received = metrics.received.labels(*labels)
+        self.sent = metrics.sent.labels(*labels)
+        metrics.started.labels(*labels).inc()
+        if not streams_in:
+            self.received.inc()
+        self._start = time.perf_counter()
+
+    def end(self, code: grpc.StatusCode) -> None:
+        self._metrics.handled.labels(*self.labels, code.name).inc()
+        self._metrics.handling.labels(*self.labels).observe(time.perf_counter() - self._start)
 
 
 class _CountingContext:
     """The servicer's context, with `write()` counted; everything else passes through."""
 
-    def __init__(self, context: grpc.aio.ServicerContext[Any, Any], labels: _Labels) -> None:
+    def __init__(self, context: grpc.aio.ServicerContext[Any, Any], call: _Call) -> None:
         self._context = context
-        self._sent = labels.sent
-        self._received = labels.received
+        self._sent = call.sent
+        self._received = call.received
 
     async def write(self, message: Any) -> None:
         await self._context.write(message)
@@ -98,76 +110,39 @@ def _wrap(
     )
     streams_out = handler.response_streaming
     streams_in = handler.request_streaming
+    labels = (kind, service, method)
 
     async def observed(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        labels = _Labels(metrics, kind, service, method)
-        metrics.started.labels(*labels.labels).inc()
-        if not streams_in:
-            labels.received.inc()
-        start = time.perf_counter()
-        code = grpc.StatusCode.OK
-        try:
-            result = await call_with(labels, request, context)
-            code = _code_of(context, grpc.StatusCode.OK)
-            return result
-        except asyncio.CancelledError:
-            code = _gone(context)
-            raise
-        except grpc.aio.AbortError:
-            code = _code_of(context, grpc.StatusCode.UNKNOWN)
-            raise
-        except Exception:
-            code = grpc.StatusCode.UNKNOWN
-            raise
-        finally:
-            metrics.handled.labels(*labels.labels, code.name).inc()
-            metrics.handling.labels(*labels.labels).observe(time.perf_counter() - start)
-
-    async def call_with(
-        labels: _Labels, request: Any, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> Any:
+        call = _Call(metrics, labels, streams_in)
         if streams_in:
-            request = _count_requests(request, labels)
-        result = behaviour(request, _CountingContext(context, labels))
-        if inspect.isawaitable(result):
-            result = await result
+            request = _count_requests(request, call)
+        try:
+            result = behaviour(request, _CountingContext(context, call))
+            if inspect.isawaitable(result):
+                result = await result
+        except BaseException as exc:
+            call.end(_code_after(exc, context))
+            raise
         if not streams_out and result is not None:
-            labels.sent.inc()
+            call.sent.inc()
+        call.end(_code_of(context, grpc.StatusCode.OK))
         return result
 
-    if inspect.isasyncgenfunction(behaviour):
-        # grpc.aio iterates what an async generator function returns: so must the wrapper.
-        async def generator(request: Any, context: Any) -> AsyncIterator[Any]:
-            labels = _Labels(metrics, kind, service, method)
-            metrics.started.labels(*labels.labels).inc()
-            if not streams_in:
-                labels.received.inc()
-            else:
-                request = _count_requests(request, labels)
-            start = time.perf_counter()
-            code = grpc.StatusCode.OK
-            try:
-                async for response in behaviour(request, _CountingContext(context, labels)):
-                    yield response
-                    labels.sent.inc()
-                code = _code_of(context, grpc.StatusCode.OK)
-            except asyncio.CancelledError:
-                code = _gone(context)
-                raise
-            except grpc.aio.AbortError:
-                code = _code_of(context, grpc.StatusCode.UNKNOWN)
-                raise
-            except Exception:
-                code = grpc.StatusCode.UNKNOWN
-                raise
-            finally:
-                metrics.handled.labels(*labels.labels, code.name).inc()
-                metrics.handling.labels(*labels.labels).observe(time.perf_counter() - start)
+    async def generator(request: Any, context: Any) -> AsyncIterator[Any]:
+        call = _Call(metrics, labels, streams_in)
+        if streams_in:
+            request = _count_requests(request, call)
+        try:
+            async for response in behaviour(request, _CountingContext(context, call)):
+                call.sent.inc()
+                yield response
+        except BaseException as exc:
+            call.end(_code_after(exc, context))
+            raise
+        call.end(_code_of(context, grpc.StatusCode.OK))
 
-        wrapped: Callable[..., Any] = generator
-    else:
-        wrapped = observed
-
+    # grpc.aio iterates what an async generator function returns: so must the wrapper.
+    wrapped = generator if inspect.isasyncgenfunction(behaviour) else observed
     factory = {
         _UNARY: grpc.unary_unary_rpc_method_handler,
         _SERVER_STREAM: grpc.unary_stream_rpc_method_handler,
@@ -181,10 +156,19 @@ def _wrap(
     )
 
 
-async def _count_requests(requests: AsyncIterator[Any], labels: _Labels) -> AsyncIterator[Any]:
+async def _count_requests(requests: AsyncIterator[Any], call: _Call) -> AsyncIterator[Any]:
     async for request in requests:
-        labels.received.inc()
+        call.received.inc()
         yield request
+
+
+def _code_after(exc: BaseException, context: grpc.aio.ServicerContext[Any, Any]) -> grpc.StatusCode:
+    """The status an RPC ends with when its handler raised `exc`."""
+    if isinstance(exc, grpc.aio.AbortError):
+        return _code_of(context, grpc.StatusCode.UNKNOWN)
+    if isinstance(exc, asyncio.CancelledError | GeneratorExit):
+        return _gone(context)  # the caller went away (or its deadline passed)
+    return grpc.StatusCode.UNKNOWN
 
 
 def _code_of(
