@@ -39,6 +39,7 @@ from bench._stages import (
     end_to_end,
     latency,
     memory,
+    observability,
     profile,
     progress,
     quota_backends,
@@ -47,7 +48,7 @@ from bench._stages import (
 )
 from bench._workload import CALLER_TOKENS, VENDORS, Backend
 
-ALL_STAGES = (1, 2, 3, 4, 5, 6, 7, 8, 9, 11)
+ALL_STAGES = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11)
 
 
 def run(plan: Plan, stages: set[int], profile_to: Path | None) -> list[Row]:
@@ -71,6 +72,11 @@ def run(plan: Plan, stages: set[int], profile_to: Path | None) -> list[Row]:
         if 9 in stages:
             sqlite_gateway = started(
                 Gateway("gateway-sqlite", sandbox, open_backends, store="sqlite")
+            )
+        observed_gateway = None
+        if 10 in stages:
+            observed_gateway = started(
+                Gateway("gateway-observed", sandbox, open_backends, observed=True)
             )
         auth_gateway = None
         if 11 in stages:
@@ -96,6 +102,7 @@ def run(plan: Plan, stages: set[int], profile_to: Path | None) -> list[Row]:
             gateway,
             quota_gateway,
             sqlite_gateway,
+            observed_gateway,
             auth_gateway,
             auth_quota_gateway,
         ):
@@ -122,6 +129,9 @@ def run(plan: Plan, stages: set[int], profile_to: Path | None) -> list[Row]:
         if sqlite_gateway is not None:
             rows += durable_store(sandbox, gateway, sqlite_gateway, plan)
             sqlite_gateway.stop()
+        if observed_gateway is not None:
+            rows.append(observability(sandbox, gateway, observed_gateway, plan))
+            observed_gateway.stop()
         if profile_to is not None:
             profile(sandbox, gateway, plan, profile_to)
         gateway.stop()

@@ -159,16 +159,25 @@ class Gateway(Proc):
         sandbox: Sandbox,
         backends: Sequence[Backend],
         store: str = "memory",
+        observed: bool = False,
         callers: Mapping[str, str] | None = None,
     ) -> None:
-        """`store`: "memory", or "sqlite" for a fresh SQLite file in bench/out/.
+        """`store`: "memory", or "sqlite" for a fresh SQLite file in bench/out/;
+        `observed`: serve /metrics (on `metrics_port`) and log JSON at INFO;
         `callers` (name -> token): configured callers; calls use the first one's token
         (`metadata`) unless given another."""
         self.port = free_port()
         self.target = f"127.0.0.1:{self.port}"
         self.config_path = OUT / f"{name}.toml"
+        self.metrics_port = free_port() if observed else 0
         OUT.mkdir(parents=True, exist_ok=True)
-        self.config_path.write_text(gateway_toml(sandbox.url, backends, callers))
+        toml = gateway_toml(sandbox.url, backends, callers)
+        if observed:
+            toml += (
+                f'\n[metrics]\nlisten = "127.0.0.1:{self.metrics_port}"\n\n'
+                '[log]\nformat = "json"\nlevel = "info"\n'
+            )
+        self.config_path.write_text(toml)
         first = next(iter((callers or {}).values()), None)
         self.metadata = None if first is None else (("authorization", f"Bearer {first}"),)
         serve = [
@@ -180,7 +189,7 @@ class Gateway(Proc):
             "--listen",
             self.target,
             "--log-level",
-            "WARNING",
+            "INFO" if observed else "WARNING",
             "--store",
             store,
         ]

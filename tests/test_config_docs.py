@@ -20,7 +20,7 @@ _TYPES = {
     "boolean": bool,
     "list": list,
 }
-_TABLES = ("top", "store", "callers", "tls")
+_TABLES = ("top", *_config._SECTION_KEYS, "callers", "tls")
 
 
 def _table(text: str, header: str) -> list[list[str]]:
@@ -36,10 +36,11 @@ def _table(text: str, header: str) -> list[list[str]]:
 
 
 def _accepted() -> dict[tuple[str, str], type]:
-    """(key, "top" | "backend") -> type, as the loader checks them."""
+    """(key, "top" | "backend" | a table such as "store") -> type, as the loader checks them."""
     keys: dict[tuple[str, str], type] = {(k, "top"): t for k, t in _config._TOP_KEYS.items()}
     keys.update({(k, "backend"): t for k, t in _config._BACKEND_KEYS.items()})
-    keys.update({(k, "store"): t for k, (_, t) in _config._STORE_KEYS.items()})
+    for table, known in _config._SECTION_KEYS.items():
+        keys.update({(k, table): t for k, (_, t) in known.items()})
     keys.update({(k, "callers"): t for k, t in _config._CALLER_KEYS.items()})
     keys.update({(k, "tls"): t for k, t in _config._TLS_KEYS.items()})
     for plugin in VENDORS:
@@ -78,8 +79,8 @@ def _numbers(default: str) -> list[float]:
 def test_top_level_defaults_match_the_code() -> None:
     fields = {f.name: f.default for f in dataclasses.fields(_config.GatewayConfig)}
     for (key, table), (_, default) in _documented().items():
-        if table == "store":
-            key = _config._STORE_KEYS[key][0]
+        if table in _config._SECTION_KEYS:
+            key = _config._SECTION_KEYS[table][key][0]
         elif table != "top":
             continue
         value = fields.get(key)

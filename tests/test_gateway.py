@@ -15,7 +15,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 )
 from grpc_status import rpc_status
 
-from imgate._logging import _ContextFilter
+from imgate._logging import TextFormatter, _ContextFilter
 from imgate.sandbox import FaultRule, SandboxServer
 from imgate.v1 import gateway_pb2 as pb
 from tests.conftest import VENDORS, StartGateway, text_request
@@ -179,7 +179,8 @@ async def test_logs_carry_the_batch_and_never_secrets(
     for backend in VENDORS:
         sandbox.state.set_faults(backend, [FaultRule(kind="refuse_502", times=1)])
         await gateway.send(text_request(["a", "b"], backend, request_id=f"rid-{backend}"))
-    text = "\n".join(f"{r.getMessage()} {getattr(r, 'context', '')}" for r in caplog.records)
+    formatter = TextFormatter()
+    text = "\n".join(formatter.format(r) for r in caplog.records)
     assert "backend=tencent request_id=rid-tencent" in text
     assert "/v4/openim/batchsendmsg" in text  # paths are logged ...
     for secret in ("sandbox-app-secret", "sandbox-secret-key", "usersig", "CheckSum"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import signal
 import socket
@@ -14,6 +15,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiohttp
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -161,6 +163,44 @@ async def test_sigterm_mid_batch_closes_the_stream_with_every_outcome(
     assert delivered == accepted
     await asyncio.to_thread(process.wait, 20)
     assert process.returncode == 0
+
+
+async def test_configured_json_logs_and_metrics(
+    sandbox: SandboxServer, stop_later: list[subprocess.Popen[str]], tmp_path: Path
+) -> None:
+    target = f"127.0.0.1:{_free_port()}"
+    metrics_port = _free_port()
+    config = tmp_path / "observed.toml"
+    config.write_text(
+        f'[backends.tx]\nvendor = "tencent"\nbase_url = "{sandbox.url}"\n'
+        'sdk_app_id = 1400000000\nsecret_key = "sandbox-secret-key"\n'
+        'admin_identifier = "administrator"\n'
+        f'[metrics]\nlisten = "127.0.0.1:{metrics_port}"\n'
+        '[log]\nformat = "json"\nlevel = "info"\n'
+    )
+    process = _imgate("serve", "--config", str(config), "--listen", target, "--store", "memory")
+    stop_later.append(process)
+    await asyncio.to_thread(_wait_serving, target)
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = pb_grpc.GatewayServiceStub(channel)
+        request = text_request(["a", "ghost1"], "tx", request_id="rid-json")
+        [m async for m in stub.BatchSend(request, timeout=10)]
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{metrics_port}/metrics") as response,
+    ):
+        text = await response.text()
+    assert (
+        'imgate_recipients_total{backend="tx",reason="RECIPIENT_NOT_FOUND",state="FAILED"} 1.0'
+        in text
+    )
+    process.send_signal(signal.SIGTERM)
+    _, stderr = await asyncio.to_thread(process.communicate, timeout=20)
+    records = [json.loads(line) for line in stderr.splitlines()]
+    batch = next(r for r in records if r["message"].startswith("batch of 2 recipients"))
+    assert (batch["backend"], batch["request_id"], batch["caller"]) == ("tx", "rid-json", "-")
+    assert len(batch["batch_id"]) == 32
+    assert "sandbox-secret-key" not in stderr
 
 
 def _run_imgate(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -20,9 +20,11 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 
 from imgate._dispatch import Backend, BatchRun
-from imgate._logging import log_context
+from imgate._logging import set_log_context
+from imgate._metrics import BATCH_STATE_NAMES, Metrics
 from imgate._sink import BatchSink, Chunk
-from imgate._store import BatchRow, OutcomePage, Store
+from imgate._store import BatchRow, OutcomePage, Store, StoreError
+from imgate._tracing import AttributeValue, Tracing
 from imgate.v1 import gateway_pb2 as pb
 
 log = logging.getLogger("imgate.batches")
@@ -49,9 +51,13 @@ class BatchService:
         store: Store,
         retention_s: float,
         clock: Callable[[], float] = time.time,
+        metrics: Metrics | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         """`clock` is the wall clock of create and purge times (tests scale it)."""
         self.backends = backends
+        self.metrics = metrics or Metrics()
+        self.tracing = tracing or Tracing()
         self.store = store
         self.retention_s = retention_s
         self.clock = clock
@@ -71,7 +77,7 @@ class BatchService:
             row = await self.store.get_batch(stored.batch_id)
             assert row is not None
             ids, indexes = await self.store.read_recipients(row.batch_id, stored.start, stored.end)
-            await BatchSink(self.store, row, self.owner).same(
+            await BatchSink(self.store, row, self.owner, self.metrics).same(
                 Chunk(stored, ids, indexes),
                 pb.DELIVERY_STATE_UNCERTAIN,
                 pb.FAILURE_REASON_TIMEOUT,
@@ -136,16 +142,42 @@ class BatchService:
 
     async def _run(self, run: BatchRun, send: bool) -> None:
         row = run.row
-        log_context.set(
-            f"caller={row.caller or '-'} backend={row.backend}"
-            f" request_id={row.request_id or '-'} batch_id={row.batch_id}"
+        set_log_context(
+            backend=row.backend,
+            request_id=row.request_id,
+            batch_id=row.batch_id,
+            caller=row.caller,  # "" without [callers]: logged as "-"
         )
+        self.metrics.batch_started(row.backend)
+        attributes: dict[str, AttributeValue] = {
+            "imgate.backend": row.backend,
+            "imgate.vendor": run.backend.config.vendor,
+            "imgate.recipients": row.total,
+            "imgate.resumed": row.state != pb.BATCH_STATE_QUEUED,
+        }
         try:
-            await run.run(send)
-        except Exception:
+            with self.tracing.span("batch", attributes) as span:
+                try:
+                    await run.run(send)
+                finally:
+                    ended = run.sink.row  # the sink holds the row as last written
+                    span.set(
+                        {
+                            "imgate.state": BATCH_STATE_NAMES.get(ended.state, "UNKNOWN"),
+                            "imgate.accepted": ended.accepted,
+                            "imgate.failed": ended.failed,
+                            "imgate.uncertain": ended.uncertain,
+                        }
+                    )
+        except Exception as exc:
+            self.metrics.batch_errors.labels(row.backend).inc()
+            if isinstance(exc, StoreError):
+                self.metrics.store_errors.labels("batch").inc()
             log.exception("batch %s stopped on an unexpected error", run.row.batch_id)
         finally:
             self._runs.pop(run.row.batch_id, None)
+            ended_state = run.sink.row.state if run.sink.row.ended else None
+            self.metrics.batch_finished(row.backend, ended_state)
         with contextlib.suppress(Exception):
             await self._audit(row.batch_id)
 
@@ -175,6 +207,7 @@ class BatchService:
                 if purged:
                     log.info("purged %d batches ended over %.0fs ago", purged, self.retention_s)
             except Exception:
+                self.metrics.store_errors.labels("purge").inc()
                 log.exception("purging ended batches failed")
             await asyncio.sleep(every)
 

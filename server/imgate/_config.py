@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from imgate._addresses import split_listen
+from imgate._logging import LOG_FORMATS, LOG_LEVELS
 from imgate._registry import BY_VENDOR, VENDORS
 from imgate.translators._base import VendorLimits
 
@@ -150,6 +151,15 @@ class GatewayConfig:
     """[store] lease_s: after this long a dead replica's batches are resumed by others."""
     shutdown_grace_s: float = 15.0
     """On SIGTERM, how long calls in flight may take to finish."""
+    metrics_listen: str = ""
+    """[metrics] listen: host:port serving Prometheus text at GET /metrics; empty = off."""
+    tracing_otlp_endpoint: str = ""
+    """[tracing] otlp_endpoint: OTLP/gRPC collector for OpenTelemetry traces; empty = off
+    (on needs the `otel` extra: pip install 'imgate[otel]')."""
+    log_format: str = "text"
+    """[log] format: "text" (one line per record) or "json" (one object per line)."""
+    log_level: str = "info"
+    """[log] level: debug, info, warning or error."""
     sandbox: bool = False
     """Sandbox mode: the backends are the built-in emulators."""
     allow_unauthenticated: bool = False
@@ -176,12 +186,24 @@ _TOP_KEYS = {
     "allow_unauthenticated": bool,
     "callers": dict,
     "tls": dict,
+    "metrics": dict,
+    "tracing": dict,
+    "log": dict,
 }
-# [store] keys -> GatewayConfig fields.
-_STORE_KEYS: dict[str, tuple[str, type]] = {
-    "url": ("store_url", str),
-    "batch_retention_s": ("batch_retention_s", float),
-    "lease_s": ("lease_s", float),
+# [table] keys -> GatewayConfig fields.
+_SECTION_KEYS: dict[str, dict[str, tuple[str, type]]] = {
+    "store": {
+        "url": ("store_url", str),
+        "batch_retention_s": ("batch_retention_s", float),
+        "lease_s": ("lease_s", float),
+    },
+    "metrics": {"listen": ("metrics_listen", str)},
+    "tracing": {"otlp_endpoint": ("tracing_otlp_endpoint", str)},
+    "log": {"format": ("log_format", str), "level": ("log_level", str)},
+}
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "log.format": LOG_FORMATS,
+    "log.level": LOG_LEVELS,
 }
 
 
@@ -193,15 +215,29 @@ def default_state_dir(env: Mapping[str, str]) -> str:
     return str(Path(base) / "imgate")
 
 
-def _store_section(raw: Any, env: Mapping[str, str]) -> dict[str, Any]:
+def _section(table: str, raw: Any, env: Mapping[str, str]) -> dict[str, Any]:
     if not isinstance(raw, dict):
-        raise ConfigError("store", "must be a table")
+        raise ConfigError(table, "must be a table")
+    known = _SECTION_KEYS[table]
     values: dict[str, Any] = {}
     for key, value in raw.items():
-        if key not in _STORE_KEYS:
-            raise ConfigError(f"store.{key}", "unknown key")
-        name, expected = _STORE_KEYS[key]
-        values[name] = _typed(f"store.{key}", value, expected, env)
+        path = f"{table}.{key}"
+        if key not in known:
+            raise ConfigError(path, "unknown key")
+        name, expected = known[key]
+        value = _typed(path, value, expected, env)
+        if path in _CHOICES:
+            value = value.lower()
+            if value not in _CHOICES[path]:
+                raise ConfigError(path, f"expected one of {', '.join(_CHOICES[path])}")
+        values[name] = value
+    if "metrics_listen" in values:
+        try:
+            split_listen(values["metrics_listen"])
+        except ValueError as exc:
+            raise ConfigError("metrics.listen", str(exc)) from None
+    if "tracing_otlp_endpoint" in values:
+        _base_url("tracing.otlp_endpoint", values["tracing_otlp_endpoint"])
     return values
 
 
@@ -455,9 +491,7 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str]) -> GatewayConfi
     for key, value in raw.items():
         if key not in _TOP_KEYS:
             raise ConfigError(key, "unknown key")
-        if key == "store":
-            values.update(_store_section(value, env))
-        elif key == "callers":
+        if key == "callers":
             values["callers"] = _callers_section(value, env)
         elif key == "tls":
             values["tls"] = _tls_section(value, env)
@@ -465,6 +499,8 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str]) -> GatewayConfi
             if not isinstance(value, bool):
                 raise ConfigError(key, f"expected true or false, got {type(value).__name__}")
             values[key] = value
+        elif key in _SECTION_KEYS:
+            values.update(_section(key, value, env))
         elif key != "backends":
             values[key] = _typed(key, value, _TOP_KEYS[key], env)
     if "listen" in values:

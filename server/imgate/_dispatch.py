@@ -34,12 +34,14 @@ from imgate import __version__
 from imgate._answers import AuthFailureLog, connection_detail, oversized_answer, read_bounded
 from imgate._config import BackendConfig
 from imgate._endpoints import Endpoints
+from imgate._metrics import Metrics, timer
 from imgate._planner import chunk_size
 from imgate._ratelimit import BackendLimiter, Grant, QuotaWaitTooLong
 from imgate._registry import BY_VENDOR
 from imgate._retry import Action, decide
 from imgate._sink import BatchSink, Chunk
 from imgate._store import PLANNED, RECIPIENT_PAGE, BatchRow, ChunkRow, Fenced, Store
+from imgate._tracing import AttributeValue, Tracing
 from imgate.translators._base import CallResult, Disposition, Reason, Translator, fail_all
 from imgate.v1 import gateway_pb2 as pb
 
@@ -55,10 +57,18 @@ class Backend:
     """A configured backend at run time: translator, HTTP session, quota and permits."""
 
     def __init__(
-        self, config: BackendConfig, caller_weights: Mapping[str, int] | None = None
+        self,
+        config: BackendConfig,
+        metrics: Metrics | None = None,
+        tracing: Tracing | None = None,
+        caller_weights: Mapping[str, int] | None = None,
     ) -> None:
-        """`caller_weights`: each caller's share of the quota (rule 19); others weigh 1."""
+        """`metrics` and `tracing`: the gateway's (a Backend alone gets its own).
+        `caller_weights`: each caller's share of the quota (rule 19); others weigh 1."""
         self.config = config
+        self.metrics = metrics or Metrics()
+        self.tracing = tracing or Tracing()
+        self.in_flight = 0
         self.caller_weights = dict(caller_weights or {})
         self.translator: Translator = BY_VENDOR[config.vendor].translator(config.credentials)
         self.endpoints = Endpoints(
@@ -104,9 +114,45 @@ class Backend:
             self._session = None
 
     async def call(
+        self,
+        prepared: Any,
+        recipients: Sequence[str],
+        chunk_key: str,
+        timeout_s: float,
+        attempt: int = 1,
+    ) -> CallResult:
+        """One HTTP request for a chunk, classified. Never raises but for cancellation.
+
+        Counted and timed (whatever the outcome) and traced as a child of the batch's span.
+        """
+        config = self.config
+        attributes: dict[str, AttributeValue] = {
+            "imgate.backend": config.name,
+            "imgate.vendor": config.vendor,
+            "imgate.recipients": len(recipients),
+            "imgate.attempt": attempt,
+        }
+        elapsed = timer()
+        self.in_flight += 1
+        result_label = "cancelled"
+        with self.tracing.span("vendor call", attributes) as span:
+            try:
+                result = await self._call(prepared, recipients, chunk_key, timeout_s)
+                result_label = result.disposition.value
+                span.set(
+                    {
+                        "imgate.result": result_label,
+                        "imgate.vendor_code": result.vendor_code,
+                    }
+                )
+                return result
+            finally:
+                self.in_flight -= 1
+                self.metrics.vendor_call(config.name, config.vendor, result_label, elapsed())
+
+    async def _call(
         self, prepared: Any, recipients: Sequence[str], chunk_key: str, timeout_s: float
     ) -> CallResult:
-        """One HTTP request for a chunk, classified. Never raises but for cancellation."""
         try:
             request = self.translator.build(
                 prepared, recipients, chunk_key, time.time(), secrets.token_hex(16)
@@ -207,7 +253,7 @@ class BatchRun:
         self.backend = backend
         self.store = store
         self.row = row
-        self.sink = BatchSink(store, row, owner)
+        self.sink = BatchSink(store, row, owner, backend.metrics)
         self.stopping = stopping
         self.call_deadline = call_deadline
         self.cancelled = asyncio.Event()
@@ -361,7 +407,8 @@ class BatchRun:
         limiter = self.backend.limiter
         left = self.time_left()
         deadline = None if left is None else time.monotonic() + left
-        return await self._until_stopped(
+        waited = timer()
+        grant = await self._until_stopped(
             limiter.acquire(
                 len(chunk.ids),
                 deadline,
@@ -370,6 +417,10 @@ class BatchRun:
             ),
             lambda grant: grant.release(),
         )
+        # No grant and no cancel or shutdown: send_before would come first (QuotaWaitTooLong).
+        too_long = grant is None and not (self.cancelled.is_set() or self.stopping.is_set())
+        self.backend.metrics.quota_waited(self.backend.config.name, waited(), too_long)
+        return grant
 
     async def _send(self, chunk: Chunk, grant: Grant) -> None:
         """Call the vendor for `chunk` until it has a final answer; holds one permit."""
@@ -392,7 +443,9 @@ class BatchRun:
                     until = self.call_deadline - DEADLINE_MARGIN_S - time.monotonic()
                     timeout = max(0.05, min(timeout, until))
                 try:
-                    result = await backend.call(self._prepared, chunk.ids, key, timeout)
+                    result = await backend.call(
+                        self._prepared, chunk.ids, key, timeout, chunk.attempts
+                    )
                 finally:
                     grant.release()
                 backend.endpoints.observe(result)
@@ -409,6 +462,7 @@ class BatchRun:
                 if decision.pause_backend:
                     # The vendor pauses the whole app: pause the whole backend.
                     backend.limiter.block(config.block_s)
+                    backend.metrics.blocks.labels(config.name).inc()
                     log.warning(
                         "backend %s: vendor refused for rate (code %s); paused %.1fs",
                         config.name,

@@ -47,18 +47,18 @@ class _Window:
         self.window_s = window_s
         self.in_flight = 0
         self._ended: deque[tuple[float, int]] = deque()  # (expiry, amount), expiry ascending
-        self._ended_total = 0
+        self.ended_total = 0
 
     def expire(self, now: float) -> None:
         while self._ended and self._ended[0][0] <= now:
-            self._ended_total -= self._ended.popleft()[1]
+            self.ended_total -= self._ended.popleft()[1]
 
     def wait_for(self, amount: int, now: float) -> float | None:
         """Seconds until `amount` fits; None when only an in-flight call ending can free room."""
         self.expire(now)
         # One amount larger than the whole limit would wait forever; it is let through alone.
         amount = min(amount, self.limit)
-        excess = self.in_flight + self._ended_total + amount - self.limit
+        excess = self.in_flight + self.ended_total + amount - self.limit
         if excess <= 0:
             return 0.0
         freed = 0
@@ -73,7 +73,7 @@ class _Window:
         # Calls end in any order, but each expiry is its end + the same window, and ends
         # arrive in time order, so appending keeps the deque sorted.
         self._ended.append((ended_at + self.window_s, amount))
-        self._ended_total += amount
+        self.ended_total += amount
 
 
 class Grant:
@@ -121,6 +121,16 @@ class BackendLimiter:
     def block(self, seconds: float) -> None:
         """The vendor refused for rate: send nothing more for `seconds` from now."""
         self.blocked_until = max(self.blocked_until, self._clock() + seconds)
+
+    def usage(self) -> list[tuple[str, int, int]]:
+        """(window, held, limit) per window ("calls", "recipients"), for the metrics."""
+        now = self._clock()
+        usage = []
+        for window, counts_recipients in self._windows:
+            window.expire(now)
+            held = window.in_flight + window.ended_total
+            usage.append(("recipients" if counts_recipients else "calls", held, window.limit))
+        return usage
 
     def is_blocked(self) -> bool:
         return self._clock() < self.blocked_until

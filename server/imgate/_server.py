@@ -25,9 +25,12 @@ from imgate._callers import CallerInterceptor
 from imgate._config import GatewayConfig, check_exposure, is_loopback, read_tls_files
 from imgate._decode import add_gateway_service
 from imgate._dispatch import Backend
+from imgate._metrics import Metrics, MetricsServer
 from imgate._reflection import enable_reflection
+from imgate._rpc_metrics import MetricsInterceptor
 from imgate._servicer import GatewayServicer
 from imgate._store import Store, open_store
+from imgate._tracing import Tracing
 from imgate.v1 import gateway_pb2
 
 log = logging.getLogger("imgate.server")
@@ -44,20 +47,34 @@ class Gateway:
         config: GatewayConfig,
         store: Store | None = None,
         clock: Callable[[], float] = time.time,
+        tracing: Tracing | None = None,
     ) -> None:
-        """`store` overrides the configured one, `clock` the wall clock (tests)."""
+        """`store` overrides the configured one, `clock` the wall clock, `tracing` the
+        configured exporter (tests). Raises ConfigError when `[tracing]` is on without
+        the otel extra."""
         self.config = config
         weights = {caller.name: caller.weight for caller in config.callers}
-        self.backends = {b.name: Backend(b, weights) for b in config.backends}
+        self.metrics = Metrics()
+        self.tracing = tracing or Tracing.from_endpoint(config.tracing_otlp_endpoint)
+        self.backends = {
+            b.name: Backend(b, self.metrics, self.tracing, weights) for b in config.backends
+        }
+        self.metrics.watch(self.backends)
         if store is None:
             store = open_store(config.store_url or "sqlite:imgate.db", Path(config.state_dir))
         self.store = store
-        self.batches = BatchService(self.backends, store, config.batch_retention_s, clock)
+        self.batches = BatchService(
+            self.backends, store, config.batch_retention_s, clock, self.metrics, self.tracing
+        )
         self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]  # stubs lack .aio
+        self._metrics_server = (
+            MetricsServer(self.metrics, config.metrics_listen) if config.metrics_listen else None
+        )
         # Callers (CONTRACT §6): every RPC but health needs a configured caller's token.
-        interceptors = [CallerInterceptor(config.callers)] if config.callers else []
+        # After the metrics interceptor, so refused calls are counted too.
+        callers = [CallerInterceptor(config.callers)] if config.callers else []
         self._server = grpc.aio.server(
-            interceptors=interceptors,
+            interceptors=[MetricsInterceptor(self.metrics.grpc), *callers],
             options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 16 << 20)],
         )
         # Not the generated add_..._to_server: undecodable requests are INVALID_ARGUMENT.
@@ -65,11 +82,13 @@ class Gateway:
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         enable_reflection((_SERVICE_NAME, health.SERVICE_NAME), self._server)
         self.port = 0
+        self.metrics_port = 0
+        """Where GET /metrics is served once started (0: metrics not served)."""
 
     async def start(self) -> int:
         """Open the store (resuming its batches), bind `config.listen` (port 0 picks one),
-        serve, and return the port. Raises ConfigError (rule 18, unreadable TLS files),
-        StoreError or OSError."""
+        serve, and return the port. Raises StoreError, OSError, or ConfigError (rule 18,
+        unreadable TLS files, metrics.listen cannot be bound)."""
         check_exposure(self.config)
         host, _ = split_listen(self.config.listen)
         if self.config.callers and self.config.tls is None and not is_loopback(host):
@@ -90,7 +109,14 @@ class Gateway:
             self.port = self._server.add_secure_port(self.config.listen, credentials)
         if self.port == 0:
             raise OSError(f"cannot listen on {self.config.listen}")
-        await self.batches.start()
+        if self._metrics_server is not None:
+            self.metrics_port = await self._metrics_server.start()
+        try:
+            await self.batches.start()
+        except BaseException:
+            if self._metrics_server is not None:
+                await self._metrics_server.stop()
+            raise
         await self._server.start()
         for service in ("", _SERVICE_NAME):
             await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
@@ -108,6 +134,10 @@ class Gateway:
         for backend in self.backends.values():
             await backend.close()
         await self.batches.close()
+        # Last: a scrape during the drain still sees the final counts.
+        if self._metrics_server is not None:
+            await self._metrics_server.stop()
+        self.tracing.close()
 
     async def wait_for_termination(self) -> None:
         await self._server.wait_for_termination()

@@ -25,7 +25,7 @@ from imgate._batches import BatchService, GatewayStopping
 from imgate._callers import current_caller
 from imgate._config import GatewayConfig
 from imgate._dispatch import DEADLINE_MARGIN_S, Backend
-from imgate._logging import log_context
+from imgate._logging import set_log_context
 from imgate._planner import dedupe
 from imgate._store import BatchRow, OutcomePage
 from imgate._validate import validate_common, validate_for_vendor, validate_request_id
@@ -129,9 +129,7 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
                 grpc.StatusCode.PERMISSION_DENIED,
                 f"caller {caller.name} may not use backend {backend}",
             )
-        log_context.set(
-            f"caller={caller.name or '-'} backend={backend} request_id={request.request_id or '-'}"
-        )
+        set_log_context(backend=backend, request_id=request.request_id, caller=caller.name)
         unique = dedupe(recipient_ids)
         spec = pb.BatchSendRequest(sender_id=request.sender_id, backend=backend)
         spec.message.CopyFrom(request.message)
@@ -165,10 +163,7 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
                     )
                 ],
             )
-        log_context.set(
-            f"caller={caller.name or '-'} backend={backend}"
-            f" request_id={request.request_id or '-'} batch_id={stored.batch_id}"
-        )
+        set_log_context(batch_id=stored.batch_id)
         if created:
             log.info(
                 "batch of %d recipients (%d duplicates removed)",
@@ -227,6 +222,8 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
         with_batch_id: str = "",
     ) -> None:
         """Every outcome after `after_seq`, as recorded, then the summary."""
+        streams = self._batches.metrics.watch_streams
+        streams.inc()
         try:
             async for pages, ended in self._batches.watch(batch_id, after_seq):
                 for group in _groups(pages):
@@ -250,6 +247,8 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
                 f"the gateway is shutting down before batch {batch_id} ended; follow it with "
                 f"WatchBatch from cursor {after_seq!s} once a gateway serves it",
             )
+        finally:
+            streams.dec()
 
     async def _own_batch(self, batch_id: str, context: _Context) -> BatchRow:
         row = await self._batches.store.get_batch(batch_id) if batch_id else None

@@ -12,6 +12,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from imgate._metrics import Metrics
 from imgate._store import (
     DONE,
     FAILED,
@@ -86,12 +87,14 @@ def _vendor_results(chunk: Chunk, result: CallResult) -> pb.BatchSendResponse:
 
 
 class BatchSink:
-    """Records one batch's outcomes; `owner` fences every write."""
+    """Records one batch's outcomes; `owner` fences every write. Each recorded outcome is
+    counted in `metrics` (imgate_recipients_total) here, where it is decided, once."""
 
-    def __init__(self, store: Store, row: BatchRow, owner: str) -> None:
+    def __init__(self, store: Store, row: BatchRow, owner: str, metrics: Metrics) -> None:
         self.store = store
         self.row = row
         self.owner = owner
+        self.metrics = metrics
         self.recorded = row.accepted + row.failed + row.uncertain
 
     async def results(self, chunk: Chunk, result: CallResult) -> None:
@@ -99,6 +102,7 @@ class BatchSink:
         accepted, failed, uncertain = count_states(result.results)
         counts = Counts(accepted=accepted, failed=failed, uncertain=uncertain)
         await self._record(chunk, DONE, _vendor_results(chunk, result), counts)
+        self.metrics.recipients_results(self.row.backend, result.results, accepted)
 
     async def same(
         self,
@@ -118,6 +122,7 @@ class BatchSink:
             raise ValueError("same() records FAILED or UNCERTAIN outcomes")
         response = _same_for_all(chunk, state, reason, vendor_code, detail)
         await self._record(chunk, chunk_state, response, counts)
+        self.metrics.recipients_same(self.row.backend, state, reason, count)
 
     async def given_up(self, chunk: Chunk, why: str) -> None:
         """A chunk that will not be (re)sent: its last failure, or NOT_ATTEMPTED."""

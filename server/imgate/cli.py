@@ -56,7 +56,9 @@ def _parser() -> argparse.ArgumentParser:
         default=os.environ.get("IMGATE_LISTEN"),
         help=f"HOST:PORT to serve on (default $IMGATE_LISTEN, else {DEFAULT_LISTEN})",
     )
-    serve.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    serve.add_argument(
+        "--log-level", help="logging level (default: the config's [log] level, else INFO)"
+    )
     serve.add_argument(
         "--store",
         metavar="URL",
@@ -110,6 +112,7 @@ async def _serve(
     sandbox_listen: str = DEFAULT_SANDBOX_LISTEN_IN_SERVE,
     scale: float = 1.0,
     store: str | None = None,
+    log_level: str | None = None,
     explicit_sandbox: bool = False,
 ) -> int:
     if not config_path:
@@ -138,6 +141,7 @@ async def _serve(
                 config = dataclasses.replace(config, listen=listen)
             if store:
                 config = dataclasses.replace(config, store_url=store)
+            configure_logging(log_level or config.log_level, config.log_format)
         else:
             host, port = split_listen(sandbox_listen)
             try:
@@ -164,6 +168,7 @@ async def _serve(
             gateway = Gateway(config)
             port = await gateway.start()
         except ConfigError as exc:
+            # Rule 18 and unreadable [tls] files name their key, as load_config's errors do.
             print(f"imgate: configuration error: {exc}", file=sys.stderr)
             return 2
         except StoreError as exc:
@@ -199,7 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_health(args)
     if args.command == "token":
         return _token(args.token_command)
-    configure_logging(getattr(args, "log_level", "INFO"))
+    configure_logging(getattr(args, "log_level", None) or "INFO")
     if args.command == "sandbox":
         host, port = split_listen(args.listen)
         config = SandboxConfig(time_scale=args.sandbox_time_scale)
@@ -225,6 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.sandbox_listen,
             args.sandbox_time_scale,
             args.store,
+            args.log_level,
             explicit_sandbox=args.sandbox,
         )
     )
