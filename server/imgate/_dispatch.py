@@ -317,7 +317,9 @@ class BatchRun:
         store, backend = self.store, self.backend
         row = await store.set_state(self.row.batch_id, pb.BATCH_STATE_RUNNING)
         assert row is not None
-        self.row = self.sink.row = row
+        # A sink over the row as it is now: its count of recorded outcomes starts from it.
+        self.row = row
+        self.sink = BatchSink(store, row, self.sink.owner, backend.metrics)
         if row.state == pb.BATCH_STATE_CANCELLING:
             self.cancelled.set()
         if send:

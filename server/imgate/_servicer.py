@@ -9,6 +9,7 @@ message per outcome costs 10-20x more CPU.
 from __future__ import annotations
 
 import asyncio
+import copy
 import hashlib
 import logging
 import time
@@ -92,7 +93,7 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
 
     async def _submit(
         self,
-        request: pb.SubmitBatchRequest,
+        request: pb.BatchSendRequest | pb.SubmitBatchRequest,
         context: _Context,
         *,
         bound: bool,
@@ -106,7 +107,7 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
         recipient_ids = list(request.recipient_ids)
         as_send = _as_send_request(request)
         problems = validate_request_id(request.request_id)
-        if request.recipient_list:
+        if isinstance(request, pb.SubmitBatchRequest) and request.recipient_list:
             problems.append(
                 FieldViolation("recipient_list", "no such recipient list (UploadRecipients)")
             )
@@ -190,9 +191,8 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
             # No call starts so late that its outcome could miss the caller's deadline.
             send_before = time.time() + remaining - DEADLINE_MARGIN_S
             call_deadline = time.monotonic() + remaining
-        submit = pb.SubmitBatchRequest.FromString(request.SerializeToString())
         row = await self._submit(
-            submit,
+            request,
             context,
             bound=not request.request_id,
             send_before=send_before,
@@ -200,7 +200,6 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
         )
         # The recipients are in the store now: do not hold 100,000 ids for the whole stream.
         request.ClearField("recipient_ids")
-        del submit
         try:
             await self._stream(row.batch_id, 0, context, pb.BatchSendResponse, row.batch_id)
         except asyncio.CancelledError:
@@ -320,8 +319,11 @@ def _groups(pages: list[OutcomePage]) -> list[list[OutcomePage]]:
     return groups
 
 
-def _as_send_request(request: pb.SubmitBatchRequest) -> pb.BatchSendRequest:
-    """The BatchSendRequest part of a SubmitBatchRequest (fields 1-6, same numbers)."""
+def _as_send_request(request: pb.BatchSendRequest | pb.SubmitBatchRequest) -> pb.BatchSendRequest:
+    """The request as the validators take it: a SubmitBatchRequest's fields 1-6 without the
+    recipients (the caller holds them as a list)."""
+    if isinstance(request, pb.BatchSendRequest):
+        return request
     send = pb.BatchSendRequest(
         request_id=request.request_id, backend=request.backend, sender_id=request.sender_id
     )
@@ -332,14 +334,15 @@ def _as_send_request(request: pb.SubmitBatchRequest) -> pb.BatchSendRequest:
     return send
 
 
-def _fingerprint(request: pb.SubmitBatchRequest, backend: str) -> bytes:
-    """Digest of the payload: everything but request_id and send_before, backend resolved,
-    so BatchSend and SubmitBatch with one payload are the same batch."""
-    payload = pb.SubmitBatchRequest()
-    payload.CopyFrom(request)
+def _fingerprint(request: pb.BatchSendRequest | pb.SubmitBatchRequest, backend: str) -> bytes:
+    """Digest of the payload: everything but request_id and send_before, backend resolved.
+    Fields 1-6 have the same numbers in both messages, so BatchSend and SubmitBatch with one
+    payload serialize alike and are the same batch."""
+    payload = copy.copy(request)  # a protobuf copy is a deep copy
     payload.request_id = ""
     payload.backend = backend
-    payload.ClearField("send_before")
+    if isinstance(payload, pb.SubmitBatchRequest):
+        payload.ClearField("send_before")
     return hashlib.sha256(payload.SerializeToString(deterministic=True)).digest()
 
 

@@ -150,6 +150,8 @@ class BatchSink:
         """Give every recipient still without an outcome one: chunks that may have been
         sent (SENDING) end UNCERTAIN, all the rest FAILED/NOT_ATTEMPTED."""
         row = self.row
+        if self.recorded >= row.total:
+            return  # the usual end: nothing to read back
         for stored in await self.store.chunks(row.batch_id):
             if stored.state in FINAL_CHUNK_STATES:
                 continue

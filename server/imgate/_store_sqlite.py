@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import fcntl
 import os
 import queue
@@ -101,11 +102,8 @@ CREATE TABLE outcomes (
     PRIMARY KEY (batch_id, seq)
 ) WITHOUT ROWID;
 """
-_BATCH_COLUMNS = (
-    "batch_id, caller, request_id, fingerprint, backend, spec, bound, total, "
-    "duplicates_removed, create_time, send_before, state, accepted, failed, uncertain, "
-    "vendor_calls, update_time, end_time, planned_to, chunk_count, next_seq"
-)
+# The batches table has BatchRow's fields as columns, in its order: one owner for both.
+_BATCH_COLUMNS = ", ".join(f.name for f in dataclasses.fields(BatchRow))
 _MAX_OPS_PER_COMMIT = 512
 # Outcome pages recorded by this process are also kept here, the newest few per batch,
 # so that watchers in this process follow a live batch without a read of the file.
@@ -113,52 +111,9 @@ _TAIL_PAGES = 128
 
 
 def _row(values: Sequence[Any]) -> BatchRow:
-    (
-        batch_id,
-        caller,
-        request_id,
-        fingerprint,
-        backend,
-        spec,
-        bound,
-        total,
-        duplicates_removed,
-        create_time,
-        send_before,
-        state,
-        accepted,
-        failed,
-        uncertain,
-        vendor_calls,
-        update_time,
-        end_time,
-        planned_to,
-        chunk_count,
-        next_seq,
-    ) = values
-    return BatchRow(
-        batch_id=batch_id,
-        caller=caller,
-        request_id=request_id,
-        fingerprint=bytes(fingerprint),
-        backend=backend,
-        spec=bytes(spec),
-        bound=bool(bound),
-        total=total,
-        duplicates_removed=duplicates_removed,
-        create_time=create_time,
-        send_before=send_before,
-        state=state,
-        accepted=accepted,
-        failed=failed,
-        uncertain=uncertain,
-        vendor_calls=vendor_calls,
-        update_time=update_time,
-        end_time=end_time,
-        planned_to=planned_to,
-        chunk_count=chunk_count,
-        next_seq=next_seq,
-    )
+    row = BatchRow(*values)
+    row.bound = bool(row.bound)  # SQLite keeps booleans as integers
+    return row
 
 
 def _connect(path: Path) -> sqlite3.Connection:
