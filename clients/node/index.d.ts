@@ -241,10 +241,14 @@ export declare class InvalidRequestError extends GatewayError {
   readonly violations: FieldViolation[];
 }
 
-/** The outcomes of one BatchSend call; iterable once. */
+/** The outcomes of one BatchSend or WatchBatch call; iterable once. */
 export declare class BatchStream implements AsyncIterable<RecipientOutcome> {
   /** The summary once every outcome has been iterated; null before. */
   readonly summary: BatchSummary | null;
+  /** The batch's id ('' until a BatchSend stream's first message). */
+  readonly batchId: string;
+  /** Resume point: watchBatch(batchId, { cursor }) repeats none of the outcomes yielded. */
+  readonly cursor: string;
   /** Whether the call has ended (exhausted, failed or cancelled). */
   readonly finished: boolean;
   /** Cancel the call: the gateway starts no new vendor call for it. */
@@ -255,9 +259,80 @@ export declare class BatchStream implements AsyncIterable<RecipientOutcome> {
   collect(): Promise<{ outcomes: RecipientOutcome[]; summary: BatchSummary }>;
 }
 
+export type Timestamp = { seconds: number; nanos: number };
+
+export type BatchState = OpenEnum<
+  | 'BATCH_STATE_UNSPECIFIED'
+  | 'BATCH_STATE_QUEUED'
+  | 'BATCH_STATE_RUNNING'
+  | 'BATCH_STATE_DONE'
+  | 'BATCH_STATE_CANCELLING'
+  | 'BATCH_STATE_CANCELLED'
+>;
+
+export interface SubmitBatchRequest extends Omit<BatchSendRequest, 'recipientIds'> {
+  recipientIds?: string[];
+  /** An id from uploadRecipients, instead of recipientIds. */
+  recipientList?: string;
+  /** No vendor call starts after this; unsent recipients end FAILED/NOT_ATTEMPTED. */
+  sendBefore?: Date;
+}
+
+export interface Batch {
+  batchId: string;
+  requestId: string;
+  backend: string;
+  state: BatchState;
+  total: number;
+  accepted: number;
+  failed: number;
+  uncertain: number;
+  pending: number;
+  createTime: Timestamp | null;
+  updateTime: Timestamp | null;
+  /** Set once the batch has ended. */
+  summary: BatchSummary | null;
+}
+
+export interface ListBatchesResponse {
+  batches: Batch[];
+  nextPageToken: string;
+}
+
+export interface RecipientList {
+  recipientList: string;
+  /** Unique ids stored. */
+  count: number;
+  duplicatesRemoved: number;
+}
+
+export interface UploadOptions extends CallOptions {
+  /** Ids per UploadRecipients message (default 10,000). */
+  pageSize?: number;
+  requestId?: string;
+  /** Called after each page with the number of ids sent so far. */
+  onProgress?: (idsSent: number) => void;
+}
+
+export type RecipientSource =
+  | Iterable<string>
+  | AsyncIterable<string>
+  /** A readable stream of text (one id per line), e.g. process.stdin. */
+  | { pipe(destination: never): unknown }
+  | { path: string };
+
 export declare class GatewayClient {
   constructor(target: string, options?: ClientOptions);
   batchSend(request: BatchSendRequest, options?: CallOptions): BatchStream;
   listBackends(options?: CallOptions): Promise<ListBackendsResponse>;
+  submitBatch(request: SubmitBatchRequest, options?: CallOptions): Promise<Batch>;
+  /** Streams `source` in pages without holding it whole; a file has one id per line. */
+  uploadRecipients(source: RecipientSource, options?: UploadOptions): Promise<RecipientList>;
+  watchBatch(batchId: string, options?: CallOptions & { cursor?: string }): BatchStream;
+  getBatch(batchId: string, options?: CallOptions): Promise<Batch>;
+  listBatches(
+    options?: CallOptions & { pageSize?: number; pageToken?: string },
+  ): Promise<ListBatchesResponse>;
+  cancelBatch(batchId: string, options?: CallOptions): Promise<Batch>;
   close(): void;
 }

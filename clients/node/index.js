@@ -4,8 +4,10 @@
 // names are lowerCamelCase (keepCase: false: `recipientIds`, `vendorMessageId`), enums are
 // their full names as strings ('DELIVERY_STATE_ACCEPTED'), 64-bit integers are Numbers,
 // and every field is present in what the server sends (unset messages are null).
-import { existsSync, readFileSync } from 'node:fs';
+import { createReadStream, existsSync, readFileSync } from 'node:fs';
+import { once } from 'node:events';
 import { dirname, join } from 'node:path';
+import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 
 import * as grpc from '@grpc/grpc-js';
@@ -61,18 +63,37 @@ export class InvalidRequestError extends GatewayError {
   }
 }
 
-/** The outcomes of one BatchSend call: iterate with `for await`, then read `summary`. */
+/**
+ * The outcomes of one BatchSend or WatchBatch call: iterate with `for await`, then read
+ * `summary`. `batchId` and `cursor` follow the messages read so far: after a broken stream,
+ * `client.watchBatch(stream.batchId, { cursor: stream.cursor })` goes on exactly where it
+ * stopped (every outcome once).
+ */
 export class BatchStream {
   #call;
   #summary = null;
   #finished = false;
   #iterated = false;
+  #batchId;
+  #cursor;
 
-  constructor(call) {
+  constructor(call, { batchId = '', cursor = '' } = {}) {
     this.#call = call;
+    this.#batchId = batchId;
+    this.#cursor = cursor;
     // Without a listener, the CANCELLED status that follows cancel() would be an
     // unhandled 'error' event; failures still reach the iterator through its own listener.
     call.on('error', () => {});
+  }
+
+  /** The batch's id (known from the first message of a BatchSend stream on). */
+  get batchId() {
+    return this.#batchId;
+  }
+
+  /** Where a WatchBatch resumes: after the last message whose outcomes were yielded. */
+  get cursor() {
+    return this.#cursor;
   }
 
   /** The BatchSummary once every outcome has been iterated; null before. */
@@ -98,7 +119,10 @@ export class BatchStream {
     let summary = null;
     try {
       for await (const response of this.#call) {
+        this.#batchId = response.batchId || this.#batchId;
         yield* response.outcomes;
+        // Only once the message's outcomes were all taken: resuming from here repeats none.
+        this.#cursor = response.cursor || this.#cursor;
         summary = response.summary ?? summary;
       }
       this.#finished = true;
@@ -152,15 +176,132 @@ export class GatewayClient {
     if (!Array.isArray(request?.recipientIds)) {
       throw new TypeError('request.recipientIds must be an array of ids');
     }
-    const call = this.#client.BatchSend(request, toMetadata(metadata, this.#token), callOptions(timeoutMs));
+    const call = this.#client.BatchSend(
+      request,
+      toMetadata(metadata, this.#token),
+      callOptions(timeoutMs),
+    );
     return new BatchStream(call);
   }
 
   /** The configured backends with their vendor, effective limits and state. */
   listBackends({ timeoutMs, metadata } = {}) {
+    return this.#unary('ListBackends', {}, timeoutMs, metadata);
+  }
+
+  /**
+   * Store a batch and start sending it (§4 SubmitBatch); resolves to the `Batch` once it is
+   * durably stored. `request` is a BatchSendRequest's fields, with `recipientList` (an id
+   * from `uploadRecipients`) instead of `recipientIds` for large audiences, and optionally
+   * `sendBefore` (a Date: no vendor call starts after it).
+   */
+  submitBatch(request, { timeoutMs, metadata } = {}) {
+    const { sendBefore, ...fields } = request ?? {};
+    const hasIds = Array.isArray(fields.recipientIds) && fields.recipientIds.length > 0;
+    if (!hasIds && !fields.recipientList) {
+      throw new TypeError('request needs recipientIds (an array) or recipientList');
+    }
+    if (sendBefore !== undefined) {
+      fields.sendBefore = toTimestamp(sendBefore);
+    }
+    return this.#unary('SubmitBatch', fields, timeoutMs, metadata);
+  }
+
+  /**
+   * Stream a recipient list to the gateway in pages (§4 UploadRecipients), without holding it
+   * whole: `source` is an array, any (async) iterable of ids, a readable stream of text or
+   * `{ path }` of a file with one id per line (blank lines skipped). Resolves to
+   * `{recipientList, count, duplicatesRemoved}`; `onProgress(idsSent)` is called per page.
+   */
+  async uploadRecipients(
+    source,
+    { pageSize = 10_000, requestId = '', timeoutMs, metadata, onProgress } = {},
+  ) {
+    if (!Number.isInteger(pageSize) || pageSize < 1) {
+      throw new TypeError('pageSize must be a positive integer');
+    }
+    let settled;
+    const answer = new Promise((resolve, reject) => {
+      settled = { resolve, reject };
+    });
+    const call = this.#client.UploadRecipients(
+      toMetadata(metadata, this.#token),
+      callOptions(timeoutMs),
+      (error, response) =>
+        error ? settled.reject(toGatewayError(error)) : settled.resolve(response),
+    );
+    // The server may refuse early (a bad id): stop reading the source then.
+    let failed = false;
+    answer.catch(() => {
+      failed = true;
+    });
+    let page = [];
+    let sent = 0;
+    let first = true;
+    const flush = async () => {
+      const message = { recipientIds: page };
+      if (first && requestId) {
+        message.requestId = requestId;
+      }
+      first = false;
+      sent += page.length;
+      page = [];
+      // Back-pressure: wait for the transport to drain before reading more of the source.
+      if (!call.write(message)) {
+        await Promise.race([once(call, 'drain'), answer.catch(() => {})]);
+      }
+      onProgress?.(sent);
+    };
+    try {
+      for await (const id of recipientSource(source)) {
+        if (failed) {
+          break;
+        }
+        page.push(id);
+        if (page.length >= pageSize) {
+          await flush();
+        }
+      }
+      if (!failed && (page.length > 0 || first)) {
+        await flush();
+      }
+      call.end();
+    } catch (error) {
+      call.cancel(); // a source that fails must not leave a half list behind as complete
+      throw error;
+    }
+    return answer;
+  }
+
+  /** Every outcome of a batch from `cursor` on (empty: the start), live, then its summary. */
+  watchBatch(batchId, { cursor = '', timeoutMs, metadata } = {}) {
+    const call = this.#client.WatchBatch(
+      { batchId, cursor },
+      toMetadata(metadata, this.#token),
+      callOptions(timeoutMs),
+    );
+    return new BatchStream(call, { batchId, cursor });
+  }
+
+  /** A batch's state and counts. */
+  getBatch(batchId, { timeoutMs, metadata } = {}) {
+    return this.#unary('GetBatch', { batchId }, timeoutMs, metadata);
+  }
+
+  /** The caller's batches, newest first: `{batches, nextPageToken}`. */
+  listBatches({ pageSize = 0, pageToken = '', timeoutMs, metadata } = {}) {
+    return this.#unary('ListBatches', { pageSize, pageToken }, timeoutMs, metadata);
+  }
+
+  /** Cancel a batch: no new vendor call; unsent recipients end FAILED/NOT_ATTEMPTED. */
+  cancelBatch(batchId, { timeoutMs, metadata } = {}) {
+    return this.#unary('CancelBatch', { batchId }, timeoutMs, metadata);
+  }
+
+  #unary(method, request, timeoutMs, metadata) {
     return new Promise((resolve, reject) => {
-      this.#client.ListBackends(
-        {},
+      this.#client[method](
+        request,
         toMetadata(metadata, this.#token),
         callOptions(timeoutMs),
         (error, response) => (error ? reject(toGatewayError(error)) : resolve(response)),
@@ -172,6 +313,44 @@ export class GatewayClient {
   close() {
     this.#client.close();
   }
+}
+
+/** The ids of an upload source, one at a time (see GatewayClient.uploadRecipients). */
+async function* recipientSource(source) {
+  if (typeof source === 'string') {
+    throw new TypeError('pass a file as { path }, or an iterable of ids');
+  }
+  if (source !== null && typeof source === 'object' && typeof source.path === 'string') {
+    source = createReadStream(source.path);
+  }
+  if (typeof source?.pipe === 'function') {
+    // A readable stream of text: one id per line (LF or CRLF), blank lines skipped; any
+    // other whitespace stays, for the gateway to refuse (an id is never silently changed).
+    for await (const line of createInterface({ input: source, crlfDelay: Infinity })) {
+      if (line.trim() !== '') {
+        yield line;
+      }
+    }
+    return;
+  }
+  if (source == null || (!source[Symbol.iterator] && !source[Symbol.asyncIterator])) {
+    throw new TypeError('source must be an iterable of ids, a readable stream or { path }');
+  }
+  for await (const id of source) {
+    if (typeof id !== 'string') {
+      throw new TypeError('every recipient id must be a string');
+    }
+    yield id;
+  }
+}
+
+function toTimestamp(date) {
+  if (!(date instanceof Date) || Number.isNaN(date.getTime())) {
+    throw new TypeError('sendBefore must be a valid Date');
+  }
+  const ms = date.getTime();
+  const seconds = Math.floor(ms / 1000);
+  return { seconds, nanos: (ms - seconds * 1000) * 1e6 };
 }
 
 function callOptions(timeoutMs) {

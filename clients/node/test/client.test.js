@@ -1,7 +1,7 @@
 // GatewayClient against a fake GatewayService served by grpc-js on 127.0.0.1, port 0.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
@@ -83,6 +83,19 @@ function badRequestTrailer(message, violations) {
 }
 
 const received = [];
+const uploads = [];
+let uploadPagesSeen = 0;
+
+function batchOf(batchId, state) {
+  return {
+    batchId,
+    state,
+    total: 3,
+    accepted: 1,
+    pending: 2,
+    createTime: { seconds: 1, nanos: 0 },
+  };
+}
 let cancelledCalls = 0;
 let lastAuthorization = [];
 
@@ -147,6 +160,67 @@ const fakeGateway = {
       },
     });
     call.end();
+  },
+  SubmitBatch(call, callback) {
+    received.push({ request: call.request, metadata: call.metadata.getMap() });
+    callback(null, batchOf(call.request.recipientList || 'ids', 'BATCH_STATE_QUEUED'));
+  },
+  UploadRecipients(call, callback) {
+    const pages = [];
+    const seen = new Set();
+    let duplicates = 0;
+    let refused = false;
+    call.on('data', (page) => {
+      uploadPagesSeen++;
+      if (refused) {
+        return;
+      }
+      pages.push(page);
+      for (const [position, id] of page.recipientIds.entries()) {
+        if (id.trim() !== id) {
+          refused = true;
+          callback({
+            code: status.INVALID_ARGUMENT,
+            details: `recipient_ids: page ${pages.length - 1}, position ${position}: whitespace`,
+          });
+          return;
+        }
+        seen.has(id) ? duplicates++ : seen.add(id);
+      }
+    });
+    call.on('end', () => {
+      uploads.push(pages);
+      if (!refused) {
+        callback(null, {
+          recipientList: `list-${uploads.length}`,
+          count: seen.size,
+          duplicatesRemoved: duplicates,
+        });
+      }
+    });
+  },
+  WatchBatch(call) {
+    const from = call.request.cursor === '' ? 0 : Number(call.request.cursor);
+    const ids = ['w0', 'w1', 'w2', 'w3', 'w4'];
+    for (let index = from; index < ids.length; index++) {
+      call.write({ outcomes: [outcome(ids[index], index)], cursor: String(index + 1) });
+    }
+    call.write({ cursor: String(ids.length), summary: { total: 5, accepted: 5 } });
+    call.end();
+  },
+  GetBatch(call, callback) {
+    if (call.request.batchId !== 'b1') {
+      callback({ code: status.NOT_FOUND, details: `batch_id: no batch ${call.request.batchId}` });
+      return;
+    }
+    callback(null, batchOf('b1', 'BATCH_STATE_RUNNING'));
+  },
+  ListBatches(call, callback) {
+    received.push({ request: call.request });
+    callback(null, { batches: [batchOf('b2', 'BATCH_STATE_DONE')], nextPageToken: 'next' });
+  },
+  CancelBatch(call, callback) {
+    callback(null, batchOf(call.request.batchId, 'BATCH_STATE_CANCELLING'));
   },
   ListBackends(call, callback) {
     lastAuthorization = call.metadata.get('authorization');
@@ -336,11 +410,29 @@ test('caFile: TLS to a gateway whose certificate that CA signed', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'imgate-node-tls-'));
   const [cert, key] = [join(dir, 'server.pem'), join(dir, 'server.key')];
   // Self-signed for 127.0.0.1: its own CA.
-  execFileSync('openssl', [
-    'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
-    '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=localhost',
-    '-addext', 'subjectAltName=IP:127.0.0.1',
-  ], { stdio: 'ignore' });
+  execFileSync(
+    'openssl',
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:prime256v1',
+      '-nodes',
+      '-keyout',
+      key,
+      '-out',
+      cert,
+      '-days',
+      '1',
+      '-subj',
+      '/CN=localhost',
+      '-addext',
+      'subjectAltName=IP:127.0.0.1',
+    ],
+    { stdio: 'ignore' },
+  );
   const tlsServer = new grpc.Server();
   tlsServer.addService(GatewayService.service, fakeGateway);
   const credentials = grpc.ServerCredentials.createSsl(null, [
@@ -367,4 +459,115 @@ test('caFile: TLS to a gateway whose certificate that CA signed', async () => {
     plain.close();
     tlsServer.forceShutdown();
   }
+});
+
+test('uploadRecipients streams an async source in pages and resolves to the list', async () => {
+  async function* ids() {
+    for (let i = 0; i < 25; i++) {
+      yield `u${i % 20}`; // 5 duplicates
+    }
+  }
+  const progress = [];
+  const list = await client.uploadRecipients(ids(), {
+    pageSize: 10,
+    requestId: 'up-1',
+    onProgress: (sent) => progress.push(sent),
+  });
+  assert.deepEqual(list, { recipientList: 'list-1', count: 20, duplicatesRemoved: 5 });
+  const pages = uploads.at(-1);
+  assert.deepEqual(
+    pages.map((p) => [p.requestId, p.recipientIds.length]),
+    [
+      ['up-1', 10],
+      ['', 10],
+      ['', 5],
+    ],
+  );
+  assert.deepEqual(progress, [10, 20, 25]);
+});
+
+test('uploadRecipients reads a file line by line (CRLF, blank lines skipped)', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'imgate-node-upload-'));
+  const path = join(dir, 'ids.txt');
+  writeFileSync(
+    path,
+    'a\r\nb\n\nc\n' + Array.from({ length: 30_000 }, (_, i) => `x${i}`).join('\n'),
+  );
+  const list = await client.uploadRecipients({ path });
+  assert.equal(list.count, 30_003);
+  const pages = uploads.at(-1);
+  assert.deepEqual(
+    pages.map((p) => p.recipientIds.length),
+    [10_000, 10_000, 10_000, 3],
+  );
+  assert.deepEqual(pages[0].recipientIds.slice(0, 4), ['a', 'b', 'c', 'x0']);
+});
+
+test('uploadRecipients: a refused id rejects with the server error and sends no more', async () => {
+  function* ids() {
+    yield 'ok';
+    yield ' bad';
+    for (let i = 0; i < 100_000; i++) {
+      yield `later${i}`;
+    }
+  }
+  uploadPagesSeen = 0;
+  await assert.rejects(client.uploadRecipients(ids(), { pageSize: 2 }), (error) => {
+    assert.ok(error instanceof InvalidRequestError);
+    assert.match(error.details, /page 0, position 1/);
+    return true;
+  });
+  // The source is not read to its end once the gateway has refused the upload.
+  assert.ok(uploadPagesSeen < 100, `${uploadPagesSeen} pages sent after the refusal`);
+  await assert.rejects(client.uploadRecipients('ids.txt'), TypeError);
+});
+
+test('submitBatch with a recipientList and sendBefore', async () => {
+  const sendBefore = new Date(Date.UTC(2030, 0, 1, 0, 0, 0, 250));
+  const batch = await client.submitBatch({
+    recipientList: 'list-1',
+    message: { text: { text: 'hi' } },
+    requestId: 'r-9',
+    sendBefore,
+  });
+  assert.equal(batch.batchId, 'list-1');
+  assert.equal(batch.state, 'BATCH_STATE_QUEUED');
+  const { request } = received.at(-1);
+  assert.equal(request.recipientList, 'list-1');
+  assert.deepEqual(request.sendBefore, {
+    seconds: sendBefore.getTime() / 1000 - 0.25,
+    nanos: 250e6,
+  });
+  assert.throws(() => client.submitBatch({ message: { text: { text: 'x' } } }), TypeError);
+});
+
+test('watchBatch follows the cursor: a resumed watch repeats nothing', async () => {
+  const first = client.watchBatch('b1');
+  const seen = [];
+  for await (const outcome of first) {
+    seen.push(outcome.recipientId);
+    if (seen.length === 2) {
+      break;
+    }
+  }
+  assert.equal(first.cursor, '1'); // the second message's outcomes were not all taken
+  assert.equal(first.batchId, 'b1');
+  const rest = client.watchBatch(first.batchId, { cursor: first.cursor });
+  const { outcomes, summary } = await rest.collect();
+  assert.deepEqual(
+    outcomes.map((o) => o.recipientId),
+    ['w1', 'w2', 'w3', 'w4'],
+  );
+  assert.equal(summary.total, 5);
+  assert.equal(rest.cursor, '5');
+});
+
+test('getBatch, listBatches, cancelBatch', async () => {
+  const batch = await client.getBatch('b1');
+  assert.deepEqual([batch.state, batch.total, batch.pending], ['BATCH_STATE_RUNNING', 3, 2]);
+  await assert.rejects(client.getBatch('nope'), (error) => error.code === status.NOT_FOUND);
+  const page = await client.listBatches({ pageSize: 5, pageToken: 't' });
+  assert.deepEqual([page.batches[0].batchId, page.nextPageToken], ['b2', 'next']);
+  assert.deepEqual([received.at(-1).request.pageSize, received.at(-1).request.pageToken], [5, 't']);
+  assert.equal((await client.cancelBatch('b3')).state, 'BATCH_STATE_CANCELLING');
 });
