@@ -1,4 +1,4 @@
-"""One test suite for every store implementation (memory, SQLite; PostgreSQL later)."""
+"""One test suite for every store implementation (memory, SQLite, PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -24,19 +24,29 @@ from imgate._store import (
     open_store,
 )
 from imgate._store_memory import MemoryStore
+from imgate._store_postgres import PostgresStore
 from imgate._store_sqlite import SQLiteStore
 from imgate.v1 import gateway_pb2 as pb
+from tests import _postgres
 
 MakeStore = Callable[[], Store]
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> MakeStore:
-    """A factory: SQLite stores made by it share one file (a restart reopens it)."""
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
+async def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MakeStore]:
+    """A factory: SQLite stores made by it share one file, PostgreSQL ones one schema of
+    this test's (a restart reopens it)."""
     if request.param == "memory":
         memory = MemoryStore()
-        return lambda: memory
-    return lambda: SQLiteStore(tmp_path / "imgate.db")
+        yield lambda: memory
+    elif request.param == "sqlite":
+        yield lambda: SQLiteStore(tmp_path / "imgate.db")
+    else:
+        base = await _postgres.reachable_or_skip()
+        schema = _postgres.new_schema()
+        url = _postgres.with_schema(base, schema)
+        yield lambda: PostgresStore(url)
+        await _postgres.drop_schema(base, schema)
 
 
 @pytest.fixture
@@ -196,6 +206,9 @@ async def test_claimed_chunks_go_back_to_planned(store: Store) -> None:
     await store.create_batch(_row(total=2), ["a", "b"], None)
     if isinstance(store, MemoryStore):
         store._batches["b1"].chunks[0] = ChunkRow("b1", 0, 0, 2, CLAIMED, owner="dead")
+    elif isinstance(store, PostgresStore):
+        await store.pool.execute("INSERT INTO chunks VALUES ('b1', 0, 0, 2, 'claimed', 0, 'dead')")
+        await store.pool.execute("UPDATE batches SET chunk_count = 1, planned_to = 2")
     else:
         assert isinstance(store, SQLiteStore)
 
