@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -19,6 +20,7 @@ from imgate._store import (
     ChunkRow,
     Counts,
     Fenced,
+    Recovered,
     Store,
     StoreError,
     open_store,
@@ -316,3 +318,65 @@ def test_open_store_urls(tmp_path: Path) -> None:
     assert absolute.path == tmp_path / "x.db"
     with pytest.raises(StoreError, match=r"store\.url"):
         open_store("mysql://db/imgate", tmp_path)
+
+
+async def test_adopt_takes_only_dead_replicas_batches_and_fences_them(
+    make_store: MakeStore,
+) -> None:
+    """A replica whose heartbeat is older than the lease loses its batches to an adopter,
+    and, should it wake up, changes nothing: no new chunk, no planned chunk, no outcome."""
+    zombie = make_store()
+    await zombie.open()
+    try:
+        if not zombie.shared:  # one process: nobody else to adopt from
+            assert await zombie.adopt("me", 0.0) == ([], Recovered())
+            return
+        adopter = make_store()
+        await adopter.open()
+        try:
+            await zombie.heartbeat("zombie")
+            await adopter.heartbeat("adopter")
+            await zombie.create_batch(_row(total=6), list("abcdef"), None, owner="zombie")
+            in_flight = ChunkRow("b1", 0, 0, 2, PLANNED, attempts=1)
+            await zombie.write_ahead(in_flight, "zombie")
+            assert await adopter.adopt("adopter", lease_s=60.0) == ([], Recovered())
+            await asyncio.sleep(0.2)  # the zombie's heartbeat is now older than the lease
+            rows, recovered = await adopter.adopt("adopter", lease_s=0.1)
+            assert [r.batch_id for r in rows] == ["b1"]
+            assert [(c.number, c.state, c.owner) for c in recovered.sending] == [
+                (0, SENDING, "adopter")
+            ]
+            with pytest.raises(Fenced):  # the outcome of its call in flight
+                await zombie.record(in_flight, DONE, _page(2), Counts(accepted=2), "zombie")
+            with pytest.raises(Fenced):  # a new chunk of a batch it no longer owns
+                await zombie.write_ahead(ChunkRow("b1", 1, 2, 4, PLANNED, attempts=1), "zombie")
+            await adopter.record(
+                recovered.sending[0], UNCERTAIN, _page(2), Counts(uncertain=2), "adopter"
+            )
+            await adopter.write_ahead(ChunkRow("b1", 1, 2, 4, PLANNED, attempts=1), "adopter")
+            row = await adopter.get_batch("b1")
+            assert row is not None
+            assert (row.accepted, row.uncertain, row.chunk_count) == (0, 2, 2)
+            assert [(c.state, c.owner) for c in await adopter.chunks("b1")] == [
+                (UNCERTAIN, "adopter"),
+                (SENDING, "adopter"),
+            ]
+            # Adopted once: nothing left for another sweep.
+            assert await adopter.adopt("third", lease_s=60.0) == ([], Recovered())
+        finally:
+            await adopter.close()
+    finally:
+        await zombie.close()
+
+
+async def test_a_retired_replicas_batches_are_adopted_at_once(make_store: MakeStore) -> None:
+    store = make_store()
+    await store.open()
+    try:
+        await store.heartbeat("leaving")
+        await store.create_batch(_row(total=1), ["a"], None, owner="leaving")
+        await store.retire("leaving")
+        rows, _ = await store.adopt("other", lease_s=3600.0)
+        assert [r.batch_id for r in rows] == (["b1"] if store.shared else [])
+    finally:
+        await store.close()

@@ -555,8 +555,10 @@ class PostgresStore(Store):
             )
             # Replicas presumed dead keep no row; one that wakes up writes a new one.
             await conn.execute(
-                "DELETE FROM replicas WHERE heartbeat <= now() - make_interval(secs => $1)",
+                "DELETE FROM replicas WHERE heartbeat <= now() - make_interval(secs => $1) "
+                "AND owner <> $2",
                 lease_s,
+                owner,
             )
         chunks = sorted((_chunk(r) for r in sending), key=lambda c: (c.batch_id, c.number))
         return [_row(r) for r in rows], Recovered(chunks, int(reclaimed.split()[-1]))

@@ -1,0 +1,182 @@
+"""What only the shared PostgreSQL store has: races between replicas, the migration lock,
+the schema from the URL, LISTEN/NOTIFY between processes' stores, and start-up errors
+that name `store.url` without its password. The common behaviour is in test_store.py."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from imgate._store import SENDING, BatchRow, ChunkRow, Counts, StoreError, open_store
+from imgate._store_postgres import SCHEMA_VERSION, PostgresStore, redact_url
+from tests import _postgres
+
+
+@pytest.fixture
+async def schema_url() -> AsyncIterator[str]:
+    """The URL of a fresh schema of this test's, dropped afterwards."""
+    base = await _postgres.reachable_or_skip()
+    schema = _postgres.new_schema()
+    yield _postgres.with_schema(base, schema)
+    await _postgres.drop_schema(base, schema)
+
+
+def _row(batch_id: str, request_id: str = "") -> BatchRow:
+    return BatchRow(batch_id, "caller", request_id, b"fp", "tx", b"spec", False, 3, 0, 1000.0)
+
+
+async def _opened(url: str, count: int) -> list[PostgresStore]:
+    stores = [PostgresStore(url) for _ in range(count)]
+    await asyncio.gather(*(s.open() for s in stores))
+    return stores
+
+
+async def test_replicas_starting_together_migrate_once(schema_url: str) -> None:
+    stores = await _opened(schema_url, 4)
+    try:
+        versions = await stores[0].pool.fetch("SELECT version FROM schema_version")
+        assert [r["version"] for r in versions] == [SCHEMA_VERSION]
+        # The tables are in the URL's schema, created because it was missing.
+        schema = stores[0].schema
+        assert schema.startswith("imgate_test_")
+        tables = await stores[0].pool.fetch(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = $1", schema
+        )
+        assert {"batches", "chunks", "outcomes", "replicas"} <= {r["table_name"] for r in tables}
+    finally:
+        for store in stores:
+            await store.close()
+
+
+async def test_a_newer_schema_is_refused(schema_url: str) -> None:
+    (store,) = await _opened(schema_url, 1)
+    await store.pool.execute("INSERT INTO schema_version VALUES ($1)", SCHEMA_VERSION + 1)
+    await store.close()
+    with pytest.raises(StoreError, match=r"store\.url: .* newer than this gateway's"):
+        await PostgresStore(schema_url).open()
+
+
+async def test_one_request_id_raced_by_replicas_is_one_batch(schema_url: str) -> None:
+    stores = await _opened(schema_url, 4)
+    try:
+        results = await asyncio.gather(
+            *(
+                store.create_batch(_row(f"b{n}", "same"), ["a", "b", "c"], None, owner=f"r{n}")
+                for n, store in enumerate(stores * 3)
+            )
+        )
+        assert sum(created for _, created in results) == 1
+        assert len({row.batch_id for row, _ in results}) == 1
+        count = await stores[0].pool.fetchval("SELECT count(*) FROM batches")
+        pages = await stores[0].pool.fetchval("SELECT count(*) FROM recipient_pages")
+        assert (count, pages) == (1, 1)
+    finally:
+        for store in stores:
+            await store.close()
+
+
+async def test_one_sweeper_adopts_a_batch_once(schema_url: str) -> None:
+    stores = await _opened(schema_url, 4)
+    try:
+        await stores[0].create_batch(_row("b1"), ["a", "b", "c"], None, owner="dead")
+        await stores[0].write_ahead(ChunkRow("b1", 0, 0, 1, "planned", attempts=1), "dead")
+        adopted = await asyncio.gather(
+            *(store.adopt(f"live{n}", lease_s=1.0) for n, store in enumerate(stores * 2))
+        )
+        rows = [row for got, _ in adopted for row in got]
+        sending = [chunk for _, recovered in adopted for chunk in recovered.sending]
+        assert [r.batch_id for r in rows] == ["b1"]
+        assert [(c.number, c.state) for c in sending] == [(0, SENDING)]
+    finally:
+        for store in stores:
+            await store.close()
+
+
+async def test_watchers_of_another_store_are_notified(schema_url: str) -> None:
+    writer, watcher = await _opened(schema_url, 2)
+    try:
+        await writer.create_batch(_row("b1"), ["a", "b", "c"], None, owner="w")
+        woken = watcher.notifier.event("b1")
+        await writer.set_state("b1", 2)
+        await asyncio.wait_for(woken.wait(), 10)
+        woken = watcher.notifier.event("b1")
+        await writer.record(
+            ChunkRow("b1", 0, 0, 3, "planned", attempts=1),
+            "done",
+            b"",
+            Counts(accepted=3, vendor_calls=1),
+            "w",
+        )
+        await asyncio.wait_for(woken.wait(), 10)
+    finally:
+        await writer.close()
+        await watcher.close()
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def test_start_up_error_names_the_url_without_its_password(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    secret = "s3cret-Pa55"
+    url = f"postgresql://imgate:{secret}@127.0.0.1:{_closed_port()}/imgate"
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(StoreError) as raised:
+        await PostgresStore(url).open()
+    message = str(raised.value)
+    assert message.startswith("store.url: cannot connect to postgresql://imgate:***@127.0.0.1:")
+    assert secret not in message
+    assert secret not in caplog.text
+
+
+async def test_a_wrong_password_is_not_shown_either(schema_url: str) -> None:
+    # The local server trusts loopback, so a wrong password is accepted; a missing
+    # database is refused instead, and its message must not carry the password either.
+    secret = "an0ther-secret"
+    url = schema_url.replace("postgres@", f"postgres:{secret}@", 1).replace(
+        "/test?", "/no_such_database_here?", 1
+    )
+    if secret not in url:
+        pytest.skip("IMGATE_TEST_POSTGRES_URL has a form this test does not rewrite")
+    with pytest.raises(StoreError) as raised:
+        await PostgresStore(url).open()
+    assert "no_such_database_here" in str(raised.value)
+    assert secret not in str(raised.value)
+    assert "***" in str(raised.value)
+
+
+def test_redact_url_and_open_store() -> None:
+    assert redact_url("postgresql://u:p%40ss@db:5432/x?a=b") == "postgresql://u:***@db:5432/x?a=b"
+    assert redact_url("postgresql://u@db/x") == "postgresql://u@db/x"
+    store = open_store("postgres://u@db/x", Path("/unused"), lease_s=3.0)
+    assert isinstance(store, PostgresStore)
+    assert store.lease_s == 3.0
+    assert store.shared
+
+
+async def test_the_gateway_uses_no_other_schema(schema_url: str) -> None:
+    (store,) = await _opened(schema_url, 1)
+    try:
+        await store.create_batch(_row("b1"), ["a", "b", "c"], None, owner="w")
+    finally:
+        await store.close()
+    conn = await asyncpg.connect(_postgres.base_url())
+    try:
+        elsewhere = await conn.fetchval(
+            "SELECT count(*) FROM information_schema.tables "
+            "WHERE table_name = 'batches' AND table_schema = 'public'"
+        )
+    finally:
+        await conn.close()
+    assert elsewhere == 0
