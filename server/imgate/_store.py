@@ -15,9 +15,10 @@ batches of replicas whose heartbeat is older than the lease, with the same resul
 `recover` (claimed chunks back to planned, sending ones handed over to end UNCERTAIN).
 
 Chunks go planned -> claimed -> sending -> done | uncertain | failed. Every change after
-a claim is fenced by (batch, chunk, attempt, owner): a writer that is no longer the owner
-(of the chunk, or in a shared store of the batch) gets `Fenced` and changes nothing. Outcomes are kept as one record per vendor call, in the
-order recorded; `seq` is the position a watcher resumes from.
+a claim is fenced by (batch, chunk, attempt, owner): a writer that is no longer the
+owner (of the chunk, or in a shared store of the batch) gets `Fenced` and changes
+nothing. Outcomes are kept as one record per vendor call, in the order recorded; `seq`
+is the position a watcher resumes from.
 """
 
 from __future__ import annotations
