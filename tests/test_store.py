@@ -380,3 +380,17 @@ async def test_a_retired_replicas_batches_are_adopted_at_once(make_store: MakeSt
         assert [r.batch_id for r in rows] == (["b1"] if store.shared else [])
     finally:
         await store.close()
+
+
+async def test_new_chunks_written_ahead_at_once_are_stored_in_order(store: Store) -> None:
+    # A run starts a chunk's write-ahead before the previous one has committed.
+    await store.create_batch(_row(total=40), [f"u{n}" for n in range(40)], None)
+    await asyncio.gather(
+        *(
+            store.write_ahead(ChunkRow("b1", n, 2 * n, 2 * n + 2, PLANNED, attempts=1), "me")
+            for n in range(20)
+        )
+    )
+    assert [(c.number, c.state) for c in await store.chunks("b1")] == [
+        (n, SENDING) for n in range(20)
+    ]

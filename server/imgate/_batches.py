@@ -217,7 +217,7 @@ class BatchService:
                     )
         except Exception as exc:
             if _only_fenced(exc):
-                log.warning("batch %s was taken over by another replica", row.batch_id)
+                log.warning("batch %s was taken over by another replica: %s", row.batch_id, exc)
                 return
             self.metrics.batch_errors.labels(row.backend).inc()
             if isinstance(exc, StoreError):

@@ -25,7 +25,7 @@ import contextlib
 import dataclasses
 import logging
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 import asyncpg
 
@@ -163,6 +163,10 @@ class PostgresStore(Store):
         self._pool: asyncpg.Pool | None = None
         self._listener: asyncpg.Connection | None = None
         self.schema = ""
+        # One writer at a time per batch in this process, in the order they asked: a
+        # batch's new chunks must be inserted in order (chunk n + 1 after chunk n), which
+        # SQLite's single writer thread gives for free and a pool of connections does not.
+        self._writers: dict[str, asyncio.Lock] = {}
 
     def _error(self, what: str, exc: BaseException) -> StoreError:
         text = str(exc) or type(exc).__name__
@@ -436,14 +440,20 @@ class PostgresStore(Store):
             owner,
         )
 
+    @contextlib.asynccontextmanager
+    async def _writing(self, batch_id: str) -> AsyncIterator[_Connection]:
+        lock = self._writers.setdefault(batch_id, asyncio.Lock())
+        async with lock, self.pool.acquire() as conn, conn.transaction():
+            yield conn
+
     async def write_ahead(self, chunk: ChunkRow, owner: str) -> None:
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with self._writing(chunk.batch_id) as conn:
             await self._take(conn, chunk, SENDING, owner)
 
     async def record(
         self, chunk: ChunkRow, final_state: str, page: bytes, counts: Counts, owner: str
     ) -> int:
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with self._writing(chunk.batch_id) as conn:
             await self._take(conn, chunk, final_state, owner)
             seq: int = await conn.fetchval(
                 "UPDATE batches SET next_seq = next_seq + 1, accepted = accepted + $2, "
@@ -487,6 +497,8 @@ class PostgresStore(Store):
                 f"SELECT {_BATCH_COLUMNS} FROM batches WHERE batch_id = $1", batch_id
             )
             await conn.execute("SELECT pg_notify($1, $2)", _CHANNEL, batch_id)
+        if found is not None and found["state"] in ENDED_STATES:
+            self._writers.pop(batch_id, None)
         self.notifier.notify(batch_id)
         return None if found is None else _row(found)
 
