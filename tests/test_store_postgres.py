@@ -1,21 +1,26 @@
 """What only the shared PostgreSQL store has: races between replicas, the migration lock,
-the schema from the URL, LISTEN/NOTIFY between processes' stores, and start-up errors
-that name `store.url` without its password. The common behaviour is in test_store.py."""
+the schema from the URL, LISTEN/NOTIFY between processes' stores, start-up errors that
+name `store.url` without its password, and a gateway's health following the database.
+The common behaviour is in test_store.py."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import socket
+import time
+import urllib.parse
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from imgate._store import SENDING, BatchRow, ChunkRow, Counts, StoreError, open_store
 from imgate._store_postgres import SCHEMA_VERSION, PostgresStore, redact_url
 from tests import _postgres
+from tests.conftest import StartGateway
 
 
 @pytest.fixture
@@ -180,3 +185,72 @@ async def test_the_gateway_uses_no_other_schema(schema_url: str) -> None:
     finally:
         await conn.close()
     assert elsewhere == 0
+
+
+class _Proxy:
+    """A TCP relay to the PostgreSQL server that a test can cut and restore: the
+    database "goes away" for the gateway without touching the real server."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._writers: list[asyncio.StreamWriter] = []
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self.target)
+        self._writers += [writer, up_writer]
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            try:
+                while data := await source.read(65536):
+                    sink.write(data)
+                    await sink.drain()
+            finally:
+                sink.close()
+
+        await asyncio.gather(
+            pipe(reader, up_writer), pipe(up_reader, writer), return_exceptions=True
+        )
+
+    def cut(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in self._writers:
+            writer.transport.abort()
+        self._writers.clear()
+
+
+async def test_health_follows_the_shared_store(start_gateway: StartGateway) -> None:
+    base = await _postgres.reachable_or_skip()
+    parts = urllib.parse.urlsplit(base)
+    proxy = _Proxy(parts.hostname or "127.0.0.1", parts.port or 5432)
+    await proxy.start()
+    schema = _postgres.new_schema()
+    relayed = parts._replace(netloc=f"{parts.username}@127.0.0.1:{proxy.port}")
+    url = _postgres.with_schema(urllib.parse.urlunsplit(relayed), schema)
+    try:
+        gateway = await start_gateway(store=PostgresStore(url), lease_s=0.6)
+        health = health_pb2_grpc.HealthStub(gateway.channel)
+
+        async def status_becomes(wanted: int) -> None:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=5)
+                if reply.status == wanted:
+                    return
+                await asyncio.sleep(0.05)
+            raise AssertionError(f"health did not become {wanted}")
+
+        await status_becomes(health_pb2.HealthCheckResponse.SERVING)
+        proxy.cut()
+        await status_becomes(health_pb2.HealthCheckResponse.NOT_SERVING)
+        await proxy.start()  # the same port again
+        await status_becomes(health_pb2.HealthCheckResponse.SERVING)
+    finally:
+        proxy.cut()
+        await _postgres.drop_schema(base, schema)

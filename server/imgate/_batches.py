@@ -267,10 +267,11 @@ class BatchService:
         while True:
             await asyncio.sleep(every)
             try:
-                await self.store.heartbeat(self.owner)
+                # Bounded: a database that stopped answering (no reset) is noticed too.
+                await asyncio.wait_for(self.store.heartbeat(self.owner), max(1.0, every))
             except Exception as exc:
                 self.metrics.store_errors.labels("heartbeat").inc()
-                log.warning("store heartbeat failed: %s", exc)
+                log.warning("store heartbeat failed: %s", exc or type(exc).__name__)
                 await self._set_reachable(False)
             else:
                 await self._set_reachable(True)
