@@ -254,3 +254,27 @@ async def test_health_follows_the_shared_store(start_gateway: StartGateway) -> N
     finally:
         proxy.cut()
         await _postgres.drop_schema(base, schema)
+
+
+async def test_a_lost_listening_connection_is_opened_again_by_the_heartbeat(
+    schema_url: str,
+) -> None:
+    writer, watcher = await _opened(schema_url, 2)
+    try:
+        await writer.create_batch(_row("b1"), ["a", "b", "c"], None, owner="w")
+        listener = watcher._listener
+        assert listener is not None
+        await writer.pool.execute("SELECT pg_terminate_backend($1)", listener.get_server_pid())
+        deadline = time.monotonic() + 10
+        while not listener.is_closed():
+            assert time.monotonic() < deadline, "the listening connection stayed open"
+            await asyncio.sleep(0.05)
+        woken = watcher.notifier.event("b1")
+        await watcher.heartbeat("watcher")
+        assert woken.is_set()  # watchers re-read: what was notified meanwhile is lost
+        woken = watcher.notifier.event("b1")
+        await writer.set_state("b1", 2)
+        await asyncio.wait_for(woken.wait(), 10)
+    finally:
+        await writer.close()
+        await watcher.close()

@@ -264,9 +264,6 @@ class Store(abc.ABC):
         (now `owner`'s, to end UNCERTAIN). A store of one process adopts nothing."""
         return [], Recovered()
 
-    async def ping(self) -> None:  # noqa: B027 - optional hook
-        """Raise StoreError when the store cannot be reached now."""
-
     @abc.abstractmethod
     async def read_outcomes(self, batch_id: str, after_seq: int, limit: int) -> list[OutcomePage]:
         """At most `limit` outcome pages with seq > `after_seq`, in order."""

@@ -186,19 +186,24 @@ class PostgresStore(Store):
                 timeout=_CONNECT_TIMEOUT_S,
                 server_settings={"application_name": "imgate"},
             )
-        except (TimeoutError, OSError, asyncpg.PostgresError, ValueError) as exc:
+        except Exception as exc:  # whatever it is, its message is shown without the password
             raise self._error("cannot connect to", exc) from None
         try:
             async with self._pool.acquire() as conn:
                 await self._migrate(conn)
-            self._listener = await asyncpg.connect(self.url, timeout=_CONNECT_TIMEOUT_S)
-            await self._listener.add_listener(_CHANNEL, self._notified)
+            await self._listen()
         except StoreError:
             await self.close()
             raise
-        except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+        except Exception as exc:
             await self.close()
             raise self._error("cannot use", exc) from None
+
+    async def _listen(self) -> None:
+        """(Re)open the connection that LISTENs for other replicas' changes."""
+        listener = await asyncpg.connect(self.url, timeout=_CONNECT_TIMEOUT_S)
+        await listener.add_listener(_CHANNEL, self._notified)
+        self._listener = listener
 
     async def _migrate(self, conn: _Connection) -> None:
         path = await conn.fetchval("SHOW search_path")
@@ -246,12 +251,6 @@ class PostgresStore(Store):
         if self._pool is None:
             raise StoreError("store: not open")
         return self._pool
-
-    async def ping(self) -> None:
-        try:
-            await self.pool.fetchval("SELECT 1", timeout=5)
-        except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
-            raise self._error("cannot reach", exc) from None
 
     # -- batches ----------------------------------------------------------------------
 
@@ -510,6 +509,12 @@ class PostgresStore(Store):
             "ON CONFLICT (owner) DO UPDATE SET heartbeat = now()",
             owner,
         )
+        if self._listener is None or self._listener.is_closed():
+            # Lost with a database restart or a network cut: listen again, and wake every
+            # watcher, since what was notified meanwhile is lost.
+            await self._listen()
+            log.info("listening for other replicas' changes again")
+            self.notifier.notify_all()
 
     async def retire(self, owner: str) -> None:
         await self.pool.execute("DELETE FROM replicas WHERE owner = $1", owner)
