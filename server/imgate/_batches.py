@@ -121,7 +121,7 @@ class BatchService:
             )
         if recovered.sending:
             log.warning(
-                "recovered %d chunks that were in flight when the gateway stopped: UNCERTAIN",
+                "recovered %d chunks that were in flight when their gateway stopped: UNCERTAIN",
                 len(recovered.sending),
             )
 
@@ -291,18 +291,25 @@ class BatchService:
             await asyncio.sleep(every)
             try:
                 rows, recovered = await self.store.adopt(self.owner, self.lease_s)
-                if rows:
-                    log.warning(
-                        "adopted %d batches of replicas silent for over %.1fs",
-                        len(rows),
-                        self.lease_s,
-                    )
-                await self._end_in_flight(recovered)
-                if not self.stopping.is_set():
-                    self._resume(rows)
             except Exception:
                 self.metrics.store_errors.labels("sweep").inc()
                 log.exception("adopting dead replicas' batches failed")
+                continue
+            if rows:
+                log.warning(
+                    "adopted %d batches of replicas silent for over %.1fs",
+                    len(rows),
+                    self.lease_s,
+                )
+            try:
+                await self._end_in_flight(recovered)
+            except Exception:
+                # Resumed all the same: the run's close ends what is still SENDING
+                # UNCERTAIN. Not resumed, they would stay this replica's and idle.
+                self.metrics.store_errors.labels("sweep").inc()
+                log.exception("ending adopted in-flight chunks failed; left to the runs")
+            if not self.stopping.is_set():
+                self._resume(rows)
 
     async def _cancel_poll_loop(self) -> None:
         """A cancel asked on another replica only changes the store: notice it here."""
