@@ -13,12 +13,15 @@ import urllib.parse
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import asyncpg
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from imgate._store import SENDING, BatchRow, ChunkRow, Counts, StoreError, open_store
 from imgate._store_postgres import SCHEMA_VERSION, PostgresStore, redact_url
+from imgate.sandbox import SandboxServer
+from imgate.v1 import gateway_pb2 as pb
 from tests import _postgres
 from tests.conftest import StartGateway
 
@@ -225,14 +228,19 @@ class _Proxy:
         self._writers.clear()
 
 
-async def test_health_follows_the_shared_store(start_gateway: StartGateway) -> None:
+async def test_health_follows_the_shared_store(
+    start_gateway: StartGateway, caplog: pytest.LogCaptureFixture
+) -> None:
     base = await _postgres.reachable_or_skip()
     parts = urllib.parse.urlsplit(base)
     proxy = _Proxy(parts.hostname or "127.0.0.1", parts.port or 5432)
     await proxy.start()
     schema = _postgres.new_schema()
-    relayed = parts._replace(netloc=f"{parts.username}@127.0.0.1:{proxy.port}")
+    # A password the server never asks for (trust): it must not reach any log either.
+    secret = "relay-Pa55word"
+    relayed = parts._replace(netloc=f"{parts.username}:{secret}@127.0.0.1:{proxy.port}")
     url = _postgres.with_schema(urllib.parse.urlunsplit(relayed), schema)
+    caplog.set_level(logging.DEBUG)
     try:
         gateway = await start_gateway(store=PostgresStore(url), lease_s=0.6)
         health = health_pb2_grpc.HealthStub(gateway.channel)
@@ -251,6 +259,8 @@ async def test_health_follows_the_shared_store(start_gateway: StartGateway) -> N
         await status_becomes(health_pb2.HealthCheckResponse.NOT_SERVING)
         await proxy.start()  # the same port again
         await status_becomes(health_pb2.HealthCheckResponse.SERVING)
+        assert "store heartbeat failed" in caplog.text
+        assert secret not in caplog.text
     finally:
         proxy.cut()
         await _postgres.drop_schema(base, schema)
@@ -278,3 +288,35 @@ async def test_a_lost_listening_connection_is_opened_again_by_the_heartbeat(
     finally:
         await writer.close()
         await watcher.close()
+
+
+async def test_a_replica_starting_takes_nothing_from_a_live_one(
+    start_gateway: StartGateway, sandbox: SandboxServer, schema_url: str
+) -> None:
+    async with aiohttp.ClientSession() as http:
+        latency = [{"kind": "latency", "delay_s": 0.15}]
+        async with http.put(f"{sandbox.url}/sandbox/faults", json={"tencent": latency}) as reply:
+            assert reply.status == 200
+    # One call at a time, within the sandbox's quota: the batch runs for a while.
+    one_at_a_time = {"max_in_flight": 1}
+    first = await start_gateway(one_at_a_time, store=PostgresStore(schema_url), lease_s=30.0)
+    request = pb.SubmitBatchRequest(
+        backend="tencent",
+        sender_id="replica_sender",
+        recipient_ids=[f"u{n:05d}" for n in range(6_000)],
+        message=pb.Message(text=pb.TextContent(text="hi")),
+    )
+    batch = await first.stub.SubmitBatch(request, timeout=30)
+    deadline = time.monotonic() + 30
+    while (await first.stub.GetBatch(pb.GetBatchRequest(batch_id=batch.batch_id))).accepted == 0:
+        assert time.monotonic() < deadline, "the batch did not start"
+        await asyncio.sleep(0.02)
+    second = await start_gateway(one_at_a_time, store=PostgresStore(schema_url), lease_s=30.0)
+    assert second.gateway.batches._runs == {}  # nothing adopted, nothing recovered
+    while True:
+        got = await second.stub.GetBatch(pb.GetBatchRequest(batch_id=batch.batch_id))
+        if got.state == pb.BATCH_STATE_DONE:
+            break
+        assert time.monotonic() < deadline + 60, "the batch did not end"
+        await asyncio.sleep(0.05)
+    assert (got.accepted, got.uncertain) == (6_000, 0)
