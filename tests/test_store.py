@@ -394,3 +394,18 @@ async def test_new_chunks_written_ahead_at_once_are_stored_in_order(store: Store
     assert [(c.number, c.state) for c in await store.chunks("b1")] == [
         (n, SENDING) for n in range(20)
     ]
+
+
+async def test_a_released_batch_is_adopted_even_from_a_live_owner(make_store: MakeStore) -> None:
+    store = make_store()
+    await store.open()
+    try:
+        await store.heartbeat("alive")
+        await store.create_batch(_row(total=1), ["a"], None, owner="alive")
+        await store.release("b1", "someone-else")  # not theirs to release: no change
+        assert await store.adopt("other", lease_s=3600.0) == ([], Recovered())
+        await store.release("b1", "alive")
+        rows, _ = await store.adopt("other", lease_s=3600.0)
+        assert [r.batch_id for r in rows] == (["b1"] if store.shared else [])
+    finally:
+        await store.close()

@@ -320,3 +320,55 @@ async def test_a_replica_starting_takes_nothing_from_a_live_one(
         assert time.monotonic() < deadline + 60, "the batch did not end"
         await asyncio.sleep(0.05)
     assert (got.accepted, got.uncertain) == (6_000, 0)
+
+
+async def test_a_run_stopped_by_a_store_outage_is_taken_over_again(
+    start_gateway: StartGateway, sandbox: SandboxServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The database goes away for a moment, shorter than the lease: the run that hit it
+    stops, its batch is released and adopted again, and it ends as rule 9 says."""
+    base = await _postgres.reachable_or_skip()
+    parts = urllib.parse.urlsplit(base)
+    proxy = _Proxy(parts.hostname or "127.0.0.1", parts.port or 5432)
+    await proxy.start()
+    schema = _postgres.new_schema()
+    relayed = parts._replace(netloc=f"{parts.username}@127.0.0.1:{proxy.port}")
+    url = _postgres.with_schema(urllib.parse.urlunsplit(relayed), schema)
+    try:
+        async with aiohttp.ClientSession() as http:
+            latency = [{"kind": "latency", "delay_s": 0.15}]
+            async with http.put(f"{sandbox.url}/sandbox/faults", json={"tencent": latency}):
+                pass
+        gateway = await start_gateway({"max_in_flight": 1}, store=PostgresStore(url), lease_s=1.5)
+        ids = [f"u{n:05d}" for n in range(6_000)]
+        request = pb.SubmitBatchRequest(
+            backend="tencent",
+            sender_id="replica_sender",
+            recipient_ids=ids,
+            message=pb.Message(text=pb.TextContent(text="hi")),
+        )
+        batch = await gateway.stub.SubmitBatch(request, timeout=30)
+        deadline = time.monotonic() + 60
+        get = pb.GetBatchRequest(batch_id=batch.batch_id)
+        while (await gateway.stub.GetBatch(get)).accepted == 0:
+            assert time.monotonic() < deadline, "the batch did not start"
+            await asyncio.sleep(0.02)
+        proxy.cut()
+        await asyncio.sleep(0.4)  # a call or two of the run's meet no database
+        await proxy.start()
+        while (got := await gateway.stub.GetBatch(get)).state != pb.BATCH_STATE_DONE:
+            assert time.monotonic() < deadline, "the batch did not end"
+            await asyncio.sleep(0.05)
+        watch = gateway.stub.WatchBatch(pb.WatchBatchRequest(batch_id=batch.batch_id))
+        outcomes = [o async for m in watch for o in m.outcomes]
+        assert sorted(o.recipient_id for o in outcomes) == ids
+        delivered = [d.recipient for d in sandbox.state.deliveries("tencent")]
+        assert len(delivered) == len(set(delivered))
+        accepted = {o.recipient_id for o in outcomes if o.state == pb.DELIVERY_STATE_ACCEPTED}
+        uncertain = {o.recipient_id for o in outcomes if o.state == pb.DELIVERY_STATE_UNCERTAIN}
+        assert accepted <= set(delivered) <= accepted | uncertain
+        assert got.uncertain <= 500  # at most the one call in flight
+        assert "released, to be adopted again" in caplog.text
+    finally:
+        proxy.cut()
+        await _postgres.drop_schema(base, schema)

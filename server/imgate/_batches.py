@@ -82,6 +82,9 @@ class BatchService:
         self.stopped = asyncio.Event()
         self._runs: dict[str, tuple[BatchRun, asyncio.Task[None]]] = {}
         self._loops: list[asyncio.Task[None]] = []
+        # Shared store: batches of this replica whose run stopped on an error, to be
+        # released (and adopted again by a sweep) rather than left owned and idle.
+        self._orphans: set[str] = set()
 
     # -- life cycle ---------------------------------------------------------------------
 
@@ -223,6 +226,8 @@ class BatchService:
             if isinstance(exc, StoreError):
                 self.metrics.store_errors.labels("batch").inc()
             log.exception("batch %s stopped on an unexpected error", run.row.batch_id)
+            if self.store.shared and not self.stopping.is_set():
+                self._orphans.add(row.batch_id)  # a sweep takes it over (rule 9 holds)
         finally:
             self._runs.pop(run.row.batch_id, None)
             ended_state = run.sink.row.state if run.sink.row.ended else None
@@ -289,6 +294,13 @@ class BatchService:
         every = self.lease_s / 3
         while True:
             await asyncio.sleep(every)
+            for batch_id in list(self._orphans):
+                try:
+                    await self.store.release(batch_id, self.owner)
+                except Exception:
+                    break  # the store is still away: next time
+                self._orphans.discard(batch_id)
+                log.warning("batch %s released, to be adopted again by a sweep", batch_id)
             try:
                 rows, recovered = await self.store.adopt(self.owner, self.lease_s)
             except Exception:

@@ -257,6 +257,10 @@ class Store(abc.ABC):
     async def retire(self, owner: str) -> None:  # noqa: B027 - shared stores only
         """Replica `owner` stops: others may adopt its batches at once."""
 
+    async def release(self, batch_id: str, owner: str) -> None:  # noqa: B027 - shared only
+        """`owner` gives up an unfinished batch it no longer runs (its run stopped on an
+        error): the next sweep of any replica adopts it."""
+
     async def adopt(self, owner: str, lease_s: float) -> tuple[list[BatchRow], Recovered]:
         """Shared stores: take over the unfinished batches of replicas whose heartbeat is
         older than `lease_s` (one adopter at a time), as `recover` does for a restart.

@@ -519,6 +519,15 @@ class PostgresStore(Store):
     async def retire(self, owner: str) -> None:
         await self.pool.execute("DELETE FROM replicas WHERE owner = $1", owner)
 
+    async def release(self, batch_id: str, owner: str) -> None:
+        # No owner: adoptable by any sweep, as if its owner had died.
+        await self.pool.execute(
+            f"UPDATE batches SET owner = '' WHERE batch_id = $1 AND owner = $2 "
+            f"AND state IN {_UNFINISHED}",
+            batch_id,
+            owner,
+        )
+
     async def recover(self, owner: str) -> Recovered:
         # A restart is an adoption: the batches of replicas whose lease ran out (the
         # previous process of this gateway among them), never those of a live replica.
