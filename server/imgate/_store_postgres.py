@@ -14,8 +14,11 @@ Times that decide liveness come from the database clock (`now()`), never a repli
   chunk rows too. An adopter locks the batch `FOR UPDATE SKIP LOCKED`, which waits for no
   writer and is never interleaved with one.
 - `adopt` runs under `pg_try_advisory_xact_lock`: one sweeper at a time per schema.
-- Watchers on every replica are woken by `LISTEN/NOTIFY` (payload: the batch id) on one
-  connection per gateway; `BatchService.watch` still polls, should a notification be lost.
+- A batch's writes from one process go one at a time, in order (new chunks must be
+  inserted in order), as SQLite's single writer thread does.
+- Watchers on every replica are woken by `LISTEN/NOTIFY` (a channel per schema, payload:
+  the batch id) on one connection per gateway, reopened by the heartbeat when lost;
+  `BatchService.watch` still polls, should a notification be lost.
 """
 
 from __future__ import annotations
@@ -126,7 +129,6 @@ _ENDED = "(" + ", ".join(str(s) for s in sorted(ENDED_STATES)) + ")"
 # and a few watchers' reads at once. Three replicas stay far below max_connections (100).
 _POOL_MIN, _POOL_MAX = 2, 10
 _CONNECT_TIMEOUT_S = 10.0
-_CHANNEL = "imgate_batches"
 
 _Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
@@ -163,6 +165,9 @@ class PostgresStore(Store):
         self._pool: asyncpg.Pool | None = None
         self._listener: asyncpg.Connection | None = None
         self.schema = ""
+        self._channel = ""
+        """NOTIFY channel: per schema, so gateways on other schemas of the database are
+        not woken (channels are per database)."""
         # One writer at a time per batch in this process, in the order they asked: a
         # batch's new chunks must be inserted in order (chunk n + 1 after chunk n), which
         # SQLite's single writer thread gives for free and a pool of connections does not.
@@ -201,8 +206,12 @@ class PostgresStore(Store):
 
     async def _listen(self) -> None:
         """(Re)open the connection that LISTENs for other replicas' changes."""
-        listener = await asyncpg.connect(self.url, timeout=_CONNECT_TIMEOUT_S)
-        await listener.add_listener(_CHANNEL, self._notified)
+        listener = await asyncpg.connect(
+            self.url,
+            timeout=_CONNECT_TIMEOUT_S,
+            server_settings={"application_name": "imgate listen"},
+        )
+        await listener.add_listener(self._channel, self._notified)
         self._listener = listener
 
     async def _migrate(self, conn: _Connection) -> None:
@@ -221,6 +230,7 @@ class PostgresStore(Store):
                 await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {first}")
                 schema = await conn.fetchval("SELECT current_schema()")
             self.schema = schema
+            self._channel = f"imgate {schema}"
             await conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version integer)")
             version = await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_version")
             if version > SCHEMA_VERSION:
@@ -242,8 +252,10 @@ class PostgresStore(Store):
                 await self._listener.close(timeout=5)
             self._listener = None
         if self._pool is not None:
-            with contextlib.suppress(Exception):
+            try:
                 await asyncio.wait_for(self._pool.close(), 10)
+            except Exception:
+                self._pool.terminate()  # a connection still busy, or the server gone
             self._pool = None
 
     @property
@@ -473,7 +485,7 @@ class PostgresStore(Store):
                 page,
                 chunk.end - chunk.start,
             )
-            await conn.execute("SELECT pg_notify($1, $2)", _CHANNEL, chunk.batch_id)
+            await conn.execute("SELECT pg_notify($1, $2)", self._channel, chunk.batch_id)
         self.notifier.notify(chunk.batch_id)
         return seq
 
@@ -495,7 +507,7 @@ class PostgresStore(Store):
             found = await conn.fetchrow(
                 f"SELECT {_BATCH_COLUMNS} FROM batches WHERE batch_id = $1", batch_id
             )
-            await conn.execute("SELECT pg_notify($1, $2)", _CHANNEL, batch_id)
+            await conn.execute("SELECT pg_notify($1, $2)", self._channel, batch_id)
         if found is not None and found["state"] in ENDED_STATES:
             self._writers.pop(batch_id, None)
         self.notifier.notify(batch_id)
