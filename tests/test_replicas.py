@@ -312,6 +312,7 @@ def test_kill_9_one_replica_the_others_take_its_batches_over(
     dead_ones = [batch_ids[0], batch_ids[3]]
     _wait_progress(r1, batch_ids[0], count // 10)
     r0.kill()
+    killed_at = time.monotonic()
     pending = {b: r1.get(b).pending for b in dead_ones}
     assert all(pending.values()), "r0 had finished before it was killed"
     adopted_after = _until_adopted(r2, dead_ones, pending)
@@ -336,6 +337,11 @@ def test_kill_9_one_replica_the_others_take_its_batches_over(
     assert sum(uncertain[b] for b in dead_ones) <= len(VENDORS) * MAX_IN_FLIGHT * PER_CALL
     assert all(uncertain[b] == 0 for b in batch_ids if b not in dead_ones), uncertain
     assert sum(b.accepted for b in batches) >= 5 * count - len(VENDORS) * MAX_IN_FLIGHT * PER_CALL
+    print(
+        f"takeover: {5 * count} recipients, adopted {adopted_after:.2f}s after the kill "
+        f"(lease_s {LEASE_S}), all DONE {time.monotonic() - killed_at:.1f}s after it; "
+        f"uncertain {sum(uncertain.values())}, delivered {len(delivered_list)}"
+    )
 
 
 @pytest.mark.slow
