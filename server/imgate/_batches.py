@@ -77,7 +77,8 @@ class BatchService:
         """This process's replica id: owner of its batches and chunks (new at each start)."""
         self.store_reachable: Callable[[bool], Awaitable[None]] | None = None
         """Told when a shared store stops (False) or starts again (True) answering."""
-        self._reachable = True
+        self.store_answers = True
+        """False from a failed heartbeat of a shared store until one succeeds."""
         self.stopping = asyncio.Event()
         self.stopped = asyncio.Event()
         self._runs: dict[str, tuple[BatchRun, asyncio.Task[None]]] = {}
@@ -282,9 +283,9 @@ class BatchService:
                 await self._set_reachable(True)
 
     async def _set_reachable(self, reachable: bool) -> None:
-        if reachable == self._reachable:
+        if reachable == self.store_answers:
             return
-        self._reachable = reachable
+        self.store_answers = reachable
         if reachable:
             log.info("the store answers again")
         if self.store_reachable is not None:

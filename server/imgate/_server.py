@@ -127,8 +127,7 @@ class Gateway:
                 await self._metrics_server.stop()
             raise
         await self._server.start()
-        for service in ("", _SERVICE_NAME):
-            await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        await self._store_reachable(self.batches.store_answers)
         return self.port
 
     async def _store_reachable(self, reachable: bool) -> None:
