@@ -1,7 +1,8 @@
-"""One test suite for every store implementation (memory, SQLite; PostgreSQL later)."""
+"""One test suite for every store implementation (memory, SQLite, PostgreSQL)."""
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -19,24 +20,35 @@ from imgate._store import (
     ChunkRow,
     Counts,
     Fenced,
+    Recovered,
     Store,
     StoreError,
     open_store,
 )
 from imgate._store_memory import MemoryStore
+from imgate._store_postgres import PostgresStore
 from imgate._store_sqlite import SQLiteStore
 from imgate.v1 import gateway_pb2 as pb
+from tests import _postgres
 
 MakeStore = Callable[[], Store]
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> MakeStore:
-    """A factory: SQLite stores made by it share one file (a restart reopens it)."""
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
+async def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MakeStore]:
+    """A factory: SQLite stores made by it share one file, PostgreSQL ones one schema of
+    this test's (a restart reopens it)."""
     if request.param == "memory":
         memory = MemoryStore()
-        return lambda: memory
-    return lambda: SQLiteStore(tmp_path / "imgate.db")
+        yield lambda: memory
+    elif request.param == "sqlite":
+        yield lambda: SQLiteStore(tmp_path / "imgate.db")
+    else:
+        base = await _postgres.reachable_or_skip()
+        schema = _postgres.new_schema()
+        url = _postgres.with_schema(base, schema)
+        yield lambda: PostgresStore(url)
+        await _postgres.drop_schema(base, schema)
 
 
 @pytest.fixture
@@ -196,6 +208,9 @@ async def test_claimed_chunks_go_back_to_planned(store: Store) -> None:
     await store.create_batch(_row(total=2), ["a", "b"], None)
     if isinstance(store, MemoryStore):
         store._batches["b1"].chunks[0] = ChunkRow("b1", 0, 0, 2, CLAIMED, owner="dead")
+    elif isinstance(store, PostgresStore):
+        await store.pool.execute("INSERT INTO chunks VALUES ('b1', 0, 0, 2, 'claimed', 0, 'dead')")
+        await store.pool.execute("UPDATE batches SET chunk_count = 1, planned_to = 2")
     else:
         assert isinstance(store, SQLiteStore)
 
@@ -303,3 +318,94 @@ def test_open_store_urls(tmp_path: Path) -> None:
     assert absolute.path == tmp_path / "x.db"
     with pytest.raises(StoreError, match=r"store\.url"):
         open_store("mysql://db/imgate", tmp_path)
+
+
+async def test_adopt_takes_only_dead_replicas_batches_and_fences_them(
+    make_store: MakeStore,
+) -> None:
+    """A replica whose heartbeat is older than the lease loses its batches to an adopter,
+    and, should it wake up, changes nothing: no new chunk, no planned chunk, no outcome."""
+    zombie = make_store()
+    await zombie.open()
+    try:
+        if not zombie.shared:  # one process: nobody else to adopt from
+            assert await zombie.adopt("me", 0.0) == ([], Recovered())
+            return
+        adopter = make_store()
+        await adopter.open()
+        try:
+            await zombie.heartbeat("zombie")
+            await adopter.heartbeat("adopter")
+            await zombie.create_batch(_row(total=6), list("abcdef"), None, owner="zombie")
+            in_flight = ChunkRow("b1", 0, 0, 2, PLANNED, attempts=1)
+            await zombie.write_ahead(in_flight, "zombie")
+            assert await adopter.adopt("adopter", lease_s=60.0) == ([], Recovered())
+            await asyncio.sleep(0.2)  # the zombie's heartbeat is now older than the lease
+            rows, recovered = await adopter.adopt("adopter", lease_s=0.1)
+            assert [r.batch_id for r in rows] == ["b1"]
+            assert [(c.number, c.state, c.owner) for c in recovered.sending] == [
+                (0, SENDING, "adopter")
+            ]
+            with pytest.raises(Fenced):  # the outcome of its call in flight
+                await zombie.record(in_flight, DONE, _page(2), Counts(accepted=2), "zombie")
+            with pytest.raises(Fenced):  # a new chunk of a batch it no longer owns
+                await zombie.write_ahead(ChunkRow("b1", 1, 2, 4, PLANNED, attempts=1), "zombie")
+            await adopter.record(
+                recovered.sending[0], UNCERTAIN, _page(2), Counts(uncertain=2), "adopter"
+            )
+            await adopter.write_ahead(ChunkRow("b1", 1, 2, 4, PLANNED, attempts=1), "adopter")
+            row = await adopter.get_batch("b1")
+            assert row is not None
+            assert (row.accepted, row.uncertain, row.chunk_count) == (0, 2, 2)
+            assert [(c.state, c.owner) for c in await adopter.chunks("b1")] == [
+                (UNCERTAIN, "adopter"),
+                (SENDING, "adopter"),
+            ]
+            # Adopted once: nothing left for another sweep.
+            assert await adopter.adopt("third", lease_s=60.0) == ([], Recovered())
+        finally:
+            await adopter.close()
+    finally:
+        await zombie.close()
+
+
+async def test_a_retired_replicas_batches_are_adopted_at_once(make_store: MakeStore) -> None:
+    store = make_store()
+    await store.open()
+    try:
+        await store.heartbeat("leaving")
+        await store.create_batch(_row(total=1), ["a"], None, owner="leaving")
+        await store.retire("leaving")
+        rows, _ = await store.adopt("other", lease_s=3600.0)
+        assert [r.batch_id for r in rows] == (["b1"] if store.shared else [])
+    finally:
+        await store.close()
+
+
+async def test_new_chunks_written_ahead_at_once_are_stored_in_order(store: Store) -> None:
+    # A run starts a chunk's write-ahead before the previous one has committed.
+    await store.create_batch(_row(total=40), [f"u{n}" for n in range(40)], None)
+    await asyncio.gather(
+        *(
+            store.write_ahead(ChunkRow("b1", n, 2 * n, 2 * n + 2, PLANNED, attempts=1), "me")
+            for n in range(20)
+        )
+    )
+    assert [(c.number, c.state) for c in await store.chunks("b1")] == [
+        (n, SENDING) for n in range(20)
+    ]
+
+
+async def test_a_released_batch_is_adopted_even_from_a_live_owner(make_store: MakeStore) -> None:
+    store = make_store()
+    await store.open()
+    try:
+        await store.heartbeat("alive")
+        await store.create_batch(_row(total=1), ["a"], None, owner="alive")
+        await store.release("b1", "someone-else")  # not theirs to release: no change
+        assert await store.adopt("other", lease_s=3600.0) == ([], Recovered())
+        await store.release("b1", "alive")
+        rows, _ = await store.adopt("other", lease_s=3600.0)
+        assert [r.batch_id for r in rows] == (["b1"] if store.shared else [])
+    finally:
+        await store.close()

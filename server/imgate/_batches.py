@@ -8,6 +8,13 @@ At start-up it recovers what a previous process left: chunks found SENDING may h
 reached the vendor, so they end UNCERTAIN (never resent); CLAIMED ones go back to
 PLANNED; unfinished batches are resumed, except those bound to a caller that is gone
 (BatchSend without request_id), which end with their unsent recipients NOT_ATTEMPTED.
+
+With a shared store (PostgreSQL, CONTRACT.md §5) the gateway is one replica of several:
+it heartbeats every lease_s / 3, and a sweep adopts the batches of replicas whose
+heartbeat is older than `lease_s` and takes them over exactly as a start-up recovers
+(so a start-up recovers only dead replicas' batches, never a live one's). A cancel
+asked on any replica reaches the owner, which polls the state of the batches it runs;
+a replica never closes a batch that another one owns.
 """
 
 from __future__ import annotations
@@ -17,13 +24,13 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 
 from imgate._dispatch import Backend, BatchRun
 from imgate._logging import set_log_context
 from imgate._metrics import BATCH_STATE_NAMES, Metrics
 from imgate._sink import BatchSink, Chunk
-from imgate._store import BatchRow, OutcomePage, Store, StoreError
+from imgate._store import BatchRow, Fenced, OutcomePage, Recovered, Store, StoreError
 from imgate._tracing import AttributeValue, Tracing
 from imgate.v1 import gateway_pb2 as pb
 
@@ -36,6 +43,8 @@ audit_log = logging.getLogger("imgate.audit")
 WATCH_POLL_S = 1.0
 WATCH_PAGES = 64
 _PURGE_EVERY_S = 300.0
+# The owner of a batch cancelled on another replica notices within this.
+CANCEL_POLL_S = 1.0
 
 
 class GatewayStopping(Exception):
@@ -53,26 +62,56 @@ class BatchService:
         clock: Callable[[], float] = time.time,
         metrics: Metrics | None = None,
         tracing: Tracing | None = None,
+        lease_s: float = 30.0,
     ) -> None:
-        """`clock` is the wall clock of create and purge times (tests scale it)."""
+        """`clock` is the wall clock of create and purge times (tests scale it);
+        `lease_s`: a replica silent this long is presumed dead (shared stores)."""
         self.backends = backends
         self.metrics = metrics or Metrics()
         self.tracing = tracing or Tracing()
         self.store = store
         self.retention_s = retention_s
         self.clock = clock
+        self.lease_s = lease_s
         self.owner = uuid.uuid4().hex
+        """This process's replica id: owner of its batches and chunks (new at each start)."""
+        self.store_reachable: Callable[[bool], Awaitable[None]] | None = None
+        """Told when a shared store stops (False) or starts again (True) answering."""
+        self.store_answers = True
+        """False from a failed heartbeat of a shared store until one succeeds."""
         self.stopping = asyncio.Event()
         self.stopped = asyncio.Event()
         self._runs: dict[str, tuple[BatchRun, asyncio.Task[None]]] = {}
-        self._purger: asyncio.Task[None] | None = None
+        self._loops: list[asyncio.Task[None]] = []
+        # Shared store: batches of this replica whose run stopped on an error, to be
+        # released (and adopted again by a sweep) rather than left owned and idle.
+        self._orphans: set[str] = set()
 
     # -- life cycle ---------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Open the store, recover what a dead process left, resume unfinished batches."""
-        await self.store.open()
-        recovered = await self.store.recover(self.owner)
+        """Open the store, recover what a dead process left, resume unfinished batches
+        (with a shared store: those of dead replicas), start the background loops."""
+        store = self.store
+        await store.open()
+        if store.shared:
+            await store.heartbeat(self.owner)
+            rows, recovered = await store.adopt(self.owner, self.lease_s)
+            await self._end_in_flight(recovered)
+        else:
+            await self._end_in_flight(await store.recover(self.owner))
+            rows = await store.unfinished_batches()
+        self._resume(rows)
+        self._loops.append(asyncio.create_task(self._purge_loop()))
+        if store.shared:
+            self._loops += [
+                asyncio.create_task(self._heartbeat_loop()),
+                asyncio.create_task(self._sweep_loop()),
+                asyncio.create_task(self._cancel_poll_loop()),
+            ]
+
+    async def _end_in_flight(self, recovered: Recovered) -> None:
+        """Chunks found SENDING may have reached the vendor: they end UNCERTAIN."""
         for stored in recovered.sending:
             row = await self.store.get_batch(stored.batch_id)
             assert row is not None
@@ -86,11 +125,15 @@ class BatchService:
             )
         if recovered.sending:
             log.warning(
-                "recovered %d chunks that were in flight when the gateway stopped: UNCERTAIN",
+                "recovered %d chunks that were in flight when their gateway stopped: UNCERTAIN",
                 len(recovered.sending),
             )
-        unfinished = await self.store.unfinished_batches()
+
+    def _resume(self, unfinished: Sequence[BatchRow]) -> None:
+        """Run each batch again: bound ones only to close them (their caller is gone)."""
         for row in unfinished:
+            if row.batch_id in self._runs:
+                continue
             if row.backend not in self.backends:
                 log.error(
                     "batch %s: backend %r is no longer configured; left as it is",
@@ -101,7 +144,6 @@ class BatchService:
             self._launch(row, send=not row.bound)
         if unfinished:
             log.info("resuming %d unfinished batches", len(unfinished))
-        self._purger = asyncio.create_task(self._purge_loop())
 
     async def stop(self, grace_s: float) -> None:
         """No new vendor call; calls in flight get `grace_s`, then are cut. Batches that
@@ -120,8 +162,16 @@ class BatchService:
                         # Its SENDING chunks are UNCERTAIN now (or at the next start).
                         with contextlib.suppress(Exception):
                             await run.close()
-        if self._purger is not None:
-            self._purger.cancel()
+        for loop in self._loops:
+            loop.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        if self.store.shared:
+            # What stays queued here is taken over by the other replicas now, not after
+            # the lease (a rolling deploy restarts every replica in turn).
+            try:
+                await self.store.retire(self.owner)
+            except Exception:
+                log.warning("could not tell the store this replica stops", exc_info=True)
         self.stopped.set()
         self.store.notifier.notify_all()
 
@@ -170,10 +220,15 @@ class BatchService:
                         }
                     )
         except Exception as exc:
+            if _only_fenced(exc):
+                log.warning("batch %s was taken over by another replica: %s", row.batch_id, exc)
+                return
             self.metrics.batch_errors.labels(row.backend).inc()
             if isinstance(exc, StoreError):
                 self.metrics.store_errors.labels("batch").inc()
             log.exception("batch %s stopped on an unexpected error", run.row.batch_id)
+            if self.store.shared and not self.stopping.is_set():
+                self._orphans.add(row.batch_id)  # a sweep takes it over (rule 9 holds)
         finally:
             self._runs.pop(run.row.batch_id, None)
             ended_state = run.sink.row.state if run.sink.row.ended else None
@@ -211,6 +266,78 @@ class BatchService:
                 log.exception("purging ended batches failed")
             await asyncio.sleep(every)
 
+    # -- replicas (shared store) --------------------------------------------------------
+
+    async def _heartbeat_loop(self) -> None:
+        every = self.lease_s / 3
+        while True:
+            await asyncio.sleep(every)
+            try:
+                # Bounded: a database that stopped answering (no reset) is noticed too.
+                await asyncio.wait_for(self.store.heartbeat(self.owner), max(1.0, every))
+            except Exception as exc:
+                self.metrics.store_errors.labels("heartbeat").inc()
+                log.warning("store heartbeat failed: %s", exc or type(exc).__name__)
+                await self._set_reachable(False)
+            else:
+                await self._set_reachable(True)
+
+    async def _set_reachable(self, reachable: bool) -> None:
+        if reachable == self.store_answers:
+            return
+        self.store_answers = reachable
+        if reachable:
+            log.info("the store answers again")
+        if self.store_reachable is not None:
+            await self.store_reachable(reachable)
+
+    async def _sweep_loop(self) -> None:
+        every = self.lease_s / 3
+        while True:
+            await asyncio.sleep(every)
+            for batch_id in list(self._orphans):
+                try:
+                    await self.store.release(batch_id, self.owner)
+                except Exception:
+                    break  # the store is still away: next time
+                self._orphans.discard(batch_id)
+                log.warning("batch %s released, to be adopted again by a sweep", batch_id)
+            try:
+                rows, recovered = await self.store.adopt(self.owner, self.lease_s)
+            except Exception:
+                self.metrics.store_errors.labels("sweep").inc()
+                log.exception("adopting dead replicas' batches failed")
+                continue
+            if rows:
+                log.warning(
+                    "adopted %d batches of replicas silent for over %.1fs",
+                    len(rows),
+                    self.lease_s,
+                )
+            try:
+                await self._end_in_flight(recovered)
+            except Exception:
+                # Resumed all the same: the run's close ends what is still SENDING
+                # UNCERTAIN. Not resumed, they would stay this replica's and idle.
+                self.metrics.store_errors.labels("sweep").inc()
+                log.exception("ending adopted in-flight chunks failed; left to the runs")
+            if not self.stopping.is_set():
+                self._resume(rows)
+
+    async def _cancel_poll_loop(self) -> None:
+        """A cancel asked on another replica only changes the store: notice it here."""
+        while True:
+            await asyncio.sleep(min(CANCEL_POLL_S, self.lease_s / 3))
+            for batch_id, (run, _) in list(self._runs.items()):
+                if run.cancelled.is_set():
+                    continue
+                try:
+                    row = await self.store.get_batch(batch_id)
+                except Exception:
+                    break  # the heartbeat loop reports the store's trouble
+                if row is not None and row.state == pb.BATCH_STATE_CANCELLING:
+                    run.cancelled.set()
+
     # -- what the servicer asks ---------------------------------------------------------
 
     async def submit(
@@ -224,7 +351,7 @@ class BatchService:
         request_id) is returned as it is, with False."""
         if self.stopping.is_set():
             raise GatewayStopping
-        stored, created = await self.store.create_batch(row, ids, indexes)
+        stored, created = await self.store.create_batch(row, ids, indexes, owner=self.owner)
         if created:
             self._launch(stored, call_deadline=call_deadline)
         return stored, created
@@ -237,8 +364,10 @@ class BatchService:
         running = self._runs.get(batch_id)
         if running is not None:
             running[0].cancelled.set()
-        elif row is not None and not row.ended and not self.stopping.is_set():
+        elif row is not None and not (row.ended or self.stopping.is_set() or self.store.shared):
             self._launch(row, send=False)  # not running here: close it now
+        # A shared store's batch not running here is another replica's: its owner notices
+        # the cancel (_cancel_poll_loop), or, if the owner is dead, its adopter closes it.
         return row
 
     async def watch(
@@ -275,3 +404,10 @@ class BatchService:
                 raise GatewayStopping
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), WATCH_POLL_S)
+
+
+def _only_fenced(exc: BaseException) -> bool:
+    """Whether `exc` is Fenced, or a group of nothing else (a batch's TaskGroup)."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_only_fenced(e) for e in exc.exceptions)
+    return isinstance(exc, Fenced)

@@ -144,7 +144,8 @@ class GatewayConfig:
     state_dir: str = ""
     """Where the gateway keeps its state (the SQLite store); see default_state_dir()."""
     store_url: str = ""
-    """[store] url: "memory", "sqlite:///PATH" or empty for imgate.db in state_dir."""
+    """[store] url: "memory", "sqlite:///PATH", "postgresql://..." or empty for imgate.db
+    in state_dir."""
     batch_retention_s: float = 604_800.0
     """[store] batch_retention_s: how long an ended batch (and its request_id) is kept."""
     lease_s: float = 30.0

@@ -257,6 +257,8 @@ class BatchRun:
         self.stopping = stopping
         self.call_deadline = call_deadline
         self.cancelled = asyncio.Event()
+        self.taken_over = False
+        """A write was Fenced: another owner has the batch now; this run changes nothing."""
         self.rng = random.Random()
         self._prepared: Any = None
 
@@ -270,6 +272,8 @@ class BatchRun:
 
     def stop_reason(self) -> str | None:
         """Why no new call may start now, or None."""
+        if self.taken_over:
+            return "another replica took the batch over"
         if self.cancelled.is_set():
             return "cancelled before it was sent"
         if self.stopping.is_set():
@@ -332,6 +336,8 @@ class BatchRun:
             if backend.config.recipient_limit:
                 per_call = min(per_call, backend.config.recipient_limit)
             await self._send_all(max(1, per_call))
+        if self.taken_over:
+            raise Fenced(f"batch {row.batch_id} is another replica's now")
         await self.close()
 
     async def close(self) -> None:
@@ -435,7 +441,8 @@ class BatchRun:
                 await self.store.write_ahead(chunk.row, sink.owner)
             except Fenced:
                 grant.release()
-                return  # another owner has it
+                self.taken_over = True  # another owner has it: send nothing more
+                return
             except BaseException:
                 grant.release()
                 raise
@@ -504,6 +511,8 @@ class BatchRun:
                     return
                 grant = next_grant
                 chunk.row.attempts += 1
+        except Fenced:
+            self.taken_over = True  # its new owner decides it (UNCERTAIN if it was sent)
         finally:
             backend.permits.release()
 

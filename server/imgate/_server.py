@@ -61,11 +61,20 @@ class Gateway:
         }
         self.metrics.watch(self.backends)
         if store is None:
-            store = open_store(config.store_url or "sqlite:imgate.db", Path(config.state_dir))
+            store = open_store(
+                config.store_url or "sqlite:imgate.db", Path(config.state_dir), config.lease_s
+            )
         self.store = store
         self.batches = BatchService(
-            self.backends, store, config.batch_retention_s, clock, self.metrics, self.tracing
+            self.backends,
+            store,
+            config.batch_retention_s,
+            clock,
+            self.metrics,
+            self.tracing,
+            lease_s=config.lease_s,
         )
+        self.batches.store_reachable = self._store_reachable
         self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]  # stubs lack .aio
         self._metrics_server = (
             MetricsServer(self.metrics, config.metrics_listen) if config.metrics_listen else None
@@ -118,9 +127,18 @@ class Gateway:
                 await self._metrics_server.stop()
             raise
         await self._server.start()
-        for service in ("", _SERVICE_NAME):
-            await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        await self._store_reachable(self.batches.store_answers)
         return self.port
+
+    async def _store_reachable(self, reachable: bool) -> None:
+        # A replica whose shared store does not answer can serve nothing: a load balancer
+        # should send callers to another (health is NOT_SERVING until it answers again).
+        status = health_pb2.HealthCheckResponse.SERVING
+        if not reachable:
+            status = health_pb2.HealthCheckResponse.NOT_SERVING
+            log.error("the store does not answer: health is NOT_SERVING until it does")
+        for service in ("", _SERVICE_NAME):
+            await self._health.set(service, status)
 
     async def stop(self, grace_s: float | None = None) -> None:
         """Drain and stop; running batches finish their streams within the grace period."""

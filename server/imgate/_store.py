@@ -1,6 +1,6 @@
 """The batch store: where batches, their recipients, chunks and outcomes live.
 
-A small vocabulary shared by every implementation (memory, SQLite; PostgreSQL later) and
+A small vocabulary shared by every implementation (memory, SQLite, PostgreSQL) and
 checked by one test suite (tests/test_store.py):
 
     create_batch   a batch, its recipients in pages; idempotent on (caller, request_id)
@@ -9,10 +9,16 @@ checked by one test suite (tests/test_store.py):
     recover        at start-up: claimed chunks back to planned; sending ones returned
     set_state / request_cancel / read_outcomes / list_batches / purge
 
+A `shared` store (PostgreSQL) is used by several replicas at once. Each batch has an
+owner, the replica that sends it; replicas `heartbeat`, and `adopt` takes over the
+batches of replicas whose heartbeat is older than the lease, with the same result as
+`recover` (claimed chunks back to planned, sending ones handed over to end UNCERTAIN).
+
 Chunks go planned -> claimed -> sending -> done | uncertain | failed. Every change after
-a claim is fenced by (batch, chunk, owner): a writer that is no longer the owner gets
-`Fenced` and changes nothing. Outcomes are kept as one record per vendor call, in the
-order recorded; `seq` is the position a watcher resumes from.
+a claim is fenced by (batch, chunk, attempt, owner): a writer that is no longer the
+owner (of the chunk, or in a shared store of the batch) gets `Fenced` and changes
+nothing. Outcomes are kept as one record per vendor call, in the order recorded; `seq`
+is the position a watcher resumes from.
 """
 
 from __future__ import annotations
@@ -168,6 +174,8 @@ class Store(abc.ABC):
 
     durable: bool
     """Whether what is stored survives a restart (memory: no)."""
+    shared: bool = False
+    """Whether several gateway processes use the store at once (PostgreSQL)."""
 
     def __init__(self) -> None:
         self.notifier = Notifier()
@@ -180,9 +188,14 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def create_batch(
-        self, row: BatchRow, ids: Sequence[str], indexes: Sequence[int] | None
+        self,
+        row: BatchRow,
+        ids: Sequence[str],
+        indexes: Sequence[int] | None,
+        owner: str = "",
     ) -> tuple[BatchRow, bool]:
-        """Store a new batch and its unique recipients (`indexes` None = 0, 1, 2, ...).
+        """Store a new batch and its unique recipients (`indexes` None = 0, 1, 2, ...),
+        owned by `owner` (a shared store; "" = its first writer takes it).
 
         When `row.request_id` is set and the caller already has a batch with it, nothing
         is stored and that batch is returned with False.
@@ -238,6 +251,23 @@ class Store(abc.ABC):
         """Start-up: every CLAIMED chunk goes back to PLANNED; SENDING chunks of
         unfinished batches are handed to `owner` and returned (they end UNCERTAIN)."""
 
+    async def heartbeat(self, owner: str) -> None:  # noqa: B027 - shared stores only
+        """Replica `owner` is alive now (by the store's clock)."""
+
+    async def retire(self, owner: str) -> None:  # noqa: B027 - shared stores only
+        """Replica `owner` stops: others may adopt its batches at once."""
+
+    async def release(self, batch_id: str, owner: str) -> None:  # noqa: B027 - shared only
+        """`owner` gives up an unfinished batch it no longer runs (its run stopped on an
+        error): the next sweep of any replica adopts it."""
+
+    async def adopt(self, owner: str, lease_s: float) -> tuple[list[BatchRow], Recovered]:
+        """Shared stores: take over the unfinished batches of replicas whose heartbeat is
+        older than `lease_s` (one adopter at a time), as `recover` does for a restart.
+        Returns the adopted batches, oldest first, and their chunks that were SENDING
+        (now `owner`'s, to end UNCERTAIN). A store of one process adopts nothing."""
+        return [], Recovered()
+
     @abc.abstractmethod
     async def read_outcomes(self, batch_id: str, after_seq: int, limit: int) -> list[OutcomePage]:
         """At most `limit` outcome pages with seq > `after_seq`, in order."""
@@ -252,8 +282,13 @@ class Store(abc.ABC):
         """Delete batches that ended before `ended_before` (wall clock); return how many."""
 
 
-def open_store(url: str, state_dir: Path) -> Store:
-    """The store for `url`: "memory", "sqlite:///PATH" (PATH absolute) or "sqlite:NAME"."""
+def open_store(url: str, state_dir: Path, lease_s: float = 30.0) -> Store:
+    """The store for `url`: "memory", "sqlite:///PATH" (PATH absolute), "sqlite:NAME" or
+    "postgresql://..." (`lease_s`: how stale a replica is before its batches are taken)."""
+    if url.startswith(("postgresql://", "postgres://")):
+        from imgate._store_postgres import PostgresStore
+
+        return PostgresStore(url, lease_s=lease_s)
     if url == "memory":
         from imgate._store_memory import MemoryStore
 
@@ -271,4 +306,4 @@ def open_store(url: str, state_dir: Path) -> Store:
             file = state_dir / file
         return SQLiteStore(file)
     scheme = url.partition(":")[0]
-    raise StoreError(f"store.url: unsupported store {scheme!r} (memory, sqlite)")
+    raise StoreError(f"store.url: unsupported store {scheme!r} (memory, sqlite, postgresql)")

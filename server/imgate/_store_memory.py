@@ -53,7 +53,11 @@ class MemoryStore(Store):
         return dataclasses.replace(row)
 
     async def create_batch(
-        self, row: BatchRow, ids: Sequence[str], indexes: Sequence[int] | None
+        self,
+        row: BatchRow,
+        ids: Sequence[str],
+        indexes: Sequence[int] | None,
+        owner: str = "",  # one process: every batch is its own
     ) -> tuple[BatchRow, bool]:
         if row.request_id:
             existing = self._by_request.get((row.caller, row.request_id))

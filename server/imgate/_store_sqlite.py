@@ -300,7 +300,11 @@ class SQLiteStore(Store):
     # -- batches ----------------------------------------------------------------------
 
     async def create_batch(
-        self, row: BatchRow, ids: Sequence[str], indexes: Sequence[int] | None
+        self,
+        row: BatchRow,
+        ids: Sequence[str],
+        indexes: Sequence[int] | None,
+        owner: str = "",  # one process: every batch is its own
     ) -> tuple[BatchRow, bool]:
         # Encoded here, on the loop's thread, so the writer's transaction stays short.
         pages = [

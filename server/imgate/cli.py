@@ -62,8 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--store",
         metavar="URL",
-        help='batch store, e.g. "sqlite:///var/lib/imgate/imgate.db" (default: the config\'s; '
-        'sandbox mode: "memory")',
+        help='batch store, e.g. "sqlite:///var/lib/imgate/imgate.db" or "postgresql://imgate@db/'
+        'imgate" (default: the config\'s; sandbox mode: "memory")',
     )
     serve.add_argument(
         "--sandbox-listen",

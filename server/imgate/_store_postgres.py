@@ -1,0 +1,628 @@
+"""The PostgreSQL store (15+, asyncpg): one database shared by several gateway replicas.
+
+Same tables as SQLite, plus an owner per batch and a `replicas` table of heartbeats.
+Times that decide liveness come from the database clock (`now()`), never a replica's.
+
+- The schema is created and migrated by the gateway at start-up, one version at a time
+  (`schema_version`), under an advisory lock so replicas starting together do not race.
+  The schema is the first of the URL's `search_path` (asyncpg passes unknown URL query
+  parameters to the server as settings: `?search_path=imgate` works); it is created
+  when missing.
+- Fencing: every chunk write first reads its batch's owner `FOR KEY SHARE` and must be
+  that owner; the chunk row itself must be PLANNED or CLAIMED, or SENDING by the same
+  owner at no later attempt. A replica presumed dead that wakes up gets `Fenced`, for new
+  chunk rows too. An adopter locks the batch `FOR UPDATE SKIP LOCKED`, which waits for no
+  writer and is never interleaved with one.
+- `adopt` runs under `pg_try_advisory_xact_lock`: one sweeper at a time per schema.
+- A batch's writes from one process go one at a time, in order (new chunks must be
+  inserted in order), as SQLite's single writer thread does.
+- Watchers on every replica are woken by `LISTEN/NOTIFY` (a channel per schema, payload:
+  the batch id) on one connection per gateway, reopened by the heartbeat when lost;
+  `BatchService.watch` still polls, should a notification be lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import urllib.parse
+from collections.abc import AsyncIterator, Sequence
+
+import asyncpg
+
+from imgate._store import (
+    CLAIMED,
+    ENDED_STATES,
+    PLANNED,
+    RECIPIENT_PAGE,
+    SENDING,
+    UNFINISHED_STATES,
+    BatchRow,
+    ChunkRow,
+    Counts,
+    Fenced,
+    OutcomePage,
+    Recovered,
+    Store,
+    StoreError,
+    decode_recipients,
+    encode_recipients,
+)
+from imgate.v1 import gateway_pb2 as pb
+
+log = logging.getLogger("imgate.store")
+
+# Every step brings the schema from version n - 1 to n; add new ones at the end.
+_MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE batches (
+        batch_id text PRIMARY KEY,
+        caller text NOT NULL,
+        request_id text NOT NULL,
+        fingerprint bytea NOT NULL,
+        backend text NOT NULL,
+        spec bytea NOT NULL,
+        bound boolean NOT NULL,
+        total integer NOT NULL,
+        duplicates_removed integer NOT NULL,
+        create_time double precision NOT NULL,
+        send_before double precision,
+        state integer NOT NULL,
+        accepted integer NOT NULL DEFAULT 0,
+        failed integer NOT NULL DEFAULT 0,
+        uncertain integer NOT NULL DEFAULT 0,
+        vendor_calls integer NOT NULL DEFAULT 0,
+        update_time double precision NOT NULL,
+        end_time double precision,
+        planned_to integer NOT NULL DEFAULT 0,
+        chunk_count integer NOT NULL DEFAULT 0,
+        next_seq integer NOT NULL DEFAULT 1,
+        owner text NOT NULL DEFAULT ''
+    );
+    CREATE UNIQUE INDEX batches_by_request ON batches (caller, request_id)
+        WHERE request_id <> '';
+    CREATE INDEX batches_by_caller ON batches (caller, create_time, batch_id);
+    CREATE INDEX batches_unfinished ON batches (owner) WHERE state IN (1, 2, 4);
+    CREATE INDEX batches_ended ON batches (end_time) WHERE end_time IS NOT NULL;
+    CREATE TABLE recipient_pages (
+        batch_id text NOT NULL,
+        page integer NOT NULL,
+        ids text NOT NULL,
+        indexes text NOT NULL,
+        PRIMARY KEY (batch_id, page)
+    );
+    CREATE TABLE chunks (
+        batch_id text NOT NULL,
+        number integer NOT NULL,
+        start_pos integer NOT NULL,
+        end_pos integer NOT NULL,
+        state text NOT NULL,
+        attempts integer NOT NULL,
+        owner text NOT NULL,
+        PRIMARY KEY (batch_id, number)
+    );
+    CREATE INDEX chunks_in_flight ON chunks (batch_id) WHERE state IN ('claimed', 'sending');
+    CREATE TABLE outcomes (
+        batch_id text NOT NULL,
+        seq integer NOT NULL,
+        data bytea NOT NULL,
+        count integer NOT NULL,
+        PRIMARY KEY (batch_id, seq)
+    );
+    CREATE TABLE replicas (
+        owner text PRIMARY KEY,
+        started timestamptz NOT NULL DEFAULT now(),
+        heartbeat timestamptz NOT NULL
+    );
+    """,
+)
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+# The batches table has BatchRow's fields as its first columns, in its order.
+_BATCH_COLUMNS = ", ".join(f.name for f in dataclasses.fields(BatchRow))
+_CHUNK_COLUMNS = "batch_id, number, start_pos, end_pos, state, attempts, owner"
+_UNFINISHED = "(" + ", ".join(str(s) for s in sorted(UNFINISHED_STATES)) + ")"
+_ENDED = "(" + ", ".join(str(s) for s in sorted(ENDED_STATES)) + ")"
+# Store operations are short; a replica rarely has more than its in-flight chunks' writes
+# and a few watchers' reads at once. Three replicas stay far below max_connections (100).
+_POOL_MIN, _POOL_MAX = 2, 10
+_CONNECT_TIMEOUT_S = 10.0
+
+_Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
+
+
+def redact_url(url: str) -> str:
+    """`url` without its password (for errors and logs)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    user = urllib.parse.quote(parts.username or "", safe="")
+    host = parts.netloc.rpartition("@")[2]
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def _row(record: asyncpg.Record) -> BatchRow:
+    return BatchRow(*record.values())
+
+
+def _chunk(record: asyncpg.Record) -> ChunkRow:
+    return ChunkRow(*record.values())
+
+
+class PostgresStore(Store):
+    """Batches in a PostgreSQL schema, shared by every replica given the same URL."""
+
+    durable = True
+    shared = True
+
+    def __init__(self, url: str, lease_s: float = 30.0) -> None:
+        """`lease_s`: how old a replica's heartbeat is before `recover` takes its batches."""
+        super().__init__()
+        self.url = url
+        self.lease_s = lease_s
+        self._pool: asyncpg.Pool | None = None
+        self._listener: asyncpg.Connection | None = None
+        self.schema = ""
+        self._channel = ""
+        """NOTIFY channel: per schema, so gateways on other schemas of the database are
+        not woken (channels are per database)."""
+        # One writer at a time per batch in this process, in the order they asked: a
+        # batch's new chunks must be inserted in order (chunk n + 1 after chunk n), which
+        # SQLite's single writer thread gives for free and a pool of connections does not.
+        self._writers: dict[str, asyncio.Lock] = {}
+
+    def _error(self, what: str, exc: BaseException) -> StoreError:
+        text = str(exc) or type(exc).__name__
+        password = urllib.parse.urlsplit(self.url).password
+        if password:
+            text = text.replace(password, "***")
+        return StoreError(f"store.url: {what} {redact_url(self.url)}: {text}")
+
+    # -- life cycle -------------------------------------------------------------------
+
+    async def open(self) -> None:
+        try:
+            self._pool = await asyncpg.create_pool(
+                self.url,
+                min_size=_POOL_MIN,
+                max_size=_POOL_MAX,
+                timeout=_CONNECT_TIMEOUT_S,
+                server_settings={"application_name": "imgate"},
+            )
+        except Exception as exc:  # whatever it is, its message is shown without the password
+            raise self._error("cannot connect to", exc) from None
+        try:
+            async with self._pool.acquire() as conn:
+                await self._migrate(conn)
+            await self._listen()
+        except StoreError:
+            await self.close()
+            raise
+        except Exception as exc:
+            await self.close()
+            raise self._error("cannot use", exc) from None
+
+    async def _listen(self) -> None:
+        """(Re)open the connection that LISTENs for other replicas' changes."""
+        listener = await asyncpg.connect(
+            self.url,
+            timeout=_CONNECT_TIMEOUT_S,
+            server_settings={"application_name": "imgate listen"},
+        )
+        await listener.add_listener(self._channel, self._notified)
+        self._listener = listener
+
+    async def _migrate(self, conn: _Connection) -> None:
+        path = await conn.fetchval("SHOW search_path")
+        async with conn.transaction():
+            # Per schema: replicas of one gateway wait for each other, other schemas don't.
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"migrate {path}")
+            schema = await conn.fetchval("SELECT current_schema()")
+            if schema is None:
+                first = next(
+                    (p.strip() for p in path.split(",") if p.strip() not in ("", '"$user"')),
+                    None,
+                )
+                if first is None:
+                    raise StoreError(f"store.url: {redact_url(self.url)}: no schema to use")
+                await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {first}")
+                schema = await conn.fetchval("SELECT current_schema()")
+            self.schema = schema
+            self._channel = f"imgate {schema}"
+            await conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version integer)")
+            version = await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_version")
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"store.url: {redact_url(self.url)} has schema version {version}, newer "
+                    f"than this gateway's {SCHEMA_VERSION}; upgrade the gateway"
+                )
+            for number in range(version, SCHEMA_VERSION):
+                await conn.execute(_MIGRATIONS[number])
+                await conn.execute("INSERT INTO schema_version VALUES ($1)", number + 1)
+                log.info("store schema %s migrated to version %d", schema, number + 1)
+
+    def _notified(self, conn: object, pid: int, channel: str, payload: object) -> None:
+        self.notifier.notify(str(payload))
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            with contextlib.suppress(Exception):
+                await self._listener.close(timeout=5)
+            self._listener = None
+        if self._pool is not None:
+            try:
+                await asyncio.wait_for(self._pool.close(), 10)
+            except Exception:
+                self._pool.terminate()  # a connection still busy, or the server gone
+            self._pool = None
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise StoreError("store: not open")
+        return self._pool
+
+    # -- batches ----------------------------------------------------------------------
+
+    async def create_batch(
+        self,
+        row: BatchRow,
+        ids: Sequence[str],
+        indexes: Sequence[int] | None,
+        owner: str = "",
+    ) -> tuple[BatchRow, bool]:
+        pages = [
+            (
+                row.batch_id,
+                number,
+                *encode_recipients(
+                    ids[start : start + RECIPIENT_PAGE],
+                    None if indexes is None else indexes[start : start + RECIPIENT_PAGE],
+                ),
+            )
+            for number, start in enumerate(range(0, len(ids), RECIPIENT_PAGE))
+        ]
+        async with self.pool.acquire() as conn, conn.transaction():
+            # Two replicas racing one request_id: the second waits for the first's
+            # commit, does nothing, and reads the winner's batch.
+            created = await conn.fetchrow(
+                f"INSERT INTO batches ({_BATCH_COLUMNS}, owner) VALUES "
+                "($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,0,0,0,0,$10,NULL,0,0,1,$13) "
+                "ON CONFLICT (caller, request_id) WHERE request_id <> '' DO NOTHING "
+                f"RETURNING {_BATCH_COLUMNS}",
+                row.batch_id,
+                row.caller,
+                row.request_id,
+                row.fingerprint,
+                row.backend,
+                row.spec,
+                row.bound,
+                row.total,
+                row.duplicates_removed,
+                row.create_time,
+                row.send_before,
+                row.state,
+                owner,
+            )
+            if created is None:
+                found = await conn.fetchrow(
+                    f"SELECT {_BATCH_COLUMNS} FROM batches WHERE caller = $1 AND request_id = $2",
+                    row.caller,
+                    row.request_id,
+                )
+                assert found is not None
+                return _row(found), False
+            await conn.copy_records_to_table(
+                "recipient_pages",
+                records=pages,
+                columns=("batch_id", "page", "ids", "indexes"),
+                schema_name=self.schema,
+            )
+        return _row(created), True
+
+    async def get_batch(self, batch_id: str) -> BatchRow | None:
+        found = await self.pool.fetchrow(
+            f"SELECT {_BATCH_COLUMNS} FROM batches WHERE batch_id = $1", batch_id
+        )
+        return None if found is None else _row(found)
+
+    async def list_batches(
+        self, caller: str, limit: int, before: tuple[float, str] | None
+    ) -> list[BatchRow]:
+        if before is None:
+            rows = await self.pool.fetch(
+                f"SELECT {_BATCH_COLUMNS} FROM batches WHERE caller = $1 "
+                "ORDER BY create_time DESC, batch_id DESC LIMIT $2",
+                caller,
+                limit,
+            )
+        else:
+            rows = await self.pool.fetch(
+                f"SELECT {_BATCH_COLUMNS} FROM batches WHERE caller = $1 "
+                "AND (create_time, batch_id) < ($2, $3) "
+                "ORDER BY create_time DESC, batch_id DESC LIMIT $4",
+                caller,
+                before[0],
+                before[1],
+                limit,
+            )
+        return [_row(r) for r in rows]
+
+    async def unfinished_batches(self) -> list[BatchRow]:
+        rows = await self.pool.fetch(
+            f"SELECT {_BATCH_COLUMNS} FROM batches WHERE state IN {_UNFINISHED} "
+            "ORDER BY create_time, batch_id"
+        )
+        return [_row(r) for r in rows]
+
+    async def read_recipients(
+        self, batch_id: str, start: int, end: int
+    ) -> tuple[list[str], list[int]]:
+        first, last = start // RECIPIENT_PAGE, (end - 1) // RECIPIENT_PAGE
+        rows = await self.pool.fetch(
+            "SELECT page, ids, indexes FROM recipient_pages "
+            "WHERE batch_id = $1 AND page BETWEEN $2 AND $3 ORDER BY page",
+            batch_id,
+            first,
+            last,
+        )
+        ids: list[str] = []
+        indexes: list[int] = []
+        for page, page_ids, page_indexes in rows:
+            decoded_ids, decoded_indexes = decode_recipients(
+                page_ids, page_indexes, page * RECIPIENT_PAGE
+            )
+            ids.extend(decoded_ids)
+            indexes.extend(decoded_indexes)
+        offset = start - first * RECIPIENT_PAGE
+        return ids[offset : offset + end - start], indexes[offset : offset + end - start]
+
+    async def chunks(self, batch_id: str) -> list[ChunkRow]:
+        rows = await self.pool.fetch(
+            f"SELECT {_CHUNK_COLUMNS} FROM chunks WHERE batch_id = $1 ORDER BY number",
+            batch_id,
+        )
+        return [_chunk(r) for r in rows]
+
+    # -- fenced chunk writes ----------------------------------------------------------
+
+    @staticmethod
+    async def _take(conn: _Connection, chunk: ChunkRow, state: str, owner: str) -> None:
+        """In a transaction: move `chunk` to `state` for `owner` (inserting the row when
+        it is the batch's next one), or raise Fenced having changed nothing."""
+        # A batch created without an owner is taken by its first writer.
+        await conn.execute(
+            "UPDATE batches SET owner = $2 WHERE batch_id = $1 AND owner = ''",
+            chunk.batch_id,
+            owner,
+        )
+        # KEY SHARE: writers of one batch do not wait for each other, an adopter's
+        # FOR UPDATE does not interleave with them.
+        batch_owner = await conn.fetchval(
+            "SELECT owner FROM batches WHERE batch_id = $1 FOR KEY SHARE", chunk.batch_id
+        )
+        if batch_owner != owner:
+            raise Fenced(f"batch {chunk.batch_id} is owned by {batch_owner or 'nobody'}")
+        updated = await conn.execute(
+            "UPDATE chunks SET state = $3, owner = $4, attempts = $5 "
+            "WHERE batch_id = $1 AND number = $2 AND (state IN ($6, $7) "
+            "OR (state = $8 AND owner = $4 AND attempts <= $5))",
+            chunk.batch_id,
+            chunk.number,
+            state,
+            owner,
+            chunk.attempts,
+            PLANNED,
+            CLAIMED,
+            SENDING,
+        )
+        if updated == "UPDATE 1":
+            return
+        advanced = await conn.execute(
+            "UPDATE batches SET chunk_count = chunk_count + 1, planned_to = $2 "
+            "WHERE batch_id = $1 AND chunk_count = $3 AND planned_to = $4",
+            chunk.batch_id,
+            chunk.end,
+            chunk.number,
+            chunk.start,
+        )
+        if advanced != "UPDATE 1":
+            found = await conn.fetchrow(
+                "SELECT state, owner, attempts FROM chunks WHERE batch_id = $1 AND number = $2",
+                chunk.batch_id,
+                chunk.number,
+            )
+            if found is None:
+                raise Fenced(f"chunk {chunk.number} does not follow the planned ones")
+            raise Fenced(
+                f"chunk {chunk.number} is {found['state']} by {found['owner'] or 'nobody'} "
+                f"(attempt {found['attempts']})"
+            )
+        await conn.execute(
+            f"INSERT INTO chunks ({_CHUNK_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            chunk.batch_id,
+            chunk.number,
+            chunk.start,
+            chunk.end,
+            state,
+            chunk.attempts,
+            owner,
+        )
+
+    @contextlib.asynccontextmanager
+    async def _writing(self, batch_id: str) -> AsyncIterator[_Connection]:
+        lock = self._writers.setdefault(batch_id, asyncio.Lock())
+        async with lock, self.pool.acquire() as conn, conn.transaction():
+            yield conn
+
+    async def write_ahead(self, chunk: ChunkRow, owner: str) -> None:
+        async with self._writing(chunk.batch_id) as conn:
+            await self._take(conn, chunk, SENDING, owner)
+
+    async def record(
+        self, chunk: ChunkRow, final_state: str, page: bytes, counts: Counts, owner: str
+    ) -> int:
+        async with self._writing(chunk.batch_id) as conn:
+            await self._take(conn, chunk, final_state, owner)
+            seq: int = await conn.fetchval(
+                "UPDATE batches SET next_seq = next_seq + 1, accepted = accepted + $2, "
+                "failed = failed + $3, uncertain = uncertain + $4, "
+                "vendor_calls = vendor_calls + $5, "
+                "update_time = extract(epoch FROM clock_timestamp()) "
+                "WHERE batch_id = $1 RETURNING next_seq - 1",
+                chunk.batch_id,
+                counts.accepted,
+                counts.failed,
+                counts.uncertain,
+                counts.vendor_calls,
+            )
+            await conn.execute(
+                "INSERT INTO outcomes (batch_id, seq, data, count) VALUES ($1, $2, $3, $4)",
+                chunk.batch_id,
+                seq,
+                page,
+                chunk.end - chunk.start,
+            )
+            await conn.execute("SELECT pg_notify($1, $2)", self._channel, chunk.batch_id)
+        self.notifier.notify(chunk.batch_id)
+        return seq
+
+    async def set_state(self, batch_id: str, state: int) -> BatchRow | None:
+        keep_cancelling = (
+            f" AND state <> {pb.BATCH_STATE_CANCELLING}" if state == pb.BATCH_STATE_RUNNING else ""
+        )
+        ends = state in ENDED_STATES
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "UPDATE batches SET state = $2, "
+                "update_time = extract(epoch FROM clock_timestamp()), "
+                "end_time = CASE WHEN $3 THEN extract(epoch FROM clock_timestamp()) END "
+                f"WHERE batch_id = $1 AND state NOT IN {_ENDED}{keep_cancelling}",
+                batch_id,
+                state,
+                ends,
+            )
+            found = await conn.fetchrow(
+                f"SELECT {_BATCH_COLUMNS} FROM batches WHERE batch_id = $1", batch_id
+            )
+            await conn.execute("SELECT pg_notify($1, $2)", self._channel, batch_id)
+        if found is not None and found["state"] in ENDED_STATES:
+            self._writers.pop(batch_id, None)
+        self.notifier.notify(batch_id)
+        return None if found is None else _row(found)
+
+    # -- replicas ---------------------------------------------------------------------
+
+    async def heartbeat(self, owner: str) -> None:
+        await self.pool.execute(
+            "INSERT INTO replicas (owner, heartbeat) VALUES ($1, now()) "
+            "ON CONFLICT (owner) DO UPDATE SET heartbeat = now()",
+            owner,
+        )
+        if self._listener is None or self._listener.is_closed():
+            # Lost with a database restart or a network cut: listen again, and wake every
+            # watcher, since what was notified meanwhile is lost.
+            await self._listen()
+            log.info("listening for other replicas' changes again")
+            self.notifier.notify_all()
+
+    async def retire(self, owner: str) -> None:
+        await self.pool.execute("DELETE FROM replicas WHERE owner = $1", owner)
+
+    async def release(self, batch_id: str, owner: str) -> None:
+        # No owner: adoptable by any sweep, as if its owner had died.
+        await self.pool.execute(
+            f"UPDATE batches SET owner = '' WHERE batch_id = $1 AND owner = $2 "
+            f"AND state IN {_UNFINISHED}",
+            batch_id,
+            owner,
+        )
+
+    async def recover(self, owner: str) -> Recovered:
+        # A restart is an adoption: the batches of replicas whose lease ran out (the
+        # previous process of this gateway among them), never those of a live replica.
+        _, recovered = await self._adopt(owner, self.lease_s, wait=True)
+        return recovered
+
+    async def adopt(self, owner: str, lease_s: float) -> tuple[list[BatchRow], Recovered]:
+        return await self._adopt(owner, lease_s, wait=False)
+
+    async def _adopt(
+        self, owner: str, lease_s: float, wait: bool
+    ) -> tuple[list[BatchRow], Recovered]:
+        lock = "pg_advisory_xact_lock" if wait else "pg_try_advisory_xact_lock"
+        async with self.pool.acquire() as conn, conn.transaction():
+            # One sweeper at a time (per schema); the others find the lock taken and skip.
+            got = await conn.fetchval(f"SELECT {lock}(hashtext(current_schema() || ' sweep'))")
+            if got is False:
+                return [], Recovered()
+            taken = await conn.fetch(
+                "SELECT batch_id FROM batches b "
+                f"WHERE state IN {_UNFINISHED} AND owner <> $1 AND NOT EXISTS ("
+                "  SELECT 1 FROM replicas r WHERE r.owner = b.owner"
+                "  AND r.heartbeat > now() - make_interval(secs => $2)) "
+                "ORDER BY create_time, batch_id FOR UPDATE SKIP LOCKED",
+                owner,
+                lease_s,
+            )
+            batch_ids = [r["batch_id"] for r in taken]
+            if not batch_ids:
+                return [], Recovered()
+            await conn.execute(
+                "UPDATE batches SET owner = $1 WHERE batch_id = ANY($2)", owner, batch_ids
+            )
+            reclaimed = await conn.execute(
+                "UPDATE chunks SET state = $1 WHERE state = $2 AND batch_id = ANY($3)",
+                PLANNED,
+                CLAIMED,
+                batch_ids,
+            )
+            sending = await conn.fetch(
+                "UPDATE chunks SET owner = $1 WHERE state = $2 AND batch_id = ANY($3) "
+                f"RETURNING {_CHUNK_COLUMNS}",
+                owner,
+                SENDING,
+                batch_ids,
+            )
+            rows = await conn.fetch(
+                f"SELECT {_BATCH_COLUMNS} FROM batches WHERE batch_id = ANY($1) "
+                "ORDER BY create_time, batch_id",
+                batch_ids,
+            )
+            # Replicas presumed dead keep no row; one that wakes up writes a new one.
+            await conn.execute(
+                "DELETE FROM replicas WHERE heartbeat <= now() - make_interval(secs => $1) "
+                "AND owner <> $2",
+                lease_s,
+                owner,
+            )
+        chunks = sorted((_chunk(r) for r in sending), key=lambda c: (c.batch_id, c.number))
+        return [_row(r) for r in rows], Recovered(chunks, int(reclaimed.split()[-1]))
+
+    # -- outcomes and retention -------------------------------------------------------
+
+    async def read_outcomes(self, batch_id: str, after_seq: int, limit: int) -> list[OutcomePage]:
+        rows = await self.pool.fetch(
+            "SELECT seq, data, count FROM outcomes WHERE batch_id = $1 AND seq > $2 "
+            "ORDER BY seq LIMIT $3",
+            batch_id,
+            after_seq,
+            limit,
+        )
+        return [OutcomePage(r["seq"], bytes(r["data"]), r["count"]) for r in rows]
+
+    async def purge(self, ended_before: float) -> int:
+        async with self.pool.acquire() as conn, conn.transaction():
+            old = [
+                r["batch_id"]
+                for r in await conn.fetch(
+                    "DELETE FROM batches WHERE end_time IS NOT NULL AND end_time < $1 "
+                    "RETURNING batch_id",
+                    ended_before,
+                )
+            ]
+            for table in ("outcomes", "chunks", "recipient_pages"):
+                await conn.execute(f"DELETE FROM {table} WHERE batch_id = ANY($1)", old)
+        return len(old)
