@@ -205,7 +205,11 @@ class BatchService:
             try:
                 purged = await self.store.purge(self.clock() - self.retention_s)
                 if purged:
-                    log.info("purged %d batches ended over %.0fs ago", purged, self.retention_s)
+                    log.info(
+                        "purged %d batches and recipient lists over %.0fs old",
+                        purged,
+                        self.retention_s,
+                    )
             except Exception:
                 self.metrics.store_errors.labels("purge").inc()
                 log.exception("purging ended batches failed")
@@ -227,6 +231,15 @@ class BatchService:
         stored, created = await self.store.create_batch(row, ids, indexes)
         if created:
             self._launch(stored, call_deadline=call_deadline)
+        return stored, created
+
+    async def submit_from_list(self, row: BatchRow, list_id: str) -> tuple[BatchRow, bool]:
+        """`submit` with a stored recipient list's ids (LookupError when it is gone)."""
+        if self.stopping.is_set():
+            raise GatewayStopping
+        stored, created = await self.store.create_batch_from_list(row, list_id)
+        if created:
+            self._launch(stored)
         return stored, created
 
     async def cancel(self, batch_id: str) -> BatchRow | None:
