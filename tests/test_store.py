@@ -331,6 +331,19 @@ async def test_purge_removes_old_lists(store: Store) -> None:
     assert await store.get_list("abandoned") is None
 
 
+async def test_a_list_a_stored_batch_reads_is_kept_until_the_batch_is_purged(
+    store: Store,
+) -> None:
+    await _upload(store, "L1", [["a", "b"]])
+    await _finish(store, "L1")
+    await store.create_batch_from_list(_row("b1", total=2), "L1")
+    assert await store.purge(ended_before=1e12) == 0  # the batch has not ended
+    assert await store.read_recipients("b1", 0, 2) == (["a", "b"], [0, 1])
+    await store.set_state("b1", pb.BATCH_STATE_DONE)
+    assert await store.purge(ended_before=1e12) == 2  # the batch, then its list
+    assert await store.get_list("L1") is None
+
+
 def _try_open(path: str, queue: multiprocessing.Queue[str]) -> None:
     import asyncio
 
@@ -391,3 +404,27 @@ def test_open_store_urls(tmp_path: Path) -> None:
     assert absolute.path == tmp_path / "x.db"
     with pytest.raises(StoreError, match=r"store\.url"):
         open_store("mysql://db/imgate", tmp_path)
+
+
+async def test_sqlite_schema_1_file_gains_lists_and_keeps_its_batches(tmp_path: Path) -> None:
+    import sqlite3
+
+    from imgate._store_sqlite import _SCHEMA
+
+    path = tmp_path / "imgate.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    for statement in filter(str.strip, _SCHEMA.split(";")):
+        conn.execute(statement)
+    conn.execute("PRAGMA user_version = 1")
+    conn.close()
+    store = SQLiteStore(path)
+    await store.open()  # written before lists existed: migrated in place
+    try:
+        await store.create_batch(_row(total=1), ["a"], None)
+        await _upload(store, "L1", [["b"]])
+        assert (await _finish(store, "L1"))[1]
+        assert await store.read_recipients("b1", 0, 1) == (["a"], [0])
+        version = await store._read(lambda c: c.execute("PRAGMA user_version").fetchone()[0])
+        assert version == 2
+    finally:
+        await store.close()

@@ -18,8 +18,9 @@ Recipient lists (UploadRecipients, CONTRACT.md §4) have five more:
     create_batch_from_list   create_batch with the list's pages as its recipients
 
 A list's unique ids are kept in pages of RECIPIENT_PAGE, the layout of a batch's
-recipients, so a batch made from a list copies its pages inside the store (no id passes
-through the gateway). Purge removes lists by age like ended batches.
+recipients, and a batch made from a list reads the list's pages (nothing is copied, no id
+passes through the gateway). Purge removes lists by age like ended batches, but keeps a
+list while a stored batch reads it.
 
 Chunks go planned -> claimed -> sending -> done | uncertain | failed. Every change after
 a claim is fenced by (batch, chunk, owner): a writer that is no longer the owner gets
@@ -294,7 +295,8 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def purge(self, ended_before: float) -> int:
         """Delete batches that ended before `ended_before` (wall clock), and recipient lists
-        created before it (finished or abandoned); return how many of both."""
+        created before it (finished or abandoned) that no stored batch reads; return how
+        many of both."""
 
     # -- recipient lists ----------------------------------------------------------------
 
@@ -324,7 +326,8 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def create_batch_from_list(self, row: BatchRow, list_id: str) -> tuple[BatchRow, bool]:
         """create_batch with the finished list's unique ids and indexes as recipients
-        (`row.total` is the list's count). Raises LookupError when the list is gone."""
+        (`row.total` is the list's count), read from the list's own pages (read_recipients
+        works as for any batch). Raises LookupError when the list is gone."""
 
 
 def open_store(url: str, state_dir: Path) -> Store:

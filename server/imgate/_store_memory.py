@@ -36,6 +36,8 @@ class _Batch:
     indexes: Sequence[int]
     chunks: dict[int, ChunkRow] = dataclasses.field(default_factory=dict)
     pages: list[OutcomePage] = dataclasses.field(default_factory=list)
+    list_id: str = ""
+    """The recipient list it reads its recipients from, if made from one."""
 
 
 @dataclasses.dataclass
@@ -43,6 +45,9 @@ class _List:
     row: ListRow
     # The memory store holds everything in memory anyway: a dict is its unique index.
     first_index: dict[str, int] = dataclasses.field(default_factory=dict)
+    ids: list[str] | None = None
+    indexes: list[int] | None = None
+    """The unique ids and their indexes, made once when a batch first uses the list."""
 
 
 class MemoryStore(Store):
@@ -190,8 +195,11 @@ class MemoryStore(Store):
         for batch_id in old:
             row = self._batches.pop(batch_id).row
             self._by_request.pop((row.caller, row.request_id), None)
+        in_use = {batch.list_id for batch in self._batches.values()}
         old_lists = [
-            list_id for list_id, kept in self._lists.items() if kept.row.create_time < ended_before
+            list_id
+            for list_id, kept in self._lists.items()
+            if kept.row.create_time < ended_before and list_id not in in_use
         ]
         for list_id in old_lists:
             await self.delete_list(list_id)
@@ -243,7 +251,13 @@ class MemoryStore(Store):
         kept = self._lists.get(list_id)
         if kept is None or kept.row.ready_time is None:
             raise LookupError(f"no recipient list {list_id!r}")
-        # Dicts keep insertion order: first occurrences, in order, with their indexes.
-        ids = list(kept.first_index)
-        indexes = list(kept.first_index.values())
-        return await self.create_batch(row, ids, indexes)
+        if kept.ids is None or kept.indexes is None:
+            # Dicts keep insertion order: first occurrences, in order, with their indexes.
+            kept.ids, kept.indexes = list(kept.first_index), list(kept.first_index.values())
+        ids, indexes = kept.ids, kept.indexes
+        stored, created = await self.create_batch(row, (), None)
+        if created:  # shares the list's ids, as the SQLite store shares its pages
+            self._batches[row.batch_id] = dataclasses.replace(
+                self._batches[row.batch_id], ids=ids, indexes=indexes, list_id=list_id
+            )
+        return stored, created

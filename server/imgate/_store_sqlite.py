@@ -106,7 +106,8 @@ CREATE TABLE outcomes (
 """
 # Version 2: recipient lists. `list_members` is the unique index that drops duplicates
 # while a list is uploaded (emptied when it is finished); `list_pages` holds the unique ids
-# in the layout of `recipient_pages`, so a batch made from a list copies them with SQL.
+# in the layout of `recipient_pages`; a batch made from a list reads its pages through
+# `batch_lists` (no copy: a batch of millions is created in one small transaction).
 _SCHEMA_LISTS = """
 CREATE TABLE recipient_lists (
     list_key INTEGER PRIMARY KEY,
@@ -136,6 +137,11 @@ CREATE TABLE list_pages (
     indexes TEXT NOT NULL,
     PRIMARY KEY (list_key, page)
 ) WITHOUT ROWID;
+CREATE TABLE batch_lists (
+    batch_id TEXT PRIMARY KEY,
+    list_key INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX batch_lists_by_list ON batch_lists (list_key);
 """
 _LIST_COLUMNS = ", ".join(f.name for f in dataclasses.fields(ListRow))
 # Members of a finished list are deleted this many per transaction, so that the writer
@@ -371,11 +377,7 @@ class SQLiteStore(Store):
             ).fetchone()
             if found is None:
                 raise LookupError(f"no recipient list {list_id!r}")
-            conn.execute(
-                "INSERT INTO recipient_pages (batch_id, page, ids, indexes) "
-                "SELECT ?, page, ids, indexes FROM list_pages WHERE list_key = ?",
-                (row.batch_id, found[0]),
-            )
+            conn.execute("INSERT INTO batch_lists VALUES (?, ?)", (row.batch_id, found[0]))
 
         return await self._write(lambda conn: self._create(conn, row, copy_pages))
 
@@ -468,9 +470,13 @@ class SQLiteStore(Store):
         first, last = start // RECIPIENT_PAGE, (end - 1) // RECIPIENT_PAGE
 
         def op(conn: sqlite3.Connection) -> list[tuple[int, str, str]]:
+            # A batch has its own pages, or (made from a list) the list's: one of the two.
             return conn.execute(
                 "SELECT page, ids, indexes FROM recipient_pages "
-                "WHERE batch_id = ? AND page BETWEEN ? AND ? ORDER BY page",
+                "WHERE batch_id = ?1 AND page BETWEEN ?2 AND ?3 "
+                "UNION ALL SELECT page, ids, indexes FROM list_pages WHERE list_key = "
+                "(SELECT list_key FROM batch_lists WHERE batch_id = ?1) "
+                "AND page BETWEEN ?2 AND ?3 ORDER BY page",
                 (batch_id, first, last),
             ).fetchall()
 
@@ -667,7 +673,7 @@ class SQLiteStore(Store):
                     (ended_before,),
                 )
             ]
-            for table in ("outcomes", "chunks", "recipient_pages", "batches"):
+            for table in ("outcomes", "chunks", "recipient_pages", "batch_lists", "batches"):
                 conn.executemany(f"DELETE FROM {table} WHERE batch_id = ?", [(b,) for b in old])
             return len(old)
 
@@ -676,7 +682,10 @@ class SQLiteStore(Store):
             lambda conn: [
                 r[0]
                 for r in conn.execute(
-                    "SELECT list_id FROM recipient_lists WHERE create_time < ?", (ended_before,)
+                    # A list that a stored batch reads stays until that batch is purged.
+                    "SELECT list_id FROM recipient_lists WHERE create_time < ? AND list_key "
+                    "NOT IN (SELECT list_key FROM batch_lists)",
+                    (ended_before,),
                 )
             ]
         )
