@@ -205,3 +205,22 @@ async def test_retention_purges_lists_after_the_batches_reading_them(
     with pytest.raises(grpc.aio.AioRpcError) as error:
         await gateway.stub.SubmitBatch(_submit_list(uploaded.recipient_list))
     assert error.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_fingerprint_leaves_the_request_as_it_was_and_matches_a_copy() -> None:
+    import copy
+    import hashlib
+
+    from imgate._servicer import _fingerprint
+
+    request = pb.SubmitBatchRequest.FromString(
+        text_request(["a", "b"], "", request_id="r1").SerializeToString()
+    )
+    request.send_before.FromSeconds(2_000_000_000)
+    before = request.SerializeToString(deterministic=True)
+    expected = copy.copy(request)
+    expected.request_id, expected.backend = "", "tencent"
+    expected.ClearField("send_before")
+    digest = hashlib.sha256(expected.SerializeToString(deterministic=True)).digest()
+    assert _fingerprint(request, "tencent") == digest
+    assert request.SerializeToString(deterministic=True) == before

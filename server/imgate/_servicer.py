@@ -9,7 +9,6 @@ message per outcome costs 10-20x more CPU.
 from __future__ import annotations
 
 import asyncio
-import copy
 import hashlib
 import logging
 import time
@@ -479,12 +478,22 @@ def _fingerprint(request: pb.BatchSendRequest | pb.SubmitBatchRequest, backend: 
     """Digest of the payload: everything but request_id and send_before, backend resolved.
     Fields 1-6 have the same numbers in both messages, so BatchSend and SubmitBatch with one
     payload serialize alike and are the same batch."""
-    payload = copy.copy(request)  # a protobuf copy is a deep copy
-    payload.request_id = ""
-    payload.backend = backend
-    if isinstance(payload, pb.SubmitBatchRequest):
-        payload.ClearField("send_before")
-    return hashlib.sha256(payload.SerializeToString(deterministic=True)).digest()
+    # Serialized in place, the excluded fields set aside and put back: a copy of the
+    # request would copy its 100,000 ids once more (about 3 MB of peak memory).
+    request_id, requested_backend = request.request_id, request.backend
+    send_before = None
+    if isinstance(request, pb.SubmitBatchRequest) and request.HasField("send_before"):
+        send_before = timestamp_pb2.Timestamp()
+        send_before.CopyFrom(request.send_before)
+        request.ClearField("send_before")
+    request.request_id, request.backend = "", backend
+    try:
+        return hashlib.sha256(request.SerializeToString(deterministic=True)).digest()
+    finally:
+        request.request_id, request.backend = request_id, requested_backend
+        if send_before is not None:
+            assert isinstance(request, pb.SubmitBatchRequest)
+            request.send_before.CopyFrom(send_before)
 
 
 def _summary(row: BatchRow) -> pb.BatchSummary:
