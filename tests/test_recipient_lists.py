@@ -224,3 +224,20 @@ def test_fingerprint_leaves_the_request_as_it_was_and_matches_a_copy() -> None:
     digest = hashlib.sha256(expected.SerializeToString(deterministic=True)).digest()
     assert _fingerprint(request, "tencent") == digest
     assert request.SerializeToString(deterministic=True) == before
+
+
+async def test_tencent_byte_planning_holds_for_lists(
+    sandbox: SandboxServer, start_gateway: StartGateway
+) -> None:
+    # A long text leaves room for about a hundred 32-character ids under Tencent's 12 KB
+    # body cap: chunks are planned by bytes from the list's pages, and the strict sandbox
+    # refuses any body over the cap.
+    gateway = await start_gateway()
+    ids = [f"{n:032d}" for n in range(1000)]
+    uploaded = await gateway.stub.UploadRecipients(_pages(ids[:400], ids[400:]))
+    request = _submit_list(uploaded.recipient_list, text="x" * 8000)
+    batch = await gateway.stub.SubmitBatch(request)
+    summary = (await _outcomes(gateway, batch.batch_id))[-1].summary
+    assert (summary.total, summary.accepted) == (1000, 1000)
+    assert summary.vendor_calls >= 1000 // 120  # far more calls than 500 per call would make
+    assert sandbox.state.stats("tencent").calls_received == summary.vendor_calls
