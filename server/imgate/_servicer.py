@@ -384,9 +384,9 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
                     )
                 digest.update("\n".join(ids).encode())
                 digest.update(b"\n")  # no id holds a control character: an unambiguous join
-                page_widest, position = _widest(ids)
-                if page_widest[1] > widest_bytes:
-                    widest, widest_bytes = page_widest[0], page_widest[1]
+                page_widest, page_widest_bytes, position = _widest(ids)
+                if page_widest_bytes > widest_bytes:  # the first of equals keeps its place
+                    widest, widest_bytes = page_widest, page_widest_bytes
                     row.widest_index = row.received + position
                 row.received += len(ids)
             if row.count == 0:
@@ -419,15 +419,17 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
                 await store.delete_list(row.list_id)
 
 
-def _widest(ids: list[str]) -> tuple[tuple[str, int], int]:
-    """((id, bytes), position) of the id that takes the most bytes in a JSON body."""
+def _widest(ids: list[str]) -> tuple[str, int, int]:
+    """(id, bytes, position) of the first id taking the most bytes in a JSON body."""
+    if not ids:
+        return "", -1, 0
     joined = "".join(ids)
     if joined.isascii() and '"' not in joined and "\\" not in joined:
-        longest = max(range(len(ids)), key=lambda n: len(ids[n]), default=0)
-        return ((ids[longest], len(ids[longest])) if ids else ("", -1)), longest
-    sizes = [len(i.encode()) + i.count('"') + i.count("\\") for i in ids]
-    widest = max(range(len(ids)), key=sizes.__getitem__)
-    return (ids[widest], sizes[widest]), widest
+        sizes = list(map(len, ids))  # one byte per character, nothing escaped
+    else:
+        sizes = [len(i.encode()) + i.count('"') + i.count("\\") for i in ids]
+    position = max(range(len(ids)), key=sizes.__getitem__)
+    return ids[position], sizes[position], position
 
 
 def _in_list(problem: FieldViolation, recipients: ListRow) -> FieldViolation:
