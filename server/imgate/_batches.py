@@ -205,11 +205,7 @@ class BatchService:
             try:
                 purged = await self.store.purge(self.clock() - self.retention_s)
                 if purged:
-                    log.info(
-                        "purged %d batches and recipient lists over %.0fs old",
-                        purged,
-                        self.retention_s,
-                    )
+                    log.info("purged %d batches and lists over %.0fs old", purged, self.retention_s)
             except Exception:
                 self.metrics.store_errors.labels("purge").inc()
                 log.exception("purging ended batches failed")
