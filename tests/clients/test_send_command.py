@@ -10,6 +10,7 @@ import pty
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -331,3 +332,15 @@ def test_to_file_of_a_million_lines_streams_with_progress_on_a_terminal(
     assert sum(pages) == 1_000_000
     assert max(pages) == 10_000
     assert fake_server.gateway.submitted[0].recipient_list == "list-0"
+
+
+def test_to_file_with_a_timeout_submits_a_send_before_within_it(
+    fake_server: FakeServer, tmp_path: pytest.TempPathFactory
+) -> None:
+    ids = tmp_path / "ids.txt"  # type: ignore[operator]
+    ids.write_text("alice\nbob\n", encoding="utf-8")
+    started = time.time()
+    assert _send(fake_server, "--to-file", str(ids), "--text", "hi", "--timeout", "30") == 0
+    send_before = fake_server.gateway.submitted[0].send_before.ToNanoseconds() / 1e9
+    # The whole command's deadline, less the margin for the last outcomes to come back.
+    assert started + 29 <= send_before <= time.time() + 30
