@@ -428,3 +428,32 @@ async def test_sqlite_schema_1_file_gains_lists_and_keeps_its_batches(tmp_path: 
         assert version == 2
     finally:
         await store.close()
+
+
+async def test_sqlite_finished_list_drops_its_index_in_steps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import imgate._store_sqlite
+
+    monkeypatch.setattr(imgate._store_sqlite, "_MEMBERS_PER_DELETE", 4)
+    store = SQLiteStore(tmp_path / "imgate.db")
+    await store.open()
+    try:
+        ids = [f"id{n:02d}" for n in range(11)]
+        # A page with a duplicate of an earlier page, and one with a duplicate in itself.
+        pages = [ids[:6], [ids[2], *ids[6:9]], [ids[9], ids[9], ids[10]]]
+        assert await _upload(store, "L1", pages) == 11
+
+        def members(conn: object) -> int:
+            found: int = conn.execute("SELECT count(*) FROM list_members").fetchone()[0]  # type: ignore[attr-defined]
+            return found
+
+        assert await store._read(members) == 11
+        await _finish(store, "L1")
+        assert await store._read(members) == 0  # deleted 4 at a time, all of them
+        await store.create_batch_from_list(_row("b1", total=11), "L1")
+        got, indexes = await store.read_recipients("b1", 0, 11)
+        assert got == ids
+        assert indexes == [0, 1, 2, 3, 4, 5, 7, 8, 9, 10, 12]
+    finally:
+        await store.close()

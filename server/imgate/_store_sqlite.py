@@ -716,15 +716,24 @@ class SQLiteStore(Store):
             if found is None:
                 raise LookupError(f"no unfinished list {list_id!r}")
             key, count, received = found
-            # The unique index decides what is new; INSERT OR IGNORE reports it per row.
+            # The unique index decides what is new. Usually all of a page is: one
+            # executemany says so by its count of changes. Otherwise the page is undone
+            # and inserted again row by row, each INSERT OR IGNORE telling if it was new.
             insert = "INSERT OR IGNORE INTO list_members (list_key, recipient_id) VALUES (?, ?)"
-            execute = conn.execute
-            new_ids: list[str] = []
-            new_indexes: list[int] = []
-            for index, recipient in enumerate(ids, received):
-                if execute(insert, (key, recipient)).rowcount:
-                    new_ids.append(recipient)
-                    new_indexes.append(index)
+            new_ids: list[str] = list(ids)
+            new_indexes: list[int] = list(range(received, received + len(ids)))
+            conn.execute("SAVEPOINT page")
+            before = conn.total_changes
+            conn.executemany(insert, [(key, recipient) for recipient in ids])
+            if conn.total_changes - before != len(ids):
+                conn.execute("ROLLBACK TO page")
+                execute = conn.execute
+                new_ids, new_indexes = [], []
+                for index, recipient in enumerate(ids, received):
+                    if execute(insert, (key, recipient)).rowcount:
+                        new_ids.append(recipient)
+                        new_indexes.append(index)
+            conn.execute("RELEASE page")
             added = len(new_ids)
             page, filled = divmod(count, RECIPIENT_PAGE)
             if added and filled:  # the last page is partial: it is rewritten, extended
@@ -794,16 +803,29 @@ class SQLiteStore(Store):
         return finished, created
 
     async def _delete_members(self, list_id: str) -> None:
-        def op(conn: sqlite3.Connection) -> int:
-            return conn.execute(
-                "DELETE FROM list_members WHERE list_key = "
-                "(SELECT list_key FROM recipient_lists WHERE list_id = ?1) AND recipient_id IN "
-                "(SELECT recipient_id FROM list_members WHERE list_key = "
-                "(SELECT list_key FROM recipient_lists WHERE list_id = ?1) LIMIT ?2)",
-                (list_id, _MEMBERS_PER_DELETE),
-            ).rowcount
+        def op(conn: sqlite3.Connection) -> bool:
+            """Delete the next _MEMBERS_PER_DELETE members (a key range); True when done."""
+            found = conn.execute(
+                "SELECT list_key FROM recipient_lists WHERE list_id = ?", (list_id,)
+            ).fetchone()
+            if found is None:
+                return True
+            key = found[0]
+            last = conn.execute(
+                "SELECT recipient_id FROM list_members WHERE list_key = ? "
+                "ORDER BY recipient_id LIMIT 1 OFFSET ?",
+                (key, _MEMBERS_PER_DELETE - 1),
+            ).fetchone()
+            if last is None:
+                conn.execute("DELETE FROM list_members WHERE list_key = ?", (key,))
+                return True
+            conn.execute(
+                "DELETE FROM list_members WHERE list_key = ? AND recipient_id <= ?",
+                (key, last[0]),
+            )
+            return False
 
-        while await self._write(op) == _MEMBERS_PER_DELETE:
+        while not await self._write(op):
             pass
 
     async def get_list(self, list_id: str) -> ListRow | None:
