@@ -33,6 +33,7 @@ from bench._stages import (
     FULL,
     QUICK,
     Plan,
+    audience_memory,
     batching,
     callers,
     durable_store,
@@ -48,7 +49,7 @@ from bench._stages import (
 )
 from bench._workload import CALLER_TOKENS, VENDORS, Backend
 
-ALL_STAGES = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11)
+ALL_STAGES = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13)
 
 
 def run(plan: Plan, stages: set[int], profile_to: Path | None) -> list[Row]:
@@ -137,6 +138,8 @@ def run(plan: Plan, stages: set[int], profile_to: Path | None) -> list[Row]:
         gateway.stop()
         if 8 in stages:
             rows.append(memory(sandbox, open_backends, plan))
+        if 13 in stages:
+            rows += audience_memory(sandbox, open_backends, plan)
     return sorted(rows, key=lambda row: row.stage)
 
 

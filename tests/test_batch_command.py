@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+from pathlib import Path
 
 import pytest
 
 from imgate._batch_command import add_batch_arguments, run_batch
+from imgate._send_command import add_send_arguments, run_send
 from imgate.sandbox import SandboxServer
 from tests.conftest import StartGateway
 
@@ -63,3 +65,48 @@ async def test_unknown_batch_exits_2(
     gateway = await start_gateway()
     assert await asyncio.to_thread(_run, gateway.target, "get", "nope") == 2
     assert "NOT_FOUND" in capsys.readouterr().err
+
+
+async def test_to_file_goes_through_a_recipient_list(
+    sandbox: SandboxServer,
+    start_gateway: StartGateway,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    gateway = await start_gateway({"recipients_per_call": 100})
+    ids = tmp_path / "ids.txt"
+    ids.write_text("\ufeff" + "".join(f"user{n:04d}\n" for n in range(1500)) + "user0001\nghost9\n")
+    submit = ("submit", "--backend", "tencent", "--to-file", str(ids), "--text", "hi")
+    assert await asyncio.to_thread(_run, gateway.target, *submit) == 0
+    batch_id = capsys.readouterr().out.strip()
+    assert await asyncio.to_thread(_run, gateway.target, "watch", batch_id) == 0
+    watched = capsys.readouterr().out.splitlines()
+    assert len(watched) == 1502
+    assert "ghost9  FAILED  RECIPIENT_NOT_FOUND" in "\n".join(watched)
+    summary = "total=1501 accepted=1500 failed=1 uncertain=0 duplicates_removed=1 "
+    assert watched[-1].startswith(summary)
+
+    # `imgate send --to-file` prints what `--to` would: outcomes, then the summary.
+    parser = argparse.ArgumentParser(prog="imgate send")
+    add_send_arguments(parser)
+    argv = ["--target", gateway.target, "--backend", "yunxin_v1", "--from", "ops"]
+    args = parser.parse_args([*argv, "--to-file", str(ids), "--text", "hi"])
+    assert await asyncio.to_thread(run_send, args) == 0
+    sent = capsys.readouterr().out.splitlines()
+    assert len(sent) == 1502
+    assert sent[0] == "user0000  ACCEPTED"
+    assert sent[-1].startswith("total=1501 accepted=1500 failed=1 ")
+    delivered = [d.recipient for d in sandbox.state.deliveries("yunxin_v1")]
+    assert sorted(delivered) == [f"user{n:04d}" for n in range(1500)]
+
+
+async def test_to_file_with_a_bad_id_names_its_line_and_exits_2(
+    start_gateway: StartGateway, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    gateway = await start_gateway()
+    ids = tmp_path / "ids.txt"
+    ids.write_text("alice\n" + "x" * 40 + "\n")
+    submit = ("submit", "--backend", "tencent", "--to-file", str(ids), "--text", "hi")
+    assert await asyncio.to_thread(_run, gateway.target, *submit) == 2
+    err = capsys.readouterr().err
+    assert "pages[0].recipient_ids[1]: at most 32 characters" in err

@@ -20,6 +20,7 @@ from imgate._store import (
     ChunkRow,
     Counts,
     Fenced,
+    ListRow,
     Recovered,
     Store,
     StoreError,
@@ -258,6 +259,106 @@ async def test_notifier_wakes_watchers(store: Store) -> None:
     assert event.is_set()
 
 
+async def _upload(store: Store, list_id: str, pages: list[list[str]], **fields: object) -> int:
+    """Upload `pages` as list `list_id` of caller "" (not finished); how many were new."""
+    await store.create_list(ListRow(list_id, str(fields.get("caller", "")), 1000.0))
+    added = 0
+    for page in pages:
+        added += await store.add_to_list(list_id, page)
+    return added
+
+
+async def _finish(store: Store, list_id: str, **fields: object) -> tuple[ListRow, bool]:
+    row = await store.get_list(list_id)
+    assert row is not None
+    row.request_id = str(fields.get("request_id", ""))
+    row.fingerprint = bytes(fields.get("fingerprint", b"fp"))  # type: ignore[call-overload]
+    row.ready_time = 1001.0
+    return await store.finish_list(row)
+
+
+async def test_list_drops_duplicates_across_pages_first_index_wins(store: Store) -> None:
+    # Pages that straddle RECIPIENT_PAGE, with duplicates within and across pages.
+    first = [f"u{n}" for n in range(RECIPIENT_PAGE - 3)] + ["u0", "u1"]
+    second = ["u5", "x", "x", "y", *[f"v{n}" for n in range(5)], 'q"\\日本']
+    assert await _upload(store, "L1", [first, second]) == RECIPIENT_PAGE - 3 + 8
+    assert await store.get_list("L1") is not None
+    with pytest.raises(LookupError):  # not finished: no batch may use it yet
+        await store.create_batch_from_list(_row("b1", total=1), "L1")
+    finished, created = await _finish(store, "L1")
+    assert created
+    assert finished.ready_time == 1001.0
+    assert (finished.count, finished.received) == (RECIPIENT_PAGE + 5, RECIPIENT_PAGE + 9)
+    assert finished.duplicates_removed == 4
+    with pytest.raises(LookupError):  # finished: nothing more may be added
+        await store.add_to_list("L1", ["late"])
+    batch, created = await store.create_batch_from_list(_row("b1", total=finished.count), "L1")
+    assert created
+    assert batch.total == RECIPIENT_PAGE + 5
+    ids, indexes = await store.read_recipients("b1", RECIPIENT_PAGE - 4, RECIPIENT_PAGE + 5)
+    base = RECIPIENT_PAGE - 1  # the index of "u5" in the second page
+    assert ids == [f"u{RECIPIENT_PAGE - 4}", "x", "y", *[f"v{n}" for n in range(5)], 'q"\\日本']
+    assert indexes == [RECIPIENT_PAGE - 4, base + 1, base + 3, *range(base + 4, base + 9), base + 9]
+
+
+async def test_list_reused_by_two_batches(store: Store) -> None:
+    await _upload(store, "L1", [["a", "b"], ["c"]])
+    await _finish(store, "L1")
+    for batch_id in ("b1", "b2"):
+        await store.create_batch_from_list(_row(batch_id, total=3), "L1")
+        assert await store.read_recipients(batch_id, 0, 3) == (["a", "b", "c"], [0, 1, 2])
+
+
+async def test_list_request_id_is_idempotent_per_caller(store: Store) -> None:
+    await _upload(store, "L1", [["a", "b"]])
+    _first, created = await _finish(store, "L1", request_id="r")
+    await _upload(store, "L2", [["a", "b"]])
+    again, created_again = await _finish(store, "L2", request_id="r")
+    assert created
+    assert not created_again
+    assert again.list_id == "L1"
+    assert await store.get_list("L2") is None  # the second upload is not kept
+    await _upload(store, "L3", [["a"]], caller="other")
+    row = await store.get_list("L3")
+    assert row is not None
+    row.request_id, row.ready_time = "r", 1.0
+    assert (await store.finish_list(row))[1]
+
+
+async def test_deleted_list_leaves_nothing(store: Store) -> None:
+    await _upload(store, "L1", [["a", "b", "a"]])
+    await store.delete_list("L1")
+    await store.delete_list("L1")  # twice is fine
+    assert await store.get_list("L1") is None
+    with pytest.raises(LookupError):
+        await store.add_to_list("L1", ["c"])
+    # The same ids in a new list are new again: the old list's index is gone too.
+    assert await _upload(store, "L2", [["a", "b"]]) == 2
+
+
+async def test_purge_removes_old_lists(store: Store) -> None:
+    await _upload(store, "L1", [["a"]])
+    await _finish(store, "L1")
+    await _upload(store, "abandoned", [["a"]])
+    assert await store.purge(ended_before=1000.0) == 0  # created at 1000.0
+    assert await store.purge(ended_before=1000.5) == 2
+    assert await store.get_list("L1") is None
+    assert await store.get_list("abandoned") is None
+
+
+async def test_a_list_a_stored_batch_reads_is_kept_until_the_batch_is_purged(
+    store: Store,
+) -> None:
+    await _upload(store, "L1", [["a", "b"]])
+    await _finish(store, "L1")
+    await store.create_batch_from_list(_row("b1", total=2), "L1")
+    assert await store.purge(ended_before=1e12) == 0  # the batch has not ended
+    assert await store.read_recipients("b1", 0, 2) == (["a", "b"], [0, 1])
+    await store.set_state("b1", pb.BATCH_STATE_DONE)
+    assert await store.purge(ended_before=1e12) == 2  # the batch, then its list
+    assert await store.get_list("L1") is None
+
+
 def _try_open(path: str, queue: multiprocessing.Queue[str]) -> None:
     import asyncio
 
@@ -303,7 +404,7 @@ async def test_sqlite_is_wal_and_synchronous_full(tmp_path: Path) -> None:
                 conn.execute("PRAGMA user_version").fetchone()[0],
             )
         )
-        assert modes == ("wal", 2, 1)  # synchronous 2 = FULL
+        assert modes == ("wal", 2, 2)  # synchronous 2 = FULL
     finally:
         await store.close()
 
@@ -407,5 +508,58 @@ async def test_a_released_batch_is_adopted_even_from_a_live_owner(make_store: Ma
         await store.release("b1", "alive")
         rows, _ = await store.adopt("other", lease_s=3600.0)
         assert [r.batch_id for r in rows] == (["b1"] if store.shared else [])
+    finally:
+        await store.close()
+
+
+async def test_sqlite_schema_1_file_gains_lists_and_keeps_its_batches(tmp_path: Path) -> None:
+    import sqlite3
+
+    from imgate._store_sqlite import _SCHEMA
+
+    path = tmp_path / "imgate.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    for statement in filter(str.strip, _SCHEMA.split(";")):
+        conn.execute(statement)
+    conn.execute("PRAGMA user_version = 1")
+    conn.close()
+    store = SQLiteStore(path)
+    await store.open()  # written before lists existed: migrated in place
+    try:
+        await store.create_batch(_row(total=1), ["a"], None)
+        await _upload(store, "L1", [["b"]])
+        assert (await _finish(store, "L1"))[1]
+        assert await store.read_recipients("b1", 0, 1) == (["a"], [0])
+        version = await store._read(lambda c: c.execute("PRAGMA user_version").fetchone()[0])
+        assert version == 2
+    finally:
+        await store.close()
+
+
+async def test_sqlite_finished_list_drops_its_index_in_steps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import imgate._store_sqlite
+
+    monkeypatch.setattr(imgate._store_sqlite, "_MEMBERS_PER_DELETE", 4)
+    store = SQLiteStore(tmp_path / "imgate.db")
+    await store.open()
+    try:
+        ids = [f"id{n:02d}" for n in range(11)]
+        # A page with a duplicate of an earlier page, and one with a duplicate in itself.
+        pages = [ids[:6], [ids[2], *ids[6:9]], [ids[9], ids[9], ids[10]]]
+        assert await _upload(store, "L1", pages) == 11
+
+        def members(conn: object) -> int:
+            found: int = conn.execute("SELECT count(*) FROM list_members").fetchone()[0]  # type: ignore[attr-defined]
+            return found
+
+        assert await store._read(members) == 11
+        await _finish(store, "L1")
+        assert await store._read(members) == 0  # deleted 4 at a time, all of them
+        await store.create_batch_from_list(_row("b1", total=11), "L1")
+        got, indexes = await store.read_recipients("b1", 0, 11)
+        assert got == ids
+        assert indexes == [0, 1, 2, 3, 4, 5, 7, 8, 9, 10, 12]
     finally:
         await store.close()

@@ -1,6 +1,8 @@
 """``imgate batch submit|watch|get|list|cancel``: durable batches from the command line.
 
-``submit`` takes ``imgate send``'s recipient and message flags and prints the batch id;
+``submit`` takes ``imgate send``'s recipient and message flags and prints the batch id
+(``--to-file`` is streamed through ``UploadRecipients`` first, with a progress bar on a
+terminal);
 ``watch`` prints outcomes as ``send`` does (``--cursor`` resumes); ``get``, ``list`` and
 ``cancel`` print a batch a line (``--json``: the ``Batch`` message as JSON). Exit codes as
 for ``send``: 0 done, 1 the call failed (2 for an invalid request or an unknown batch).
@@ -27,12 +29,12 @@ from imgate._send_command import (
     EXIT_COMPLETED,
     EXIT_INVALID_REQUEST,
     _message,
-    _read_recipients,
     _silence_stdout,
     _to_json,
     add_send_arguments,
     format_outcome,
     format_summary,
+    upload_file,
 )
 from imgate_client import GatewayClient, GatewayError, InvalidRequestError, gateway_pb2
 
@@ -110,11 +112,15 @@ def _print_batch(batch: gateway_pb2.Batch, as_json: bool) -> None:
 
 
 def _submit(client: GatewayClient, args: argparse.Namespace) -> int:
-    try:
-        recipients = _read_recipients(args)
-    except OSError as error:
-        print(f"imgate batch submit: cannot read recipients: {error}", file=sys.stderr)
-        return EXIT_INVALID_REQUEST
+    recipients: list[str] | gateway_pb2.RecipientList
+    if args.to_file is None:
+        recipients = [recipient for ids in args.to for recipient in ids]
+    else:
+        # Streamed through UploadRecipients: a file of millions of ids, never read whole.
+        uploaded = upload_file(client, args, "imgate batch submit", args.timeout)
+        if uploaded is None:
+            return EXIT_INVALID_REQUEST
+        recipients = uploaded
     batch = client.submit_batch(
         recipients,
         _message(args),

@@ -260,7 +260,7 @@ class BatchService:
             try:
                 purged = await self.store.purge(self.clock() - self.retention_s)
                 if purged:
-                    log.info("purged %d batches ended over %.0fs ago", purged, self.retention_s)
+                    log.info("purged %d batches and lists over %.0fs old", purged, self.retention_s)
             except Exception:
                 self.metrics.store_errors.labels("purge").inc()
                 log.exception("purging ended batches failed")
@@ -354,6 +354,15 @@ class BatchService:
         stored, created = await self.store.create_batch(row, ids, indexes, owner=self.owner)
         if created:
             self._launch(stored, call_deadline=call_deadline)
+        return stored, created
+
+    async def submit_from_list(self, row: BatchRow, list_id: str) -> tuple[BatchRow, bool]:
+        """`submit` with a stored recipient list's ids (LookupError when it is gone)."""
+        if self.stopping.is_set():
+            raise GatewayStopping
+        stored, created = await self.store.create_batch_from_list(row, list_id, owner=self.owner)
+        if created:
+            self._launch(stored)
         return stored, created
 
     async def cancel(self, batch_id: str) -> BatchRow | None:

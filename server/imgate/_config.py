@@ -141,6 +141,8 @@ class GatewayConfig:
     """host:port the gRPC server binds."""
     max_recipients_per_request: int = 100_000
     """Most recipients one BatchSendRequest may carry."""
+    max_recipients_per_list: int = 10_000_000
+    """Most unique recipients one UploadRecipients list may hold."""
     state_dir: str = ""
     """Where the gateway keeps its state (the SQLite store); see default_state_dir()."""
     store_url: str = ""
@@ -180,6 +182,7 @@ _TOP_KEYS = {
     "listen": str,
     "default_backend": str,
     "max_recipients_per_request": int,
+    "max_recipients_per_list": int,
     "shutdown_grace_s": float,
     "state_dir": str,
     "backends": dict,

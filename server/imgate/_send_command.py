@@ -5,21 +5,28 @@ One line per outcome (``alice  ACCEPTED``, ``ghost1  FAILED  RECIPIENT_NOT_FOUND
 per outcome, then ``{"summary": {...}}``. Exit 0 when the call completed whatever the
 outcomes, 2 when the request was refused as invalid (or the command line is wrong), 1 when
 the call failed otherwise (unreachable, deadline, server error).
+
+``--to-file`` streams the file through ``UploadRecipients`` (never read whole), then
+submits the batch and watches it: memory stays flat for millions of ids. On a terminal,
+progress bars on standard error (tqdm) show count, rate and ETA of the upload and of the
+sending; standard output is the same as with ``--to``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable
-from typing import TextIO
+from collections.abc import Iterable, Iterator
+from typing import Never, TextIO
 
 from google.protobuf import json_format
 from google.protobuf.message import Message as ProtoMessage
+from tqdm import tqdm
 
 from imgate._client_options import (
     add_connection_arguments,
@@ -45,6 +52,9 @@ EXIT_INVALID_REQUEST = 2
 EXIT_INTERRUPTED = 130
 # Smaller batches finish before a progress bar would tell the user anything.
 PROGRESS_MIN_RECIPIENTS = 1000
+# --timeout with --to-file: the last vendor calls start this long before the deadline, so
+# that their outcomes still reach the watch (the gateway's margin for BatchSend is 0.25 s).
+SEND_BEFORE_MARGIN_S = 0.5
 
 
 def add_send_arguments(parser: argparse.ArgumentParser) -> None:
@@ -107,11 +117,9 @@ def run_send(args: argparse.Namespace) -> int:
     if problem:
         print(f"imgate send: {problem}", file=sys.stderr)
         return EXIT_INVALID_REQUEST
-    try:
-        recipients = _read_recipients(args)
-    except OSError as error:
-        print(f"imgate send: cannot read recipients: {error}", file=sys.stderr)
-        return EXIT_INVALID_REQUEST
+    if args.to_file is not None:
+        return _send_file(args)
+    recipients = [recipient for ids in args.to for recipient in ids]
     output = _Output(
         sys.stdout,
         sys.stderr,
@@ -149,6 +157,204 @@ def run_send(args: argparse.Namespace) -> int:
     return EXIT_COMPLETED
 
 
+def _send_file(args: argparse.Namespace) -> int:
+    """``--to-file``: upload the list, submit the batch, watch it; as ``--to`` prints."""
+    deadline = None if args.timeout is None else time.monotonic() + args.timeout
+    # The deadline covers the upload too; as BatchSend's, no vendor call starts so late
+    # that its outcome would miss it.
+    send_before = None
+    if args.timeout is not None:
+        send_before = time.time() + args.timeout - SEND_BEFORE_MARGIN_S
+    received = 0
+    batch_id = ""
+    output: _Output | None = None
+    try:
+        with GatewayClient(args.target, **connection_options(args)) as client:
+            recipients = upload_file(client, args, "imgate send", _remaining(deadline))
+            if recipients is None:
+                return EXIT_INVALID_REQUEST
+            batch = client.submit_batch(
+                recipients,
+                _message(args),
+                backend=args.backend,
+                sender_id=args.sender_id,
+                request_id=args.request_id,
+                send_before=send_before,
+                timeout=_remaining(deadline),
+            )
+            batch_id = batch.batch_id
+            output = _Output(
+                sys.stdout, sys.stderr, json_lines=args.json, unique_recipients=batch.total
+            )
+            try:
+                with client.watch_batch(batch_id, timeout=_remaining(deadline)) as stream:
+                    for outcome in stream:
+                        received += 1
+                        output.outcome(outcome)
+                    output.summary(stream.summary)
+            except KeyboardInterrupt:
+                output.done()
+                _interrupted(client, args, batch_id, received)
+                return EXIT_INTERRUPTED
+    except GatewayError as error:
+        if output is not None:
+            output.done()
+        _report_error(error, received)
+        if isinstance(error, InvalidRequestError):
+            return EXIT_INVALID_REQUEST
+        return EXIT_CALL_FAILED
+    except KeyboardInterrupt:
+        if output is not None:
+            output.done()
+        print("imgate send: interrupted before the batch was submitted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    output.done()
+    return EXIT_COMPLETED
+
+
+def _interrupted(
+    client: GatewayClient, args: argparse.Namespace, batch_id: str, received: int
+) -> None:
+    """Ctrl-C while watching: like BatchSend, a send without --request-id stops with its
+    caller; with one it goes on (and can be followed)."""
+    print(f"imgate send: interrupted after {received} outcomes", file=sys.stderr)
+    if args.request_id:
+        print(
+            f"imgate send: batch {batch_id} goes on; follow it with"
+            f" `imgate batch watch {batch_id}`",
+            file=sys.stderr,
+        )
+        return
+    try:
+        client.cancel_batch(batch_id, timeout=10)
+    except GatewayError as error:
+        print(f"imgate send: cannot cancel batch {batch_id}: {error.details}", file=sys.stderr)
+        return
+    print(
+        f"imgate send: batch {batch_id} cancelled; unsent recipients end NOT_ATTEMPTED",
+        file=sys.stderr,
+    )
+
+
+def _remaining(deadline: float | None) -> float | None:
+    if deadline is None:
+        return None
+    return max(0.001, deadline - time.monotonic())
+
+
+def upload_file(
+    client: GatewayClient, args: argparse.Namespace, command: str, timeout: float | None
+) -> gateway_pb2.RecipientList | None:
+    """Stream ``args.to_file`` through UploadRecipients (a bar on a terminal); None when
+    the file cannot be read (said on stderr). Raises GatewayError when the call fails."""
+    source = _FileIds(args.to_file, _upload_bar(sys.stderr, args.to_file))
+    try:
+        recipients = client.upload_recipients(source, timeout=timeout)
+    except GatewayError:
+        if source.error is None:
+            raise
+        recipients = None
+    finally:
+        source.close()
+    if source.error is not None:
+        print(f"{command}: cannot read recipients: {source.error}", file=sys.stderr)
+        return None
+    return recipients
+
+
+def _upload_bar(terminal: TextIO, path: str) -> tqdm[Never] | None:
+    if not terminal.isatty():
+        return None
+    size = None
+    if path != "-":
+        with contextlib.suppress(OSError):
+            size = os.path.getsize(path) or None
+    # Shown after half a second: a small file is uploaded before a bar would help.
+    columns, rows = _bar_size(terminal)
+    return tqdm(
+        desc="upload",
+        unit=" ids",
+        file=terminal,
+        leave=False,
+        delay=0.5,
+        total=size,
+        ncols=columns,
+        nrows=rows,
+    )
+
+
+def _bar_size(terminal: TextIO) -> tuple[int | None, int | None]:
+    """tqdm's (ncols, nrows) for `terminal`: 80x24 when it reports no size (a fresh pty
+    says 0x0, and tqdm would then draw nothing at all)."""
+    try:
+        size = os.get_terminal_size(terminal.fileno())
+    except (OSError, ValueError, io.UnsupportedOperation):
+        return None, None  # not a real terminal: tqdm's own defaults
+    return size.columns or 80, size.lines or 24
+
+
+class _FileIds:
+    """The ids of a file (``-``: stdin), read a line at a time as the upload asks for them.
+
+    With a bar: its count is ids read, its total an estimate from the bytes read so far
+    and the file's size (so the rate and ETA are of ids). A read error stops the upload
+    (which then fails) and is kept in ``error``.
+    """
+
+    _BAR_EVERY = 4096
+
+    def __init__(self, path: str, bar: tqdm[Never] | None) -> None:
+        self._path = path
+        self._bar = bar
+        self._size = bar.total if bar is not None else None
+        self.error: Exception | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        try:
+            yield from self._ids()
+        except (OSError, UnicodeDecodeError) as error:
+            self.error = error
+            raise
+
+    def _ids(self) -> Iterator[str]:
+        if self._path == "-":
+            # Decode stdin ourselves: a pipe from a spreadsheet export starts with a BOM too.
+            lines: Iterable[bytes] = getattr(sys.stdin, "buffer", None) or (
+                line.encode() for line in sys.stdin
+            )
+            yield from self._decoded(lines)
+            return
+        with open(self._path, "rb") as file:
+            yield from self._decoded(file)
+
+    def _decoded(self, lines: Iterable[bytes]) -> Iterator[str]:
+        bar, size = self._bar, self._size
+        count = bytes_read = 0
+        first = True
+        for raw in lines:
+            bytes_read += len(raw)
+            line = raw.decode("utf-8")
+            if first:
+                # utf-8-sig: files saved by spreadsheet tools often start with a BOM.
+                line, first = line.removeprefix("\ufeff"), False
+            recipient = line.strip()
+            if not recipient:
+                continue
+            yield recipient
+            count += 1
+            if bar is not None and count % self._BAR_EVERY == 0:
+                if size:
+                    bar.total = max(count, round(count * size / bytes_read))
+                bar.update(self._BAR_EVERY)
+        if bar is not None:
+            bar.total = count
+            bar.update(count - bar.n)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
 def _silence_stdout() -> None:
     """Point stdout at /dev/null so that the flush at exit cannot raise BrokenPipeError."""
     devnull = os.open(os.devnull, os.O_WRONLY)
@@ -177,24 +383,6 @@ def format_summary(summary: gateway_pb2.BatchSummary) -> str:
     return " ".join(
         f"{field.name}={getattr(summary, field.name)}" for field in summary.DESCRIPTOR.fields
     )
-
-
-def _read_recipients(args: argparse.Namespace) -> list[str]:
-    if args.to_file is None:
-        return [recipient for ids in args.to for recipient in ids]
-    if args.to_file == "-":
-        # Decode stdin ourselves: a pipe from a spreadsheet export starts with a BOM too.
-        buffer = getattr(sys.stdin, "buffer", None)
-        if buffer is None:
-            return _ids_from_lines(sys.stdin)
-        return _ids_from_lines(io.TextIOWrapper(buffer, encoding="utf-8-sig"))
-    # utf-8-sig: files saved by spreadsheet tools often start with a byte-order mark.
-    with open(args.to_file, encoding="utf-8-sig") as lines:
-        return _ids_from_lines(lines)
-
-
-def _ids_from_lines(lines: Iterable[str]) -> list[str]:
-    return [line.strip() for line in lines if line.strip()]
 
 
 def _message(args: argparse.Namespace) -> gateway_pb2.Message:
@@ -276,8 +464,18 @@ class _Output:
     ) -> None:
         self._stdout = stdout
         self._json_lines = json_lines
+        columns, rows = _bar_size(stderr)
         self._progress = (
-            _ProgressBar(stderr, unique_recipients)
+            tqdm(
+                desc="send",
+                total=unique_recipients,
+                unit=" rcpt",
+                file=stderr,
+                leave=False,
+                mininterval=0.2,
+                ncols=columns,
+                nrows=rows,
+            )
             if stderr.isatty() and unique_recipients > PROGRESS_MIN_RECIPIENTS
             else None
         )
@@ -288,7 +486,7 @@ class _Output:
 
     def outcome(self, outcome: gateway_pb2.RecipientOutcome) -> None:
         if self._progress is not None:
-            self._progress.advance()
+            self._progress.update()
         if self._json_lines:
             self._write(json.dumps(_to_json(outcome), ensure_ascii=False))
         else:
@@ -304,7 +502,7 @@ class _Output:
     def done(self) -> None:
         """Take the progress bar off the terminal for good and flush the outcomes written."""
         if self._progress is not None:
-            self._progress.clear()
+            self._progress.close()
             self._progress = None
         self._bar_in_the_way = False
         # Outcomes already received come out before any error message that follows.
@@ -322,7 +520,7 @@ class _Output:
                 self._progress.clear()
                 self._stdout.write(line + "\n")
                 self._stdout.flush()
-                self._progress.draw()
+                self._progress.refresh()
             else:
                 self._stdout.write(line + "\n")
         except BrokenPipeError:
@@ -333,52 +531,3 @@ class _Output:
         # pipe is no reason to stop a send half-way. Keep consuming, print nothing more.
         self._reader_gone = True
         _silence_stdout()
-
-
-class _ProgressBar:
-    """``[#####     ]  52% 5200/10000  1,730/s  ETA 0:02``, redrawn in place on a terminal."""
-
-    WIDTH = 30
-
-    def __init__(
-        self, terminal: TextIO, total: int, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self._terminal = terminal
-        self._total = total
-        self._done = 0
-        self._drawn_percent = -1
-        self._clock = clock
-        self._started = clock()
-
-    def advance(self) -> None:
-        self._done += 1
-        # Redraw only when the number changes: a terminal is slow next to a fast stream.
-        if self._percent() != self._drawn_percent:
-            self.draw()
-
-    def draw(self) -> None:
-        percent = self._percent()
-        filled = self.WIDTH * min(self._done, self._total) // self._total
-        bar = "#" * filled + " " * (self.WIDTH - filled)
-        line = f"\r[{bar}] {percent:3d}% {self._done}/{self._total}{self._rate_and_eta()}"
-        self._terminal.write(line)
-        self._terminal.flush()
-        self._drawn_percent = percent
-
-    def clear(self) -> None:
-        if self._drawn_percent >= 0:
-            self._terminal.write("\r\x1b[K")
-            self._terminal.flush()
-        self._drawn_percent = -1
-
-    def _percent(self) -> int:
-        return min(100, self._done * 100 // self._total)
-
-    def _rate_and_eta(self) -> str:
-        elapsed = self._clock() - self._started
-        if self._done == 0 or elapsed <= 0:
-            return "  -/s  ETA -:--"
-        rate = self._done / elapsed
-        left = max(0, self._total - self._done) / rate
-        minutes, seconds = divmod(round(left), 60)
-        return f"  {rate:,.0f}/s  ETA {minutes}:{seconds:02d}"

@@ -9,12 +9,11 @@ message per outcome costs 10-20x more CPU.
 from __future__ import annotations
 
 import asyncio
-import copy
 import hashlib
 import logging
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, TypeAlias
 
 import grpc
@@ -28,8 +27,14 @@ from imgate._config import GatewayConfig
 from imgate._dispatch import DEADLINE_MARGIN_S, Backend
 from imgate._logging import set_log_context
 from imgate._planner import dedupe
-from imgate._store import BatchRow, OutcomePage
-from imgate._validate import validate_common, validate_for_vendor, validate_request_id
+from imgate._store import BatchRow, ListRow, OutcomePage
+from imgate._validate import (
+    echo,
+    recipient_violations,
+    validate_common,
+    validate_for_vendor,
+    validate_request_id,
+)
 from imgate.translators._base import FieldViolation
 from imgate.v1 import gateway_pb2 as pb
 from imgate.v1 import gateway_pb2_grpc as pb_grpc
@@ -107,15 +112,25 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
         recipient_ids = list(request.recipient_ids)
         as_send = _as_send_request(request)
         problems = validate_request_id(request.request_id)
+        recipients = None
         if isinstance(request, pb.SubmitBatchRequest) and request.recipient_list:
-            problems.append(
-                FieldViolation("recipient_list", "no such recipient list (UploadRecipients)")
-            )
+            recipients = await self._own_list(request.recipient_list, context)
+            if recipient_ids:
+                problems.append(
+                    FieldViolation(
+                        "recipient_list", "give recipient_ids or recipient_list, not both"
+                    )
+                )
+            # Every id was checked on upload; what depends on the vendor (Tencent's bytes
+            # per id, a body that must fit with one recipient) is decided by the widest one.
+            recipient_ids = [recipients.widest_id]
         problems.extend(validate_common(as_send, recipient_ids, self._config))
         backend_config = self._config.backend(request.backend)
         if backend_config is not None:
             translator = self._backends[backend_config.name].translator
             problems.extend(validate_for_vendor(as_send, recipient_ids, translator))
+        if recipients is not None:
+            problems = [_in_list(problem, recipients) for problem in problems]
         if problems or backend_config is None:
             await _abort_invalid(context, problems)
             raise AssertionError("unreachable")  # abort raises
@@ -131,7 +146,7 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
                 f"caller {caller.name} may not use backend {backend}",
             )
         set_log_context(backend=backend, request_id=request.request_id, caller=caller.name)
-        unique = dedupe(recipient_ids)
+        unique = dedupe([] if recipients is not None else recipient_ids)
         spec = pb.BatchSendRequest(sender_id=request.sender_id, backend=backend)
         spec.message.CopyFrom(request.message)
         if request.HasField("options"):
@@ -144,16 +159,26 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
             backend=backend,
             spec=spec.SerializeToString(),
             bound=bound,
-            total=len(unique),
-            duplicates_removed=unique.duplicates_removed,
+            total=len(unique) if recipients is None else recipients.count,
+            duplicates_removed=(
+                unique.duplicates_removed if recipients is None else recipients.duplicates_removed
+            ),
             create_time=self._batches.clock(),
             send_before=send_before,
         )
         indexes = None if isinstance(unique.indexes, range) else unique.indexes
         try:
-            stored, created = await self._batches.submit(row, unique.ids, indexes, call_deadline)
+            if recipients is None:
+                stored, created = await self._batches.submit(
+                    row, unique.ids, indexes, call_deadline
+                )
+            else:
+                stored, created = await self._batches.submit_from_list(row, recipients.list_id)
         except GatewayStopping:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "the gateway is shutting down")
+            raise AssertionError("unreachable") from None
+        except LookupError:  # purged between the check and the copy
+            await _abort_no_list(context, recipients.list_id if recipients else "")
             raise AssertionError("unreachable") from None
         if not created and stored.fingerprint != row.fingerprint:
             await _abort_invalid(
@@ -301,9 +326,126 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
             response.next_page_token = f"{last.create_time!r}/{last.batch_id}"
         return response
 
-    async def UploadRecipients(self, request_iterator: Any, context: _Context) -> pb.RecipientList:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "recipient lists are not available yet")
-        raise AssertionError("unreachable")
+    async def _own_list(self, list_id: str, context: _Context) -> ListRow:
+        found = await self._batches.store.get_list(list_id)
+        # Another caller's list, or one still uploading, is one that does not exist.
+        if found is None or found.ready_time is None or found.caller != current_caller.get().name:
+            await _abort_no_list(context, list_id)
+            raise AssertionError("unreachable")
+        return found
+
+    async def UploadRecipients(
+        self, request_iterator: AsyncIterator[pb.UploadRecipientsRequest], context: _Context
+    ) -> pb.RecipientList:
+        """Pages go to the store as they come: the gateway holds one page, never the list.
+        A bad page fails the upload and the store forgets everything it had received."""
+        if self._batches.stopping.is_set():
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "the gateway is shutting down")
+        store = self._batches.store
+        caller = current_caller.get()
+        row = ListRow(uuid.uuid4().hex, caller.name, self._batches.clock())
+        limit = self._config.max_recipients_per_list
+        digest = hashlib.sha256()
+        widest, widest_bytes = "", -1
+        await store.create_list(row)
+        kept = False
+
+        async def reject(problems: list[FieldViolation]) -> None:
+            # Forgotten before the caller hears of it: nothing of a failed upload is kept.
+            await store.delete_list(row.list_id)
+            await _abort_invalid(context, problems)
+
+        try:
+            page_number = -1
+            async for page in request_iterator:
+                page_number += 1
+                problems: list[FieldViolation] = []
+                if page_number == 0:
+                    row.request_id = page.request_id
+                    problems += validate_request_id(page.request_id)
+                elif page.request_id and page.request_id != row.request_id:
+                    problems.append(
+                        FieldViolation(f"pages[{page_number}].request_id", "first message only")
+                    )
+                ids = list(page.recipient_ids)
+                problems += recipient_violations(ids, f"pages[{page_number}].recipient_ids")
+                if problems:
+                    await reject(problems)
+                row.count += await store.add_to_list(row.list_id, ids)
+                if row.count > limit:
+                    await reject(
+                        [
+                            FieldViolation(
+                                f"pages[{page_number}].recipient_ids",
+                                f"over {limit} unique recipients; at most"
+                                f" {limit} per list (max_recipients_per_list)",
+                            )
+                        ],
+                    )
+                digest.update("\n".join(ids).encode())
+                digest.update(b"\n")  # no id holds a control character: an unambiguous join
+                page_widest, page_widest_bytes, position = _widest(ids)
+                if page_widest_bytes > widest_bytes:  # the first of equals keeps its place
+                    widest, widest_bytes = page_widest, page_widest_bytes
+                    row.widest_index = row.received + position
+                row.received += len(ids)
+            if row.count == 0:
+                await reject(
+                    [FieldViolation("recipient_ids", "at least one recipient is required")]
+                )
+            row.widest_id, row.fingerprint = widest, digest.digest()
+            row.ready_time = self._batches.clock()
+            finished, created = await store.finish_list(row)
+            kept = True
+            if not created and finished.fingerprint != row.fingerprint:
+                await _abort_invalid(
+                    context,
+                    [FieldViolation("request_id", "already used for a different recipient list")],
+                )
+            set_log_context(request_id=finished.request_id, caller=caller.name)
+            if created:
+                log.info(
+                    "recipient list of %d recipients (%d duplicates removed)",
+                    finished.count,
+                    finished.duplicates_removed,
+                )
+            return pb.RecipientList(
+                recipient_list=finished.list_id,
+                count=finished.count,
+                duplicates_removed=finished.duplicates_removed,
+            )
+        finally:
+            if not kept:
+                await store.delete_list(row.list_id)
+
+
+def _widest(ids: list[str]) -> tuple[str, int, int]:
+    """(id, bytes, position) of the first id taking the most bytes in a JSON body."""
+    if not ids:
+        return "", -1, 0
+    joined = "".join(ids)
+    if joined.isascii() and '"' not in joined and "\\" not in joined:
+        sizes = list(map(len, ids))  # one byte per character, nothing escaped
+    else:
+        sizes = [len(i.encode()) + i.count('"') + i.count("\\") for i in ids]
+    position = max(range(len(ids)), key=sizes.__getitem__)
+    return ids[position], sizes[position], position
+
+
+def _in_list(problem: FieldViolation, recipients: ListRow) -> FieldViolation:
+    """A violation found on the list's widest id, named as the list's."""
+    if not problem.field.startswith("recipient_ids"):
+        return problem
+    return FieldViolation(
+        "recipient_list",
+        f"recipient {recipients.widest_index} of the list: {problem.description}",
+    )
+
+
+async def _abort_no_list(context: _Context, list_id: str) -> None:
+    await context.abort(
+        grpc.StatusCode.NOT_FOUND, f"no recipient list {echo(list_id)} (UploadRecipients)"
+    )
 
 
 def _groups(pages: list[OutcomePage]) -> list[list[OutcomePage]]:
@@ -338,12 +480,22 @@ def _fingerprint(request: pb.BatchSendRequest | pb.SubmitBatchRequest, backend: 
     """Digest of the payload: everything but request_id and send_before, backend resolved.
     Fields 1-6 have the same numbers in both messages, so BatchSend and SubmitBatch with one
     payload serialize alike and are the same batch."""
-    payload = copy.copy(request)  # a protobuf copy is a deep copy
-    payload.request_id = ""
-    payload.backend = backend
-    if isinstance(payload, pb.SubmitBatchRequest):
-        payload.ClearField("send_before")
-    return hashlib.sha256(payload.SerializeToString(deterministic=True)).digest()
+    # Serialized in place, the excluded fields set aside and put back: a copy of the
+    # request would copy its 100,000 ids once more (about 3 MB of peak memory).
+    request_id, requested_backend = request.request_id, request.backend
+    send_before = None
+    if isinstance(request, pb.SubmitBatchRequest) and request.HasField("send_before"):
+        send_before = timestamp_pb2.Timestamp()
+        send_before.CopyFrom(request.send_before)
+        request.ClearField("send_before")
+    request.request_id, request.backend = "", backend
+    try:
+        return hashlib.sha256(request.SerializeToString(deterministic=True)).digest()
+    finally:
+        request.request_id, request.backend = request_id, requested_backend
+        if send_before is not None:
+            assert isinstance(request, pb.SubmitBatchRequest)
+            request.send_before.CopyFrom(send_before)
 
 
 def _summary(row: BatchRow) -> pb.BatchSummary:

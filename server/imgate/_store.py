@@ -14,6 +14,19 @@ owner, the replica that sends it; replicas `heartbeat`, and `adopt` takes over t
 batches of replicas whose heartbeat is older than the lease, with the same result as
 `recover` (claimed chunks back to planned, sending ones handed over to end UNCERTAIN).
 
+Recipient lists (UploadRecipients, CONTRACT.md §4) have five more:
+
+    create_list    an upload begins (the list is its caller's, invisible until finished)
+    add_to_list    one page of ids: duplicates dropped by the store's unique index
+    finish_list    the upload is complete; idempotent on (caller, request_id)
+    get_list / delete_list
+    create_batch_from_list   create_batch with the list's pages as its recipients
+
+A list's unique ids are kept in pages of RECIPIENT_PAGE, the layout of a batch's
+recipients, and a batch made from a list reads the list's pages (nothing is copied, no id
+passes through the gateway). Purge removes lists by age like ended batches, but keeps a
+list while a stored batch reads it.
+
 Chunks go planned -> claimed -> sending -> done | uncertain | failed. Every change after
 a claim is fenced by (batch, chunk, attempt, owner): a writer that is no longer the
 owner (of the chunk, or in a shared store of the batch) gets `Fenced` and changes
@@ -94,6 +107,31 @@ class BatchRow:
 
 
 @dataclass(slots=True)
+class ListRow:
+    """One recipient list (UploadRecipients) as stored."""
+
+    list_id: str
+    caller: str
+    create_time: float
+    request_id: str = ""
+    fingerprint: bytes = b""
+    """Digest of every id received, in order: the same request_id with other ids is refused."""
+    count: int = 0
+    """Unique ids so far."""
+    received: int = 0
+    """Ids received so far, duplicates included: the index the next id gets."""
+    widest_id: str = ""
+    """The id that takes the most bytes in a vendor body: what vendor checks need to see."""
+    widest_index: int = 0
+    ready_time: float | None = None
+    """When the upload finished; None while uploading (nobody may use it yet)."""
+
+    @property
+    def duplicates_removed(self) -> int:
+        return self.received - self.count
+
+
+@dataclass(slots=True)
 class ChunkRow:
     """One planned vendor call: recipients [start, end) of the batch's unique list."""
 
@@ -160,6 +198,13 @@ class Notifier:
 def encode_recipients(ids: Sequence[str], indexes: Sequence[int] | None) -> tuple[str, str]:
     """A page of recipients as text (JSON: ids may hold any character)."""
     return json.dumps(list(ids)), "" if indexes is None else json.dumps(list(indexes))
+
+
+def encode_list_page(ids: Sequence[str], indexes: Sequence[int], start: int) -> tuple[str, str]:
+    """encode_recipients for a list page: indexes left out when they are start, start+1, ..."""
+    # Indexes only grow, so first and last at their positions means every one is.
+    identity = bool(indexes) and indexes[0] == start and indexes[-1] == start + len(indexes) - 1
+    return encode_recipients(ids, None if identity else indexes)
 
 
 def decode_recipients(ids: str, indexes: str, start: int) -> tuple[list[str], list[int]]:
@@ -279,7 +324,42 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def purge(self, ended_before: float) -> int:
-        """Delete batches that ended before `ended_before` (wall clock); return how many."""
+        """Delete batches that ended before `ended_before` (wall clock), and recipient lists
+        created before it (finished or abandoned) that no stored batch reads; return how
+        many of both."""
+
+    # -- recipient lists ----------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def create_list(self, row: ListRow) -> None:
+        """An upload begins: store `row` (not finished, empty)."""
+
+    @abc.abstractmethod
+    async def add_to_list(self, list_id: str, ids: Sequence[str]) -> int:
+        """Append one page of ids to an unfinished list; ids already in it (or earlier in
+        the page) are dropped, the others get the index `received + position in page`.
+        Returns how many were new. Raises LookupError for an unknown or finished list."""
+
+    @abc.abstractmethod
+    async def finish_list(self, row: ListRow) -> tuple[ListRow, bool]:
+        """Finish the upload of `row.list_id`, setting its request_id, fingerprint, widest
+        id and ready_time from `row`. When the caller already has a finished list with
+        `row.request_id`, this upload is deleted and that list returned with False."""
+
+    @abc.abstractmethod
+    async def get_list(self, list_id: str) -> ListRow | None: ...
+
+    @abc.abstractmethod
+    async def delete_list(self, list_id: str) -> None:
+        """Forget a list and its ids (an upload that failed); unknown ids are ignored."""
+
+    @abc.abstractmethod
+    async def create_batch_from_list(
+        self, row: BatchRow, list_id: str, owner: str = ""
+    ) -> tuple[BatchRow, bool]:
+        """create_batch with the finished list's unique ids and indexes as recipients
+        (`row.total` is the list's count), read from the list's own pages (read_recipients
+        works as for any batch). Raises LookupError when the list is gone."""
 
 
 def open_store(url: str, state_dir: Path, lease_s: float = 30.0) -> Store:

@@ -21,6 +21,7 @@ from imgate._store import (
     ChunkRow,
     Counts,
     Fenced,
+    ListRow,
     OutcomePage,
     Recovered,
     Store,
@@ -35,6 +36,18 @@ class _Batch:
     indexes: Sequence[int]
     chunks: dict[int, ChunkRow] = dataclasses.field(default_factory=dict)
     pages: list[OutcomePage] = dataclasses.field(default_factory=list)
+    list_id: str = ""
+    """The recipient list it reads its recipients from, if made from one."""
+
+
+@dataclasses.dataclass
+class _List:
+    row: ListRow
+    # The memory store holds everything in memory anyway: a dict is its unique index.
+    first_index: dict[str, int] = dataclasses.field(default_factory=dict)
+    ids: list[str] | None = None
+    indexes: list[int] | None = None
+    """The unique ids and their indexes, made once when a batch first uses the list."""
 
 
 class MemoryStore(Store):
@@ -47,6 +60,8 @@ class MemoryStore(Store):
         self._clock = clock
         self._batches: dict[str, _Batch] = {}
         self._by_request: dict[tuple[str, str], str] = {}
+        self._lists: dict[str, _List] = {}
+        self._lists_by_request: dict[tuple[str, str], str] = {}
 
     def _copy(self, row: BatchRow) -> BatchRow:
         # Callers get snapshots, as from a database: nobody mutates the stored row.
@@ -184,4 +199,71 @@ class MemoryStore(Store):
         for batch_id in old:
             row = self._batches.pop(batch_id).row
             self._by_request.pop((row.caller, row.request_id), None)
-        return len(old)
+        in_use = {batch.list_id for batch in self._batches.values()}
+        old_lists = [
+            list_id
+            for list_id, kept in self._lists.items()
+            if kept.row.create_time < ended_before and list_id not in in_use
+        ]
+        for list_id in old_lists:
+            await self.delete_list(list_id)
+        return len(old) + len(old_lists)
+
+    # -- recipient lists ----------------------------------------------------------------
+
+    async def create_list(self, row: ListRow) -> None:
+        self._lists[row.list_id] = _List(dataclasses.replace(row))
+
+    async def add_to_list(self, list_id: str, ids: Sequence[str]) -> int:
+        kept = self._lists.get(list_id)
+        if kept is None or kept.row.ready_time is not None:
+            raise LookupError(f"no unfinished list {list_id!r}")
+        first_index, row = kept.first_index, kept.row
+        before = len(first_index)
+        for position, recipient in enumerate(ids, row.received):
+            first_index.setdefault(recipient, position)
+        row.received += len(ids)
+        row.count = len(first_index)
+        return row.count - before
+
+    async def finish_list(self, row: ListRow) -> tuple[ListRow, bool]:
+        kept = self._lists[row.list_id]
+        if row.request_id:
+            existing = self._lists_by_request.get((row.caller, row.request_id))
+            if existing is not None and existing in self._lists:
+                await self.delete_list(row.list_id)
+                return dataclasses.replace(self._lists[existing].row), False
+            self._lists_by_request[(row.caller, row.request_id)] = row.list_id
+        stored = kept.row
+        stored.request_id, stored.fingerprint = row.request_id, row.fingerprint
+        stored.widest_id, stored.widest_index = row.widest_id, row.widest_index
+        stored.ready_time = row.ready_time
+        return dataclasses.replace(stored), True
+
+    async def get_list(self, list_id: str) -> ListRow | None:
+        kept = self._lists.get(list_id)
+        return None if kept is None else dataclasses.replace(kept.row)
+
+    async def delete_list(self, list_id: str) -> None:
+        kept = self._lists.pop(list_id, None)
+        if kept is not None and kept.row.request_id:
+            key = (kept.row.caller, kept.row.request_id)
+            if self._lists_by_request.get(key) == list_id:
+                del self._lists_by_request[key]
+
+    async def create_batch_from_list(
+        self, row: BatchRow, list_id: str, owner: str = ""
+    ) -> tuple[BatchRow, bool]:
+        kept = self._lists.get(list_id)
+        if kept is None or kept.row.ready_time is None:
+            raise LookupError(f"no recipient list {list_id!r}")
+        if kept.ids is None or kept.indexes is None:
+            # Dicts keep insertion order: first occurrences, in order, with their indexes.
+            kept.ids, kept.indexes = list(kept.first_index), list(kept.first_index.values())
+        ids, indexes = kept.ids, kept.indexes
+        stored, created = await self.create_batch(row, (), None)
+        if created:  # shares the list's ids, as the SQLite store shares its pages
+            self._batches[row.batch_id] = dataclasses.replace(
+                self._batches[row.batch_id], ids=ids, indexes=indexes, list_id=list_id
+            )
+        return stored, created

@@ -28,7 +28,7 @@ import contextlib
 import dataclasses
 import logging
 import urllib.parse
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import asyncpg
 
@@ -43,11 +43,13 @@ from imgate._store import (
     ChunkRow,
     Counts,
     Fenced,
+    ListRow,
     OutcomePage,
     Recovered,
     Store,
     StoreError,
     decode_recipients,
+    encode_list_page,
     encode_recipients,
 )
 from imgate.v1 import gateway_pb2 as pb
@@ -117,12 +119,52 @@ _MIGRATIONS: tuple[str, ...] = (
         heartbeat timestamptz NOT NULL
     );
     """,
+    # 2: recipient lists, as in SQLite's schema 2. `list_members` is the unique index that
+    # drops duplicates while a list is uploaded (emptied when it is finished); `list_pages`
+    # holds the unique ids in the layout of `recipient_pages`; a batch made from a list
+    # reads the list's pages through `batch_lists` (nothing copied).
+    """
+    CREATE TABLE recipient_lists (
+        list_key bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        list_id text NOT NULL UNIQUE,
+        caller text NOT NULL,
+        create_time double precision NOT NULL,
+        request_id text NOT NULL,
+        fingerprint bytea NOT NULL,
+        count integer NOT NULL,
+        received integer NOT NULL,
+        widest_id text NOT NULL,
+        widest_index integer NOT NULL,
+        ready_time double precision
+    );
+    CREATE UNIQUE INDEX recipient_lists_by_request ON recipient_lists (caller, request_id)
+        WHERE request_id <> '';
+    CREATE INDEX recipient_lists_by_age ON recipient_lists (create_time);
+    CREATE TABLE list_members (
+        list_key bigint NOT NULL,
+        recipient_id text NOT NULL,
+        PRIMARY KEY (list_key, recipient_id)
+    );
+    CREATE TABLE list_pages (
+        list_key bigint NOT NULL,
+        page integer NOT NULL,
+        ids text NOT NULL,
+        indexes text NOT NULL,
+        PRIMARY KEY (list_key, page)
+    );
+    CREATE TABLE batch_lists (
+        batch_id text PRIMARY KEY,
+        list_key bigint NOT NULL
+    );
+    CREATE INDEX batch_lists_by_list ON batch_lists (list_key);
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 # The batches table has BatchRow's fields as its first columns, in its order.
 _BATCH_COLUMNS = ", ".join(f.name for f in dataclasses.fields(BatchRow))
 _CHUNK_COLUMNS = "batch_id, number, start_pos, end_pos, state, attempts, owner"
+_LIST_COLUMNS = ", ".join(f.name for f in dataclasses.fields(ListRow))
 _UNFINISHED = "(" + ", ".join(str(s) for s in sorted(UNFINISHED_STATES)) + ")"
 _ENDED = "(" + ", ".join(str(s) for s in sorted(ENDED_STATES)) + ")"
 # Store operations are short; a replica rarely has more than its in-flight chunks' writes
@@ -149,6 +191,12 @@ def _row(record: asyncpg.Record) -> BatchRow:
 
 def _chunk(record: asyncpg.Record) -> ChunkRow:
     return ChunkRow(*record.values())
+
+
+def _list(record: asyncpg.Record) -> ListRow:
+    row = ListRow(*record.values())
+    row.fingerprint = bytes(row.fingerprint)
+    return row
 
 
 class PostgresStore(Store):
@@ -284,6 +332,39 @@ class PostgresStore(Store):
             )
             for number, start in enumerate(range(0, len(ids), RECIPIENT_PAGE))
         ]
+
+        async def insert_pages(conn: _Connection) -> None:
+            await conn.copy_records_to_table(
+                "recipient_pages",
+                records=pages,
+                columns=("batch_id", "page", "ids", "indexes"),
+                schema_name=self.schema,
+            )
+
+        return await self._create(row, owner, insert_pages)
+
+    async def create_batch_from_list(
+        self, row: BatchRow, list_id: str, owner: str = ""
+    ) -> tuple[BatchRow, bool]:
+        async def link_list(conn: _Connection) -> None:
+            key = await conn.fetchval(
+                "SELECT list_key FROM recipient_lists "
+                "WHERE list_id = $1 AND ready_time IS NOT NULL FOR KEY SHARE",
+                list_id,
+            )
+            if key is None:
+                raise LookupError(f"no recipient list {list_id!r}")
+            await conn.execute("INSERT INTO batch_lists VALUES ($1, $2)", row.batch_id, key)
+
+        return await self._create(row, owner, link_list)
+
+    async def _create(
+        self,
+        row: BatchRow,
+        owner: str,
+        insert_recipients: Callable[[_Connection], Awaitable[None]],
+    ) -> tuple[BatchRow, bool]:
+        """The batch row and its recipients, unless (caller, request_id) has a batch."""
         async with self.pool.acquire() as conn, conn.transaction():
             # Two replicas racing one request_id: the second waits for the first's
             # commit, does nothing, and reads the winner's batch.
@@ -314,12 +395,7 @@ class PostgresStore(Store):
                 )
                 assert found is not None
                 return _row(found), False
-            await conn.copy_records_to_table(
-                "recipient_pages",
-                records=pages,
-                columns=("batch_id", "page", "ids", "indexes"),
-                schema_name=self.schema,
-            )
+            await insert_recipients(conn)
         return _row(created), True
 
     async def get_batch(self, batch_id: str) -> BatchRow | None:
@@ -361,9 +437,13 @@ class PostgresStore(Store):
         self, batch_id: str, start: int, end: int
     ) -> tuple[list[str], list[int]]:
         first, last = start // RECIPIENT_PAGE, (end - 1) // RECIPIENT_PAGE
+        # A batch has its own pages, or (made from a list) the list's: one of the two.
         rows = await self.pool.fetch(
             "SELECT page, ids, indexes FROM recipient_pages "
-            "WHERE batch_id = $1 AND page BETWEEN $2 AND $3 ORDER BY page",
+            "WHERE batch_id = $1 AND page BETWEEN $2 AND $3 "
+            "UNION ALL SELECT page, ids, indexes FROM list_pages WHERE list_key = "
+            "(SELECT list_key FROM batch_lists WHERE batch_id = $1) "
+            "AND page BETWEEN $2 AND $3 ORDER BY page",
             batch_id,
             first,
             last,
@@ -623,6 +703,148 @@ class PostgresStore(Store):
                     ended_before,
                 )
             ]
-            for table in ("outcomes", "chunks", "recipient_pages"):
+            for table in ("outcomes", "chunks", "recipient_pages", "batch_lists"):
                 await conn.execute(f"DELETE FROM {table} WHERE batch_id = ANY($1)", old)
-        return len(old)
+        # A list that a stored batch reads stays until that batch is purged.
+        old_lists = await self.pool.fetch(
+            "SELECT list_id FROM recipient_lists l WHERE create_time < $1 "
+            "AND NOT EXISTS (SELECT 1 FROM batch_lists b WHERE b.list_key = l.list_key)",
+            ended_before,
+        )
+        for found in old_lists:
+            await self.delete_list(found["list_id"])
+        return len(old) + len(old_lists)
+
+    # -- recipient lists --------------------------------------------------------------
+
+    async def create_list(self, row: ListRow) -> None:
+        await self.pool.execute(
+            f"INSERT INTO recipient_lists ({_LIST_COLUMNS}) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            *dataclasses.astuple(row),
+        )
+
+    async def add_to_list(self, list_id: str, ids: Sequence[str]) -> int:
+        async with self.pool.acquire() as conn, conn.transaction():
+            found = await conn.fetchrow(
+                "SELECT list_key, count, received FROM recipient_lists "
+                "WHERE list_id = $1 AND ready_time IS NULL FOR UPDATE",
+                list_id,
+            )
+            if found is None:
+                raise LookupError(f"no unfinished list {list_id!r}")
+            key, count, received = found["list_key"], found["count"], found["received"]
+            # The unique index decides what is new: the ids it let in come back. Within
+            # the page, the first occurrence of an id is the one that counts.
+            inserted = await conn.fetch(
+                "INSERT INTO list_members (list_key, recipient_id) "
+                "SELECT $1, id FROM unnest($2::text[]) WITH ORDINALITY AS page(id, position) "
+                "ORDER BY position ON CONFLICT DO NOTHING RETURNING recipient_id",
+                key,
+                list(ids),
+            )
+            new = {r["recipient_id"] for r in inserted}
+            new_ids: list[str] = []
+            new_indexes: list[int] = []
+            if len(new) == len(ids):
+                new_ids, new_indexes = list(ids), list(range(received, received + len(ids)))
+            elif new:
+                for index, recipient in enumerate(ids, received):
+                    if recipient in new:
+                        new.discard(recipient)  # later copies in the page are duplicates
+                        new_ids.append(recipient)
+                        new_indexes.append(index)
+            added = len(new_ids)
+            page, filled = divmod(count, RECIPIENT_PAGE)
+            if added and filled:  # the last page is partial: it is rewritten, extended
+                last = await conn.fetchrow(
+                    "SELECT ids, indexes FROM list_pages WHERE list_key = $1 AND page = $2",
+                    key,
+                    page,
+                )
+                assert last is not None
+                old_ids, old_indexes = decode_recipients(
+                    last["ids"], last["indexes"], page * RECIPIENT_PAGE
+                )
+                new_ids, new_indexes = old_ids + new_ids, old_indexes + new_indexes
+            await conn.executemany(
+                "INSERT INTO list_pages (list_key, page, ids, indexes) VALUES ($1, $2, $3, $4) "
+                "ON CONFLICT (list_key, page) DO UPDATE "
+                "SET ids = excluded.ids, indexes = excluded.indexes",
+                [
+                    (
+                        key,
+                        page + offset // RECIPIENT_PAGE,
+                        *encode_list_page(
+                            new_ids[offset : offset + RECIPIENT_PAGE],
+                            new_indexes[offset : offset + RECIPIENT_PAGE],
+                            page * RECIPIENT_PAGE + offset,
+                        ),
+                    )
+                    for offset in range(0, len(new_ids), RECIPIENT_PAGE)
+                ],
+            )
+            await conn.execute(
+                "UPDATE recipient_lists SET count = $2, received = $3 WHERE list_key = $1",
+                key,
+                count + added,
+                received + len(ids),
+            )
+        return added
+
+    async def finish_list(self, row: ListRow) -> tuple[ListRow, bool]:
+        stored: asyncpg.Record | None = None
+        async with self.pool.acquire() as conn, conn.transaction():
+            if row.request_id:
+                # Two uploads racing one request_id finish one at a time: the second
+                # waits for the first's commit, then finds its list.
+                await conn.execute(
+                    "SELECT pg_advisory_xact_lock(hashtext($1))",
+                    f"list {row.caller} {row.request_id}",
+                )
+                found = await conn.fetchrow(
+                    f"SELECT {_LIST_COLUMNS} FROM recipient_lists "
+                    "WHERE caller = $1 AND request_id = $2",
+                    row.caller,
+                    row.request_id,
+                )
+            else:
+                found = None
+            if found is None:
+                stored = await conn.fetchrow(
+                    "UPDATE recipient_lists SET request_id = $2, fingerprint = $3, "
+                    "widest_id = $4, widest_index = $5, ready_time = $6 WHERE list_id = $1 "
+                    f"RETURNING {_LIST_COLUMNS}",
+                    row.list_id,
+                    row.request_id,
+                    row.fingerprint,
+                    row.widest_id,
+                    row.widest_index,
+                    row.ready_time,
+                )
+        if found is not None:
+            await self.delete_list(row.list_id)
+            return _list(found), False
+        # The unique index has done its work.
+        await self.pool.execute(
+            "DELETE FROM list_members WHERE list_key = "
+            "(SELECT list_key FROM recipient_lists WHERE list_id = $1)",
+            row.list_id,
+        )
+        assert stored is not None, "finish_list of an unknown list"
+        return _list(stored), True
+
+    async def get_list(self, list_id: str) -> ListRow | None:
+        found = await self.pool.fetchrow(
+            f"SELECT {_LIST_COLUMNS} FROM recipient_lists WHERE list_id = $1", list_id
+        )
+        return None if found is None else _list(found)
+
+    async def delete_list(self, list_id: str) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            key = await conn.fetchval(
+                "DELETE FROM recipient_lists WHERE list_id = $1 RETURNING list_key", list_id
+            )
+            if key is not None:
+                for table in ("list_members", "list_pages"):
+                    await conn.execute(f"DELETE FROM {table} WHERE list_key = $1", key)

@@ -36,18 +36,20 @@ from imgate._store import (
     ChunkRow,
     Counts,
     Fenced,
+    ListRow,
     OutcomePage,
     Recovered,
     Store,
     StoreError,
     decode_recipients,
+    encode_list_page,
     encode_recipients,
 )
 from imgate.v1 import gateway_pb2 as pb
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE batches (
     batch_id TEXT PRIMARY KEY,
@@ -102,6 +104,49 @@ CREATE TABLE outcomes (
     PRIMARY KEY (batch_id, seq)
 ) WITHOUT ROWID;
 """
+# Version 2: recipient lists. `list_members` is the unique index that drops duplicates
+# while a list is uploaded (emptied when it is finished); `list_pages` holds the unique ids
+# in the layout of `recipient_pages`; a batch made from a list reads its pages through
+# `batch_lists` (no copy: a batch of millions is created in one small transaction).
+_SCHEMA_LISTS = """
+CREATE TABLE recipient_lists (
+    list_key INTEGER PRIMARY KEY,
+    list_id TEXT NOT NULL UNIQUE,
+    caller TEXT NOT NULL,
+    create_time REAL NOT NULL,
+    request_id TEXT NOT NULL,
+    fingerprint BLOB NOT NULL,
+    count INTEGER NOT NULL,
+    received INTEGER NOT NULL,
+    widest_id TEXT NOT NULL,
+    widest_index INTEGER NOT NULL,
+    ready_time REAL
+);
+CREATE UNIQUE INDEX recipient_lists_by_request ON recipient_lists (caller, request_id)
+    WHERE request_id != '';
+CREATE INDEX recipient_lists_by_age ON recipient_lists (create_time);
+CREATE TABLE list_members (
+    list_key INTEGER NOT NULL,
+    recipient_id TEXT NOT NULL,
+    PRIMARY KEY (list_key, recipient_id)
+) WITHOUT ROWID;
+CREATE TABLE list_pages (
+    list_key INTEGER NOT NULL,
+    page INTEGER NOT NULL,
+    ids TEXT NOT NULL,
+    indexes TEXT NOT NULL,
+    PRIMARY KEY (list_key, page)
+) WITHOUT ROWID;
+CREATE TABLE batch_lists (
+    batch_id TEXT PRIMARY KEY,
+    list_key INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX batch_lists_by_list ON batch_lists (list_key);
+"""
+_LIST_COLUMNS = ", ".join(f.name for f in dataclasses.fields(ListRow))
+# Members of a finished list are deleted this many per transaction, so that the writer
+# (every batch's write-ahead marks) never waits long behind a list of millions.
+_MEMBERS_PER_DELETE = 50_000
 # The batches table has BatchRow's fields as columns, in its order: one owner for both.
 _BATCH_COLUMNS = ", ".join(f.name for f in dataclasses.fields(BatchRow))
 _MAX_OPS_PER_COMMIT = 512
@@ -257,9 +302,10 @@ class SQLiteStore(Store):
                 f"gateway's {SCHEMA_VERSION}; upgrade the gateway"
             )
         # Version 0 is a new file; later versions add their steps here, in order.
+        steps = [_SCHEMA, _SCHEMA_LISTS][version:]
         conn.execute("BEGIN IMMEDIATE")
         # Not executescript(): it would commit before the version is set.
-        for statement in filter(str.strip, _SCHEMA.split(";")):
+        for statement in filter(str.strip, ";".join(steps).split(";")):
             conn.execute(statement)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         conn.execute("COMMIT")
@@ -309,6 +355,7 @@ class SQLiteStore(Store):
         # Encoded here, on the loop's thread, so the writer's transaction stays short.
         pages = [
             (
+                row.batch_id,
                 number,
                 *encode_recipients(
                     ids[start : start + RECIPIENT_PAGE],
@@ -318,45 +365,71 @@ class SQLiteStore(Store):
             for number, start in enumerate(range(0, len(ids), RECIPIENT_PAGE))
         ]
 
-        def op(conn: sqlite3.Connection) -> tuple[BatchRow, bool]:
-            if row.request_id:
-                found = conn.execute(
-                    f"SELECT {_BATCH_COLUMNS} FROM batches WHERE caller = ? AND request_id = ?",
-                    (row.caller, row.request_id),
-                ).fetchone()
-                if found is not None:
-                    return _row(found), False
-            conn.execute(
-                f"INSERT INTO batches ({_BATCH_COLUMNS}) VALUES "
-                "(?,?,?,?,?,?,?,?,?,?,?,?,0,0,0,0,?,NULL,0,0,1)",
-                (
-                    row.batch_id,
-                    row.caller,
-                    row.request_id,
-                    row.fingerprint,
-                    row.backend,
-                    row.spec,
-                    int(row.bound),
-                    row.total,
-                    row.duplicates_removed,
-                    row.create_time,
-                    row.send_before,
-                    row.state,
-                    row.create_time,
-                ),
-            )
+        def insert_pages(conn: sqlite3.Connection) -> None:
             conn.executemany(
                 "INSERT INTO recipient_pages (batch_id, page, ids, indexes) VALUES (?,?,?,?)",
-                [(row.batch_id, *page) for page in pages],
+                pages,
             )
-            stored = _row(
-                conn.execute(
-                    f"SELECT {_BATCH_COLUMNS} FROM batches WHERE batch_id = ?", (row.batch_id,)
-                ).fetchone()
-            )
-            return stored, True
 
-        return await self._write(op)
+        return await self._write(lambda conn: self._create(conn, row, insert_pages))
+
+    async def create_batch_from_list(
+        self,
+        row: BatchRow,
+        list_id: str,
+        owner: str = "",  # one process: its own
+    ) -> tuple[BatchRow, bool]:
+        def copy_pages(conn: sqlite3.Connection) -> None:
+            found = conn.execute(
+                "SELECT list_key FROM recipient_lists WHERE list_id = ? AND ready_time IS NOT NULL",
+                (list_id,),
+            ).fetchone()
+            if found is None:
+                raise LookupError(f"no recipient list {list_id!r}")
+            conn.execute("INSERT INTO batch_lists VALUES (?, ?)", (row.batch_id, found[0]))
+
+        return await self._write(lambda conn: self._create(conn, row, copy_pages))
+
+    @staticmethod
+    def _create(
+        conn: sqlite3.Connection,
+        row: BatchRow,
+        insert_recipients: Callable[[sqlite3.Connection], None],
+    ) -> tuple[BatchRow, bool]:
+        """The batch row and its recipients, unless (caller, request_id) has a batch."""
+        if row.request_id:
+            found = conn.execute(
+                f"SELECT {_BATCH_COLUMNS} FROM batches WHERE caller = ? AND request_id = ?",
+                (row.caller, row.request_id),
+            ).fetchone()
+            if found is not None:
+                return _row(found), False
+        conn.execute(
+            f"INSERT INTO batches ({_BATCH_COLUMNS}) VALUES "
+            "(?,?,?,?,?,?,?,?,?,?,?,?,0,0,0,0,?,NULL,0,0,1)",
+            (
+                row.batch_id,
+                row.caller,
+                row.request_id,
+                row.fingerprint,
+                row.backend,
+                row.spec,
+                int(row.bound),
+                row.total,
+                row.duplicates_removed,
+                row.create_time,
+                row.send_before,
+                row.state,
+                row.create_time,
+            ),
+        )
+        insert_recipients(conn)
+        stored = _row(
+            conn.execute(
+                f"SELECT {_BATCH_COLUMNS} FROM batches WHERE batch_id = ?", (row.batch_id,)
+            ).fetchone()
+        )
+        return stored, True
 
     async def get_batch(self, batch_id: str) -> BatchRow | None:
         def op(conn: sqlite3.Connection) -> BatchRow | None:
@@ -406,9 +479,13 @@ class SQLiteStore(Store):
         first, last = start // RECIPIENT_PAGE, (end - 1) // RECIPIENT_PAGE
 
         def op(conn: sqlite3.Connection) -> list[tuple[int, str, str]]:
+            # A batch has its own pages, or (made from a list) the list's: one of the two.
             return conn.execute(
                 "SELECT page, ids, indexes FROM recipient_pages "
-                "WHERE batch_id = ? AND page BETWEEN ? AND ? ORDER BY page",
+                "WHERE batch_id = ?1 AND page BETWEEN ?2 AND ?3 "
+                "UNION ALL SELECT page, ids, indexes FROM list_pages WHERE list_key = "
+                "(SELECT list_key FROM batch_lists WHERE batch_id = ?1) "
+                "AND page BETWEEN ?2 AND ?3 ORDER BY page",
                 (batch_id, first, last),
             ).fetchall()
 
@@ -605,8 +682,180 @@ class SQLiteStore(Store):
                     (ended_before,),
                 )
             ]
-            for table in ("outcomes", "chunks", "recipient_pages", "batches"):
+            for table in ("outcomes", "chunks", "recipient_pages", "batch_lists", "batches"):
                 conn.executemany(f"DELETE FROM {table} WHERE batch_id = ?", [(b,) for b in old])
             return len(old)
 
+        purged = await self._write(op)
+        old_lists = await self._read(
+            lambda conn: [
+                r[0]
+                for r in conn.execute(
+                    # A list that a stored batch reads stays until that batch is purged.
+                    "SELECT list_id FROM recipient_lists WHERE create_time < ? AND list_key "
+                    "NOT IN (SELECT list_key FROM batch_lists)",
+                    (ended_before,),
+                )
+            ]
+        )
+        for list_id in old_lists:
+            await self.delete_list(list_id)
+        return purged + len(old_lists)
+
+    # -- recipient lists ----------------------------------------------------------------
+
+    async def create_list(self, row: ListRow) -> None:
+        values = dataclasses.astuple(row)
+
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                f"INSERT INTO recipient_lists ({_LIST_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                values,
+            )
+
+        await self._write(op)
+
+    async def add_to_list(self, list_id: str, ids: Sequence[str]) -> int:
+        def op(conn: sqlite3.Connection) -> int:
+            found = conn.execute(
+                "SELECT list_key, count, received FROM recipient_lists "
+                "WHERE list_id = ? AND ready_time IS NULL",
+                (list_id,),
+            ).fetchone()
+            if found is None:
+                raise LookupError(f"no unfinished list {list_id!r}")
+            key, count, received = found
+            # The unique index decides what is new. Usually all of a page is: one
+            # executemany says so by its count of changes. Otherwise the page is undone
+            # and inserted again row by row, each INSERT OR IGNORE telling if it was new.
+            insert = "INSERT OR IGNORE INTO list_members (list_key, recipient_id) VALUES (?, ?)"
+            new_ids: list[str] = list(ids)
+            new_indexes: list[int] = list(range(received, received + len(ids)))
+            conn.execute("SAVEPOINT page")
+            before = conn.total_changes
+            conn.executemany(insert, [(key, recipient) for recipient in ids])
+            if conn.total_changes - before != len(ids):
+                conn.execute("ROLLBACK TO page")
+                execute = conn.execute
+                new_ids, new_indexes = [], []
+                for index, recipient in enumerate(ids, received):
+                    if execute(insert, (key, recipient)).rowcount:
+                        new_ids.append(recipient)
+                        new_indexes.append(index)
+            conn.execute("RELEASE page")
+            added = len(new_ids)
+            page, filled = divmod(count, RECIPIENT_PAGE)
+            if added and filled:  # the last page is partial: it is rewritten, extended
+                page_ids, page_indexes = conn.execute(
+                    "SELECT ids, indexes FROM list_pages WHERE list_key = ? AND page = ?",
+                    (key, page),
+                ).fetchone()
+                old_ids, old_indexes = decode_recipients(
+                    page_ids, page_indexes, page * RECIPIENT_PAGE
+                )
+                new_ids, new_indexes = old_ids + new_ids, old_indexes + new_indexes
+            conn.executemany(
+                "INSERT OR REPLACE INTO list_pages (list_key, page, ids, indexes) VALUES (?,?,?,?)",
+                [
+                    (
+                        key,
+                        page + offset // RECIPIENT_PAGE,
+                        *encode_list_page(
+                            new_ids[offset : offset + RECIPIENT_PAGE],
+                            new_indexes[offset : offset + RECIPIENT_PAGE],
+                            (page * RECIPIENT_PAGE) + offset,
+                        ),
+                    )
+                    for offset in range(0, len(new_ids), RECIPIENT_PAGE)
+                ],
+            )
+            conn.execute(
+                "UPDATE recipient_lists SET count = ?, received = ? WHERE list_key = ?",
+                (count + added, received + len(ids), key),
+            )
+            return added
+
         return await self._write(op)
+
+    async def finish_list(self, row: ListRow) -> tuple[ListRow, bool]:
+        def op(conn: sqlite3.Connection) -> tuple[ListRow, bool]:
+            if row.request_id:
+                found = conn.execute(
+                    f"SELECT {_LIST_COLUMNS} FROM recipient_lists "
+                    "WHERE caller = ? AND request_id = ?",
+                    (row.caller, row.request_id),
+                ).fetchone()
+                if found is not None:
+                    return ListRow(*found), False
+            conn.execute(
+                "UPDATE recipient_lists SET request_id = ?, fingerprint = ?, widest_id = ?, "
+                "widest_index = ?, ready_time = ? WHERE list_id = ?",
+                (
+                    row.request_id,
+                    row.fingerprint,
+                    row.widest_id,
+                    row.widest_index,
+                    row.ready_time,
+                    row.list_id,
+                ),
+            )
+            stored = conn.execute(
+                f"SELECT {_LIST_COLUMNS} FROM recipient_lists WHERE list_id = ?", (row.list_id,)
+            ).fetchone()
+            return ListRow(*stored), True
+
+        finished, created = await self._write(op)
+        if created:
+            await self._delete_members(row.list_id)  # the unique index has done its work
+        else:
+            await self.delete_list(row.list_id)
+        return finished, created
+
+    async def _delete_members(self, list_id: str) -> None:
+        def op(conn: sqlite3.Connection) -> bool:
+            """Delete the next _MEMBERS_PER_DELETE members (a key range); True when done."""
+            found = conn.execute(
+                "SELECT list_key FROM recipient_lists WHERE list_id = ?", (list_id,)
+            ).fetchone()
+            if found is None:
+                return True
+            key = found[0]
+            last = conn.execute(
+                "SELECT recipient_id FROM list_members WHERE list_key = ? "
+                "ORDER BY recipient_id LIMIT 1 OFFSET ?",
+                (key, _MEMBERS_PER_DELETE - 1),
+            ).fetchone()
+            if last is None:
+                conn.execute("DELETE FROM list_members WHERE list_key = ?", (key,))
+                return True
+            conn.execute(
+                "DELETE FROM list_members WHERE list_key = ? AND recipient_id <= ?",
+                (key, last[0]),
+            )
+            return False
+
+        while not await self._write(op):
+            pass
+
+    async def get_list(self, list_id: str) -> ListRow | None:
+        def op(conn: sqlite3.Connection) -> ListRow | None:
+            found = conn.execute(
+                f"SELECT {_LIST_COLUMNS} FROM recipient_lists WHERE list_id = ?", (list_id,)
+            ).fetchone()
+            return None if found is None else ListRow(*found)
+
+        return await self._read(op)
+
+    async def delete_list(self, list_id: str) -> None:
+        await self._delete_members(list_id)
+
+        def op(conn: sqlite3.Connection) -> None:
+            found = conn.execute(
+                "SELECT list_key FROM recipient_lists WHERE list_id = ?", (list_id,)
+            ).fetchone()
+            if found is None:
+                return
+            for table in ("list_members", "list_pages", "recipient_lists"):
+                conn.execute(f"DELETE FROM {table} WHERE list_key = ?", found)
+
+        await self._write(op)

@@ -67,6 +67,22 @@ def _bad_id_positions(ids: Sequence[str]) -> list[int]:
     return [position for position, value in enumerate(ids) if id_problem(value) is not None]
 
 
+def recipient_violations(
+    recipient_ids: Sequence[str], field: str = "recipient_ids"
+) -> list[FieldViolation]:
+    """The invalid ids, each named `field[position]` (the first few, then how many)."""
+    bad_positions = _bad_id_positions(recipient_ids)
+    problems = [
+        FieldViolation(f"{field}[{position}]", id_problem(recipient_ids[position]) or _ID_RULE)
+        for position in bad_positions[:_MAX_LISTED_BAD_IDS]
+    ]
+    if len(bad_positions) > _MAX_LISTED_BAD_IDS:
+        problems.append(
+            FieldViolation(field, f"{len(bad_positions)} invalid ids in all (first ones listed)")
+        )
+    return problems
+
+
 def validate_common(
     request: pb.BatchSendRequest, recipient_ids: Sequence[str], config: GatewayConfig
 ) -> list[FieldViolation]:
@@ -87,20 +103,7 @@ def validate_common(
                 f"{count} recipients; at most {config.max_recipients_per_request} per request",
             )
         )
-    bad_positions = _bad_id_positions(recipient_ids)
-    for position in bad_positions[:_MAX_LISTED_BAD_IDS]:
-        problems.append(
-            FieldViolation(
-                f"recipient_ids[{position}]",
-                id_problem(recipient_ids[position]) or _ID_RULE,
-            )
-        )
-    if len(bad_positions) > _MAX_LISTED_BAD_IDS:
-        problems.append(
-            FieldViolation(
-                "recipient_ids", f"{len(bad_positions)} invalid ids in all (first ones listed)"
-            )
-        )
+    problems.extend(recipient_violations(recipient_ids))
     # An empty sender is the vendor's business (Tencent: the admin; Yunxin: refused).
     sender_problem = id_problem(request.sender_id) if request.sender_id else None
     if sender_problem:

@@ -16,7 +16,7 @@ import socket
 import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 import grpc.aio
@@ -28,6 +28,8 @@ from grpc_status import rpc_status
 from imgate.v1 import gateway_pb2, gateway_pb2_grpc
 
 ELAPSED_MS = 12
+
+Response = TypeVar("Response", gateway_pb2.BatchSendResponse, gateway_pb2.WatchBatchResponse)
 
 _Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -42,12 +44,23 @@ class FakeGateway(gateway_pb2_grpc.GatewayServiceServicer):
         self.requests: list[gateway_pb2.BatchSendRequest] = []
         self.metadata: list[dict[str, str | bytes]] = []
         self.cancelled = threading.Event()
+        self.lists: dict[str, list[str]] = {}
+        self.upload_pages: list[list[int]] = []
+        """The page sizes of each UploadRecipients call."""
+        self.submitted: list[gateway_pb2.SubmitBatchRequest] = []
+        self.batches: dict[str, gateway_pb2.BatchSendRequest] = {}
+        self.cancelled_batches: list[str] = []
 
     async def BatchSend(
         self, request: gateway_pb2.BatchSendRequest, context: _Context
     ) -> AsyncIterator[gateway_pb2.BatchSendResponse]:
         self.requests.append(request)
         self.metadata.append(dict(context.invocation_metadata() or ()))
+        await self._check(request, context)
+        async for response in self._outcomes(request, context, gateway_pb2.BatchSendResponse):
+            yield response
+
+    async def _check(self, request: gateway_pb2.BatchSendRequest, context: _Context) -> None:
         violations = []
         if not request.recipient_ids:
             violations.append(("recipient_ids", "must not be empty"))
@@ -56,32 +69,100 @@ class FakeGateway(gateway_pb2_grpc.GatewayServiceServicer):
         if violations:
             await _abort_invalid(context, violations)
 
+    async def _outcomes(
+        self,
+        request: gateway_pb2.BatchSendRequest,
+        context: _Context,
+        message_type: type[Response],
+    ) -> AsyncIterator[Response]:
         first_index: dict[str, int] = {}
         for index, recipient in enumerate(request.recipient_ids):
             first_index.setdefault(recipient, index)
-        outcomes = [_outcome(recipient, index) for recipient, index in first_index.items()]
+        unique = list(first_index.items())
+        failed = sum(recipient.startswith("ghost") for recipient in first_index)
+        uncertain = sum(recipient.startswith("slow") for recipient in first_index)
         summary = gateway_pb2.BatchSummary(
-            total=len(outcomes),
-            accepted=sum(o.state == gateway_pb2.DELIVERY_STATE_ACCEPTED for o in outcomes),
-            failed=sum(o.state == gateway_pb2.DELIVERY_STATE_FAILED for o in outcomes),
-            uncertain=sum(o.state == gateway_pb2.DELIVERY_STATE_UNCERTAIN for o in outcomes),
-            duplicates_removed=len(request.recipient_ids) - len(outcomes),
-            vendor_calls=-(-len(outcomes) // self.outcomes_per_response),
+            total=len(unique),
+            accepted=len(unique) - failed - uncertain,
+            failed=failed,
+            uncertain=uncertain,
+            duplicates_removed=len(request.recipient_ids) - len(unique),
+            vendor_calls=-(-len(unique) // self.outcomes_per_response),
             elapsed_ms=ELAPSED_MS,
         )
         try:
-            for start in range(0, len(outcomes), self.outcomes_per_response):
-                batch = outcomes[start : start + self.outcomes_per_response]
+            for start in range(0, len(unique), self.outcomes_per_response):
+                # Built a response at a time: a million outcomes never sit in memory at once.
+                batch = [
+                    _outcome(recipient, index)
+                    for recipient, index in unique[start : start + self.outcomes_per_response]
+                ]
                 if any(o.recipient_id == "crash" for o in batch):
                     await context.abort(grpc.StatusCode.INTERNAL, "vendor session lost")
-                is_last = start + self.outcomes_per_response >= len(outcomes)
-                yield gateway_pb2.BatchSendResponse(
-                    outcomes=batch, summary=summary if is_last and self.send_summary else None
+                is_last = start + self.outcomes_per_response >= len(unique)
+                yield message_type(
+                    outcomes=batch,
+                    cursor=str(start),
+                    summary=summary if is_last and self.send_summary else None,
                 )
                 await asyncio.sleep(self.pause_between_responses_s)
         except asyncio.CancelledError:
             self.cancelled.set()
             raise
+
+    async def UploadRecipients(
+        self,
+        request_iterator: AsyncIterator[gateway_pb2.UploadRecipientsRequest],
+        context: _Context,
+    ) -> gateway_pb2.RecipientList:
+        ids: list[str] = []
+        pages: list[int] = []
+        async for page in request_iterator:
+            pages.append(len(page.recipient_ids))
+            ids.extend(page.recipient_ids)
+        self.upload_pages.append(pages)
+        list_id = f"list-{len(self.lists)}"
+        self.lists[list_id] = ids
+        unique = len(dict.fromkeys(ids))
+        return gateway_pb2.RecipientList(
+            recipient_list=list_id, count=unique, duplicates_removed=len(ids) - unique
+        )
+
+    async def SubmitBatch(
+        self, request: gateway_pb2.SubmitBatchRequest, context: _Context
+    ) -> gateway_pb2.Batch:
+        self.metadata.append(dict(context.invocation_metadata() or ()))
+        # Kept as the BatchSendRequest it amounts to: the tests read requests[n] alike.
+        send = gateway_pb2.BatchSendRequest.FromString(request.SerializeToString())
+        if request.recipient_list:
+            if request.recipient_list not in self.lists:
+                await context.abort(grpc.StatusCode.NOT_FOUND, "no such recipient list")
+            send.recipient_ids.extend(self.lists[request.recipient_list])
+        self.requests.append(send)
+        self.submitted.append(request)
+        await self._check(send, context)
+        batch_id = f"batch-{len(self.batches)}"
+        self.batches[batch_id] = send
+        unique = len(dict.fromkeys(send.recipient_ids))
+        return gateway_pb2.Batch(
+            batch_id=batch_id, state=gateway_pb2.BATCH_STATE_QUEUED, total=unique, pending=unique
+        )
+
+    async def WatchBatch(
+        self, request: gateway_pb2.WatchBatchRequest, context: _Context
+    ) -> AsyncIterator[gateway_pb2.WatchBatchResponse]:
+        batch = self.batches.get(request.batch_id)
+        if batch is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, "no such batch")
+            return
+        async for response in self._outcomes(batch, context, gateway_pb2.WatchBatchResponse):
+            yield response
+
+    async def CancelBatch(
+        self, request: gateway_pb2.CancelBatchRequest, context: _Context
+    ) -> gateway_pb2.Batch:
+        self.cancelled_batches.append(request.batch_id)
+        return gateway_pb2.Batch(batch_id=request.batch_id, state=gateway_pb2.BATCH_STATE_CANCELLED)
 
     async def ListBackends(
         self, request: gateway_pb2.ListBackendsRequest, context: _Context

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator, Iterator
 
 import grpc
 import pytest
@@ -228,3 +229,73 @@ def test_content_helpers_carry_thumbnails_and_renditions() -> None:
     assert message.image.large == thumb
     assert message.image.thumbnail == thumb
     assert not image("https://x.example/a.png").image.HasField("thumbnail")
+
+
+def test_upload_pages_are_built_lazily_as_the_stream_asks() -> None:
+    from imgate_client._request import upload_pages
+
+    consumed = 0
+
+    def ids() -> Iterator[str]:
+        nonlocal consumed
+        for n in range(25_000):
+            consumed += 1
+            yield f"u{n}"
+
+    pages = upload_pages(ids(), 10_000, "rid")
+    first = next(pages)
+    assert consumed == 10_000  # one page read, not the whole source
+    assert (first.request_id, len(first.recipient_ids)) == ("rid", 10_000)
+    rest = list(pages)
+    assert [len(p.recipient_ids) for p in rest] == [10_000, 5_000]
+    assert all(not p.request_id for p in rest)  # the first message only
+    empty = list(upload_pages([], 10, ""))
+    assert len(empty) == 1  # an empty source still reaches the gateway, which refuses it
+    assert not empty[0].recipient_ids
+
+
+def test_sync_upload_from_a_path_and_submit_the_list(
+    fake_server: FakeServer, tmp_path: pytest.TempPathFactory
+) -> None:
+    path = tmp_path / "ids.txt"  # type: ignore[operator]
+    path.write_text("\ufeffalice\n\n  bob \nalice\n" + "".join(f"u{n}\n" for n in range(5)))
+    with GatewayClient(fake_server.target) as client:
+        uploaded = client.upload_recipients(path, page_size=3)
+        assert (uploaded.count, uploaded.duplicates_removed) == (7, 1)
+        batch = client.submit_batch(uploaded, text("hi"), backend="tencent", send_before=2e9)
+        assert batch.total == 7
+        result = client.watch_batch(batch.batch_id).collect()
+    assert fake_server.gateway.upload_pages == [[3, 3, 2]]
+    submitted = fake_server.gateway.submitted[0]
+    assert submitted.recipient_list == uploaded.recipient_list
+    assert not submitted.recipient_ids
+    assert submitted.send_before.seconds == 2_000_000_000
+    assert [o.recipient_id for o in result.outcomes][:2] == ["alice", "bob"]
+    assert result.summary.duplicates_removed == 1
+
+
+async def test_async_upload_from_an_async_iterable_and_a_file(
+    fake_server: FakeServer, tmp_path: pytest.TempPathFactory
+) -> None:
+    async def ids() -> AsyncIterator[str]:
+        for n in range(5):
+            yield f"u{n}"
+
+    path = tmp_path / "ids.txt"  # type: ignore[operator]
+    path.write_text("a\nb\n")
+    async with AsyncGatewayClient(fake_server.target) as client:
+        from_async = await client.upload_recipients(ids(), page_size=2)
+        with open(path, encoding="utf-8") as file:  # noqa: ASYNC230 - two short lines
+            from_file = await client.upload_recipients(file)
+        batch = await client.submit_batch([], text("hi"), recipient_list=from_async.recipient_list)
+        result = await client.watch_batch(batch.batch_id).collect()
+    assert (from_async.count, from_file.count) == (5, 2)
+    assert fake_server.gateway.upload_pages == [[2, 2, 1], [2]]
+    assert [o.recipient_id for o in result.outcomes] == [f"u{n}" for n in range(5)]
+
+
+def test_a_list_and_recipient_list_together_are_refused(fake_server: FakeServer) -> None:
+    with GatewayClient(fake_server.target) as client, pytest.raises(TypeError):
+        client.submit_batch(
+            gateway_pb2.RecipientList(recipient_list="a"), text("hi"), recipient_list="b"
+        )

@@ -10,6 +10,7 @@ import pty
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -172,18 +173,18 @@ def test_progress_bar_on_a_terminal_for_large_batches(
     fake_server: FakeServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     fake_server.gateway.outcomes_per_response = 500
+    fake_server.gateway.pause_between_responses_s = 0.1  # the bar redraws every 0.2 s
     terminal = _Terminal()
     monkeypatch.setattr("sys.stderr", terminal)
     recipients = ",".join(f"user{i}" for i in range(2000))
     assert _send(fake_server, "--to", recipients, "--text", "hi") == 0
 
     drawn = terminal.getvalue()
-    assert "\r[" + "#" * 7 + " " * 23 + "]  25% 500/2000" in drawn
-    assert "\r[" + "#" * 30 + "] 100% 2000/2000" in drawn
-    # Redrawn when the percentage changes, not once per outcome.
-    assert drawn.count("\r[") == 101  # 0% to 100%
+    assert drawn.startswith("\rsend:   0%|")
+    # Count, rate and ETA (tqdm: "n/total [elapsed<remaining, rate]").
+    assert re.search(r"\| [1-9]\d*/2000 \[\d\d:\d\d<\d\d:\d\d, +[\d.]+ rcpt/s\]", drawn), drawn
     # The bar is wiped at the end and stdout (a pipe here) got only the outcomes.
-    assert drawn.endswith("\r\x1b[K")
+    assert re.search(r"\r +\r$", drawn)
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 2001
     assert out[-1].startswith("total=2000 ")
@@ -279,17 +280,10 @@ def test_a_closed_stdout_pipe_ends_quietly_and_the_batch_still_completes(
     assert not fake_server.gateway.cancelled.is_set()
 
 
-def test_progress_bar_shows_rate_and_eta_on_a_real_terminal(fake_server: FakeServer) -> None:
-    fake_server.gateway.outcomes_per_response = 100
-    fake_server.gateway.pause_between_responses_s = 0.02
+def _on_a_terminal(command: list[str]) -> str:
+    """Run `command` with its stderr on a pseudo-terminal; what it drew there."""
     controller, terminal = pty.openpty()
-    recipients = ",".join(f"user{i}" for i in range(3000))
-    command = [sys.executable, "-m", "imgate", "send", "--target", fake_server.target]
-    process = subprocess.Popen(
-        [*command, "--to", recipients, "--text", "hi"],
-        stdout=subprocess.DEVNULL,
-        stderr=terminal,
-    )
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=terminal)
     os.close(terminal)
     drawn = b""
     while True:
@@ -301,8 +295,52 @@ def test_progress_bar_shows_rate_and_eta_on_a_real_terminal(fake_server: FakeSer
             break
         drawn += chunk
     os.close(controller)
-    assert process.wait(timeout=60) == 0
-    text = drawn.decode()
-    # e.g. "[#####    ]  50% 1500/3000  2,431/s  ETA 0:01"
-    assert re.search(r"\] +50% 1500/3000 +[\d,]+/s +ETA \d+:\d\d", text), text[-400:]
-    assert text.endswith("\r\x1b[K")
+    assert process.wait(timeout=300) == 0
+    return drawn.decode()
+
+
+def test_progress_bar_shows_rate_and_eta_on_a_real_terminal(fake_server: FakeServer) -> None:
+    fake_server.gateway.outcomes_per_response = 100
+    fake_server.gateway.pause_between_responses_s = 0.02
+    recipients = ",".join(f"user{i}" for i in range(3000))
+    command = [sys.executable, "-m", "imgate", "send", "--target", fake_server.target]
+    text = _on_a_terminal([*command, "--to", recipients, "--text", "hi"])
+    # e.g. "send:  50%|█████     | 1500/3000 [00:01<00:01, 1431.20 rcpt/s]"
+    assert re.search(r"send: +\d+%\|.+\| \d+/3000 \[\d\d:\d\d<\d\d:\d\d, +[\d.]+ rcpt/s", text), (
+        text[-400:]
+    )
+    assert re.search(r"\r +\r$", text)  # wiped at the end
+
+
+@pytest.mark.slow
+def test_to_file_of_a_million_lines_streams_with_progress_on_a_terminal(
+    fake_server: FakeServer, tmp_path: pytest.TempPathFactory
+) -> None:
+    fake_server.gateway.outcomes_per_response = 5000
+    ids = tmp_path / "ids.txt"  # type: ignore[operator]
+    with open(ids, "w", encoding="utf-8") as file:
+        file.writelines(f"user{n:07d}\n" for n in range(1_000_000))
+    command = [sys.executable, "-m", "imgate", "send", "--target", fake_server.target]
+    text = _on_a_terminal([*command, "--to-file", str(ids), "--text", "hi"])
+    # The upload: ids counted against an estimate from the file's size, with rate and ETA.
+    assert re.search(r"upload: +\d+%\|.+\| \d+/\d+ \[\d\d:\d\d<\d\d:\d\d, +[\d.]+ ids/s", text), (
+        text[:400]
+    )
+    assert re.search(r"send: +\d+%\|.+\| \d+/1000000 \[.+ rcpt/s", text), text[-400:]
+    # Streamed in pages, never one message of a million ids.
+    pages = fake_server.gateway.upload_pages[0]
+    assert sum(pages) == 1_000_000
+    assert max(pages) == 10_000
+    assert fake_server.gateway.submitted[0].recipient_list == "list-0"
+
+
+def test_to_file_with_a_timeout_submits_a_send_before_within_it(
+    fake_server: FakeServer, tmp_path: pytest.TempPathFactory
+) -> None:
+    ids = tmp_path / "ids.txt"  # type: ignore[operator]
+    ids.write_text("alice\nbob\n", encoding="utf-8")
+    started = time.time()
+    assert _send(fake_server, "--to-file", str(ids), "--text", "hi", "--timeout", "30") == 0
+    send_before = fake_server.gateway.submitted[0].send_before.ToNanoseconds() / 1e9
+    # The whole command's deadline, less the margin for the last outcomes to come back.
+    assert started + 29 <= send_before <= time.time() + 30

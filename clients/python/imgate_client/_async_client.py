@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from types import TracebackType
-from typing import Any, Self, Unpack
+from typing import Any, Self, TypeVar, Unpack
 
 import grpc
 import grpc.aio
@@ -14,17 +14,23 @@ from imgate.v1 import gateway_pb2, gateway_pb2_grpc
 
 from ._errors import error_from_rpc
 from ._request import (
+    DEFAULT_PAGE_SIZE,
     Metadata,
+    Recipients,
     SendOptionFields,
+    aupload_pages,
     build_batch_send_request,
+    build_submit_request,
     call_metadata,
     tls_credentials,
 )
 from ._stream import BatchResult, StreamState
 
+T = TypeVar("T")
+
 
 class AsyncBatchStream(StreamState):
-    """The outcomes of one ``BatchSend`` call, one ``RecipientOutcome`` at a time.
+    """The outcomes of one ``BatchSend`` or ``WatchBatch`` call, one at a time.
 
     ``async for outcome in stream`` yields every outcome; afterwards ``stream.summary``
     holds the ``BatchSummary``. Leaving ``async with stream`` early cancels the call.
@@ -33,11 +39,14 @@ class AsyncBatchStream(StreamState):
 
     def __init__(
         self,
-        call: grpc.aio.UnaryStreamCall[gateway_pb2.BatchSendRequest, gateway_pb2.BatchSendResponse],
+        call: grpc.aio.UnaryStreamCall[gateway_pb2.BatchSendRequest, gateway_pb2.BatchSendResponse]
+        | grpc.aio.UnaryStreamCall[gateway_pb2.WatchBatchRequest, gateway_pb2.WatchBatchResponse],
     ) -> None:
         super().__init__()
         self._call = call
-        self._responses = call.__aiter__()
+        self._responses: AsyncIterator[
+            gateway_pb2.BatchSendResponse | gateway_pb2.WatchBatchResponse
+        ] = call.__aiter__()
 
     def __aiter__(self) -> Self:
         return self
@@ -149,6 +158,79 @@ class AsyncGatewayClient:
             request, timeout=timeout, metadata=call_metadata(metadata, self._token)
         )
         return AsyncBatchStream(call)
+
+    async def upload_recipients(
+        self,
+        recipients: Recipients | AsyncIterable[str],
+        *,
+        page_size: int = DEFAULT_PAGE_SIZE,
+        request_id: str = "",
+        timeout: float | None = None,  # noqa: ASYNC109 - the gRPC deadline
+        metadata: Metadata | None = None,
+    ) -> gateway_pb2.RecipientList:
+        """Store a recipient list for ``submit_batch`` (see ``GatewayClient``); also takes
+        an async iterable of ids. Pages are built only as gRPC sends them."""
+        pages = aupload_pages(recipients, page_size, request_id)
+        return await self._unary(self._stub.UploadRecipients, pages, timeout, metadata)
+
+    async def submit_batch(
+        self,
+        recipients: Iterable[str] | gateway_pb2.RecipientList,
+        message: gateway_pb2.Message,
+        *,
+        backend: str = "",
+        sender_id: str = "",
+        request_id: str = "",
+        options: gateway_pb2.SendOptions | None = None,
+        send_before: float | None = None,
+        recipient_list: str = "",
+        timeout: float | None = None,  # noqa: ASYNC109 - the gRPC deadline
+        metadata: Metadata | None = None,
+        **option_fields: Unpack[SendOptionFields],
+    ) -> gateway_pb2.Batch:
+        """Store a batch durably and return it (see ``GatewayClient.submit_batch``)."""
+        request = build_submit_request(
+            recipients,
+            message,
+            backend=backend,
+            sender_id=sender_id,
+            request_id=request_id,
+            options=options,
+            option_fields=option_fields,
+            send_before=send_before,
+            recipient_list=recipient_list,
+        )
+        return await self._unary(self._stub.SubmitBatch, request, timeout, metadata)
+
+    def watch_batch(
+        self,
+        batch_id: str,
+        *,
+        cursor: str = "",
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+    ) -> AsyncBatchStream:
+        """Every outcome of the batch from ``cursor`` on, live ones as they come, then the
+        summary."""
+        request = gateway_pb2.WatchBatchRequest(batch_id=batch_id, cursor=cursor)
+        call = self._stub.WatchBatch(
+            request, timeout=timeout, metadata=call_metadata(metadata, self._token)
+        )
+        return AsyncBatchStream(call)
+
+    async def _unary(
+        self,
+        method: Callable[..., Awaitable[T]],
+        request: Any,
+        timeout: float | None,  # noqa: ASYNC109 - the gRPC deadline
+        metadata: Metadata | None,
+    ) -> T:
+        try:
+            return await method(
+                request, timeout=timeout, metadata=call_metadata(metadata, self._token)
+            )
+        except grpc.RpcError as error:
+            raise error_from_rpc(error) from error
 
     async def list_backends(
         self,

@@ -1,9 +1,11 @@
-"""Builds ``BatchSendRequest`` from the clients' friendly arguments (shared by sync and async)."""
+"""Builds requests from the clients' friendly arguments (shared by sync and async)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import TypedDict
+import io
+import os
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Sequence
+from typing import IO, TypedDict
 
 import grpc
 
@@ -102,3 +104,117 @@ def tls_credentials(
         private_key=read(key_file),
         certificate_chain=read(cert_file),
     )
+
+
+DEFAULT_PAGE_SIZE = 10_000
+"""Ids per UploadRecipients message: ~150 KB, far under gRPC's 4 MB message limit."""
+
+Recipients = Iterable[str] | IO[str] | str | os.PathLike[str]
+"""What ``upload_recipients`` takes: ids, a text file of one id per line, or its path."""
+
+
+def _ids_from(recipients: Recipients) -> Iterable[str]:
+    """The ids of ``recipients``, lazily: a file is read line by line, never whole."""
+    if isinstance(recipients, str | os.PathLike):
+        return _lines_of_path(os.fspath(recipients))
+    if isinstance(recipients, io.TextIOBase):
+        return _lines(recipients)
+    if isinstance(recipients, bytes):
+        raise TypeError("recipients must be ids, a text file or a path, not bytes")
+    return recipients
+
+
+def _lines_of_path(path: str) -> Iterator[str]:
+    # utf-8-sig: files saved by spreadsheet tools often start with a byte-order mark.
+    with open(path, encoding="utf-8-sig") as file:
+        yield from _lines(file)
+
+
+def _lines(file: Iterable[str]) -> Iterator[str]:
+    """One id per line; surrounding whitespace and blank lines are not ids."""
+    for line in file:
+        stripped = line.strip()
+        if stripped:
+            yield stripped
+
+
+def upload_pages(
+    recipients: Recipients, page_size: int, request_id: str
+) -> Iterator[gateway_pb2.UploadRecipientsRequest]:
+    """UploadRecipients messages of ``page_size`` ids, built as the stream asks for them.
+
+    A ``str`` is taken as a path here (a lone id makes no list worth uploading)."""
+    if page_size <= 0:
+        raise ValueError("page_size must be positive")
+    page: list[str] = []
+    first = True
+    for recipient in _ids_from(recipients):
+        page.append(recipient)
+        if len(page) == page_size:
+            yield gateway_pb2.UploadRecipientsRequest(
+                request_id=request_id if first else "", recipient_ids=page
+            )
+            page, first = [], False
+    if page or first:  # an empty source still says so: the gateway refuses an empty list
+        yield gateway_pb2.UploadRecipientsRequest(
+            request_id=request_id if first else "", recipient_ids=page
+        )
+
+
+async def aupload_pages(
+    recipients: Recipients | AsyncIterable[str], page_size: int, request_id: str
+) -> AsyncIterator[gateway_pb2.UploadRecipientsRequest]:
+    """``upload_pages`` for an async iterable of ids too."""
+    if not isinstance(recipients, AsyncIterable):
+        for request in upload_pages(recipients, page_size, request_id):
+            yield request
+        return
+    if page_size <= 0:
+        raise ValueError("page_size must be positive")
+    page: list[str] = []
+    first = True
+    async for recipient in recipients:
+        page.append(recipient)
+        if len(page) == page_size:
+            yield gateway_pb2.UploadRecipientsRequest(
+                request_id=request_id if first else "", recipient_ids=page
+            )
+            page, first = [], False
+    if page or first:
+        yield gateway_pb2.UploadRecipientsRequest(
+            request_id=request_id if first else "", recipient_ids=page
+        )
+
+
+def build_submit_request(
+    recipients: Iterable[str] | gateway_pb2.RecipientList,
+    message: gateway_pb2.Message,
+    *,
+    backend: str,
+    sender_id: str,
+    request_id: str,
+    options: gateway_pb2.SendOptions | None,
+    option_fields: SendOptionFields,
+    send_before: float | None,
+    recipient_list: str,
+) -> gateway_pb2.SubmitBatchRequest:
+    """The request for ``submit_batch``: ids, or a list (its id, or the RecipientList)."""
+    if isinstance(recipients, gateway_pb2.RecipientList):
+        if recipient_list:
+            raise TypeError("give a RecipientList or recipient_list, not both")
+        recipient_list, recipients = recipients.recipient_list, ()
+    send = build_batch_send_request(
+        recipients,
+        message,
+        backend=backend,
+        sender_id=sender_id,
+        request_id=request_id,
+        options=options,
+        option_fields=option_fields,
+    )
+    # Fields 1-6 have the same numbers in both messages.
+    request = gateway_pb2.SubmitBatchRequest.FromString(send.SerializeToString())
+    request.recipient_list = recipient_list
+    if send_before is not None:
+        request.send_before.FromNanoseconds(int(send_before * 1e9))
+    return request

@@ -12,11 +12,15 @@ from imgate.v1 import gateway_pb2, gateway_pb2_grpc
 
 from ._errors import error_from_rpc
 from ._request import (
+    DEFAULT_PAGE_SIZE,
     Metadata,
+    Recipients,
     SendOptionFields,
     build_batch_send_request,
+    build_submit_request,
     call_metadata,
     tls_credentials,
+    upload_pages,
 )
 from ._stream import BatchResult, StreamState
 
@@ -148,9 +152,29 @@ class GatewayClient:
         )
         return BatchStream(call)
 
+    def upload_recipients(
+        self,
+        recipients: Recipients,
+        *,
+        page_size: int = DEFAULT_PAGE_SIZE,
+        request_id: str = "",
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+    ) -> gateway_pb2.RecipientList:
+        """Store a recipient list for ``submit_batch`` and return it (id, count, duplicates).
+
+        ``recipients``: an iterable of ids, a text file object or a path (one id per line;
+        blank lines skipped). Pages of ``page_size`` ids are built only as gRPC sends them,
+        so a file of millions of ids is never held in memory. The gateway removes
+        duplicates across pages; an invalid id fails the upload (``InvalidRequestError``
+        naming ``pages[N].recipient_ids[M]``) and nothing of it is kept.
+        """
+        pages = upload_pages(recipients, page_size, request_id)
+        return self._unary(self._stub.UploadRecipients, pages, timeout, metadata)
+
     def submit_batch(
         self,
-        recipients: Iterable[str],
+        recipients: Iterable[str] | gateway_pb2.RecipientList,
         message: gateway_pb2.Message,
         *,
         backend: str = "",
@@ -158,16 +182,19 @@ class GatewayClient:
         request_id: str = "",
         options: gateway_pb2.SendOptions | None = None,
         send_before: float | None = None,
+        recipient_list: str = "",
         timeout: float | None = None,
         metadata: Metadata | None = None,
         **option_fields: Unpack[SendOptionFields],
     ) -> gateway_pb2.Batch:
         """Store a batch durably and return it; it is sent with nobody attached.
 
-        Arguments as in ``batch_send``; ``send_before`` (Unix seconds): no vendor call
-        starts after it. Follow the batch with ``watch_batch(batch.batch_id)``.
+        Arguments as in ``batch_send``; ``recipients`` may instead be a ``RecipientList``
+        from ``upload_recipients`` (or pass its id as ``recipient_list`` with no ids);
+        ``send_before`` (Unix seconds): no vendor call starts after it. Follow the batch
+        with ``watch_batch(batch.batch_id)``.
         """
-        send = build_batch_send_request(
+        request = build_submit_request(
             recipients,
             message,
             backend=backend,
@@ -175,10 +202,9 @@ class GatewayClient:
             request_id=request_id,
             options=options,
             option_fields=option_fields,
+            send_before=send_before,
+            recipient_list=recipient_list,
         )
-        request = gateway_pb2.SubmitBatchRequest.FromString(send.SerializeToString())
-        if send_before is not None:
-            request.send_before.FromNanoseconds(int(send_before * 1e9))
         return self._unary(self._stub.SubmitBatch, request, timeout, metadata)
 
     def watch_batch(
