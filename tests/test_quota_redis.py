@@ -311,3 +311,24 @@ async def test_fail_closed_while_redis_is_down_then_resume(
     assert "unreachable" in text
     assert "reachable again" in text
     assert "s3cret-pw" not in text
+
+
+def test_quota_url_errors_name_the_key_and_hide_the_password() -> None:
+    from imgate._config import ConfigError, parse_config
+
+    backend = {
+        "vendor": "tencent",
+        "base_url": "http://127.0.0.1:9",
+        "sdk_app_id": 1,
+        "secret_key": "s",
+        "admin_identifier": "a",
+    }
+    good = parse_config({"backends": {"tx": backend}, "quota": {"url": "redis://:pw@h:6379/0"}}, {})
+    assert good.quota_url == "redis://:pw@h:6379/0"
+    assert good.quota_key_prefix == "imgate"
+    for url in ("http://:hunter2@h:6379", "redis://:hunter2@h:99999/0", "redis://:hunter2@h/x"):
+        with pytest.raises(ConfigError) as caught:
+            parse_config({"backends": {"tx": backend}, "quota": {"url": url}}, {})
+        assert caught.value.key == "quota.url"
+        assert "hunter2" not in str(caught.value)
+        assert "***" in str(caught.value)
