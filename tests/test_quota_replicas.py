@@ -146,7 +146,10 @@ class _Replica:
         self.log = self.log_path.open("w")
         self.process = subprocess.Popen(
             [
-                *(sys.executable, "-m", "imgate", "serve"),
+                sys.executable,
+                "-m",
+                "imgate",
+                "serve",
                 "--config",
                 str(config),
                 "--listen",
