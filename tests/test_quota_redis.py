@@ -332,3 +332,35 @@ def test_quota_url_errors_name_the_key_and_hide_the_password() -> None:
         assert caught.value.key == "quota.url"
         assert "hunter2" not in str(caught.value)
         assert "***" in str(caught.value)
+
+
+async def test_this_replicas_block_holds_before_redis_has_it(quota: RedisQuota) -> None:
+    config = _backend(call_limit=100, call_window_s=1.0)
+    windows, now = await _fresh(quota, config)
+    windows.block(30.0)  # sent to Redis in the background
+    refused = await windows.take(1, now_us=now)
+    assert not refused.granted
+    assert refused.wait_s is not None
+    assert refused.wait_s > 29
+    await windows.close()
+
+
+@pytest.mark.slow
+async def test_a_held_grant_is_renewed_past_its_lease(redis_server: RedisServer) -> None:
+    """A grant waiting for an in-flight permit may outlive its lease: its replica renews
+    it, so another replica gets no room until it ended and one window passed."""
+    replicas = [RedisQuota(redis_server.url, key_prefix="test") for _ in range(2)]
+    config = _backend(call_limit=1, call_window_s=0.3, request_timeout_s=0.1)
+    holder, other = (replica.limiter(config) for replica in replicas)
+    loop = asyncio.get_running_loop()
+    grant = await holder.acquire(1, loop.time() + 10)  # after the fresh-state pause
+    lease_s = config.request_timeout_s + LEASE_MARGIN_S
+    held_until = loop.time() + lease_s + config.call_window_s + 0.5
+    with pytest.raises(QuotaWaitTooLong):
+        await other.acquire(1, held_until)
+    grant.release()
+    await asyncio.sleep(0.2)  # the end reaches Redis
+    again = await other.acquire(1, loop.time() + 5)
+    again.release()
+    for replica in replicas:
+        await replica.close()

@@ -178,9 +178,10 @@ elseif op == 'end' then
     add(w, 'e:' .. token .. ':' .. amount, now + windows[w])
   end
 elseif op == 'forget' then
-  -- A take whose answer never arrived: it may hold an entry with no call behind it.
-  local token = ARGV[arg]
-  for w = 1, n do remove(w, 'i:' .. token .. ':' .. ARGV[arg + w]) end
+  -- Takes whose answer never arrived: each may hold an entry with no call behind it.
+  for i = arg, #ARGV, n + 1 do
+    for w = 1, n do remove(w, 'i:' .. ARGV[i] .. ':' .. ARGV[i + w]) end
+  end
 elseif op == 'renew' then
   for i = arg, #ARGV, n + 1 do
     for w = 1, n do
@@ -302,9 +303,11 @@ class RedisWindows:
             self._head += [str(limit), str(round(window_s * _US))]
         self._shortest_s = min(window_s for _, _, window_s in self._windows)
         self.blocked_until = 0.0
+        self._local_block_until = 0.0  # this replica's own refusal, before Redis has it
         self._held_amounts = [0] * len(self._windows)
         self._epoch: bytes | None = None
         self._held: dict[str, list[int]] = {}  # this process's grants not yet ended
+        self._unsure: dict[str, list[int]] = {}  # takes whose answer was lost
         self._tasks: set[asyncio.Task[None]] = set()
         self._renewing: asyncio.Task[None] | None = None
 
@@ -327,19 +330,27 @@ class RedisWindows:
                 pause_left_us / _US,
             )
         self._epoch = epoch
-        self.blocked_until = time.monotonic() + pause_left_us / _US if pause_left_us else 0.0
+        shared_until = time.monotonic() + pause_left_us / _US if pause_left_us else 0.0
+        self.blocked_until = max(shared_until, self._local_block_until)
         return reply
 
     async def take(self, recipients: int, *, now_us: int | None = None) -> Take:
         """Hold room for one call, or say how long until it may fit. `now_us` replaces
         Redis' TIME: tests only."""
+        own_block_s = self._local_block_until - time.monotonic()
+        if own_block_s > 0:
+            # Until Redis has this replica's block (sent in the background), it holds here.
+            return Take(wait_s=own_block_s)
         token, amounts = self._quota.next_token(), self.amounts(recipients)
         try:
             reply = await self._run("take", now_us, [token, *amounts])
         except QuotaUnavailable:
             # The take may have reached Redis and its answer got lost: drop what it holds.
-            self._spawn(self._retried("forget", token, amounts))
+            self._forget(token, amounts)
             return Take(wait_s=RETRY_S, exact=False)
+        except BaseException:
+            self._forget(token, amounts)  # cancelled mid-call: the same
+            raise
         self._held_amounts = [int(total) for total in reply[5:]]
         if int(reply[2]) == 1:
             self._held[token] = amounts
@@ -364,7 +375,8 @@ class RedisWindows:
         await self._run("end", now_us, [token, *amounts])
 
     def block(self, seconds: float) -> None:
-        self.blocked_until = max(self.blocked_until, time.monotonic() + seconds)
+        self._local_block_until = max(self._local_block_until, time.monotonic() + seconds)
+        self.blocked_until = max(self.blocked_until, self._local_block_until)
         self._spawn(self._retried("block", None, [round(seconds * _US)], give_up_s=seconds))
 
     async def block_shared(self, seconds: float, *, now_us: int | None = None) -> None:
@@ -376,6 +388,30 @@ class RedisWindows:
             (name, held, limit)
             for (name, limit, _), held in zip(self._windows, self._held_amounts, strict=True)
         ]
+
+    def _forget(self, token: str, amounts: list[int]) -> None:
+        first = not self._unsure
+        self._unsure[token] = amounts
+        if first:
+            self._spawn(self._forget_all())
+
+    async def _forget_all(self) -> None:
+        """Remove the entries of lost takes, all in one call, until Redis takes it (past
+        the lease they have lapsed by themselves)."""
+        deadline = time.monotonic() + self.lease_s
+        while self._unsure and time.monotonic() < deadline:
+            unsure = dict(self._unsure)
+            args: list[str | int] = []
+            for token, amounts in unsure.items():
+                args += [token, *amounts]
+            try:
+                await self._run("forget", None, args)
+            except QuotaUnavailable:
+                await asyncio.sleep(RETRY_S)
+                continue
+            for token in unsure:
+                self._unsure.pop(token, None)
+        self._unsure.clear()
 
     def _spawn(self, work: Any) -> None:
         task = asyncio.get_running_loop().create_task(work)
