@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
@@ -364,3 +365,37 @@ async def test_a_held_grant_is_renewed_past_its_lease(redis_server: RedisServer)
     again.release()
     for replica in replicas:
         await replica.close()
+
+
+@pytest.mark.slow
+async def test_callers_keep_their_weighted_share_in_front_of_the_shared_windows(
+    quota: RedisQuota,
+) -> None:
+    """The fair queue stays in process: heavy (weight 3) and light (1), four batches each,
+    share one replica's grants 3:1 while the windows are Redis'."""
+    config = _backend(call_limit=20, call_window_s=0.1, request_timeout_s=0.1)
+    limiter = quota.limiter(config)
+    loop = asyncio.get_running_loop()
+    (await limiter.acquire(1, loop.time() + 10)).release()  # the fresh-state pause
+    await asyncio.sleep(config.call_window_s)
+    log: list[str] = []
+
+    async def saturate(caller: str, weight: int) -> None:
+        while True:
+            grant = await limiter.acquire(1, caller=caller, weight=weight)
+            log.append(caller)
+            grant.release()
+
+    tasks = [
+        asyncio.create_task(saturate(caller, weight))
+        for caller, weight in (("heavy", 3), ("light", 1))
+        for _ in range(4)
+    ]
+    await asyncio.sleep(1.5)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    counts = Counter(log[20:])  # after the first, uncontended window
+    assert sum(counts.values()) >= 60
+    share = counts["heavy"] / (counts["heavy"] + counts["light"])
+    assert 0.7 <= share <= 0.8, counts
