@@ -113,7 +113,7 @@ local function held(w)
   local total = tonumber(redis.call('GET', sum) or '0')
   if total < 0 or (total > 0 and redis.call('ZCARD', zset) == 0) then
     total = 0
-    redis.call('SET', sum, 0)
+    redis.call('SET', sum, 0, 'PX', ttl)
   end
   return total
 end
