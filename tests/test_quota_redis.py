@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import pytest
 
 from imgate._config import BackendConfig, Secrets
+from imgate._metrics import Metrics
 from imgate._quota_redis import LEASE_MARGIN_S, RETRY_S, RedisQuota, RedisWindows
 from imgate._ratelimit import LocalWindows, QuotaWaitTooLong
 from tests._redis import RedisServer
@@ -293,17 +294,21 @@ async def test_fail_closed_while_redis_is_down_then_resume(
     )
     config = _backend(call_limit=10, call_window_s=0.1, request_timeout_s=0.1)
     limiter = quota.limiter(config)
+    metrics = Metrics()
+    metrics.watch({}, lambda: quota.reachable)
     try:
         redis_server.stop()
         loop = asyncio.get_running_loop()
         with pytest.raises(QuotaWaitTooLong):
             await limiter.acquire(1, loop.time() + 3 * RETRY_S)
+        assert b"imgate_quota_store_up 0.0" in metrics.exposition()
         waiter = asyncio.ensure_future(limiter.acquire(1))
         await asyncio.sleep(2 * RETRY_S)
         assert not waiter.done()
         redis_server.start()
         grant = await asyncio.wait_for(waiter, 10)
         grant.release()
+        assert b"imgate_quota_store_up 1.0" in metrics.exposition()
     finally:
         if redis_server.process is None:
             redis_server.start()

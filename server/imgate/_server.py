@@ -72,7 +72,8 @@ class Gateway:
             )
             for b in config.backends
         }
-        self.metrics.watch(self.backends)
+        quota = self.quota
+        self.metrics.watch(self.backends, (lambda: quota.reachable) if quota is not None else None)
         if store is None:
             store = open_store(config.store_url or "sqlite:imgate.db", Path(config.state_dir))
         self.store = store
