@@ -252,13 +252,17 @@ class RedisQuota:
             result = await awaitable
         except (redis.exceptions.RedisError, OSError) as exc:
             if self.reachable is not False:
+                # An error answer (a script error, OOM, a read-only replica) stops sending
+                # just the same; say which it was.
+                answered = isinstance(exc, redis.exceptions.ResponseError)
                 log.error(
-                    "quota store %s unreachable (%s): no vendor call is sent until it is back",
+                    "quota store %s %s (%s): no vendor call is sent until it is back",
                     self.shown_url,
+                    "refused the quota script" if answered else "unreachable",
                     self._scrubbed(exc),
                 )
             self.reachable = False
-            raise QuotaUnavailable(str(exc)) from None
+            raise QuotaUnavailable(self._scrubbed(exc)) from None
         if self.reachable is False:
             log.warning("quota store %s reachable again: sending resumes", self.shown_url)
         self.reachable = True
