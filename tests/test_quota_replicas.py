@@ -380,10 +380,14 @@ def test_kill_9_of_a_replica_mid_call(cluster: _Cluster) -> None:
     victim = cluster.replicas["c"].submit(CALLS_PER_VARIANT, "victim")
     _wait_all(cluster, warm)
     cluster.sandbox.set_faults([{"kind": "latency", "delay_s": 1.5}])
-    time.sleep(0.5)
-    # Only `c` has work left, and every call it started in the last 0.5 s is still
-    # waiting for its slow answer: the kill lands mid-call.
-    in_flight = cluster.sandbox.stats()["faults_applied"].get("latency", 0)
+    # Only `c` has work left; its calls go out in bursts as slots free (at most a window
+    # apart). Once one of them is held up by the slow answer, the kill lands mid-call.
+    deadline = time.monotonic() + 2 * WINDOW_S + 1
+    in_flight = 0
+    while not in_flight and time.monotonic() < deadline:
+        time.sleep(0.02)
+        in_flight = cluster.sandbox.stats()["faults_applied"].get("latency", 0)
+    time.sleep(0.1)
     killed = time.time()
     cluster.replicas["c"].kill()
     cluster.sandbox.set_faults([])
