@@ -45,11 +45,12 @@ from bench._stages import (
     progress,
     quota_backends,
     quotas,
+    replicas,
     stream_floor,
 )
 from bench._workload import CALLER_TOKENS, VENDORS, Backend
 
-ALL_STAGES = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13)
+ALL_STAGES = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13)
 
 
 def run(plan: Plan, stages: set[int], profile_to: Path | None) -> list[Row]:
@@ -140,6 +141,8 @@ def run(plan: Plan, stages: set[int], profile_to: Path | None) -> list[Row]:
             rows.append(memory(sandbox, open_backends, plan))
         if 13 in stages:
             rows += audience_memory(sandbox, open_backends, plan)
+        if 12 in stages:
+            rows += replicas(plan)  # its own Redis, sandbox and three gateways
     return sorted(rows, key=lambda row: row.stage)
 
 

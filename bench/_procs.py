@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -161,8 +162,10 @@ class Gateway(Proc):
         store: str = "memory",
         observed: bool = False,
         callers: Mapping[str, str] | None = None,
+        quota_url: str = "",
     ) -> None:
         """`store`: "memory", or "sqlite" for a fresh SQLite file in bench/out/;
+        `quota_url`: the `[quota] url` quotas are shared through (empty: in process);
         `observed`: serve /metrics (on `metrics_port`) and log JSON at INFO;
         `callers` (name -> token): configured callers; calls use the first one's token
         (`metadata`) unless given another."""
@@ -172,6 +175,8 @@ class Gateway(Proc):
         self.metrics_port = free_port() if observed else 0
         OUT.mkdir(parents=True, exist_ok=True)
         toml = gateway_toml(sandbox.url, backends, callers)
+        if quota_url:
+            toml += f'\n[quota]\nurl = "{quota_url}"\nkey_prefix = "bench"\n'
         if observed:
             toml += (
                 f'\n[metrics]\nlisten = "127.0.0.1:{self.metrics_port}"\n\n'
@@ -215,6 +220,45 @@ class Gateway(Proc):
     def stop(self) -> None:
         self.channel.close()
         super().stop()
+
+
+class RedisServer:
+    """A throwaway `redis-server` on a free loopback port, nothing kept on disk (stage 12)."""
+
+    def __init__(self, name: str) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise BenchError("stage 12 needs redis-server (Debian: apt-get install redis-server)")
+        LOGS.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        with open(LOGS / f"{name}.log", "wb") as log:
+            flags = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+            self.popen = subprocess.Popen(
+                [binary, "--port", str(self.port), *flags],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + _START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.popen.poll() is not None:
+                raise BenchError(f"redis-server exited with {self.popen.returncode}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(64).startswith(b"+PONG"):
+                        return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise BenchError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.kill()
+            self.popen.wait()
 
 
 class StreamServer(Proc):

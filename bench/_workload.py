@@ -60,6 +60,8 @@ class Backend:
     """None = quotas off on both sides."""
     faults: Sequence[Mapping[str, Any]] = field(default_factory=tuple)
     """Sandbox fault rules in force from start-up (the /sandbox/faults JSON form)."""
+    request_timeout_s: float = REQUEST_TIMEOUT_S
+    """The gateway's `request_timeout_s` (a shared quota's lease follows it)."""
 
 
 def sandbox_json(backends: Sequence[Backend]) -> str:
@@ -103,7 +105,7 @@ def gateway_toml(
             "base_url": sandbox_url,
             **translator.sandbox_credentials,
             "max_in_flight": MAX_IN_FLIGHT,
-            "request_timeout_s": REQUEST_TIMEOUT_S,
+            "request_timeout_s": backend.request_timeout_s,
         }
         if quota is None:
             values.update(call_limit=_UNLIMITED_CALLS, call_window_s=1.0, recipient_limit=0)

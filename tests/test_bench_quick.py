@@ -90,3 +90,30 @@ def test_profile_summary_counts_self_and_total(tmp_path: Path) -> None:
     assert " 75.0%  send (imgate/_dispatch.py)" in self_part
     assert " 25.0%  parse (imgate/translators/t.py)" in total_part
     assert "cli.py" not in total_part  # an entry frame, on every stack: no information
+
+
+def test_stage_12_quota_is_identical_in_gateway_and_sandbox(tmp_path: Path) -> None:
+    from bench._stages import replica_backends
+
+    path = tmp_path / "gateway.toml"
+    path.write_text(gateway_toml("http://127.0.0.1:9", replica_backends()))
+    (backend,) = replica_backends()
+    assert backend.quota is not None
+    config = load_config(path, {}).backend(backend.vendor)
+    vendor_side = sandbox_config(json.loads(sandbox_json(replica_backends()))).vendors[
+        backend.vendor
+    ]
+    assert config is not None
+    assert config.call_limit == vendor_side.call_limit == backend.quota.call_limit
+    assert config.call_window_s == vendor_side.call_window_s == backend.quota.call_window_s
+    assert config.request_timeout_s == backend.request_timeout_s
+
+
+def test_stage_12_quota_use_is_one_when_each_call_is_a_window_after_its_limit_th() -> None:
+    from bench._stages import _quota_use
+
+    # Bursts of 4 calls every 1.0 s, limit 4 per 1 s: the quota in full, whatever the bursts.
+    arrivals = [second + 0.001 * n for second in range(10) for n in range(4)]
+    assert _quota_use(arrivals, 4, 1.0) == pytest.approx(1.0, abs=1e-6)
+    slow = [second * 1.25 + 0.001 * n for second in range(10) for n in range(4)]
+    assert _quota_use(slow, 4, 1.0) == pytest.approx(0.8, abs=1e-3)

@@ -12,6 +12,7 @@ import math
 import os
 import re
 import tomllib
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -152,6 +153,11 @@ class GatewayConfig:
     """[store] batch_retention_s: how long an ended batch (and its request_id) is kept."""
     lease_s: float = 30.0
     """[store] lease_s: after this long a dead replica's batches are resumed by others."""
+    quota_url: str = ""
+    """[quota] url: Redis shared by replicas for vendor quotas (redis://, rediss://,
+    unix://); empty = quotas counted in this process only."""
+    quota_key_prefix: str = "imgate"
+    """[quota] key_prefix: prefix of every Redis key the gateway uses."""
     shutdown_grace_s: float = 15.0
     """On SIGTERM, how long calls in flight may take to finish."""
     metrics_listen: str = ""
@@ -187,6 +193,7 @@ _TOP_KEYS = {
     "state_dir": str,
     "backends": dict,
     "store": dict,
+    "quota": dict,
     "allow_unauthenticated": bool,
     "callers": dict,
     "tls": dict,
@@ -201,6 +208,7 @@ _SECTION_KEYS: dict[str, dict[str, tuple[str, type]]] = {
         "batch_retention_s": ("batch_retention_s", float),
         "lease_s": ("lease_s", float),
     },
+    "quota": {"url": ("quota_url", str), "key_prefix": ("quota_key_prefix", str)},
     "metrics": {"listen": ("metrics_listen", str)},
     "tracing": {"otlp_endpoint": ("tracing_otlp_endpoint", str)},
     "log": {"format": ("log_format", str), "level": ("log_level", str)},
@@ -242,7 +250,47 @@ def _section(table: str, raw: Any, env: Mapping[str, str]) -> dict[str, Any]:
             raise ConfigError("metrics.listen", str(exc)) from None
     if "tracing_otlp_endpoint" in values:
         _base_url("tracing.otlp_endpoint", values["tracing_otlp_endpoint"])
+    if "quota_url" in values:
+        _quota_url(values["quota_url"])
+    if "quota_key_prefix" in values and not _KEY_PREFIX.match(values["quota_key_prefix"]):
+        raise ConfigError("quota.key_prefix", "1-64 of A-Z a-z 0-9 _ . : -")
     return values
+
+
+_QUOTA_SCHEMES = ("redis", "rediss", "unix")
+_KEY_PREFIX = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+
+
+def redacted_url(url: str) -> str:
+    """`url` with its password (if any) replaced by ***, for logs and errors."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return "(unparseable URL)"
+    if password is None:
+        return url
+    netloc = parts.netloc.rpartition("@")[2]
+    user = urllib.parse.quote(parts.username or "", safe="")
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+def _quota_url(url: str) -> None:
+    shown = redacted_url(url)
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise ConfigError("quota.url", f"{shown} is not a valid URL") from None
+    if parts.scheme not in _QUOTA_SCHEMES:
+        raise ConfigError("quota.url", f"{shown}: expected redis://, rediss:// or unix://")
+    if parts.scheme == "unix" and not parts.path:
+        raise ConfigError("quota.url", f"{shown}: a unix:// URL needs the socket path")
+    if parts.scheme != "unix" and (not parts.hostname or port == 0):
+        raise ConfigError("quota.url", f"{shown}: expected a host and an optional port")
+    database = parts.path.strip("/")
+    if parts.scheme != "unix" and database and not database.isdigit():
+        raise ConfigError("quota.url", f"{shown}: the path must be a database number")
 
 
 # [callers.NAME] and [tls] keys -> their types (what tests/test_config_docs.py checks).

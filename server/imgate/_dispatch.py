@@ -36,7 +36,7 @@ from imgate._config import BackendConfig
 from imgate._endpoints import Endpoints
 from imgate._metrics import Metrics, timer
 from imgate._planner import chunk_size
-from imgate._ratelimit import BackendLimiter, Grant, QuotaWaitTooLong
+from imgate._ratelimit import BackendLimiter, Grant, Limiter, QuotaWaitTooLong
 from imgate._registry import BY_VENDOR
 from imgate._retry import Action, decide
 from imgate._sink import BatchSink, Chunk
@@ -62,9 +62,11 @@ class Backend:
         metrics: Metrics | None = None,
         tracing: Tracing | None = None,
         caller_weights: Mapping[str, int] | None = None,
+        limiter: Limiter | None = None,
     ) -> None:
         """`metrics` and `tracing`: the gateway's (a Backend alone gets its own).
-        `caller_weights`: each caller's share of the quota (rule 19); others weigh 1."""
+        `caller_weights`: each caller's share of the quota (rule 19); others weigh 1.
+        `limiter`: the shared quota (`[quota] url`); None = counted in this process."""
         self.config = config
         self.metrics = metrics or Metrics()
         self.tracing = tracing or Tracing()
@@ -74,7 +76,7 @@ class Backend:
         self.endpoints = Endpoints(
             config.name, config.base_url, config.backup_base_url, self.translator.path
         )
-        self.limiter = BackendLimiter(
+        self.limiter = limiter or BackendLimiter(
             config.call_limit,
             config.call_window_s,
             config.recipient_limit,

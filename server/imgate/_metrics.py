@@ -141,11 +141,18 @@ class Metrics:
         self.grpc = GrpcMetrics(r)
         self._running: dict[str, int] = {}
         self._backends: Mapping[str, Backend] = {}
+        self._quota_reachable: Callable[[], bool | None] | None = None
         r.register(_LiveCollector(self))
 
-    def watch(self, backends: Mapping[str, Backend]) -> None:
-        """Report these backends' live state (blocked, quota use, calls in flight)."""
+    def watch(
+        self,
+        backends: Mapping[str, Backend],
+        quota_reachable: Callable[[], bool | None] | None = None,
+    ) -> None:
+        """Report these backends' live state (blocked, quota use, calls in flight) and,
+        with `[quota] url`, whether the shared quota's Redis answered last time."""
         self._backends = backends
+        self._quota_reachable = quota_reachable
 
     # -- one-line calls from the rest of the gateway -------------------------------------
 
@@ -293,6 +300,12 @@ class _LiveCollector(Collector):
                 quota_used.add_metric([name, window], used)
                 quota_limit.add_metric([name, window], limit)
         running.add_metric(["RUNNING"], sum(self._metrics._running.values()))
+        if self._metrics._quota_reachable is not None:
+            yield GaugeMetricFamily(
+                "imgate_quota_store_up",
+                "1 while the shared quota's Redis answers ([quota] url); 0: nothing is sent.",
+                value=1.0 if self._metrics._quota_reachable() else 0.0,
+            )
         yield from (
             blocked,
             blocked_for,

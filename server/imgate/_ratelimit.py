@@ -9,18 +9,22 @@ keep a window apart (end of the first, start of the next) are a window apart for
 vendor too, whatever the network did in between. No start-up or post-block burst can
 exceed a window.
 
-Who goes next is start-time fair queueing between callers (CONTRACT §6 rule 19): each
-waiter gets a tag, `max(now_tag, caller's last finish)`, and finishing costs the caller
-`cost / weight` (cost = recipients where the backend counts them, else 1 call). The
-smallest tag waits for room; everyone else waits behind it. A caller that was idle starts
-at the current tag, so it is next however much another caller has queued, and nobody
-banks credit by idling. Within one caller tags only grow, so its waiters are first come,
-first served; since each batch keeps at most one request waiting, a caller's batches take
-turns (round-robin) and a small batch is never stuck behind a large one.
+Two parts, one owner each:
 
-A shared (Redis) limiter will keep this interface: `acquire(recipients, deadline,
-caller=, weight=)` returning a `Grant` to `release()` when the call ends, plus
-`block`/`is_blocked`/`blocked_until`.
+- `QuotaWindows`: the window accounting of one vendor app (what is held, what fits now,
+  how long until it may fit, the pause after a refusal). `LocalWindows` counts in this
+  process; `imgate._quota_redis.RedisWindows` counts in Redis, shared by every replica.
+- `Limiter`: who goes next, start-time fair queueing between callers (CONTRACT §6 rule
+  19), always in process, in front of the windows. Each waiter gets a tag,
+  `max(now_tag, caller's last finish)`, and finishing costs the caller `cost / weight`
+  (cost = recipients where the backend counts them, else 1 call). The smallest tag asks
+  the windows for room; everyone else waits behind it. A caller that was idle starts at
+  the current tag, so it is next however much another caller has queued, and nobody banks
+  credit by idling. Within one caller tags only grow, so its waiters are first come, first
+  served; since each batch keeps at most one request waiting, a caller's batches take turns
+  (round-robin) and a small batch is never stuck behind a large one.
+
+`BackendLimiter` is the in-process default: a `Limiter` over `LocalWindows`.
 """
 
 from __future__ import annotations
@@ -33,10 +37,53 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 
 class QuotaWaitTooLong(Exception):
     """The quota would not allow the call before the caller's deadline."""
+
+
+@dataclass(frozen=True, slots=True)
+class Take:
+    """What the windows answered to one request for room."""
+
+    token: Any = None
+    """Set when granted: handed back to `give_back` when the call ends."""
+    wait_s: float | None = None
+    """Not granted: seconds until it may fit (None: not before an in-flight call ends)."""
+    exact: bool = True
+    """Whether `wait_s` is certain (False: room may come earlier or later; do not give up
+    on a deadline because of it)."""
+
+    @property
+    def granted(self) -> bool:
+        return self.token is not None
+
+
+class QuotaWindows(Protocol):
+    """The call and recipient windows of one vendor app, plus the pause after a refusal."""
+
+    counts_recipients: bool
+    """Whether the vendor counts recipients (then the fair queue charges recipients)."""
+    blocked_until: float
+    """time.monotonic() at which the current pause ends (as last known)."""
+
+    async def take(self, recipients: int) -> Take:
+        """Hold room for one call of `recipients` now, or say how long until it may fit."""
+        ...
+
+    def give_back(self, token: Any) -> None:
+        """The call of a granted `take` has ended (its slot now lasts one more window)."""
+        ...
+
+    def block(self, seconds: float) -> None:
+        """The vendor refused for rate: nothing more for `seconds` from now."""
+        ...
+
+    def usage(self) -> list[tuple[str, int, int]]:
+        """(window, held, limit) per window ("calls", "recipients"), as last known."""
+        ...
 
 
 class _Window:
@@ -56,7 +103,6 @@ class _Window:
     def wait_for(self, amount: int, now: float) -> float | None:
         """Seconds until `amount` fits; None when only an in-flight call ending can free room."""
         self.expire(now)
-        # One amount larger than the whole limit would wait forever; it is let through alone.
         amount = min(amount, self.limit)
         excess = self.in_flight + self.ended_total + amount - self.limit
         if excess <= 0:
@@ -76,29 +122,14 @@ class _Window:
         self.ended_total += amount
 
 
-class Grant:
-    """Permission for one vendor call; `release()` when the call has ended."""
-
-    def __init__(self, limiter: BackendLimiter, recipients: int) -> None:
-        self._limiter = limiter
-        self.recipients = recipients
-        self._released = False
-
-    def release(self) -> None:
-        if not self._released:
-            self._released = True
-            self._limiter._end(self)
+def counted(amount: int, limit: int) -> int:
+    """What one call counts in a window: one amount larger than the whole limit would wait
+    forever, so it is let through alone, counted as the whole limit."""
+    return min(amount, limit)
 
 
-@dataclass(order=True, slots=True)
-class _Waiter:
-    tag: float
-    arrival: int
-    wake: asyncio.Event = field(compare=False, default_factory=asyncio.Event)
-
-
-class BackendLimiter:
-    """Call and recipient quotas of one backend, plus the pause after a vendor refusal."""
+class LocalWindows:
+    """Window accounting in this process only (the default without `[quota] url`)."""
 
     def __init__(
         self,
@@ -112,18 +143,43 @@ class BackendLimiter:
         self._windows: list[tuple[_Window, bool]] = [(_Window(call_limit, call_window_s), False)]
         if recipient_limit > 0:
             self._windows.append((_Window(recipient_limit, recipient_window_s), True))
+        self.counts_recipients = recipient_limit > 0
         self.blocked_until = 0.0
-        self._waiting: list[_Waiter] = []  # a heap: the smallest tag waits for room
-        self._arrivals = itertools.count()
-        self._now_tag = 0.0  # the tag of the last waiter granted
-        self._finish: dict[str, float] = {}  # per caller: one entry per configured caller
+
+    def _amounts(self, recipients: int) -> list[int]:
+        return [
+            counted(recipients if counts else 1, window.limit) for window, counts in self._windows
+        ]
+
+    async def take(self, recipients: int) -> Take:
+        return self.take_now(recipients)
+
+    def take_now(self, recipients: int) -> Take:
+        """`take` without the coroutine (the property test drives it on a fake clock)."""
+        now = self._clock()
+        waits = [max(0.0, self.blocked_until - now)]
+        for (window, _), amount in zip(self._windows, self._amounts(recipients), strict=True):
+            wait = window.wait_for(amount, now)
+            if wait is None:
+                return Take(wait_s=None, exact=False)
+            waits.append(wait)
+        wait = max(waits)
+        if wait > 0:
+            return Take(wait_s=wait)
+        amounts = self._amounts(recipients)
+        for (window, _), amount in zip(self._windows, amounts, strict=True):
+            window.in_flight += amount
+        return Take(token=amounts)
+
+    def give_back(self, token: Any) -> None:
+        now = self._clock()
+        for (window, _), amount in zip(self._windows, token, strict=True):
+            window.end(amount, now)
 
     def block(self, seconds: float) -> None:
-        """The vendor refused for rate: send nothing more for `seconds` from now."""
         self.blocked_until = max(self.blocked_until, self._clock() + seconds)
 
     def usage(self) -> list[tuple[str, int, int]]:
-        """(window, held, limit) per window ("calls", "recipients"), for the metrics."""
         now = self._clock()
         usage = []
         for window, counts_recipients in self._windows:
@@ -132,17 +188,56 @@ class BackendLimiter:
             usage.append(("recipients" if counts_recipients else "calls", held, window.limit))
         return usage
 
-    def is_blocked(self) -> bool:
-        return self._clock() < self.blocked_until
 
-    def _wait_time(self, recipients: int, now: float) -> float | None:
-        waits = [max(0.0, self.blocked_until - now)]
-        for window, counts_recipients in self._windows:
-            wait = window.wait_for(recipients if counts_recipients else 1, now)
-            if wait is None:
-                return None
-            waits.append(wait)
-        return max(waits)
+class Grant:
+    """Permission for one vendor call; `release()` when the call has ended."""
+
+    def __init__(self, limiter: Limiter, recipients: int, token: Any) -> None:
+        self._limiter = limiter
+        self.recipients = recipients
+        self._token = token
+        self._released = False
+
+    def release(self) -> None:
+        if not self._released:
+            self._released = True
+            self._limiter._end(self._token)
+
+
+@dataclass(order=True, slots=True)
+class _Waiter:
+    tag: float
+    arrival: int
+    wake: asyncio.Event = field(compare=False, default_factory=asyncio.Event)
+
+
+class Limiter:
+    """A backend's quota: the fair queue between callers in front of `windows`."""
+
+    def __init__(self, windows: QuotaWindows, clock: Callable[[], float] = time.monotonic) -> None:
+        self.windows = windows
+        self._clock = clock
+        self._waiting: list[_Waiter] = []  # a heap: the smallest tag waits for room
+        self._arrivals = itertools.count()
+        self._now_tag = 0.0  # the tag of the last waiter granted
+        self._finish: dict[str, float] = {}  # per caller: one entry per configured caller
+
+    @property
+    def blocked_until(self) -> float:
+        """time.monotonic() at which the current pause ends."""
+        return self.windows.blocked_until
+
+    def block(self, seconds: float) -> None:
+        """The vendor refused for rate: send nothing more for `seconds` from now."""
+        self.windows.block(seconds)
+        self._wake_first()
+
+    def usage(self) -> list[tuple[str, int, int]]:
+        """(window, held, limit) per window ("calls", "recipients"), for the metrics."""
+        return self.windows.usage()
+
+    def is_blocked(self) -> bool:
+        return self._clock() < self.windows.blocked_until
 
     async def acquire(
         self,
@@ -157,8 +252,7 @@ class BackendLimiter:
 
         `deadline` is on this limiter's clock.
         """
-        counts_recipients = len(self._windows) > 1
-        cost = (recipients if counts_recipients else 1) / weight
+        cost = (recipients if self.windows.counts_recipients else 1) / weight
         tag = max(self._now_tag, self._finish.get(caller, 0.0))
         self._finish[caller] = tag + cost
         waiter = _Waiter(tag, next(self._arrivals))
@@ -166,18 +260,19 @@ class BackendLimiter:
         granted = False
         try:
             while True:
-                now = self._clock()
                 wait: float | None = None
                 if self._waiting[0] is waiter:
-                    wait = self._wait_time(recipients, now)
-                    if wait == 0.0:
-                        for window, counts in self._windows:
-                            window.in_flight += min(recipients if counts else 1, window.limit)
+                    take = await self.windows.take(recipients)
+                    if take.granted:
                         granted = True
                         self._now_tag = waiter.tag
-                        return Grant(self, recipients)
-                    if deadline is not None and wait is not None and now + wait > deadline:
+                        return Grant(self, recipients, take.token)
+                    wait = take.wait_s
+                    now = self._clock()
+                    certain = take.exact and wait is not None
+                    if deadline is not None and certain and now + (wait or 0.0) > deadline:
                         raise QuotaWaitTooLong
+                now = self._clock()
                 if deadline is not None and now >= deadline:
                     raise QuotaWaitTooLong
                 timeout = wait
@@ -206,8 +301,23 @@ class BackendLimiter:
         if self._waiting:
             self._waiting[0].wake.set()
 
-    def _end(self, grant: Grant) -> None:
-        now = self._clock()
-        for window, counts_recipients in self._windows:
-            window.end(min(grant.recipients if counts_recipients else 1, window.limit), now)
+    def _end(self, token: Any) -> None:
+        self.windows.give_back(token)
         self._wake_first()
+
+
+class BackendLimiter(Limiter):
+    """Call and recipient quotas of one backend counted in this process."""
+
+    def __init__(
+        self,
+        call_limit: int,
+        call_window_s: float,
+        recipient_limit: int,
+        recipient_window_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(
+            LocalWindows(call_limit, call_window_s, recipient_limit, recipient_window_s, clock),
+            clock,
+        )

@@ -26,6 +26,7 @@ from imgate._config import GatewayConfig, check_exposure, is_loopback, read_tls_
 from imgate._decode import add_gateway_service
 from imgate._dispatch import Backend
 from imgate._metrics import Metrics, MetricsServer
+from imgate._quota_redis import RedisQuota
 from imgate._reflection import enable_reflection
 from imgate._rpc_metrics import MetricsInterceptor
 from imgate._servicer import GatewayServicer
@@ -56,10 +57,23 @@ class Gateway:
         weights = {caller.name: caller.weight for caller in config.callers}
         self.metrics = Metrics()
         self.tracing = tracing or Tracing.from_endpoint(config.tracing_otlp_endpoint)
+        # [quota] url: every backend's windows live in Redis, shared with the other
+        # replicas (CONTRACT §5 rule 14); the fair queue between callers stays here.
+        self.quota = (
+            RedisQuota(config.quota_url, config.quota_key_prefix) if config.quota_url else None
+        )
         self.backends = {
-            b.name: Backend(b, self.metrics, self.tracing, weights) for b in config.backends
+            b.name: Backend(
+                b,
+                self.metrics,
+                self.tracing,
+                weights,
+                self.quota.limiter(b) if self.quota is not None else None,
+            )
+            for b in config.backends
         }
-        self.metrics.watch(self.backends)
+        quota = self.quota
+        self.metrics.watch(self.backends, (lambda: quota.reachable) if quota is not None else None)
         if store is None:
             store = open_store(
                 config.store_url or "sqlite:imgate.db", Path(config.state_dir), config.lease_s
@@ -120,6 +134,10 @@ class Gateway:
             raise OSError(f"cannot listen on {self.config.listen}")
         if self._metrics_server is not None:
             self.metrics_port = await self._metrics_server.start()
+        if self.quota is not None and await self.quota.ping():
+            # Unreachable is no start-up error (fail closed: nothing is sent until it
+            # answers, and the error is logged); a wrong URL is one (quota.url).
+            log.info("vendor quotas shared through %s", self.quota.shown_url)
         try:
             await self.batches.start()
         except BaseException:
@@ -151,6 +169,8 @@ class Gateway:
         await self._server.stop(_FLUSH_S)
         for backend in self.backends.values():
             await backend.close()
+        if self.quota is not None:
+            await self.quota.close()
         await self.batches.close()
         # Last: a scrape during the drain still sees the final counts.
         if self._metrics_server is not None:

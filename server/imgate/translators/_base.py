@@ -170,6 +170,9 @@ class Translator(abc.ABC):
     default_limits: ClassVar[VendorLimits]
     credential_fields: ClassVar[Mapping[str, type]]
     """Backend config keys this vendor needs (e.g. {"app_key": str}), with their types."""
+    app_id_field: ClassVar[str]
+    """The credential naming the vendor app whose quota a call counts against (backends
+    on the same app share one quota across replicas, CONTRACT §5 rule 14)."""
     sender_required: ClassVar[bool]
     """Whether BatchSendRequest.sender_id must be set."""
     sandbox_credentials: ClassVar[Mapping[str, Any]]

@@ -202,6 +202,7 @@ class YunxinTranslator(Translator):
     """The parts of a Yunxin translator both APIs share."""
 
     credential_fields: ClassVar[Mapping[str, type]] = {"app_key": str, "app_secret": str}
+    app_id_field: ClassVar[str] = "app_key"
     sender_required: ClassVar[bool] = True
     sandbox_credentials: ClassVar[Mapping[str, Any]] = {
         "app_key": "sandbox-app-key",

@@ -236,6 +236,7 @@ class TencentTranslator(Translator):
         "secret_key": str,
         "admin_identifier": str,
     }
+    app_id_field: ClassVar[str] = "sdk_app_id"
     sender_required: ClassVar[bool] = False  # an empty sender means the app admin
     sandbox_credentials: ClassVar[Mapping[str, Any]] = {
         "sdk_app_id": 1400000000,
