@@ -177,6 +177,9 @@ class Gateway(Proc):
         toml = gateway_toml(sandbox.url, backends, callers)
         if quota_url:
             toml += f'\n[quota]\nurl = "{quota_url}"\nkey_prefix = "bench"\n'
+            # A fresh Redis pauses each app one window + lease_s (rule 16): keep lease_s
+            # at the in-flight lease's scale, so the stage's warm-up stays short.
+            toml += "\n[store]\nlease_s = 3\n"
         if observed:
             toml += (
                 f'\n[metrics]\nlisten = "127.0.0.1:{self.metrics_port}"\n\n'

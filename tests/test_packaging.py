@@ -101,3 +101,37 @@ def test_no_document_links_outside_the_repository() -> None:
             resolved = (document.parent / target.split("#")[0]).resolve()
             assert resolved.is_relative_to(ROOT), (document.name, target)
             assert resolved.exists(), (document.name, target)
+
+
+def test_the_replicas_compose_file_and_its_config_fit_together() -> None:
+    """deploy/compose.yaml (never run here: no Docker engine) against what it relies on:
+    its config loads, with secrets from the environment only, and three replicas share one
+    PostgreSQL store and one Redis behind one address."""
+    from imgate._config import load_config
+
+    deploy = ROOT / "deploy"
+    compose = (deploy / "compose.yaml").read_text()
+    env = {
+        name: "x"
+        for name in re.findall(r"^    (IMGATE_\w+):", compose, flags=re.MULTILINE)
+        if name != "IMGATE_DEMO_TOKEN_SHA256"
+    }
+    env["IMGATE_DEMO_TOKEN_SHA256"] = "0" * 64
+    env["IMGATE_STORE_URL"] = "postgresql://imgate:pw@postgres:5432/imgate"
+    env["IMGATE_QUOTA_URL"] = "redis://redis:6379/0"
+    config = load_config(deploy / "replicas" / "imgate.toml", env)
+    assert config.store_url.startswith("postgresql://")
+    assert config.quota_url.startswith("redis://")
+    assert config.callers  # served beyond loopback: callers with tokens (rule 18)
+    raw = (deploy / "replicas" / "imgate.toml").read_text()
+    assert "${IMGATE_STORE_URL}" in raw
+    assert "password" not in raw.lower()
+    replicas = re.findall(r"^  (imgate-\d): \*imgate$", compose, flags=re.MULTILINE)
+    assert replicas == ["imgate-1", "imgate-2", "imgate-3"]
+    nginx = (deploy / "replicas" / "nginx.conf").read_text()
+    assert re.findall(r"server (imgate-\d):50051", nginx) == replicas
+    for service in ("postgres:", "redis:", "vendor:"):
+        assert f"\n  {service}" in compose
+    period = re.search(r"stop_grace_period: (\d+)s", compose)
+    assert period
+    assert int(period.group(1)) > config.shutdown_grace_s

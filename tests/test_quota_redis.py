@@ -14,12 +14,15 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from imgate import _server
 from imgate._config import BackendConfig, Secrets
 from imgate._metrics import Metrics
 from imgate._quota_redis import LEASE_MARGIN_S, RETRY_S, RedisQuota, RedisWindows
 from imgate._ratelimit import LocalWindows, QuotaWaitTooLong
 from tests._redis import RedisServer
+from tests.conftest import StartGateway
 
 US = 1_000_000
 T0 = 1_800_000_000 * US  # a fixed "now" far from the real clock: only the script's view
@@ -404,3 +407,59 @@ async def test_callers_keep_their_weighted_share_in_front_of_the_shared_windows(
     assert sum(counts.values()) >= 60
     share = counts["heavy"] / (counts["heavy"] + counts["light"])
     assert 0.7 <= share <= 0.8, counts
+
+
+async def test_health_is_not_serving_while_the_shared_quota_is_unreachable(
+    redis_server: RedisServer,
+    start_gateway: StartGateway,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With [quota], a replica that cannot reach Redis sends nothing (fail closed), so its
+    health says NOT_SERVING until Redis answers again."""
+    monkeypatch.setattr(_server, "QUOTA_HEALTH_EVERY_S", 0.1)
+    if redis_server.process is None:
+        redis_server.start()
+    gateway = await start_gateway(quota_url=redis_server.url, quota_key_prefix="health")
+    health = health_pb2_grpc.HealthStub(gateway.channel)
+
+    async def status_within(expected: int, seconds: float) -> int:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while True:
+            reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=2)
+            if reply.status == expected or loop.time() > deadline:
+                return int(reply.status)
+            await asyncio.sleep(0.05)
+
+    serving, not_serving = (
+        health_pb2.HealthCheckResponse.SERVING,
+        health_pb2.HealthCheckResponse.NOT_SERVING,
+    )
+    assert await status_within(serving, 5) == serving
+    redis_server.stop()
+    try:
+        assert await status_within(not_serving, 5) == not_serving
+    finally:
+        redis_server.start()
+    assert await status_within(serving, 5) == serving
+
+
+async def test_lost_state_pauses_for_the_store_lease_when_it_is_longer(
+    redis_server: RedisServer,
+) -> None:
+    """Rule 16: one window plus `[store] lease_s`, when that lease is the longer one."""
+    if redis_server.process is None:
+        redis_server.start()
+    config = _backend(2, 1.0)
+    store_lease_s = config.request_timeout_s + LEASE_MARGIN_S + 5.0
+    quota = RedisQuota(redis_server.url, key_prefix="storelease", state_loss_lease_s=store_lease_s)
+    try:
+        windows = RedisWindows(quota, config)
+        first = await windows.take(1, now_us=T0)
+        assert not first.granted
+        assert first.wait_s == pytest.approx(1.0 + store_lease_s)
+        pause_us = round((1.0 + store_lease_s) * US)
+        assert not (await windows.take(1, now_us=T0 + pause_us - 1)).granted
+        assert (await windows.take(1, now_us=T0 + pause_us)).granted
+    finally:
+        await quota.close()

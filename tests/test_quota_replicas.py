@@ -127,7 +127,8 @@ class _Replica:
         self.target = f"127.0.0.1:{_free_port()}"
         config = workdir / f"{name}.toml"
         config.write_text(
-            '[store]\nurl = "memory"\n'
+            # lease_s no longer than the in-flight lease: a lost state pauses PAUSE_S.
+            f'[store]\nurl = "memory"\nlease_s = {LEASE_S}\n'
             f'[quota]\nurl = "{redis_url}"\nkey_prefix = "replicas"\n'
             f'[backends.yx]\nvendor = "{VENDOR}"\nbase_url = "{sandbox.url}"\n'
             'app_key = "sandbox-app-key"\napp_secret = "sandbox-app-secret"\n'

@@ -18,7 +18,8 @@ by when they stop counting, and a running sum of their amounts, changed by one L
   a take is O(log n + what expired), whatever the number of entries in a window.
 - An epoch key that never expires: when it is missing, Redis lost its state (restart,
   FLUSHDB, failover, or a Redis that never held it), and the script pauses the app for one
-  window + lease, which outlasts every call the lost entries stood for.
+  window + lease (CONTRACT §5 rule 16: `[store] lease_s`, and never less than the in-flight
+  lease, so the pause outlasts every call the lost entries stood for).
 - A block key: one replica's vendor rate refusal pauses the app on all of them.
 
 Fail closed: when Redis does not answer, nothing is granted; waiters ask again every
@@ -61,7 +62,8 @@ _WALK = 64  # entries read to find when enough room frees: the wait is a bound b
 
 # KEYS: epoch, pause, block, then per window its sorted set and its running sum.
 # ARGV: op, now_us ("" = the server's TIME; only tests pass one), lease_us, windows n,
-#       then per window limit and window_us, then the op's own arguments.
+#       then per window limit and window_us, then state_loss_us (what a lost state pauses
+#       the app for beyond its longest window), then the op's own arguments.
 # Every reply starts with: epoch, pause or block left (us).
 SCRIPT = """
 local op, now = ARGV[1], tonumber(ARGV[2])
@@ -76,7 +78,8 @@ for w = 1, n do
   windows[w] = tonumber(ARGV[4 + 2 * w])
   if windows[w] > longest then longest = windows[w] end
 end
-local arg = 5 + 2 * n
+local state_loss = tonumber(ARGV[5 + 2 * n])
+local arg = 6 + 2 * n
 local ttl = math.ceil((lease + longest) / 1000) + 1000
 
 local function amount_of(member)
@@ -98,7 +101,7 @@ local epoch = redis.call('GET', KEYS[1])
 if not epoch then
   epoch = tostring(now)
   redis.call('SET', KEYS[1], epoch)
-  pause(KEYS[2], now + longest + lease)
+  pause(KEYS[2], now + longest + state_loss)
 end
 
 local function held(w)
@@ -203,8 +206,13 @@ class RedisQuota:
     """The gateway's connection to the shared quota: one client, one script, the
     reachability state and its log lines. `limiter(backend)` per backend."""
 
-    def __init__(self, url: str, key_prefix: str = "imgate") -> None:
+    def __init__(
+        self, url: str, key_prefix: str = "imgate", state_loss_lease_s: float = 0.0
+    ) -> None:
+        """`state_loss_lease_s`: the `[store] lease_s` a lost Redis state pauses each app for,
+        beyond one window (at least the in-flight lease)."""
         self.shown_url = redacted_url(url)
+        self.state_loss_lease_s = state_loss_lease_s
         self._password = urllib.parse.urlsplit(url).password
         self.key_prefix = key_prefix
         self.replica = secrets.token_hex(6)
@@ -302,9 +310,13 @@ class RedisWindows:
         self.keys = [f"{base}:epoch", f"{base}:pause", f"{base}:block"]
         for name, _, _ in self._windows:
             self.keys += [f"{base}:{name}", f"{base}:{name}:sum"]
+        # CONTRACT §5 rule 16: one window plus `lease_s` ([store]), and never less than
+        # the in-flight lease, which is what every lost entry could still stand for.
+        self.state_loss_lease_s = max(self.lease_s, quota.state_loss_lease_s)
         self._head = [str(round(self.lease_s * _US)), str(len(self._windows))]
         for _, limit, window_s in self._windows:
             self._head += [str(limit), str(round(window_s * _US))]
+        self._head.append(str(round(self.state_loss_lease_s * _US)))
         self._shortest_s = min(window_s for _, _, window_s in self._windows)
         self.blocked_until = 0.0
         self._local_block_until = 0.0  # this replica's own refusal, before Redis has it

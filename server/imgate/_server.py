@@ -11,6 +11,7 @@ close.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -37,6 +38,8 @@ from imgate.v1 import gateway_pb2
 log = logging.getLogger("imgate.server")
 
 _FLUSH_S = 2.0
+# With [quota]: how often health checks that Redis answers (one PING).
+QUOTA_HEALTH_EVERY_S = 2.0
 _SERVICE_NAME = gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name
 
 
@@ -60,7 +63,9 @@ class Gateway:
         # [quota] url: every backend's windows live in Redis, shared with the other
         # replicas (CONTRACT §5 rule 14); the fair queue between callers stays here.
         self.quota = (
-            RedisQuota(config.quota_url, config.quota_key_prefix) if config.quota_url else None
+            RedisQuota(config.quota_url, config.quota_key_prefix, config.lease_s)
+            if config.quota_url
+            else None
         )
         self.backends = {
             b.name: Backend(
@@ -107,6 +112,9 @@ class Gateway:
         self.port = 0
         self.metrics_port = 0
         """Where GET /metrics is served once started (0: metrics not served)."""
+        self._store_ok = True
+        self._quota_ok = True
+        self._quota_watch: asyncio.Task[None] | None = None
 
     async def start(self) -> int:
         """Open the store (resuming its batches), bind `config.listen` (port 0 picks one),
@@ -146,15 +154,37 @@ class Gateway:
             raise
         await self._server.start()
         await self._store_reachable(self.batches.store_answers)
+        if self.quota is not None:
+            self._quota_ok = bool(self.quota.reachable)
+            await self._publish_health()
+            self._quota_watch = asyncio.create_task(self._watch_quota(self.quota))
         return self.port
 
     async def _store_reachable(self, reachable: bool) -> None:
-        # A replica whose shared store does not answer can serve nothing: a load balancer
-        # should send callers to another (health is NOT_SERVING until it answers again).
-        status = health_pb2.HealthCheckResponse.SERVING
+        self._store_ok = reachable
         if not reachable:
-            status = health_pb2.HealthCheckResponse.NOT_SERVING
             log.error("the store does not answer: health is NOT_SERVING until it does")
+        await self._publish_health()
+
+    async def _watch_quota(self, quota: RedisQuota) -> None:
+        # Between vendor calls nothing else would notice Redis going away (or coming
+        # back); the ping logs the change itself, like every other call to Redis.
+        while True:
+            await asyncio.sleep(QUOTA_HEALTH_EVERY_S)
+            reachable = await quota.ping()
+            if reachable != self._quota_ok:
+                self._quota_ok = reachable
+                await self._publish_health()
+
+    async def _publish_health(self) -> None:
+        # A replica that can reach neither its shared store nor (with [quota]) the shared
+        # quota can send nothing: a load balancer should send callers to another. Health
+        # is NOT_SERVING until both answer again (CONTRACT §5: fail closed).
+        status = health_pb2.HealthCheckResponse.SERVING
+        if not (self._store_ok and self._quota_ok):
+            status = health_pb2.HealthCheckResponse.NOT_SERVING
+        if self.batches.stopping.is_set():
+            return  # graceful shutdown has set NOT_SERVING for good
         for service in ("", _SERVICE_NAME):
             await self._health.set(service, status)
 
@@ -163,6 +193,8 @@ class Gateway:
         if self.batches.stopping.is_set():
             return
         grace = self.config.shutdown_grace_s if grace_s is None else grace_s
+        if self._quota_watch is not None:
+            self._quota_watch.cancel()
         await self._health.enter_graceful_shutdown()
         await self.batches.stop(grace)
         # Streams now end (every outcome, or UNAVAILABLE); give them a moment to flush.
