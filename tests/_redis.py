@@ -15,12 +15,7 @@ import time
 
 import pytest
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+from tests._procs import free_port
 
 
 class RedisServer:
@@ -34,7 +29,7 @@ class RedisServer:
                 pytest.fail(message + "; IMGATE_REQUIRE_SERVICES=1 needs it")
             pytest.skip(message)
         self.binary = binary
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen[bytes] | None = None
         self.start()

@@ -12,18 +12,16 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from imgate_client import GatewayClient, gateway_pb2, text
+from tests._procs import free_port, http_json
 
 IDS = 1_000_000
 DUPLICATE_EVERY = 50  # every 50th id repeats one seen a little earlier
@@ -31,18 +29,6 @@ GHOST_EVERY = 200_001  # a handful of accounts that do not exist
 # Tencent's figures (200 calls/s, 12,000 recipients/min) scaled up alike on both sides.
 QUOTA = {"call_limit": 4000, "call_window_s": 1.0, "recipient_limit": 1_200_000}
 QUOTA_WINDOW_S = 60.0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _http(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=60) as response:
-        return json.loads(response.read())
 
 
 def _audience() -> Iterator[str]:
@@ -66,7 +52,7 @@ def _first_indexes() -> dict[str, int]:
 @pytest.fixture
 def processes(tmp_path: Path) -> Iterator[tuple[str, str]]:
     """(sandbox URL, gateway target) of a fresh sandbox and gateway."""
-    sandbox_port, gateway_port = _free_port(), _free_port()
+    sandbox_port, gateway_port = free_port(), free_port()
     sandbox_url = f"http://127.0.0.1:{sandbox_port}"
     settings = {"tencent": {**QUOTA, "recipient_window_s": QUOTA_WINDOW_S}}
     log = (tmp_path / "processes.log").open("w")
@@ -107,7 +93,7 @@ def processes(tmp_path: Path) -> Iterator[tuple[str, str]]:
     try:
         for _ in range(300):
             try:
-                _http(f"{sandbox_url}/sandbox/info")
+                http_json(f"{sandbox_url}/sandbox/info")
                 break
             except OSError:
                 time.sleep(0.1)
@@ -123,7 +109,9 @@ def _delivered(sandbox_url: str) -> list[str]:
     recipients: list[str] = []
     after = 0
     while True:
-        page = _http(f"{sandbox_url}/sandbox/deliveries?vendor=tencent&after={after}&limit=10000")
+        page = http_json(
+            f"{sandbox_url}/sandbox/deliveries?vendor=tencent&after={after}&limit=10000"
+        )
         assert not page["truncated"], "the delivery log overflowed its ring"
         if not page["deliveries"]:
             return recipients
@@ -175,5 +163,5 @@ def test_a_million_recipients_from_a_list(processes: tuple[str, str]) -> None:
     delivered = _delivered(sandbox_url)
     assert len(delivered) == len(accepted)  # nobody twice
     assert set(delivered) == accepted
-    stats = _http(f"{sandbox_url}/sandbox/stats?vendor=tencent")["tencent"]
+    stats = http_json(f"{sandbox_url}/sandbox/stats?vendor=tencent")["tencent"]
     assert stats["duplicate_deliveries"] == 0

@@ -11,174 +11,66 @@ chunks' worth of recipients UNCERTAIN per kill.
 
 from __future__ import annotations
 
-import json
-import os
 import random
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from imgate.v1 import gateway_pb2 as pb
-from imgate.v1 import gateway_pb2_grpc as pb_grpc
+from tests._procs import SANDBOX_CREDENTIALS, GatewayProcess, SandboxProcess
 
 RECIPIENTS = 20_000
 MAX_IN_FLIGHT = 4
 PER_CALL = {"yunxin_v1": 500, "yunxin_v2": 100, "tencent": 500}
 RUNS_PER_BACKEND = 7  # 21 runs in all
-CREDENTIALS = {
-    "yunxin_v1": 'app_key = "sandbox-app-key"\napp_secret = "sandbox-app-secret"\n',
-    "yunxin_v2": 'app_key = "sandbox-app-key"\napp_secret = "sandbox-app-secret"\n',
-    "tencent": 'sdk_app_id = 1400000000\nsecret_key = "sandbox-secret-key"\n'
-    'admin_identifier = "administrator"\n',
-}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _http(url: str, method: str = "GET", body: Any = None) -> Any:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method=method)
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())
-
-
-class _Sandbox:
+class _Sandbox(SandboxProcess):
     def __init__(self) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         # No quotas: the windows are not what is tested here.
-        config = {vendor: {"call_limit": None, "recipient_limit": None} for vendor in PER_CALL}
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "bench._sandbox_proc",
-                "--port",
-                str(self.port),
-                "--config",
-                json.dumps(config),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+        super().__init__(
+            {vendor: {"call_limit": None, "recipient_limit": None} for vendor in PER_CALL}
         )
-        for _ in range(200):
-            try:
-                _http(f"{self.url}/sandbox/info")
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("the sandbox did not start")
 
-    def deliveries(self, vendor: str) -> list[str]:
-        """Every logged delivery of `vendor` since the last reset, page by page."""
-        recipients: list[str] = []
-        after = 0
-        while True:
-            page = _http(f"{self.url}/sandbox/deliveries?vendor={vendor}&after={after}&limit=10000")
-            assert not page["truncated"], "the delivery log overflowed its ring"
-            recipients += [d["recipient"] for d in page["deliveries"]]
-            if not page["deliveries"]:
-                return recipients
-            after = page["next_after"]
-
-    def duplicates(self, vendor: str) -> int:
-        stats = _http(f"{self.url}/sandbox/stats?vendor={vendor}")[vendor]
-        return int(stats["duplicate_deliveries"])
+    def recipients(self, vendor: str) -> list[str]:
+        return [d["recipient"] for d in self.deliveries(vendor)]
 
     def reset(self) -> None:
         """A fresh delivery log; every call a little slow, so that a batch is still
         sending when the kill comes."""
-        _http(f"{self.url}/sandbox/reset", "POST", {})
+        super().reset()
         latency = [{"kind": "latency", "delay_s": 0.08}]
-        _http(f"{self.url}/sandbox/faults", "PUT", {vendor: latency for vendor in PER_CALL})
+        self.set_faults({vendor: latency for vendor in PER_CALL})
 
 
 @pytest.fixture(scope="module")
 def vendor_sandbox() -> Iterator[_Sandbox]:
     sandbox = _Sandbox()
     yield sandbox
-    sandbox.process.kill()
-    sandbox.process.wait()
+    sandbox.stop()
 
 
-class _Gateway:
-    def __init__(self, sandbox: _Sandbox, state_dir: Path) -> None:
-        self.target = f"127.0.0.1:{_free_port()}"
-        config = state_dir / "imgate.toml"
-        text = f'default_backend = "tencent"\n[store]\nurl = "sqlite://{state_dir}/imgate.db"\n'
-        for vendor, per_call in PER_CALL.items():
-            text += (
-                f'[backends.{vendor}]\nvendor = "{vendor}"\nbase_url = "{sandbox.url}"\n'
-                f"{CREDENTIALS[vendor]}recipients_per_call = {per_call}\n"
-                f"max_in_flight = {MAX_IN_FLIGHT}\ncall_limit = 1000000\n"
-            )
-            if vendor == "tencent":
-                text += "recipient_limit = 0\n"
-        config.write_text(text)
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "IMGATE_STATE_DIR": str(state_dir)}
-        env.pop("IMGATE_CONFIG", None)
-        self.log = (state_dir / "gateway.log").open("a")
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "imgate",
-                "serve",
-                "--config",
-                str(config),
-                "--listen",
-                self.target,
-            ],
-            stdout=self.log,
-            stderr=self.log,
-            env=env,
+def _gateway(sandbox: _Sandbox, state_dir: Path) -> GatewayProcess:
+    """A gateway on the run's SQLite file (the same one after every restart)."""
+    config = state_dir / "imgate.toml"
+    text = f'default_backend = "tencent"\n[store]\nurl = "sqlite://{state_dir}/imgate.db"\n'
+    for vendor, per_call in PER_CALL.items():
+        text += (
+            f'[backends.{vendor}]\nvendor = "{vendor}"\nbase_url = "{sandbox.url}"\n'
+            f"{SANDBOX_CREDENTIALS[vendor]}recipients_per_call = {per_call}\n"
+            f"max_in_flight = {MAX_IN_FLIGHT}\ncall_limit = 1000000\n"
         )
-        self.channel = grpc.insecure_channel(self.target)
-        self.stub = pb_grpc.GatewayServiceStub(self.channel)
-
-    def wait_serving(self) -> None:
-        health = health_pb2_grpc.HealthStub(self.channel)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, "the gateway exited"
-            try:
-                reply = health.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            time.sleep(0.05)
-        raise AssertionError("the gateway did not become SERVING")
-
-    def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait()
-        self.channel.close()
-        self.log.close()
-
-    def stop(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        self.process.wait(30)
-        self.channel.close()
-        self.log.close()
+        if vendor == "tencent":
+            text += "recipient_limit = 0\n"
+    config.write_text(text)
+    return GatewayProcess(
+        "gateway", config, state_dir / "gateway.log", {"IMGATE_STATE_DIR": str(state_dir)}
+    )
 
 
-def _submit(gateway: _Gateway, vendor: str, prefix: str) -> str:
+def _submit(gateway: GatewayProcess, vendor: str, prefix: str) -> str:
     request = pb.SubmitBatchRequest(
         backend=vendor,
         sender_id="crash_sender",
@@ -188,7 +80,7 @@ def _submit(gateway: _Gateway, vendor: str, prefix: str) -> str:
     return str(gateway.stub.SubmitBatch(request, timeout=30).batch_id)
 
 
-def _until_done(gateway: _Gateway, batch_id: str) -> pb.Batch:
+def _until_done(gateway: GatewayProcess, batch_id: str) -> pb.Batch:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         batch = gateway.stub.GetBatch(pb.GetBatchRequest(batch_id=batch_id), timeout=10)
@@ -206,7 +98,7 @@ _SEEN: list[tuple[int, int, int]] = []
 def _run(sandbox: _Sandbox, vendor: str, seed: int, state_dir: Path) -> None:
     rng = random.Random(seed)
     sandbox.reset()
-    gateway = _Gateway(sandbox, state_dir)
+    gateway = _gateway(sandbox, state_dir)
     gateway.wait_serving()
     batch_ids = [_submit(gateway, vendor, f"s{seed}a")]
     if rng.random() < 0.5:
@@ -215,17 +107,17 @@ def _run(sandbox: _Sandbox, vendor: str, seed: int, state_dir: Path) -> None:
     time.sleep(rng.uniform(0.0, 1.2))
     at_kill = gateway.stub.GetBatch(pb.GetBatchRequest(batch_id=batch_ids[0]), timeout=10)
     gateway.kill()
-    gateway = _Gateway(sandbox, state_dir)
+    gateway = _gateway(sandbox, state_dir)
     if rng.random() < 0.3:  # and once more while it recovers or resumes
         time.sleep(rng.uniform(0.3, 1.5))
         gateway.kill()
         kills += 1
-        gateway = _Gateway(sandbox, state_dir)
+        gateway = _gateway(sandbox, state_dir)
     gateway.wait_serving()
     try:
         # Nobody watches or retries: every batch must get to DONE by itself.
         batches = [_until_done(gateway, batch_id) for batch_id in batch_ids]
-        delivered_list = sandbox.deliveries(vendor)
+        delivered_list = sandbox.recipients(vendor)
         delivered = set(delivered_list)
         for batch in batches:
             request = pb.WatchBatchRequest(batch_id=batch.batch_id)

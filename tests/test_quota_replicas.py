@@ -14,26 +14,18 @@ at >= 0.95 of the limit (from the sandbox's delivery log).
 from __future__ import annotations
 
 import glob
-import json
 import os
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from imgate._quota_redis import LEASE_MARGIN_S
 from imgate.v1 import gateway_pb2 as pb
-from imgate.v1 import gateway_pb2_grpc as pb_grpc
+from tests._procs import SANDBOX_CREDENTIALS, GatewayProcess, SandboxProcess
 from tests._redis import RedisServer
 
 pytestmark = pytest.mark.slow
@@ -49,133 +41,54 @@ PAUSE_S = WINDOW_S + LEASE_S  # after Redis lost its state
 CALLS_PER_VARIANT = 90  # four and a half windows of sending
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _http(url: str, method: str = "GET", body: Any = None) -> Any:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method=method)
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())
-
-
 def _faketime_library() -> str | None:
     found = sorted(glob.glob("/usr/lib/*/faketime/libfaketimeMT.so.1"))
     return found[0] if found else None
 
 
-class _Sandbox:
+class _Sandbox(SandboxProcess):
+    """The sandbox with the one vendor's windows scaled to seconds."""
+
     def __init__(self) -> None:
-        self.url = f"http://127.0.0.1:{_free_port()}"
-        config = {VENDOR: {"call_limit": LIMIT, "call_window_s": WINDOW_S, "block_s": BLOCK_S}}
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "bench._sandbox_proc",
-                "--port",
-                self.url.rsplit(":", 1)[1],
-                "--config",
-                json.dumps(config),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+        super().__init__(
+            {VENDOR: {"call_limit": LIMIT, "call_window_s": WINDOW_S, "block_s": BLOCK_S}}
         )
-        for _ in range(400):
-            try:
-                _http(f"{self.url}/sandbox/info")
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("the sandbox did not start")
 
-    def stats(self) -> dict[str, Any]:
-        stats: dict[str, Any] = _http(f"{self.url}/sandbox/stats?vendor={VENDOR}")[VENDOR]
-        return stats
-
-    def reset(self) -> None:
-        _http(f"{self.url}/sandbox/reset", "POST", {})
-
-    def set_faults(self, rules: list[dict[str, Any]]) -> None:
-        _http(f"{self.url}/sandbox/faults", "PUT", {VENDOR: rules})
+    def stats(self, vendor: str = VENDOR) -> dict[str, Any]:
+        return super().stats(vendor)
 
     def calls(self) -> list[tuple[float, str]]:
         """(first delivery time, sender) of every processed call since the last reset."""
         first: dict[int, tuple[float, str]] = {}
-        after = 0
-        while True:
-            page = _http(f"{self.url}/sandbox/deliveries?vendor={VENDOR}&after={after}&limit=10000")
-            assert not page["truncated"]
-            if not page["deliveries"]:
-                return sorted(first.values())
-            for delivery in page["deliveries"]:
-                seen = first.get(delivery["call_id"])
-                if seen is None or delivery["time"] < seen[0]:
-                    first[delivery["call_id"]] = (delivery["time"], delivery["sender"])
-            after = page["next_after"]
+        for delivery in self.deliveries(VENDOR):
+            seen = first.get(delivery["call_id"])
+            if seen is None or delivery["time"] < seen[0]:
+                first[delivery["call_id"]] = (delivery["time"], delivery["sender"])
+        return sorted(first.values())
 
 
-class _Replica:
+class _Replica(GatewayProcess):
     """`imgate serve` with a memory store and the shared `[quota] url`."""
 
     def __init__(self, name: str, sandbox: _Sandbox, redis_url: str, workdir: Path) -> None:
-        self.name = name
-        self.target = f"127.0.0.1:{_free_port()}"
         config = workdir / f"{name}.toml"
         config.write_text(
             # lease_s no longer than the in-flight lease: a lost state pauses PAUSE_S.
             f'[store]\nurl = "memory"\nlease_s = {LEASE_S}\n'
             f'[quota]\nurl = "{redis_url}"\nkey_prefix = "replicas"\n'
             f'[backends.yx]\nvendor = "{VENDOR}"\nbase_url = "{sandbox.url}"\n'
-            'app_key = "sandbox-app-key"\napp_secret = "sandbox-app-secret"\n'
+            f"{SANDBOX_CREDENTIALS[VENDOR]}"
             f"recipients_per_call = {PER_CALL}\ncall_limit = {LIMIT}\n"
             f"call_window_s = {WINDOW_S}\nblock_s = {BLOCK_S}\n"
             f"request_timeout_s = {REQUEST_TIMEOUT_S}\nmax_in_flight = 8\n"
         )
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        env.pop("IMGATE_CONFIG", None)
+        env = {}
         if name == "skewed":
             library = _faketime_library()
             assert library is not None
             # Its wall clock 0.5 s ahead; monotonic time runs as everyone's.
-            env.update(LD_PRELOAD=library, FAKETIME="+0.5", FAKETIME_DONT_FAKE_MONOTONIC="1")
-        self.log_path = workdir / f"{name}.log"
-        self.log = self.log_path.open("w")
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "imgate",
-                "serve",
-                "--config",
-                str(config),
-                "--listen",
-                self.target,
-            ],
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-        self.channel = grpc.insecure_channel(self.target)
-        self.stub = pb_grpc.GatewayServiceStub(self.channel)
-
-    def wait_serving(self) -> None:
-        health = health_pb2_grpc.HealthStub(self.channel)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.log_path.read_text()
-            try:
-                reply = health.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            time.sleep(0.05)
-        raise AssertionError(f"{self.name} did not become SERVING")
+            env = {"LD_PRELOAD": library, "FAKETIME": "+0.5", "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
+        super().__init__(name, config, workdir / f"{name}.log", env)
 
     def submit(self, calls: int, tag: str) -> str:
         request = pb.SubmitBatchRequest(
@@ -194,23 +107,6 @@ class _Replica:
                 return batch
             time.sleep(0.1)
         raise AssertionError(f"{self.name}: batch {batch_id} did not reach DONE")
-
-    def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait()
-        self.channel.close()
-        self.log.close()
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.channel.close()
-        self.log.close()
 
 
 @dataclass
@@ -238,8 +134,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Cluster]:
         for replica in replicas.values():
             if replica.process.poll() is None:
                 replica.stop()
-        sandbox.process.kill()
-        sandbox.process.wait()
+        sandbox.stop()
         redis.stop()
 
 
@@ -325,12 +220,12 @@ def test_one_replica_clock_half_a_second_ahead(cluster: _Cluster) -> None:
 
 def test_vendor_latency_faults(cluster: _Cluster) -> None:
     _fresh(cluster)
-    cluster.sandbox.set_faults([{"kind": "latency", "delay_s": 0.05, "probability": 0.5}])
+    cluster.sandbox.set_faults({VENDOR: [{"kind": "latency", "delay_s": 0.05, "probability": 0.5}]})
     try:
         batches = _hammer(cluster, ["a", "b", "c"], "latency", CALLS_PER_VARIANT)
         _wait_all(cluster, batches)
     finally:
-        cluster.sandbox.set_faults([])
+        cluster.sandbox.set_faults({VENDOR: []})
     _check(cluster, "latency faults")
 
 
@@ -380,7 +275,7 @@ def test_kill_9_of_a_replica_mid_call(cluster: _Cluster) -> None:
     warm = _hammer(cluster, ["a", "b"], "before", 2 * LIMIT)
     victim = cluster.replicas["c"].submit(CALLS_PER_VARIANT, "victim")
     _wait_all(cluster, warm)
-    cluster.sandbox.set_faults([{"kind": "latency", "delay_s": 1.5}])
+    cluster.sandbox.set_faults({VENDOR: [{"kind": "latency", "delay_s": 1.5}]})
     # Only `c` has work left; its calls go out in bursts as slots free (at most a window
     # apart). Once one of them is held up by the slow answer, the kill lands mid-call.
     deadline = time.monotonic() + 2 * WINDOW_S + 1
@@ -391,7 +286,7 @@ def test_kill_9_of_a_replica_mid_call(cluster: _Cluster) -> None:
     time.sleep(0.1)
     killed = time.time()
     cluster.replicas["c"].kill()
-    cluster.sandbox.set_faults([])
+    cluster.sandbox.set_faults({VENDOR: []})
     assert in_flight >= 1
     after = _hammer(cluster, ["a", "b"], "after", CALLS_PER_VARIANT)
     _wait_all(cluster, after)

@@ -11,26 +11,18 @@ outcome once.
 
 from __future__ import annotations
 
-import json
-import os
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from imgate.v1 import gateway_pb2 as pb
-from imgate.v1 import gateway_pb2_grpc as pb_grpc
 from tests import _postgres
+from tests._procs import SANDBOX_CREDENTIALS, GatewayProcess, SandboxProcess
 
 LEASE_S = 3.0
 MAX_IN_FLIGHT = 2
@@ -38,159 +30,56 @@ PER_CALL = 500
 # Slow enough calls that a batch of 40,000 takes several seconds on one replica.
 LATENCY_S = 0.25
 VENDORS = ("tencent", "yunxin_v1")
-CREDENTIALS = {
-    "yunxin_v1": 'app_key = "sandbox-app-key"\napp_secret = "sandbox-app-secret"\n',
-    "tencent": 'sdk_app_id = 1400000000\nsecret_key = "sandbox-secret-key"\n'
-    'admin_identifier = "administrator"\n',
-}
-# The sandbox with quotas off and a delivery log that holds a whole run (the default ring
-# keeps 100,000; bench._sandbox_proc has no option for it).
-_SANDBOX = """
-import asyncio, dataclasses, json, sys
-from bench._sandbox_proc import sandbox_config
-from imgate.sandbox import serve_sandbox
-config = dataclasses.replace(
-    sandbox_config(json.loads(sys.argv[2])), max_logged_deliveries=1_000_000
-)
-asyncio.run(serve_sandbox("127.0.0.1", int(sys.argv[1]), config))
-"""
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _http(url: str, method: str = "GET", body: Any = None) -> Any:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method=method)
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())
-
-
-class _Sandbox:
+class _Sandbox(SandboxProcess):
     def __init__(self) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = {vendor: {"call_limit": None, "recipient_limit": None} for vendor in VENDORS}
-        self.process = subprocess.Popen(
-            [sys.executable, "-c", _SANDBOX, str(self.port), json.dumps(config)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+        unlimited = {"call_limit": None, "recipient_limit": None}
+        # A log of every delivery of the test (200,000 and more).
+        super().__init__(
+            {vendor: unlimited for vendor in VENDORS}, ["--max-logged-deliveries", "1000000"]
         )
-        for _ in range(200):
-            try:
-                _http(f"{self.url}/sandbox/info")
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("the sandbox did not start")
 
     def reset(self) -> None:
-        _http(f"{self.url}/sandbox/reset", "POST", {})
+        super().reset()
         latency = [{"kind": "latency", "delay_s": LATENCY_S}]
-        _http(f"{self.url}/sandbox/faults", "PUT", {vendor: latency for vendor in VENDORS})
+        self.set_faults({vendor: latency for vendor in VENDORS})
 
-    def deliveries(self) -> list[str]:
+    def recipients(self) -> list[str]:
         """Every logged delivery since the last reset, all vendors."""
-        recipients: list[str] = []
-        for vendor in VENDORS:
-            after = 0
-            while True:
-                page = _http(
-                    f"{self.url}/sandbox/deliveries?vendor={vendor}&after={after}&limit=10000"
-                )
-                assert not page["truncated"], "the delivery log overflowed its ring"
-                recipients += [d["recipient"] for d in page["deliveries"]]
-                if not page["deliveries"]:
-                    break
-                after = page["next_after"]
-        return recipients
+        return [d["recipient"] for vendor in VENDORS for d in self.deliveries(vendor)]
 
-    def duplicates(self) -> int:
-        return sum(
-            int(_http(f"{self.url}/sandbox/stats?vendor={v}")[v]["duplicate_deliveries"])
-            for v in VENDORS
-        )
+    def all_duplicates(self) -> int:
+        return sum(self.duplicates(vendor) for vendor in VENDORS)
 
 
 @pytest.fixture(scope="module")
 def vendor_sandbox() -> Iterator[_Sandbox]:
     sandbox = _Sandbox()
     yield sandbox
-    sandbox.process.kill()
-    sandbox.process.wait()
+    sandbox.stop()
 
 
-class _Replica:
+class _Replica(GatewayProcess):
     def __init__(self, name: str, sandbox: _Sandbox, store_url: str, state_dir: Path) -> None:
-        self.name = name
-        self.target = f"127.0.0.1:{_free_port()}"
         state_dir.mkdir()
         config = state_dir / "imgate.toml"
         text = f'default_backend = "tencent"\n[store]\nurl = "{store_url}"\nlease_s = {LEASE_S}\n'
         for vendor in VENDORS:
             text += (
                 f'[backends.{vendor}]\nvendor = "{vendor}"\nbase_url = "{sandbox.url}"\n'
-                f"{CREDENTIALS[vendor]}recipients_per_call = {PER_CALL}\n"
+                f"{SANDBOX_CREDENTIALS[vendor]}recipients_per_call = {PER_CALL}\n"
                 f"max_in_flight = {MAX_IN_FLIGHT}\ncall_limit = 1000000\n"
             )
             if vendor == "tencent":
                 text += "recipient_limit = 0\n"
         config.write_text(text)
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "IMGATE_STATE_DIR": str(state_dir)}
-        env.pop("IMGATE_CONFIG", None)
-        self.log_path = state_dir / "gateway.log"
-        self.log = self.log_path.open("a")
-        self.process = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "imgate", "serve"),
-                *("--config", str(config), "--listen", self.target),
-            ],
-            stdout=self.log,
-            stderr=self.log,
-            env=env,
+        super().__init__(
+            name, config, state_dir / "gateway.log", {"IMGATE_STATE_DIR": str(state_dir)}
         )
-        self.channel = grpc.insecure_channel(self.target)
-        self.stub = pb_grpc.GatewayServiceStub(self.channel)
-
-    def serving(self) -> bool:
-        health = health_pb2_grpc.HealthStub(self.channel)
-        try:
-            reply = health.Check(health_pb2.HealthCheckRequest(), timeout=1)
-        except grpc.RpcError:
-            return False
-        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
-
-    def wait_serving(self) -> None:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, f"{self.name} exited: {self.log_path.read_text()}"
-            if self.serving():
-                return
-            time.sleep(0.05)
-        raise AssertionError(f"{self.name} did not become SERVING")
 
     def get(self, batch_id: str) -> pb.Batch:
         return self.stub.GetBatch(pb.GetBatchRequest(batch_id=batch_id), timeout=10)
-
-    def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait()
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGCONT)  # should a test have stopped it
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.channel.close()
-        self.log.close()
 
 
 @pytest.fixture
@@ -323,10 +212,10 @@ def test_kill_9_one_replica_the_others_take_its_batches_over(
         watcher.join(60)
         assert watcher.error is None, watcher.error
         assert watcher.summary is not None
-    delivered_list = vendor_sandbox.deliveries()
+    delivered_list = vendor_sandbox.recipients()
     delivered = set(delivered_list)
     assert len(delivered_list) == len(delivered), "someone was delivered twice"
-    assert vendor_sandbox.duplicates() == 0
+    assert vendor_sandbox.all_duplicates() == 0
     for batch, watcher in zip(batches, watchers, strict=True):
         _check_rule_9(batch, watcher.outcomes, delivered)
         assert watcher.summary is not None
@@ -372,9 +261,9 @@ def test_one_request_id_raced_on_two_replicas_is_one_batch(
     assert len(listed.batches) == rounds
     for n in range(rounds):
         _until(r2, answers[(n, "r1")], pb.BATCH_STATE_DONE)
-    delivered = vendor_sandbox.deliveries()
+    delivered = vendor_sandbox.recipients()
     assert len(delivered) == len(set(delivered)) == rounds * 1000
-    assert vendor_sandbox.duplicates() == 0
+    assert vendor_sandbox.all_duplicates() == 0
 
 
 @pytest.mark.slow
@@ -393,7 +282,7 @@ def test_a_cancel_on_another_replica_reaches_the_owner(
         for m in r2.stub.WatchBatch(pb.WatchBatchRequest(batch_id=batch_id), timeout=60)
         for o in m.outcomes
     ]
-    delivered = vendor_sandbox.deliveries()
+    delivered = vendor_sandbox.recipients()
     assert len(delivered) == len(set(delivered))
     _check_rule_9(batch, outcomes, set(delivered))
     # Closed by its owner, which is alive: nothing was adopted, nothing is UNCERTAIN.
@@ -423,9 +312,9 @@ def test_a_replica_presumed_dead_that_wakes_up_changes_nothing(
         for m in r2.stub.WatchBatch(pb.WatchBatchRequest(batch_id=batch_id), timeout=60)
         for o in m.outcomes
     ]
-    delivered = vendor_sandbox.deliveries()
+    delivered = vendor_sandbox.recipients()
     assert len(delivered) == len(set(delivered)), "someone was delivered twice"
-    assert vendor_sandbox.duplicates() == 0
+    assert vendor_sandbox.all_duplicates() == 0
     _check_rule_9(batch, outcomes, set(delivered))
     assert batch.uncertain <= MAX_IN_FLIGHT * PER_CALL
     # The zombie lives on as a replica (it gave the batch up, not its life).

@@ -8,7 +8,6 @@ watcher (CONTRACT.md rule 13: a slow watcher is served from the store at its own
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,18 +20,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from imgate.v1 import gateway_pb2 as pb
 from imgate.v1 import gateway_pb2_grpc as pb_grpc
+from tests._procs import free_port
 
 RECIPIENTS = 100_000
 WATCHERS = 10
 HOLD_S = 20.0
 MAX_GROWTH_MB = 25.0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _rss_mb(pid: int) -> float:
@@ -43,7 +36,7 @@ def _rss_mb(pid: int) -> float:
 
 
 def _serve(state_dir: str) -> tuple[subprocess.Popen[bytes], str]:
-    target = f"127.0.0.1:{_free_port()}"
+    target = f"127.0.0.1:{free_port()}"
     env = {**os.environ, "IMGATE_STATE_DIR": state_dir}
     env.pop("IMGATE_CONFIG", None)
     process = subprocess.Popen(
