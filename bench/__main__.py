@@ -46,6 +46,7 @@ from bench._stages import (
     quota_backends,
     quotas,
     replicas,
+    sleep_out,
     stream_floor,
 )
 from bench._workload import CALLER_TOKENS, VENDORS, Backend
@@ -126,7 +127,7 @@ def run(plan: Plan, stages: set[int], profile_to: Path | None) -> list[Row]:
             rows += callers(sandbox, gateway, auth_gateway, quota_sandbox, auth_quota_gateway, plan)
             auth_gateway.stop()
             auth_quota_gateway.stop()
-        if stages & {6, 7}:
+        if 6 in stages:
             rows += latency(sandbox, gateway, plan)
         if sqlite_gateway is not None:
             rows += durable_store(sandbox, gateway, sqlite_gateway, plan)
@@ -141,6 +142,8 @@ def run(plan: Plan, stages: set[int], profile_to: Path | None) -> list[Row]:
             rows.append(memory(sandbox, open_backends, plan))
         if 13 in stages:
             rows += audience_memory(sandbox, open_backends, plan)
+        if 7 in stages:
+            rows += sleep_out(plan)  # its own sandbox and gateway, the vendors' windows
         if 12 in stages:
             rows += replicas(plan)  # its own Redis, sandbox and three gateways
     return sorted(rows, key=lambda row: row.stage)

@@ -308,11 +308,15 @@ class HttpClient:
         )
         self._read()  # {"ready": true} after its warm-up
 
-    def send(self, recipients: int) -> dict[str, Any]:
-        """Send one batch; the client's JSON plus the sandbox's CPU meanwhile."""
+    def send(self, recipients: int, backoff_s: float | None = None) -> dict[str, Any]:
+        """Send one batch; the client's JSON plus the sandbox's CPU meanwhile. With
+        `backoff_s`: stage 7's loop, rate refusals slept out (`bench._http_client`)."""
         assert self.popen.stdin is not None
         sandbox_cpu = self._sandbox.cpu_s()
-        self.popen.stdin.write(json.dumps({"recipients": recipients}) + "\n")
+        order: dict[str, Any] = {"recipients": recipients}
+        if backoff_s is not None:
+            order["backoff_s"] = backoff_s
+        self.popen.stdin.write(json.dumps(order) + "\n")
         self.popen.stdin.flush()
         result = self._read()
         result["sandbox_cpu_s"] = self._sandbox.cpu_s() - sandbox_cpu
