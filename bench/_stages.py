@@ -772,7 +772,7 @@ def profile(sandbox: Sandbox, gateway: Gateway, plan: Plan, out: Path) -> None:
         progress(f"profile: {vendor}, {plan.e2e_recipients:,} recipients")
         send_batch(gateway, batch_request(vendor, WARM_RECIPIENTS), 60)
         sandbox.reset()
-        raw = out.with_name(f"profile-{vendor}.raw")
+        raw = out.with_name(f"{out.stem}-{vendor}.raw")
         with Sampler(gateway.pid, raw):
             run = send_batch(gateway, batch_request(vendor, plan.e2e_recipients), 300)
         sections.append(
