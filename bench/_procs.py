@@ -109,7 +109,11 @@ def _wait_until(proc: Proc, ready: Callable[[], bool], what: str) -> None:
 class Sandbox(Proc):
     """`bench._sandbox_proc` with control calls over HTTP."""
 
-    def __init__(self, name: str, backends: Sequence[Backend]) -> None:
+    def __init__(
+        self, name: str, backends: Sequence[Backend], max_logged_deliveries: int = 100_000
+    ) -> None:
+        """`max_logged_deliveries`: the delivery log's ring, over every reset (a stage that
+        reads call times back must not have let it overflow since the sandbox started)."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         super().__init__(
@@ -121,6 +125,8 @@ class Sandbox(Proc):
                 str(self.port),
                 "--config",
                 sandbox_json(backends),
+                "--max-logged-deliveries",
+                str(max_logged_deliveries),
             ],
         )
 

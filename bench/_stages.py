@@ -528,7 +528,9 @@ def sleep_out(plan: Plan) -> list[Row]:
     rows: list[Row] = []
     backends = sleep_out_backends()
     with contextlib.ExitStack() as stack:
-        sandbox = Sandbox("sandbox-scaled", backends)
+        # Every delivery of the stage stays in the log: imgate's call times are read back.
+        logged = sum(2 * recipients + 2 * WARM_RECIPIENTS for _, recipients in plan.sleep_out)
+        sandbox = Sandbox("sandbox-scaled", backends, max_logged_deliveries=logged)
         stack.callback(sandbox.stop)
         sandbox.wait_ready()
         gateway = Gateway("gateway-scaled", sandbox, backends)
@@ -1224,7 +1226,7 @@ def _call_times(sandbox: Sandbox, vendor: str) -> list[float]:
             "GET", f"/sandbox/deliveries?vendor={vendor}&after={after}&limit=10000"
         )
         if page["truncated"]:
-            raise BenchError("stage 12: the sandbox's delivery log overflowed")
+            raise BenchError(f"{sandbox.name}: the sandbox's delivery log overflowed")
         if not page["deliveries"]:
             return sorted(first.values())
         for delivery in page["deliveries"]:
