@@ -589,7 +589,11 @@ def sleep_out(plan: Plan) -> list[Row]:
                     " the last window opened)",
                     ideal_text,
                     imgate.wall_s / ideal,
-                    Target("<=", 1.03, 1.06, unit=""),
+                    # Gate 1.25, not twice the target's distance: the ratio includes the
+                    # gateway's own sending after the last window opened (0.1-0.2 s here
+                    # under load, on a 2 s quick-mode ideal), and a limiter that waited a
+                    # window too many would show as >= 1.5 in quick mode.
+                    Target("<=", 1.03, 1.25, unit=""),
                     data=data,
                 ),
                 Row(
