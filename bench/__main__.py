@@ -46,6 +46,7 @@ from bench._stages import (
     quota_backends,
     quotas,
     replicas,
+    sleep_out,
     stream_floor,
 )
 from bench._workload import CALLER_TOKENS, VENDORS, Backend
@@ -71,7 +72,7 @@ def run(plan: Plan, stages: set[int], profile_to: Path | None) -> list[Row]:
         sandbox.wait_ready()
         gateway = started(Gateway("gateway-open", sandbox, open_backends))
         sqlite_gateway = None
-        if 9 in stages:
+        if 9 in stages or profile_to is not None:
             sqlite_gateway = started(
                 Gateway("gateway-sqlite", sandbox, open_backends, store="sqlite")
             )
@@ -126,10 +127,15 @@ def run(plan: Plan, stages: set[int], profile_to: Path | None) -> list[Row]:
             rows += callers(sandbox, gateway, auth_gateway, quota_sandbox, auth_quota_gateway, plan)
             auth_gateway.stop()
             auth_quota_gateway.stop()
-        if stages & {6, 7}:
+        if 6 in stages:
             rows += latency(sandbox, gateway, plan)
-        if sqlite_gateway is not None:
+        if sqlite_gateway is not None and 9 in stages:
             rows += durable_store(sandbox, gateway, sqlite_gateway, plan)
+        if profile_to is not None and sqlite_gateway is not None:
+            profile(
+                sandbox, sqlite_gateway, plan, profile_to.with_name("profile-stage3-sqlite.txt")
+            )
+        if sqlite_gateway is not None:
             sqlite_gateway.stop()
         if observed_gateway is not None:
             rows.append(observability(sandbox, gateway, observed_gateway, plan))
@@ -141,6 +147,8 @@ def run(plan: Plan, stages: set[int], profile_to: Path | None) -> list[Row]:
             rows.append(memory(sandbox, open_backends, plan))
         if 13 in stages:
             rows += audience_memory(sandbox, open_backends, plan)
+        if 7 in stages:
+            rows += sleep_out(plan)  # its own sandbox and gateway, the vendors' windows
         if 12 in stages:
             rows += replicas(plan)  # its own Redis, sandbox and three gateways
     return sorted(rows, key=lambda row: row.stage)
@@ -181,8 +189,9 @@ def main() -> int:
     parser.add_argument(
         "--profile",
         action="store_true",
-        help="then run stage 3's batches again with py-spy sampling the gateway"
-        " (pip install py-spy); summary in bench/out/profile-stage3.txt",
+        help="then run stage 3's batches again with py-spy sampling the gateway, on the"
+        " memory store and on the SQLite store (pip install py-spy); summaries in"
+        " bench/out/profile-stage3.txt and profile-stage3-sqlite.txt",
     )
     parser.add_argument(
         "--stages",

@@ -1,12 +1,17 @@
-"""Floor 1 and the naive baseline: the gateway's vendor requests sent straight to the sandbox.
+"""Vendor requests sent straight to the sandbox: floor 1, stage 6 and stage 7's loop.
 
     python -m bench._http_client --url http://127.0.0.1:P --vendor tencent --concurrency 8
 
 Each call is built by the vendor's translator from the chunks the gateway would plan, so
 the bytes are the gateway's (bodies, fresh signatures); calls go over one keep-alive
 aiohttp session with `--concurrency` in flight, and only the HTTP status of each answer is
-checked. With `--concurrency 1` it is what a team would write without imgate: one chunk
-after the other.
+checked.
+
+Stage 7's loop (`{"recipients": N, "backoff_s": S}`, with `--concurrency 1`) is what a team
+would write without imgate: one chunk after the other, each answer parsed by the
+translator, and a chunk refused for rate (Yunxin 416, Tencent 60007) sent again
+after sleeping `S` seconds (the vendor's documented window or block, scaled like the
+sandbox's). Its answer adds `refusals`: how many calls the vendor refused for rate.
 
 The process serves rounds so that the driver can interleave them with gateway batches
 (both then see the same machine): each stdin line `{"recipients": N}` sends one batch of
@@ -33,7 +38,7 @@ import aiohttp
 from bench._workload import REQUEST_TIMEOUT_S, WARM_RECIPIENTS, batch_request
 from imgate._planner import plan_chunks
 from imgate._registry import BY_VENDOR
-from imgate.translators._base import Translator
+from imgate.translators._base import Disposition, Translator
 
 _Chunks = Iterator[tuple[int, Sequence[str]]]
 
@@ -57,8 +62,9 @@ class VendorClient:
         self.vendor = vendor
         self.concurrency = concurrency
 
-    async def send(self, recipients: int) -> dict[str, Any]:
-        """One batch of `recipients`; the measurements as JSON."""
+    async def send(self, recipients: int, backoff_s: float | None = None) -> dict[str, Any]:
+        """One batch of `recipients`; the measurements as JSON. With `backoff_s`, answers
+        are parsed and rate refusals slept out and sent again (stage 7)."""
         translator = self.translator
         request = batch_request(self.vendor, recipients)
         prepared = translator.prepare(request)
@@ -70,10 +76,17 @@ class VendorClient:
         statuses: Counter[int] = Counter()
         latencies: list[float] = []
         chunks = _chunked(ids, sizes)
+        refusals: list[int] = []
         cpu_before, wall_before = cpu_seconds(), time.perf_counter()
-        await asyncio.gather(
-            *(self._worker(prepared, chunks, statuses, latencies) for _ in range(self.concurrency))
-        )
+        if backoff_s is None:
+            await asyncio.gather(
+                *(
+                    self._worker(prepared, chunks, statuses, latencies)
+                    for _ in range(self.concurrency)
+                )
+            )
+        else:
+            await self._sleep_out(prepared, chunks, statuses, latencies, backoff_s, refusals)
         wall_s, cpu_s = time.perf_counter() - wall_before, cpu_seconds() - cpu_before
         return {
             "vendor": self.vendor,
@@ -84,6 +97,7 @@ class VendorClient:
             "cpu_s": cpu_s,
             "statuses": {str(status): count for status, count in statuses.items()},
             "latencies_s": latencies,
+            "refusals": len(refusals),
         }
 
     async def _worker(
@@ -101,6 +115,38 @@ class VendorClient:
                 await response.read()
                 statuses[response.status] += 1
             latencies.append(time.perf_counter() - started)
+
+    async def _sleep_out(
+        self,
+        prepared: Any,
+        chunks: _Chunks,
+        statuses: Counter[int],
+        latencies: list[float],
+        backoff_s: float,
+        refusals: list[int],
+    ) -> None:
+        """One call at a time; a call refused for rate is sent again after `backoff_s`."""
+        batch_key = uuid.uuid4().hex
+        for number, chunk in chunks:
+            while True:
+                call = self.translator.build(
+                    prepared, chunk, f"{batch_key}:{number}", time.time(), secrets.token_hex(16)
+                )
+                started = time.perf_counter()
+                async with self.session.request(
+                    call.method, self.url, params=call.query, headers=call.headers, data=call.body
+                ) as response:
+                    body = await response.read()
+                    statuses[response.status] += 1
+                latencies.append(time.perf_counter() - started)
+                result = self.translator.parse(chunk, response.status, body)
+                if result.disposition is Disposition.RATE_LIMITED:
+                    refusals.append(number)
+                    await asyncio.sleep(backoff_s)
+                    continue
+                if result.disposition is not Disposition.DONE:
+                    raise RuntimeError(f"call {number}: {result.disposition} {result.detail}")
+                break
 
 
 def _chunked(recipients: Sequence[str], sizes: Sequence[int]) -> _Chunks:
@@ -123,7 +169,8 @@ async def serve(base_url: str, vendor: str, concurrency: int) -> None:
         print(json.dumps({"ready": True}), flush=True)
         loop = asyncio.get_running_loop()
         while line := await loop.run_in_executor(None, sys.stdin.readline):
-            result = await client.send(int(json.loads(line)["recipients"]))
+            order = json.loads(line)
+            result = await client.send(int(order["recipients"]), order.get("backoff_s"))
             print(json.dumps(result), flush=True)
 
 

@@ -109,7 +109,11 @@ def _wait_until(proc: Proc, ready: Callable[[], bool], what: str) -> None:
 class Sandbox(Proc):
     """`bench._sandbox_proc` with control calls over HTTP."""
 
-    def __init__(self, name: str, backends: Sequence[Backend]) -> None:
+    def __init__(
+        self, name: str, backends: Sequence[Backend], max_logged_deliveries: int = 100_000
+    ) -> None:
+        """`max_logged_deliveries`: the delivery log's ring, over every reset (a stage that
+        reads call times back must not have let it overflow since the sandbox started)."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         super().__init__(
@@ -121,6 +125,8 @@ class Sandbox(Proc):
                 str(self.port),
                 "--config",
                 sandbox_json(backends),
+                "--max-logged-deliveries",
+                str(max_logged_deliveries),
             ],
         )
 
@@ -308,11 +314,15 @@ class HttpClient:
         )
         self._read()  # {"ready": true} after its warm-up
 
-    def send(self, recipients: int) -> dict[str, Any]:
-        """Send one batch; the client's JSON plus the sandbox's CPU meanwhile."""
+    def send(self, recipients: int, backoff_s: float | None = None) -> dict[str, Any]:
+        """Send one batch; the client's JSON plus the sandbox's CPU meanwhile. With
+        `backoff_s`: stage 7's loop, rate refusals slept out (`bench._http_client`)."""
         assert self.popen.stdin is not None
         sandbox_cpu = self._sandbox.cpu_s()
-        self.popen.stdin.write(json.dumps({"recipients": recipients}) + "\n")
+        order: dict[str, Any] = {"recipients": recipients}
+        if backoff_s is not None:
+            order["backoff_s"] = backoff_s
+        self.popen.stdin.write(json.dumps(order) + "\n")
         self.popen.stdin.flush()
         result = self._read()
         result["sandbox_cpu_s"] = self._sandbox.cpu_s() - sandbox_cpu

@@ -49,6 +49,9 @@ class Quota:
     """0 = recipients are not counted."""
     recipient_window_s: float = 1.0
     block_s: float = 1.0
+    sandbox_block_s: float | None = None
+    """The sandbox's block after a refusal, when not `block_s` (the gateway's pause must be
+    > 0; Tencent does not block: 0)."""
 
 
 @dataclass(frozen=True)
@@ -78,7 +81,7 @@ def sandbox_json(backends: Sequence[Backend]) -> str:
                 call_window_s=quota.call_window_s,
                 recipient_limit=quota.recipient_limit or None,
                 recipient_window_s=quota.recipient_window_s,
-                block_s=quota.block_s,
+                block_s=quota.block_s if quota.sandbox_block_s is None else quota.sandbox_block_s,
             )
         vendors[backend.vendor] = settings
     return json.dumps(vendors)

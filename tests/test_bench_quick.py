@@ -14,7 +14,7 @@ import pytest
 from bench._profile import summarize
 from bench._report import Row, Target, table
 from bench._sandbox_proc import sandbox_config
-from bench._stages import QUOTAS, quota_backends
+from bench._stages import QUOTAS, SLEEP_OUT_QUOTAS, quota_backends, sleep_out_backends
 from bench._workload import VENDORS, Backend, gateway_toml, sandbox_json
 from imgate._config import load_config
 from imgate.sandbox import FaultRule
@@ -33,6 +33,26 @@ def test_quota_config_is_identical_in_gateway_and_sandbox(tmp_path: Path) -> Non
         assert gateway_side.call_window_s == vendor_side.call_window_s == quota.call_window_s
         assert gateway_side.recipient_limit == (vendor_side.recipient_limit or 0)
         assert gateway_side.block_s == vendor_side.block_s == quota.block_s
+
+
+def test_stage_7_windows_match_in_gateway_and_sandbox(tmp_path: Path) -> None:
+    """Stage 7: the same windows on both sides; only the sandbox's block follows the
+    vendor (Tencent does not block; the gateway's pause after a refusal must be > 0)."""
+    path = tmp_path / "gateway.toml"
+    path.write_text(gateway_toml("http://127.0.0.1:9", sleep_out_backends()))
+    config = load_config(path, {})
+    sandbox = sandbox_config(json.loads(sandbox_json(sleep_out_backends())))
+    for vendor, (quota, _) in SLEEP_OUT_QUOTAS.items():
+        gateway_side = config.backend(vendor)
+        assert gateway_side is not None
+        vendor_side = sandbox.vendors[vendor]
+        assert gateway_side.call_limit == vendor_side.call_limit == quota.call_limit
+        assert gateway_side.call_window_s == vendor_side.call_window_s == quota.call_window_s
+        assert gateway_side.recipient_limit == (vendor_side.recipient_limit or 0)
+        assert gateway_side.recipient_window_s == quota.recipient_window_s
+        assert gateway_side.block_s == quota.block_s
+    assert sandbox.vendors["tencent"].block_s == 0.0
+    assert sandbox.vendors["yunxin_v1"].block_s == SLEEP_OUT_QUOTAS["yunxin_v1"][0].block_s
 
 
 def test_quotas_off_on_both_sides(tmp_path: Path) -> None:

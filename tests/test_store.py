@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import sqlite3
+import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -561,5 +563,40 @@ async def test_sqlite_finished_list_drops_its_index_in_steps(
         got, indexes = await store.read_recipients("b1", 0, 11)
         assert got == ids
         assert indexes == [0, 1, 2, 3, 4, 5, 7, 8, 9, 10, 12]
+    finally:
+        await store.close()
+
+
+async def test_sqlite_write_whose_waiter_is_cancelled_leaves_the_writer_running(
+    tmp_path: Path,
+) -> None:
+    """A caller cancelled while its write waits in the writer's queue (a client gone
+    during create_batch, say): the write still runs, its result goes nowhere, and the
+    writer keeps serving later writes (it used to die on the cancelled future, so that
+    every later write hung)."""
+    store = SQLiteStore(tmp_path / "imgate.db")
+    await store.open()
+    try:
+        holding, release, ran = threading.Event(), threading.Event(), threading.Event()
+
+        def hold(conn: sqlite3.Connection) -> str:
+            holding.set()
+            release.wait(10)
+            return "held"
+
+        def mark(conn: sqlite3.Connection) -> None:
+            ran.set()
+
+        first = asyncio.ensure_future(store._write(hold))
+        await asyncio.to_thread(holding.wait, 10)
+        queued = asyncio.ensure_future(store._write(mark))
+        await asyncio.sleep(0)  # queued behind `hold`
+        queued.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await queued  # the cancellation has gone all the way down
+        release.set()
+        assert await first == "held"
+        assert await asyncio.wait_for(store._write(lambda conn: 2), 30) == 2
+        assert ran.is_set()
     finally:
         await store.close()

@@ -21,7 +21,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -170,20 +170,36 @@ def _connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
+_Settled = list[tuple["asyncio.Future[Any]", Any, BaseException | None]]
+
+
+def _settle(settled: _Settled) -> None:
+    """On the waiters' event loop: hand each operation's result or error to its waiter
+    (one that was cancelled meanwhile is skipped; its operation ran all the same)."""
+    for waiter, result, error in settled:
+        if waiter.cancelled():
+            continue
+        if error is None:
+            waiter.set_result(result)
+        else:
+            waiter.set_exception(error)
+
+
 class _Writer(threading.Thread):
-    """Runs write operations in order, committing each queue's worth in one transaction."""
+    """Runs write operations in order, committing each queue's worth in one transaction.
+    The results of one transaction reach each event loop waiting on them in one call
+    (call_soon_threadsafe once per commit, not once per operation)."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         super().__init__(name="imgate-sqlite-writer", daemon=True)
         self._conn = conn
         self._queue: queue.SimpleQueue[
-            tuple[Callable[[sqlite3.Connection], Any], Future[Any]] | None
+            tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]] | None
         ] = queue.SimpleQueue()
 
-    def submit(self, op: Callable[[sqlite3.Connection], T]) -> Future[T]:
-        future: Future[T] = Future()
-        self._queue.put((op, future))
-        return future
+    def submit(self, op: Callable[[sqlite3.Connection], T], waiter: asyncio.Future[T]) -> None:
+        """Queue `op`; `waiter` (a future of the calling event loop) gets its outcome."""
+        self._queue.put((op, waiter))
 
     def stop(self) -> None:
         self._queue.put(None)
@@ -204,46 +220,49 @@ class _Writer(threading.Thread):
                     self._queue.put(None)  # stop after this commit
                     break
                 items.append(more)
-            self._commit(items)
+            self._deliver(self._commit(items))
 
-    def _commit(self, items: list[tuple[Callable[[sqlite3.Connection], Any], Future[Any]]]) -> None:
+    def _commit(
+        self, items: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]]
+    ) -> _Settled:
         conn = self._conn
-        results: list[tuple[Future[Any], Any, BaseException | None]] = []
+        results: _Settled = []
         try:
             conn.execute("BEGIN IMMEDIATE")
             if len(items) == 1:  # alone in its transaction: no savepoint needed
-                op, future = items[0]
+                op, waiter = items[0]
                 try:
-                    results.append((future, op(conn), None))
+                    results.append((waiter, op(conn), None))
                 except Exception as exc:
                     conn.execute("ROLLBACK")
-                    future.set_exception(exc)
-                    return
-            for op, future in items if len(items) > 1 else ():
+                    return [(waiter, None, exc)]
+            for op, waiter in items if len(items) > 1 else ():
                 conn.execute("SAVEPOINT op")
                 try:
                     result = op(conn)
                 except Exception as exc:  # this operation only: roll it back, keep the rest
                     conn.execute("ROLLBACK TO op")
                     conn.execute("RELEASE op")
-                    results.append((future, None, exc))
+                    results.append((waiter, None, exc))
                 else:
                     conn.execute("RELEASE op")
-                    results.append((future, result, None))
+                    results.append((waiter, result, None))
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
             failure = StoreError(f"store: SQLite write failed: {exc}")
-            for _, future in items:
-                if not future.done():
-                    future.set_exception(failure)
-            return
-        for future, result, error in results:
-            if error is None:
-                future.set_result(result)
-            else:
-                future.set_exception(error)
+            return [(waiter, None, failure) for _, waiter in items]
+        return results
+
+    @staticmethod
+    def _deliver(settled: _Settled) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, _Settled] = {}
+        for entry in settled:
+            by_loop.setdefault(entry[0].get_loop(), []).append(entry)
+        for loop, entries in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
+                loop.call_soon_threadsafe(_settle, entries)
 
 
 class SQLiteStore(Store):
@@ -335,7 +354,9 @@ class SQLiteStore(Store):
     async def _write(self, op: Callable[[sqlite3.Connection], T]) -> T:
         if self._writer is None:
             raise StoreError("store: not open")
-        return await asyncio.wrap_future(self._writer.submit(op))
+        waiter: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._writer.submit(op, waiter)
+        return await waiter
 
     async def _read(self, op: Callable[[sqlite3.Connection], T]) -> T:
         if self._read_pool is None or self._reader is None:
