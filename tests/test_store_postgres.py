@@ -18,8 +18,9 @@ import asyncpg
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from imgate._config import redacted_url as redact_url
 from imgate._store import SENDING, BatchRow, ChunkRow, Counts, StoreError, open_store
-from imgate._store_postgres import SCHEMA_VERSION, PostgresStore, redact_url
+from imgate._store_postgres import SCHEMA_VERSION, PostgresStore
 from imgate.sandbox import SandboxServer
 from imgate.v1 import gateway_pb2 as pb
 from tests import _postgres

@@ -275,6 +275,15 @@ def redacted_url(url: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
 
 
+def hide_password(text: str, url: str) -> str:
+    """`text` (an error's message, say) with `url`'s password, if any, replaced by ***."""
+    try:
+        password = urllib.parse.urlsplit(url).password
+    except ValueError:
+        return text
+    return text.replace(password, "***") if password else text
+
+
 def _quota_url(url: str) -> None:
     shown = redacted_url(url)
     try:

@@ -37,7 +37,6 @@ import itertools
 import logging
 import secrets
 import time
-import urllib.parse
 from collections.abc import Sequence
 from typing import Any
 
@@ -46,7 +45,7 @@ import redis.exceptions
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from imgate._config import BackendConfig, redacted_url
+from imgate._config import BackendConfig, hide_password, redacted_url
 from imgate._ratelimit import Limiter, Take, counted
 from imgate._registry import BY_VENDOR
 
@@ -213,7 +212,7 @@ class RedisQuota:
         beyond one window (at least the in-flight lease)."""
         self.shown_url = redacted_url(url)
         self.state_loss_lease_s = state_loss_lease_s
-        self._password = urllib.parse.urlsplit(url).password
+        self._url = url  # only to hide its password in error texts
         self.key_prefix = key_prefix
         self.replica = secrets.token_hex(6)
         """Prefix of this process's entry tokens (tells replicas' entries apart)."""
@@ -277,10 +276,7 @@ class RedisQuota:
         return result
 
     def _scrubbed(self, exc: BaseException) -> str:
-        text = f"{type(exc).__name__}: {exc}"
-        if self._password:
-            text = text.replace(self._password, "***")
-        return text
+        return hide_password(f"{type(exc).__name__}: {exc}", self._url)
 
     async def close(self) -> None:
         """Send the ends and blocks still pending (briefly), then disconnect."""

@@ -27,11 +27,11 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import asyncpg
 
+from imgate._config import hide_password, redacted_url
 from imgate._store import (
     CLAIMED,
     ENDED_STATES,
@@ -175,16 +175,6 @@ _CONNECT_TIMEOUT_S = 10.0
 _Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
 
-def redact_url(url: str) -> str:
-    """`url` without its password (for errors and logs)."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
-        return url
-    user = urllib.parse.quote(parts.username or "", safe="")
-    host = parts.netloc.rpartition("@")[2]
-    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
-
-
 def _row(record: asyncpg.Record) -> BatchRow:
     return BatchRow(*record.values())
 
@@ -222,11 +212,8 @@ class PostgresStore(Store):
         self._writers: dict[str, asyncio.Lock] = {}
 
     def _error(self, what: str, exc: BaseException) -> StoreError:
-        text = str(exc) or type(exc).__name__
-        password = urllib.parse.urlsplit(self.url).password
-        if password:
-            text = text.replace(password, "***")
-        return StoreError(f"store.url: {what} {redact_url(self.url)}: {text}")
+        text = hide_password(str(exc) or type(exc).__name__, self.url)
+        return StoreError(f"store.url: {what} {redacted_url(self.url)}: {text}")
 
     # -- life cycle -------------------------------------------------------------------
 
@@ -274,7 +261,7 @@ class PostgresStore(Store):
                     None,
                 )
                 if first is None:
-                    raise StoreError(f"store.url: {redact_url(self.url)}: no schema to use")
+                    raise StoreError(f"store.url: {redacted_url(self.url)}: no schema to use")
                 await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {first}")
                 schema = await conn.fetchval("SELECT current_schema()")
             self.schema = schema
@@ -283,7 +270,7 @@ class PostgresStore(Store):
             version = await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_version")
             if version > SCHEMA_VERSION:
                 raise StoreError(
-                    f"store.url: {redact_url(self.url)} has schema version {version}, newer "
+                    f"store.url: {redacted_url(self.url)} has schema version {version}, newer "
                     f"than this gateway's {SCHEMA_VERSION}; upgrade the gateway"
                 )
             for number in range(version, SCHEMA_VERSION):
