@@ -26,6 +26,8 @@ from imgate._store import (
     Recovered,
     Store,
     StoreError,
+    decode_recipients,
+    encode_recipients,
     open_store,
 )
 from imgate._store_memory import MemoryStore
@@ -105,6 +107,23 @@ async def test_ids_keep_any_character_and_their_indexes(store: Store) -> None:
     ids = ['a"b', "new\nline", "日本", "x\\y"]
     await store.create_batch(_row(total=4), ids, [0, 2, 5, 9])
     assert await store.read_recipients("b1", 0, 4) == (ids, [0, 2, 5, 9])
+
+
+async def test_ids_that_look_like_json_or_separators_read_back(store: Store) -> None:
+    # Pages are "\n"-joined unless an id holds "\n": ids that look like the JSON form,
+    # or are empty-looking around the separator, must not be mistaken for it.
+    ids = ["[", '["x"]', "a b", "日本", "", "]"]
+    await store.create_batch(_row(total=6), ids, None)
+    assert await store.read_recipients("b1", 0, 6) == (ids, list(range(6)))
+    assert await store.read_recipients("b1", 2, 5) == (ids[2:5], [2, 3, 4])
+
+
+def test_recipient_pages_written_as_json_by_earlier_versions_still_decode() -> None:
+    assert decode_recipients('["a", "b\\n"]', "", 10) == (["a", "b\n"], [10, 11])
+    assert decode_recipients('["a"]', "[7]", 0) == (["a"], [7])
+    text, indexes = encode_recipients(["a", "b"], None)
+    assert (text, indexes) == ("\na\nb", "")
+    assert decode_recipients(text, indexes, 3) == (["a", "b"], [3, 4])
 
 
 async def test_request_id_is_idempotent_per_caller(store: Store) -> None:

@@ -53,15 +53,14 @@ def _bad_id_positions(ids: Sequence[str]) -> list[int]:
     if not ids:
         return []
     joined = "".join(ids)
-    lengths = list(map(len, ids))
     # Printable ASCII has no control character and no whitespace but the space: with no
-    # space at all and every length in range, every id is valid.
+    # space at all, no empty id and every length in range, every id is valid.
     if (
         joined.isascii()
         and joined.isprintable()
         and " " not in joined
-        and min(lengths) > 0
-        and max(lengths) <= MAX_ACCOUNT_ID_CHARS
+        and all(ids)
+        and max(map(len, ids)) <= MAX_ACCOUNT_ID_CHARS
     ):
         return []
     return [position for position, value in enumerate(ids) if id_problem(value) is not None]
