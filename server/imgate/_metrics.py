@@ -30,7 +30,7 @@ from prometheus_client.registry import Collector
 from imgate import __version__
 from imgate._addresses import split_listen
 from imgate._config import ConfigError
-from imgate.translators._base import RecipientResult
+from imgate.translators._base import RecipientResult, not_accepted
 from imgate.v1 import gateway_pb2 as pb
 
 if TYPE_CHECKING:
@@ -182,8 +182,7 @@ class Metrics:
                 pb.DELIVERY_STATE_UNCERTAIN if item.uncertain else pb.DELIVERY_STATE_FAILED,
                 item.reason,
             )
-            for item in results
-            if not item.accepted
+            for item in not_accepted(results)
         )
         for (state, reason), count in tally.items():
             self.recipients_same(backend, state, reason, count)

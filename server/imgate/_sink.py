@@ -25,7 +25,13 @@ from imgate._store import (
     Counts,
     Store,
 )
-from imgate.translators._base import CallResult, Reason, count_states, fill_outcome
+from imgate.translators._base import (
+    AcceptedAlike,
+    CallResult,
+    Reason,
+    count_states,
+    fill_outcome,
+)
 from imgate.v1 import gateway_pb2 as pb
 
 log = logging.getLogger("imgate.sink")
@@ -74,15 +80,49 @@ def _same_for_all(
 
 
 def _vendor_results(chunk: Chunk, result: CallResult) -> pb.BatchSendResponse:
+    results = result.results
+    if isinstance(results, AcceptedAlike):
+        return _accepted_alike(chunk, results)
     response = pb.BatchSendResponse()
     add = response.outcomes.add
     attempts = chunk.attempts
-    for index, item in zip(chunk.indexes, result.results, strict=True):
+    for index, item in zip(chunk.indexes, results, strict=True):
         outcome = add()
         outcome.recipient_id = item.recipient_id
         outcome.index = index
         outcome.attempts = attempts
         fill_outcome(outcome, item)
+    return response
+
+
+def _accepted_alike(chunk: Chunk, results: AcceptedAlike) -> pb.BatchSendResponse:
+    """_vendor_results without a RecipientResult or a function call per recipient: the
+    shared fields are set from locals, only the exceptions go through fill_outcome."""
+    if len(results) != len(chunk.ids):
+        raise ValueError(f"{len(results)} results for a chunk of {len(chunk.ids)}")
+    response = pb.BatchSendResponse()
+    add = response.outcomes.add
+    attempts = chunk.attempts
+    shared = results.accepted
+    exceptions = results.exceptions
+    accepted = pb.DELIVERY_STATE_ACCEPTED
+    message_id, time_ms, detail = shared.vendor_message_id, shared.vendor_time_ms, shared.detail
+    for position, (index, recipient) in enumerate(zip(chunk.indexes, chunk.ids, strict=True)):
+        outcome = add()
+        outcome.recipient_id = recipient
+        outcome.index = index
+        outcome.attempts = attempts
+        if position in exceptions:
+            fill_outcome(outcome, exceptions[position])
+            continue
+        outcome.state = accepted
+        # Unset fields stay absent, as fill_outcome leaves them (empty is the default).
+        if message_id:
+            outcome.vendor_message_id = message_id
+        if time_ms:
+            outcome.vendor_time_ms = time_ms
+        if detail:
+            outcome.detail = detail
     return response
 
 

@@ -7,7 +7,8 @@ dispatcher knows what it may do next:
     CallResult.disposition
     ├── DONE          final: `results` holds one RecipientResult per recipient, each
     │                 accepted, failed, or uncertain (the vendor's answer for it may
-    │                 mean "processed": never resent)
+    │                 mean "processed": never resent); AcceptedAlike when most were
+    │                 accepted alike, so that no object is made per recipient
     ├── RETRY         certainly not processed (HTTP 502, ...): safe to resend after backoff
     ├── RATE_LIMITED  refused for rate, not processed: pause the backend, then resend
     ├── REFRESH_AUTH  stale credentials, not processed: refresh once, then resend
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import abc
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final, TypeAlias
 
@@ -92,8 +93,81 @@ def fill_outcome(outcome: pb.RecipientOutcome, item: RecipientResult) -> None:
     outcome.detail = item.detail
 
 
+class AcceptedAlike(Sequence[RecipientResult]):
+    """A call's results where every recipient was accepted with the same vendor fields
+    (`accepted`, its recipient_id ignored) but those at the positions in `exceptions`.
+
+    The usual answer (Tencent's one MsgKey for the call, Yunxin legacy's one timetag) in
+    the form the sink turns into outcomes without a RecipientResult per recipient (about
+    a third of the gateway's per-recipient cost of an outcome). Reads like the tuple of
+    results it stands for.
+    """
+
+    __slots__ = ("accepted", "exceptions", "recipients")
+
+    def __init__(
+        self,
+        recipients: Sequence[str],
+        accepted: RecipientResult,
+        exceptions: Mapping[int, RecipientResult] | None = None,
+    ) -> None:
+        if not accepted.accepted:
+            raise ValueError("AcceptedAlike's shared result must be accepted")
+        self.recipients = recipients
+        self.accepted = accepted
+        self.exceptions: Mapping[int, RecipientResult] = exceptions or {}
+
+    def __len__(self) -> int:
+        return len(self.recipients)
+
+    def _at(self, position: int) -> RecipientResult:
+        found = self.exceptions.get(position)
+        if found is not None:
+            return found
+        shared = self.accepted
+        return RecipientResult(
+            self.recipients[position],
+            True,
+            detail=shared.detail,
+            vendor_message_id=shared.vendor_message_id,
+            vendor_time_ms=shared.vendor_time_ms,
+        )
+
+    def __getitem__(self, position: Any) -> Any:
+        if isinstance(position, slice):
+            return tuple(self._at(p) for p in range(*position.indices(len(self))))
+        if position < 0:
+            position += len(self)
+        if not 0 <= position < len(self):
+            raise IndexError(position)
+        return self._at(position)
+
+    def __iter__(self) -> Iterator[RecipientResult]:
+        return (self._at(position) for position in range(len(self)))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Sequence):
+            return tuple(self) == tuple(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # mutable-looking, like a list
+
+    def __repr__(self) -> str:
+        return f"AcceptedAlike({len(self)} recipients, {len(self.exceptions)} exceptions)"
+
+
+def not_accepted(results: Sequence[RecipientResult]) -> Iterator[RecipientResult]:
+    """The results that are not ACCEPTED (AcceptedAlike: only its exceptions are read)."""
+    items = results.exceptions.values() if isinstance(results, AcceptedAlike) else results
+    return (item for item in items if not item.accepted)
+
+
 def count_states(results: Sequence[RecipientResult]) -> tuple[int, int, int]:
     """(accepted, failed, uncertain) among `results`."""
+    if isinstance(results, AcceptedAlike):
+        rejected = list(not_accepted(results))
+        uncertain = sum(1 for item in rejected if item.uncertain)
+        return len(results) - len(rejected), len(rejected) - uncertain, uncertain
     accepted = uncertain = 0
     for item in results:
         if item.accepted:
@@ -107,13 +181,13 @@ def count_states(results: Sequence[RecipientResult]) -> tuple[int, int, int]:
 class CallResult:
     """What one vendor answer means for the chunk it covered.
 
-    For DONE, `results` has one entry per recipient of the chunk, in chunk order. For the
-    other dispositions `reason`, `vendor_code` and `detail` say what the recipients end with
-    if the call is not (or may not be) sent again.
+    For DONE, `results` has one entry per recipient of the chunk, in chunk order (a tuple,
+    or an AcceptedAlike). For the other dispositions `reason`, `vendor_code` and `detail`
+    say what the recipients end with if the call is not (or may not be) sent again.
     """
 
     disposition: Disposition
-    results: tuple[RecipientResult, ...] = ()
+    results: Sequence[RecipientResult] = ()
     reason: Reason = pb.FAILURE_REASON_UNSPECIFIED
     vendor_code: str = ""
     detail: str = ""

@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Final
 
 from imgate._auth import tencent_user_sig
 from imgate.translators._base import (
+    AcceptedAlike,
     CallResult,
     Disposition,
     FieldViolation,
@@ -113,7 +114,6 @@ _RATE = Disposition.RATE_LIMITED
 _AUTH = pb.FAILURE_REASON_AUTH_FAILED
 _INVALID = pb.FAILURE_REASON_MESSAGE_INVALID
 _VENDOR = pb.FAILURE_REASON_VENDOR_ERROR
-_UNSPECIFIED = pb.FAILURE_REASON_UNSPECIFIED
 
 CODES: Final[Mapping[int, tuple[Disposition, Reason]]] = {
     # Request refused as malformed (our request, not the message content per se).
@@ -446,16 +446,14 @@ def _success(
     if not failed and answer.get("ActionStatus") != "OK":
         # The vendor says something failed but not for whom.
         return uncertain_all("the answer reports an error but lists no account")
-    return CallResult(
-        Disposition.DONE,
-        tuple(
-            _failed_recipient(recipient, failed[recipient])
-            if recipient in failed
-            # Positional: this runs once per recipient and keywords cost a third more.
-            else RecipientResult(recipient, True, _UNSPECIFIED, "", "", msg_key)
-            for recipient in recipients
-        ),
-    )
+    # One MsgKey for the call: the accepted share every field but their id.
+    exceptions = {
+        position: _failed_recipient(recipient, failed[recipient])
+        for position, recipient in (enumerate(recipients) if failed else ())
+        if recipient in failed
+    }
+    shared = RecipientResult("", True, vendor_message_id=msg_key)
+    return CallResult(Disposition.DONE, AcceptedAlike(recipients, shared, exceptions))
 
 
 """Detail of every Tencent ACCEPTED outcome: batchsendmsg has been seen answering OK with

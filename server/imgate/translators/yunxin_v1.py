@@ -11,6 +11,7 @@ from typing import Any, ClassVar, Final
 from urllib.parse import urlencode
 
 from imgate.translators._base import (
+    AcceptedAlike,
     CallResult,
     Disposition,
     RecipientResult,
@@ -170,8 +171,10 @@ class YunxinV1Translator(YunxinTranslator):
         not_registered = set(unregister)
         if not_registered & msgids.keys():
             return uncertain_all("an account is both unregistered and given a message id")
-        results = tuple(
-            RecipientResult(
+        # One timetag for the call: the accepted share it; only the unregistered and
+        # those given a message id differ.
+        exceptions = {
+            position: RecipientResult(
                 recipient,
                 False,
                 pb.FAILURE_REASON_RECIPIENT_NOT_FOUND,
@@ -184,9 +187,11 @@ class YunxinV1Translator(YunxinTranslator):
                 vendor_message_id=_message_id(msgids, recipient),
                 vendor_time_ms=time_ms,
             )
-            for recipient in recipients
-        )
-        return CallResult(Disposition.DONE, results)
+            for position, recipient in (enumerate(recipients) if unregister or msgids else ())
+            if recipient in not_registered or recipient in msgids
+        }
+        shared = RecipientResult("", True, vendor_time_ms=time_ms)
+        return CallResult(Disposition.DONE, AcceptedAlike(recipients, shared, exceptions))
 
 
 def _option(options: pb.SendOptions) -> dict[str, bool]:
