@@ -353,3 +353,35 @@ async def test_a_thousand_retries_over_a_day_and_restarts_send_once(
     with pytest.raises(grpc.aio.AioRpcError) as error:
         await gateway.send(text_request(_ids(21), "yunxin_v2", request_id="daily-1"))
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_a_new_batch_goes_from_its_creation_to_its_first_call_in_one_commit(
+    sandbox: SandboxServer, start_gateway: StartGateway
+) -> None:
+    # Issue 15: between storing a new batch and its first vendor call the run neither
+    # commits its state again nor reads back the recipients its creator holds.
+    from imgate._store_memory import MemoryStore
+
+    seen: list[str] = []
+
+    class Recording(MemoryStore):
+        pass
+
+    for name in ("create_batch", "set_state", "chunks", "read_recipients", "write_ahead"):
+        original = getattr(MemoryStore, name)
+
+        def recorded(self: MemoryStore, *args: object, _o=original, _n=name, **kw: object):  # type: ignore[no-untyped-def]
+            seen.append(_n)
+            return _o(self, *args, **kw)
+
+        setattr(Recording, name, recorded)
+    gateway = await start_gateway(store=Recording())
+    # More than one recipient page (10,000), within Tencent's 12,000 a minute.
+    batch = await gateway.stub.SubmitBatch(_submit(_ids(10_500)))
+    assert batch.state == pb.BATCH_STATE_RUNNING
+    _, outcomes = await _watch(gateway, batch.batch_id)
+    assert len(outcomes) == 10_500
+    assert seen[:2] == ["create_batch", "write_ahead"]
+    # Past the first page the run reads the store as before: memory stays flat.
+    assert "read_recipients" in seen
+    assert "set_state" in seen  # the end (DONE) is still committed

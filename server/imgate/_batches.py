@@ -26,11 +26,19 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 
-from imgate._dispatch import Backend, BatchRun
+from imgate._dispatch import Backend, BatchRun, Fresh
 from imgate._logging import set_log_context
 from imgate._metrics import BATCH_STATE_NAMES, Metrics
 from imgate._sink import BatchSink, Chunk
-from imgate._store import BatchRow, Fenced, OutcomePage, Recovered, Store, StoreError
+from imgate._store import (
+    RECIPIENT_PAGE,
+    BatchRow,
+    Fenced,
+    OutcomePage,
+    Recovered,
+    Store,
+    StoreError,
+)
 from imgate._tracing import AttributeValue, Tracing
 from imgate.v1 import gateway_pb2 as pb
 
@@ -178,7 +186,15 @@ class BatchService:
     async def close(self) -> None:
         await self.store.close()
 
-    def _launch(self, row: BatchRow, send: bool = True, call_deadline: float | None = None) -> None:
+    def _launch(
+        self,
+        row: BatchRow,
+        send: bool = True,
+        call_deadline: float | None = None,
+        fresh: Fresh | None = None,
+    ) -> None:
+        """Run `row` in a task; `fresh`: it was created just now, with these recipients
+        first (see BatchRun)."""
         run = BatchRun(
             self.backends[row.backend],
             self.store,
@@ -186,6 +202,7 @@ class BatchService:
             self.owner,
             self.stopping,
             call_deadline,
+            fresh,
         )
         task = asyncio.create_task(self._run(run, send), name=f"batch {row.batch_id}")
         self._runs[row.batch_id] = (run, task)
@@ -203,7 +220,7 @@ class BatchService:
             "imgate.backend": row.backend,
             "imgate.vendor": run.backend.config.vendor,
             "imgate.recipients": row.total,
-            "imgate.resumed": row.state != pb.BATCH_STATE_QUEUED,
+            "imgate.resumed": not run.fresh and row.state != pb.BATCH_STATE_QUEUED,
         }
         try:
             with self.tracing.span("batch", attributes) as span:
@@ -351,18 +368,24 @@ class BatchService:
         request_id) is returned as it is, with False."""
         if self.stopping.is_set():
             raise GatewayStopping
+        # Stored RUNNING (CONTRACT §4: QUEUED or RUNNING): its run starts at once, and
+        # need not commit the state again before the first call.
+        row.state = pb.BATCH_STATE_RUNNING
         stored, created = await self.store.create_batch(row, ids, indexes, owner=self.owner)
         if created:
-            self._launch(stored, call_deadline=call_deadline)
+            first = slice(0, RECIPIENT_PAGE)
+            fresh = Fresh(ids[first], None if indexes is None else indexes[first])
+            self._launch(stored, call_deadline=call_deadline, fresh=fresh)
         return stored, created
 
     async def submit_from_list(self, row: BatchRow, list_id: str) -> tuple[BatchRow, bool]:
         """`submit` with a stored recipient list's ids (LookupError when it is gone)."""
         if self.stopping.is_set():
             raise GatewayStopping
+        row.state = pb.BATCH_STATE_RUNNING  # as in submit
         stored, created = await self.store.create_batch_from_list(row, list_id, owner=self.owner)
         if created:
-            self._launch(stored)
+            self._launch(stored, fresh=Fresh())
         return stored, created
 
     async def cancel(self, batch_id: str) -> BatchRow | None:
