@@ -23,6 +23,7 @@ from grpc_status import rpc_status
 
 from imgate._batches import BatchService, GatewayStopping
 from imgate._callers import current_caller
+from imgate._chars import IdCensus
 from imgate._config import GatewayConfig
 from imgate._dispatch import DEADLINE_MARGIN_S, Backend
 from imgate._logging import set_log_context
@@ -124,11 +125,12 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
             # Every id was checked on upload; what depends on the vendor (Tencent's bytes
             # per id, a body that must fit with one recipient) is decided by the widest one.
             recipient_ids = [recipients.widest_id]
-        problems.extend(validate_common(as_send, recipient_ids, self._config))
+        census = IdCensus.of(recipient_ids)  # one scan for every id check below
+        problems.extend(validate_common(as_send, recipient_ids, self._config, census))
         backend_config = self._config.backend(request.backend)
         if backend_config is not None:
             translator = self._backends[backend_config.name].translator
-            problems.extend(validate_for_vendor(as_send, recipient_ids, translator))
+            problems.extend(validate_for_vendor(as_send, recipient_ids, translator, census))
         if recipients is not None:
             problems = [_in_list(problem, recipients) for problem in problems]
         if problems or backend_config is None:

@@ -10,7 +10,7 @@ import re
 from collections.abc import Sequence
 from typing import Final
 
-from imgate._chars import java_len
+from imgate._chars import IdCensus, java_len
 from imgate._config import GatewayConfig
 from imgate.translators._base import FieldViolation, Translator
 from imgate.v1 import gateway_pb2 as pb
@@ -48,29 +48,29 @@ def id_problem(value: str) -> str | None:
     return None
 
 
-def _bad_id_positions(ids: Sequence[str]) -> list[int]:
+def _bad_id_positions(ids: Sequence[str], census: IdCensus | None = None) -> list[int]:
     """Positions of invalid ids; a few C-speed passes when all are valid (the usual case)."""
     if not ids:
         return []
-    joined = "".join(ids)
+    census = census or IdCensus.of(ids)
     # Printable ASCII has no control character and no whitespace but the space: with no
     # space at all, no empty id and every length in range, every id is valid.
     if (
-        joined.isascii()
-        and joined.isprintable()
-        and " " not in joined
+        census.printable_ascii
+        and " " not in census.joined
         and all(ids)
-        and max(map(len, ids)) <= MAX_ACCOUNT_ID_CHARS
+        and census.longest <= MAX_ACCOUNT_ID_CHARS
     ):
         return []
     return [position for position, value in enumerate(ids) if id_problem(value) is not None]
 
 
 def recipient_violations(
-    recipient_ids: Sequence[str], field: str = "recipient_ids"
+    recipient_ids: Sequence[str], field: str = "recipient_ids", census: IdCensus | None = None
 ) -> list[FieldViolation]:
-    """The invalid ids, each named `field[position]` (the first few, then how many)."""
-    bad_positions = _bad_id_positions(recipient_ids)
+    """The invalid ids, each named `field[position]` (the first few, then how many);
+    `census`: IdCensus.of(recipient_ids), when the caller has it."""
+    bad_positions = _bad_id_positions(recipient_ids, census)
     problems = [
         FieldViolation(f"{field}[{position}]", id_problem(recipient_ids[position]) or _ID_RULE)
         for position in bad_positions[:_MAX_LISTED_BAD_IDS]
@@ -83,9 +83,13 @@ def recipient_violations(
 
 
 def validate_common(
-    request: pb.BatchSendRequest, recipient_ids: Sequence[str], config: GatewayConfig
+    request: pb.BatchSendRequest,
+    recipient_ids: Sequence[str],
+    config: GatewayConfig,
+    census: IdCensus | None = None,
 ) -> list[FieldViolation]:
-    """Problems that do not depend on the vendor (`recipient_ids`: the request's, as a list)."""
+    """Problems that do not depend on the vendor (`recipient_ids`: the request's, as a list;
+    `census`: IdCensus.of(recipient_ids), when the caller has it)."""
     problems: list[FieldViolation] = []
     if config.backend(request.backend) is None:
         known = ", ".join(b.name for b in config.backends)
@@ -102,7 +106,7 @@ def validate_common(
                 f"{count} recipients; at most {config.max_recipients_per_request} per request",
             )
         )
-    problems.extend(recipient_violations(recipient_ids))
+    problems.extend(recipient_violations(recipient_ids, census=census))
     # An empty sender is the vendor's business (Tencent: the admin; Yunxin: refused).
     sender_problem = id_problem(request.sender_id) if request.sender_id else None
     if sender_problem:
@@ -125,14 +129,17 @@ def validate_common(
 
 
 def validate_for_vendor(
-    request: pb.BatchSendRequest, recipient_ids: Sequence[str], translator: Translator
+    request: pb.BatchSendRequest,
+    recipient_ids: Sequence[str],
+    translator: Translator,
+    census: IdCensus | None = None,
 ) -> list[FieldViolation]:
-    """Problems specific to the backend's vendor."""
+    """Problems specific to the backend's vendor (`census` as for validate_common)."""
     problems: list[FieldViolation] = []
     if translator.sender_required and not request.sender_id:
         problems.append(FieldViolation("sender_id", f"required on {translator.vendor} backends"))
     if request.message.WhichOneof("content") is not None:
-        problems.extend(translator.validate(request, recipient_ids))
+        problems.extend(translator.validate(request, recipient_ids, census))
     return problems
 
 

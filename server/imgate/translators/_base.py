@@ -26,6 +26,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final, TypeAlias
 
+from imgate._chars import IdCensus
 from imgate.v1 import gateway_pb2 as pb
 
 Reason: TypeAlias = pb.FailureReason.ValueType
@@ -259,12 +260,16 @@ class Translator(abc.ABC):
 
     @abc.abstractmethod
     def validate(
-        self, request: pb.BatchSendRequest, recipient_ids: Sequence[str] | None = None
+        self,
+        request: pb.BatchSendRequest,
+        recipient_ids: Sequence[str] | None = None,
+        census: IdCensus | None = None,
     ) -> list[FieldViolation]:
         """Vendor-specific whole-request checks (field limits, formats). Empty = valid.
 
         `recipient_ids` is `request.recipient_ids` already converted to a list, when the
-        caller has it: reading a 100,000-id repeated field builds 100,000 new strings.
+        caller has it: reading a 100,000-id repeated field builds 100,000 new strings;
+        `census` is IdCensus.of(recipient_ids), when the caller has it.
 
         Checks common to every vendor (recipients present and ≤ 32 chars, content set,
         backend known) are done before this is called.

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Final
 
 from imgate._auth import yunxin_headers
-from imgate._chars import java_len
+from imgate._chars import IdCensus, java_len
 from imgate.translators._base import (
     CallResult,
     CodeTable,
@@ -222,7 +222,10 @@ class YunxinTranslator(Translator):
         self._app_secret = str(credentials["app_secret"])
 
     def validate(
-        self, request: pb.BatchSendRequest, recipient_ids: Sequence[str] | None = None
+        self,
+        request: pb.BatchSendRequest,
+        recipient_ids: Sequence[str] | None = None,
+        census: IdCensus | None = None,
     ) -> list[FieldViolation]:
         # An empty sender is refused by the servicer from `sender_required`.
         problems = message_violations(request)
