@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import grpc
 import pytest
 
+from imgate._store_sqlite import SQLiteStore
 from imgate.sandbox import Clock, FaultRule, SandboxConfig, SandboxServer
 from imgate.sandbox.tencent import TencentSettings
 from imgate.sandbox.yunxin_v1 import YunxinV1Settings
@@ -345,12 +347,15 @@ async def test_request_id_batch_outlives_its_first_caller(
     assert sandbox.state.stats("tencent").calls_received == 20
 
 
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
 async def test_bound_batch_is_cancelled_with_its_caller(
-    sandbox: SandboxServer, start_gateway: StartGateway
+    sandbox: SandboxServer, start_gateway: StartGateway, store: str, tmp_path: Path
 ) -> None:
     # Rule 10: without request_id the batch goes with its caller; what was never sent
-    # ends FAILED/NOT_ATTEMPTED, readable with WatchBatch.
-    gateway = await start_gateway({"recipients_per_call": 10, "max_in_flight": 1})
+    # ends FAILED/NOT_ATTEMPTED, readable with WatchBatch. On every store: a SQLite-only
+    # regression once kept a cancelled batch sending (issue 15).
+    durable = SQLiteStore(tmp_path / "imgate.db") if store == "sqlite" else None
+    gateway = await start_gateway({"recipients_per_call": 10, "max_in_flight": 1}, store=durable)
     sandbox.state.set_faults("tencent", [FaultRule(kind="latency", delay_s=0.1)])
     call = gateway.stub.BatchSend(text_request(_ids(200), "tencent"), timeout=30)
     batch_id = ""

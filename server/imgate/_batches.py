@@ -291,7 +291,8 @@ class BatchService:
             await asyncio.sleep(every)
             try:
                 # Bounded: a database that stopped answering (no reset) is noticed too.
-                await asyncio.wait_for(self.store.heartbeat(self.owner), max(1.0, every))
+                async with asyncio.timeout(max(1.0, every)):  # not wait_for: see woken
+                    await self.store.heartbeat(self.owner)
             except Exception as exc:
                 self.metrics.store_errors.labels("heartbeat").inc()
                 log.warning("store heartbeat failed: %s", exc or type(exc).__name__)
@@ -417,8 +418,7 @@ class BatchService:
                 yield pages, None
                 continue
             if store.known_live(batch_id) and not self.stopped.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(changed.wait(), WATCH_POLL_S)
+                await woken(changed, WATCH_POLL_S)
                 continue
             row = await store.get_batch(batch_id)
             if row is None:
@@ -434,8 +434,19 @@ class BatchService:
                 return
             if self.stopped.is_set():
                 raise GatewayStopping
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), WATCH_POLL_S)
+            await woken(changed, WATCH_POLL_S)
+
+
+async def woken(event: asyncio.Event, timeout_s: float) -> None:
+    """Until `event` is set or `timeout_s` has passed, whichever comes first.
+
+    Not asyncio.wait_for: on Python 3.11 it returns normally when the waiting task is
+    cancelled just after the event was set, so a cancelled BatchSend's stream went on
+    and its bound batch kept sending (rule 10; issue 15). asyncio.timeout does not.
+    """
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout_s):
+            await event.wait()
 
 
 def _only_fenced(exc: BaseException) -> bool:

@@ -205,7 +205,8 @@ class Emulator(abc.ABC, Generic[SettingsT, CallT]):
     async def _pause(self, seconds: float) -> None:
         # Shutdown cuts every pause short, so a hanging answer never holds the server.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.sandbox.closing.wait(), timeout=seconds)
+            async with asyncio.timeout(seconds):  # not wait_for: it can swallow a cancel
+                await self.sandbox.closing.wait()
 
 
 def _unprocessed_fault(request: web.Request, fault: FaultRule) -> web.Response:
