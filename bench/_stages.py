@@ -4,7 +4,8 @@
     2 stream floor    prebuilt outcome batches over grpc.aio: server CPU per outcome
     3 end to end      gateway CPU per recipient ÷ (floor 1 + floor 2), quotas off
     4 batching        stream floor CPU per outcome, one per message ÷ batched
-    5 quotas          scaled windows enforced by the sandbox: rate used, refusals, peaks
+    5 quotas          scaled windows enforced by the sandbox: rate used (and where the wall
+                      time went: start-up, paced, drain), refusals, peaks
     6 first outcome   time to the first outcome of a big batch ÷ one vendor round trip
     7 sleep-out loop  the vendors' real window shapes scaled 60x down in time: a
                       sequential loop that sleeps out each rate refusal vs imgate, time
