@@ -219,9 +219,10 @@ class _Waiter:
         """Until `wake` or for `seconds` (None: until `wake`), whichever comes first.
 
         One future, resolved by either: the waiter runs on the loop pass right after its
-        timer or its wake. `asyncio.wait_for(event.wait(), timeout)` took four more passes
-        (the inner task, its cancel, the wait_for's own waiter), each queued behind
-        whatever else was ready, and the slot that had just freed stayed unused meanwhile.
+        timer or its wake. `asyncio.wait_for(event.wait(), timeout)` took two (wake) to
+        about four (timer) more passes (the inner task, its cancel, the wait_for's own
+        waiter), each queued behind whatever else was ready, and the slot that had just
+        freed stayed unused meanwhile.
         """
         loop = asyncio.get_running_loop()
         self._woken = woken = loop.create_future()
