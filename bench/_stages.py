@@ -4,7 +4,8 @@
     2 stream floor    prebuilt outcome batches over grpc.aio: server CPU per outcome
     3 end to end      gateway CPU per recipient ÷ (floor 1 + floor 2), quotas off
     4 batching        stream floor CPU per outcome, one per message ÷ batched
-    5 quotas          scaled windows enforced by the sandbox: rate used, refusals, peaks
+    5 quotas          scaled windows enforced by the sandbox: rate used (and where the wall
+                      time went: start-up, paced, drain), refusals, peaks
     6 first outcome   time to the first outcome of a big batch ÷ one vendor round trip
     7 sleep-out loop  the vendors' real window shapes scaled 60x down in time: a
                       sequential loop that sleeps out each rate refusal vs imgate, time
@@ -157,6 +158,10 @@ class BatchRun:
     outcome_messages: int
     summary: pb.BatchSummary
     gateway_cpu_s: float
+    started_unix: float = 0.0
+    """Wall clock (Unix seconds) at the BatchSend call, to set against the sandbox's log."""
+    ended_unix: float = 0.0
+    """Wall clock at the summary."""
 
 
 def send_batch(gateway: Gateway, request: pb.BatchSendRequest, timeout_s: float) -> BatchRun:
@@ -167,6 +172,7 @@ def send_batch(gateway: Gateway, request: pb.BatchSendRequest, timeout_s: float)
     outcomes = outcome_messages = 0
     summary: pb.BatchSummary | None = None
     cpu_before = gateway.cpu_s()
+    started_unix = time.time()
     started = time.perf_counter()
     for message in stub.BatchSend(request, timeout=timeout_s, metadata=gateway.metadata):
         if message.outcomes:
@@ -177,13 +183,23 @@ def send_batch(gateway: Gateway, request: pb.BatchSendRequest, timeout_s: float)
         if message.HasField("summary"):
             summary = message.summary
     wall_s = time.perf_counter() - started
+    ended_unix = started_unix + wall_s
     cpu_s = gateway.cpu_s() - cpu_before
     if summary is None or outcomes != recipients or summary.accepted != recipients:
         raise BenchError(
             f"{gateway.name}: {recipients} recipients on {request.backend} gave {outcomes}"
             f" outcomes, summary {summary}"
         )
-    return BatchRun(recipients, wall_s, first_outcome_s, outcome_messages, summary, cpu_s)
+    return BatchRun(
+        recipients,
+        wall_s,
+        first_outcome_s,
+        outcome_messages,
+        summary,
+        cpu_s,
+        started_unix,
+        ended_unix,
+    )
 
 
 def _check_floor_run(sandbox: Sandbox, result: dict[str, Any]) -> None:
@@ -371,6 +387,61 @@ def quota_backends() -> list[Backend]:
     return [Backend(vendor, quota) for vendor, (quota, _) in QUOTAS.items()]
 
 
+@dataclass(frozen=True)
+class QuotaRunParts:
+    """Where one stage-5 run's wall time went, on the sandbox's arrival times (Unix s)."""
+
+    startup_s: float
+    """The client's BatchSend call to the first vendor call reaching the sandbox."""
+    paced_s: float
+    """First arrival to the first arrival of the last window's calls: the time the
+    limiter paced; ideally (windows - 1) * window."""
+    drain_s: float
+    """First arrival of the last window's calls to the client's summary."""
+    window_uses: tuple[float, ...]
+    """Units arriving in each full window after the first, [t0 + k*w, t0 + (k+1)*w)
+    with t0 the first arrival and k >= 1, ÷ the limit."""
+
+
+def _last_window_start(calls: list[tuple[float, int]], limit: int) -> float:
+    """Arrival of the first call past the first (ceil(units / limit) - 1) * limit units:
+    the call that had to wait for the last window to open."""
+    total = sum(amount for _, amount in calls)
+    before_last = (math.ceil(total / limit) - 1) * limit
+    units = 0
+    for arrival, amount in calls:
+        if units >= before_last:
+            return arrival
+        units += amount
+    return calls[-1][0]
+
+
+def quota_run_parts(
+    calls: list[tuple[float, int]], started: float, ended: float, limit: int, window_s: float
+) -> QuotaRunParts:
+    """Split a quota-bound run into start-up, paced time and drain.
+
+    `calls`: (arrival, units) per vendor call, sorted by arrival. A window is full when it
+    ends by the last arrival: the one holding the last calls is where the demand ran out.
+    """
+    if not calls:
+        raise BenchError("stage 5: no vendor call reached the sandbox")
+    first, last = calls[0][0], calls[-1][0]
+    last_window_start = _last_window_start(calls, limit)
+    uses = []
+    k = 1
+    while first + (k + 1) * window_s <= last:
+        low, high = first + k * window_s, first + (k + 1) * window_s
+        uses.append(sum(amount for arrival, amount in calls if low <= arrival < high) / limit)
+        k += 1
+    return QuotaRunParts(
+        startup_s=first - started,
+        paced_s=last_window_start - first,
+        drain_s=ended - last_window_start,
+        window_uses=tuple(uses),
+    )
+
+
 def quotas(sandbox: Sandbox, gateway: Gateway, plan: Plan) -> list[Row]:
     """Stage 5: long batches under scaled quotas enforced on both sides."""
     rows: list[Row] = []
@@ -393,7 +464,26 @@ def quotas(sandbox: Sandbox, gateway: Gateway, plan: Plan) -> list[Row]:
         refusals = sum(stats["refusals"].values())
         peak = stats["peak_calls_in_window" if counts_calls else "peak_recipients_in_window"]
         quota_text = f"{limit:,} {unit} / {window_s:g} s"
-        data = {"quota": quota_text, "sent": sent, "wall_s": run.wall_s, "stats": stats}
+        calls = _call_arrivals(sandbox, vendor)
+        if counts_calls:
+            calls = [(arrival, 1) for arrival, _ in calls]
+        parts = quota_run_parts(calls, run.started_unix, run.ended_unix, limit, window_s)
+        ideal_paced_s = (sent / limit - 1) * window_s
+        # The same figure without the start-up and the drain: the limiter's pace alone.
+        paced_rate = (sent - limit) / parts.paced_s if parts.paced_s > 0 else math.inf
+        uses = parts.window_uses or (0.0,)
+        data = {
+            "quota": quota_text,
+            "sent": sent,
+            "wall_s": run.wall_s,
+            "stats": stats,
+            "startup_s": parts.startup_s,
+            "paced_s": parts.paced_s,
+            "ideal_paced_s": ideal_paced_s,
+            "drain_s": parts.drain_s,
+            "paced_rate": paced_rate,
+            "window_uses": list(parts.window_uses),
+        }
         rows += [
             Row(
                 5,
@@ -404,6 +494,33 @@ def quotas(sandbox: Sandbox, gateway: Gateway, plan: Plan) -> list[Row]:
                 achieved / quota_rate,
                 Target(">=", 0.9, 0.45, unit=""),
                 data=data,
+            ),
+            Row(
+                5,
+                f"quota use ({vendor}): where the wall time went (sandbox arrivals)",
+                f"{quota_text}; start-up = call to first arrival, drain = first arrival of"
+                " the last window's calls to summary",
+                f"start-up {parts.startup_s:.3f} s + paced {parts.paced_s:.3f} s + drain"
+                f" {parts.drain_s:.3f} s (client {run.wall_s:.3f} s); without start-up and"
+                f" drain {paced_rate:,.1f} {unit}/s",
+                f"ideal paced {ideal_paced_s:g} s; {quota_rate:,.0f} {unit}/s",
+                paced_rate / quota_rate,
+                data={k: data[k] for k in ("startup_s", "paced_s", "ideal_paced_s", "drain_s")},
+            ),
+            Row(
+                5,
+                f"quota use ({vendor}): limiter's own, {unit} per full window after the"
+                " first ÷ limit",
+                f"{quota_text}; windows [t0 + k*w, t0 + (k+1)*w) from the first arrival,"
+                f" k >= 1, {len(parts.window_uses)} full",
+                f"mean {statistics.fmean(uses):.3f}, min {min(uses):.3f}",
+                f"{limit:,} {unit} per window",
+                statistics.fmean(uses),
+                # Loose gate: counted from the first arrival, a window only comes up short
+                # once the pace has drifted by most of a window, which only a limiter that
+                # loses a window's worth shows (noise on a busy machine shifts ms).
+                Target(">=", 0.99, 0.9, unit=""),
+                data={"window_uses": list(parts.window_uses)},
             ),
             Row(
                 5,
@@ -561,9 +678,16 @@ def sleep_out(plan: Plan) -> list[Row]:
             units = calls if counts_calls else recipients
             ideal = _quota_bound_s(units, limit, window_s, round_trip)
             # What imgate spent after its last window opened: sending, not waiting.
-            arrivals = _call_times(sandbox, vendor)
+            calls_seen = _call_arrivals(sandbox, vendor)
+            arrivals = [arrival for arrival, _ in calls_seen]
             opened = arrivals[0] + ideal - round_trip
             tail_s = arrivals[-1] - opened if arrivals[-1] > opened else 0.0
+            if counts_calls:
+                calls_seen = [(arrival, 1) for arrival, _ in calls_seen]
+            parts = quota_run_parts(
+                calls_seen, imgate.started_unix, imgate.ended_unix, limit, window_s
+            )
+            ideal_paced_s = ideal - round_trip
             shape = (
                 f"{limit:,} {unit} / sliding {window_s:g} s"
                 + (f", {blocks:g} s block" if blocks else ", no block")
@@ -579,6 +703,10 @@ def sleep_out(plan: Plan) -> list[Row]:
                 "ideal_s": ideal,
                 "imgate_tail_s": tail_s,
                 "round_trip_s": round_trip,
+                "imgate_startup_s": parts.startup_s,
+                "imgate_paced_s": parts.paced_s,
+                "imgate_drain_s": parts.drain_s,
+                "imgate_last_arrival_s": arrivals[-1] - arrivals[0],
             }
             rows += [
                 Row(
@@ -595,6 +723,16 @@ def sleep_out(plan: Plan) -> list[Row]:
                     # window too many would show as >= 1.5 in quick mode.
                     Target("<=", 1.03, 1.25, unit=""),
                     data=data,
+                ),
+                Row(
+                    7,
+                    f"time to deliver ({vendor}): where imgate's time went (sandbox arrivals)",
+                    f"{params}; drain = first arrival of the last window's {unit} to summary",
+                    f"start-up {parts.startup_s:.3f} s + paced {parts.paced_s:.3f} s + drain"
+                    f" {parts.drain_s:.3f} s (client {imgate.wall_s:.3f} s; last call"
+                    f" {arrivals[-1] - arrivals[0]:.3f} s after the first)",
+                    f"ideal paced {ideal_paced_s:.2f} s + round trip {round_trip * 1000:.1f} ms",
+                    ideal_paced_s / parts.paced_s if parts.paced_s > 0 else None,
                 ),
                 Row(
                     7,
@@ -1223,7 +1361,14 @@ def _until_done(stub: pb_grpc.GatewayServiceStub, batch_id: str, timeout_s: floa
 
 def _call_times(sandbox: Sandbox, vendor: str) -> list[float]:
     """When each processed call reached the sandbox (its first delivery), sorted."""
+    return [arrival for arrival, _ in _call_arrivals(sandbox, vendor)]
+
+
+def _call_arrivals(sandbox: Sandbox, vendor: str) -> list[tuple[float, int]]:
+    """(arrival, deliveries) per processed call: its first delivery's time (Unix s) and how
+    many recipients it delivered, sorted by arrival."""
     first: dict[int, float] = {}
+    delivered: dict[int, int] = {}
     after = 0
     while True:
         page = sandbox.control(
@@ -1232,10 +1377,11 @@ def _call_times(sandbox: Sandbox, vendor: str) -> list[float]:
         if page["truncated"]:
             raise BenchError(f"{sandbox.name}: the sandbox's delivery log overflowed")
         if not page["deliveries"]:
-            return sorted(first.values())
+            return sorted((first[call], delivered[call]) for call in first)
         for delivery in page["deliveries"]:
             call = delivery["call_id"]
             first[call] = min(first.get(call, delivery["time"]), delivery["time"])
+            delivered[call] = delivered.get(call, 0) + 1
         after = page["next_after"]
 
 

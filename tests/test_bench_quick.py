@@ -137,3 +137,30 @@ def test_stage_12_quota_use_is_one_when_each_call_is_a_window_after_its_limit_th
     assert _quota_use(arrivals, 4, 1.0) == pytest.approx(1.0, abs=1e-6)
     slow = [second * 1.25 + 0.001 * n for second in range(10) for n in range(4)]
     assert _quota_use(slow, 4, 1.0) == pytest.approx(0.8, abs=1e-3)
+
+
+def test_stage_5_parts_split_the_wall_time_and_count_full_windows() -> None:
+    from bench._stages import quota_run_parts
+
+    # 4 windows of 2 calls of 500 (limit 1,000 per 1 s), each window 10 ms late on the last.
+    calls = [(100.0 + k * 1.01 + 0.002 * n, 500) for k in range(4) for n in range(2)]
+    parts = quota_run_parts(calls, started=99.95, ended=103.10, limit=1_000, window_s=1.0)
+    assert parts.startup_s == pytest.approx(0.05)
+    assert parts.paced_s == pytest.approx(3.03)
+    assert parts.drain_s == pytest.approx(103.10 - 103.03)
+    # Windows [101, 102) and [102, 103) end by the last arrival (103.032); [103, 104) not.
+    assert parts.window_uses == (1.0, 1.0)
+    # A window that comes up short is counted short: drop one call of the second window.
+    short = calls[:2] + calls[3:]
+    assert quota_run_parts(short, 99.95, 103.10, 1_000, 1.0).window_uses == (0.5, 1.0)
+
+
+def test_stage_7_last_window_starts_past_the_full_windows() -> None:
+    from bench._stages import quota_run_parts
+
+    # 5 calls, limit 2: windows of 2, 2, 1; the last window's call is the fifth.
+    calls = [(float(t), 1) for t in (0, 0.1, 1.2, 1.3, 2.4)]
+    parts = quota_run_parts(calls, started=-0.1, ended=2.5, limit=2, window_s=1.0)
+    assert parts.paced_s == pytest.approx(2.4)
+    assert parts.drain_s == pytest.approx(0.1)
+    assert parts.window_uses == (1.0,)

@@ -117,3 +117,31 @@ async def test_batches_take_turns() -> None:
     # then on they alternate, so the small batch is done by grant 8 of 14, not at the end.
     small_positions = [i for i, name in enumerate(order) if name == "small"]
     assert small_positions == [5, 7]
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_the_head_waiter_takes_freed_room_on_the_next_loop_pass() -> None:
+    """When room comes, the waiter next in line is granted on the first loop pass: every
+    pass it waits longer is quota the vendor would have allowed and nobody used. Counted
+    in loop passes on a fake clock, not timed."""
+    clock = _Clock()
+    limiter = BackendLimiter(10, 1.0, 0, 0, clock=clock)
+    in_flight = await limiter.acquire(1)
+    limiter.block(5.0)  # on the fake clock: the waiter sleeps on a 5 s (real) timer
+    waiting = asyncio.create_task(limiter.acquire(1))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not waiting.done()
+    clock.now = 5.0  # the pause is over; the end of the call in flight wakes the waiter
+    in_flight.release()
+    await asyncio.sleep(0)  # one loop pass
+    assert waiting.done()
+    (await waiting).release()
+    assert limiter.usage() == [("calls", 2, 10)]

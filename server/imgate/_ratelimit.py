@@ -30,7 +30,6 @@ Two parts, one owner each:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 import itertools
 import time
@@ -208,7 +207,32 @@ class Grant:
 class _Waiter:
     tag: float
     arrival: int
-    wake: asyncio.Event = field(compare=False, default_factory=asyncio.Event)
+    _woken: asyncio.Future[None] | None = field(compare=False, default=None)
+
+    def wake(self) -> None:
+        """End the current `sleep`. A wake while not asleep is not kept (as with the event
+        cleared before each wait it replaces): a waiter asks the windows before it sleeps."""
+        if self._woken is not None and not self._woken.done():
+            self._woken.set_result(None)
+
+    async def sleep(self, seconds: float | None) -> None:
+        """Until `wake` or for `seconds` (None: until `wake`), whichever comes first.
+
+        One future, resolved by either: the waiter runs on the loop pass right after its
+        timer or its wake. `asyncio.wait_for(event.wait(), timeout)` took two (wake) to
+        about four (timer) more passes (the inner task, its cancel, the wait_for's own
+        waiter), each queued behind whatever else was ready, and the slot that had just
+        freed stayed unused meanwhile.
+        """
+        loop = asyncio.get_running_loop()
+        self._woken = woken = loop.create_future()
+        timer = None if seconds is None else loop.call_later(seconds, self.wake)
+        try:
+            await woken
+        finally:
+            self._woken = None
+            if timer is not None:
+                timer.cancel()
 
 
 class Limiter:
@@ -279,11 +303,9 @@ class Limiter:
                 if deadline is not None:
                     until_deadline = deadline - now
                     timeout = until_deadline if timeout is None else min(timeout, until_deadline)
-                waiter.wake.clear()
                 # Room comes with time or when an in-flight call ends; the turn comes when
                 # the waiter ahead is granted or gives up, or one with a smaller tag arrives.
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(waiter.wake.wait(), timeout)
+                await waiter.sleep(timeout)
         finally:
             was_first = self._waiting[0] is waiter
             if was_first:
@@ -299,7 +321,7 @@ class Limiter:
 
     def _wake_first(self) -> None:
         if self._waiting:
-            self._waiting[0].wake.set()
+            self._waiting[0].wake()
 
     def _end(self, token: Any) -> None:
         self.windows.give_back(token)
