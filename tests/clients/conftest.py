@@ -41,6 +41,8 @@ class FakeGateway(gateway_pb2_grpc.GatewayServiceServicer):
         self.outcomes_per_response = 2
         self.send_summary = True
         self.pause_between_responses_s = 0.0
+        self.pause_between_pages_s = 0.0
+        """UploadRecipients reads its pages this much apart (a slow upload, on purpose)."""
         self.requests: list[gateway_pb2.BatchSendRequest] = []
         self.metadata: list[dict[str, str | bytes]] = []
         self.cancelled = threading.Event()
@@ -120,6 +122,8 @@ class FakeGateway(gateway_pb2_grpc.GatewayServiceServicer):
         async for page in request_iterator:
             pages.append(len(page.recipient_ids))
             ids.extend(page.recipient_ids)
+            if self.pause_between_pages_s:
+                await asyncio.sleep(self.pause_between_pages_s)
         self.upload_pages.append(pages)
         list_id = f"list-{len(self.lists)}"
         self.lists[list_id] = ids

@@ -317,6 +317,9 @@ def test_to_file_of_a_million_lines_streams_with_progress_on_a_terminal(
     fake_server: FakeServer, tmp_path: pytest.TempPathFactory
 ) -> None:
     fake_server.gateway.outcomes_per_response = 5000
+    # 100 pages read 10 ms apart: the upload lasts past the bar's 0.5 s delay however fast
+    # the machine is (a fast run once uploaded in under 0.5 s and showed no bar at all).
+    fake_server.gateway.pause_between_pages_s = 0.01
     ids = tmp_path / "ids.txt"  # type: ignore[operator]
     with open(ids, "w", encoding="utf-8") as file:
         file.writelines(f"user{n:07d}\n" for n in range(1_000_000))
