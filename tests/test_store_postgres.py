@@ -6,6 +6,7 @@ The common behaviour is in test_store.py."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import time
@@ -108,6 +109,40 @@ async def test_one_sweeper_adopts_a_batch_once(schema_url: str) -> None:
     finally:
         for store in stores:
             await store.close()
+
+
+async def test_a_replica_stalled_inside_a_transaction_does_not_keep_its_batches(
+    schema_url: str,
+) -> None:
+    # A replica frozen mid-transaction (SIGSTOP, a VM pause) held its batch's row lock,
+    # and the sweepers' SKIP LOCKED passed the batch by for as long as it slept (a
+    # fresh-clone CI run: nobody adopted it in 60 s). Its session is ended after a lease.
+    stalled = PostgresStore(schema_url, lease_s=1.0)
+    sweeper = PostgresStore(schema_url, lease_s=1.0)
+    await asyncio.gather(stalled.open(), sweeper.open())
+    try:
+        await stalled.heartbeat("zombie")
+        await stalled.create_batch(_row("b1"), ["a", "b", "c"], None, owner="zombie")
+        conn = await stalled.pool.acquire()
+        transaction = conn.transaction()
+        await transaction.start()  # then nothing more: frozen with the row locked
+        await conn.execute("SELECT 1 FROM batches WHERE batch_id = 'b1' FOR UPDATE")
+        adopted: list[str] = []
+        deadline = time.monotonic() + 8
+        while not adopted and time.monotonic() < deadline:
+            rows, _ = await sweeper.adopt("alive", lease_s=1.0)
+            adopted = [row.batch_id for row in rows]
+            await asyncio.sleep(0.2)
+        assert adopted == ["b1"]
+        # Its session was ended meanwhile (asyncpg then drops it from the pool, too).
+        with pytest.raises((asyncpg.PostgresError, asyncpg.InterfaceError)):
+            await conn.execute("SELECT 1")
+        with contextlib.suppress(Exception):
+            await stalled.pool.release(conn)
+    finally:
+        await sweeper.close()
+        with contextlib.suppress(Exception):
+            await stalled.close()
 
 
 async def test_watchers_of_another_store_are_notified(schema_url: str) -> None:

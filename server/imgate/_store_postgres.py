@@ -224,7 +224,17 @@ class PostgresStore(Store):
                 min_size=_POOL_MIN,
                 max_size=_POOL_MAX,
                 timeout=_CONNECT_TIMEOUT_S,
-                server_settings={"application_name": "imgate"},
+                server_settings={
+                    "application_name": "imgate",
+                    # A replica frozen inside a transaction (SIGSTOP, a VM pause) would
+                    # hold its batch rows locked, and the sweepers' SKIP LOCKED would pass
+                    # them by for as long as it sleeps: after a lease without a word from
+                    # it (at least a second), the server ends its session; its writes
+                    # would be fenced off anyway.
+                    "idle_in_transaction_session_timeout": str(
+                        round(max(1.0, self.lease_s) * 1000)
+                    ),
+                },
             )
         except Exception as exc:  # whatever it is, its message is shown without the password
             raise self._error("cannot connect to", exc) from None
