@@ -105,16 +105,27 @@ class VendorClient:
     ) -> None:
         batch_key = uuid.uuid4().hex
         for number, chunk in chunks:
-            call = self.translator.build(
-                prepared, chunk, f"{batch_key}:{number}", time.time(), secrets.token_hex(16)
-            )
-            started = time.perf_counter()
-            async with self.session.request(
-                call.method, self.url, params=call.query, headers=call.headers, data=call.body
-            ) as response:
-                await response.read()
-                statuses[response.status] += 1
-            latencies.append(time.perf_counter() - started)
+            await self._call(prepared, chunk, f"{batch_key}:{number}", statuses, latencies)
+
+    async def _call(
+        self,
+        prepared: Any,
+        chunk: Sequence[str],
+        key: str,
+        statuses: Counter[int],
+        latencies: list[float],
+    ) -> tuple[int, bytes]:
+        """One vendor call, built as the gateway would (fresh signature); its status and
+        latency are counted, its (status, body) returned."""
+        call = self.translator.build(prepared, chunk, key, time.time(), secrets.token_hex(16))
+        started = time.perf_counter()
+        async with self.session.request(
+            call.method, self.url, params=call.query, headers=call.headers, data=call.body
+        ) as response:
+            body = await response.read()
+            statuses[response.status] += 1
+        latencies.append(time.perf_counter() - started)
+        return response.status, body
 
     async def _sleep_out(
         self,
@@ -129,17 +140,10 @@ class VendorClient:
         batch_key = uuid.uuid4().hex
         for number, chunk in chunks:
             while True:
-                call = self.translator.build(
-                    prepared, chunk, f"{batch_key}:{number}", time.time(), secrets.token_hex(16)
+                status, body = await self._call(
+                    prepared, chunk, f"{batch_key}:{number}", statuses, latencies
                 )
-                started = time.perf_counter()
-                async with self.session.request(
-                    call.method, self.url, params=call.query, headers=call.headers, data=call.body
-                ) as response:
-                    body = await response.read()
-                    statuses[response.status] += 1
-                latencies.append(time.perf_counter() - started)
-                result = self.translator.parse(chunk, response.status, body)
+                result = self.translator.parse(chunk, status, body)
                 if result.disposition is Disposition.RATE_LIMITED:
                     refusals.append(number)
                     await asyncio.sleep(backoff_s)

@@ -480,9 +480,7 @@ def quotas(sandbox: Sandbox, gateway: Gateway, plan: Plan) -> list[Row]:
         refusals = sum(stats["refusals"].values())
         peak = stats["peak_calls_in_window" if counts_calls else "peak_recipients_in_window"]
         quota_text = f"{limit:,} {unit} / {window_s:g} s"
-        calls = _call_arrivals(sandbox, vendor)
-        if counts_calls:
-            calls = [(arrival, 1) for arrival, _ in calls]
+        calls = _quota_units(sandbox, vendor, counts_calls)
         parts = quota_run_parts(calls, run.started_unix, run.ended_unix, limit, window_s)
         ideal_paced_s = (sent / limit - 1) * window_s
         # The same figure without the start-up and the drain: the limiter's pace alone.
@@ -723,12 +721,10 @@ def sleep_out(plan: Plan) -> list[Row]:
             units = calls if counts_calls else recipients
             ideal = _quota_bound_s(units, limit, window_s, round_trip)
             # What imgate spent after its last window opened: sending, not waiting.
-            calls_seen = _call_arrivals(sandbox, vendor)
+            calls_seen = _quota_units(sandbox, vendor, counts_calls)
             arrivals = [arrival for arrival, _ in calls_seen]
             opened = arrivals[0] + ideal - round_trip
             tail_s = arrivals[-1] - opened if arrivals[-1] > opened else 0.0
-            if counts_calls:
-                calls_seen = [(arrival, 1) for arrival, _ in calls_seen]
             parts = quota_run_parts(
                 calls_seen, imgate.started_unix, imgate.ended_unix, limit, window_s
             )
@@ -1428,6 +1424,13 @@ def _call_arrivals(sandbox: Sandbox, vendor: str) -> list[tuple[float, int]]:
             first[call] = min(first.get(call, delivery["time"]), delivery["time"])
             delivered[call] = delivered.get(call, 0) + 1
         after = page["next_after"]
+
+
+def _quota_units(sandbox: Sandbox, vendor: str, counts_calls: bool) -> list[tuple[float, int]]:
+    """(arrival, units) per processed call, in the unit the quota counts: 1 a call, or
+    the recipients it delivered."""
+    calls = _call_arrivals(sandbox, vendor)
+    return [(arrival, 1) for arrival, _ in calls] if counts_calls else calls
 
 
 def _quota_use(arrivals: list[float], limit: int, window_s: float) -> float:

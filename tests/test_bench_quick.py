@@ -7,6 +7,7 @@ its generated gateway and sandbox configurations in step with the product's.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,44 +16,49 @@ from bench._profile import summarize
 from bench._report import Row, Target, table
 from bench._sandbox_proc import sandbox_config
 from bench._stages import QUOTAS, SLEEP_OUT_QUOTAS, quota_backends, sleep_out_backends
-from bench._workload import VENDORS, Backend, gateway_toml, sandbox_json
-from imgate._config import load_config
+from bench._workload import VENDORS, Backend, Quota, gateway_toml, sandbox_json
+from imgate._config import BackendConfig, load_config
 from imgate.sandbox import FaultRule
+from imgate.sandbox._config import VendorSettings
 
 
-def test_quota_config_is_identical_in_gateway_and_sandbox(tmp_path: Path) -> None:
+def _both_sides(
+    tmp_path: Path, backends: list[Backend], quotas: dict[str, tuple[Quota, str]]
+) -> Iterator[tuple[str, Quota, BackendConfig, VendorSettings]]:
+    """(vendor, quota, gateway's backend, sandbox's vendor) for each quota, the limits and
+    windows checked equal on both sides first."""
     path = tmp_path / "gateway.toml"
-    path.write_text(gateway_toml("http://127.0.0.1:9", quota_backends()))
+    path.write_text(gateway_toml("http://127.0.0.1:9", backends))
     config = load_config(path, {})
-    sandbox = sandbox_config(json.loads(sandbox_json(quota_backends())))
-    for vendor, (quota, _) in QUOTAS.items():
+    sandbox = sandbox_config(json.loads(sandbox_json(backends)))
+    for vendor, (quota, _) in quotas.items():
         gateway_side = config.backend(vendor)
         assert gateway_side is not None
         vendor_side = sandbox.vendors[vendor]
         assert gateway_side.call_limit == vendor_side.call_limit == quota.call_limit
         assert gateway_side.call_window_s == vendor_side.call_window_s == quota.call_window_s
         assert gateway_side.recipient_limit == (vendor_side.recipient_limit or 0)
+        yield vendor, quota, gateway_side, vendor_side
+
+
+def test_quota_config_is_identical_in_gateway_and_sandbox(tmp_path: Path) -> None:
+    for _, quota, gateway_side, vendor_side in _both_sides(tmp_path, quota_backends(), QUOTAS):
         assert gateway_side.block_s == vendor_side.block_s == quota.block_s
 
 
 def test_stage_7_windows_match_in_gateway_and_sandbox(tmp_path: Path) -> None:
     """Stage 7: the same windows on both sides; only the sandbox's block follows the
     vendor (Tencent does not block; the gateway's pause after a refusal must be > 0)."""
-    path = tmp_path / "gateway.toml"
-    path.write_text(gateway_toml("http://127.0.0.1:9", sleep_out_backends()))
-    config = load_config(path, {})
-    sandbox = sandbox_config(json.loads(sandbox_json(sleep_out_backends())))
-    for vendor, (quota, _) in SLEEP_OUT_QUOTAS.items():
-        gateway_side = config.backend(vendor)
-        assert gateway_side is not None
-        vendor_side = sandbox.vendors[vendor]
-        assert gateway_side.call_limit == vendor_side.call_limit == quota.call_limit
-        assert gateway_side.call_window_s == vendor_side.call_window_s == quota.call_window_s
-        assert gateway_side.recipient_limit == (vendor_side.recipient_limit or 0)
+    sandbox_blocks = {}
+    sides = _both_sides(tmp_path, sleep_out_backends(), SLEEP_OUT_QUOTAS)
+    for vendor, quota, gateway_side, vendor_side in sides:
         assert gateway_side.recipient_window_s == quota.recipient_window_s
         assert gateway_side.block_s == quota.block_s
-    assert sandbox.vendors["tencent"].block_s == 0.0
-    assert sandbox.vendors["yunxin_v1"].block_s == SLEEP_OUT_QUOTAS["yunxin_v1"][0].block_s
+        sandbox_blocks[vendor] = vendor_side.block_s
+    assert sandbox_blocks == {
+        "tencent": 0.0,
+        "yunxin_v1": SLEEP_OUT_QUOTAS["yunxin_v1"][0].block_s,
+    }
 
 
 def test_quotas_off_on_both_sides(tmp_path: Path) -> None:
