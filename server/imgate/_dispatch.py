@@ -176,6 +176,10 @@ class Backend:
                 data=request.body,
                 timeout=aiohttp.ClientTimeout(total=timeout_s),
                 trace_request_ctx=trace_ctx,
+                # A 3xx is read as the vendor's answer (UNCERTAIN), never followed: a 307
+                # or 308 would send the call again (every recipient twice), to a host
+                # that may not be the vendor's, with the signed body and credentials.
+                allow_redirects=False,
             ) as response:
                 body = await read_bounded(
                     response.content, response.content_length, self.config.max_response_bytes

@@ -403,6 +403,15 @@ def classify_http_status(recipients: Sequence[str], status: int) -> CallResult |
             vendor_code="http_502",
             detail="HTTP 502 from the vendor",
         )
+    if 300 <= status < 400:
+        # The dispatcher never follows redirects: whoever answered may have processed it.
+        return CallResult(
+            Disposition.AMBIGUOUS,
+            reason=pb.FAILURE_REASON_VENDOR_ERROR,
+            vendor_code=f"http_{status}",
+            detail=f"HTTP {status} redirect from the vendor's address, not followed;"
+            " the call may have been processed",
+        )
     return CallResult(
         Disposition.AMBIGUOUS,
         reason=pb.FAILURE_REASON_VENDOR_ERROR,
