@@ -197,7 +197,8 @@ async def test_configured_json_logs_and_metrics(
     process.send_signal(signal.SIGTERM)
     _, stderr = await asyncio.to_thread(process.communicate, timeout=20)
     records = [json.loads(line) for line in stderr.splitlines()]
-    batch = next(r for r in records if r["message"].startswith("batch of 2 recipients"))
+    # The batch's one INFO line (issue 20): its audit line when it ends.
+    batch = next(r for r in records if r["message"].startswith("batch ended:"))
     assert (batch["backend"], batch["request_id"], batch["caller"]) == ("tx", "rid-json", "-")
     assert len(batch["batch_id"]) == 32
     assert "sandbox-secret-key" not in stderr

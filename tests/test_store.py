@@ -32,7 +32,7 @@ from imgate._store import (
 )
 from imgate._store_memory import MemoryStore
 from imgate._store_postgres import PostgresStore
-from imgate._store_sqlite import SQLiteStore
+from imgate._store_sqlite import SCHEMA_VERSION, SQLiteStore
 from imgate.v1 import gateway_pb2 as pb
 from tests import _postgres
 
@@ -153,9 +153,11 @@ async def test_chunk_life_and_outcome_pages_in_order(store: Store) -> None:
     assert row is not None
     assert (row.accepted, row.uncertain, row.pending, row.vendor_calls) == (3, 2, 0, 3)
     assert (row.chunk_count, row.planned_to) == (2, 5)
-    pages = await store.read_outcomes("b1", 0, 10)
+    pages = await store.read_outcomes("b1", 0)
     assert [(p.seq, p.count) for p in pages] == [(1, 3), (2, 2)]
-    assert [p.seq for p in await store.read_outcomes("b1", 1, 10)] == [2]
+    assert [p.seq for p in await store.read_outcomes("b1", 1)] == [2]
+    # At most max_bytes, but at least one page.
+    assert [p.seq for p in await store.read_outcomes("b1", 0, max_bytes=1)] == [1]
     assert pb.BatchSendResponse.FromString(pages[0].data).outcomes[2].recipient_id == "r2"
 
 
@@ -180,7 +182,7 @@ async def test_fencing_another_owner_changes_nothing(store: Store) -> None:
     row = await store.get_batch("b1")
     assert row is not None
     assert row.accepted == 2
-    assert len(await store.read_outcomes("b1", 0, 10)) == 1
+    assert len(await store.read_outcomes("b1", 0)) == 1
 
 
 async def test_states_and_cancelling_sticks(store: Store) -> None:
@@ -272,12 +274,17 @@ async def test_purge_removes_only_old_ended_batches(store: Store) -> None:
 
 async def test_notifier_wakes_watchers(store: Store) -> None:
     await store.create_batch(_row(total=1), ["a"], None)
-    event = store.notifier.event("b1")
-    assert not event.is_set()
-    await store.record(
-        ChunkRow("b1", 0, 0, 1, PLANNED, attempts=1), DONE, _page(1), Counts(1), "me"
-    )
-    assert event.is_set()
+    with store.notifier.watching("b1") as event:
+        assert not event.is_set()
+        await store.record(
+            ChunkRow("b1", 0, 0, 1, PLANNED, attempts=1), DONE, _page(1), Counts(1), "me"
+        )
+        assert event.is_set()
+    # Nothing is kept for a batch nobody watches (one Event per BatchSend leaked: issue 20).
+    assert len(store.notifier) == 0
+    with store.notifier.watching("ended") as event:
+        pass
+    assert len(store.notifier) == 0
 
 
 async def _upload(store: Store, list_id: str, pages: list[list[str]], **fields: object) -> int:
@@ -425,7 +432,7 @@ async def test_sqlite_is_wal_and_synchronous_full(tmp_path: Path) -> None:
                 conn.execute("PRAGMA user_version").fetchone()[0],
             )
         )
-        assert modes == ("wal", 2, 2)  # synchronous 2 = FULL
+        assert modes == ("wal", 2, SCHEMA_VERSION)  # synchronous 2 = FULL
     finally:
         await store.close()
 
@@ -477,7 +484,7 @@ async def test_adopt_takes_only_dead_replicas_batches_and_fences_them(
     await zombie.open()
     try:
         if not zombie.shared:  # one process: nobody else to adopt from
-            assert await zombie.adopt("me", 0.0) == ([], Recovered())
+            assert await zombie.adopt("me", 0.0) == (0, Recovered())
             return
         adopter = make_store()
         await adopter.open()
@@ -487,10 +494,10 @@ async def test_adopt_takes_only_dead_replicas_batches_and_fences_them(
             await zombie.create_batch(_row(total=6), list("abcdef"), None, owner="zombie")
             in_flight = ChunkRow("b1", 0, 0, 2, PLANNED, attempts=1)
             await zombie.write_ahead(in_flight, "zombie")
-            assert await adopter.adopt("adopter", lease_s=60.0) == ([], Recovered())
+            assert await adopter.adopt("adopter", lease_s=60.0) == (0, Recovered())
             await asyncio.sleep(0.2)  # the zombie's heartbeat is now older than the lease
-            rows, recovered = await adopter.adopt("adopter", lease_s=0.1)
-            assert [r.batch_id for r in rows] == ["b1"]
+            adopted, recovered = await adopter.adopt("adopter", lease_s=0.1)
+            assert adopted == 1
             assert [(c.number, c.state, c.owner) for c in recovered.sending] == [
                 (0, SENDING, "adopter")
             ]
@@ -510,7 +517,7 @@ async def test_adopt_takes_only_dead_replicas_batches_and_fences_them(
                 (SENDING, "adopter"),
             ]
             # Adopted once: nothing left for another sweep.
-            assert await adopter.adopt("third", lease_s=60.0) == ([], Recovered())
+            assert await adopter.adopt("third", lease_s=60.0) == (0, Recovered())
         finally:
             await adopter.close()
     finally:
@@ -524,8 +531,10 @@ async def test_a_retired_replicas_batches_are_adopted_at_once(make_store: MakeSt
         await store.heartbeat("leaving")
         await store.create_batch(_row(total=1), ["a"], None, owner="leaving")
         await store.retire("leaving")
-        rows, _ = await store.adopt("other", lease_s=3600.0)
-        assert [r.batch_id for r in rows] == (["b1"] if store.shared else [])
+        adopted, _ = await store.adopt("other", lease_s=3600.0)
+        assert adopted == (1 if store.shared else 0)
+        if store.shared:  # adopted: "other"'s now, waiting in the queue for a slot
+            assert await store.claim_next("tx", "", "other") is not None
     finally:
         await store.close()
 
@@ -551,10 +560,12 @@ async def test_a_released_batch_is_adopted_even_from_a_live_owner(make_store: Ma
         await store.heartbeat("alive")
         await store.create_batch(_row(total=1), ["a"], None, owner="alive")
         await store.release("b1", "someone-else")  # not theirs to release: no change
-        assert await store.adopt("other", lease_s=3600.0) == ([], Recovered())
+        assert await store.adopt("other", lease_s=3600.0) == (0, Recovered())
         await store.release("b1", "alive")
-        rows, _ = await store.adopt("other", lease_s=3600.0)
-        assert [r.batch_id for r in rows] == (["b1"] if store.shared else [])
+        adopted, _ = await store.adopt("other", lease_s=3600.0)
+        assert adopted == (1 if store.shared else 0)
+        if store.shared:  # adopted: "other"'s now, waiting in the queue for a slot
+            assert await store.claim_next("tx", "", "other") is not None
     finally:
         await store.close()
 
@@ -578,7 +589,7 @@ async def test_sqlite_schema_1_file_gains_lists_and_keeps_its_batches(tmp_path: 
         assert (await _finish(store, "L1"))[1]
         assert await store.read_recipients("b1", 0, 1) == (["a"], [0])
         version = await store._read(lambda c: c.execute("PRAGMA user_version").fetchone()[0])
-        assert version == 2
+        assert version == SCHEMA_VERSION
     finally:
         await store.close()
 

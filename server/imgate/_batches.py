@@ -4,6 +4,14 @@
 sent by this process and nothing else in memory: batches, recipients and outcomes live
 in the store, and a watcher reads them from there at its own pace.
 
+Each backend runs at most `max_running_batches` batches at once here; the others wait
+QUEUED in the store, never in memory, and a slot that frees takes the oldest batch of the
+caller with the fewest running (callers' fair shares, rule 19). Past
+`max_queued_batches` waiting, a submit is refused (`Backlogged`). A BatchSend that fits
+one vendor call takes a short path (`send_small`): quota and permit first, then the batch
+is stored with its chunk already SENDING (one commit), sent, and recorded and ended in
+one more commit; its caller gets the outcome without a watch loop over the store.
+
 At start-up it recovers what a previous process left: chunks found SENDING may have
 reached the vendor, so they end UNCERTAIN (never resent); CLAIMED ones go back to
 PLANNED; unfinished batches are resumed, except those bound to a caller that is gone
@@ -24,15 +32,19 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
+from typing import Any
 
 from imgate._dispatch import Backend, BatchRun, Fresh
 from imgate._logging import set_log_context
 from imgate._metrics import BATCH_STATE_NAMES, Metrics
 from imgate._sink import BatchSink, Chunk
 from imgate._store import (
+    PLANNED,
     RECIPIENT_PAGE,
     BatchRow,
+    ChunkRow,
     Fenced,
     OutcomePage,
     Recovered,
@@ -49,7 +61,10 @@ audit_log = logging.getLogger("imgate.audit")
 # A watcher with nothing new checks the store this often even without a notification
 # (another process may have written; a notification may have been lost).
 WATCH_POLL_S = 1.0
-WATCH_PAGES = 64
+# What a watcher reads at once: its memory is bounded in bytes, whatever a page holds.
+WATCH_BYTES = 64 << 10
+# Batches closed at once after a restart (bound to a caller that is gone, or cancelled).
+_CLOSING_AT_ONCE = 16
 _PURGE_EVERY_S = 300.0
 # The owner of a batch cancelled on another replica notices within this.
 CANCEL_POLL_S = 1.0
@@ -57,6 +72,36 @@ CANCEL_POLL_S = 1.0
 
 class GatewayStopping(Exception):
     """This gateway is shutting down and the batch will not end here."""
+
+
+class Backlogged(Exception):
+    """The backend has `max_queued_batches` waiting: nothing was stored."""
+
+
+class _Slots:
+    """One backend's batches running in this process, by caller, and the callers that
+    may have batches waiting QUEUED in the store."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.running: Counter[str] = Counter()
+        self.total = 0
+        self.waiting: set[str] = set()
+        self.filling = False
+
+    @property
+    def free(self) -> bool:
+        return self.total < self.limit
+
+    def take(self, caller: str) -> None:
+        self.running[caller] += 1
+        self.total += 1
+
+    def give_back(self, caller: str) -> None:
+        self.total -= 1
+        self.running[caller] -= 1
+        if self.running[caller] <= 0:
+            del self.running[caller]  # keyed by caller: nothing kept for an idle one
 
 
 class BatchService:
@@ -90,7 +135,11 @@ class BatchService:
         self.stopping = asyncio.Event()
         self.stopped = asyncio.Event()
         self._runs: dict[str, tuple[BatchRun, asyncio.Task[None]]] = {}
+        self._slots = {
+            name: _Slots(backend.config.max_running_batches) for name, backend in backends.items()
+        }
         self._loops: list[asyncio.Task[None]] = []
+        self._fillers: set[asyncio.Task[None]] = set()
         # Shared store: batches of this replica whose run stopped on an error, to be
         # released (and adopted again by a sweep) rather than left owned and idle.
         self._orphans: set[str] = set()
@@ -98,18 +147,19 @@ class BatchService:
     # -- life cycle ---------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Open the store, recover what a dead process left, resume unfinished batches
-        (with a shared store: those of dead replicas), start the background loops."""
+        """Open the store, recover what a dead process left (with a shared store: what
+        dead replicas left), close what is not to be sent, start the queue and the
+        background loops. Queued batches stay in the store until a slot takes them."""
         store = self.store
         await store.open()
         if store.shared:
             await store.heartbeat(self.owner)
-            rows, recovered = await store.adopt(self.owner, self.lease_s)
-            await self._end_in_flight(recovered)
+            _, recovered = await store.adopt(self.owner, self.lease_s)
         else:
-            await self._end_in_flight(await store.recover(self.owner))
-            rows = await store.unfinished_batches()
-        self._resume(rows)
+            recovered = await store.recover(self.owner)
+        await self._end_in_flight(recovered)
+        await self._close_all(recovered.to_close)
+        await self._find_waiting()
         self._loops.append(asyncio.create_task(self._purge_loop()))
         if store.shared:
             self._loops += [
@@ -137,26 +187,36 @@ class BatchService:
                 len(recovered.sending),
             )
 
-    def _resume(self, unfinished: Sequence[BatchRow]) -> None:
-        """Run each batch again: bound ones only to close them (their caller is gone)."""
-        for row in unfinished:
-            if row.batch_id in self._runs:
-                continue
-            if row.backend not in self.backends:
-                log.error(
-                    "batch %s: backend %r is no longer configured; left as it is",
-                    row.batch_id,
-                    row.backend,
-                )
-                continue
-            self._launch(row, send=not row.bound)
-        if unfinished:
-            log.info("resuming %d unfinished batches", len(unfinished))
+    async def _close_all(self, batch_ids: Sequence[str]) -> None:
+        """Close these batches (their unsent recipients NOT_ATTEMPTED), a few at a time."""
+        for start in range(0, len(batch_ids), _CLOSING_AT_ONCE):
+            launched = []
+            for batch_id in batch_ids[start : start + _CLOSING_AT_ONCE]:
+                row = await self.store.get_batch(batch_id)
+                if row is not None and not row.ended and self._may_run(row):
+                    launched.append(self._launch(row, send=False))
+            await asyncio.gather(*launched, return_exceptions=True)
+        if batch_ids:
+            log.info("closed %d batches left unfinished and not to be sent", len(batch_ids))
+
+    def _may_run(self, row: BatchRow) -> bool:
+        if row.batch_id in self._runs:
+            return False
+        if row.backend not in self.backends:
+            log.error(
+                "batch %s: backend %r is no longer configured; left as it is",
+                row.batch_id,
+                row.backend,
+            )
+            return False
+        return True
 
     async def stop(self, grace_s: float) -> None:
         """No new vendor call; calls in flight get `grace_s`, then are cut. Batches that
         cannot be resumed later (bound to a caller, or a memory store) end here."""
         self.stopping.set()
+        for filler in self._fillers:
+            filler.cancel()
         runs = list(self._runs.values())
         if runs:
             _, late = await asyncio.wait([task for _, task in runs], timeout=grace_s)
@@ -172,7 +232,7 @@ class BatchService:
                             await run.close()
         for loop in self._loops:
             loop.cancel()
-        await asyncio.gather(*self._loops, return_exceptions=True)
+        await asyncio.gather(*self._loops, *self._fillers, return_exceptions=True)
         if self.store.shared:
             # What stays queued here is taken over by the other replicas now, not after
             # the lease (a rolling deploy restarts every replica in turn).
@@ -186,15 +246,30 @@ class BatchService:
     async def close(self) -> None:
         await self.store.close()
 
+    def tracked(self) -> dict[str, int]:
+        """Sizes of what is held per batch, stream or caller (see Store.tracked)."""
+        return {
+            **self.store.tracked(),
+            "batch_runs": len(self._runs),
+            "slot_callers": sum(len(slots.running) for slots in self._slots.values()),
+            "waiting_callers": sum(len(slots.waiting) for slots in self._slots.values()),
+            "orphans": len(self._orphans),
+        }
+
+    # -- running batches ----------------------------------------------------------------
+
     def _launch(
         self,
         row: BatchRow,
         send: bool = True,
         call_deadline: float | None = None,
         fresh: Fresh | None = None,
-    ) -> None:
-        """Run `row` in a task; `fresh`: it was created just now, with these recipients
-        first (see BatchRun)."""
+        prepared: Any = None,
+        slot_taken: bool = False,
+    ) -> asyncio.Task[None]:
+        """Run `row` in a task, in one of its backend's slots (`slot_taken`: the caller
+        took it); `fresh`: it was created just now, with these recipients first (see
+        BatchRun)."""
         run = BatchRun(
             self.backends[row.backend],
             self.store,
@@ -203,11 +278,21 @@ class BatchService:
             self.stopping,
             call_deadline,
             fresh,
+            prepared,
         )
-        task = asyncio.create_task(self._run(run, send), name=f"batch {row.batch_id}")
-        self._runs[row.batch_id] = (run, task)
+        return self._start(run, run.run(send), slot_taken)
 
-    async def _run(self, run: BatchRun, send: bool) -> None:
+    def _start(
+        self, run: BatchRun, work: Coroutine[Any, Any, None], slot_taken: bool = False
+    ) -> asyncio.Task[None]:
+        row = run.row
+        if not slot_taken:
+            self._slots[row.backend].take(row.caller)
+        task = asyncio.create_task(self._run(run, work), name=f"batch {row.batch_id}")
+        self._runs[row.batch_id] = (run, task)
+        return task
+
+    async def _run(self, run: BatchRun, work: Coroutine[Any, Any, None]) -> None:
         row = run.row
         set_log_context(
             backend=row.backend,
@@ -225,7 +310,7 @@ class BatchService:
         try:
             with self.tracing.span("batch", attributes) as span:
                 try:
-                    await run.run(send)
+                    await work
                 finally:
                     ended = run.sink.row  # the sink holds the row as last written
                     span.set(
@@ -247,16 +332,17 @@ class BatchService:
             if self.store.shared and not self.stopping.is_set():
                 self._orphans.add(row.batch_id)  # a sweep takes it over (rule 9 holds)
         finally:
-            self._runs.pop(run.row.batch_id, None)
+            self._runs.pop(row.batch_id, None)
+            self.store.forget(row.batch_id)
+            self._slots[row.backend].give_back(row.caller)
             ended_state = run.sink.row.state if run.sink.row.ended else None
             self.metrics.batch_finished(row.backend, ended_state)
-        with contextlib.suppress(Exception):
-            await self._audit(row.batch_id)
+            self._fill(row.backend)
+        if run.sink.row.ended:
+            self._audit(run.sink.row)
 
-    async def _audit(self, batch_id: str) -> None:
-        row = await self.store.get_batch(batch_id)
-        if row is None or not row.ended:
-            return  # not ended here: the process that ends it writes the line
+    def _audit(self, row: BatchRow) -> None:
+        # One line per batch, written by the process that ended it (issue 20: once).
         audit_log.info(
             "batch ended: caller=%s backend=%s batch_id=%s recipients=%d state=%s"
             " accepted=%d failed=%d uncertain=%d vendor_calls=%d",
@@ -271,6 +357,55 @@ class BatchService:
             row.vendor_calls,
         )
 
+    # -- the queue ----------------------------------------------------------------------
+
+    def _fill(self, backend: str) -> None:
+        """Take waiting batches from the store into the backend's free slots (one filler
+        per backend at a time, in a task of its own)."""
+        slots = self._slots[backend]
+        if slots.filling or not slots.waiting or not slots.free or self.stopping.is_set():
+            return
+        slots.filling = True
+        filler = asyncio.create_task(self._fill_slots(backend, slots))
+        self._fillers.add(filler)
+        filler.add_done_callback(self._fillers.discard)
+
+    async def _fill_slots(self, backend: str, slots: _Slots) -> None:
+        weights = self.backends[backend].caller_weights
+        try:
+            while slots.waiting and slots.free and not self.stopping.is_set():
+                # Fair between callers: the one with the fewest running for its weight,
+                # then its oldest batch (the store's order).
+                caller = min(
+                    slots.waiting,
+                    key=lambda name: (slots.running[name] / weights.get(name, 1), name),
+                )
+                slots.take(caller)  # held while the store is asked: submits race for it
+                try:
+                    row = await self.store.claim_next(backend, caller, self.owner)
+                except BaseException:
+                    slots.give_back(caller)
+                    raise
+                if row is not None and self._may_run(row):
+                    self._launch(row, slot_taken=True)
+                    continue
+                slots.give_back(caller)
+                if row is None:
+                    slots.waiting.discard(caller)
+        except Exception:
+            self.metrics.store_errors.labels("queue").inc()
+            log.exception("taking queued batches from the store failed; trying again later")
+        finally:
+            slots.filling = False
+
+    async def _find_waiting(self) -> None:
+        """Ask the store which callers have batches waiting (at start, after adoption)."""
+        for name, slots in self._slots.items():
+            slots.waiting |= await self.store.queued_callers(name, self.owner)
+            self._fill(name)
+
+    # -- background loops ---------------------------------------------------------------
+
     async def _purge_loop(self) -> None:
         every = min(_PURGE_EVERY_S, max(1.0, self.retention_s / 10))
         while True:
@@ -281,6 +416,9 @@ class BatchService:
             except Exception:
                 self.metrics.store_errors.labels("purge").inc()
                 log.exception("purging ended batches failed")
+            # A filler that failed on a store error tries again here too.
+            for name in self._slots:
+                self._fill(name)
             await asyncio.sleep(every)
 
     # -- replicas (shared store) --------------------------------------------------------
@@ -321,15 +459,15 @@ class BatchService:
                 self._orphans.discard(batch_id)
                 log.warning("batch %s released, to be adopted again by a sweep", batch_id)
             try:
-                rows, recovered = await self.store.adopt(self.owner, self.lease_s)
+                adopted, recovered = await self.store.adopt(self.owner, self.lease_s)
             except Exception:
                 self.metrics.store_errors.labels("sweep").inc()
                 log.exception("adopting dead replicas' batches failed")
                 continue
-            if rows:
+            if adopted:
                 log.warning(
                     "adopted %d batches of replicas silent for over %.1fs",
-                    len(rows),
+                    adopted,
                     self.lease_s,
                 )
             try:
@@ -339,22 +477,31 @@ class BatchService:
                 # UNCERTAIN. Not resumed, they would stay this replica's and idle.
                 self.metrics.store_errors.labels("sweep").inc()
                 log.exception("ending adopted in-flight chunks failed; left to the runs")
-            if not self.stopping.is_set():
-                self._resume(rows)
+            if self.stopping.is_set():
+                continue
+            try:
+                await self._close_all(recovered.to_close)
+                if adopted:
+                    await self._find_waiting()
+            except Exception:
+                self.metrics.store_errors.labels("sweep").inc()
+                log.exception("resuming adopted batches failed; the next sweep tries again")
 
     async def _cancel_poll_loop(self) -> None:
-        """A cancel asked on another replica only changes the store: notice it here."""
+        """A cancel asked on another replica only changes the store: notice it here, for
+        batches running here and for this replica's queued ones."""
         while True:
             await asyncio.sleep(min(CANCEL_POLL_S, self.lease_s / 3))
-            for batch_id, (run, _) in list(self._runs.items()):
-                if run.cancelled.is_set():
-                    continue
-                try:
-                    row = await self.store.get_batch(batch_id)
-                except Exception:
-                    break  # the heartbeat loop reports the store's trouble
-                if row is not None and row.state == pb.BATCH_STATE_CANCELLING:
-                    run.cancelled.set()
+            try:
+                cancelled = await self.store.cancelling(self.owner, 100)
+            except Exception:  # noqa: S112 - the heartbeat loop reports the store's trouble
+                continue
+            for row in cancelled:
+                running = self._runs.get(row.batch_id)
+                if running is not None:
+                    running[0].cancelled.set()
+                elif self._may_run(row) and not self.stopping.is_set():
+                    self._launch(row, send=False)
 
     # -- what the servicer asks ---------------------------------------------------------
 
@@ -364,30 +511,129 @@ class BatchService:
         ids: Sequence[str],
         indexes: Sequence[int] | None,
         call_deadline: float | None = None,
+        prepared: Any = None,
     ) -> tuple[BatchRow, bool]:
-        """Store a batch and start sending it; an existing one (same caller and
-        request_id) is returned as it is, with False."""
-        if self.stopping.is_set():
-            raise GatewayStopping
-        # Stored RUNNING (CONTRACT §4: QUEUED or RUNNING): its run starts at once, and
-        # need not commit the state again before the first call.
-        row.state = pb.BATCH_STATE_RUNNING
-        stored, created = await self.store.create_batch(row, ids, indexes, owner=self.owner)
-        if created:
+        """Store a batch and start sending it, or leave it QUEUED when the backend's
+        slots are taken; an existing one (same caller and request_id) is returned as it
+        is, with False. Raises Backlogged past max_queued_batches."""
+
+        def launch(stored: BatchRow) -> None:
             first = slice(0, RECIPIENT_PAGE)
             fresh = Fresh(ids[first], None if indexes is None else indexes[first])
-            self._launch(stored, call_deadline=call_deadline, fresh=fresh)
-        return stored, created
+            self._launch(
+                stored, call_deadline=call_deadline, fresh=fresh, prepared=prepared, slot_taken=True
+            )
+
+        return await self._submit(
+            row,
+            lambda: self.store.create_batch(row, ids, indexes, owner=self.owner),
+            launch,
+        )
 
     async def submit_from_list(self, row: BatchRow, list_id: str) -> tuple[BatchRow, bool]:
         """`submit` with a stored recipient list's ids (LookupError when it is gone)."""
+        return await self._submit(
+            row,
+            lambda: self.store.create_batch_from_list(row, list_id, owner=self.owner),
+            lambda stored: self._launch(stored, fresh=Fresh(), slot_taken=True),
+        )
+
+    async def _submit(
+        self,
+        row: BatchRow,
+        create: Callable[[], Awaitable[tuple[BatchRow, bool]]],
+        launch: Callable[[BatchRow], object],
+    ) -> tuple[BatchRow, bool]:
         if self.stopping.is_set():
             raise GatewayStopping
-        row.state = pb.BATCH_STATE_RUNNING  # as in submit
-        stored, created = await self.store.create_batch_from_list(row, list_id, owner=self.owner)
+        slots = self._slots[row.backend]
+        # A batch bound to its caller never waits in the store: its memory is its RPC's.
+        runs_now = slots.free or row.bound
+        if runs_now:
+            slots.take(row.caller)  # held from now: submits racing for the last slot
+        else:
+            await self._check_backlog(row.backend)
+        # Stored RUNNING (CONTRACT §4: QUEUED or RUNNING) when it runs at once: its run
+        # need not commit the state again before the first call.
+        row.state = pb.BATCH_STATE_RUNNING if runs_now else pb.BATCH_STATE_QUEUED
+        created = False
+        try:
+            stored, created = await create()
+        finally:
+            if runs_now and not created:
+                slots.give_back(row.caller)
         if created:
-            self._launch(stored, fresh=Fresh())
+            if runs_now:
+                launch(stored)  # in the slot taken above
+            else:
+                self._queued(stored)
         return stored, created
+
+    async def _check_backlog(self, backend: str) -> None:
+        limit = self.backends[backend].config.max_queued_batches
+        if await self.store.queued_count(backend) >= limit:
+            raise Backlogged(
+                f"backend {backend} has {limit} batches waiting (max_queued_batches);"
+                " nothing was stored: try again later"
+            )
+
+    def _queued(self, row: BatchRow) -> None:
+        self._slots[row.backend].waiting.add(row.caller)
+        self._fill(row.backend)  # a slot may have freed meanwhile
+
+    async def send_small(
+        self,
+        row: BatchRow,
+        ids: Sequence[str],
+        indexes: Sequence[int] | None,
+        prepared: Any,
+        call_deadline: float | None,
+    ) -> tuple[BatchRow, bool, tuple[BatchRun, asyncio.Task[None]] | None]:
+        """A BatchSend that fits one vendor call (issue 20's short path): wait for quota
+        and a permit, store the batch with its chunk SENDING in one commit, send it in a
+        task; returns (row, created, (run, task)). Without quota before the deadline it is
+        submitted as any batch (its run ends it NOT_ATTEMPTED)."""
+        if self.stopping.is_set():
+            raise GatewayStopping
+        backend = self.backends[row.backend]
+        row.state = pb.BATCH_STATE_RUNNING
+        chunk = Chunk(
+            ChunkRow(row.batch_id, 0, 0, len(ids), PLANNED, attempts=1),
+            ids,
+            range(len(ids)) if indexes is None else indexes,
+        )
+        run = BatchRun(
+            backend, self.store, row, self.owner, self.stopping, call_deadline, None, prepared
+        )
+        grant = await run.wait_for_quota(chunk)
+        permit = None
+        if grant is not None:
+            permit = await run.wait_for_permit()
+            if permit is None:
+                grant.release()
+        if grant is None or permit is None:
+            stored, created = await self.submit(row, ids, indexes, call_deadline, prepared)
+            return stored, created, None
+        try:
+            stored, created = await self.store.create_batch(
+                row, ids, indexes, owner=self.owner, first_chunk=chunk.row
+            )
+        except BaseException:
+            grant.release()
+            backend.permits.release()
+            raise
+        if not created:
+            grant.release()
+            backend.permits.release()
+            return stored, False, None
+        run.sink.row = stored
+        task = self._start(run, run.run_one(chunk, grant))
+        return stored, True, (run, task)
+
+    def running(self, batch_id: str) -> asyncio.Task[None] | None:
+        """The task that runs `batch_id` here, if any."""
+        found = self._runs.get(batch_id)
+        return None if found is None else found[1]
 
     async def cancel(self, batch_id: str) -> BatchRow | None:
         row = await self.store.get_batch(batch_id)
@@ -399,8 +645,8 @@ class BatchService:
             running[0].cancelled.set()
         elif row is not None and not (row.ended or self.stopping.is_set() or self.store.shared):
             self._launch(row, send=False)  # not running here: close it now
-        # A shared store's batch not running here is another replica's: its owner notices
-        # the cancel (_cancel_poll_loop), or, if the owner is dead, its adopter closes it.
+        # A shared store's batch not running here is closed by its owner, which polls for
+        # cancelled batches (_cancel_poll_loop), or, if the owner is dead, by its adopter.
         return row
 
     async def watch(
@@ -408,33 +654,36 @@ class BatchService:
     ) -> AsyncIterator[tuple[list[OutcomePage], BatchRow | None]]:
         """(pages, None) for outcomes after `after_seq` as they are recorded, then
         ([], row) once the batch has ended. Raises GatewayStopping when this gateway stops
-        before the batch ends."""
+        before the batch ends. Reads at most WATCH_BYTES at once."""
         store = self.store
-        while True:
-            changed = store.notifier.event(batch_id)
-            pages = await store.read_outcomes(batch_id, after_seq, WATCH_PAGES)
-            if pages:
-                after_seq = pages[-1].seq
-                yield pages, None
-                continue
-            if store.known_live(batch_id) and not self.stopped.is_set():
-                await woken(changed, WATCH_POLL_S)
-                continue
-            row = await store.get_batch(batch_id)
-            if row is None:
-                raise GatewayStopping  # purged while watched
-            if row.ended:
-                # Every page was recorded before the batch ended: read what came meanwhile.
-                pages = await store.read_outcomes(batch_id, after_seq, WATCH_PAGES)
+        with store.notifier.watching(batch_id) as changed:
+            while True:
+                changed.clear()
+                pages = await store.read_outcomes(batch_id, after_seq, WATCH_BYTES)
                 if pages:
                     after_seq = pages[-1].seq
                     yield pages, None
                     continue
-                yield [], row
-                return
-            if self.stopped.is_set():
-                raise GatewayStopping
-            await woken(changed, WATCH_POLL_S)
+                # Running here and not ended: it ends here, and its end wakes us.
+                running = self._runs.get(batch_id)
+                if running and not running[0].sink.ended and not self.stopped.is_set():
+                    await woken(changed, WATCH_POLL_S)
+                    continue
+                row = await store.get_batch(batch_id)
+                if row is None:
+                    raise GatewayStopping  # purged while watched
+                if row.ended:
+                    # Every page was recorded before the batch ended: read what came.
+                    pages = await store.read_outcomes(batch_id, after_seq, WATCH_BYTES)
+                    if pages:
+                        after_seq = pages[-1].seq
+                        yield pages, None
+                        continue
+                    yield [], row
+                    return
+                if self.stopped.is_set():
+                    raise GatewayStopping
+                await woken(changed, WATCH_POLL_S)
 
 
 async def woken(event: asyncio.Event, timeout_s: float) -> None:

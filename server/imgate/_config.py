@@ -85,8 +85,14 @@ class BackendConfig:
     """... in any window of this many seconds."""
     block_s: float
     """How long the backend pauses after a vendor rate-limit refusal."""
-    max_in_flight: int = 8
-    """Concurrent vendor calls."""
+    max_in_flight: int = 0
+    """Concurrent vendor calls; 0 = derived from the call quota and the measured round
+    trip (Little's law, see imgate._permits)."""
+    max_running_batches: int = 64
+    """Batches this gateway sends at once on the backend; the others wait QUEUED in the
+    store (memory does not grow with the backlog)."""
+    max_queued_batches: int = 100_000
+    """Past this many QUEUED batches on the backend, SubmitBatch is RESOURCE_EXHAUSTED."""
     request_timeout_s: float = 10.0
     """Timeout of one vendor call."""
     max_attempts: int = 5
@@ -417,6 +423,8 @@ _BACKEND_KEYS: dict[str, type] = {
     "recipient_window_s": float,
     "block_s": float,
     "max_in_flight": int,
+    "max_running_batches": int,
+    "max_queued_batches": int,
     "request_timeout_s": float,
     "max_attempts": int,
     "max_response_bytes": int,
@@ -537,7 +545,9 @@ def _with_defaults(
         recipient_limit=values.get("recipient_limit", limits.recipient_limit),
         recipient_window_s=values.get("recipient_window_s", limits.recipient_window_s),
         block_s=values.get("block_s", limits.block_s),
-        max_in_flight=values.get("max_in_flight", 8),
+        max_in_flight=values.get("max_in_flight", 0),
+        max_running_batches=values.get("max_running_batches", 64),
+        max_queued_batches=values.get("max_queued_batches", 100_000),
         request_timeout_s=values.get("request_timeout_s", 10.0),
         max_attempts=values.get("max_attempts", 5),
         max_response_bytes=values.get("max_response_bytes", DEFAULT_MAX_RESPONSE_BYTES),

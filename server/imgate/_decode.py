@@ -57,7 +57,6 @@ def _handler(
     method: MethodDescriptor, behaviour: Callable[..., Any]
 ) -> grpc.RpcMethodHandler[Any, Any]:
     request_type: type[protobuf_message.Message] = getattr(gateway_pb2, method.input_type.name)
-    response_type = getattr(gateway_pb2, method.output_type.name)
     text = undecodable_text(method)
 
     async def one(raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
@@ -90,7 +89,14 @@ def _handler(
             return await result if inspect.isawaitable(result) else result
 
         run = run_coroutine
-    serializer = response_type.SerializeToString
+
+    def serializer(response: Any) -> bytes:
+        # Streams write stored outcome pages as bytes, already in the wire format.
+        if type(response) is bytes:
+            return response
+        data: bytes = response.SerializeToString()
+        return data
+
     if method.client_streaming and method.server_streaming:
         return grpc.stream_stream_rpc_method_handler(run, response_serializer=serializer)
     if method.client_streaming:

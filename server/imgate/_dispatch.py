@@ -36,6 +36,7 @@ from imgate._answers import AuthFailureLog, connection_detail, oversized_answer,
 from imgate._config import BackendConfig
 from imgate._endpoints import Endpoints
 from imgate._metrics import Metrics, timer
+from imgate._permits import Permits
 from imgate._planner import chunk_size
 from imgate._ratelimit import BackendLimiter, Grant, Limiter, QuotaWaitTooLong
 from imgate._registry import BY_VENDOR
@@ -83,15 +84,21 @@ class Backend:
             config.recipient_limit,
             config.recipient_window_s,
         )
-        self.permits = asyncio.Semaphore(config.max_in_flight)
+        self.permits = Permits(
+            config.max_in_flight,
+            config.call_limit / config.call_window_s,
+            config.request_timeout_s,
+        )
         self.auth_log = AuthFailureLog(config.name)
+        self.rng = random.Random()
+        """Backoff jitter (one per backend: seeding one per batch cost a small send)."""
         self._session: aiohttp.ClientSession | None = None
 
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:
             connector = aiohttp.TCPConnector(
-                limit=self.config.max_in_flight,
+                limit=self.permits.most,
                 # Shorter than common server keep-alives (nginx: 75 s), so we rarely write a
                 # request onto a connection the vendor is closing: that would be UNCERTAIN.
                 keepalive_timeout=15,
@@ -105,6 +112,20 @@ class Backend:
                 headers={"User-Agent": f"imgate/{__version__}"},
             )
         return self._session
+
+    def per_call(self, prepared: Any) -> int:
+        """Most recipients one call of this prepared message may take."""
+        config = self.config
+        per_call = self.translator.recipients_per_call(prepared, config.recipients_per_call)
+        if config.recipient_limit:
+            per_call = min(per_call, config.recipient_limit)
+        return max(1, per_call)
+
+    def fits_one_call(self, prepared: Any, ids: Sequence[str]) -> bool:
+        """Whether `ids` go in one vendor call of `prepared` (issue 20's short path)."""
+        return len(ids) <= self.per_call(prepared) and (
+            chunk_size(self.translator, prepared, ids) == len(ids)
+        )
 
     def blocked_until_wall(self) -> float | None:
         """Wall-clock end of the current pause, or None when serving."""
@@ -151,7 +172,9 @@ class Backend:
                 return result
             finally:
                 self.in_flight -= 1
-                self.metrics.vendor_call(config.name, config.vendor, result_label, elapsed())
+                took = elapsed()
+                self.permits.observe(took)
+                self.metrics.vendor_call(config.name, config.vendor, result_label, took)
 
     async def _call(
         self, prepared: Any, recipients: Sequence[str], chunk_key: str, timeout_s: float
@@ -266,9 +289,11 @@ class BatchRun:
         stopping: asyncio.Event,
         call_deadline: float | None = None,
         fresh: Fresh | None = None,
+        prepared: Any = None,
     ) -> None:
         """`call_deadline` (monotonic): calls in flight end by then (a BatchSend caller's
-        deadline); `stopping` is the gateway's shutdown; `fresh`: see Fresh."""
+        deadline); `stopping` is the gateway's shutdown; `fresh`: see Fresh; `prepared`:
+        the translator's `prepare` of the batch's spec, when the creator made it."""
         self.fresh = fresh is not None
         self._fresh = fresh  # dropped once its first page is in the chunk buffer
         self.backend = backend
@@ -280,8 +305,7 @@ class BatchRun:
         self.cancelled = asyncio.Event()
         self.taken_over = False
         """A write was Fenced: another owner has the batch now; this run changes nothing."""
-        self.rng = random.Random()
-        self._prepared: Any = None
+        self._prepared: Any = prepared
 
     # -- stopping -----------------------------------------------------------------------
 
@@ -351,21 +375,26 @@ class BatchRun:
         # Fresh: created RUNNING with nothing recorded; a cancel since has set `cancelled`.
         row = self.row
         if send:
-            spec = pb.BatchSendRequest.FromString(row.spec)
             translator = backend.translator
-            self._prepared = translator.prepare(spec)
-            per_call = translator.recipients_per_call(
-                self._prepared, backend.config.recipients_per_call
-            )
-            if backend.config.recipient_limit:
-                per_call = min(per_call, backend.config.recipient_limit)
-            await self._send_all(max(1, per_call))
+            if self._prepared is None:
+                self._prepared = translator.prepare(pb.BatchSendRequest.FromString(row.spec))
+            await self._send_all(backend.per_call(self._prepared))
         if self.taken_over:
             raise Fenced(f"batch {row.batch_id} is another replica's now")
         await self.close()
 
+    async def run_one(self, chunk: Chunk, grant: Grant) -> None:
+        """A batch of one vendor call, created with `chunk` already SENDING and holding
+        its quota `grant` and one permit (issue 20's short path): send it, then close."""
+        await self._send(chunk, grant, written=True)
+        if self.taken_over:
+            raise Fenced(f"batch {self.row.batch_id} is another replica's now")
+        await self.close()
+
     async def close(self) -> None:
         """End the batch unless it is to be resumed by a later start (durable store)."""
+        if self.sink.ended:
+            return  # its last record ended it
         latest = await self.store.get_batch(self.row.batch_id)
         assert latest is not None
         cancelled = self.cancelled.is_set() or latest.state == pb.BATCH_STATE_CANCELLING
@@ -381,7 +410,6 @@ class BatchRun:
         await self.sink.end(pb.BATCH_STATE_CANCELLED if cancelled else pb.BATCH_STATE_DONE)
 
     async def _send_all(self, per_call: int) -> None:
-        backend = self.backend
         async with asyncio.TaskGroup() as group:
             async for chunk in self._chunks(per_call):
                 if self.stop_reason() is not None:
@@ -390,13 +418,11 @@ class BatchRun:
                 # one (callers by weight, rule 19). A permit held while waiting for quota
                 # would let one caller's batches hold every permit, and a small batch of
                 # another caller would queue behind them before it even reached the quota.
-                grant = await self._quota(chunk)
+                grant = await self.wait_for_quota(chunk)
                 if grant is None:
                     break
                 try:
-                    permit = await self._until_stopped(
-                        backend.permits.acquire(), lambda _: backend.permits.release()
-                    )
+                    permit = await self.wait_for_permit()
                 except BaseException:
                     grant.release()
                     raise
@@ -442,7 +468,14 @@ class BatchRun:
             )
             number, position = number + 1, end
 
-    async def _quota(self, chunk: Chunk) -> Grant | None:
+    async def wait_for_permit(self) -> bool | None:
+        """One of the backend's in-flight permits, or None when the run stops first."""
+        permits = self.backend.permits
+        return await self._until_stopped(permits.acquire(), lambda _: permits.release())
+
+    async def wait_for_quota(self, chunk: Chunk) -> Grant | None:
+        """Quota for `chunk`'s call, or None when the run stops first (or send_before
+        would come before the quota allows it)."""
         limiter = self.backend.limiter
         left = self.time_left()
         deadline = None if left is None else time.monotonic() + left
@@ -461,22 +494,24 @@ class BatchRun:
         self.backend.metrics.quota_waited(self.backend.config.name, waited(), too_long)
         return grant
 
-    async def _send(self, chunk: Chunk, grant: Grant) -> None:
-        """Call the vendor for `chunk` until it has a final answer; holds one permit."""
+    async def _send(self, chunk: Chunk, grant: Grant, written: bool = False) -> None:
+        """Call the vendor for `chunk` until it has a final answer; holds one permit.
+        `written`: the chunk is SENDING already (stored so with its batch)."""
         backend, sink = self.backend, self.sink
         config = backend.config
         key = f"{chunk.row.batch_id}:{chunk.row.number}"
         try:
-            chunk.row.attempts += 1
-            try:
-                await self.store.write_ahead(chunk.row, sink.owner)
-            except Fenced:
-                grant.release()
-                self.taken_over = True  # another owner has it: send nothing more
-                return
-            except BaseException:
-                grant.release()
-                raise
+            if not written:
+                chunk.row.attempts += 1
+                try:
+                    await self.store.write_ahead(chunk.row, sink.owner)
+                except Fenced:
+                    grant.release()
+                    self.taken_over = True  # another owner has it: send nothing more
+                    return
+                except BaseException:
+                    grant.release()
+                    raise
             while True:
                 timeout = config.request_timeout_s
                 if self.call_deadline is not None:
@@ -497,7 +532,7 @@ class BatchRun:
                     max_attempts=config.max_attempts,
                     refreshed_auth=chunk.refreshed_auth,
                     time_left_s=left,
-                    jitter=self.rng.random(),
+                    jitter=backend.rng.random(),
                 )
                 if decision.pause_backend:
                     # The vendor pauses the whole app: pause the whole backend.
@@ -536,7 +571,7 @@ class BatchRun:
                     await self._until_stopped(asyncio.sleep(decision.delay_s), lambda _: None)
                 next_grant = None
                 if self.stop_reason() is None:
-                    next_grant = await self._quota(chunk)
+                    next_grant = await self.wait_for_quota(chunk)
                 if next_grant is None:
                     await sink.given_up(chunk, "")
                     return

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from imgate import __version__
@@ -142,6 +142,8 @@ class Metrics:
         self._running: dict[str, int] = {}
         self._backends: Mapping[str, Backend] = {}
         self._quota_reachable: Callable[[], bool | None] | None = None
+        self._store_stats: Callable[[], tuple[int, int]] | None = None
+        self._tracked: Callable[[], Mapping[str, int]] | None = None
         r.register(_LiveCollector(self))
 
     def watch(
@@ -153,6 +155,16 @@ class Metrics:
         with `[quota] url`, whether the shared quota's Redis answered last time."""
         self._backends = backends
         self._quota_reachable = quota_reachable
+
+    def watch_process(
+        self,
+        store_stats: Callable[[], tuple[int, int]],
+        tracked: Callable[[], Mapping[str, int]],
+    ) -> None:
+        """Report the store's (commits, statements) and the sizes of what the process
+        holds per batch, stream or caller (each should return to 0 when idle: issue 20)."""
+        self._store_stats = store_stats
+        self._tracked = tracked
 
     # -- one-line calls from the rest of the gateway -------------------------------------
 
@@ -271,7 +283,9 @@ class _LiveCollector(Collector):
             "imgate_vendor_in_flight", "Vendor calls in flight.", labels=["backend"]
         )
         in_flight_limit = GaugeMetricFamily(
-            "imgate_vendor_in_flight_limit", "max_in_flight of the backend.", labels=["backend"]
+            "imgate_vendor_in_flight_limit",
+            "Calls the backend may have in flight now (max_in_flight, or derived).",
+            labels=["backend"],
         )
         quota_used = GaugeMetricFamily(
             "imgate_quota_used",
@@ -294,7 +308,7 @@ class _LiveCollector(Collector):
             blocked.add_metric([name], 1.0 if remaining > 0 else 0.0)
             blocked_for.add_metric([name], remaining)
             in_flight.add_metric([name], backend.in_flight)
-            in_flight_limit.add_metric([name], backend.config.max_in_flight)
+            in_flight_limit.add_metric([name], backend.permits.limit)
             for window, used, limit in backend.limiter.usage():
                 quota_used.add_metric([name, window], used)
                 quota_limit.add_metric([name, window], limit)
@@ -305,6 +319,26 @@ class _LiveCollector(Collector):
                 "1 while the shared quota's Redis answers ([quota] url); 0: nothing is sent.",
                 value=1.0 if self._metrics._quota_reachable() else 0.0,
             )
+        if self._metrics._store_stats is not None:
+            commits, statements = self._metrics._store_stats()
+            yield CounterMetricFamily(
+                "imgate_store_commits",
+                "Store transactions committed (SQLite: one fsync each).",
+                value=commits,
+            )
+            yield CounterMetricFamily(
+                "imgate_store_statements", "SQL statements sent to the store.", value=statements
+            )
+        if self._metrics._tracked is not None:
+            tracked = GaugeMetricFamily(
+                "imgate_tracked_entries",
+                "Entries this process holds per batch, stream or caller, by structure"
+                " (0 when nothing runs or is watched).",
+                labels=["structure"],
+            )
+            for structure, size in sorted(self._metrics._tracked().items()):
+                tracked.add_metric([structure], size)
+            yield tracked
         yield from (
             blocked,
             blocked_for,

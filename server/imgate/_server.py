@@ -94,6 +94,10 @@ class Gateway:
             lease_s=config.lease_s,
         )
         self.batches.store_reachable = self._store_reachable
+        self.metrics.watch_process(
+            lambda: (lambda stats: (stats.commits, stats.statements))(store.stats()),
+            self.tracked,
+        )
         self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]  # stubs lack .aio
         self._metrics_server = (
             MetricsServer(self.metrics, config.metrics_listen) if config.metrics_listen else None
@@ -106,7 +110,8 @@ class Gateway:
             options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 16 << 20)],
         )
         # Not the generated add_..._to_server: undecodable requests are INVALID_ARGUMENT.
-        add_gateway_service(GatewayServicer(config, self.backends, self.batches), self._server)
+        self._servicer = GatewayServicer(config, self.backends, self.batches)
+        add_gateway_service(self._servicer, self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         enable_reflection((_SERVICE_NAME, health.SERVICE_NAME), self._server)
         self.port = 0
@@ -115,6 +120,11 @@ class Gateway:
         self._store_ok = True
         self._quota_ok = True
         self._quota_watch: asyncio.Task[None] | None = None
+
+    def tracked(self) -> dict[str, int]:
+        """Sizes of what the gateway holds per batch, stream or caller: each returns to 0
+        once they end (the soak test checks it; /metrics shows it)."""
+        return {**self.batches.tracked(), "cancel_tasks": self._servicer.cancel_tasks}
 
     async def start(self) -> int:
         """Open the store (resuming its batches), bind `config.listen` (port 0 picks one),

@@ -21,11 +21,11 @@ from google.protobuf import any_pb2, timestamp_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from imgate._batches import BatchService, GatewayStopping
+from imgate._batches import Backlogged, BatchService, GatewayStopping
 from imgate._callers import current_caller
 from imgate._chars import IdCensus
 from imgate._config import GatewayConfig
-from imgate._dispatch import DEADLINE_MARGIN_S, Backend
+from imgate._dispatch import DEADLINE_MARGIN_S, Backend, BatchRun
 from imgate._logging import set_log_context
 from imgate._planner import dedupe
 from imgate._store import BatchRow, ListRow, OutcomePage
@@ -63,6 +63,11 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
         self._batches = batches
         self._cancels: set[asyncio.Task[Any]] = set()
 
+    @property
+    def cancel_tasks(self) -> int:
+        """Cancels of bound batches whose caller went away, still running."""
+        return len(self._cancels)
+
     async def ListBackends(
         self, request: pb.ListBackendsRequest, context: _Context
     ) -> pb.ListBackendsResponse:
@@ -83,7 +88,7 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
                     recipient_limit=cfg.recipient_limit,
                     recipient_window_s=cfg.recipient_window_s,
                     block_s=cfg.block_s,
-                    max_in_flight=cfg.max_in_flight,
+                    max_in_flight=backend.permits.limit,
                     request_timeout_s=cfg.request_timeout_s,
                     max_attempts=cfg.max_attempts,
                 ),
@@ -105,8 +110,11 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
         bound: bool,
         send_before: float | None,
         call_deadline: float | None = None,
-    ) -> BatchRow:
-        """Validate and store the batch (or find it by request_id); aborts on any error."""
+        small: bool = False,
+    ) -> tuple[BatchRow, tuple[BatchRun, asyncio.Task[None]] | None]:
+        """Validate and store the batch (or find it by request_id); aborts on any error.
+        `small`: a batch that fits one vendor call takes the short path (send_small),
+        and its run is returned with it."""
         if self._batches.stopping.is_set():
             await context.abort(grpc.StatusCode.UNAVAILABLE, "the gateway is shutting down")
         # Read the repeated field once: every read builds 100,000 new strings.
@@ -169,15 +177,30 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
             send_before=send_before,
         )
         indexes = None if isinstance(unique.indexes, range) else unique.indexes
+        running = None
         try:
-            if recipients is None:
+            if recipients is not None:
+                stored, created = await self._batches.submit_from_list(row, recipients.list_id)
+            elif small and len(unique.ids) <= backend_config.recipients_per_call:
+                runtime = self._backends[backend]
+                prepared = runtime.translator.prepare(spec)
+                if runtime.fits_one_call(prepared, unique.ids):
+                    stored, created, running = await self._batches.send_small(
+                        row, unique.ids, indexes, prepared, call_deadline
+                    )
+                else:
+                    stored, created = await self._batches.submit(
+                        row, unique.ids, indexes, call_deadline, prepared
+                    )
+            else:
                 stored, created = await self._batches.submit(
                     row, unique.ids, indexes, call_deadline
                 )
-            else:
-                stored, created = await self._batches.submit_from_list(row, recipients.list_id)
         except GatewayStopping:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "the gateway is shutting down")
+            raise AssertionError("unreachable") from None
+        except Backlogged as exc:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
             raise AssertionError("unreachable") from None
         except LookupError:  # purged between the check and the copy
             await _abort_no_list(context, recipients.list_id if recipients else "")
@@ -193,18 +216,19 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
             )
         set_log_context(batch_id=stored.batch_id)
         if created:
-            log.info(
+            # DEBUG: the audit line at its end is the batch's one INFO line (issue 20).
+            log.debug(
                 "batch of %d recipients (%d duplicates removed)",
                 stored.total,
                 stored.duplicates_removed,
             )
-        return stored
+        return stored, running
 
     async def SubmitBatch(self, request: pb.SubmitBatchRequest, context: _Context) -> pb.Batch:
         send_before = None
         if request.HasField("send_before"):
             send_before = request.send_before.ToNanoseconds() / 1e9
-        row = await self._submit(request, context, bound=False, send_before=send_before)
+        row, _ = await self._submit(request, context, bound=False, send_before=send_before)
         return _batch_message(row)
 
     # Streams with context.write() rather than as an async generator: a generator suspended
@@ -218,23 +242,34 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
             # No call starts so late that its outcome could miss the caller's deadline.
             send_before = time.time() + remaining - DEADLINE_MARGIN_S
             call_deadline = time.monotonic() + remaining
-        row = await self._submit(
+        row, running = await self._submit(
             request,
             context,
             bound=not request.request_id,
             send_before=send_before,
             call_deadline=call_deadline,
+            small=True,
         )
         # The recipients are in the store now: do not hold 100,000 ids for the whole stream.
         request.ClearField("recipient_ids")
         try:
+            if running is not None:
+                run, task = running
+                await asyncio.shield(task)  # the run goes on if the caller goes away
+                sink = run.sink
+                if sink.ended and sink.pages == 1:
+                    # One call, one page: the whole answer in one message, from memory.
+                    last = pb.BatchSendResponse(batch_id=row.batch_id, cursor=str(sink.last_seq))
+                    last.summary.CopyFrom(_summary(sink.row))
+                    await context.write(sink.last_page + last.SerializeToString())
+                    return
             await self._stream(row.batch_id, 0, context, pb.BatchSendResponse, row.batch_id)
         except asyncio.CancelledError:
             if row.bound:
                 # The caller went away: a bound batch goes with it (rule 10).
-                task = asyncio.create_task(self._batches.cancel(row.batch_id))
-                self._cancels.add(task)
-                task.add_done_callback(self._cancels.discard)
+                cancel = asyncio.create_task(self._batches.cancel(row.batch_id))
+                self._cancels.add(cancel)
+                cancel.add_done_callback(self._cancels.discard)
             raise
 
     # -- reading ------------------------------------------------------------------------
@@ -253,12 +288,16 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
         try:
             async for pages, ended in self._batches.watch(batch_id, after_seq):
                 for group in _groups(pages):
-                    # Serialized pages concatenate into one message: repeated fields merge.
-                    message = message_type.FromString(b"".join(page.data for page in group))
-                    message.cursor = str(group[-1].seq)
-                    if with_batch_id and isinstance(message, pb.BatchSendResponse):
-                        message.batch_id = with_batch_id
-                    await context.write(message)
+                    # Stored pages are serialized messages with only `outcomes`, and
+                    # serialized messages concatenate into one (repeated fields merge):
+                    # each message is the pages' bytes plus the cursor field, written as
+                    # bytes, never parsed and serialized again (issue 20).
+                    tail = message_type(cursor=str(group[-1].seq))
+                    if with_batch_id and isinstance(tail, pb.BatchSendResponse):
+                        tail.batch_id = with_batch_id
+                    data = [page.data for page in group]
+                    data.append(tail.SerializeToString())
+                    await context.write(b"".join(data))
                     after_seq = group[-1].seq
                 if ended is not None:
                     last = message_type(cursor=str(after_seq))

@@ -136,6 +136,11 @@ class BatchSink:
         self.owner = owner
         self.metrics = metrics
         self.recorded = row.accepted + row.failed + row.uncertain
+        self.last_page = b""
+        """The page this sink recorded last (a batch of one call answers with it)."""
+        self.last_seq = 0
+        self.pages = 0
+        """Pages this sink recorded."""
 
     async def results(self, chunk: Chunk, result: CallResult) -> None:
         """The vendor's per-recipient answer."""
@@ -182,7 +187,15 @@ class BatchSink:
         counts = Counts(
             counts.accepted, counts.failed, counts.uncertain, vendor_calls=chunk.attempts
         )
-        await self.store.record(chunk.row, state, response.SerializeToString(), counts, self.owner)
+        page = response.SerializeToString()
+        if self.recorded + len(chunk.ids) >= self.row.total:
+            # The batch's last outcomes: recorded and the batch ended in one commit.
+            seq, ended = await self.store.record_last(chunk.row, state, page, counts, self.owner)
+            self._ended(ended)
+        else:
+            seq = await self.store.record(chunk.row, state, page, counts, self.owner)
+        self.last_page, self.last_seq = page, seq
+        self.pages += 1
         chunk.row.state = state
         self.recorded += len(chunk.ids)
 
@@ -217,12 +230,22 @@ class BatchSink:
             await self.given_up(chunk, why_unsent)
             number, position = number + 1, end
 
+    @property
+    def ended(self) -> bool:
+        """Whether the batch has ended (through this sink)."""
+        return self.row.ended
+
     async def end(self, state: int) -> BatchRow:
         """Mark the batch ended; every recipient has an outcome by now."""
+        if self.row.ended:
+            return self.row  # its last record ended it
         ended = await self.store.set_state(self.row.batch_id, state)
         assert ended is not None
+        self._ended(ended)
+        return ended
+
+    def _ended(self, ended: BatchRow) -> None:
         if ended.pending != 0:
             # The one guarantee this class exists for; a breach is a bug worth shouting.
             log.error("batch %s ended with %d recipients pending", ended.batch_id, ended.pending)
         self.row = ended
-        return ended

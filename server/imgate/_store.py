@@ -38,8 +38,12 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import collections
+import contextlib
+import dataclasses
+import itertools
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -165,34 +169,118 @@ class OutcomePage:
 
 @dataclass(slots=True)
 class Recovered:
-    """What start-up recovery found: chunks that were being sent when a gateway died."""
+    """What start-up recovery (or an adoption) found: chunks that were being sent when a
+    gateway died, and batches that are to be closed rather than sent."""
 
     sending: list[ChunkRow] = field(default_factory=list)
     reclaimed: int = 0
+    to_close: list[str] = field(default_factory=list)
+    """Unfinished batches bound to a caller that is gone (never resumed, rule 10) or
+    CANCELLING: their unsent recipients end NOT_ATTEMPTED."""
+
+
+@dataclass(slots=True)
+class StoreStats:
+    """What a store did, for /metrics and the benchmark (commits and statements per
+    request are issue 20's measures of a small send's cost)."""
+
+    commits: int = 0
+    """Transactions committed (with SQLite's synchronous=FULL, one fsync each)."""
+    statements: int = 0
+    """SQL statements sent, transaction control included."""
 
 
 class Notifier:
-    """Wakes watchers of a batch when something was recorded for it (in this process)."""
+    """Wakes watchers of a batch when something was recorded for it (in this process).
+
+    It holds an entry only while somebody watches: a watcher's event is registered for
+    the life of its `watching` block and gone when the block ends, whether or not the
+    batch ever changes again (an event taken for a batch that had already ended was kept
+    forever, one per BatchSend: issue 20).
+    """
 
     def __init__(self) -> None:
-        self._events: dict[str, asyncio.Event] = {}
+        self._watching: dict[str, set[asyncio.Event]] = {}
 
-    def event(self, batch_id: str) -> asyncio.Event:
-        """The event the next change of `batch_id` sets; take it *before* reading."""
-        event = self._events.get(batch_id)
-        if event is None:
-            event = self._events[batch_id] = asyncio.Event()
-        return event
+    @contextlib.contextmanager
+    def watching(self, batch_id: str) -> Iterator[asyncio.Event]:
+        """An event set by every change of `batch_id` while the block runs; clear it
+        *before* reading, so a change during the read is not missed."""
+        event = asyncio.Event()
+        events = self._watching.setdefault(batch_id, set())
+        events.add(event)
+        try:
+            yield event
+        finally:
+            events.discard(event)
+            if not events:
+                self._watching.pop(batch_id, None)
 
     def notify(self, batch_id: str) -> None:
-        event = self._events.pop(batch_id, None)
-        if event is not None:
+        for event in self._watching.get(batch_id, ()):
             event.set()
 
     def notify_all(self) -> None:
-        events, self._events = self._events, {}
-        for event in events.values():
-            event.set()
+        for events in self._watching.values():
+            for event in events:
+                event.set()
+
+    def __len__(self) -> int:
+        """Batches watched now (a gauge of what this process holds per batch)."""
+        return len(self._watching)
+
+
+class Tails:
+    """The newest outcome pages of the batches recorded by this process, per batch.
+
+    Watchers in this process follow a live batch from here without a store read, and
+    share the pages' bytes (one copy however many watch). Bounded in bytes per batch;
+    a batch's tail is dropped when it ends or its run stops here (`drop`), so the whole
+    is bounded by the batches running at once.
+    """
+
+    def __init__(self, max_bytes_per_batch: int = 1 << 20) -> None:
+        self.max_bytes_per_batch = max_bytes_per_batch
+        self._pages: dict[str, collections.deque[OutcomePage]] = {}
+        self._bytes: dict[str, int] = {}
+
+    def add(self, batch_id: str, page: OutcomePage) -> None:
+        pages = self._pages.get(batch_id)
+        if pages is None:
+            pages = self._pages[batch_id] = collections.deque()
+            self._bytes[batch_id] = 0
+        elif pages and pages[-1].seq != page.seq - 1:
+            pages.clear()  # not contiguous (recorded out of order): read the store instead
+            self._bytes[batch_id] = 0
+        pages.append(page)
+        size = self._bytes[batch_id] + len(page.data)
+        while len(pages) > 1 and size > self.max_bytes_per_batch:
+            size -= len(pages.popleft().data)
+        self._bytes[batch_id] = size
+
+    def read(self, batch_id: str, after_seq: int, max_bytes: int) -> list[OutcomePage] | None:
+        """Pages after `after_seq` (at least one, up to `max_bytes`), [] when none was
+        recorded since, or None when the tail does not reach back to `after_seq`."""
+        pages = self._pages.get(batch_id)
+        if not pages or pages[0].seq > after_seq + 1:
+            return None
+        if pages[-1].seq <= after_seq:
+            return []
+        found: list[OutcomePage] = []
+        size = 0
+        for page in itertools.islice(pages, after_seq + 1 - pages[0].seq, None):
+            if found and size + len(page.data) > max_bytes:
+                break
+            found.append(page)
+            size += len(page.data)
+        return found
+
+    def drop(self, batch_id: str) -> None:
+        self._pages.pop(batch_id, None)
+        self._bytes.pop(batch_id, None)
+
+    def __len__(self) -> int:
+        return len(self._pages)
 
 
 # A page of ids as text: "\n" then the ids joined by "\n" (validated ids hold no control
@@ -238,6 +326,10 @@ class Store(abc.ABC):
 
     def __init__(self) -> None:
         self.notifier = Notifier()
+        self.tails = Tails()
+        self._stats = StoreStats()
+        # Watchers asking for the same pages at once share one read (and its bytes).
+        self._reads: dict[tuple[str, int, int], asyncio.Future[list[OutcomePage]]] = {}
 
     async def open(self) -> None:  # noqa: B027 - optional hook
         """Connect, lock, create or migrate the schema."""
@@ -252,9 +344,14 @@ class Store(abc.ABC):
         ids: Sequence[str],
         indexes: Sequence[int] | None,
         owner: str = "",
+        first_chunk: ChunkRow | None = None,
     ) -> tuple[BatchRow, bool]:
         """Store a new batch and its unique recipients (`indexes` None = 0, 1, 2, ...),
         owned by `owner` (a shared store; "" = its first writer takes it).
+
+        `first_chunk`: chunk 0, written ahead (SENDING by `owner`) in the same
+        transaction, as `write_ahead` would: a batch that fits one vendor call is stored
+        and marked being sent in one commit (issue 20's short path).
 
         When `row.request_id` is set and the caller already has a batch with it, nothing
         is stored and that batch is returned with False.
@@ -301,6 +398,20 @@ class Store(abc.ABC):
         new), the page gets the batch's next seq (returned), the counts are added."""
 
     @abc.abstractmethod
+    async def record_last(
+        self,
+        chunk: ChunkRow,
+        final_state: str,
+        page: bytes,
+        counts: Counts,
+        owner: str,
+    ) -> tuple[int, BatchRow]:
+        """`record` for the chunk that gives the batch's last recipients their outcomes,
+        ending the batch in the same transaction: DONE, or CANCELLED when it was
+        CANCELLING (one commit where `record` and `set_state` took two). Returns the seq
+        and the ended row."""
+
+    @abc.abstractmethod
     async def set_state(self, batch_id: str, state: int) -> BatchRow | None:
         """Move the batch to `state` (an ended state sets end_time); CANCELLING is kept
         when RUNNING is asked. Returns the updated row."""
@@ -308,7 +419,9 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def recover(self, owner: str) -> Recovered:
         """Start-up: every CLAIMED chunk goes back to PLANNED; SENDING chunks of
-        unfinished batches are handed to `owner` and returned (they end UNCERTAIN)."""
+        unfinished batches are handed to `owner` and returned (they end UNCERTAIN);
+        every RUNNING batch not bound to a caller goes back to QUEUED (it waits for a
+        slot like any other); bound and CANCELLING ones are listed in `to_close`."""
 
     async def heartbeat(self, owner: str) -> None:  # noqa: B027 - shared stores only
         """Replica `owner` is alive now (by the store's clock)."""
@@ -320,21 +433,77 @@ class Store(abc.ABC):
         """`owner` gives up an unfinished batch it no longer runs (its run stopped on an
         error): the next sweep of any replica adopts it."""
 
-    async def adopt(self, owner: str, lease_s: float) -> tuple[list[BatchRow], Recovered]:
+    async def adopt(self, owner: str, lease_s: float) -> tuple[int, Recovered]:
         """Shared stores: take over the unfinished batches of replicas whose heartbeat is
-        older than `lease_s` (one adopter at a time), as `recover` does for a restart.
-        Returns the adopted batches, oldest first, and their chunks that were SENDING
-        (now `owner`'s, to end UNCERTAIN). A store of one process adopts nothing."""
-        return [], Recovered()
+        older than `lease_s` (one adopter at a time), as `recover` does for a restart
+        (RUNNING ones back to QUEUED). Returns how many batches were adopted and their
+        chunks that were SENDING (now `owner`'s, to end UNCERTAIN); the batches stay in
+        the store, so an adopter's memory does not grow with a dead replica's backlog.
+        A store of one process adopts nothing."""
+        return 0, Recovered()
+
+    async def read_outcomes(
+        self, batch_id: str, after_seq: int, max_bytes: int = 1 << 20
+    ) -> list[OutcomePage]:
+        """Outcome pages with seq > `after_seq`, in order: at least one when there is
+        one, and no more than fit in `max_bytes` (a watcher's memory is bounded in bytes,
+        whatever the pages hold). Pages this process recorded lately come from `tails`;
+        identical reads in flight at once are made once."""
+        found = self.tails.read(batch_id, after_seq, max_bytes)
+        if found is not None:
+            return found
+        key = (batch_id, after_seq, max_bytes)
+        shared = self._reads.get(key)
+        if shared is not None:
+            return await asyncio.shield(shared)
+        read = asyncio.ensure_future(self._read_outcomes(batch_id, after_seq, max_bytes))
+        self._reads[key] = read
+        read.add_done_callback(lambda _: self._reads.pop(key, None))
+        return await asyncio.shield(read)
 
     @abc.abstractmethod
-    async def read_outcomes(self, batch_id: str, after_seq: int, limit: int) -> list[OutcomePage]:
-        """At most `limit` outcome pages with seq > `after_seq`, in order."""
+    async def _read_outcomes(
+        self, batch_id: str, after_seq: int, max_bytes: int
+    ) -> list[OutcomePage]:
+        """read_outcomes from the store itself."""
 
-    def known_live(self, batch_id: str) -> bool:
-        """True when this process knows, without a read, that the batch has not ended
-        (a shortcut for watchers; False means "read it")."""
-        return False
+    def stats(self) -> StoreStats:
+        """What the store did so far (a copy)."""
+        return dataclasses.replace(self._stats)
+
+    def forget(self, batch_id: str) -> None:
+        """This process stops running `batch_id` (it ended, or its run stopped): release
+        what is held in memory for it. Watchers read the store from now on."""
+        self.tails.drop(batch_id)
+
+    def tracked(self) -> dict[str, int]:
+        """Sizes of what this process holds per batch or per watcher (the soak test and
+        `imgate_tracked_entries` check that each returns to zero)."""
+        return {
+            "store_watched_batches": len(self.notifier),
+            "store_tails": len(self.tails),
+            "store_reads": len(self._reads),
+        }
+
+    # -- the queue of batches waiting to run (issue 20) ----------------------------------
+
+    @abc.abstractmethod
+    async def claim_next(self, backend: str, caller: str, owner: str) -> BatchRow | None:
+        """The oldest QUEUED batch of `caller` on `backend` (owned by `owner` in a shared
+        store), moved to RUNNING; None when there is none."""
+
+    @abc.abstractmethod
+    async def queued_callers(self, backend: str, owner: str) -> set[str]:
+        """The callers with QUEUED batches on `backend` (owned by `owner`)."""
+
+    @abc.abstractmethod
+    async def queued_count(self, backend: str) -> int:
+        """How many batches wait QUEUED on `backend` (all owners)."""
+
+    @abc.abstractmethod
+    async def cancelling(self, owner: str, limit: int) -> list[BatchRow]:
+        """Up to `limit` CANCELLING batches (owned by `owner` in a shared store), oldest
+        first: a cancel asked on another replica of a batch its owner has not started."""
 
     @abc.abstractmethod
     async def purge(self, ended_before: float) -> int:

@@ -7,6 +7,7 @@ idempotent create, outcome pages in order) so the shared test suite holds for it
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import time
 from collections.abc import Callable, Sequence
 
@@ -73,6 +74,7 @@ class MemoryStore(Store):
         ids: Sequence[str],
         indexes: Sequence[int] | None,
         owner: str = "",  # one process: every batch is its own
+        first_chunk: ChunkRow | None = None,
     ) -> tuple[BatchRow, bool]:
         if row.request_id:
             existing = self._by_request.get((row.caller, row.request_id))
@@ -80,9 +82,12 @@ class MemoryStore(Store):
                 return self._copy(self._batches[existing].row), False
             self._by_request[(row.caller, row.request_id)] = row.batch_id
         stored = dataclasses.replace(row, update_time=row.create_time)
-        self._batches[row.batch_id] = _Batch(
-            stored, list(ids), range(len(ids)) if indexes is None else list(indexes)
-        )
+        batch = _Batch(stored, list(ids), range(len(ids)) if indexes is None else list(indexes))
+        self._batches[row.batch_id] = batch
+        if first_chunk is not None:
+            self._insert_or_check(batch, first_chunk, owner)
+            first_chunk.state = SENDING
+            batch.chunks[first_chunk.number].state = SENDING
         return self._copy(stored), True
 
     async def get_batch(self, batch_id: str) -> BatchRow | None:
@@ -156,6 +161,17 @@ class MemoryStore(Store):
         self.notifier.notify(chunk.batch_id)
         return seq
 
+    async def record_last(
+        self, chunk: ChunkRow, final_state: str, page: bytes, counts: Counts, owner: str
+    ) -> tuple[int, BatchRow]:
+        seq = await self.record(chunk, final_state, page, counts, owner)
+        ended = pb.BATCH_STATE_DONE
+        if self._batches[chunk.batch_id].row.state == pb.BATCH_STATE_CANCELLING:
+            ended = pb.BATCH_STATE_CANCELLED
+        row = await self.set_state(chunk.batch_id, ended)
+        assert row is not None
+        return seq, row
+
     async def set_state(self, batch_id: str, state: int) -> BatchRow | None:
         batch = self._batches.get(batch_id)
         if batch is None:
@@ -176,6 +192,10 @@ class MemoryStore(Store):
         for batch in self._batches.values():
             if batch.row.state not in UNFINISHED_STATES:
                 continue
+            if batch.row.bound or batch.row.state == pb.BATCH_STATE_CANCELLING:
+                recovered.to_close.append(batch.row.batch_id)
+            elif batch.row.state == pb.BATCH_STATE_RUNNING:
+                batch.row.state = pb.BATCH_STATE_QUEUED
             for chunk in batch.chunks.values():
                 if chunk.state == CLAIMED:
                     chunk.state = PLANNED
@@ -185,10 +205,51 @@ class MemoryStore(Store):
                     recovered.sending.append(dataclasses.replace(chunk))
         return recovered
 
-    async def read_outcomes(self, batch_id: str, after_seq: int, limit: int) -> list[OutcomePage]:
-        pages = self._batches[batch_id].pages
+    async def _read_outcomes(
+        self, batch_id: str, after_seq: int, max_bytes: int
+    ) -> list[OutcomePage]:
+        batch = self._batches.get(batch_id)
+        if batch is None:
+            return []
         # seq n is pages[n - 1]: pages are appended in seq order and never removed.
-        return pages[after_seq : after_seq + limit]
+        found: list[OutcomePage] = []
+        size = 0
+        for page in itertools.islice(batch.pages, after_seq, None):
+            if found and size + len(page.data) > max_bytes:
+                break
+            found.append(page)
+            size += len(page.data)
+        return found
+
+    # -- the queue --------------------------------------------------------------------
+
+    def _queued(self, backend: str) -> list[BatchRow]:
+        return [
+            b.row
+            for b in self._batches.values()
+            if b.row.backend == backend and b.row.state == pb.BATCH_STATE_QUEUED
+        ]
+
+    async def claim_next(self, backend: str, caller: str, owner: str) -> BatchRow | None:
+        # A scan: the memory store is sandbox mode's, with small backlogs.
+        waiting = [r for r in self._queued(backend) if r.caller == caller]
+        if not waiting:
+            return None
+        row = min(waiting, key=lambda r: (r.create_time, r.batch_id))
+        row.state = pb.BATCH_STATE_RUNNING
+        row.update_time = self._clock()
+        return self._copy(row)
+
+    async def queued_callers(self, backend: str, owner: str) -> set[str]:
+        return {r.caller for r in self._queued(backend)}
+
+    async def queued_count(self, backend: str) -> int:
+        return len(self._queued(backend))
+
+    async def cancelling(self, owner: str, limit: int) -> list[BatchRow]:
+        rows = [b.row for b in self._batches.values() if b.row.state == pb.BATCH_STATE_CANCELLING]
+        rows.sort(key=lambda r: (r.create_time, r.batch_id))
+        return [self._copy(r) for r in rows[:limit]]
 
     async def purge(self, ended_before: float) -> int:
         old = [

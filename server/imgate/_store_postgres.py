@@ -158,6 +158,12 @@ _MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX batch_lists_by_list ON batch_lists (list_key);
     """,
+    # 3: the queue (issue 20): batches wait QUEUED here, not in a replica's memory; each
+    # replica's scheduler takes its callers' oldest ones.
+    """
+    CREATE INDEX batches_queued ON batches (backend, owner, caller, create_time, batch_id)
+        WHERE state = 1;
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -175,8 +181,16 @@ _CONNECT_TIMEOUT_S = 10.0
 _Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Pool reset hook: nothing to reset (see PostgresStore.open)."""
+
+
 def _row(record: asyncpg.Record) -> BatchRow:
     return BatchRow(*record.values())
+
+
+def _row_of(values: Sequence[object]) -> BatchRow:
+    return BatchRow(*values)  # type: ignore[arg-type]
 
 
 def _chunk(record: asyncpg.Record) -> ChunkRow:
@@ -224,6 +238,13 @@ class PostgresStore(Store):
                 min_size=_POOL_MIN,
                 max_size=_POOL_MAX,
                 timeout=_CONNECT_TIMEOUT_S,
+                init=self._init_connection,
+                # Not asyncpg's default reset (advisory unlock, CLOSE ALL, UNLISTEN, RESET
+                # ALL) after every release: pooled connections keep no session state here
+                # (transaction-scoped locks only, settings given at connect, LISTEN on a
+                # connection of its own), and the reset was a quarter of the statements
+                # of a small send (issue 20).
+                reset=_keep_session,
                 server_settings={
                     "application_name": "imgate",
                     # A replica frozen inside a transaction (SIGSTOP, a VM pause) would
@@ -248,6 +269,12 @@ class PostgresStore(Store):
         except Exception as exc:
             await self.close()
             raise self._error("cannot use", exc) from None
+
+    async def _init_connection(self, conn: asyncpg.Connection) -> None:
+        conn.add_query_logger(self._count_statement)
+
+    def _count_statement(self, _query: object) -> None:
+        self._stats.statements += 1
 
     async def _listen(self) -> None:
         """(Re)open the connection that LISTENs for other replicas' changes."""
@@ -317,6 +344,7 @@ class PostgresStore(Store):
         ids: Sequence[str],
         indexes: Sequence[int] | None,
         owner: str = "",
+        first_chunk: ChunkRow | None = None,
     ) -> tuple[BatchRow, bool]:
         pages = [
             (
@@ -329,6 +357,8 @@ class PostgresStore(Store):
             )
             for number, start in enumerate(range(0, len(ids), RECIPIENT_PAGE))
         ]
+        if len(pages) == 1:
+            return await self._create_small(row, owner, pages[0][2:], first_chunk)
 
         async def insert_pages(conn: _Connection) -> None:
             await conn.copy_records_to_table(
@@ -338,7 +368,58 @@ class PostgresStore(Store):
                 schema_name=self.schema,
             )
 
+        assert first_chunk is None, "a batch of one vendor call has one page"
         return await self._create(row, owner, insert_pages)
+
+    async def _create_small(
+        self,
+        row: BatchRow,
+        owner: str,
+        page: tuple[str, str],
+        first_chunk: ChunkRow | None,
+    ) -> tuple[BatchRow, bool]:
+        """A batch of one page (and its first chunk, SENDING) in one statement: no
+        transaction to open and commit, no COPY (which asks the server for the table's
+        columns first)."""
+        planned_to, chunk_count = (0, 0) if first_chunk is None else (first_chunk.end, 1)
+        created = await self.pool.fetchrow(
+            f"WITH b AS (INSERT INTO batches ({_BATCH_COLUMNS}, owner) VALUES "
+            "($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,0,0,0,0,$10,NULL,$14,$15,1,$13) "
+            "ON CONFLICT (caller, request_id) WHERE request_id <> '' DO NOTHING "
+            f"RETURNING {_BATCH_COLUMNS}), "
+            "p AS (INSERT INTO recipient_pages (batch_id, page, ids, indexes) "
+            "SELECT batch_id, 0, $16, $17 FROM b), "
+            f"c AS (INSERT INTO chunks ({_CHUNK_COLUMNS}) "
+            f"SELECT batch_id, 0, 0, $14, '{SENDING}', 1, $13 FROM b WHERE $15 = 1) "
+            "SELECT * FROM b",
+            row.batch_id,
+            row.caller,
+            row.request_id,
+            row.fingerprint,
+            row.backend,
+            row.spec,
+            row.bound,
+            row.total,
+            row.duplicates_removed,
+            row.create_time,
+            row.send_before,
+            row.state,
+            owner,
+            planned_to,
+            chunk_count,
+            *page,
+        )
+        if created is None:
+            found = await self.pool.fetchrow(
+                f"SELECT {_BATCH_COLUMNS} FROM batches WHERE caller = $1 AND request_id = $2",
+                row.caller,
+                row.request_id,
+            )
+            assert found is not None
+            return _row(found), False
+        if first_chunk is not None:
+            first_chunk.state = SENDING
+        return _row(created), True
 
     async def create_batch_from_list(
         self, row: BatchRow, list_id: str, owner: str = ""
@@ -529,66 +610,183 @@ class PostgresStore(Store):
         )
 
     @contextlib.asynccontextmanager
-    async def _writing(self, batch_id: str) -> AsyncIterator[_Connection]:
+    async def _writer(self, batch_id: str) -> AsyncIterator[None]:
         lock = self._writers.setdefault(batch_id, asyncio.Lock())
-        async with lock, self.pool.acquire() as conn, conn.transaction():
-            yield conn
+        async with lock:
+            yield
+
+    def forget(self, batch_id: str) -> None:
+        super().forget(batch_id)
+        self._writers.pop(batch_id, None)
+
+    def tracked(self) -> dict[str, int]:
+        return {**super().tracked(), "store_writer_locks": len(self._writers)}
+
+    # write_ahead in one statement, as _RECORD below (without counts and page).
+    _WRITE_AHEAD = (
+        "WITH own AS (SELECT chunk_count, planned_to FROM batches "
+        "WHERE batch_id = $1 AND owner = $3 FOR NO KEY UPDATE), "
+        f"upd AS (UPDATE chunks SET state = '{SENDING}', owner = $3, attempts = $4 "
+        "WHERE batch_id = $1 AND number = $2 AND EXISTS (SELECT 1 FROM own) "
+        f"AND (state IN ('{PLANNED}', '{CLAIMED}') "
+        f"OR (state = '{SENDING}' AND owner = $3 AND attempts <= $4)) RETURNING 1), "
+        f"ins AS (INSERT INTO chunks ({_CHUNK_COLUMNS}) "
+        f"SELECT $1, $2, $5, $6, '{SENDING}', $4, $3 FROM own "
+        "WHERE chunk_count = $2 AND planned_to = $5 AND NOT EXISTS (SELECT 1 FROM upd) "
+        "RETURNING 1), "
+        "b AS (UPDATE batches SET chunk_count = chunk_count + 1, planned_to = $6 "
+        "WHERE batch_id = $1 AND EXISTS (SELECT 1 FROM ins) RETURNING 1) "
+        "SELECT (SELECT count(*) FROM upd) + (SELECT count(*) FROM b)"
+    )
 
     async def write_ahead(self, chunk: ChunkRow, owner: str) -> None:
-        async with self._writing(chunk.batch_id) as conn:
-            await self._take(conn, chunk, SENDING, owner)
+        args = (chunk.batch_id, chunk.number, owner, chunk.attempts, chunk.start, chunk.end)
+        async with self._writer(chunk.batch_id):
+            if await self.pool.fetchval(self._WRITE_AHEAD, *args):
+                return
+            await self._record_slowly(chunk, SENDING, owner)
+            if not await self.pool.fetchval(self._WRITE_AHEAD, *args):
+                raise Fenced(f"batch {chunk.batch_id} changed hands while writing ahead")
 
     async def record(
         self, chunk: ChunkRow, final_state: str, page: bytes, counts: Counts, owner: str
     ) -> int:
-        async with self._writing(chunk.batch_id) as conn:
-            await self._take(conn, chunk, final_state, owner)
-            seq: int = await conn.fetchval(
-                "UPDATE batches SET next_seq = next_seq + 1, accepted = accepted + $2, "
-                "failed = failed + $3, uncertain = uncertain + $4, "
-                "vendor_calls = vendor_calls + $5, "
-                "update_time = extract(epoch FROM clock_timestamp()) "
-                "WHERE batch_id = $1 RETURNING next_seq - 1",
+        seq, _ = await self._record(chunk, final_state, page, counts, owner, ends=False)
+        return seq
+
+    async def record_last(
+        self, chunk: ChunkRow, final_state: str, page: bytes, counts: Counts, owner: str
+    ) -> tuple[int, BatchRow]:
+        seq, ended = await self._record(chunk, final_state, page, counts, owner, ends=True)
+        assert ended is not None
+        self.forget(chunk.batch_id)
+        return seq, ended
+
+    # The usual record in one statement (issue 20: one statement per step, no BEGIN and
+    # COMMIT): lock the batch row if `owner` owns it, move the chunk (an existing row
+    # that is PLANNED, CLAIMED or SENDING by the owner, or a new row that follows the
+    # planned ones), add the counts (and end the batch), store the page, notify. When it
+    # changes nothing, `_record_slowly` decides: a batch without owner, or Fenced.
+    _RECORD = (
+        "WITH own AS (SELECT chunk_count, planned_to FROM batches "
+        "WHERE batch_id = $1 AND owner = $4 FOR NO KEY UPDATE), "
+        "upd AS (UPDATE chunks SET state = $3, owner = $4, attempts = $5 "
+        "WHERE batch_id = $1 AND number = $2 AND EXISTS (SELECT 1 FROM own) "
+        f"AND (state IN ('{PLANNED}', '{CLAIMED}') "
+        f"OR (state = '{SENDING}' AND owner = $4 AND attempts <= $5)) RETURNING 1), "
+        f"ins AS (INSERT INTO chunks ({_CHUNK_COLUMNS}) "
+        "SELECT $1, $2, $6, $7, $3, $5, $4 FROM own "
+        "WHERE chunk_count = $2 AND planned_to = $6 AND NOT EXISTS (SELECT 1 FROM upd) "
+        "RETURNING 1), "
+        "b AS (UPDATE batches SET next_seq = next_seq + 1, accepted = accepted + $8, "
+        "failed = failed + $9, uncertain = uncertain + $10, "
+        "vendor_calls = vendor_calls + $11, "
+        "update_time = extract(epoch FROM clock_timestamp()), "
+        "chunk_count = chunk_count + (SELECT count(*) FROM ins), "
+        "planned_to = CASE WHEN EXISTS (SELECT 1 FROM ins) THEN $7 ELSE planned_to END, "
+        f"state = CASE WHEN NOT $13 THEN state WHEN state = {pb.BATCH_STATE_CANCELLING} "
+        f"THEN {pb.BATCH_STATE_CANCELLED} ELSE {pb.BATCH_STATE_DONE} END, "
+        "end_time = CASE WHEN $13 THEN extract(epoch FROM clock_timestamp()) "
+        "ELSE end_time END "
+        "WHERE batch_id = $1 AND (EXISTS (SELECT 1 FROM upd) OR EXISTS (SELECT 1 FROM ins)) "
+        f"RETURNING next_seq - 1 AS seq, {_BATCH_COLUMNS}), "
+        "o AS (INSERT INTO outcomes (batch_id, seq, data, count) "
+        "SELECT $1, seq, $12, $7 - $6 FROM b) "
+        "SELECT b.*, pg_notify($14, $1) FROM b"
+    )
+
+    async def _record(
+        self,
+        chunk: ChunkRow,
+        final_state: str,
+        page: bytes,
+        counts: Counts,
+        owner: str,
+        ends: bool,
+    ) -> tuple[int, BatchRow | None]:
+        async with self._writer(chunk.batch_id):
+            found = await self.pool.fetchrow(
+                self._RECORD,
                 chunk.batch_id,
+                chunk.number,
+                final_state,
+                owner,
+                chunk.attempts,
+                chunk.start,
+                chunk.end,
                 counts.accepted,
                 counts.failed,
                 counts.uncertain,
                 counts.vendor_calls,
-            )
-            await conn.execute(
-                "INSERT INTO outcomes (batch_id, seq, data, count) VALUES ($1, $2, $3, $4)",
-                chunk.batch_id,
-                seq,
                 page,
-                chunk.end - chunk.start,
+                ends,
+                self._channel,
             )
-            await conn.execute("SELECT pg_notify($1, $2)", self._channel, chunk.batch_id)
+            if found is None:
+                await self._record_slowly(chunk, final_state, owner)
+                # The batch had no owner and is `owner`'s now: the usual statement works.
+                found = await self.pool.fetchrow(
+                    self._RECORD,
+                    chunk.batch_id,
+                    chunk.number,
+                    final_state,
+                    owner,
+                    chunk.attempts,
+                    chunk.start,
+                    chunk.end,
+                    counts.accepted,
+                    counts.failed,
+                    counts.uncertain,
+                    counts.vendor_calls,
+                    page,
+                    ends,
+                    self._channel,
+                )
+                if found is None:
+                    raise Fenced(f"batch {chunk.batch_id} changed hands while recording")
+        values = list(found.values())
+        seq: int = values[0]
+        self.tails.add(chunk.batch_id, OutcomePage(seq, page, chunk.end - chunk.start))
         self.notifier.notify(chunk.batch_id)
-        return seq
+        return seq, _row_of(values[1:-1]) if ends else None
+
+    async def _record_slowly(self, chunk: ChunkRow, state: str, owner: str) -> None:
+        """Why the usual record changed nothing: raises Fenced, or takes a batch that has
+        no owner for `owner` (then nothing else is changed here)."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            taken = await conn.execute(
+                "UPDATE batches SET owner = $2 WHERE batch_id = $1 AND owner = ''",
+                chunk.batch_id,
+                owner,
+            )
+            if taken == "UPDATE 1":
+                return
+            await self._take(conn, chunk, state, owner)  # raises Fenced
+            raise Fenced(f"chunk {chunk.number} of {chunk.batch_id} cannot be recorded now")
 
     async def set_state(self, batch_id: str, state: int) -> BatchRow | None:
         keep_cancelling = (
             f" AND state <> {pb.BATCH_STATE_CANCELLING}" if state == pb.BATCH_STATE_RUNNING else ""
         )
-        ends = state in ENDED_STATES
-        async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                "UPDATE batches SET state = $2, "
-                "update_time = extract(epoch FROM clock_timestamp()), "
-                "end_time = CASE WHEN $3 THEN extract(epoch FROM clock_timestamp()) END "
-                f"WHERE batch_id = $1 AND state NOT IN {_ENDED}{keep_cancelling}",
-                batch_id,
-                state,
-                ends,
-            )
-            found = await conn.fetchrow(
-                f"SELECT {_BATCH_COLUMNS} FROM batches WHERE batch_id = $1", batch_id
-            )
-            await conn.execute("SELECT pg_notify($1, $2)", self._channel, batch_id)
+        # One statement: the row as updated, or as it is when the update does not apply.
+        found = await self.pool.fetchrow(
+            "WITH u AS (UPDATE batches SET state = $2, "
+            "update_time = extract(epoch FROM clock_timestamp()), "
+            "end_time = CASE WHEN $3 THEN extract(epoch FROM clock_timestamp()) END "
+            f"WHERE batch_id = $1 AND state NOT IN {_ENDED}{keep_cancelling} "
+            f"RETURNING {_BATCH_COLUMNS}) "
+            f"SELECT x.*, pg_notify($4, $1) FROM (SELECT * FROM u UNION ALL "
+            f"SELECT {_BATCH_COLUMNS} FROM batches "
+            "WHERE batch_id = $1 AND NOT EXISTS (SELECT 1 FROM u)) x",
+            batch_id,
+            state,
+            state in ENDED_STATES,
+            self._channel,
+        )
         if found is not None and found["state"] in ENDED_STATES:
-            self._writers.pop(batch_id, None)
+            self.forget(batch_id)
         self.notifier.notify(batch_id)
-        return None if found is None else _row(found)
+        return None if found is None else _row_of(list(found.values())[:-1])
 
     # -- replicas ---------------------------------------------------------------------
 
@@ -623,18 +821,16 @@ class PostgresStore(Store):
         _, recovered = await self._adopt(owner, self.lease_s, wait=True)
         return recovered
 
-    async def adopt(self, owner: str, lease_s: float) -> tuple[list[BatchRow], Recovered]:
+    async def adopt(self, owner: str, lease_s: float) -> tuple[int, Recovered]:
         return await self._adopt(owner, lease_s, wait=False)
 
-    async def _adopt(
-        self, owner: str, lease_s: float, wait: bool
-    ) -> tuple[list[BatchRow], Recovered]:
+    async def _adopt(self, owner: str, lease_s: float, wait: bool) -> tuple[int, Recovered]:
         lock = "pg_advisory_xact_lock" if wait else "pg_try_advisory_xact_lock"
         async with self.pool.acquire() as conn, conn.transaction():
             # One sweeper at a time (per schema); the others find the lock taken and skip.
             got = await conn.fetchval(f"SELECT {lock}(hashtext(current_schema() || ' sweep'))")
             if got is False:
-                return [], Recovered()
+                return 0, Recovered()
             taken = await conn.fetch(
                 "SELECT batch_id FROM batches b "
                 f"WHERE state IN {_UNFINISHED} AND owner <> $1 AND NOT EXISTS ("
@@ -646,7 +842,7 @@ class PostgresStore(Store):
             )
             batch_ids = [r["batch_id"] for r in taken]
             if not batch_ids:
-                return [], Recovered()
+                return 0, Recovered()
             await conn.execute(
                 "UPDATE batches SET owner = $1 WHERE batch_id = ANY($2)", owner, batch_ids
             )
@@ -663,9 +859,15 @@ class PostgresStore(Store):
                 SENDING,
                 batch_ids,
             )
-            rows = await conn.fetch(
-                f"SELECT {_BATCH_COLUMNS} FROM batches WHERE batch_id = ANY($1) "
-                "ORDER BY create_time, batch_id",
+            # What was running waits in the queue again, in its place (create_time).
+            await conn.execute(
+                f"UPDATE batches SET state = {pb.BATCH_STATE_QUEUED} WHERE batch_id = ANY($1) "
+                f"AND state = {pb.BATCH_STATE_RUNNING} AND NOT bound",
+                batch_ids,
+            )
+            to_close = await conn.fetch(
+                "SELECT batch_id FROM batches WHERE batch_id = ANY($1) "
+                f"AND (bound OR state = {pb.BATCH_STATE_CANCELLING}) ORDER BY create_time",
                 batch_ids,
             )
             # Replicas presumed dead keep no row; one that wakes up writes a new one.
@@ -676,19 +878,72 @@ class PostgresStore(Store):
                 owner,
             )
         chunks = sorted((_chunk(r) for r in sending), key=lambda c: (c.batch_id, c.number))
-        return [_row(r) for r in rows], Recovered(chunks, int(reclaimed.split()[-1]))
+        closing = [r["batch_id"] for r in to_close]
+        return len(batch_ids), Recovered(chunks, int(reclaimed.split()[-1]), closing)
 
     # -- outcomes and retention -------------------------------------------------------
 
-    async def read_outcomes(self, batch_id: str, after_seq: int, limit: int) -> list[OutcomePage]:
+    async def _read_outcomes(
+        self, batch_id: str, after_seq: int, max_bytes: int
+    ) -> list[OutcomePage]:
+        # Pages hold one chunk (up to ~40 KB): read about what fits, then trim to bytes.
         rows = await self.pool.fetch(
             "SELECT seq, data, count FROM outcomes WHERE batch_id = $1 AND seq > $2 "
             "ORDER BY seq LIMIT $3",
             batch_id,
             after_seq,
+            max(1, max_bytes // 16384),
+        )
+        found: list[OutcomePage] = []
+        size = 0
+        for r in rows:
+            data = bytes(r["data"])
+            if found and size + len(data) > max_bytes:
+                break
+            found.append(OutcomePage(r["seq"], data, r["count"]))
+            size += len(data)
+        return found
+
+    # -- the queue --------------------------------------------------------------------
+
+    async def claim_next(self, backend: str, caller: str, owner: str) -> BatchRow | None:
+        found = await self.pool.fetchrow(
+            f"UPDATE batches SET state = {pb.BATCH_STATE_RUNNING}, "
+            "update_time = extract(epoch FROM clock_timestamp()) "
+            "WHERE batch_id = (SELECT batch_id FROM batches WHERE backend = $1 AND "
+            f"owner = $2 AND caller = $3 AND state = {pb.BATCH_STATE_QUEUED} "
+            "ORDER BY create_time, batch_id LIMIT 1 FOR UPDATE SKIP LOCKED) "
+            f"AND state = {pb.BATCH_STATE_QUEUED} RETURNING {_BATCH_COLUMNS}",
+            backend,
+            owner,
+            caller,
+        )
+        return None if found is None else _row(found)
+
+    async def queued_callers(self, backend: str, owner: str) -> set[str]:
+        rows = await self.pool.fetch(
+            "SELECT DISTINCT caller FROM batches WHERE backend = $1 AND owner = $2 "
+            f"AND state = {pb.BATCH_STATE_QUEUED}",
+            backend,
+            owner,
+        )
+        return {r["caller"] for r in rows}
+
+    async def queued_count(self, backend: str) -> int:
+        count: int = await self.pool.fetchval(
+            f"SELECT count(*) FROM batches WHERE backend = $1 AND state = {pb.BATCH_STATE_QUEUED}",
+            backend,
+        )
+        return count
+
+    async def cancelling(self, owner: str, limit: int) -> list[BatchRow]:
+        rows = await self.pool.fetch(
+            f"SELECT {_BATCH_COLUMNS} FROM batches WHERE owner = $1 AND "
+            f"state = {pb.BATCH_STATE_CANCELLING} ORDER BY create_time, batch_id LIMIT $2",
+            owner,
             limit,
         )
-        return [OutcomePage(r["seq"], bytes(r["data"]), r["count"]) for r in rows]
+        return [_row(r) for r in rows]
 
     async def purge(self, ended_before: float) -> int:
         async with self.pool.acquire() as conn, conn.transaction():

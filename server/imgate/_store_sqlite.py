@@ -42,6 +42,7 @@ from imgate._store import (
     Recovered,
     Store,
     StoreError,
+    StoreStats,
     decode_recipients,
     encode_list_page,
     encode_recipients,
@@ -50,7 +51,7 @@ from imgate.v1 import gateway_pb2 as pb
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _SCHEMA = """
 CREATE TABLE batches (
     batch_id TEXT PRIMARY KEY,
@@ -144,6 +145,12 @@ CREATE TABLE batch_lists (
 ) WITHOUT ROWID;
 CREATE INDEX batch_lists_by_list ON batch_lists (list_key);
 """
+# Version 3: the queue (issue 20). Batches wait QUEUED in the file, not in memory; the
+# scheduler takes each caller's oldest one.
+_SCHEMA_QUEUE = """
+CREATE INDEX batches_queued ON batches (backend, caller, create_time, batch_id)
+    WHERE state = 1;
+"""
 _LIST_COLUMNS = ", ".join(f.name for f in dataclasses.fields(ListRow))
 # Members of a finished list are deleted this many per transaction, so that the writer
 # (every batch's write-ahead marks) never waits long behind a list of millions.
@@ -153,9 +160,6 @@ log = logging.getLogger("imgate.store")
 # The batches table has BatchRow's fields as columns, in its order: one owner for both.
 _BATCH_COLUMNS = ", ".join(f.name for f in dataclasses.fields(BatchRow))
 _MAX_OPS_PER_COMMIT = 512
-# Outcome pages recorded by this process are also kept here, the newest few per batch,
-# so that watchers in this process follow a live batch without a read of the file.
-_TAIL_PAGES = 128
 
 
 def _row(values: Sequence[Any]) -> BatchRow:
@@ -235,9 +239,16 @@ class _Writer(threading.Thread):
     def __init__(self, conn: sqlite3.Connection) -> None:
         super().__init__(name="imgate-sqlite-writer", daemon=True)
         self._conn = conn
+        self.commits = 0
+        """Transactions committed (written by this thread only)."""
+        self.statements = 0
+        conn.set_trace_callback(self._count)
         self._queue: queue.SimpleQueue[
             tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]] | None
         ] = queue.SimpleQueue()
+
+    def _count(self, _statement: str) -> None:
+        self.statements += 1
 
     def submit(self, op: Callable[[sqlite3.Connection], T], waiter: asyncio.Future[T]) -> None:
         """Queue `op`; `waiter` (a future of the calling event loop) gets its outcome."""
@@ -290,6 +301,7 @@ class _Writer(threading.Thread):
                     conn.execute("RELEASE op")
                     results.append((waiter, result, None))
             conn.execute("COMMIT")
+            self.commits += 1
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
@@ -321,7 +333,8 @@ class SQLiteStore(Store):
         self._checkpointer: _Checkpointer | None = None
         self._reader: sqlite3.Connection | None = None
         self._read_pool: ThreadPoolExecutor | None = None
-        self._tails: dict[str, list[OutcomePage]] = {}
+        self._reader_statements = 0
+        """Statements run on the reader connection (written by the reader thread only)."""
 
     # -- life cycle -------------------------------------------------------------------
 
@@ -356,6 +369,7 @@ class SQLiteStore(Store):
         self._checkpointer = checkpointer
         checkpointer.start()
         self._reader = _connect(self.path)
+        self._reader.set_trace_callback(self._count_read)
         self._read_pool = ThreadPoolExecutor(1, thread_name_prefix="imgate-sqlite-reader")
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
@@ -368,7 +382,7 @@ class SQLiteStore(Store):
                 f"gateway's {SCHEMA_VERSION}; upgrade the gateway"
             )
         # Version 0 is a new file; later versions add their steps here, in order.
-        steps = [_SCHEMA, _SCHEMA_LISTS][version:]
+        steps = [_SCHEMA, _SCHEMA_LISTS, _SCHEMA_QUEUE][version:]
         conn.execute("BEGIN IMMEDIATE")
         # Not executescript(): it would commit before the version is set.
         for statement in filter(str.strip, ";".join(steps).split(";")):
@@ -401,6 +415,15 @@ class SQLiteStore(Store):
 
     # -- plumbing ---------------------------------------------------------------------
 
+    def _count_read(self, _statement: str) -> None:
+        self._reader_statements += 1
+
+    def stats(self) -> StoreStats:
+        writer = self._writer
+        if writer is None:
+            return StoreStats()
+        return StoreStats(writer.commits, writer.statements + self._reader_statements)
+
     async def _write(self, op: Callable[[sqlite3.Connection], T]) -> T:
         if self._writer is None:
             raise StoreError("store: not open")
@@ -422,6 +445,7 @@ class SQLiteStore(Store):
         ids: Sequence[str],
         indexes: Sequence[int] | None,
         owner: str = "",  # one process: every batch is its own
+        first_chunk: ChunkRow | None = None,
     ) -> tuple[BatchRow, bool]:
         # Encoded here, on the loop's thread, so the writer's transaction stays short.
         pages = [
@@ -442,7 +466,9 @@ class SQLiteStore(Store):
                 pages,
             )
 
-        return await self._write(lambda conn: self._create(conn, row, insert_pages))
+        return await self._write(
+            lambda conn: self._create(conn, row, insert_pages, first_chunk, owner)
+        )
 
     async def create_batch_from_list(
         self,
@@ -466,8 +492,11 @@ class SQLiteStore(Store):
         conn: sqlite3.Connection,
         row: BatchRow,
         insert_recipients: Callable[[sqlite3.Connection], None],
+        first_chunk: ChunkRow | None = None,
+        owner: str = "",
     ) -> tuple[BatchRow, bool]:
-        """The batch row and its recipients, unless (caller, request_id) has a batch."""
+        """The batch row and its recipients (and its first chunk, SENDING), unless
+        (caller, request_id) has a batch."""
         if row.request_id:
             found = conn.execute(
                 f"SELECT {_BATCH_COLUMNS} FROM batches WHERE caller = ? AND request_id = ?",
@@ -475,9 +504,10 @@ class SQLiteStore(Store):
             ).fetchone()
             if found is not None:
                 return _row(found), False
-        conn.execute(
+        planned_to, chunk_count = (0, 0) if first_chunk is None else (first_chunk.end, 1)
+        stored = conn.execute(
             f"INSERT INTO batches ({_BATCH_COLUMNS}) VALUES "
-            "(?,?,?,?,?,?,?,?,?,?,?,?,0,0,0,0,?,NULL,0,0,1)",
+            f"(?,?,?,?,?,?,?,?,?,?,?,?,0,0,0,0,?,NULL,?,?,1) RETURNING {_BATCH_COLUMNS}",
             (
                 row.batch_id,
                 row.caller,
@@ -492,15 +522,26 @@ class SQLiteStore(Store):
                 row.send_before,
                 row.state,
                 row.create_time,
+                planned_to,
+                chunk_count,
             ),
-        )
+        ).fetchone()
         insert_recipients(conn)
-        stored = _row(
+        if first_chunk is not None:
+            first_chunk.state = SENDING
             conn.execute(
-                f"SELECT {_BATCH_COLUMNS} FROM batches WHERE batch_id = ?", (row.batch_id,)
-            ).fetchone()
-        )
-        return stored, True
+                "INSERT INTO chunks VALUES (?,?,?,?,?,?,?)",
+                (
+                    first_chunk.batch_id,
+                    first_chunk.number,
+                    first_chunk.start,
+                    first_chunk.end,
+                    SENDING,
+                    first_chunk.attempts,
+                    owner,
+                ),
+            )
+        return _row(stored), True
 
     async def get_batch(self, batch_id: str) -> BatchRow | None:
         def op(conn: sqlite3.Connection) -> BatchRow | None:
@@ -631,10 +672,64 @@ class SQLiteStore(Store):
     async def record(
         self, chunk: ChunkRow, final_state: str, page: bytes, counts: Counts, owner: str
     ) -> int:
+        seq, _ = await self._write(self._record_op(chunk, final_state, page, counts, owner))
+        self._recorded(chunk, seq, page)
+        return seq
+
+    async def record_last(
+        self, chunk: ChunkRow, final_state: str, page: bytes, counts: Counts, owner: str
+    ) -> tuple[int, BatchRow]:
+        seq, ended = await self._write(
+            self._record_op(chunk, final_state, page, counts, owner, ends=True)
+        )
+        assert ended is not None
+        self._recorded(chunk, seq, page)
+        self.tails.drop(chunk.batch_id)  # watchers of an ended batch read the file
+        return seq, ended
+
+    def _recorded(self, chunk: ChunkRow, seq: int, page: bytes) -> None:
+        self.tails.add(chunk.batch_id, OutcomePage(seq, page, chunk.end - chunk.start))
+        self.notifier.notify(chunk.batch_id)
+
+    def _record_op(
+        self,
+        chunk: ChunkRow,
+        final_state: str,
+        page: bytes,
+        counts: Counts,
+        owner: str,
+        ends: bool = False,
+    ) -> Callable[[sqlite3.Connection], tuple[int, BatchRow | None]]:
+        """The write of `record` (and with `ends`, of the batch's end: record_last)."""
         now = self._clock()
         values = (chunk.batch_id, chunk.number, chunk.start, chunk.end)
+        counted: tuple[float, ...] = (
+            counts.accepted,
+            counts.failed,
+            counts.uncertain,
+            counts.vendor_calls,
+            now,
+        )
+        if ends:
+            counted += (now,)  # end_time
+            # DONE, or CANCELLED if a cancel came while the last chunk was in flight.
+            update = (
+                "UPDATE batches SET next_seq = next_seq + 1, accepted = accepted + ?, "
+                "failed = failed + ?, uncertain = uncertain + ?, "
+                "vendor_calls = vendor_calls + ?, update_time = ?, end_time = ?, "
+                f"state = CASE state WHEN {pb.BATCH_STATE_CANCELLING} "
+                f"THEN {pb.BATCH_STATE_CANCELLED} ELSE {pb.BATCH_STATE_DONE} END "
+                f"WHERE batch_id = ? RETURNING next_seq - 1, {_BATCH_COLUMNS}"
+            )
+        else:
+            update = (
+                "UPDATE batches SET next_seq = next_seq + 1, accepted = accepted + ?, "
+                "failed = failed + ?, uncertain = uncertain + ?, "
+                "vendor_calls = vendor_calls + ?, update_time = ? "
+                "WHERE batch_id = ? RETURNING next_seq - 1"
+            )
 
-        def op(conn: sqlite3.Connection) -> int:
+        def op(conn: sqlite3.Connection) -> tuple[int, BatchRow | None]:
             updated = conn.execute(
                 f"UPDATE chunks SET state = ?, owner = ?, attempts = ? {self._CLAIMABLE}",
                 (final_state, owner, chunk.attempts, chunk.batch_id, chunk.number, owner),
@@ -646,40 +741,15 @@ class SQLiteStore(Store):
                     "INSERT INTO chunks VALUES (?,?,?,?,?,?,?)",
                     (*values, final_state, chunk.attempts, owner),
                 )
-            seq: int = conn.execute(
-                "UPDATE batches SET next_seq = next_seq + 1, accepted = accepted + ?, "
-                "failed = failed + ?, uncertain = uncertain + ?, "
-                "vendor_calls = vendor_calls + ?, update_time = ? "
-                "WHERE batch_id = ? RETURNING next_seq - 1",
-                (
-                    counts.accepted,
-                    counts.failed,
-                    counts.uncertain,
-                    counts.vendor_calls,
-                    now,
-                    chunk.batch_id,
-                ),
-            ).fetchone()[0]
+            found = conn.execute(update, (*counted, chunk.batch_id)).fetchone()
+            seq: int = found[0]
             conn.execute(
                 "INSERT INTO outcomes (batch_id, seq, data, count) VALUES (?,?,?,?)",
                 (chunk.batch_id, seq, page, chunk.end - chunk.start),
             )
-            return seq
+            return seq, _row(found[1:]) if ends else None
 
-        seq = await self._write(op)
-        tail = self._tails.setdefault(chunk.batch_id, [])
-        if tail and tail[-1].seq != seq - 1:
-            tail.clear()  # not contiguous (recorded out of order): read the file instead
-        tail.append(OutcomePage(seq, page, chunk.end - chunk.start))
-        if len(tail) > _TAIL_PAGES:
-            del tail[: len(tail) - _TAIL_PAGES]
-        self.notifier.notify(chunk.batch_id)
-        return seq
-
-    def known_live(self, batch_id: str) -> bool:
-        # A tail exists from the first record until the batch ends (set_state drops it),
-        # and only this process writes the file (flock).
-        return batch_id in self._tails
+        return op
 
     async def set_state(self, batch_id: str, state: int) -> BatchRow | None:
         now = self._clock()
@@ -704,7 +774,7 @@ class SQLiteStore(Store):
 
         row = await self._write(op)
         if row is not None and row.ended:
-            self._tails.pop(batch_id, None)  # watchers of an ended batch read the file
+            self.tails.drop(batch_id)  # watchers of an ended batch read the file
         self.notifier.notify(batch_id)
         return row
 
@@ -722,25 +792,85 @@ class SQLiteStore(Store):
                 "RETURNING batch_id, number, start_pos, end_pos, state, attempts, owner",
                 (owner, SENDING),
             ).fetchall()
-            return Recovered([ChunkRow(*r) for r in sending], reclaimed)
+            # Whatever was running waits in the queue again, in its place (create_time).
+            conn.execute(
+                "UPDATE batches SET state = ? WHERE state = ? AND NOT bound",
+                (pb.BATCH_STATE_QUEUED, pb.BATCH_STATE_RUNNING),
+            )
+            to_close = conn.execute(
+                f"SELECT batch_id FROM batches WHERE state IN ({states}) "
+                f"AND (bound OR state = {pb.BATCH_STATE_CANCELLING}) ORDER BY create_time",
+            ).fetchall()
+            return Recovered([ChunkRow(*r) for r in sending], reclaimed, [r[0] for r in to_close])
 
         return await self._write(op)
 
-    async def read_outcomes(self, batch_id: str, after_seq: int, limit: int) -> list[OutcomePage]:
-        tail = self._tails.get(batch_id)
-        if tail and tail[0].seq <= after_seq + 1:
-            if tail[-1].seq <= after_seq:
-                return []
-            start = after_seq + 1 - tail[0].seq
-            return tail[start : start + limit]
-
+    async def _read_outcomes(
+        self, batch_id: str, after_seq: int, max_bytes: int
+    ) -> list[OutcomePage]:
         def op(conn: sqlite3.Connection) -> list[OutcomePage]:
             rows = conn.execute(
-                "SELECT seq, data, count FROM outcomes WHERE batch_id = ? AND seq > ? "
-                "ORDER BY seq LIMIT ?",
-                (batch_id, after_seq, limit),
+                "SELECT seq, data, count FROM outcomes WHERE batch_id = ? AND seq > ? ORDER BY seq",
+                (batch_id, after_seq),
             )
-            return [OutcomePage(seq, bytes(data), count) for seq, data, count in rows]
+            found: list[OutcomePage] = []
+            size = 0
+            for seq, data, count in rows:  # stepped one row at a time: no more is read
+                if found and size + len(data) > max_bytes:
+                    break
+                found.append(OutcomePage(seq, bytes(data), count))
+                size += len(data)
+            rows.close()
+            return found
+
+        return await self._read(op)
+
+    # -- the queue --------------------------------------------------------------------
+
+    async def claim_next(self, backend: str, caller: str, owner: str) -> BatchRow | None:
+        def op(conn: sqlite3.Connection) -> BatchRow | None:
+            found = conn.execute(
+                f"UPDATE batches SET state = {pb.BATCH_STATE_RUNNING}, update_time = ? "
+                "WHERE batch_id = (SELECT batch_id FROM batches WHERE backend = ? AND "
+                f"caller = ? AND state = {pb.BATCH_STATE_QUEUED} "
+                "ORDER BY create_time, batch_id LIMIT 1) "
+                f"RETURNING {_BATCH_COLUMNS}",
+                (self._clock(), backend, caller),
+            ).fetchone()
+            return None if found is None else _row(found)
+
+        return await self._write(op)
+
+    async def queued_callers(self, backend: str, owner: str) -> set[str]:
+        def op(conn: sqlite3.Connection) -> set[str]:
+            rows = conn.execute(
+                "SELECT DISTINCT caller FROM batches WHERE backend = ? "
+                f"AND state = {pb.BATCH_STATE_QUEUED}",
+                (backend,),
+            )
+            return {r[0] for r in rows}
+
+        return await self._read(op)
+
+    async def queued_count(self, backend: str) -> int:
+        def op(conn: sqlite3.Connection) -> int:
+            found: int = conn.execute(
+                "SELECT count(*) FROM batches WHERE backend = ? "
+                f"AND state = {pb.BATCH_STATE_QUEUED}",
+                (backend,),
+            ).fetchone()[0]
+            return found
+
+        return await self._read(op)
+
+    async def cancelling(self, owner: str, limit: int) -> list[BatchRow]:
+        def op(conn: sqlite3.Connection) -> list[BatchRow]:
+            rows = conn.execute(
+                f"SELECT {_BATCH_COLUMNS} FROM batches WHERE "
+                f"state = {pb.BATCH_STATE_CANCELLING} ORDER BY create_time, batch_id LIMIT ?",
+                (limit,),
+            )
+            return [_row(r) for r in rows]
 
         return await self._read(op)
 
