@@ -89,7 +89,8 @@ async def test_nothing_is_kept_per_batch_or_stream_once_they_ended(
         if not any(tracked.values()):
             break
         await asyncio.sleep(0.05)
-    assert tracked and not any(tracked.values()), tracked
+    assert tracked
+    assert not any(tracked.values()), tracked
 
 
 async def test_a_send_that_fits_one_call_answers_in_one_message_with_two_commits(
@@ -102,7 +103,8 @@ async def test_a_send_that_fits_one_call_answers_in_one_message_with_two_commits
     messages, outcomes, summary = await gateway.send(text_request(["a", "b", "ghost1"], "tencent"))
     after = store.stats()
     assert len(messages) == 1  # outcomes, summary, batch id and cursor in one message
-    assert messages[0].batch_id and messages[0].cursor
+    assert messages[0].batch_id
+    assert messages[0].cursor
     assert [o.recipient_id for o in outcomes] == ["a", "b", "ghost1"]
     assert (summary.accepted, summary.failed) == (2, 1)
     # Stored with its chunk SENDING, then recorded and ended: two commits (issue 20).
@@ -115,7 +117,8 @@ async def test_a_send_that_fits_one_call_answers_in_one_message_with_two_commits
     assert [len(m.outcomes) for m in rest] == [0]
     assert rest[-1].summary.total == 3
     row = await store.get_batch(messages[0].batch_id)
-    assert row is not None and row.state == pb.BATCH_STATE_DONE
+    assert row is not None
+    assert row.state == pb.BATCH_STATE_DONE
 
 
 async def test_queued_batches_wait_in_the_store_and_run_when_a_slot_frees(

@@ -133,7 +133,7 @@ def _read_the_rest(first: pb.WatchBatchResponse, call: Iterator[pb.WatchBatchRes
             summary = message.summary
     assert summary is not None
     assert summary.total == RECIPIENTS
-    assert all(a < b for a, b in zip(cursors, cursors[1:-1], strict=False))  # in order
+    assert all(a < b for a, b in itertools.pairwise(cursors[:-1]))  # in order
     assert seen == bytearray([1]) * RECIPIENTS
 
 
