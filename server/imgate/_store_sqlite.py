@@ -164,12 +164,14 @@ def _row(values: Sequence[Any]) -> BatchRow:
     return row
 
 
-def _connect(path: Path) -> sqlite3.Connection:
+def _connect(path: Path, busy_ms: int = 5000) -> sqlite3.Connection:
     # Autocommit mode: transactions are explicit (BEGIN IMMEDIATE in the writer).
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
-    conn.execute("PRAGMA busy_timeout=5000")
+    conn.execute(f"PRAGMA busy_timeout={busy_ms}")
+    # Per connection, applied by the one that resets the WAL (see _Checkpointer).
+    conn.execute(f"PRAGMA journal_size_limit={_JOURNAL_SIZE_LIMIT}")
     return conn
 
 
@@ -178,15 +180,43 @@ def _connect(path: Path) -> sqlite3.Connection:
 # 5-15 ms measured on the way to a batch's first call and its first outcome (issue 15).
 # _Checkpointer does it instead, PASSIVE (it never waits for, nor blocks, the writer or a
 # reader), whenever the WAL has been written since its last look.
+#
+# Copying is not shrinking. SQLite's rules (wal.c): the WAL file is only reset, written
+# again from its start, by a writer that begins a transaction when a checkpoint has copied
+# *every* frame and no reader is using the WAL; only then is the file cut down to
+# journal_size_limit (a commit after the reset), and only a TRUNCATE checkpoint or the
+# last connection's close cuts it to 0. Under continuous writes a PASSIVE checkpoint is
+# always a little behind the writer, so there is never a reset and the file grows without
+# end (203 MB after 28,000 small requests, 627 MB after a 10,000,000-id list; issue 20),
+# and after a burst it stays at its largest until the gateway stops. So the checkpointer
+# also runs a TRUNCATE checkpoint (copy everything, wait for readers, reset, cut the file
+# to 0) in two cases:
+# - the WAL has not been written for _WAL_IDLE_S and is over _WAL_IDLE_TRUNCATE_ABOVE:
+#   after a burst the file goes back to 0 (the writer is idle, nobody waits);
+# - the WAL is over _WAL_HARD_LIMIT: the bound under continuous load (plus what is written
+#   between two looks, _LOOK_EVERY_S, and one transaction: never split). A TRUNCATE
+#   checkpoint holds the write lock while it finishes copying and waits for readers, so a
+#   commit may wait for it (up to _CHECKPOINTER_BUSY_MS per wait, then it gives up and
+#   retries after _FORCED_RETRY_S): a short pause now and then instead of a disk that fills.
+# The file is also cut to 0 at a clean close (SQLiteStore._close).
 _CHECKPOINT_EVERY_S = 0.25
+_LOOK_EVERY_S = 0.05  # a stat() of the WAL file
+_JOURNAL_SIZE_LIMIT = 16 * 1024 * 1024
+_WAL_IDLE_S = 1.0
+_WAL_IDLE_TRUNCATE_ABOVE = 1024 * 1024
+_WAL_HARD_LIMIT = 32 * 1024 * 1024
+# Below the writer's own busy_timeout (5 s): the writer never fails waiting for it.
+_CHECKPOINTER_BUSY_MS = 1000
+_FORCED_RETRY_S = 2.0
 
 
 class _Checkpointer(threading.Thread):
-    """Copies the WAL into the database file in the background, on its own connection."""
+    """Copies the WAL into the database file in the background, on its own connection,
+    and keeps the WAL file small (see above)."""
 
     def __init__(self, path: Path) -> None:
         super().__init__(name="imgate-sqlite-checkpointer", daemon=True)
-        self._conn = _connect(path)
+        self._conn = _connect(path, busy_ms=_CHECKPOINTER_BUSY_MS)
         self._wal = Path(f"{path}-wal")
         self._stopped = threading.Event()
 
@@ -196,20 +226,39 @@ class _Checkpointer(threading.Thread):
         self._conn.close()
 
     def run(self) -> None:
-        seen = None
-        while not self._stopped.wait(_CHECKPOINT_EVERY_S):
+        seen: tuple[int, int] | None = None  # the WAL's (mtime, size) at the last look
+        changed_at = time.monotonic()  # when that last changed
+        checkpointed: tuple[int, int] | None = None  # as of the last checkpoint
+        forced_after = 0.0  # no TRUNCATE before this (one was kept waiting by a reader)
+        passive_after = 0.0  # no PASSIVE before this
+        while not self._stopped.wait(_LOOK_EVERY_S):
             try:
-                written = self._wal.stat().st_mtime_ns
+                stat = self._wal.stat()
             except OSError:
                 continue  # no WAL yet
-            if written == seen:
+            now = time.monotonic()
+            look = (stat.st_mtime_ns, stat.st_size)
+            if look != seen:
+                seen, changed_at = look, now
+            idle = now - changed_at >= _WAL_IDLE_S
+            if now >= forced_after and (
+                stat.st_size > _WAL_HARD_LIMIT or (idle and stat.st_size > _WAL_IDLE_TRUNCATE_ABOVE)
+            ):
+                mode = "TRUNCATE"
+            elif look != checkpointed and now >= passive_after:
+                mode = "PASSIVE"
+                passive_after = now + _CHECKPOINT_EVERY_S
+            else:
                 continue
             try:
-                self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                busy = self._conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()[0]
             except sqlite3.Error:
                 log.warning("SQLite checkpoint failed; trying again", exc_info=True)
                 continue
-            seen = written
+            checkpointed = look
+            if busy and mode == "TRUNCATE":  # a reader or the writer held on: later
+                forced_after = now + _FORCED_RETRY_S
+                log.debug("SQLite WAL of %d bytes not truncated: busy", stat.st_size)
 
 
 _Settled = list[tuple["asyncio.Future[Any]", Any, BaseException | None]]
@@ -318,6 +367,7 @@ class SQLiteStore(Store):
         self._clock = clock
         self._lock_fd: int | None = None
         self._writer: _Writer | None = None
+        self._writer_conn: sqlite3.Connection | None = None
         self._checkpointer: _Checkpointer | None = None
         self._reader: sqlite3.Connection | None = None
         self._read_pool: ThreadPoolExecutor | None = None
@@ -351,6 +401,7 @@ class SQLiteStore(Store):
         except sqlite3.Error as exc:
             self._unlock()
             raise StoreError(f"store.url: cannot use {self.path}: {exc}") from None
+        self._writer_conn = writer_conn
         self._writer = _Writer(writer_conn)
         self._writer.start()
         self._checkpointer = checkpointer
@@ -397,6 +448,16 @@ class SQLiteStore(Store):
         if self._reader is not None:
             self._reader.close()
             self._reader = None
+        writer_conn, self._writer_conn = self._writer_conn, None
+        if writer_conn is not None:
+            # Last: nobody reads any more, so the WAL is copied and cut to 0 (closing the
+            # last connection would also remove it, unless another process still has the
+            # file open, a backup tool say: then the WAL would stay at its size).
+            try:
+                writer_conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            except sqlite3.Error:
+                log.warning("SQLite checkpoint at close failed", exc_info=True)
+            writer_conn.close()
         self._unlock()
 
     # -- plumbing ---------------------------------------------------------------------
