@@ -1,9 +1,12 @@
 """The SQLite store's disk use stays bounded (issue 20): the WAL file goes back to ~0 when
-the writer is idle and has a hard bound under continuous writes."""
+the writer is idle and has a hard bound under continuous writes; purge gives space back to
+the file system; files of schema version 2 are converted to incremental auto-vacuum."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import sqlite3
 import time
 from pathlib import Path
 
@@ -11,7 +14,7 @@ import pytest
 
 import imgate._store_sqlite
 from imgate._store import DONE, PLANNED, BatchRow, ChunkRow, Counts
-from imgate._store_sqlite import SQLiteStore
+from imgate._store_sqlite import _SCHEMA, _SCHEMA_LISTS, SCHEMA_VERSION, SQLiteStore
 from imgate.v1 import gateway_pb2 as pb
 
 MB = 1024 * 1024
@@ -135,3 +138,91 @@ async def test_wal_stays_bounded_under_continuous_writes_and_reads(
     margin = 8 * MB
     assert max(sizes) <= 8 * MB + margin, f"WAL reached {max(sizes)} bytes (bound 8 MiB)"
     assert written == 30
+
+
+async def test_purge_gives_the_space_back(tmp_path: Path) -> None:
+    path = tmp_path / "imgate.db"
+    store = SQLiteStore(path)
+    await store.open()
+
+    async def read_pragma(name: str) -> int:
+        found: int = await store._read(lambda conn: conn.execute(f"PRAGMA {name}").fetchone()[0])
+        return found
+
+    try:
+        assert await read_pragma("auto_vacuum") == 2  # INCREMENTAL, from its creation
+        for number in range(6):
+            await _write_batch(store, number)
+        kept = await _write_batch(store, 99, ids=1_000)
+        # Let the checkpointer copy everything into the file, then measure it.
+        await _wait_until_at_most(Path(f"{path}-wal"), 0, within_s=5.0)
+        full = _size(path)
+        assert full > 10 * MB
+        # Only b99 is kept: it ends after the purge's cut-off.
+        await store._write(
+            lambda conn: conn.execute(
+                "UPDATE batches SET end_time = 2e12 WHERE batch_id = ?", (kept,)
+            )
+        )
+        assert await store.purge(ended_before=1e12) == 6
+        assert await read_pragma("freelist_count") <= 16
+        after = await _wait_until_at_most(path, full // 4, within_s=5.0)
+        assert after <= full // 4, f"file {full} bytes before purge, {after} after"
+        got, _ = await store.read_recipients(kept, 0, 1)
+        assert got == ["recipient-00099-000000000"]
+    finally:
+        await store.close()
+
+
+async def test_a_schema_2_file_is_converted_once_and_keeps_its_batches(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "imgate.db"
+    # A file as an earlier gateway left it: schema 2, WAL, no auto-vacuum, with space that
+    # deletes freed.
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("BEGIN")
+    for statement in filter(str.strip, (_SCHEMA + ";" + _SCHEMA_LISTS).split(";")):
+        conn.execute(statement)
+    conn.execute("PRAGMA user_version = 2")
+    conn.execute("COMMIT")
+    columns = (
+        "batch_id, caller, request_id, fingerprint, backend, spec, bound, total, "
+        "duplicates_removed, create_time, state, update_time"
+    )
+    for number in range(3):
+        conn.execute(
+            f"INSERT INTO batches ({columns}) VALUES (?, 'c', '', x'00', 'tx', x'00', 0, 2, 0, "
+            "1000.0, 3, 1000.0)",
+            (f"b{number}",),
+        )
+        conn.execute(
+            "INSERT INTO recipient_pages VALUES (?, 0, ?, '')",
+            (f"b{number}", "\na\nb" if number == 0 else "\n" + "x" * 200_000),
+        )
+    conn.execute("DELETE FROM recipient_pages WHERE batch_id != 'b0'")
+    assert conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 0
+    assert conn.execute("PRAGMA freelist_count").fetchone()[0] > 50
+    conn.close()
+
+    caplog.set_level(logging.INFO, logger="imgate.store")
+    for opening in range(2):
+        store = SQLiteStore(path)
+        await store.open()
+        try:
+            version, auto_vacuum, free = await store._read(
+                lambda c: tuple(
+                    c.execute(f"PRAGMA {name}").fetchone()[0]
+                    for name in ("user_version", "auto_vacuum", "freelist_count")
+                )
+            )
+            assert (version, auto_vacuum, free) == (SCHEMA_VERSION, 2, 0), opening
+            assert await store.read_recipients("b0", 0, 2) == (["a", "b"], [0, 1])
+            row = await store.get_batch("b2")
+            assert row is not None
+            assert row.state == pb.BATCH_STATE_DONE
+        finally:
+            await store.close()
+    converted = [r for r in caplog.records if "incremental auto-vacuum" in r.getMessage()]
+    assert len(converted) == 1  # once, at the upgrade; not at the next start

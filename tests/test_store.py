@@ -32,7 +32,7 @@ from imgate._store import (
 )
 from imgate._store_memory import MemoryStore
 from imgate._store_postgres import PostgresStore
-from imgate._store_sqlite import SQLiteStore
+from imgate._store_sqlite import SCHEMA_VERSION, SQLiteStore
 from imgate.v1 import gateway_pb2 as pb
 from tests import _postgres
 
@@ -425,7 +425,7 @@ async def test_sqlite_is_wal_and_synchronous_full(tmp_path: Path) -> None:
                 conn.execute("PRAGMA user_version").fetchone()[0],
             )
         )
-        assert modes == ("wal", 2, 2)  # synchronous 2 = FULL
+        assert modes == ("wal", 2, SCHEMA_VERSION)  # synchronous 2 = FULL
     finally:
         await store.close()
 
@@ -578,7 +578,7 @@ async def test_sqlite_schema_1_file_gains_lists_and_keeps_its_batches(tmp_path: 
         assert (await _finish(store, "L1"))[1]
         assert await store.read_recipients("b1", 0, 1) == (["a"], [0])
         version = await store._read(lambda c: c.execute("PRAGMA user_version").fetchone()[0])
-        assert version == 2
+        assert version == SCHEMA_VERSION
     finally:
         await store.close()
 
