@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import imgate._store_sqlite
-from imgate._store import DONE, PLANNED, BatchRow, ChunkRow, Counts
+from imgate._store import DONE, PLANNED, BatchRow, ChunkRow, Counts, StoreError
 from imgate._store_sqlite import _SCHEMA, _SCHEMA_LISTS, SCHEMA_VERSION, SQLiteStore
 from imgate.v1 import gateway_pb2 as pb
 
@@ -226,3 +226,17 @@ async def test_a_schema_2_file_is_converted_once_and_keeps_its_batches(
             await store.close()
     converted = [r for r in caplog.records if "incremental auto-vacuum" in r.getMessage()]
     assert len(converted) == 1  # once, at the upgrade; not at the next start
+
+
+async def test_a_newer_schema_is_refused_and_the_file_left_free(tmp_path: Path) -> None:
+    path = tmp_path / "imgate.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.close()
+    store = SQLiteStore(path)
+    with pytest.raises(StoreError, match=r"store\.url: .* newer than this gateway's"):
+        await store.open()
+    # The refusal released the lock and the connection: a second open gets the same
+    # answer (it used to be told the file was in use by another gateway).
+    with pytest.raises(StoreError, match=r"newer than this gateway's"):
+        await SQLiteStore(path).open()

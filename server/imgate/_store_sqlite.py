@@ -433,13 +433,18 @@ class SQLiteStore(Store):
                 "give each gateway its own state_dir or store.url"
             ) from None
         self._lock_fd = fd
+        writer_conn = None
         try:
             writer_conn = _connect(self.path)
             self._migrate(writer_conn)
             writer_conn.execute("PRAGMA wal_autocheckpoint=0")  # _Checkpointer's job
             checkpointer = _Checkpointer(self.path)
-        except sqlite3.Error as exc:
-            self._unlock()
+        except (sqlite3.Error, StoreError) as exc:
+            if writer_conn is not None:
+                writer_conn.close()
+            self._unlock()  # a newer schema, say: the file is free for the right gateway
+            if isinstance(exc, StoreError):
+                raise
             raise StoreError(f"store.url: cannot use {self.path}: {exc}") from None
         self._writer_conn = writer_conn
         self._writer = _Writer(writer_conn)
