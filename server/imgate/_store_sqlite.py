@@ -7,6 +7,10 @@ chunks' marks cost one fsync; each operation in its own savepoint so one failure
 only its caller), and one reader thread with its own connection (WAL readers never wait
 for the writer). A second gateway on the same file is refused: the file is locked with
 flock for as long as the process lives, and a dead process's lock goes with it.
+
+Disk use stays bounded: a background thread checkpoints the WAL and truncates it when the
+writer is idle or the WAL passes a hard bound (_Checkpointer), and purge gives the space of
+what it deleted back to the file system (incremental auto-vacuum, _vacuum).
 """
 
 from __future__ import annotations
