@@ -2,12 +2,28 @@
 
 Sandbox mode's default. It follows the same rules as the durable stores (fencing,
 idempotent create, outcome pages in order) so the shared test suite holds for it too.
+
+What it keeps is bounded (a sandbox runs for days, and purge only forgets batches after
+`batch_retention_s`, 7 days): beyond `max_ended_batches` ended batches, or beyond
+`max_ended_bytes` of their recipient ids and outcome pages (an estimate of the memory they
+take, Python's per-object costs included), it forgets its oldest-ended batches first, as an
+early purge: the batch, its ids, its outcomes, its chunks and its request_id (the same
+request_id then creates a new batch). It never forgets an unfinished batch, nor the
+newest ended one (a single batch over the byte bound stays until another batch ends, so
+that its watchers can read it to its end). A forgotten batch is unknown from then on, as
+a purged one: get_batch says None, read_outcomes nothing. Recipient lists are not
+counted: a batch made from one shares the list's ids, which purge forgets by age, as
+before. Nothing of it survives a restart anyway.
+
+The defaults hold a long sandbox session's history (ListBatches) and about a million
+recipients' outcomes, in about 256 MiB at most for ended batches whatever the load.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
+import sys
 import time
 from collections.abc import Callable, Sequence
 
@@ -29,6 +45,18 @@ from imgate._store import (
 )
 from imgate.v1 import gateway_pb2 as pb
 
+DEFAULT_MAX_ENDED_BATCHES = 10_000
+DEFAULT_MAX_ENDED_BYTES = 256 * 1024 * 1024
+
+# Estimated bytes per kept object beyond its payload (CPython, 64-bit): an ASCII str's
+# header and its list slot; an int and its slot; an OutcomePage, its bytes' header and its
+# slot; a ChunkRow and its dict entry; a batch's rows, dicts and index entries.
+_PER_ID = sys.getsizeof("") + 8
+_PER_INDEX = sys.getsizeof(10**6) + 8
+_PER_PAGE = 160
+_PER_CHUNK = 200
+_PER_BATCH = 1_000
+
 
 @dataclasses.dataclass
 class _Batch:
@@ -39,6 +67,16 @@ class _Batch:
     pages: list[OutcomePage] = dataclasses.field(default_factory=list)
     list_id: str = ""
     """The recipient list it reads its recipients from, if made from one."""
+
+    def cost(self) -> int:
+        """Estimated bytes that forgetting this batch frees (a list's ids are the list's)."""
+        ids = 0
+        if not self.list_id:
+            ids = sum(map(len, self.ids)) + _PER_ID * len(self.ids)
+            if not isinstance(self.indexes, range):
+                ids += _PER_INDEX * len(self.indexes)
+        pages = sum(len(page.data) for page in self.pages) + _PER_PAGE * len(self.pages)
+        return _PER_BATCH + ids + pages + _PER_CHUNK * len(self.chunks)
 
 
 @dataclasses.dataclass
@@ -56,10 +94,24 @@ class MemoryStore(Store):
 
     durable = False
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.time,
+        max_ended_batches: int = DEFAULT_MAX_ENDED_BATCHES,
+        max_ended_bytes: int = DEFAULT_MAX_ENDED_BYTES,
+    ) -> None:
+        """`max_ended_batches` and `max_ended_bytes` bound what ended batches keep (see
+        the module docstring): 10,000 batches and 256 MiB by default."""
         super().__init__()
+        if max_ended_batches < 1 or max_ended_bytes < 0:
+            raise ValueError("max_ended_batches must be >= 1 and max_ended_bytes >= 0")
         self._clock = clock
+        self._max_ended_batches = max_ended_batches
+        self._max_ended_bytes = max_ended_bytes
         self._batches: dict[str, _Batch] = {}
+        self._ended: dict[str, int] = {}
+        """Ended batches still kept, oldest-ended first, with their cost (_Batch.cost)."""
+        self._ended_bytes = 0
         self._by_request: dict[tuple[str, str], str] = {}
         self._lists: dict[str, _List] = {}
         self._lists_by_request: dict[tuple[str, str], str] = {}
@@ -184,6 +236,7 @@ class MemoryStore(Store):
         row.update_time = self._clock()
         if state in ENDED_STATES:
             row.end_time = row.update_time
+            self._keep_ended(batch)
         self.notifier.notify(batch_id)
         return self._copy(row)
 
@@ -258,8 +311,7 @@ class MemoryStore(Store):
             if batch.row.end_time is not None and batch.row.end_time < ended_before
         ]
         for batch_id in old:
-            row = self._batches.pop(batch_id).row
-            self._by_request.pop((row.caller, row.request_id), None)
+            self._forget(batch_id)
         in_use = {batch.list_id for batch in self._batches.values()}
         old_lists = [
             list_id
@@ -269,6 +321,24 @@ class MemoryStore(Store):
         for list_id in old_lists:
             await self.delete_list(list_id)
         return len(old) + len(old_lists)
+
+    def _keep_ended(self, batch: _Batch) -> None:
+        """Count a batch that just ended; forget the oldest-ended ones over the bounds."""
+        cost = batch.cost()
+        self._ended[batch.row.batch_id] = cost
+        self._ended_bytes += cost
+        ended = self._ended
+        while len(ended) > 1 and (  # never the newest: its watchers are reading it
+            len(ended) > self._max_ended_batches or self._ended_bytes > self._max_ended_bytes
+        ):
+            self._forget(next(iter(ended)))
+
+    def _forget(self, batch_id: str) -> None:
+        """Drop an ended batch and everything of it (purge, or over the bounds)."""
+        row = self._batches.pop(batch_id).row
+        if row.request_id:
+            self._by_request.pop((row.caller, row.request_id), None)
+        self._ended_bytes -= self._ended.pop(batch_id, 0)
 
     # -- recipient lists ----------------------------------------------------------------
 

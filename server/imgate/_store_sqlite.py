@@ -7,6 +7,10 @@ chunks' marks cost one fsync; each operation in its own savepoint so one failure
 only its caller), and one reader thread with its own connection (WAL readers never wait
 for the writer). A second gateway on the same file is refused: the file is locked with
 flock for as long as the process lives, and a dead process's lock goes with it.
+
+Disk use stays bounded: a background thread checkpoints the WAL and truncates it when the
+writer is idle or the WAL passes a hard bound (_Checkpointer), and purge gives the space of
+what it deleted back to the file system (incremental auto-vacuum, _vacuum).
 """
 
 from __future__ import annotations
@@ -51,7 +55,6 @@ from imgate.v1 import gateway_pb2 as pb
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 3
 _SCHEMA = """
 CREATE TABLE batches (
     batch_id TEXT PRIMARY KEY,
@@ -145,13 +148,49 @@ CREATE TABLE batch_lists (
 ) WITHOUT ROWID;
 CREATE INDEX batch_lists_by_list ON batch_lists (list_key);
 """
-# Version 3: the queue (issue 20). Batches wait QUEUED in the file, not in memory; the
+# Version 4: the queue (issue 20). Batches wait QUEUED in the file, not in memory; the
 # scheduler takes each caller's oldest one.
 _SCHEMA_QUEUE = """
 CREATE INDEX batches_queued ON batches (backend, caller, create_time, batch_id)
     WHERE state = 1;
 """
+
+
+def _incremental_auto_vacuum(conn: sqlite3.Connection) -> None:
+    """Version 3: the file in incremental auto-vacuum mode, so that purge gives space back
+    (PRAGMA incremental_vacuum; without it, deleted pages stay in the file for ever).
+
+    A new file has it from its creation (_connect). A file made by an earlier gateway gets
+    it here, once, at the upgrade: SQLite changes the mode of a file that has tables only
+    by a VACUUM, which rewrites the whole file (it takes about as long as copying it, and
+    as much free disk again, through the WAL, cut back to 0 after).
+    """
+    if conn.execute("PRAGMA auto_vacuum").fetchone()[0] == _AUTO_VACUUM_INCREMENTAL:
+        return
+    log.info("store: converting %s to incremental auto-vacuum (once)", _db_name(conn))
+    conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+    conn.execute("VACUUM")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+def _db_name(conn: sqlite3.Connection) -> str:
+    return str(conn.execute("PRAGMA database_list").fetchone()[2])
+
+
+_AUTO_VACUUM_INCREMENTAL = 2
+# The migration runner's steps: step n takes a file from version n to n + 1 (version 0 is
+# a new file). A step is SQL, run in one transaction with its new version, or a function
+# run outside a transaction (VACUUM cannot run inside one) and then its version recorded.
+_STEPS: list[str | Callable[[sqlite3.Connection], None]] = [
+    _SCHEMA,
+    _SCHEMA_LISTS,
+    _incremental_auto_vacuum,
+    _SCHEMA_QUEUE,
+]
+SCHEMA_VERSION = len(_STEPS)
 _LIST_COLUMNS = ", ".join(f.name for f in dataclasses.fields(ListRow))
+# Purge frees pages of the file this many (4 KiB each) per writer transaction: ~15 ms.
+_VACUUM_PAGES = 2048
 # Members of a finished list are deleted this many per transaction, so that the writer
 # (every batch's write-ahead marks) never waits long behind a list of millions.
 _MEMBERS_PER_DELETE = 50_000
@@ -168,12 +207,20 @@ def _row(values: Sequence[Any]) -> BatchRow:
     return row
 
 
-def _connect(path: Path) -> sqlite3.Connection:
+def _connect(path: Path, busy_ms: int = 5000) -> sqlite3.Connection:
     # Autocommit mode: transactions are explicit (BEGIN IMMEDIATE in the writer).
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    if conn.execute("PRAGMA page_count").fetchone()[0] == 0:
+        # A new, empty file (the writer's connection, first, under the flock): incremental
+        # auto-vacuum, so that purge can give space back (see purge). It must come before
+        # anything is written: journal_mode=WAL writes the header, and after that only a
+        # VACUUM changes the mode (the schema step _incremental_auto_vacuum does, once).
+        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
-    conn.execute("PRAGMA busy_timeout=5000")
+    conn.execute(f"PRAGMA busy_timeout={busy_ms}")
+    # Per connection, applied by the one that resets the WAL (see _Checkpointer).
+    conn.execute(f"PRAGMA journal_size_limit={_JOURNAL_SIZE_LIMIT}")
     return conn
 
 
@@ -182,15 +229,43 @@ def _connect(path: Path) -> sqlite3.Connection:
 # 5-15 ms measured on the way to a batch's first call and its first outcome (issue 15).
 # _Checkpointer does it instead, PASSIVE (it never waits for, nor blocks, the writer or a
 # reader), whenever the WAL has been written since its last look.
+#
+# Copying is not shrinking. SQLite's rules (wal.c): the WAL file is only reset, written
+# again from its start, by a writer that begins a transaction when a checkpoint has copied
+# *every* frame and no reader is using the WAL; only then is the file cut down to
+# journal_size_limit (a commit after the reset), and only a TRUNCATE checkpoint or the
+# last connection's close cuts it to 0. Under continuous writes a PASSIVE checkpoint is
+# always a little behind the writer, so there is never a reset and the file grows without
+# end (203 MB after 28,000 small requests, 627 MB after a 10,000,000-id list; issue 20),
+# and after a burst it stays at its largest until the gateway stops. So the checkpointer
+# also runs a TRUNCATE checkpoint (copy everything, wait for readers, reset, cut the file
+# to 0) in two cases:
+# - the WAL has not been written for _WAL_IDLE_S and is over _WAL_IDLE_TRUNCATE_ABOVE:
+#   after a burst the file goes back to 0 (the writer is idle, nobody waits);
+# - the WAL is over _WAL_HARD_LIMIT: the bound under continuous load (plus what is written
+#   between two looks, _LOOK_EVERY_S, and one transaction: never split). A TRUNCATE
+#   checkpoint holds the write lock while it finishes copying and waits for readers, so a
+#   commit may wait for it (up to _CHECKPOINTER_BUSY_MS per wait, then it gives up and
+#   retries after _FORCED_RETRY_S): a short pause now and then instead of a disk that fills.
+# The file is also cut to 0 at a clean close (SQLiteStore._close).
 _CHECKPOINT_EVERY_S = 0.25
+_LOOK_EVERY_S = 0.05  # a stat() of the WAL file
+_JOURNAL_SIZE_LIMIT = 16 * 1024 * 1024
+_WAL_IDLE_S = 1.0
+_WAL_IDLE_TRUNCATE_ABOVE = 1024 * 1024
+_WAL_HARD_LIMIT = 32 * 1024 * 1024
+# Below the writer's own busy_timeout (5 s): the writer never fails waiting for it.
+_CHECKPOINTER_BUSY_MS = 1000
+_FORCED_RETRY_S = 2.0
 
 
 class _Checkpointer(threading.Thread):
-    """Copies the WAL into the database file in the background, on its own connection."""
+    """Copies the WAL into the database file in the background, on its own connection,
+    and keeps the WAL file small (see above)."""
 
     def __init__(self, path: Path) -> None:
         super().__init__(name="imgate-sqlite-checkpointer", daemon=True)
-        self._conn = _connect(path)
+        self._conn = _connect(path, busy_ms=_CHECKPOINTER_BUSY_MS)
         self._wal = Path(f"{path}-wal")
         self._stopped = threading.Event()
 
@@ -200,20 +275,39 @@ class _Checkpointer(threading.Thread):
         self._conn.close()
 
     def run(self) -> None:
-        seen = None
-        while not self._stopped.wait(_CHECKPOINT_EVERY_S):
+        seen: tuple[int, int] | None = None  # the WAL's (mtime, size) at the last look
+        changed_at = time.monotonic()  # when that last changed
+        checkpointed: tuple[int, int] | None = None  # as of the last checkpoint
+        forced_after = 0.0  # no TRUNCATE before this (one was kept waiting by a reader)
+        passive_after = 0.0  # no PASSIVE before this
+        while not self._stopped.wait(_LOOK_EVERY_S):
             try:
-                written = self._wal.stat().st_mtime_ns
+                stat = self._wal.stat()
             except OSError:
                 continue  # no WAL yet
-            if written == seen:
+            now = time.monotonic()
+            look = (stat.st_mtime_ns, stat.st_size)
+            if look != seen:
+                seen, changed_at = look, now
+            idle = now - changed_at >= _WAL_IDLE_S
+            if now >= forced_after and (
+                stat.st_size > _WAL_HARD_LIMIT or (idle and stat.st_size > _WAL_IDLE_TRUNCATE_ABOVE)
+            ):
+                mode = "TRUNCATE"
+            elif look != checkpointed and now >= passive_after:
+                mode = "PASSIVE"
+                passive_after = now + _CHECKPOINT_EVERY_S
+            else:
                 continue
             try:
-                self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                busy = self._conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()[0]
             except sqlite3.Error:
                 log.warning("SQLite checkpoint failed; trying again", exc_info=True)
                 continue
-            seen = written
+            checkpointed = look
+            if busy and mode == "TRUNCATE":  # a reader or the writer held on: later
+                forced_after = now + _FORCED_RETRY_S
+                log.debug("SQLite WAL of %d bytes not truncated: busy", stat.st_size)
 
 
 _Settled = list[tuple["asyncio.Future[Any]", Any, BaseException | None]]
@@ -330,6 +424,7 @@ class SQLiteStore(Store):
         self._clock = clock
         self._lock_fd: int | None = None
         self._writer: _Writer | None = None
+        self._writer_conn: sqlite3.Connection | None = None
         self._checkpointer: _Checkpointer | None = None
         self._reader: sqlite3.Connection | None = None
         self._read_pool: ThreadPoolExecutor | None = None
@@ -356,14 +451,20 @@ class SQLiteStore(Store):
                 "give each gateway its own state_dir or store.url"
             ) from None
         self._lock_fd = fd
+        writer_conn = None
         try:
             writer_conn = _connect(self.path)
             self._migrate(writer_conn)
             writer_conn.execute("PRAGMA wal_autocheckpoint=0")  # _Checkpointer's job
             checkpointer = _Checkpointer(self.path)
-        except sqlite3.Error as exc:
-            self._unlock()
+        except (sqlite3.Error, StoreError) as exc:
+            if writer_conn is not None:
+                writer_conn.close()
+            self._unlock()  # a newer schema, say: the file is free for the right gateway
+            if isinstance(exc, StoreError):
+                raise
             raise StoreError(f"store.url: cannot use {self.path}: {exc}") from None
+        self._writer_conn = writer_conn
         self._writer = _Writer(writer_conn)
         self._writer.start()
         self._checkpointer = checkpointer
@@ -381,14 +482,17 @@ class SQLiteStore(Store):
                 f"store.url: {self.path} has schema version {version}, newer than this "
                 f"gateway's {SCHEMA_VERSION}; upgrade the gateway"
             )
-        # Version 0 is a new file; later versions add their steps here, in order.
-        steps = [_SCHEMA, _SCHEMA_LISTS, _SCHEMA_QUEUE][version:]
-        conn.execute("BEGIN IMMEDIATE")
-        # Not executescript(): it would commit before the version is set.
-        for statement in filter(str.strip, ";".join(steps).split(";")):
-            conn.execute(statement)
-        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        conn.execute("COMMIT")
+        for number, step in enumerate(_STEPS[version:], version + 1):
+            if not isinstance(step, str):
+                step(conn)
+                conn.execute(f"PRAGMA user_version = {number}")
+                continue
+            conn.execute("BEGIN IMMEDIATE")
+            # Not executescript(): it would commit before the version is set.
+            for statement in filter(str.strip, step.split(";")):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {number}")
+            conn.execute("COMMIT")
 
     def _unlock(self) -> None:
         if self._lock_fd is not None:
@@ -411,6 +515,16 @@ class SQLiteStore(Store):
         if self._reader is not None:
             self._reader.close()
             self._reader = None
+        writer_conn, self._writer_conn = self._writer_conn, None
+        if writer_conn is not None:
+            # Last: nobody reads any more, so the WAL is copied and cut to 0 (closing the
+            # last connection would also remove it, unless another process still has the
+            # file open, a backup tool say: then the WAL would stay at its size).
+            try:
+                writer_conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            except sqlite3.Error:
+                log.warning("SQLite checkpoint at close failed", exc_info=True)
+            writer_conn.close()
         self._unlock()
 
     # -- plumbing ---------------------------------------------------------------------
@@ -901,7 +1015,27 @@ class SQLiteStore(Store):
         )
         for list_id in old_lists:
             await self.delete_list(list_id)
+        if purged or old_lists:
+            await self._vacuum()
         return purged + len(old_lists)
+
+    async def _vacuum(self) -> None:
+        """Give the pages that deletes freed back to the file system (the file is in
+        incremental auto-vacuum mode: _incremental_auto_vacuum). Freed pages are otherwise
+        only reused, so the file would stay at its largest. _VACUUM_PAGES at a time, each
+        step one writer operation, so that the writer serves others in between."""
+
+        def step(conn: sqlite3.Connection) -> int:
+            free: int = conn.execute("PRAGMA freelist_count").fetchone()[0]
+            # One page per statement: Python's sqlite3 steps a statement once, and this
+            # pragma moves one page per step, so "(N)" would free one page anyway.
+            for _ in range(min(free, _VACUUM_PAGES)):
+                conn.execute("PRAGMA incremental_vacuum(1)")
+            left: int = conn.execute("PRAGMA freelist_count").fetchone()[0]
+            return left if left < free else 0  # no progress (not incremental): stop
+
+        while await self._write(step):
+            pass
 
     # -- recipient lists ----------------------------------------------------------------
 
