@@ -84,9 +84,9 @@ async def serve(port: int, base_url: str, vendor: str, max_in_flight: int) -> No
         server = grpc.aio.server(
             options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 16 << 20)]
         )
-        pb_grpc.add_GatewayServiceServicer_to_server(
-            MinimalGateway(session, base_url, vendor), server
-        )
+        # Only BatchSend is served: the other methods stay the generated UNIMPLEMENTED.
+        servicer = MinimalGateway(session, base_url, vendor)  # type: ignore[abstract]
+        pb_grpc.add_GatewayServiceServicer_to_server(servicer, server)
         if server.add_insecure_port(f"127.0.0.1:{port}") == 0:
             raise OSError(f"cannot listen on port {port}")
         await server.start()

@@ -246,12 +246,16 @@ class Tally:
 
 
 def store_counters(port: int) -> dict[str, float | None]:
-    """The store's commit and statement counters on the gateway's /metrics, summed over
-    their labels; None for a counter the gateway does not expose."""
+    """The store's counters on the gateway's /metrics (`counters_in`)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        return counters_in(response.read().decode())
+
+
+def counters_in(text: str) -> dict[str, float | None]:
+    """The store's commit and statement counters in Prometheus text, summed over their
+    labels; None for a counter the text does not have (a gateway that does not count it)."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
     found: dict[str, float | None] = dict.fromkeys(_COUNTERS)
     for family in text_string_to_metric_families(text):
         for sample in family.samples:

@@ -69,17 +69,17 @@ class Callers:
         self.vendor = vendor
         translator_type = BY_VENDOR[vendor].translator
         self.translator: Translator = translator_type(translator_type.sandbox_credentials)
-        self._stubs: dict[str, pb_grpc.GatewayServiceStub] = {}
+        self._stubs: dict[str, pb_grpc.GatewayServiceAsyncStub] = {}
         self._channels: list[grpc.aio.Channel] = []
         self._session: aiohttp.ClientSession | None = None
 
     async def close(self) -> None:
         for channel in self._channels:
-            await channel.close()
+            await channel.close(grace=None)
         if self._session is not None:
             await self._session.close()
 
-    def _stub(self, target: str) -> pb_grpc.GatewayServiceStub:
+    def _stub(self, target: str) -> pb_grpc.GatewayServiceAsyncStub:
         stub = self._stubs.get(target)
         if stub is None:
             channel = grpc.aio.insecure_channel(target)
