@@ -91,9 +91,11 @@ QUICK_PLAN = PlatformPlan(
 FULL_PLAN = PlatformPlan(
     recipients=(1, 10),
     callers=(1, 16, 64, MOST_CALLERS),
-    requests={1: 300, 16: 640, 64: 1_024, MOST_CALLERS: 2_048},
+    # PostgreSQL serves ~150 requests/s here: 1,280 requests x 2 rounds x 2 sizes at 256
+    # callers is ~35 s of the stage's ~3 min already.
+    requests={1: 250, 16: 480, 64: 768, MOST_CALLERS: 1_280},
     rounds=2,
-    latency_requests=1_280,
+    latency_requests=1_024,
 )
 
 
@@ -122,6 +124,14 @@ async def _postgres(url: str, statement: str) -> None:
         await conn.execute(statement)
     finally:
         await conn.close()
+
+
+def _drop_schema(url: str, schema: str) -> None:
+    """Drop the stage's schema; a failure is told, not raised (the rows stand)."""
+    try:
+        asyncio.run(_postgres(url, f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
+    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+        progress(f"stage 14: could not drop PostgreSQL schema {schema}: {exc}")
 
 
 class MinimalGateway(Proc):
@@ -348,9 +358,7 @@ def _processes() -> Iterator[tuple[Sandbox, list[Side], Path]]:
     schema = f"imgate_bench_{secrets.token_hex(6)}"
     backends = platform_backends()
     with contextlib.ExitStack() as stack:
-        stack.callback(
-            lambda: asyncio.run(_postgres(url, f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
-        )
+        stack.callback(_drop_schema, url, schema)
         sandbox = Sandbox("sandbox-platform", backends)
         stack.callback(sandbox.stop)
         sandbox.wait_ready()
