@@ -84,9 +84,9 @@ class PlatformPlan:
 QUICK_PLAN = PlatformPlan(
     recipients=(1, 10),
     callers=(1, 64),
-    requests={1: 200, 64: 640},
+    requests={1: 150, 64: 512},
     rounds=1,
-    latency_requests=640,
+    latency_requests=512,
 )
 FULL_PLAN = PlatformPlan(
     recipients=(1, 10),
@@ -393,7 +393,7 @@ def platform_traffic(plan: Plan) -> list[Row]:
             progress("stage 14: warm-up")
             for side in sides:
                 _fresh_sandbox(sandbox, 0.0)
-                load.run(_order(side, sandbox, 1, 16, 200))
+                load.run(_order(side, sandbox, 1, 16, 100))
             for recipients in stage.recipients:
                 for callers in stage.callers:
                     progress(f"stage 14: {recipients} rcpt, {_callers(callers)}")
