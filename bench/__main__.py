@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench._platform import platform_traffic
 from bench._procs import OUT, BenchError, Gateway, Proc, Sandbox, StreamServer
 from bench._report import Row, table, write_json
 from bench._stages import (
@@ -51,7 +52,7 @@ from bench._stages import (
 )
 from bench._workload import CALLER_TOKENS, VENDORS, Backend
 
-ALL_STAGES = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13)
+ALL_STAGES = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14)
 
 
 def run(plan: Plan, stages: set[int], profile_to: Path | None) -> list[Row]:
@@ -151,6 +152,8 @@ def run(plan: Plan, stages: set[int], profile_to: Path | None) -> list[Row]:
             rows += sleep_out(plan)  # its own sandbox and gateway, the vendors' windows
         if 12 in stages:
             rows += replicas(plan)  # its own Redis, sandbox and three gateways
+        if 14 in stages:
+            rows += platform_traffic(plan)  # its own sandbox, gateways and PostgreSQL schema
     return sorted(rows, key=lambda row: row.stage)
 
 

@@ -73,6 +73,14 @@ class Proc:
                     return int(line.split()[1]) / 1024
         raise BenchError(f"{self.name}: no VmHWM in /proc/{self.pid}/status")
 
+    def rss_mb(self) -> float:
+        """Resident memory now (VmRSS) in MiB."""
+        with open(f"/proc/{self.pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+        raise BenchError(f"{self.name}: no VmRSS in /proc/{self.pid}/status")
+
     def check_running(self) -> None:
         if self.popen.poll() is not None:
             raise BenchError(f"{self.name} exited with {self.popen.returncode}; {self.log_tail()}")
@@ -92,7 +100,7 @@ class Proc:
                 self.popen.wait()
 
 
-def _wait_until(proc: Proc, ready: Callable[[], bool], what: str) -> None:
+def wait_until(proc: Proc, ready: Callable[[], bool], what: str) -> None:
     deadline = time.monotonic() + _START_TIMEOUT_S
     while time.monotonic() < deadline:
         proc.check_running()
@@ -131,7 +139,7 @@ class Sandbox(Proc):
         )
 
     def wait_ready(self) -> None:
-        _wait_until(self, lambda: self.control("GET", "/sandbox/info") is not None, "ready")
+        wait_until(self, lambda: self.control("GET", "/sandbox/info") is not None, "ready")
 
     def control(self, method: str, path: str, body: Any = None) -> Any:
         data = None if body is None else json.dumps(body).encode()
@@ -169,16 +177,19 @@ class Gateway(Proc):
         observed: bool = False,
         callers: Mapping[str, str] | None = None,
         quota_url: str = "",
+        metrics: bool = False,
     ) -> None:
-        """`store`: "memory", or "sqlite" for a fresh SQLite file in bench/out/;
+        """`store`: "memory", "sqlite" for a fresh SQLite file in bench/out/, or a store
+        URL passed as it is (postgresql://...);
         `quota_url`: the `[quota] url` quotas are shared through (empty: in process);
         `observed`: serve /metrics (on `metrics_port`) and log JSON at INFO;
+        `metrics`: serve /metrics only (logs stay text at WARNING);
         `callers` (name -> token): configured callers; calls use the first one's token
         (`metadata`) unless given another."""
         self.port = free_port()
         self.target = f"127.0.0.1:{self.port}"
         self.config_path = OUT / f"{name}.toml"
-        self.metrics_port = free_port() if observed else 0
+        self.metrics_port = free_port() if observed or metrics else 0
         OUT.mkdir(parents=True, exist_ok=True)
         toml = gateway_toml(sandbox.url, backends, callers)
         if quota_url:
@@ -186,11 +197,10 @@ class Gateway(Proc):
             # A fresh Redis pauses each app one window + lease_s (rule 16): keep lease_s
             # at the in-flight lease's scale, so the stage's warm-up stays short.
             toml += "\n[store]\nlease_s = 3\n"
+        if self.metrics_port:
+            toml += f'\n[metrics]\nlisten = "127.0.0.1:{self.metrics_port}"\n'
         if observed:
-            toml += (
-                f'\n[metrics]\nlisten = "127.0.0.1:{self.metrics_port}"\n\n'
-                '[log]\nformat = "json"\nlevel = "info"\n'
-            )
+            toml += '\n[log]\nformat = "json"\nlevel = "info"\n'
         self.config_path.write_text(toml)
         first = next(iter((callers or {}).values()), None)
         self.metadata = None if first is None else (("authorization", f"Bearer {first}"),)
@@ -224,7 +234,7 @@ class Gateway(Proc):
             reply = health.Check(health_pb2.HealthCheckRequest(), timeout=1)
             return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
-        _wait_until(self, serving, "SERVING")
+        wait_until(self, serving, "SERVING")
 
     def stop(self) -> None:
         self.channel.close()
@@ -280,7 +290,7 @@ class StreamServer(Proc):
         self.channel = grpc.insecure_channel(self.target)
 
     def wait_ready(self) -> None:
-        _wait_until(
+        wait_until(
             self,
             lambda: grpc.channel_ready_future(self.channel).result(timeout=1) is None,
             "ready",

@@ -20,6 +20,7 @@
    13 memory          audiences of 10,000 to 1,000,000 through UploadRecipients +
                       SubmitBatch + WatchBatch: gateway and client peak RSS growth,
                       upload rate, first outcome of the biggest ÷ one vendor round trip
+   14 platform        many callers of 1-10 recipients on each store: bench/_platform.py
 
 The machine is shared and noisy (the same loop's CPU time varies up to 2x from second
 to second), so what is compared is measured in interleaved rounds (A, B, B, A, ...) and

@@ -65,6 +65,8 @@ class Backend:
     """Sandbox fault rules in force from start-up (the /sandbox/faults JSON form)."""
     request_timeout_s: float = REQUEST_TIMEOUT_S
     """The gateway's `request_timeout_s` (a shared quota's lease follows it)."""
+    max_in_flight: int = MAX_IN_FLIGHT
+    """The gateway's `max_in_flight` (stage 14 raises it to its most callers)."""
 
 
 def sandbox_json(backends: Sequence[Backend]) -> str:
@@ -107,7 +109,7 @@ def gateway_toml(
             "vendor": backend.vendor,
             "base_url": sandbox_url,
             **translator.sandbox_credentials,
-            "max_in_flight": MAX_IN_FLIGHT,
+            "max_in_flight": backend.max_in_flight,
             "request_timeout_s": backend.request_timeout_s,
         }
         if quota is None:

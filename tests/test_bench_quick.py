@@ -170,3 +170,30 @@ def test_stage_7_last_window_starts_past_the_full_windows() -> None:
     assert parts.paced_s == pytest.approx(2.4)
     assert parts.drain_s == pytest.approx(0.1)
     assert parts.window_uses == (1.0,)
+
+
+def test_stage_14_reads_store_counters_summed_over_labels_or_none() -> None:
+    from bench._platform import counters_in
+
+    text = (
+        "# HELP imgate_store_commits_total Store commits.\n"
+        "# TYPE imgate_store_commits_total counter\n"
+        'imgate_store_commits_total{store="sqlite",kind="write"} 7.0\n'
+        'imgate_store_commits_total{store="sqlite",kind="read"} 3.0\n'
+    )
+    assert counters_in(text) == {
+        "imgate_store_commits_total": 10.0,
+        "imgate_store_statements_total": None,
+    }
+    assert set(counters_in("").values()) == {None}
+
+
+def test_stage_14_gateways_may_have_every_caller_in_flight(tmp_path: Path) -> None:
+    from bench._platform import MOST_CALLERS, platform_backends
+
+    path = tmp_path / "gateway.toml"
+    path.write_text(gateway_toml("http://127.0.0.1:9", platform_backends()))
+    (backend,) = load_config(path, {}).backends
+    assert backend.max_in_flight == MOST_CALLERS
+    assert backend.call_limit >= 1_000_000
+    assert backend.recipient_limit == 0
