@@ -4,7 +4,7 @@ leave out (issue 15: "show the measurement that proves it, the floor it hits").
 Floor 1 builds the vendor bodies and sends them; floor 2 streams prebuilt outcomes. A
 gateway must also, per recipient: turn the request's repeated field into strings, hash
 them once (duplicates), and build one outcome message (upb, field by field: the cheapest
-way from Python, see imgate/_sink.py). `outcome_floor` measures that, in this process,
+way from Python, see imgate/pipeline/sink.py). `outcome_floor` measures that, in this process,
 on the bench's own request: nothing of the gateway's pipeline, store or event loop.
 
 Before its first vendor call a durable gateway must also have checked every id and made
@@ -22,9 +22,9 @@ import time
 from pathlib import Path
 
 from bench._workload import batch_request
-from imgate._chars import IdCensus
-from imgate._store import RECIPIENT_PAGE, encode_recipients
+from imgate.store.base import RECIPIENT_PAGE, encode_recipients
 from imgate.v1 import gateway_pb2 as pb
+from imgate.vendors.base.chars import IdCensus
 
 _CHUNK = 500  # outcomes built per page, as one vendor call's
 _MESSAGE_ID = "1234567890_2345678901_1700000000"  # Tencent's MsgKey shape

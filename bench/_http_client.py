@@ -36,9 +36,9 @@ from typing import Any
 import aiohttp
 
 from bench._workload import REQUEST_TIMEOUT_S, WARM_RECIPIENTS, batch_request
-from imgate._planner import plan_chunks
-from imgate._registry import BY_VENDOR
-from imgate.translators._base import Disposition, Translator
+from imgate.pipeline.planner import plan_chunks
+from imgate.vendors.base.translator import Disposition, Translator
+from imgate.vendors.registry import BY_VENDOR
 
 _Chunks = Iterator[tuple[int, Sequence[str]]]
 

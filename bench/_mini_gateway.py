@@ -24,10 +24,10 @@ import aiohttp
 import grpc
 
 from bench._workload import REQUEST_TIMEOUT_S
-from imgate._registry import BY_VENDOR
-from imgate.translators._base import Disposition, Translator, count_states, fill_outcome
 from imgate.v1 import gateway_pb2 as pb
 from imgate.v1 import gateway_pb2_grpc as pb_grpc
+from imgate.vendors.base.translator import Disposition, Translator, count_states, fill_outcome
+from imgate.vendors.registry import BY_VENDOR
 
 
 class MinimalGateway(pb_grpc.GatewayServiceServicer):
@@ -75,12 +75,12 @@ class MinimalGateway(pb_grpc.GatewayServiceServicer):
 
 
 async def serve(port: int, base_url: str, vendor: str, max_in_flight: int) -> None:
-    # The gateway's own session settings (imgate._dispatch.Backend.session), minus tracing.
+    # The gateway's own session settings (imgate.pipeline.dispatch.Backend.session), minus tracing.
     connector = aiohttp.TCPConnector(limit=max_in_flight, keepalive_timeout=15)
     async with aiohttp.ClientSession(
         connector=connector, timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
     ) as session:
-        # The gateway's server options (imgate._server.Gateway).
+        # The gateway's server options (imgate.api.server.Gateway).
         server = grpc.aio.server(
             options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 16 << 20)]
         )

@@ -37,10 +37,10 @@ import aiohttp
 import grpc
 
 from bench._workload import REQUEST_TIMEOUT_S, SENDER, TEXT
-from imgate._registry import BY_VENDOR
-from imgate.translators._base import Disposition, Translator, count_states
 from imgate.v1 import gateway_pb2 as pb
 from imgate.v1 import gateway_pb2_grpc as pb_grpc
+from imgate.vendors.base.translator import Disposition, Translator, count_states
+from imgate.vendors.registry import BY_VENDOR
 
 _MAX_CONNECTIONS = 1024
 """The direct client's aiohttp pool: above any run's callers, so callers never queue."""

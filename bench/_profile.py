@@ -24,7 +24,7 @@ _ENTRY_FRAMES = (
     "asyncio/base_events.py",
     "asyncio/events.py",
     "imgate/__main__.py",
-    "(imgate/cli.py)",
+    "(imgate/cli/main.py)",
     "threading.py",
 )
 
@@ -107,7 +107,7 @@ def summarize(raw_path: Path, top: int = 25) -> str:
 
 
 def _short(frame: str) -> str:
-    # "send (/work/main/server/imgate/_dispatch.py:284)" -> "send (imgate/_dispatch.py)":
+    # "send (/x/server/imgate/pipeline/dispatch.py:284)" -> "send (imgate/pipeline/dispatch.py)":
     # without the line number, samples anywhere in a function add up.
     name, _, where = frame.partition(" (")
     path = where.rstrip(")").rsplit(":", 1)[0]

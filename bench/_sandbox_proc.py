@@ -14,8 +14,8 @@ import asyncio
 import json
 from typing import Any
 
-from imgate._registry import BY_VENDOR
 from imgate.sandbox import FaultRule, SandboxConfig, VendorSettings, serve_sandbox
+from imgate.vendors.registry import BY_VENDOR
 
 
 def sandbox_config(

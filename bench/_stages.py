@@ -63,10 +63,10 @@ from bench._workload import (
     Quota,
     batch_request,
 )
-from imgate._registry import BY_VENDOR
-from imgate._servicer import MAX_OUTCOMES_PER_MESSAGE
+from imgate.api.servicer import MAX_OUTCOMES_PER_MESSAGE
 from imgate.v1 import gateway_pb2 as pb
 from imgate.v1 import gateway_pb2_grpc as pb_grpc
+from imgate.vendors.registry import BY_VENDOR
 
 _US = 1e6
 _LATENCY_S = 0.05
@@ -1062,8 +1062,8 @@ def store_writes_per_s(path: Path, chunks: int = 4_000, concurrency: int = 32) -
     """Chunk-state writes (SENDING, then the outcome record) per second, group-committed."""
     import asyncio
 
-    from imgate._store import DONE, PLANNED, BatchRow, ChunkRow, Counts
-    from imgate._store_sqlite import SQLiteStore
+    from imgate.store.base import DONE, PLANNED, BatchRow, ChunkRow, Counts
+    from imgate.store.sqlite import SQLiteStore
 
     for stale in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
         stale.unlink(missing_ok=True)
@@ -1451,9 +1451,9 @@ def _acquire_latencies(redis_url: str, count: int) -> dict[str, list[float]]:
 
     import redis.asyncio
 
-    from imgate._config import BackendConfig, Secrets, sandbox_config
-    from imgate._quota_redis import RedisQuota, RedisWindows
-    from imgate._ratelimit import BackendLimiter, Limiter
+    from imgate.config.load import BackendConfig, Secrets, sandbox_config
+    from imgate.quota.limiter import BackendLimiter, Limiter
+    from imgate.quota.redis import RedisQuota, RedisWindows
 
     base = sandbox_config("http://127.0.0.1:9").backend(_REPLICAS_VENDOR)
     assert base is not None

@@ -73,7 +73,7 @@ class StreamFloor(pb_grpc.GatewayServiceServicer):
 
 
 async def serve(port: int) -> None:
-    # The gateway's server options (imgate._server.Gateway).
+    # The gateway's server options (imgate.api.server.Gateway).
     server = grpc.aio.server(
         options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 16 << 20)]
     )

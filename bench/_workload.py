@@ -8,8 +8,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from imgate._registry import BY_VENDOR
 from imgate.v1 import gateway_pb2 as pb
+from imgate.vendors.registry import BY_VENDOR
 
 VENDORS = ("yunxin_v1", "yunxin_v2", "tencent")
 SENDER = "bench_sender"

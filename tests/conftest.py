@@ -10,10 +10,10 @@ from typing import Any
 import grpc
 import pytest
 
-from imgate._config import GatewayConfig, sandbox_config
-from imgate._server import Gateway
-from imgate._store import Store
+from imgate.api.server import Gateway
+from imgate.config.load import GatewayConfig, sandbox_config
 from imgate.sandbox import SandboxConfig, SandboxServer
+from imgate.store.base import Store
 from imgate.v1 import gateway_pb2 as pb
 from imgate.v1 import gateway_pb2_grpc as pb_grpc
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from imgate._batch_command import add_batch_arguments, run_batch
-from imgate._send_command import add_send_arguments, run_send
+from imgate.cli.batch import add_batch_arguments, run_batch
+from imgate.cli.send import add_send_arguments, run_send
 from imgate.sandbox import SandboxServer
 from tests.conftest import StartGateway
 

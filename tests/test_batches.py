@@ -10,8 +10,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from imgate._store_sqlite import SQLiteStore
 from imgate.sandbox import FaultRule, SandboxServer
+from imgate.store.sqlite import SQLiteStore
 from imgate.v1 import gateway_pb2 as pb
 from tests.conftest import RunningGateway, StartGateway, text_request
 
@@ -360,7 +360,7 @@ async def test_a_new_batch_goes_from_its_creation_to_its_first_call_in_one_commi
 ) -> None:
     # Issue 15: between storing a new batch and its first vendor call the run neither
     # commits its state again nor reads back the recipients its creator holds.
-    from imgate._store_memory import MemoryStore
+    from imgate.store.memory import MemoryStore
 
     seen: list[str] = []
 
@@ -392,7 +392,7 @@ async def test_a_watch_wait_never_swallows_its_cancel(steps_before_cancel: int) 
     # Python 3.11's asyncio.wait_for returns normally when its task is cancelled just
     # after the awaited event was set: a cancelled BatchSend's stream then went on, and
     # its bound batch kept sending (seen about one run in four on SQLite; issue 15).
-    from imgate._batches import woken
+    from imgate.pipeline.batches import woken
 
     event = asyncio.Event()
     rounds = 0

@@ -17,9 +17,9 @@ from bench._report import Row, Target, table
 from bench._sandbox_proc import sandbox_config
 from bench._stages import QUOTAS, SLEEP_OUT_QUOTAS, quota_backends, sleep_out_backends
 from bench._workload import VENDORS, Backend, Quota, gateway_toml, sandbox_json
-from imgate._config import BackendConfig, load_config
+from imgate.config.load import BackendConfig, load_config
 from imgate.sandbox import FaultRule
-from imgate.sandbox._config import VendorSettings
+from imgate.vendors.base.emulation import VendorSettings
 
 
 def _both_sides(
@@ -108,12 +108,12 @@ def test_rows_without_target_are_information_only() -> None:
 def test_profile_summary_counts_self_and_total(tmp_path: Path) -> None:
     raw = tmp_path / "profile.raw"
     raw.write_text(
-        "main (/x/server/imgate/cli.py:1);send (/x/server/imgate/_dispatch.py:9) 3\n"
-        "main (/x/server/imgate/cli.py:1);parse (/x/server/imgate/translators/t.py:2) 1\n"
+        "main (/x/server/imgate/cli/main.py:1);send (/x/server/imgate/pipeline/dispatch.py:9) 3\n"
+        "main (/x/server/imgate/cli/main.py:1);parse (/x/server/imgate/translators/t.py:2) 1\n"
     )
     self_part, _, total_part = summarize(raw, top=2).partition("by total")
     assert "4 samples" in self_part
-    assert " 75.0%  send (imgate/_dispatch.py)" in self_part
+    assert " 75.0%  send (imgate/pipeline/dispatch.py)" in self_part
     assert " 25.0%  parse (imgate/translators/t.py)" in total_part
     assert "cli.py" not in total_part  # an entry frame, on every stack: no information
 

@@ -14,8 +14,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from imgate._callers import CallerInterceptor, token_sha256
-from imgate._config import (
+from imgate.api.callers import CallerInterceptor, token_sha256
+from imgate.config.load import (
     CallerConfig,
     ConfigError,
     TLSConfig,

@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from imgate import cli
-from imgate._config import sandbox_config
-from imgate._health_command import default_target
+from imgate.cli import main as cli
+from imgate.cli.health import default_target
+from imgate.config.load import sandbox_config
 from tests.test_process import _free_port, _imgate, _wait_serving, stop_later
 
 __all__ = ["stop_later"]  # the fixture, shared with test_process
@@ -66,8 +66,9 @@ def test_health_imports_neither_the_gateway_nor_aiohttp(
     stop_later.append(_imgate("serve", "--listen", target, "--sandbox-listen", "127.0.0.1:0"))
     _wait_serving(target)
     probe = (
-        "import sys; from imgate._entry import main; sys.argv = ['imgate', 'health'];"
-        " status = main(); heavy = {'aiohttp', 'imgate.cli', 'imgate.sandbox'} & set(sys.modules);"
+        "import sys; from imgate.cli.entry import main; sys.argv = ['imgate', 'health'];"
+        " status = main();"
+        " heavy = {'aiohttp', 'imgate.cli.main', 'imgate.sandbox'} & set(sys.modules);"
         " print(status, sorted(heavy))"
     )
     env = {**os.environ, "IMGATE_LISTEN": "0.0.0.0:" + target.rpartition(":")[2]}

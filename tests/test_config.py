@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from imgate._config import ConfigError, load_config, parse_config, sandbox_config
+from imgate.config.load import ConfigError, load_config, parse_config, sandbox_config
 
 GOOD = """
 listen = "127.0.0.1:6000"
@@ -248,7 +248,7 @@ def test_region_presets_set_primary_and_backup(
 
 
 def test_tencent_has_every_documented_region() -> None:
-    from imgate.translators.tencent import TencentTranslator
+    from imgate.vendors.tencent.translator import TencentTranslator
 
     assert set(TencentTranslator.regions) == {
         "china",

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from imgate import _config
-from imgate._registry import VENDORS
+from imgate.config import load as _config
+from imgate.vendors.registry import VENDORS
 
 ROOT = Path(__file__).resolve().parent.parent
 _TYPES = {

@@ -8,12 +8,12 @@ from collections import Counter
 
 import pytest
 
-from imgate._callers import token_sha256
-from imgate._config import CallerConfig
-from imgate._ratelimit import BackendLimiter
+from imgate.api.callers import token_sha256
+from imgate.config.load import CallerConfig
+from imgate.quota.limiter import BackendLimiter
 from imgate.sandbox import SandboxConfig, SandboxServer
-from imgate.sandbox.tencent import TencentSettings
 from imgate.v1 import gateway_pb2 as pb
+from imgate.vendors.tencent.emulator import TencentSettings
 from tests.conftest import StartGateway, text_request
 
 WINDOW_S = 1.0

@@ -10,8 +10,8 @@ import grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from imgate._config import sandbox_config
-from imgate._server import Gateway
+from imgate.api.server import Gateway
+from imgate.config.load import sandbox_config
 from imgate.sandbox import FAULT_KINDS, FaultRule, SandboxConfig, SandboxServer
 from imgate.v1 import gateway_pb2 as pb
 from imgate.v1 import gateway_pb2_grpc as pb_grpc

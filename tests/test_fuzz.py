@@ -12,15 +12,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from imgate._config import sandbox_config
-from imgate._validate import validate_common, validate_for_vendor
-from imgate.translators import _yunxin
-from imgate.translators import tencent as tencent_module
-from imgate.translators._base import CallResult, Disposition, Translator
-from imgate.translators.tencent import TencentTranslator
-from imgate.translators.yunxin_v1 import YunxinV1Translator
-from imgate.translators.yunxin_v2 import YunxinV2Translator
+from imgate.api.validate import validate_common, validate_for_vendor
+from imgate.config.load import sandbox_config
 from imgate.v1 import gateway_pb2 as pb
+from imgate.vendors._yunxin import translator as _yunxin
+from imgate.vendors.base.translator import CallResult, Disposition, Translator
+from imgate.vendors.tencent import translator as tencent_module
+from imgate.vendors.tencent.translator import TencentTranslator
+from imgate.vendors.yunxin_v1.translator import YunxinV1Translator
+from imgate.vendors.yunxin_v2.translator import YunxinV2Translator
 
 RECIPIENTS = ["alice", "bob", "carol"]
 OTHERS = ["mallory", "", "alice ", "ALICE"]
@@ -453,7 +453,7 @@ def test_fuzz_requests_are_refused_or_encode(
 @settings(max_examples=500, deadline=None)
 @given(raw=st.binary(max_size=200))
 def test_fuzz_request_bytes_decode_or_are_refused(raw: bytes) -> None:
-    from imgate._decode import decode_request
+    from imgate.api.decode import decode_request
 
     request = decode_request(raw, pb.BatchSendRequest)
     assert request is None or isinstance(request, pb.BatchSendRequest)

@@ -15,7 +15,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 )
 from grpc_status import rpc_status
 
-from imgate._logging import TextFormatter, _ContextFilter
+from imgate.observability.logs import TextFormatter, _ContextFilter
 from imgate.sandbox import FaultRule, SandboxServer
 from imgate.v1 import gateway_pb2 as pb
 from tests.conftest import VENDORS, StartGateway, text_request

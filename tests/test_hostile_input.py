@@ -305,7 +305,7 @@ async def test_valid_bytes_still_work_through_the_raw_handler(start_gateway: Sta
     ],
 )
 def test_id_checks_fast_and_slow_paths_agree(ids: list[str], bad: list[int]) -> None:
-    from imgate._validate import _bad_id_positions, id_problem
+    from imgate.api.validate import _bad_id_positions, id_problem
 
     assert _bad_id_positions(ids) == bad
     assert [i for i, value in enumerate(ids) if id_problem(value)] == bad

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from imgate._store import DONE, PLANNED, BatchRow, ChunkRow, Counts, ListRow
-from imgate._store_memory import (
+from imgate.store.base import DONE, PLANNED, BatchRow, ChunkRow, Counts, ListRow
+from imgate.store.memory import (
     DEFAULT_MAX_ENDED_BATCHES,
     DEFAULT_MAX_ENDED_BYTES,
     MemoryStore,

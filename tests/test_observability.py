@@ -17,12 +17,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2
 from prometheus_client.parser import text_string_to_metric_families
 
-from imgate._config import ConfigError, parse_config
-from imgate._logging import make_handler, set_log_context
-from imgate._metrics import REASON_NAMES, STATE_NAMES, Metrics
+from imgate.config.load import ConfigError, parse_config
+from imgate.observability.logs import make_handler, set_log_context
+from imgate.observability.metrics import REASON_NAMES, STATE_NAMES, Metrics
 from imgate.sandbox import FaultRule, SandboxConfig, SandboxServer
-from imgate.sandbox.yunxin_v1 import YunxinV1Settings
 from imgate.v1 import gateway_pb2 as pb
+from imgate.vendors.yunxin_v1.emulator import YunxinV1Settings
 from tests.conftest import RunningGateway, StartGateway, text_request
 
 WINDOW_S = 1.0

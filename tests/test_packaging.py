@@ -11,7 +11,7 @@ from pathlib import Path
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from imgate._config import GatewayConfig
+from imgate.config.load import GatewayConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -107,7 +107,7 @@ def test_the_replicas_compose_file_and_its_config_fit_together() -> None:
     """deploy/compose.yaml (never run here: no Docker engine) against what it relies on:
     its config loads, with secrets from the environment only, and three replicas share one
     PostgreSQL store and one Redis behind one address."""
-    from imgate._config import load_config
+    from imgate.config.load import load_config
 
     deploy = ROOT / "deploy"
     compose = (deploy / "compose.yaml").read_text()

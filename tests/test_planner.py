@@ -8,18 +8,18 @@ from typing import Any, ClassVar
 
 import pytest
 
-from imgate._planner import dedupe, plan_chunks
-from imgate.translators._base import (
+from imgate.pipeline.planner import dedupe, plan_chunks
+from imgate.v1 import gateway_pb2 as pb
+from imgate.vendors.base.translator import (
     CallResult,
     FieldViolation,
     Translator,
     VendorLimits,
     VendorRequest,
 )
-from imgate.translators.tencent import MAX_BODY_BYTES, TencentTranslator
-from imgate.translators.yunxin_v1 import YunxinV1Translator
-from imgate.translators.yunxin_v2 import YunxinV2Translator
-from imgate.v1 import gateway_pb2 as pb
+from imgate.vendors.tencent.translator import MAX_BODY_BYTES, TencentTranslator
+from imgate.vendors.yunxin_v1.translator import YunxinV1Translator
+from imgate.vendors.yunxin_v2.translator import YunxinV2Translator
 
 
 @pytest.mark.parametrize(

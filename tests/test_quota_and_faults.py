@@ -9,11 +9,11 @@ from pathlib import Path
 import grpc
 import pytest
 
-from imgate._store_sqlite import SQLiteStore
 from imgate.sandbox import Clock, FaultRule, SandboxConfig, SandboxServer
-from imgate.sandbox.tencent import TencentSettings
-from imgate.sandbox.yunxin_v1 import YunxinV1Settings
+from imgate.store.sqlite import SQLiteStore
 from imgate.v1 import gateway_pb2 as pb
+from imgate.vendors.tencent.emulator import TencentSettings
+from imgate.vendors.yunxin_v1.emulator import YunxinV1Settings
 from tests.conftest import StartGateway, text_request
 
 WINDOW_S = 1.0

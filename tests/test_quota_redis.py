@@ -16,11 +16,11 @@ from dataclasses import dataclass
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from imgate import _server
-from imgate._config import BackendConfig, Secrets
-from imgate._metrics import Metrics
-from imgate._quota_redis import LEASE_MARGIN_S, RETRY_S, RedisQuota, RedisWindows
-from imgate._ratelimit import LocalWindows, QuotaWaitTooLong
+from imgate.api import server as _server
+from imgate.config.load import BackendConfig, Secrets
+from imgate.observability.metrics import Metrics
+from imgate.quota.limiter import LocalWindows, QuotaWaitTooLong
+from imgate.quota.redis import LEASE_MARGIN_S, RETRY_S, RedisQuota, RedisWindows
 from tests._redis import RedisServer
 from tests.conftest import StartGateway
 
@@ -323,7 +323,7 @@ async def test_fail_closed_while_redis_is_down_then_resume(
 
 
 def test_quota_url_errors_name_the_key_and_hide_the_password() -> None:
-    from imgate._config import ConfigError, parse_config
+    from imgate.config.load import ConfigError, parse_config
 
     backend = {
         "vendor": "tencent",

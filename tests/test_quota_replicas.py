@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from imgate._quota_redis import LEASE_MARGIN_S
+from imgate.quota.redis import LEASE_MARGIN_S
 from imgate.v1 import gateway_pb2 as pb
 from tests._procs import SANDBOX_CREDENTIALS, GatewayProcess, SandboxProcess
 from tests._redis import RedisServer

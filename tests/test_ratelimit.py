@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from imgate._ratelimit import BackendLimiter, QuotaWaitTooLong
+from imgate.quota.limiter import BackendLimiter, QuotaWaitTooLong
 
 
 async def _run_calls(

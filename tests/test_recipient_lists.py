@@ -16,13 +16,13 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from imgate._callers import token_sha256
-from imgate._config import CallerConfig
-from imgate._store import Store
-from imgate._store_memory import MemoryStore
-from imgate._store_postgres import PostgresStore
-from imgate._store_sqlite import SQLiteStore
+from imgate.api.callers import token_sha256
+from imgate.config.load import CallerConfig
 from imgate.sandbox import SandboxServer
+from imgate.store.base import Store
+from imgate.store.memory import MemoryStore
+from imgate.store.postgres import PostgresStore
+from imgate.store.sqlite import SQLiteStore
 from imgate.v1 import gateway_pb2 as pb
 from tests import _postgres
 from tests.conftest import RunningGateway, StartGateway, text_request
@@ -222,7 +222,7 @@ def test_fingerprint_leaves_the_request_as_it_was_and_matches_a_copy() -> None:
     import copy
     import hashlib
 
-    from imgate._servicer import _fingerprint
+    from imgate.api.servicer import _fingerprint
 
     request = pb.SubmitBatchRequest.FromString(
         text_request(["a", "b"], "", request_id="r1").SerializeToString()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from imgate._retry import BACKOFF_BASE_S, BACKOFF_CAP_S, Action, Decision, backoff_s, decide
-from imgate.translators._base import Disposition
+from imgate.pipeline.retry import BACKOFF_BASE_S, BACKOFF_CAP_S, Action, Decision, backoff_s, decide
+from imgate.vendors.base.translator import Disposition
 
 D = Disposition
 CASES = [

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-import imgate._store_sqlite
-from imgate._store import DONE, PLANNED, BatchRow, ChunkRow, Counts, StoreError
-from imgate._store_sqlite import _SCHEMA, _SCHEMA_LISTS, SCHEMA_VERSION, SQLiteStore
+import imgate.store.sqlite
+from imgate.store.base import DONE, PLANNED, BatchRow, ChunkRow, Counts, StoreError
+from imgate.store.sqlite import _SCHEMA, _SCHEMA_LISTS, SCHEMA_VERSION, SQLiteStore
 from imgate.v1 import gateway_pb2 as pb
 
 MB = 1024 * 1024
@@ -102,8 +102,8 @@ async def test_wal_stays_bounded_under_continuous_writes_and_reads(
 ) -> None:
     # Bounds smaller than the defaults, so that a few seconds of writes cross them many
     # times (raising=False: the test runs, and fails, on code without them too).
-    monkeypatch.setattr(imgate._store_sqlite, "_WAL_HARD_LIMIT", 8 * MB, raising=False)
-    monkeypatch.setattr(imgate._store_sqlite, "_JOURNAL_SIZE_LIMIT", 4 * MB, raising=False)
+    monkeypatch.setattr(imgate.store.sqlite, "_WAL_HARD_LIMIT", 8 * MB, raising=False)
+    monkeypatch.setattr(imgate.store.sqlite, "_JOURNAL_SIZE_LIMIT", 4 * MB, raising=False)
     path = tmp_path / "imgate.db"
     wal = Path(f"{path}-wal")
     store = SQLiteStore(path)

@@ -14,11 +14,11 @@ from pathlib import Path
 import grpc
 import pytest
 
-from imgate._store import Store
-from imgate._store_memory import MemoryStore
-from imgate._store_postgres import PostgresStore
-from imgate._store_sqlite import SQLiteStore
 from imgate.sandbox import FaultRule, SandboxServer
+from imgate.store.base import Store
+from imgate.store.memory import MemoryStore
+from imgate.store.postgres import PostgresStore
+from imgate.store.sqlite import SQLiteStore
 from imgate.v1 import gateway_pb2 as pb
 from tests import _postgres
 from tests.conftest import StartGateway, text_request
@@ -177,7 +177,7 @@ async def test_a_full_backlog_refuses_submits_and_stores_nothing(
 
 
 async def test_derived_in_flight_follows_the_round_trip() -> None:
-    from imgate._permits import CEILING, FLOOR, Permits, derived_limit
+    from imgate.pipeline.permits import CEILING, FLOOR, Permits, derived_limit
 
     assert derived_limit(200, 0.05) == 20  # Tencent at 50 ms: 200 calls/s x 0.05 s x 2
     assert derived_limit(2, 0.05) == FLOOR  # Yunxin legacy's 120 calls a minute

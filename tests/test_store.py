@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from imgate._store import (
+from imgate.store.base import (
     CLAIMED,
     DONE,
     PLANNED,
@@ -30,9 +30,9 @@ from imgate._store import (
     encode_recipients,
     open_store,
 )
-from imgate._store_memory import MemoryStore
-from imgate._store_postgres import PostgresStore
-from imgate._store_sqlite import SCHEMA_VERSION, SQLiteStore
+from imgate.store.memory import MemoryStore
+from imgate.store.postgres import PostgresStore
+from imgate.store.sqlite import SCHEMA_VERSION, SQLiteStore
 from imgate.v1 import gateway_pb2 as pb
 from tests import _postgres
 
@@ -573,7 +573,7 @@ async def test_a_released_batch_is_adopted_even_from_a_live_owner(make_store: Ma
 async def test_sqlite_schema_1_file_gains_lists_and_keeps_its_batches(tmp_path: Path) -> None:
     import sqlite3
 
-    from imgate._store_sqlite import _SCHEMA
+    from imgate.store.sqlite import _SCHEMA
 
     path = tmp_path / "imgate.db"
     conn = sqlite3.connect(path, isolation_level=None)
@@ -597,9 +597,9 @@ async def test_sqlite_schema_1_file_gains_lists_and_keeps_its_batches(tmp_path: 
 async def test_sqlite_finished_list_drops_its_index_in_steps(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import imgate._store_sqlite
+    import imgate.store.sqlite
 
-    monkeypatch.setattr(imgate._store_sqlite, "_MEMBERS_PER_DELETE", 4)
+    monkeypatch.setattr(imgate.store.sqlite, "_MEMBERS_PER_DELETE", 4)
     store = SQLiteStore(tmp_path / "imgate.db")
     await store.open()
     try:

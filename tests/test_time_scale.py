@@ -6,8 +6,8 @@ import time
 
 import grpc
 
-from imgate._config import sandbox_config
-from imgate._server import Gateway
+from imgate.api.server import Gateway
+from imgate.config.load import sandbox_config
 from imgate.sandbox import SandboxConfig, SandboxServer
 from imgate.v1 import gateway_pb2 as pb
 from imgate.v1 import gateway_pb2_grpc as pb_grpc

@@ -9,9 +9,9 @@ import time
 import grpc
 import pytest
 
-from imgate._config import ConfigError, sandbox_config
-from imgate._server import Gateway
-from imgate._tracing import Tracing
+from imgate.api.server import Gateway
+from imgate.config.load import ConfigError, sandbox_config
+from imgate.observability.tracing import Tracing
 from imgate.sandbox import FaultRule, SandboxServer
 from imgate.v1 import gateway_pb2_grpc as pb_grpc
 from tests.conftest import text_request

@@ -7,10 +7,10 @@ import logging
 
 import pytest
 
-from imgate._answers import read_bounded
+from imgate.pipeline.answers import read_bounded
 from imgate.sandbox import FaultRule, SandboxConfig, SandboxServer
-from imgate.sandbox.yunxin_v2 import YunxinV2Settings
 from imgate.v1 import gateway_pb2 as pb
+from imgate.vendors.yunxin_v2.emulator import YunxinV2Settings
 from tests.conftest import VENDORS, StartGateway, text_request
 
 

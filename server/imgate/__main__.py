@@ -2,6 +2,6 @@
 
 import sys
 
-from imgate.cli import main
+from imgate.cli.main import main
 
 sys.exit(main())

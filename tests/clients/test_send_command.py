@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from imgate._send_command import add_send_arguments, run_send
+from imgate.cli.send import add_send_arguments, run_send
 
 from .conftest import ELAPSED_MS, FakeServer
 

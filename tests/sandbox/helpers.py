@@ -1,4 +1,4 @@
-"""Signing and calling helpers for the sandbox tests (signatures come from imgate._auth)."""
+"""Signing and calling helpers for the sandbox tests (signatures: imgate.vendors.base.auth)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from urllib.parse import urlencode
 
 import aiohttp
 
-from imgate._auth import tencent_user_sig, yunxin_headers
 from imgate.sandbox import (
     SANDBOX_TENCENT_ADMIN_IDENTIFIER,
     SANDBOX_TENCENT_SDK_APP_ID,
@@ -21,6 +20,7 @@ from imgate.sandbox import (
     SANDBOX_YUNXIN_APP_SECRET,
     SandboxServer,
 )
+from imgate.vendors.base.auth import tencent_user_sig, yunxin_headers
 
 FORM = "application/x-www-form-urlencoded;charset=utf-8"
 

@@ -10,13 +10,13 @@ from urllib.parse import urlencode
 
 import pytest
 
-from imgate._auth import tencent_hmac, tencent_user_sig, yunxin_checksum
 from imgate.sandbox import (
     SANDBOX_TENCENT_SDK_APP_ID,
     SANDBOX_YUNXIN_APP_KEY,
     Clock,
     SandboxConfig,
 )
+from imgate.vendors.base.auth import tencent_hmac, tencent_user_sig, yunxin_checksum
 
 from .conftest import StartSandbox
 from .helpers import Vendors, tencent_query, tx_doc, yunxin_auth, yx1_fields, yx2_doc

@@ -7,9 +7,10 @@ import json
 
 import pytest
 
-from imgate._sink import Chunk, _vendor_results
-from imgate._store import SENDING, ChunkRow
-from imgate.translators._base import (
+from imgate.pipeline.sink import Chunk, _vendor_results
+from imgate.store.base import SENDING, ChunkRow
+from imgate.v1 import gateway_pb2 as pb
+from imgate.vendors.base.translator import (
     AcceptedAlike,
     CallResult,
     Disposition,
@@ -18,9 +19,8 @@ from imgate.translators._base import (
     not_accepted,
     uncertain_result,
 )
-from imgate.translators.tencent import TencentTranslator
-from imgate.translators.yunxin_v1 import YunxinV1Translator
-from imgate.v1 import gateway_pb2 as pb
+from imgate.vendors.tencent.translator import TencentTranslator
+from imgate.vendors.yunxin_v1.translator import YunxinV1Translator
 
 IDS = ["a", "b", "c", "d", "e"]
 SHARED = RecipientResult("", True, detail="maybe", vendor_message_id="k1", vendor_time_ms=7)

@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from imgate.translators._base import Disposition, Translator
-from imgate.translators.tencent import TencentTranslator
-from imgate.translators.yunxin_v1 import YunxinV1Translator
-from imgate.translators.yunxin_v2 import YunxinV2Translator
 from imgate.v1 import gateway_pb2 as pb
+from imgate.vendors.base.translator import Disposition, Translator
+from imgate.vendors.tencent.translator import TencentTranslator
+from imgate.vendors.yunxin_v1.translator import YunxinV1Translator
+from imgate.vendors.yunxin_v2.translator import YunxinV2Translator
 
 from .cases import RECIPIENTS
 
@@ -174,13 +174,13 @@ def test_tencent_code(code: int, disposition: Disposition, reason: int) -> None:
 
 
 def test_every_tencent_table_code_is_tested() -> None:
-    from imgate.translators.tencent import CODES
+    from imgate.vendors.tencent.translator import CODES
 
     assert set(CODES) <= {code for code, _, _ in TENCENT_CODES}
 
 
 def test_every_yunxin_table_code_is_tested() -> None:
-    from imgate.translators._yunxin import CODES, V2_CODES
+    from imgate.vendors._yunxin.translator import CODES, V2_CODES
 
     assert set(CODES) <= {code for code, _, _ in YUNXIN_CODES}
     assert set(V2_CODES) <= {code for code, _, _ in YUNXIN_CODES + YUNXIN_V2_CODES}

@@ -11,16 +11,16 @@ import pytest
 from hypothesis import assume, event, given, settings
 from hypothesis import strategies as st
 
-from imgate._auth import verify_tencent_user_sig
-from imgate._planner import dedupe, plan_chunks
-from imgate.translators._base import Disposition, VendorRequest
-from imgate.translators.tencent import (
+from imgate.pipeline.planner import dedupe, plan_chunks
+from imgate.v1 import gateway_pb2 as pb
+from imgate.vendors.base.auth import verify_tencent_user_sig
+from imgate.vendors.base.translator import Disposition, VendorRequest
+from imgate.vendors.tencent.translator import (
     MAX_BODY_BYTES,
     USER_SIG_REFRESH_BEFORE_S,
     USER_SIG_TTL_S,
     TencentTranslator,
 )
-from imgate.v1 import gateway_pb2 as pb
 
 from .cases import CHUNK_KEY, CONTENTS, NONCE, NOW, RECIPIENTS, make_request
 

@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from imgate.translators._base import Disposition, Translator, VendorLimits
-from imgate.translators.tencent import TencentTranslator
-from imgate.translators.yunxin_v1 import YunxinV1Translator
-from imgate.translators.yunxin_v2 import YunxinV2Translator
 from imgate.v1 import gateway_pb2 as pb
+from imgate.vendors.base.translator import Disposition, Translator, VendorLimits
+from imgate.vendors.tencent.translator import TencentTranslator
+from imgate.vendors.yunxin_v1.translator import YunxinV1Translator
+from imgate.vendors.yunxin_v2.translator import YunxinV2Translator
 
 from .cases import CHUNK_KEY, CONTENTS, NONCE, NOW, RECIPIENTS, THUMBNAIL, make_request
 
@@ -90,8 +90,8 @@ def test_sandbox_credentials_are_the_contract_ones() -> None:
 def test_translators_import_no_io_library() -> None:
     code = (
         "import sys\n"
-        "import imgate.translators.yunxin_v1, imgate.translators.yunxin_v2\n"
-        "import imgate.translators.tencent, imgate._planner\n"
+        "import imgate.vendors.yunxin_v1.translator, imgate.vendors.yunxin_v2.translator\n"
+        "import imgate.vendors.tencent.translator, imgate.pipeline.planner\n"
         "bad = {'aiohttp', 'socket', 'asyncio', 'requests', 'httpx'} & set(sys.modules)\n"
         "print(sorted(bad))\n"
     )
@@ -259,7 +259,7 @@ def test_valid_request_has_no_violations(cls: type[Translator]) -> None:
 
 
 def test_per_recipient_results_become_outcomes_and_counts() -> None:
-    from imgate.translators._base import (
+    from imgate.vendors.base.translator import (
         RecipientResult,
         count_states,
         fill_outcome,

@@ -9,9 +9,9 @@ from urllib.parse import parse_qs
 
 import pytest
 
-from imgate.translators._base import Disposition, VendorRequest
-from imgate.translators.yunxin_v1 import YunxinV1Translator
 from imgate.v1 import gateway_pb2 as pb
+from imgate.vendors.base.translator import Disposition, VendorRequest
+from imgate.vendors.yunxin_v1.translator import YunxinV1Translator
 
 from .cases import CHUNK_KEY, CONTENTS, NONCE, NOW, RECIPIENTS, make_request
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from imgate.translators._base import Disposition, VendorRequest
-from imgate.translators.yunxin_v2 import YunxinV2Translator, message_client_id
 from imgate.v1 import gateway_pb2 as pb
+from imgate.vendors.base.translator import Disposition, VendorRequest
+from imgate.vendors.yunxin_v2.translator import YunxinV2Translator, message_client_id
 
 from .cases import CHUNK_KEY, CONTENTS, CUSTOM_WITH_SUB_TYPE, NONCE, NOW, RECIPIENTS, make_request
 

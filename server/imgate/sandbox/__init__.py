@@ -9,7 +9,7 @@ and answers with the vendors' own bodies. See `_app` for the /sandbox/... contro
         ...  # send to sandbox.vendor_url("tencent"); inspect sandbox.state
 
 Adding a vendor = one emulator module (an `Emulator` subclass) + its line in
-`imgate._registry.VENDORS`, which pairs it with the vendor's translator.
+`imgate.vendors.registry.VENDORS`, which pairs it with the vendor's translator.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
-from imgate.sandbox._app import STATE_KEY, EmulatorClass, build_app
-from imgate.sandbox._config import (
+from imgate.sandbox.app import STATE_KEY, EmulatorClass, build_app
+from imgate.sandbox.server import SandboxServer, default_emulators, serve_sandbox
+from imgate.vendors.base.emulation import (
     FAULT_KINDS,
     SANDBOX_TENCENT_ADMIN_IDENTIFIER,
     SANDBOX_TENCENT_SDK_APP_ID,
@@ -33,12 +34,11 @@ from imgate.sandbox._config import (
     SandboxConfig,
     VendorSettings,
 )
-from imgate.sandbox._emulator import Emulator, ParsedCall, VendorError
-from imgate.sandbox._server import SandboxServer, default_emulators, serve_sandbox
-from imgate.sandbox._state import Delivery, SandboxState, VendorStats
-from imgate.sandbox.tencent import TencentEmulator, TencentSettings
-from imgate.sandbox.yunxin_v1 import YunxinV1Emulator, YunxinV1Settings
-from imgate.sandbox.yunxin_v2 import YunxinV2Emulator, YunxinV2Settings
+from imgate.vendors.base.emulator import Emulator, ParsedCall, VendorError
+from imgate.vendors.base.sandbox_state import Delivery, SandboxState, VendorStats
+from imgate.vendors.tencent.emulator import TencentEmulator, TencentSettings
+from imgate.vendors.yunxin_v1.emulator import YunxinV1Emulator, YunxinV1Settings
+from imgate.vendors.yunxin_v2.emulator import YunxinV2Emulator, YunxinV2Settings
 
 
 def create_app(

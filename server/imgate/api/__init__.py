@@ -1,0 +1,1 @@
+"""The gRPC face of the gateway: server life cycle, servicer, validation, callers."""

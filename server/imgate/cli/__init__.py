@@ -1,0 +1,1 @@
+"""The `imgate` command: serve, sandbox, send, batch, health, token."""

@@ -1,0 +1,178 @@
+"""``imgate batch submit|watch|get|list|cancel``: durable batches from the command line.
+
+``submit`` takes ``imgate send``'s recipient and message flags and prints the batch id
+(``--to-file`` is streamed through ``UploadRecipients`` first, with a progress bar on a
+terminal);
+``watch`` prints outcomes as ``send`` does (``--cursor`` resumes); ``get``, ``list`` and
+``cancel`` print a batch a line (``--json``: the ``Batch`` message as JSON). Exit codes as
+for ``send``: 0 done, 1 the call failed (2 for an invalid request or an unknown batch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable
+
+import grpc
+
+from imgate.cli.options import (
+    add_connection_arguments,
+    connection_options,
+    connection_problem,
+)
+from imgate.cli.send import (
+    DEFAULT_TARGET,
+    EXIT_CALL_FAILED,
+    EXIT_COMPLETED,
+    EXIT_INVALID_REQUEST,
+    _message,
+    _silence_stdout,
+    _to_json,
+    add_send_arguments,
+    format_outcome,
+    format_summary,
+    upload_file,
+)
+from imgate_client import GatewayClient, GatewayError, InvalidRequestError, gateway_pb2
+
+
+def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``batch`` subcommands to ``parser``."""
+    commands = parser.add_subparsers(dest="batch_command", required=True)
+    submit = commands.add_parser("submit", help="store a batch and print its id")
+    add_send_arguments(submit)
+    submit.add_argument(
+        "--send-before",
+        type=float,
+        metavar="UNIX_SECONDS",
+        help="no vendor call starts after this time",
+    )
+    watch = commands.add_parser("watch", help="print a batch's outcomes, then its summary")
+    watch.add_argument("batch_id")
+    watch.add_argument("--cursor", default="", help="resume after this cursor")
+    for name, help_text in (("get", "print a batch"), ("cancel", "cancel a batch")):
+        command = commands.add_parser(name, help=help_text)
+        command.add_argument("batch_id")
+    listing = commands.add_parser("list", help="list batches, newest first")
+    listing.add_argument("--page-size", type=int, default=20)
+    listing.add_argument("--page-token", default="")
+    for command in (watch, *(commands.choices[n] for n in ("get", "cancel")), listing):
+        command.add_argument(
+            "--target",
+            default=os.environ.get("IMGATE_TARGET") or DEFAULT_TARGET,
+            metavar="HOST:PORT",
+            help=f"gateway address (default: $IMGATE_TARGET, else {DEFAULT_TARGET})",
+        )
+        command.add_argument("--json", action="store_true", help="print JSON")
+        add_connection_arguments(command)
+
+
+def format_batch(batch: gateway_pb2.Batch) -> str:
+    """``<id>  DONE  total=3 accepted=2 failed=1 uncertain=0 pending=0``."""
+    state = gateway_pb2.BatchState.Name(batch.state).removeprefix("BATCH_STATE_")
+    counts = " ".join(
+        f"{name}={getattr(batch, name)}"
+        for name in ("total", "accepted", "failed", "uncertain", "pending")
+    )
+    return f"{batch.batch_id}  {state}  {counts}"
+
+
+def run_batch(args: argparse.Namespace) -> int:
+    """Run ``imgate batch ...`` with parsed ``args``; returns the exit status."""
+    problem = connection_problem(args)
+    if problem:
+        print(f"imgate batch: {problem}", file=sys.stderr)
+        return EXIT_INVALID_REQUEST
+    try:
+        with GatewayClient(args.target, **connection_options(args)) as client:
+            return _COMMANDS[args.batch_command](client, args)
+    except BrokenPipeError:
+        # `imgate batch watch ... | head`: the reader has what it wanted. Leaving the watch
+        # changes nothing about the batch.
+        _silence_stdout()
+        return EXIT_COMPLETED
+    except GatewayError as error:
+        where = f"imgate batch {args.batch_command}"
+        if isinstance(error, InvalidRequestError) and error.violations:
+            print(f"{where}: the request is invalid:", file=sys.stderr)
+            for violation in error.violations:
+                print(f"  {violation.field}: {violation.description}", file=sys.stderr)
+        else:
+            print(f"{where}: {error.code.name}: {error.details}", file=sys.stderr)
+        if isinstance(error, InvalidRequestError) or error.code == grpc.StatusCode.NOT_FOUND:
+            return EXIT_INVALID_REQUEST
+        return EXIT_CALL_FAILED
+
+
+def _print_batch(batch: gateway_pb2.Batch, as_json: bool) -> None:
+    print(json.dumps(_to_json(batch), ensure_ascii=False) if as_json else format_batch(batch))
+
+
+def _submit(client: GatewayClient, args: argparse.Namespace) -> int:
+    recipients: list[str] | gateway_pb2.RecipientList
+    if args.to_file is None:
+        recipients = [recipient for ids in args.to for recipient in ids]
+    else:
+        # Streamed through UploadRecipients: a file of millions of ids, never read whole.
+        uploaded = upload_file(client, args, "imgate batch submit", args.timeout)
+        if uploaded is None:
+            return EXIT_INVALID_REQUEST
+        recipients = uploaded
+    batch = client.submit_batch(
+        recipients,
+        _message(args),
+        backend=args.backend,
+        sender_id=args.sender_id,
+        request_id=args.request_id,
+        send_before=args.send_before,
+        timeout=args.timeout,
+    )
+    if args.json:
+        _print_batch(batch, True)
+    else:
+        print(batch.batch_id)
+    return EXIT_COMPLETED
+
+
+def _watch(client: GatewayClient, args: argparse.Namespace) -> int:
+    with client.watch_batch(args.batch_id, cursor=args.cursor) as stream:
+        for outcome in stream:
+            line = json.dumps(_to_json(outcome), ensure_ascii=False)
+            print(line if args.json else format_outcome(outcome))
+        summary = stream.summary
+    if args.json:
+        print(json.dumps({"summary": _to_json(summary)}, ensure_ascii=False))
+    else:
+        print(format_summary(summary))
+    return EXIT_COMPLETED
+
+
+def _get(client: GatewayClient, args: argparse.Namespace) -> int:
+    _print_batch(client.get_batch(args.batch_id), args.json)
+    return EXIT_COMPLETED
+
+
+def _cancel(client: GatewayClient, args: argparse.Namespace) -> int:
+    _print_batch(client.cancel_batch(args.batch_id), args.json)
+    return EXIT_COMPLETED
+
+
+def _list(client: GatewayClient, args: argparse.Namespace) -> int:
+    page = client.list_batches(page_size=args.page_size, page_token=args.page_token)
+    for batch in page.batches:
+        _print_batch(batch, args.json)
+    if page.next_page_token:
+        print(f"next page: --page-token {page.next_page_token}", file=sys.stderr)
+    return EXIT_COMPLETED
+
+
+_COMMANDS: dict[str, Callable[[GatewayClient, argparse.Namespace], int]] = {
+    "submit": _submit,
+    "watch": _watch,
+    "get": _get,
+    "cancel": _cancel,
+    "list": _list,
+}

@@ -1,0 +1,1 @@
+"""The gateway configuration: typed, frozen, loaded from TOML with ${ENV}."""

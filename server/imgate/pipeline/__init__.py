@@ -1,0 +1,1 @@
+"""A batch from submit to its last outcome: batches, dispatch, sink, retry, planning."""

@@ -1,0 +1,705 @@
+"""Batches as durable resources: submit, resume, cancel, watch, purge (CONTRACT.md §4).
+
+`BatchService` is what the servicer talks to. It keeps one `BatchRun` per batch being
+sent by this process and nothing else in memory: batches, recipients and outcomes live
+in the store, and a watcher reads them from there at its own pace.
+
+Each backend runs at most `max_running_batches` batches at once here; the others wait
+QUEUED in the store, never in memory, and a slot that frees takes the oldest batch of the
+caller with the fewest running (callers' fair shares, rule 19). Past
+`max_queued_batches` waiting, a submit is refused (`Backlogged`). A BatchSend that fits
+one vendor call takes a short path (`send_small`): quota and permit first, then the batch
+is stored with its chunk already SENDING (one commit), sent, and recorded and ended in
+one more commit; its caller gets the outcome without a watch loop over the store.
+
+At start-up it recovers what a previous process left: chunks found SENDING may have
+reached the vendor, so they end UNCERTAIN (never resent); CLAIMED ones go back to
+PLANNED; unfinished batches are resumed, except those bound to a caller that is gone
+(BatchSend without request_id), which end with their unsent recipients NOT_ATTEMPTED.
+
+With a shared store (PostgreSQL, CONTRACT.md §5) the gateway is one replica of several:
+it heartbeats every lease_s / 3, and a sweep adopts the batches of replicas whose
+heartbeat is older than `lease_s` and takes them over exactly as a start-up recovers
+(so a start-up recovers only dead replicas' batches, never a live one's). A cancel
+asked on any replica reaches the owner, which polls the state of the batches it runs;
+a replica never closes a batch that another one owns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
+from typing import Any
+
+from imgate.observability.logs import set_log_context
+from imgate.observability.metrics import BATCH_STATE_NAMES, Metrics
+from imgate.observability.tracing import AttributeValue, Tracing
+from imgate.pipeline.dispatch import Backend, BatchRun, Fresh
+from imgate.pipeline.sink import BatchSink, Chunk
+from imgate.store.base import (
+    PLANNED,
+    RECIPIENT_PAGE,
+    BatchRow,
+    ChunkRow,
+    Fenced,
+    OutcomePage,
+    Recovered,
+    Store,
+    StoreError,
+)
+from imgate.v1 import gateway_pb2 as pb
+
+log = logging.getLogger("imgate.batches")
+# One line per batch that ended here: who sent what through which backend, and how it went.
+audit_log = logging.getLogger("imgate.audit")
+
+# A watcher with nothing new checks the store this often even without a notification
+# (another process may have written; a notification may have been lost).
+WATCH_POLL_S = 1.0
+# What a watcher reads at once: its memory is bounded in bytes, whatever a page holds.
+WATCH_BYTES = 64 << 10
+# Batches closed at once after a restart (bound to a caller that is gone, or cancelled).
+_CLOSING_AT_ONCE = 16
+_PURGE_EVERY_S = 300.0
+# The owner of a batch cancelled on another replica notices within this.
+CANCEL_POLL_S = 1.0
+
+
+class GatewayStopping(Exception):
+    """This gateway is shutting down and the batch will not end here."""
+
+
+class Backlogged(Exception):
+    """The backend has `max_queued_batches` waiting: nothing was stored."""
+
+
+class _Slots:
+    """One backend's batches running in this process, by caller, and the callers that
+    may have batches waiting QUEUED in the store."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.running: Counter[str] = Counter()
+        self.total = 0
+        self.waiting: set[str] = set()
+        self.filling = False
+
+    @property
+    def free(self) -> bool:
+        return self.total < self.limit
+
+    def take(self, caller: str) -> None:
+        self.running[caller] += 1
+        self.total += 1
+
+    def give_back(self, caller: str) -> None:
+        self.total -= 1
+        self.running[caller] -= 1
+        if self.running[caller] <= 0:
+            del self.running[caller]  # keyed by caller: nothing kept for an idle one
+
+
+class BatchService:
+    """The batches of one gateway process."""
+
+    def __init__(
+        self,
+        backends: Mapping[str, Backend],
+        store: Store,
+        retention_s: float,
+        clock: Callable[[], float] = time.time,
+        metrics: Metrics | None = None,
+        tracing: Tracing | None = None,
+        lease_s: float = 30.0,
+    ) -> None:
+        """`clock` is the wall clock of create and purge times (tests scale it);
+        `lease_s`: a replica silent this long is presumed dead (shared stores)."""
+        self.backends = backends
+        self.metrics = metrics or Metrics()
+        self.tracing = tracing or Tracing()
+        self.store = store
+        self.retention_s = retention_s
+        self.clock = clock
+        self.lease_s = lease_s
+        self.owner = uuid.uuid4().hex
+        """This process's replica id: owner of its batches and chunks (new at each start)."""
+        self.store_reachable: Callable[[bool], Awaitable[None]] | None = None
+        """Told when a shared store stops (False) or starts again (True) answering."""
+        self.store_answers = True
+        """False from a failed heartbeat of a shared store until one succeeds."""
+        self.stopping = asyncio.Event()
+        self.stopped = asyncio.Event()
+        self._runs: dict[str, tuple[BatchRun, asyncio.Task[None]]] = {}
+        self._slots = {
+            name: _Slots(backend.config.max_running_batches) for name, backend in backends.items()
+        }
+        self._loops: list[asyncio.Task[None]] = []
+        self._fillers: set[asyncio.Task[None]] = set()
+        # Shared store: batches of this replica whose run stopped on an error, to be
+        # released (and adopted again by a sweep) rather than left owned and idle.
+        self._orphans: set[str] = set()
+
+    # -- life cycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the store, recover what a dead process left (with a shared store: what
+        dead replicas left), close what is not to be sent, start the queue and the
+        background loops. Queued batches stay in the store until a slot takes them."""
+        store = self.store
+        await store.open()
+        if store.shared:
+            await store.heartbeat(self.owner)
+            _, recovered = await store.adopt(self.owner, self.lease_s)
+        else:
+            recovered = await store.recover(self.owner)
+        await self._end_in_flight(recovered)
+        await self._close_all(recovered.to_close)
+        await self._find_waiting()
+        self._loops.append(asyncio.create_task(self._purge_loop()))
+        if store.shared:
+            self._loops += [
+                asyncio.create_task(self._heartbeat_loop()),
+                asyncio.create_task(self._sweep_loop()),
+                asyncio.create_task(self._cancel_poll_loop()),
+            ]
+
+    async def _end_in_flight(self, recovered: Recovered) -> None:
+        """Chunks found SENDING may have reached the vendor: they end UNCERTAIN."""
+        for stored in recovered.sending:
+            row = await self.store.get_batch(stored.batch_id)
+            assert row is not None
+            ids, indexes = await self.store.read_recipients(row.batch_id, stored.start, stored.end)
+            await BatchSink(self.store, row, self.owner, self.metrics).same(
+                Chunk(stored, ids, indexes),
+                pb.DELIVERY_STATE_UNCERTAIN,
+                pb.FAILURE_REASON_TIMEOUT,
+                "",
+                "the gateway stopped while this call was in flight",
+            )
+        if recovered.sending:
+            log.warning(
+                "recovered %d chunks that were in flight when their gateway stopped: UNCERTAIN",
+                len(recovered.sending),
+            )
+
+    async def _close_all(self, batch_ids: Sequence[str]) -> None:
+        """Close these batches (their unsent recipients NOT_ATTEMPTED), a few at a time."""
+        for start in range(0, len(batch_ids), _CLOSING_AT_ONCE):
+            launched = []
+            for batch_id in batch_ids[start : start + _CLOSING_AT_ONCE]:
+                row = await self.store.get_batch(batch_id)
+                if row is not None and not row.ended and self._may_run(row):
+                    launched.append(self._launch(row, send=False))
+            await asyncio.gather(*launched, return_exceptions=True)
+        if batch_ids:
+            log.info("closed %d batches left unfinished and not to be sent", len(batch_ids))
+
+    def _may_run(self, row: BatchRow) -> bool:
+        if row.batch_id in self._runs:
+            return False
+        if row.backend not in self.backends:
+            log.error(
+                "batch %s: backend %r is no longer configured; left as it is",
+                row.batch_id,
+                row.backend,
+            )
+            return False
+        return True
+
+    async def stop(self, grace_s: float) -> None:
+        """No new vendor call; calls in flight get `grace_s`, then are cut. Batches that
+        cannot be resumed later (bound to a caller, or a memory store) end here."""
+        self.stopping.set()
+        for filler in self._fillers:
+            filler.cancel()
+        runs = list(self._runs.values())
+        if runs:
+            _, late = await asyncio.wait([task for _, task in runs], timeout=grace_s)
+            for task in late:
+                task.cancel()
+            if late:
+                log.warning("%d batches still had calls in flight after the grace", len(late))
+                await asyncio.wait(late)
+                for run, task in runs:
+                    if task in late:
+                        # Its SENDING chunks are UNCERTAIN now (or at the next start).
+                        with contextlib.suppress(Exception):
+                            await run.close()
+        for loop in self._loops:
+            loop.cancel()
+        await asyncio.gather(*self._loops, *self._fillers, return_exceptions=True)
+        if self.store.shared:
+            # What stays queued here is taken over by the other replicas now, not after
+            # the lease (a rolling deploy restarts every replica in turn).
+            try:
+                await self.store.retire(self.owner)
+            except Exception:
+                log.warning("could not tell the store this replica stops", exc_info=True)
+        self.stopped.set()
+        self.store.notifier.notify_all()
+
+    async def close(self) -> None:
+        await self.store.close()
+
+    def tracked(self) -> dict[str, int]:
+        """Sizes of what is held per batch, stream or caller (see Store.tracked)."""
+        return {
+            **self.store.tracked(),
+            "batch_runs": len(self._runs),
+            "slot_callers": sum(len(slots.running) for slots in self._slots.values()),
+            "waiting_callers": sum(len(slots.waiting) for slots in self._slots.values()),
+            "orphans": len(self._orphans),
+        }
+
+    # -- running batches ----------------------------------------------------------------
+
+    def _launch(
+        self,
+        row: BatchRow,
+        send: bool = True,
+        call_deadline: float | None = None,
+        fresh: Fresh | None = None,
+        prepared: Any = None,
+        slot_taken: bool = False,
+    ) -> asyncio.Task[None]:
+        """Run `row` in a task, in one of its backend's slots (`slot_taken`: the caller
+        took it); `fresh`: it was created just now, with these recipients first (see
+        BatchRun)."""
+        run = BatchRun(
+            self.backends[row.backend],
+            self.store,
+            row,
+            self.owner,
+            self.stopping,
+            call_deadline,
+            fresh,
+            prepared,
+        )
+        return self._start(run, run.run(send), slot_taken)
+
+    def _start(
+        self, run: BatchRun, work: Coroutine[Any, Any, None], slot_taken: bool = False
+    ) -> asyncio.Task[None]:
+        row = run.row
+        if not slot_taken:
+            self._slots[row.backend].take(row.caller)
+        task = asyncio.create_task(self._run(run, work), name=f"batch {row.batch_id}")
+        self._runs[row.batch_id] = (run, task)
+        return task
+
+    async def _run(self, run: BatchRun, work: Coroutine[Any, Any, None]) -> None:
+        row = run.row
+        set_log_context(
+            backend=row.backend,
+            request_id=row.request_id,
+            batch_id=row.batch_id,
+            caller=row.caller,  # "" without [callers]: logged as "-"
+        )
+        self.metrics.batch_started(row.backend)
+        attributes: dict[str, AttributeValue] = {
+            "imgate.backend": row.backend,
+            "imgate.vendor": run.backend.config.vendor,
+            "imgate.recipients": row.total,
+            "imgate.resumed": not run.fresh and row.state != pb.BATCH_STATE_QUEUED,
+        }
+        try:
+            with self.tracing.span("batch", attributes) as span:
+                try:
+                    await work
+                finally:
+                    ended = run.sink.row  # the sink holds the row as last written
+                    span.set(
+                        {
+                            "imgate.state": BATCH_STATE_NAMES.get(ended.state, "UNKNOWN"),
+                            "imgate.accepted": ended.accepted,
+                            "imgate.failed": ended.failed,
+                            "imgate.uncertain": ended.uncertain,
+                        }
+                    )
+        except Exception as exc:
+            if _only_fenced(exc):
+                log.warning("batch %s was taken over by another replica: %s", row.batch_id, exc)
+                return
+            self.metrics.batch_errors.labels(row.backend).inc()
+            if isinstance(exc, StoreError):
+                self.metrics.store_errors.labels("batch").inc()
+            log.exception("batch %s stopped on an unexpected error", run.row.batch_id)
+            if self.store.shared and not self.stopping.is_set():
+                self._orphans.add(row.batch_id)  # a sweep takes it over (rule 9 holds)
+        finally:
+            self._runs.pop(row.batch_id, None)
+            self.store.forget(row.batch_id)
+            self._slots[row.backend].give_back(row.caller)
+            ended_state = run.sink.row.state if run.sink.row.ended else None
+            self.metrics.batch_finished(row.backend, ended_state)
+            self._fill(row.backend)
+        if run.sink.row.ended:
+            self._audit(run.sink.row)
+
+    def _audit(self, row: BatchRow) -> None:
+        # One line per batch, written by the process that ended it (issue 20: once).
+        audit_log.info(
+            "batch ended: caller=%s backend=%s batch_id=%s recipients=%d state=%s"
+            " accepted=%d failed=%d uncertain=%d vendor_calls=%d",
+            row.caller or "-",
+            row.backend,
+            row.batch_id,
+            row.total,
+            pb.BatchState.Name(pb.BatchState.ValueType(row.state)),
+            row.accepted,
+            row.failed,
+            row.uncertain,
+            row.vendor_calls,
+        )
+
+    # -- the queue ----------------------------------------------------------------------
+
+    def _fill(self, backend: str) -> None:
+        """Take waiting batches from the store into the backend's free slots (one filler
+        per backend at a time, in a task of its own)."""
+        slots = self._slots[backend]
+        if slots.filling or not slots.waiting or not slots.free or self.stopping.is_set():
+            return
+        slots.filling = True
+        filler = asyncio.create_task(self._fill_slots(backend, slots))
+        self._fillers.add(filler)
+        filler.add_done_callback(self._fillers.discard)
+
+    async def _fill_slots(self, backend: str, slots: _Slots) -> None:
+        weights = self.backends[backend].caller_weights
+        try:
+            while slots.waiting and slots.free and not self.stopping.is_set():
+                # Fair between callers: the one with the fewest running for its weight,
+                # then its oldest batch (the store's order).
+                caller = min(
+                    slots.waiting,
+                    key=lambda name: (slots.running[name] / weights.get(name, 1), name),
+                )
+                slots.take(caller)  # held while the store is asked: submits race for it
+                try:
+                    row = await self.store.claim_next(backend, caller, self.owner)
+                except BaseException:
+                    slots.give_back(caller)
+                    raise
+                if row is not None and self._may_run(row):
+                    self._launch(row, slot_taken=True)
+                    continue
+                slots.give_back(caller)
+                if row is None:
+                    slots.waiting.discard(caller)
+        except Exception:
+            self.metrics.store_errors.labels("queue").inc()
+            log.exception("taking queued batches from the store failed; trying again later")
+        finally:
+            slots.filling = False
+
+    async def _find_waiting(self) -> None:
+        """Ask the store which callers have batches waiting (at start, after adoption)."""
+        for name, slots in self._slots.items():
+            slots.waiting |= await self.store.queued_callers(name, self.owner)
+            self._fill(name)
+
+    # -- background loops ---------------------------------------------------------------
+
+    async def _purge_loop(self) -> None:
+        every = min(_PURGE_EVERY_S, max(1.0, self.retention_s / 10))
+        while True:
+            try:
+                purged = await self.store.purge(self.clock() - self.retention_s)
+                if purged:
+                    log.info("purged %d batches and lists over %.0fs old", purged, self.retention_s)
+            except Exception:
+                self.metrics.store_errors.labels("purge").inc()
+                log.exception("purging ended batches failed")
+            # A filler that failed on a store error tries again here too.
+            for name in self._slots:
+                self._fill(name)
+            await asyncio.sleep(every)
+
+    # -- replicas (shared store) --------------------------------------------------------
+
+    async def _heartbeat_loop(self) -> None:
+        every = self.lease_s / 3
+        while True:
+            await asyncio.sleep(every)
+            try:
+                # Bounded: a database that stopped answering (no reset) is noticed too.
+                async with asyncio.timeout(max(1.0, every)):  # not wait_for: see woken
+                    await self.store.heartbeat(self.owner)
+            except Exception as exc:
+                self.metrics.store_errors.labels("heartbeat").inc()
+                log.warning("store heartbeat failed: %s", exc or type(exc).__name__)
+                await self._set_reachable(False)
+            else:
+                await self._set_reachable(True)
+
+    async def _set_reachable(self, reachable: bool) -> None:
+        if reachable == self.store_answers:
+            return
+        self.store_answers = reachable
+        if reachable:
+            log.info("the store answers again")
+        if self.store_reachable is not None:
+            await self.store_reachable(reachable)
+
+    async def _sweep_loop(self) -> None:
+        every = self.lease_s / 3
+        while True:
+            await asyncio.sleep(every)
+            for batch_id in list(self._orphans):
+                try:
+                    await self.store.release(batch_id, self.owner)
+                except Exception:
+                    break  # the store is still away: next time
+                self._orphans.discard(batch_id)
+                log.warning("batch %s released, to be adopted again by a sweep", batch_id)
+            try:
+                adopted, recovered = await self.store.adopt(self.owner, self.lease_s)
+            except Exception:
+                self.metrics.store_errors.labels("sweep").inc()
+                log.exception("adopting dead replicas' batches failed")
+                continue
+            if adopted:
+                log.warning(
+                    "adopted %d batches of replicas silent for over %.1fs",
+                    adopted,
+                    self.lease_s,
+                )
+            try:
+                await self._end_in_flight(recovered)
+            except Exception:
+                # Resumed all the same: the run's close ends what is still SENDING
+                # UNCERTAIN. Not resumed, they would stay this replica's and idle.
+                self.metrics.store_errors.labels("sweep").inc()
+                log.exception("ending adopted in-flight chunks failed; left to the runs")
+            if self.stopping.is_set():
+                continue
+            try:
+                await self._close_all(recovered.to_close)
+                if adopted:
+                    await self._find_waiting()
+            except Exception:
+                self.metrics.store_errors.labels("sweep").inc()
+                log.exception("resuming adopted batches failed; the next sweep tries again")
+
+    async def _cancel_poll_loop(self) -> None:
+        """A cancel asked on another replica only changes the store: notice it here, for
+        batches running here and for this replica's queued ones."""
+        while True:
+            await asyncio.sleep(min(CANCEL_POLL_S, self.lease_s / 3))
+            try:
+                cancelled = await self.store.cancelling(self.owner, 100)
+            except Exception:  # noqa: S112 - the heartbeat loop reports the store's trouble
+                continue
+            for row in cancelled:
+                running = self._runs.get(row.batch_id)
+                if running is not None:
+                    running[0].cancelled.set()
+                elif self._may_run(row) and not self.stopping.is_set():
+                    self._launch(row, send=False)
+
+    # -- what the servicer asks ---------------------------------------------------------
+
+    async def submit(
+        self,
+        row: BatchRow,
+        ids: Sequence[str],
+        indexes: Sequence[int] | None,
+        call_deadline: float | None = None,
+        prepared: Any = None,
+    ) -> tuple[BatchRow, bool]:
+        """Store a batch and start sending it, or leave it QUEUED when the backend's
+        slots are taken; an existing one (same caller and request_id) is returned as it
+        is, with False. Raises Backlogged past max_queued_batches."""
+
+        def launch(stored: BatchRow) -> None:
+            first = slice(0, RECIPIENT_PAGE)
+            fresh = Fresh(ids[first], None if indexes is None else indexes[first])
+            self._launch(
+                stored, call_deadline=call_deadline, fresh=fresh, prepared=prepared, slot_taken=True
+            )
+
+        return await self._submit(
+            row,
+            lambda: self.store.create_batch(row, ids, indexes, owner=self.owner),
+            launch,
+        )
+
+    async def submit_from_list(self, row: BatchRow, list_id: str) -> tuple[BatchRow, bool]:
+        """`submit` with a stored recipient list's ids (LookupError when it is gone)."""
+        return await self._submit(
+            row,
+            lambda: self.store.create_batch_from_list(row, list_id, owner=self.owner),
+            lambda stored: self._launch(stored, fresh=Fresh(), slot_taken=True),
+        )
+
+    async def _submit(
+        self,
+        row: BatchRow,
+        create: Callable[[], Awaitable[tuple[BatchRow, bool]]],
+        launch: Callable[[BatchRow], object],
+    ) -> tuple[BatchRow, bool]:
+        if self.stopping.is_set():
+            raise GatewayStopping
+        slots = self._slots[row.backend]
+        # A batch bound to its caller never waits in the store: its memory is its RPC's.
+        runs_now = slots.free or row.bound
+        if runs_now:
+            slots.take(row.caller)  # held from now: submits racing for the last slot
+        else:
+            await self._check_backlog(row.backend)
+        # Stored RUNNING (CONTRACT §4: QUEUED or RUNNING) when it runs at once: its run
+        # need not commit the state again before the first call.
+        row.state = pb.BATCH_STATE_RUNNING if runs_now else pb.BATCH_STATE_QUEUED
+        created = False
+        try:
+            stored, created = await create()
+        finally:
+            if runs_now and not created:
+                slots.give_back(row.caller)
+        if created:
+            if runs_now:
+                launch(stored)  # in the slot taken above
+            else:
+                self._queued(stored)
+        return stored, created
+
+    async def _check_backlog(self, backend: str) -> None:
+        limit = self.backends[backend].config.max_queued_batches
+        if await self.store.queued_count(backend) >= limit:
+            raise Backlogged(
+                f"backend {backend} has {limit} batches waiting (max_queued_batches);"
+                " nothing was stored: try again later"
+            )
+
+    def _queued(self, row: BatchRow) -> None:
+        self._slots[row.backend].waiting.add(row.caller)
+        self._fill(row.backend)  # a slot may have freed meanwhile
+
+    async def send_small(
+        self,
+        row: BatchRow,
+        ids: Sequence[str],
+        indexes: Sequence[int] | None,
+        prepared: Any,
+        call_deadline: float | None,
+    ) -> tuple[BatchRow, bool, tuple[BatchRun, asyncio.Task[None]] | None]:
+        """A BatchSend that fits one vendor call (issue 20's short path): wait for quota
+        and a permit, store the batch with its chunk SENDING in one commit, send it in a
+        task; returns (row, created, (run, task)). Without quota before the deadline it is
+        submitted as any batch (its run ends it NOT_ATTEMPTED)."""
+        if self.stopping.is_set():
+            raise GatewayStopping
+        backend = self.backends[row.backend]
+        row.state = pb.BATCH_STATE_RUNNING
+        chunk = Chunk(
+            ChunkRow(row.batch_id, 0, 0, len(ids), PLANNED, attempts=1),
+            ids,
+            range(len(ids)) if indexes is None else indexes,
+        )
+        run = BatchRun(
+            backend, self.store, row, self.owner, self.stopping, call_deadline, None, prepared
+        )
+        grant = await run.wait_for_quota(chunk)
+        permit = None
+        if grant is not None:
+            permit = await run.wait_for_permit()
+            if permit is None:
+                grant.release()
+        if grant is None or permit is None:
+            stored, created = await self.submit(row, ids, indexes, call_deadline, prepared)
+            return stored, created, None
+        try:
+            stored, created = await self.store.create_batch(
+                row, ids, indexes, owner=self.owner, first_chunk=chunk.row
+            )
+        except BaseException:
+            grant.release()
+            backend.permits.release()
+            raise
+        if not created:
+            grant.release()
+            backend.permits.release()
+            return stored, False, None
+        run.sink.row = stored
+        task = self._start(run, run.run_one(chunk, grant))
+        return stored, True, (run, task)
+
+    def running(self, batch_id: str) -> asyncio.Task[None] | None:
+        """The task that runs `batch_id` here, if any."""
+        found = self._runs.get(batch_id)
+        return None if found is None else found[1]
+
+    async def cancel(self, batch_id: str) -> BatchRow | None:
+        row = await self.store.get_batch(batch_id)
+        if row is None or row.ended:
+            return row
+        row = await self.store.set_state(batch_id, pb.BATCH_STATE_CANCELLING)
+        running = self._runs.get(batch_id)
+        if running is not None:
+            running[0].cancelled.set()
+        elif row is not None and not (row.ended or self.stopping.is_set() or self.store.shared):
+            self._launch(row, send=False)  # not running here: close it now
+        # A shared store's batch not running here is closed by its owner, which polls for
+        # cancelled batches (_cancel_poll_loop), or, if the owner is dead, by its adopter.
+        return row
+
+    async def watch(
+        self, batch_id: str, after_seq: int
+    ) -> AsyncIterator[tuple[list[OutcomePage], BatchRow | None]]:
+        """(pages, None) for outcomes after `after_seq` as they are recorded, then
+        ([], row) once the batch has ended. Raises GatewayStopping when this gateway stops
+        before the batch ends. Reads at most WATCH_BYTES at once."""
+        store = self.store
+        with store.notifier.watching(batch_id) as changed:
+            while True:
+                changed.clear()
+                pages = await store.read_outcomes(batch_id, after_seq, WATCH_BYTES)
+                if pages:
+                    after_seq = pages[-1].seq
+                    yield pages, None
+                    continue
+                # Running here and not ended: it ends here, and its end wakes us.
+                running = self._runs.get(batch_id)
+                if running and not running[0].sink.ended and not self.stopped.is_set():
+                    await woken(changed, WATCH_POLL_S)
+                    continue
+                row = await store.get_batch(batch_id)
+                if row is None:
+                    raise GatewayStopping  # purged while watched
+                if row.ended:
+                    # Every page was recorded before the batch ended: read what came.
+                    pages = await store.read_outcomes(batch_id, after_seq, WATCH_BYTES)
+                    if pages:
+                        after_seq = pages[-1].seq
+                        yield pages, None
+                        continue
+                    yield [], row
+                    return
+                if self.stopped.is_set():
+                    raise GatewayStopping
+                await woken(changed, WATCH_POLL_S)
+
+
+async def woken(event: asyncio.Event, timeout_s: float) -> None:
+    """Until `event` is set or `timeout_s` has passed, whichever comes first.
+
+    Not asyncio.wait_for: on Python 3.11 it returns normally when the waiting task is
+    cancelled just after the event was set, so a cancelled BatchSend's stream went on
+    and its bound batch kept sending (rule 10; issue 15). asyncio.timeout does not.
+    """
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout_s):
+            await event.wait()
+
+
+def _only_fenced(exc: BaseException) -> bool:
+    """Whether `exc` is Fenced, or a group of nothing else (a batch's TaskGroup)."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_only_fenced(e) for e in exc.exceptions)
+    return isinstance(exc, Fenced)

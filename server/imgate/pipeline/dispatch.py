@@ -1,0 +1,599 @@
+"""The dispatcher: the only gateway module that does vendor I/O.
+
+Per backend it owns one aiohttp session (bounded connections, explicit timeouts), the
+quota limiter and the in-flight permits. Per batch, `BatchRun` walks the chunks: for each
+it takes a permit, then quota, writes the chunk SENDING to the store (before any byte of
+the request goes out), and starts the vendor call inside the batch's TaskGroup, so that
+cancelling the run cancels every vendor call it started. What a vendor answer leads to is
+`_retry.decide`'s call; how each chunk ended goes to the batch's sink, which records it:
+
+- DONE: the vendor's per-recipient answer.
+- RETRY / RATE_LIMITED / REFRESH_AUTH: not processed; sent again (after backoff, the
+  backend pause, or a credential refresh) while attempts and time allow, else FAILED.
+- AMBIGUOUS: may have been processed; never resent; UNCERTAIN.
+- Never sent (cancelled, send_before passed, shutdown): FAILED / NOT_ATTEMPTED.
+
+Every wait of a run (permit, quota, backoff) also ends on cancel, shutdown and the
+batch's send_before, and gives back whatever it obtained meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import secrets
+import time
+import types
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import aiohttp
+
+from imgate import __version__
+from imgate.config.load import BackendConfig
+from imgate.observability.metrics import Metrics, timer
+from imgate.observability.tracing import AttributeValue, Tracing
+from imgate.pipeline.answers import (
+    AuthFailureLog,
+    connection_detail,
+    oversized_answer,
+    read_bounded,
+)
+from imgate.pipeline.endpoints import Endpoints
+from imgate.pipeline.permits import Permits
+from imgate.pipeline.planner import chunk_size
+from imgate.pipeline.retry import Action, decide
+from imgate.pipeline.sink import BatchSink, Chunk
+from imgate.quota.limiter import BackendLimiter, Grant, Limiter, QuotaWaitTooLong
+from imgate.store.base import PLANNED, RECIPIENT_PAGE, BatchRow, ChunkRow, Fenced, Store
+from imgate.v1 import gateway_pb2 as pb
+from imgate.vendors.base.translator import CallResult, Disposition, Reason, Translator, fail_all
+from imgate.vendors.registry import BY_VENDOR
+
+log = logging.getLogger("imgate.dispatch")
+
+T = TypeVar("T")
+
+# Outcomes must reach a BatchSend caller before its deadline: stop starting calls this early.
+DEADLINE_MARGIN_S = 0.25
+
+
+class Backend:
+    """A configured backend at run time: translator, HTTP session, quota and permits."""
+
+    def __init__(
+        self,
+        config: BackendConfig,
+        metrics: Metrics | None = None,
+        tracing: Tracing | None = None,
+        caller_weights: Mapping[str, int] | None = None,
+        limiter: Limiter | None = None,
+    ) -> None:
+        """`metrics` and `tracing`: the gateway's (a Backend alone gets its own).
+        `caller_weights`: each caller's share of the quota (rule 19); others weigh 1.
+        `limiter`: the shared quota (`[quota] url`); None = counted in this process."""
+        self.config = config
+        self.metrics = metrics or Metrics()
+        self.tracing = tracing or Tracing()
+        self.in_flight = 0
+        self.caller_weights = dict(caller_weights or {})
+        self.translator: Translator = BY_VENDOR[config.vendor].translator(config.credentials)
+        self.endpoints = Endpoints(
+            config.name, config.base_url, config.backup_base_url, self.translator.path
+        )
+        self.limiter = limiter or BackendLimiter(
+            config.call_limit,
+            config.call_window_s,
+            config.recipient_limit,
+            config.recipient_window_s,
+        )
+        self.permits = Permits(
+            config.max_in_flight,
+            config.call_limit / config.call_window_s,
+            config.request_timeout_s,
+        )
+        self.auth_log = AuthFailureLog(config.name)
+        self.rng = random.Random()
+        """Backoff jitter (one per backend: seeding one per batch cost a small send)."""
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(
+                limit=self.permits.most,
+                # Shorter than common server keep-alives (nginx: 75 s), so we rarely write a
+                # request onto a connection the vendor is closing: that would be UNCERTAIN.
+                keepalive_timeout=15,
+            )
+            trace = aiohttp.TraceConfig()
+            trace.on_request_headers_sent.append(_mark_written)
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                trace_configs=[trace],
+                timeout=aiohttp.ClientTimeout(total=self.config.request_timeout_s),
+                headers={"User-Agent": f"imgate/{__version__}"},
+            )
+        return self._session
+
+    def per_call(self, prepared: Any) -> int:
+        """Most recipients one call of this prepared message may take."""
+        config = self.config
+        per_call = self.translator.recipients_per_call(prepared, config.recipients_per_call)
+        if config.recipient_limit:
+            per_call = min(per_call, config.recipient_limit)
+        return max(1, per_call)
+
+    def fits_one_call(self, prepared: Any, ids: Sequence[str]) -> bool:
+        """Whether `ids` go in one vendor call of `prepared` (issue 20's short path)."""
+        return len(ids) <= self.per_call(prepared) and (
+            chunk_size(self.translator, prepared, ids) == len(ids)
+        )
+
+    def blocked_until_wall(self) -> float | None:
+        """Wall-clock end of the current pause, or None when serving."""
+        remaining = self.limiter.blocked_until - time.monotonic()
+        return time.time() + remaining if remaining > 0 else None
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def call(
+        self,
+        prepared: Any,
+        recipients: Sequence[str],
+        chunk_key: str,
+        timeout_s: float,
+        attempt: int = 1,
+    ) -> CallResult:
+        """One HTTP request for a chunk, classified. Never raises but for cancellation.
+
+        Counted and timed (whatever the outcome) and traced as a child of the batch's span.
+        """
+        config = self.config
+        attributes: dict[str, AttributeValue] = {
+            "imgate.backend": config.name,
+            "imgate.vendor": config.vendor,
+            "imgate.recipients": len(recipients),
+            "imgate.attempt": attempt,
+        }
+        elapsed = timer()
+        self.in_flight += 1
+        result_label = "cancelled"
+        with self.tracing.span("vendor call", attributes) as span:
+            try:
+                result = await self._call(prepared, recipients, chunk_key, timeout_s)
+                result_label = result.disposition.value
+                span.set(
+                    {
+                        "imgate.result": result_label,
+                        "imgate.vendor_code": result.vendor_code,
+                    }
+                )
+                return result
+            finally:
+                self.in_flight -= 1
+                took = elapsed()
+                self.permits.observe(took)
+                self.metrics.vendor_call(config.name, config.vendor, result_label, took)
+
+    async def _call(
+        self, prepared: Any, recipients: Sequence[str], chunk_key: str, timeout_s: float
+    ) -> CallResult:
+        try:
+            request = self.translator.build(
+                prepared, recipients, chunk_key, time.time(), secrets.token_hex(16)
+            )
+        except Exception:
+            # A translator bug must cost this chunk only, and nothing was sent.
+            log.exception("backend %s: cannot build the vendor request", self.config.name)
+            return fail_all(
+                recipients, pb.FAILURE_REASON_NOT_ATTEMPTED, "", "gateway error; not sent"
+            )
+        trace_ctx = types.SimpleNamespace(written=False)
+        try:
+            async with self.session.request(
+                request.method,
+                self.endpoints.url,
+                params=request.query,
+                headers=request.headers,
+                data=request.body,
+                timeout=aiohttp.ClientTimeout(total=timeout_s),
+                trace_request_ctx=trace_ctx,
+                # A 3xx is read as the vendor's answer (UNCERTAIN), never followed: a 307
+                # or 308 would send the call again (every recipient twice), to a host
+                # that may not be the vendor's, with the signed body and credentials.
+                allow_redirects=False,
+            ) as response:
+                body = await read_bounded(
+                    response.content, response.content_length, self.config.max_response_bytes
+                )
+                status = response.status
+        except TimeoutError:
+            return _transport_failure(
+                trace_ctx.written,
+                pb.FAILURE_REASON_TIMEOUT,
+                "timeout",
+                f"no answer within {timeout_s:.1f}s",
+            )
+        except aiohttp.ClientError:
+            # Refused or reset: retryable only if it happened before the request went out.
+            return _transport_failure(
+                trace_ctx.written,
+                pb.FAILURE_REASON_VENDOR_ERROR,
+                "connection",
+                connection_detail(trace_ctx.written),
+            )
+        log.debug("%s %s -> HTTP %s", request.method, request.path, status)
+        if body is None:
+            return oversized_answer(self.config.max_response_bytes)
+        try:
+            result = self.translator.parse(recipients, status, body)
+        except Exception:
+            # The vendor answered, so it may have processed the call: never resend.
+            log.exception("backend %s: cannot read the vendor's answer", self.config.name)
+            return CallResult(
+                Disposition.AMBIGUOUS,
+                reason=pb.FAILURE_REASON_VENDOR_ERROR,
+                vendor_code=f"http_{status}",
+                detail="unreadable answer",
+            )
+        self.auth_log.observe(result)
+        return result
+
+
+def _transport_failure(
+    written: bool, ambiguous_reason: Reason, code: str, detail: str
+) -> CallResult:
+    # Once the request's headers went out, the vendor may have processed it.
+    if written:
+        return CallResult(
+            Disposition.AMBIGUOUS, reason=ambiguous_reason, vendor_code=code, detail=detail
+        )
+    return CallResult(
+        Disposition.RETRY,
+        reason=pb.FAILURE_REASON_VENDOR_UNAVAILABLE,
+        vendor_code=code,
+        detail=detail,
+    )
+
+
+async def _mark_written(
+    session: aiohttp.ClientSession,
+    ctx: types.SimpleNamespace,
+    params: aiohttp.TraceRequestHeadersSentParams,
+) -> None:
+    if ctx.trace_request_ctx is not None:
+        ctx.trace_request_ctx.written = True
+
+
+@dataclass(frozen=True, slots=True)
+class Fresh:
+    """A batch this process created just now, stored RUNNING, with no chunk yet: its run
+    neither commits the state again nor reads back what the creator holds (`ids`, the
+    first recipients, and their `indexes`, None for 0, 1, ...). Saves a commit and two
+    store reads before a new batch's first call."""
+
+    ids: Sequence[str] = ()
+    indexes: Sequence[int] | None = None
+
+
+class BatchRun:
+    """Sends one batch from where the store says it is, to the end or until stopped."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        store: Store,
+        row: BatchRow,
+        owner: str,
+        stopping: asyncio.Event,
+        call_deadline: float | None = None,
+        fresh: Fresh | None = None,
+        prepared: Any = None,
+    ) -> None:
+        """`call_deadline` (monotonic): calls in flight end by then (a BatchSend caller's
+        deadline); `stopping` is the gateway's shutdown; `fresh`: see Fresh; `prepared`:
+        the translator's `prepare` of the batch's spec, when the creator made it."""
+        self.fresh = fresh is not None
+        self._fresh = fresh  # dropped once its first page is in the chunk buffer
+        self.backend = backend
+        self.store = store
+        self.row = row
+        self.sink = BatchSink(store, row, owner, backend.metrics)
+        self.stopping = stopping
+        self.call_deadline = call_deadline
+        self.cancelled = asyncio.Event()
+        self.taken_over = False
+        """A write was Fenced: another owner has the batch now; this run changes nothing."""
+        self._prepared: Any = prepared
+
+    # -- stopping -----------------------------------------------------------------------
+
+    def time_left(self) -> float | None:
+        """Seconds until no new call may start (None: no limit)."""
+        if self.row.send_before is None:
+            return None
+        return self.row.send_before - time.time()
+
+    def stop_reason(self) -> str | None:
+        """Why no new call may start now, or None."""
+        if self.taken_over:
+            return "another replica took the batch over"
+        if self.cancelled.is_set():
+            return "cancelled before it was sent"
+        if self.stopping.is_set():
+            return "the gateway shut down before it was sent"
+        left = self.time_left()
+        if left is not None and left <= 0:
+            return "send_before (the caller's deadline) came first"
+        return None
+
+    async def _until_stopped(
+        self, waiting: Awaitable[T], give_back: Callable[[T], None]
+    ) -> T | None:
+        """`waiting`'s result, or None when cancel, shutdown or send_before comes first.
+
+        Whatever `waiting` obtains after it was given up is handed to `give_back`, so an
+        abandoned permit or quota slot is never leaked.
+        """
+        task = asyncio.ensure_future(waiting)
+        stops = [
+            asyncio.ensure_future(self.cancelled.wait()),
+            asyncio.ensure_future(self.stopping.wait()),
+        ]
+        try:
+            done, _ = await asyncio.wait(
+                {task, *stops}, timeout=self.time_left(), return_when=asyncio.FIRST_COMPLETED
+            )
+        except BaseException:
+            _abandon(task, give_back)
+            raise
+        finally:
+            for stop in stops:
+                stop.cancel()
+        if task in done:
+            try:
+                return task.result()
+            except QuotaWaitTooLong:
+                return None
+        _abandon(task, give_back)
+        return None
+
+    # -- the run ------------------------------------------------------------------------
+
+    async def run(self, send: bool = True) -> None:
+        """Send what is left (unless `send` is False), then close the batch if it ended."""
+        store, backend = self.store, self.backend
+        if not self.fresh:
+            latest = await store.set_state(self.row.batch_id, pb.BATCH_STATE_RUNNING)
+            assert latest is not None
+            # A sink over the row as it is now: its count of recorded outcomes starts there.
+            self.row = latest
+            self.sink = BatchSink(store, latest, self.sink.owner, backend.metrics)
+            if latest.state == pb.BATCH_STATE_CANCELLING:
+                self.cancelled.set()
+        # Fresh: created RUNNING with nothing recorded; a cancel since has set `cancelled`.
+        row = self.row
+        if send:
+            translator = backend.translator
+            if self._prepared is None:
+                self._prepared = translator.prepare(pb.BatchSendRequest.FromString(row.spec))
+            await self._send_all(backend.per_call(self._prepared))
+        if self.taken_over:
+            raise Fenced(f"batch {row.batch_id} is another replica's now")
+        await self.close()
+
+    async def run_one(self, chunk: Chunk, grant: Grant) -> None:
+        """A batch of one vendor call, created with `chunk` already SENDING and holding
+        its quota `grant` and one permit (issue 20's short path): send it, then close."""
+        await self._send(chunk, grant, written=True)
+        if self.taken_over:
+            raise Fenced(f"batch {self.row.batch_id} is another replica's now")
+        await self.close()
+
+    async def close(self) -> None:
+        """End the batch unless it is to be resumed by a later start (durable store)."""
+        if self.sink.ended:
+            return  # its last record ended it
+        latest = await self.store.get_batch(self.row.batch_id)
+        assert latest is not None
+        cancelled = self.cancelled.is_set() or latest.state == pb.BATCH_STATE_CANCELLING
+        resumable = self.store.durable and not self.row.bound
+        if self.stopping.is_set() and resumable and not cancelled and latest.pending:
+            return  # stays queued in the store; the next start resumes it
+        why_unsent = self.stop_reason() or "not sent"
+        if self.stopping.is_set():
+            why_in_flight = "the gateway shut down while the call was in flight"
+        else:
+            why_in_flight = "cancelled while the call was in flight"
+        await self.sink.close_unfinished(why_unsent, why_in_flight)
+        await self.sink.end(pb.BATCH_STATE_CANCELLED if cancelled else pb.BATCH_STATE_DONE)
+
+    async def _send_all(self, per_call: int) -> None:
+        async with asyncio.TaskGroup() as group:
+            async for chunk in self._chunks(per_call):
+                if self.stop_reason() is not None:
+                    break
+                # Quota first, then the in-flight permit: the quota's queue is the fair
+                # one (callers by weight, rule 19). A permit held while waiting for quota
+                # would let one caller's batches hold every permit, and a small batch of
+                # another caller would queue behind them before it even reached the quota.
+                grant = await self.wait_for_quota(chunk)
+                if grant is None:
+                    break
+                try:
+                    permit = await self.wait_for_permit()
+                except BaseException:
+                    grant.release()
+                    raise
+                if permit is None:
+                    grant.release()
+                    break
+                group.create_task(self._send(chunk, grant))
+
+    async def _chunks(self, per_call: int) -> AsyncIterator[Chunk]:
+        """The chunks still to send: planned rows first, then new ones cut as they go."""
+        store, row, fresh = self.store, self.row, self._fresh
+        self._fresh = None  # its first page is the buffer's now, not held twice
+        if fresh is None:
+            for stored in await store.chunks(row.batch_id):
+                if stored.state == PLANNED:
+                    ids, indexes = await store.read_recipients(
+                        row.batch_id, stored.start, stored.end
+                    )
+                    yield Chunk(stored, ids, indexes)
+        # Recipients are read a page at a time: memory stays flat whatever the audience.
+        number, position = row.chunk_count, row.planned_to
+        buffered_from, ids, indexes = position, [], []
+        if fresh is not None and fresh.ids:
+            ids = list(fresh.ids)
+            indexes = list(range(len(ids)) if fresh.indexes is None else fresh.indexes)
+        while position < row.total:
+            available = buffered_from + len(ids)
+            if available < min(row.total, position + per_call):
+                del ids[: position - buffered_from], indexes[: position - buffered_from]
+                buffered_from = position
+                end = min(row.total, available + max(RECIPIENT_PAGE, per_call))
+                more_ids, more_indexes = await store.read_recipients(row.batch_id, available, end)
+                ids.extend(more_ids)
+                indexes.extend(more_indexes)
+            offset = position - buffered_from
+            window = ids[offset : offset + per_call]
+            size = chunk_size(self.backend.translator, self._prepared, window)
+            end = position + size
+            yield Chunk(
+                ChunkRow(row.batch_id, number, position, end, PLANNED),
+                window[:size],
+                indexes[offset : offset + size],
+            )
+            number, position = number + 1, end
+
+    async def wait_for_permit(self) -> bool | None:
+        """One of the backend's in-flight permits, or None when the run stops first."""
+        permits = self.backend.permits
+        return await self._until_stopped(permits.acquire(), lambda _: permits.release())
+
+    async def wait_for_quota(self, chunk: Chunk) -> Grant | None:
+        """Quota for `chunk`'s call, or None when the run stops first (or send_before
+        would come before the quota allows it)."""
+        limiter = self.backend.limiter
+        left = self.time_left()
+        deadline = None if left is None else time.monotonic() + left
+        waited = timer()
+        grant = await self._until_stopped(
+            limiter.acquire(
+                len(chunk.ids),
+                deadline,
+                caller=self.row.caller,
+                weight=self.backend.caller_weights.get(self.row.caller, 1),
+            ),
+            lambda grant: grant.release(),
+        )
+        # No grant and no cancel or shutdown: send_before would come first (QuotaWaitTooLong).
+        too_long = grant is None and not (self.cancelled.is_set() or self.stopping.is_set())
+        self.backend.metrics.quota_waited(self.backend.config.name, waited(), too_long)
+        return grant
+
+    async def _send(self, chunk: Chunk, grant: Grant, written: bool = False) -> None:
+        """Call the vendor for `chunk` until it has a final answer; holds one permit.
+        `written`: the chunk is SENDING already (stored so with its batch)."""
+        backend, sink = self.backend, self.sink
+        config = backend.config
+        key = f"{chunk.row.batch_id}:{chunk.row.number}"
+        try:
+            if not written:
+                chunk.row.attempts += 1
+                try:
+                    await self.store.write_ahead(chunk.row, sink.owner)
+                except Fenced:
+                    grant.release()
+                    self.taken_over = True  # another owner has it: send nothing more
+                    return
+                except BaseException:
+                    grant.release()
+                    raise
+            while True:
+                timeout = config.request_timeout_s
+                if self.call_deadline is not None:
+                    until = self.call_deadline - DEADLINE_MARGIN_S - time.monotonic()
+                    timeout = max(0.05, min(timeout, until))
+                try:
+                    result = await backend.call(
+                        self._prepared, chunk.ids, key, timeout, chunk.attempts
+                    )
+                finally:
+                    grant.release()
+                backend.endpoints.observe(result)
+                chunk.last = result
+                left = self.time_left()
+                decision = decide(
+                    result.disposition,
+                    attempts=chunk.attempts,
+                    max_attempts=config.max_attempts,
+                    refreshed_auth=chunk.refreshed_auth,
+                    time_left_s=left,
+                    jitter=backend.rng.random(),
+                )
+                if decision.pause_backend:
+                    # The vendor pauses the whole app: pause the whole backend.
+                    backend.limiter.block(config.block_s)
+                    backend.metrics.blocks.labels(config.name).inc()
+                    log.warning(
+                        "backend %s: vendor refused for rate (code %s); paused %.1fs",
+                        config.name,
+                        result.vendor_code,
+                        config.block_s,
+                    )
+                if decision.action is Action.RECORD:
+                    await sink.results(chunk, result)
+                    return
+                if decision.action is Action.UNCERTAIN:
+                    await sink.same(
+                        chunk,
+                        pb.DELIVERY_STATE_UNCERTAIN,
+                        result.reason,
+                        result.vendor_code,
+                        result.detail,
+                    )
+                    return
+                if decision.action is Action.GIVE_UP:
+                    await sink.given_up(chunk, "")
+                    return
+                if decision.action is Action.REFRESH:
+                    chunk.refreshed_auth = True
+                    backend.translator.invalidate_credentials()
+                    log.warning(
+                        "backend %s: credentials refreshed after vendor code %s",
+                        config.name,
+                        result.vendor_code,
+                    )
+                if decision.delay_s > 0:
+                    await self._until_stopped(asyncio.sleep(decision.delay_s), lambda _: None)
+                next_grant = None
+                if self.stop_reason() is None:
+                    next_grant = await self.wait_for_quota(chunk)
+                if next_grant is None:
+                    await sink.given_up(chunk, "")
+                    return
+                grant = next_grant
+                chunk.row.attempts += 1
+        except Fenced:
+            self.taken_over = True  # its new owner decides it (UNCERTAIN if it was sent)
+        finally:
+            backend.permits.release()
+
+
+def _abandon(task: asyncio.Future[T], give_back: Callable[[T], None]) -> None:
+    """Cancel a wait we no longer want; if it still obtains something, give it back."""
+
+    def done(finished: asyncio.Future[T]) -> None:
+        if not finished.cancelled() and finished.exception() is None:
+            give_back(finished.result())
+
+    task.cancel()
+    task.add_done_callback(done)

@@ -1,0 +1,42 @@
+"""A backend's vendor endpoints: the primary URL and, when configured, the backup the
+vendors tell callers to fail over to (vendors.md §3: Yunxin primary/backup domains,
+Tencent's my-imcloud.com hosts).
+
+Only a call that certainly was not processed (RETRY: connection refused before the
+request was written, HTTP 502, Yunxin "busy") moves the backend to the other endpoint;
+a call that may have been processed never does, since it is never resent. The switch is
+sticky: the backend stays on the endpoint that works until it fails the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from imgate.vendors.base.translator import CallResult, Disposition
+
+log = logging.getLogger("imgate.dispatch")
+
+
+class Endpoints:
+    """The URL to call now, for one backend."""
+
+    def __init__(self, name: str, base_url: str, backup_base_url: str, path: str) -> None:
+        self._name = name
+        self._urls = [base_url + path] + ([backup_base_url + path] if backup_base_url else [])
+        self._current = 0
+
+    @property
+    def url(self) -> str:
+        """The endpoint calls go to."""
+        return self._urls[self._current]
+
+    def observe(self, result: CallResult) -> None:
+        """Fail over after a call the vendor certainly did not process."""
+        if result.disposition is Disposition.RETRY and len(self._urls) > 1:
+            self._current = (self._current + 1) % len(self._urls)
+            log.warning(
+                "backend %s: vendor unavailable (%s); next calls go to the %s endpoint",
+                self._name,
+                result.vendor_code or result.reason,
+                "backup" if self._current else "primary",
+            )

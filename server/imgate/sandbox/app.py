@@ -1,0 +1,176 @@
+"""App assembly: the emulators' vendor paths plus the `/sandbox/...` control endpoints.
+
+Control endpoints (JSON; no vendor uses the /sandbox prefix):
+    GET  /sandbox/info         credentials, limits and paths of every emulator, account rules
+    GET  /sandbox/deliveries   the delivery log, paged: ?vendor= to filter, ?after=SEQ&limit=N
+                               (default 1000, at most 10000); the newest
+                               `max_logged_deliveries` are kept
+    GET  /sandbox/stats        counters per vendor (?vendor= to filter)
+    POST /sandbox/reset        clear log, counters, windows, blocks, faults (?vendor= for one)
+    GET  /sandbox/faults       fault rules per vendor, with remaining uses
+    PUT  /sandbox/faults       {"vendor": [rule, ...], ...} replaces the named vendors' rules
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict
+from typing import Any
+
+from aiohttp import web
+
+from imgate.vendors.base.emulation import FaultRule, SandboxConfig
+from imgate.vendors.base.emulator import Emulator, emulator_settings
+from imgate.vendors.base.faults import fault_rule_from_json, fault_rule_to_json
+from imgate.vendors.base.sandbox_state import SandboxState
+
+STATE_KEY = web.AppKey("imgate_sandbox_state", SandboxState)
+"""Where an app built by `create_app` keeps its SandboxState."""
+
+# Large enough for any vendor call (Tencent's own 12 KB cap is the emulator's to enforce,
+# with its own error code, so aiohttp must not refuse first).
+_CLIENT_MAX_SIZE = 8 * 1024 * 1024
+
+EmulatorClass = type[Emulator[Any, Any]]
+
+
+def build_app(config: SandboxConfig, emulators: Sequence[EmulatorClass]) -> web.Application:
+    """The sandbox application for `emulators`, configured by `config`."""
+    vendors = [e.vendor for e in emulators]
+    paths = [e.path for e in emulators]
+    if len(set(vendors)) != len(vendors) or len(set(paths)) != len(paths):
+        raise ValueError(f"emulators must have distinct vendors and paths: {vendors}")
+    settings = emulator_settings(emulators, dict(config.vendors))
+    state = SandboxState(config, settings)
+
+    app = web.Application(client_max_size=_CLIENT_MAX_SIZE)
+    app[STATE_KEY] = state
+    for emulator_class in emulators:
+        emulator = emulator_class(settings[emulator_class.vendor], state)
+        app.router.add_route(emulator_class.method, emulator_class.path, emulator.handle)
+    _Control(state, emulators).register(app.router)
+
+    async def on_startup(_: web.Application) -> None:
+        state.closing.clear()
+
+    async def on_shutdown(_: web.Application) -> None:
+        state.closing.set()
+
+    app.on_startup.append(on_startup)
+    app.on_shutdown.append(on_shutdown)
+    return app
+
+
+class _Control:
+    """Handlers of the /sandbox/... endpoints."""
+
+    def __init__(self, state: SandboxState, emulators: Sequence[EmulatorClass]) -> None:
+        self._state = state
+        self._emulators = emulators
+
+    def register(self, router: web.UrlDispatcher) -> None:
+        router.add_get("/sandbox/info", self.info)
+        router.add_get("/sandbox/deliveries", self.deliveries)
+        router.add_get("/sandbox/stats", self.stats)
+        router.add_post("/sandbox/reset", self.reset)
+        router.add_get("/sandbox/faults", self.get_faults)
+        router.add_put("/sandbox/faults", self.put_faults)
+
+    def _vendor_filter(self, request: web.Request) -> tuple[str, ...]:
+        vendor = request.query.get("vendor")
+        if vendor is None:
+            return self._state.vendors
+        if vendor not in self._state.vendors:
+            raise _bad_request(f"unknown vendor {vendor!r}; have {list(self._state.vendors)}")
+        return (vendor,)
+
+    async def info(self, request: web.Request) -> web.Response:
+        vendors: dict[str, Any] = {}
+        for emulator in self._emulators:
+            settings = self._state.vendor(emulator.vendor).settings
+            credentials = settings.credentials()
+            limits = {
+                name: value
+                for name, value in asdict(settings).items()
+                if name != "faults" and name not in credentials
+            }
+            vendors[emulator.vendor] = {
+                "method": emulator.method,
+                "path": emulator.path,
+                "credentials": credentials,
+                "limits": limits,
+            }
+        accounts = {
+            name: sorted(value) if isinstance(value, frozenset) else value
+            for name, value in asdict(self._state.accounts).items()
+        }
+        return web.json_response({"vendors": vendors, "accounts": accounts})
+
+    async def deliveries(self, request: web.Request) -> web.Response:
+        vendors = self._vendor_filter(request)
+        after = _query_int(request, "after", 0, 0, None)
+        limit = _query_int(request, "limit", _PAGE_DEFAULT, 1, _PAGE_MAX)
+        page, next_after, truncated = self._state.delivery_page(vendors, after, limit)
+        log = [{"seq": sequence, **d.to_json()} for sequence, d in page]
+        return web.json_response(
+            {"deliveries": log, "next_after": next_after, "truncated": truncated}
+        )
+
+    async def stats(self, request: web.Request) -> web.Response:
+        vendors = self._vendor_filter(request)
+        return web.json_response({v: self._state.stats(v).to_json() for v in vendors})
+
+    async def reset(self, request: web.Request) -> web.Response:
+        vendors = self._vendor_filter(request)
+        self._state.reset(vendors)
+        return web.json_response({"reset": list(vendors)})
+
+    def _faults_json(self) -> dict[str, Any]:
+        return {
+            vendor: [fault_rule_to_json(rule) for rule in self._state.faults(vendor)]
+            for vendor in self._state.vendors
+        }
+
+    async def get_faults(self, request: web.Request) -> web.Response:
+        return web.json_response(self._faults_json())
+
+    async def put_faults(self, request: web.Request) -> web.Response:
+        try:
+            doc = await request.json()
+        except ValueError:
+            raise _bad_request("body must be JSON") from None
+        if not isinstance(doc, dict):
+            raise _bad_request('body must be {"vendor": [rule, ...], ...}')
+        parsed: dict[str, list[FaultRule]] = {}
+        for vendor, rules in doc.items():
+            if vendor not in self._state.vendors:
+                raise _bad_request(f"unknown vendor {vendor!r}; have {list(self._state.vendors)}")
+            if not isinstance(rules, list):
+                raise _bad_request(f"{vendor}: rules must be a list")
+            try:
+                parsed[vendor] = [fault_rule_from_json(rule) for rule in rules]
+            except ValueError as exc:
+                raise _bad_request(f"{vendor}: {exc}") from None
+        # Validate everything before changing anything: a bad PUT leaves the rules as they were.
+        for vendor, fault_rules in parsed.items():
+            self._state.set_faults(vendor, fault_rules)
+        return web.json_response(self._faults_json())
+
+
+_PAGE_DEFAULT = 1000
+_PAGE_MAX = 10_000
+
+
+def _query_int(request: web.Request, name: str, default: int, low: int, high: int | None) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or int(raw) < low or (high is not None and int(raw) > high):
+        bound = f"{low}..{high}" if high is not None else f">= {low}"
+        raise _bad_request(f"{name} must be an integer {bound}, got {raw!r}")
+    return int(raw)
+
+
+def _bad_request(message: str) -> web.HTTPBadRequest:
+    return web.HTTPBadRequest(text=json.dumps({"error": message}), content_type="application/json")

@@ -1,0 +1,1 @@
+"""Where batches, recipients, chunks and outcomes live: the interface and its stores."""

@@ -1,0 +1,572 @@
+"""The batch store: where batches, their recipients, chunks and outcomes live.
+
+A small vocabulary shared by every implementation (memory, SQLite, PostgreSQL) and
+checked by one test suite (tests/test_store.py):
+
+    create_batch   a batch, its recipients in pages; idempotent on (caller, request_id)
+    write_ahead    a chunk is about to be sent: committed before any byte goes out
+    record         a chunk's outcomes (one serialized page) and the batch's counts
+    recover        at start-up: claimed chunks back to planned; sending ones returned
+    set_state / request_cancel / read_outcomes / list_batches / purge
+
+A `shared` store (PostgreSQL) is used by several replicas at once. Each batch has an
+owner, the replica that sends it; replicas `heartbeat`, and `adopt` takes over the
+batches of replicas whose heartbeat is older than the lease, with the same result as
+`recover` (claimed chunks back to planned, sending ones handed over to end UNCERTAIN).
+
+Recipient lists (UploadRecipients, CONTRACT.md §4) have five more:
+
+    create_list    an upload begins (the list is its caller's, invisible until finished)
+    add_to_list    one page of ids: duplicates dropped by the store's unique index
+    finish_list    the upload is complete; idempotent on (caller, request_id)
+    get_list / delete_list
+    create_batch_from_list   create_batch with the list's pages as its recipients
+
+A list's unique ids are kept in pages of RECIPIENT_PAGE, the layout of a batch's
+recipients, and a batch made from a list reads the list's pages (nothing is copied, no id
+passes through the gateway). Purge removes lists by age like ended batches, but keeps a
+list while a stored batch reads it.
+
+Chunks go planned -> claimed -> sending -> done | uncertain | failed. Every change after
+a claim is fenced by (batch, chunk, attempt, owner): a writer that is no longer the
+owner (of the chunk, or in a shared store of the batch) gets `Fenced` and changes
+nothing. Outcomes are kept as one record per vendor call, in the order recorded; `seq`
+is the position a watcher resumes from.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import collections
+import contextlib
+import dataclasses
+import itertools
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from imgate.v1 import gateway_pb2 as pb
+
+# Recipients are stored in pages of this many unique ids, read back one page at a time.
+RECIPIENT_PAGE = 10_000
+
+ENDED_STATES = frozenset({pb.BATCH_STATE_DONE, pb.BATCH_STATE_CANCELLED})
+UNFINISHED_STATES = frozenset(
+    {pb.BATCH_STATE_QUEUED, pb.BATCH_STATE_RUNNING, pb.BATCH_STATE_CANCELLING}
+)
+
+PLANNED, CLAIMED, SENDING = "planned", "claimed", "sending"
+DONE, UNCERTAIN, FAILED = "done", "uncertain", "failed"
+CHUNK_STATES = (PLANNED, CLAIMED, SENDING, DONE, UNCERTAIN, FAILED)
+FINAL_CHUNK_STATES = frozenset({DONE, UNCERTAIN, FAILED})
+
+
+class StoreError(Exception):
+    """The store cannot be opened or used; the message names the config key."""
+
+
+class Fenced(StoreError):
+    """The writer no longer owns the chunk (another owner decided it)."""
+
+
+@dataclass(slots=True)
+class BatchRow:
+    """One batch as stored."""
+
+    batch_id: str
+    caller: str
+    request_id: str
+    fingerprint: bytes
+    backend: str
+    spec: bytes
+    """BatchSendRequest without recipient ids: sender, message, options."""
+    bound: bool
+    """Bound to its caller (BatchSend without request_id): never resumed after a crash."""
+    total: int
+    duplicates_removed: int
+    create_time: float
+    send_before: float | None = None
+    """Wall-clock time after which no vendor call starts."""
+    state: int = pb.BATCH_STATE_QUEUED
+    accepted: int = 0
+    failed: int = 0
+    uncertain: int = 0
+    vendor_calls: int = 0
+    update_time: float = 0.0
+    end_time: float | None = None
+    planned_to: int = 0
+    """Recipients covered by chunk rows so far (chunks are consecutive from 0)."""
+    chunk_count: int = 0
+    next_seq: int = 1
+
+    @property
+    def pending(self) -> int:
+        return self.total - self.accepted - self.failed - self.uncertain
+
+    @property
+    def ended(self) -> bool:
+        return self.state in ENDED_STATES
+
+
+@dataclass(slots=True)
+class ListRow:
+    """One recipient list (UploadRecipients) as stored."""
+
+    list_id: str
+    caller: str
+    create_time: float
+    request_id: str = ""
+    fingerprint: bytes = b""
+    """Digest of every id received, in order: the same request_id with other ids is refused."""
+    count: int = 0
+    """Unique ids so far."""
+    received: int = 0
+    """Ids received so far, duplicates included: the index the next id gets."""
+    widest_id: str = ""
+    """The id that takes the most bytes in a vendor body: what vendor checks need to see."""
+    widest_index: int = 0
+    ready_time: float | None = None
+    """When the upload finished; None while uploading (nobody may use it yet)."""
+
+    @property
+    def duplicates_removed(self) -> int:
+        return self.received - self.count
+
+
+@dataclass(slots=True)
+class ChunkRow:
+    """One planned vendor call: recipients [start, end) of the batch's unique list."""
+
+    batch_id: str
+    number: int
+    start: int
+    end: int
+    state: str
+    attempts: int = 0
+    owner: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    """What one record adds to its batch."""
+
+    accepted: int = 0
+    failed: int = 0
+    uncertain: int = 0
+    vendor_calls: int = 0
+
+
+@dataclass(slots=True)
+class OutcomePage:
+    """The outcomes of one record: a serialized BatchSendResponse with only `outcomes`."""
+
+    seq: int
+    data: bytes
+    count: int
+
+
+@dataclass(slots=True)
+class Recovered:
+    """What start-up recovery (or an adoption) found: chunks that were being sent when a
+    gateway died, and batches that are to be closed rather than sent."""
+
+    sending: list[ChunkRow] = field(default_factory=list)
+    reclaimed: int = 0
+    to_close: list[str] = field(default_factory=list)
+    """Unfinished batches bound to a caller that is gone (never resumed, rule 10) or
+    CANCELLING: their unsent recipients end NOT_ATTEMPTED."""
+
+
+@dataclass(slots=True)
+class StoreStats:
+    """What a store did, for /metrics and the benchmark (commits and statements per
+    request are issue 20's measures of a small send's cost)."""
+
+    commits: int = 0
+    """Transactions committed (with SQLite's synchronous=FULL, one fsync each)."""
+    statements: int = 0
+    """SQL statements sent, transaction control included."""
+
+
+class Notifier:
+    """Wakes watchers of a batch when something was recorded for it (in this process).
+
+    It holds an entry only while somebody watches: a watcher's event is registered for
+    the life of its `watching` block and gone when the block ends, whether or not the
+    batch ever changes again (an event taken for a batch that had already ended was kept
+    forever, one per BatchSend: issue 20).
+    """
+
+    def __init__(self) -> None:
+        self._watching: dict[str, set[asyncio.Event]] = {}
+
+    @contextlib.contextmanager
+    def watching(self, batch_id: str) -> Iterator[asyncio.Event]:
+        """An event set by every change of `batch_id` while the block runs; clear it
+        *before* reading, so a change during the read is not missed."""
+        event = asyncio.Event()
+        events = self._watching.setdefault(batch_id, set())
+        events.add(event)
+        try:
+            yield event
+        finally:
+            events.discard(event)
+            if not events:
+                self._watching.pop(batch_id, None)
+
+    def notify(self, batch_id: str) -> None:
+        for event in self._watching.get(batch_id, ()):
+            event.set()
+
+    def notify_all(self) -> None:
+        for events in self._watching.values():
+            for event in events:
+                event.set()
+
+    def __len__(self) -> int:
+        """Batches watched now (a gauge of what this process holds per batch)."""
+        return len(self._watching)
+
+
+class Tails:
+    """The newest outcome pages of the batches recorded by this process, per batch.
+
+    Watchers in this process follow a live batch from here without a store read, and
+    share the pages' bytes (one copy however many watch). Bounded in bytes per batch;
+    a batch's tail is dropped when it ends or its run stops here (`drop`), so the whole
+    is bounded by the batches running at once.
+    """
+
+    def __init__(self, max_bytes_per_batch: int = 1 << 20) -> None:
+        self.max_bytes_per_batch = max_bytes_per_batch
+        self._pages: dict[str, collections.deque[OutcomePage]] = {}
+        self._bytes: dict[str, int] = {}
+
+    def add(self, batch_id: str, page: OutcomePage) -> None:
+        pages = self._pages.get(batch_id)
+        if pages is None:
+            pages = self._pages[batch_id] = collections.deque()
+            self._bytes[batch_id] = 0
+        elif pages and pages[-1].seq != page.seq - 1:
+            pages.clear()  # not contiguous (recorded out of order): read the store instead
+            self._bytes[batch_id] = 0
+        pages.append(page)
+        size = self._bytes[batch_id] + len(page.data)
+        while len(pages) > 1 and size > self.max_bytes_per_batch:
+            size -= len(pages.popleft().data)
+        self._bytes[batch_id] = size
+
+    def read(self, batch_id: str, after_seq: int, max_bytes: int) -> list[OutcomePage] | None:
+        """Pages after `after_seq` (at least one, up to `max_bytes`), [] when none was
+        recorded since, or None when the tail does not reach back to `after_seq`."""
+        pages = self._pages.get(batch_id)
+        if not pages or pages[0].seq > after_seq + 1:
+            return None
+        if pages[-1].seq <= after_seq:
+            return []
+        found: list[OutcomePage] = []
+        size = 0
+        for page in itertools.islice(pages, after_seq + 1 - pages[0].seq, None):
+            if found and size + len(page.data) > max_bytes:
+                break
+            found.append(page)
+            size += len(page.data)
+        return found
+
+    def drop(self, batch_id: str) -> None:
+        self._pages.pop(batch_id, None)
+        self._bytes.pop(batch_id, None)
+
+    def __len__(self) -> int:
+        return len(self._pages)
+
+
+# A page of ids as text: "\n" then the ids joined by "\n" (validated ids hold no control
+# character, and joining is ten times faster than JSON, on the way to the first call);
+# a page whose ids do hold one is JSON, which never starts with "\n". Pages written as
+# JSON by earlier versions read back unchanged.
+_ID_SEPARATOR = "\n"
+
+
+def encode_recipients(ids: Sequence[str], indexes: Sequence[int] | None) -> tuple[str, str]:
+    """A page of recipients as text (see _ID_SEPARATOR); indexes "" when implied."""
+    joined = _ID_SEPARATOR.join(ids)
+    if ids and joined.count(_ID_SEPARATOR) == len(ids) - 1:
+        text = _ID_SEPARATOR + joined
+    else:  # empty, or an id holds the separator
+        text = json.dumps(list(ids))
+    return text, "" if indexes is None else json.dumps(list(indexes))
+
+
+def encode_list_page(ids: Sequence[str], indexes: Sequence[int], start: int) -> tuple[str, str]:
+    """encode_recipients for a list page: indexes left out when they are start, start+1, ..."""
+    # Indexes only grow, so first and last at their positions means every one is.
+    identity = bool(indexes) and indexes[0] == start and indexes[-1] == start + len(indexes) - 1
+    return encode_recipients(ids, None if identity else indexes)
+
+
+def decode_recipients(ids: str, indexes: str, start: int) -> tuple[list[str], list[int]]:
+    decoded: list[str] = (
+        ids[1:].split(_ID_SEPARATOR) if ids.startswith(_ID_SEPARATOR) else json.loads(ids)
+    )
+    if indexes:
+        return decoded, json.loads(indexes)
+    return decoded, list(range(start, start + len(decoded)))
+
+
+class Store(abc.ABC):
+    """The store interface (see the module docstring). All methods are coroutines."""
+
+    durable: bool
+    """Whether what is stored survives a restart (memory: no)."""
+    shared: bool = False
+    """Whether several gateway processes use the store at once (PostgreSQL)."""
+
+    def __init__(self) -> None:
+        self.notifier = Notifier()
+        self.tails = Tails()
+        self._stats = StoreStats()
+        # Watchers asking for the same pages at once share one read (and its bytes).
+        self._reads: dict[tuple[str, int, int], asyncio.Future[list[OutcomePage]]] = {}
+
+    async def open(self) -> None:  # noqa: B027 - optional hook
+        """Connect, lock, create or migrate the schema."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release everything open() took."""
+
+    @abc.abstractmethod
+    async def create_batch(
+        self,
+        row: BatchRow,
+        ids: Sequence[str],
+        indexes: Sequence[int] | None,
+        owner: str = "",
+        first_chunk: ChunkRow | None = None,
+    ) -> tuple[BatchRow, bool]:
+        """Store a new batch and its unique recipients (`indexes` None = 0, 1, 2, ...),
+        owned by `owner` (a shared store; "" = its first writer takes it).
+
+        `first_chunk`: chunk 0, written ahead (SENDING by `owner`) in the same
+        transaction, as `write_ahead` would: a batch that fits one vendor call is stored
+        and marked being sent in one commit (issue 20's short path).
+
+        When `row.request_id` is set and the caller already has a batch with it, nothing
+        is stored and that batch is returned with False.
+        """
+
+    @abc.abstractmethod
+    async def get_batch(self, batch_id: str) -> BatchRow | None: ...
+
+    @abc.abstractmethod
+    async def list_batches(
+        self, caller: str, limit: int, before: tuple[float, str] | None
+    ) -> list[BatchRow]:
+        """The caller's batches, newest first, older than `before` (create_time, id)."""
+
+    @abc.abstractmethod
+    async def unfinished_batches(self) -> list[BatchRow]:
+        """Batches QUEUED, RUNNING or CANCELLING, oldest first."""
+
+    @abc.abstractmethod
+    async def read_recipients(
+        self, batch_id: str, start: int, end: int
+    ) -> tuple[list[str], list[int]]:
+        """Unique recipients [start, end) with the index of their first occurrence."""
+
+    @abc.abstractmethod
+    async def chunks(self, batch_id: str) -> list[ChunkRow]:
+        """The batch's chunk rows, by number."""
+
+    @abc.abstractmethod
+    async def write_ahead(self, chunk: ChunkRow, owner: str) -> None:
+        """Mark `chunk` SENDING (inserting the row when it is new), durably, before it is
+        sent. An existing row must be PLANNED or CLAIMED, or SENDING by `owner`."""
+
+    @abc.abstractmethod
+    async def record(
+        self,
+        chunk: ChunkRow,
+        final_state: str,
+        page: bytes,
+        counts: Counts,
+        owner: str,
+    ) -> int:
+        """Record a chunk's outcomes: the chunk row ends in `final_state` (inserted when
+        new), the page gets the batch's next seq (returned), the counts are added."""
+
+    @abc.abstractmethod
+    async def record_last(
+        self,
+        chunk: ChunkRow,
+        final_state: str,
+        page: bytes,
+        counts: Counts,
+        owner: str,
+    ) -> tuple[int, BatchRow]:
+        """`record` for the chunk that gives the batch's last recipients their outcomes,
+        ending the batch in the same transaction: DONE, or CANCELLED when it was
+        CANCELLING (one commit where `record` and `set_state` took two). Returns the seq
+        and the ended row."""
+
+    @abc.abstractmethod
+    async def set_state(self, batch_id: str, state: int) -> BatchRow | None:
+        """Move the batch to `state` (an ended state sets end_time); CANCELLING is kept
+        when RUNNING is asked. Returns the updated row."""
+
+    @abc.abstractmethod
+    async def recover(self, owner: str) -> Recovered:
+        """Start-up: every CLAIMED chunk goes back to PLANNED; SENDING chunks of
+        unfinished batches are handed to `owner` and returned (they end UNCERTAIN);
+        every RUNNING batch not bound to a caller goes back to QUEUED (it waits for a
+        slot like any other); bound and CANCELLING ones are listed in `to_close`."""
+
+    async def heartbeat(self, owner: str) -> None:  # noqa: B027 - shared stores only
+        """Replica `owner` is alive now (by the store's clock)."""
+
+    async def retire(self, owner: str) -> None:  # noqa: B027 - shared stores only
+        """Replica `owner` stops: others may adopt its batches at once."""
+
+    async def release(self, batch_id: str, owner: str) -> None:  # noqa: B027 - shared only
+        """`owner` gives up an unfinished batch it no longer runs (its run stopped on an
+        error): the next sweep of any replica adopts it."""
+
+    async def adopt(self, owner: str, lease_s: float) -> tuple[int, Recovered]:
+        """Shared stores: take over the unfinished batches of replicas whose heartbeat is
+        older than `lease_s` (one adopter at a time), as `recover` does for a restart
+        (RUNNING ones back to QUEUED). Returns how many batches were adopted and their
+        chunks that were SENDING (now `owner`'s, to end UNCERTAIN); the batches stay in
+        the store, so an adopter's memory does not grow with a dead replica's backlog.
+        A store of one process adopts nothing."""
+        return 0, Recovered()
+
+    async def read_outcomes(
+        self, batch_id: str, after_seq: int, max_bytes: int = 1 << 20
+    ) -> list[OutcomePage]:
+        """Outcome pages with seq > `after_seq`, in order: at least one when there is
+        one, and no more than fit in `max_bytes` (a watcher's memory is bounded in bytes,
+        whatever the pages hold). Pages this process recorded lately come from `tails`;
+        identical reads in flight at once are made once."""
+        found = self.tails.read(batch_id, after_seq, max_bytes)
+        if found is not None:
+            return found
+        key = (batch_id, after_seq, max_bytes)
+        shared = self._reads.get(key)
+        if shared is not None:
+            return await asyncio.shield(shared)
+        read = asyncio.ensure_future(self._read_outcomes(batch_id, after_seq, max_bytes))
+        self._reads[key] = read
+        read.add_done_callback(lambda _: self._reads.pop(key, None))
+        return await asyncio.shield(read)
+
+    @abc.abstractmethod
+    async def _read_outcomes(
+        self, batch_id: str, after_seq: int, max_bytes: int
+    ) -> list[OutcomePage]:
+        """read_outcomes from the store itself."""
+
+    def stats(self) -> StoreStats:
+        """What the store did so far (a copy)."""
+        return dataclasses.replace(self._stats)
+
+    def forget(self, batch_id: str) -> None:
+        """This process stops running `batch_id` (it ended, or its run stopped): release
+        what is held in memory for it. Watchers read the store from now on."""
+        self.tails.drop(batch_id)
+
+    def tracked(self) -> dict[str, int]:
+        """Sizes of what this process holds per batch or per watcher (the soak test and
+        `imgate_tracked_entries` check that each returns to zero)."""
+        return {
+            "store_watched_batches": len(self.notifier),
+            "store_tails": len(self.tails),
+            "store_reads": len(self._reads),
+        }
+
+    # -- the queue of batches waiting to run (issue 20) ----------------------------------
+
+    @abc.abstractmethod
+    async def claim_next(self, backend: str, caller: str, owner: str) -> BatchRow | None:
+        """The oldest QUEUED batch of `caller` on `backend` (owned by `owner` in a shared
+        store), moved to RUNNING; None when there is none."""
+
+    @abc.abstractmethod
+    async def queued_callers(self, backend: str, owner: str) -> set[str]:
+        """The callers with QUEUED batches on `backend` (owned by `owner`)."""
+
+    @abc.abstractmethod
+    async def queued_count(self, backend: str) -> int:
+        """How many batches wait QUEUED on `backend` (all owners)."""
+
+    @abc.abstractmethod
+    async def cancelling(self, owner: str, limit: int) -> list[BatchRow]:
+        """Up to `limit` CANCELLING batches (owned by `owner` in a shared store), oldest
+        first: a cancel asked on another replica of a batch its owner has not started."""
+
+    @abc.abstractmethod
+    async def purge(self, ended_before: float) -> int:
+        """Delete batches that ended before `ended_before` (wall clock), and recipient lists
+        created before it (finished or abandoned) that no stored batch reads; return how
+        many of both."""
+
+    # -- recipient lists ----------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def create_list(self, row: ListRow) -> None:
+        """An upload begins: store `row` (not finished, empty)."""
+
+    @abc.abstractmethod
+    async def add_to_list(self, list_id: str, ids: Sequence[str]) -> int:
+        """Append one page of ids to an unfinished list; ids already in it (or earlier in
+        the page) are dropped, the others get the index `received + position in page`.
+        Returns how many were new. Raises LookupError for an unknown or finished list."""
+
+    @abc.abstractmethod
+    async def finish_list(self, row: ListRow) -> tuple[ListRow, bool]:
+        """Finish the upload of `row.list_id`, setting its request_id, fingerprint, widest
+        id and ready_time from `row`. When the caller already has a finished list with
+        `row.request_id`, this upload is deleted and that list returned with False."""
+
+    @abc.abstractmethod
+    async def get_list(self, list_id: str) -> ListRow | None: ...
+
+    @abc.abstractmethod
+    async def delete_list(self, list_id: str) -> None:
+        """Forget a list and its ids (an upload that failed); unknown ids are ignored."""
+
+    @abc.abstractmethod
+    async def create_batch_from_list(
+        self, row: BatchRow, list_id: str, owner: str = ""
+    ) -> tuple[BatchRow, bool]:
+        """create_batch with the finished list's unique ids and indexes as recipients
+        (`row.total` is the list's count), read from the list's own pages (read_recipients
+        works as for any batch). Raises LookupError when the list is gone."""
+
+
+def open_store(url: str, state_dir: Path, lease_s: float = 30.0) -> Store:
+    """The store for `url`: "memory", "sqlite:///PATH" (PATH absolute), "sqlite:NAME" or
+    "postgresql://..." (`lease_s`: how stale a replica is before its batches are taken)."""
+    if url.startswith(("postgresql://", "postgres://")):
+        from imgate.store.postgres import PostgresStore
+
+        return PostgresStore(url, lease_s=lease_s)
+    if url == "memory":
+        from imgate.store.memory import MemoryStore
+
+        return MemoryStore()
+    if url.startswith("sqlite:"):
+        from imgate.store.sqlite import SQLiteStore
+
+        path = url.removeprefix("sqlite:")
+        if path.startswith("//"):
+            path = path[2:]
+        if not path:
+            raise StoreError("store.url: sqlite URL without a path")
+        file = Path(path)
+        if not file.is_absolute():
+            file = state_dir / file
+        return SQLiteStore(file)
+    scheme = url.partition(":")[0]
+    raise StoreError(f"store.url: unsupported store {scheme!r} (memory, sqlite, postgresql)")

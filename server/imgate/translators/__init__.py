@@ -1,1 +1,0 @@
-"""Vendor translators: pure mappings between imgate's API and each vendor's HTTP API."""

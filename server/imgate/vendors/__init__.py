@@ -1,0 +1,1 @@
+"""The vendors: one folder each (spec, translator, emulator), listed in the registry."""

@@ -1,0 +1,1 @@
+"""What NetEase Yunxin's two APIs share (limits, checksum, body rules)."""

@@ -1,0 +1,1 @@
+"""What every vendor builds on: the translator and emulator bases, auth, checks."""

@@ -1,0 +1,1 @@
+"""NetEase Yunxin, legacy nimserver API."""

@@ -1,0 +1,1 @@
+"""NetEase Yunxin, v2 API."""
