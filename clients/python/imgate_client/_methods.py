@@ -1,7 +1,8 @@
 """Every client method, defined once for ``GatewayClient`` and ``AsyncGatewayClient``.
 
 A method here builds its call; its decorator names the RPC and how it answers (see
-``_rpc``). A new GatewayService RPC is one more decorated method in this class.
+``_rpc``). A new GatewayService RPC is one more decorated method in this class (and
+one line in tests/clients/test_parity.py).
 """
 
 from __future__ import annotations

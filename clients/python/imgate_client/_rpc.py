@@ -48,6 +48,9 @@ class _Rpc(Generic[P]):
         self.rpc = rpc
         self.build = build
         self.__doc__ = build.__doc__
+        # The definition's signature without self: what help() and the parity test see.
+        signature = inspect.signature(build)
+        self._signature = signature.replace(parameters=list(signature.parameters.values())[1:])
 
     def _start(self, client: GatewayMethods, args: Any, kwargs: Any) -> Any:
         """Build the call and start it: grpc answers, grpc.aio gives an awaitable call."""
@@ -62,11 +65,8 @@ class _Rpc(Generic[P]):
     def _method(
         self, client: GatewayMethods, function: Callable[..., Any], returns: Any
     ) -> Callable[..., Any]:
-        # The signature of the definition, without self: what help() and the parity test see.
-        signature = inspect.signature(self.build)
-        parameters = list(signature.parameters.values())[1:]
-        function.__signature__ = signature.replace(  # type: ignore[attr-defined]
-            parameters=parameters, return_annotation=returns
+        function.__signature__ = self._signature.replace(  # type: ignore[attr-defined]
+            return_annotation=returns
         )
         function.__name__ = self.build.__name__
         function.__qualname__ = f"{type(client).__name__}.{self.build.__name__}"
