@@ -14,13 +14,13 @@ Messages are the generated ``imgate.v1.gateway_pb2`` types, re-exported here as
 
 from imgate.v1 import gateway_pb2
 
-from ._async_client import AsyncBatchStream, AsyncGatewayClient
+from ._async_client import AsyncGatewayClient
 from ._content import JsonObject, audio, custom, file, image, location, text, tip, video
 from ._enums import ACCEPTED, FAILED, UNCERTAIN, backend_state_name, reason_name, state_name
 from ._errors import FieldViolation, GatewayError, InvalidRequestError
 from ._request import Metadata, SendOptionFields
-from ._stream import BatchResult
-from ._sync_client import BatchStream, GatewayClient
+from ._stream import AsyncBatchStream, BatchResult, BatchStream
+from ._sync_client import GatewayClient
 
 __all__ = [
     "ACCEPTED",

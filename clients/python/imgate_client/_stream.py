@@ -1,12 +1,16 @@
-"""What the sync and async outcome streams share: unbatching responses and the summary."""
+"""The outcome streams of ``BatchSend`` and ``WatchBatch``: blocking and asyncio."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
+from types import TracebackType
+from typing import Self
 
 import grpc
+import grpc.aio
 
 from imgate.v1 import gateway_pb2
 
@@ -79,3 +83,128 @@ class StreamState:
         # What the blocking client raises for a call cancelled by cancel(), for both flavours.
         self._finished = True
         return GatewayError(grpc.StatusCode.CANCELLED, "the call was cancelled by the client")
+
+
+class BatchStream(StreamState):
+    """The outcomes of one ``BatchSend`` or ``WatchBatch`` call, one at a time.
+
+    ``for outcome in stream`` yields every outcome; afterwards ``stream.summary`` holds
+    the ``BatchSummary``; ``stream.cursor`` is where a new ``watch_batch`` resumes.
+    Leaving ``with stream`` early cancels the call (and a ``batch_send`` batch without
+    ``request_id`` with it: rule 10; never a submitted batch). Iteration raises
+    ``GatewayError`` (or ``InvalidRequestError``) when the call fails.
+    """
+
+    def __init__(
+        self,
+        call: grpc.CallIterator[gateway_pb2.BatchSendResponse]
+        | grpc.CallIterator[gateway_pb2.WatchBatchResponse],
+    ) -> None:
+        super().__init__()
+        self._call = call
+        self._responses: Iterator[
+            gateway_pb2.BatchSendResponse | gateway_pb2.WatchBatchResponse
+        ] = iter(call)
+
+    def __iter__(self) -> Self:
+        return self
+
+    def __next__(self) -> gateway_pb2.RecipientOutcome:
+        while not self._pending:
+            if self.finished:
+                raise StopIteration
+            try:
+                response = next(self._responses)
+            except StopIteration:
+                self._end()
+                raise
+            except grpc.RpcError as error:
+                raise self._fail(error) from error
+            self._receive(response)
+        return self._pending.popleft()
+
+    def collect(self) -> BatchResult:
+        """Read the rest of the stream: every remaining outcome and the summary."""
+        outcomes = list(self)
+        return BatchResult(outcomes=outcomes, summary=self.summary)
+
+    def cancel(self) -> None:
+        """Cancel the call: the gateway starts no new vendor call for it."""
+        self._call.cancel()  # type: ignore[no-untyped-call]  # grpc-stubs leave it untyped
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if not self.finished:
+            self.cancel()
+
+
+class AsyncBatchStream(StreamState):
+    """The outcomes of one ``BatchSend`` or ``WatchBatch`` call, one at a time.
+
+    ``async for outcome in stream`` yields every outcome; afterwards ``stream.summary``
+    holds the ``BatchSummary``. Leaving ``async with stream`` early cancels the call.
+    Iteration raises ``GatewayError`` (or ``InvalidRequestError``) when the call fails.
+    """
+
+    def __init__(
+        self,
+        call: grpc.aio.UnaryStreamCall[gateway_pb2.BatchSendRequest, gateway_pb2.BatchSendResponse]
+        | grpc.aio.UnaryStreamCall[gateway_pb2.WatchBatchRequest, gateway_pb2.WatchBatchResponse],
+    ) -> None:
+        super().__init__()
+        self._call = call
+        self._responses: AsyncIterator[
+            gateway_pb2.BatchSendResponse | gateway_pb2.WatchBatchResponse
+        ] = call.__aiter__()
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> gateway_pb2.RecipientOutcome:
+        while not self._pending:
+            if self.finished:
+                raise StopAsyncIteration
+            try:
+                response = await anext(self._responses)
+            except StopAsyncIteration:
+                self._end()
+                raise
+            except grpc.RpcError as error:
+                raise self._fail(error) from error
+            except asyncio.CancelledError:
+                # grpc.aio reports a call ended by cancel() as CancelledError; only the
+                # cancellation of the caller's own task may travel as such.
+                task = asyncio.current_task()
+                if self._call.cancelled() and (task is None or not task.cancelling()):
+                    raise self._fail_cancelled() from None
+                raise
+            self._receive(response)
+        return self._pending.popleft()
+
+    async def collect(self) -> BatchResult:
+        """Read the rest of the stream: every remaining outcome and the summary."""
+        outcomes = [outcome async for outcome in self]
+        return BatchResult(outcomes=outcomes, summary=self.summary)
+
+    def cancel(self) -> None:
+        """Cancel the call: the gateway starts no new vendor call for it."""
+        self._call.cancel()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if not self.finished:
+            self.cancel()
