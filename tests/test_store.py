@@ -28,9 +28,9 @@ from imgate.store.base import (
     StoreError,
     decode_recipients,
     encode_recipients,
-    open_store,
 )
 from imgate.store.memory import MemoryStore
+from imgate.store.open import open_store
 from imgate.store.postgres import PostgresStore
 from imgate.store.sqlite import SCHEMA_VERSION, SQLiteStore
 from imgate.v1 import gateway_pb2 as pb

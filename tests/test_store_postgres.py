@@ -21,7 +21,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from imgate.config.load import redacted_url as redact_url
 from imgate.sandbox import SandboxServer
-from imgate.store.base import SENDING, BatchRow, ChunkRow, Counts, StoreError, open_store
+from imgate.store.base import SENDING, BatchRow, ChunkRow, Counts, StoreError
+from imgate.store.open import open_store
 from imgate.store.postgres import SCHEMA_VERSION, PostgresStore
 from imgate.v1 import gateway_pb2 as pb
 from tests import _postgres

@@ -32,7 +32,8 @@ from imgate.observability.tracing import Tracing
 from imgate.pipeline.batches import BatchService
 from imgate.pipeline.dispatch import Backend
 from imgate.quota.redis import RedisQuota
-from imgate.store.base import Store, open_store
+from imgate.store.base import Store
+from imgate.store.open import open_store
 from imgate.v1 import gateway_pb2
 
 log = logging.getLogger("imgate.server")

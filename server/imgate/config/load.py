@@ -19,11 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from imgate.config.addresses import split_listen
-from imgate.observability.logs import LOG_FORMATS, LOG_LEVELS
 from imgate.vendors.base.translator import VendorLimits
 from imgate.vendors.registry import BY_VENDOR, VENDORS
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
+LOG_FORMATS = ("text", "json")
+"""[log] format: one line per record, or one JSON object per line."""
+LOG_LEVELS = ("debug", "info", "warning", "error")
 DEFAULT_MAX_RESPONSE_BYTES = 4 << 20
 INT32_MAX = 2**31 - 1
 """Largest number a config key may hold: counts are reported as int32 by the API

@@ -26,8 +26,6 @@ from pythonjsonlogger.json import JsonFormatter
 
 MAX_VALUE_CHARS = 256
 CONTEXT_FIELDS = ("backend", "request_id", "batch_id", "caller")
-LOG_FORMATS = ("text", "json")
-LOG_LEVELS = ("debug", "info", "warning", "error")
 
 _EMPTY: Mapping[str, str] = {}
 log_context: ContextVar[Mapping[str, str]] = ContextVar("imgate_log_context", default=_EMPTY)

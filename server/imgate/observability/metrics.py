@@ -20,7 +20,7 @@ import logging
 import time
 from collections import Counter as Tally
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -33,8 +33,32 @@ from imgate.config.load import ConfigError
 from imgate.v1 import gateway_pb2 as pb
 from imgate.vendors.base.translator import RecipientResult, not_accepted
 
-if TYPE_CHECKING:
-    from imgate.pipeline.dispatch import Backend
+
+class _Windows(Protocol):
+    @property
+    def blocked_until(self) -> float: ...
+
+    def usage(self) -> list[tuple[str, int, int]]: ...
+
+
+class _Permits(Protocol):
+    @property
+    def limit(self) -> int: ...
+
+
+class Backend(Protocol):
+    """What /metrics reads of a running backend (imgate.pipeline.dispatch.Backend): named
+    here so that metrics, below the pipeline, import nothing of it."""
+
+    @property
+    def in_flight(self) -> int: ...
+
+    @property
+    def limiter(self) -> _Windows: ...
+
+    @property
+    def permits(self) -> _Permits: ...
+
 
 log = logging.getLogger("imgate.metrics")
 

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
-from imgate.sandbox.app import STATE_KEY, EmulatorClass, build_app
+from imgate.sandbox.app import STATE_KEY, build_app
 from imgate.sandbox.server import SandboxServer, default_emulators, serve_sandbox
 from imgate.vendors.base.emulation import (
     FAULT_KINDS,
@@ -34,7 +34,7 @@ from imgate.vendors.base.emulation import (
     SandboxConfig,
     VendorSettings,
 )
-from imgate.vendors.base.emulator import Emulator, ParsedCall, VendorError
+from imgate.vendors.base.emulator import Emulator, EmulatorClass, ParsedCall, VendorError
 from imgate.vendors.base.sandbox_state import Delivery, SandboxState, VendorStats
 from imgate.vendors.tencent.emulator import TencentEmulator, TencentSettings
 from imgate.vendors.yunxin_v1.emulator import YunxinV1Emulator, YunxinV1Settings

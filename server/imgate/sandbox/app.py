@@ -21,7 +21,7 @@ from typing import Any
 from aiohttp import web
 
 from imgate.vendors.base.emulation import FaultRule, SandboxConfig
-from imgate.vendors.base.emulator import Emulator, emulator_settings
+from imgate.vendors.base.emulator import EmulatorClass, emulator_settings
 from imgate.vendors.base.faults import fault_rule_from_json, fault_rule_to_json
 from imgate.vendors.base.sandbox_state import SandboxState
 
@@ -31,8 +31,6 @@ STATE_KEY = web.AppKey("imgate_sandbox_state", SandboxState)
 # Large enough for any vendor call (Tencent's own 12 KB cap is the emulator's to enforce,
 # with its own error code, so aiohttp must not refuse first).
 _CLIENT_MAX_SIZE = 8 * 1024 * 1024
-
-EmulatorClass = type[Emulator[Any, Any]]
 
 
 def build_app(config: SandboxConfig, emulators: Sequence[EmulatorClass]) -> web.Application:

@@ -10,8 +10,9 @@ from typing import TextIO
 
 from aiohttp import web
 
-from imgate.sandbox.app import STATE_KEY, EmulatorClass, build_app
+from imgate.sandbox.app import STATE_KEY, build_app
 from imgate.vendors.base.emulation import SandboxConfig
+from imgate.vendors.base.emulator import EmulatorClass
 from imgate.vendors.base.sandbox_state import SandboxState
 
 # In-flight calls get this long to finish on stop; pauses (latency, hang) end at once.

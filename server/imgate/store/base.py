@@ -45,7 +45,6 @@ import itertools
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from imgate.v1 import gateway_pb2 as pb
 
@@ -543,30 +542,3 @@ class Store(abc.ABC):
         """create_batch with the finished list's unique ids and indexes as recipients
         (`row.total` is the list's count), read from the list's own pages (read_recipients
         works as for any batch). Raises LookupError when the list is gone."""
-
-
-def open_store(url: str, state_dir: Path, lease_s: float = 30.0) -> Store:
-    """The store for `url`: "memory", "sqlite:///PATH" (PATH absolute), "sqlite:NAME" or
-    "postgresql://..." (`lease_s`: how stale a replica is before its batches are taken)."""
-    if url.startswith(("postgresql://", "postgres://")):
-        from imgate.store.postgres import PostgresStore
-
-        return PostgresStore(url, lease_s=lease_s)
-    if url == "memory":
-        from imgate.store.memory import MemoryStore
-
-        return MemoryStore()
-    if url.startswith("sqlite:"):
-        from imgate.store.sqlite import SQLiteStore
-
-        path = url.removeprefix("sqlite:")
-        if path.startswith("//"):
-            path = path[2:]
-        if not path:
-            raise StoreError("store.url: sqlite URL without a path")
-        file = Path(path)
-        if not file.is_absolute():
-            file = state_dir / file
-        return SQLiteStore(file)
-    scheme = url.partition(":")[0]
-    raise StoreError(f"store.url: unsupported store {scheme!r} (memory, sqlite, postgresql)")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from imgate.sandbox.app import EmulatorClass
+from imgate.vendors.base.emulator import EmulatorClass
 from imgate.vendors.base.translator import Translator
 from imgate.vendors.tencent.emulator import TencentEmulator
 from imgate.vendors.tencent.translator import TencentTranslator

@@ -254,3 +254,7 @@ def emulator_settings(
             )
         settings[emulator.vendor] = chosen
     return settings
+
+
+EmulatorClass = type[Emulator[Any, Any]]
+"""An emulator class, as the registry lists them and the sandbox serves them."""
