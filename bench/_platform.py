@@ -9,14 +9,21 @@ and, in the same run and interleaved with them, the same vendor calls two other 
     minimal   a grpc.aio gateway of the same proto that only builds, POSTs, parses and
               writes one message of outcomes + summary; no store (bench._mini_gateway)
 
-at 1, 16, 64 and 256 concurrent callers (quick mode: 1 and 64), tencent, quotas off and
-`max_in_flight` at the most callers, so neither the quota nor the in-flight cap binds.
+at 1, 16, 64 and 256 concurrent callers (quick mode: 1 and 64), tencent, quotas off. No
+gateway sets `max_in_flight`: each derives it (quotas off: the 256 ceiling).
 Judged: gateway CPU per request (its process's /proc CPU time ÷ requests) ÷ the minimal
 gateway's; the store's commits (and statements) per request at 1 caller, read from the
 gateway's /metrics (`imgate_store_commits_total`, `imgate_store_statements_total`;
-"n/a" while the gateway does not count them); then, with every vendor call delayed
-50 ms by the sandbox and 64 callers, requests/s ÷ min(direct's, the quota's) and p50 ÷
-direct's p50. Reported: each gateway's RSS after the stage, the SQLite WAL file's size.
+"n/a" while the gateway does not count them).
+
+Then the latency round: every vendor call delayed 50 ms by the sandbox, 64 callers, 1
+recipient, against three more gateways (one per store, started and stopped within the
+round) configured with Tencent's published quota (200 calls / 1 s, 12,000 recipients /
+60 s) while the sandbox and the direct client have quotas off. Judged: each gateway's
+sustained requests/s ÷ min(direct's, the quota's), and its p50 ÷ the p50 a closed loop
+of 64 callers must have at that bound (Little's law: max(direct's p50, callers ÷ bound)).
+Reported: the minimal gateway (no quota) ÷ direct, each gateway's derived in-flight
+limit, RSS and tracked entries after the stage, the SQLite WAL file's size.
 """
 
 from __future__ import annotations
@@ -42,7 +49,7 @@ import grpc
 from bench._procs import OUT, BenchError, Gateway, Proc, Sandbox, free_port, wait_until
 from bench._report import Row, Target
 from bench._stages import Plan, progress
-from bench._workload import Backend
+from bench._workload import Backend, Quota
 
 VENDOR = "tencent"
 MOST_CALLERS = 256
@@ -65,6 +72,17 @@ _COMMITS_TARGET = Target("<=", 2, 4, unit="")
 _RATE_TARGET = Target(">=", 0.9, 0.8)
 _P50_TARGET = Target("<=", 1.3, 1.6)
 _COUNTERS = ("imgate_store_commits_total", "imgate_store_statements_total")
+_IN_FLIGHT_LIMIT = "imgate_vendor_in_flight_limit"
+_TRACKED = "imgate_tracked_entries"
+TENCENT_QUOTA = Quota(
+    call_limit=200,
+    call_window_s=1.0,
+    recipient_limit=12_000,
+    recipient_window_s=60.0,
+    block_s=60.0,
+)
+"""Tencent's published quota (imgate.translators.tencent's default limits), configured in
+the latency round's gateways only."""
 
 
 @dataclass(frozen=True)
@@ -100,8 +118,14 @@ FULL_PLAN = PlatformPlan(
 
 
 def platform_backends() -> list[Backend]:
-    """Quotas off on both sides; up to MOST_CALLERS vendor calls in flight."""
-    return [Backend(VENDOR, max_in_flight=MOST_CALLERS)]
+    """Quotas off on both sides; `max_in_flight` not set (the gateway derives it)."""
+    return [Backend(VENDOR, max_in_flight=None)]
+
+
+def latency_backends() -> list[Backend]:
+    """The latency round's gateways: Tencent's published quota, `max_in_flight` derived
+    (the sandbox stays on `platform_backends`: quotas off)."""
+    return [Backend(VENDOR, TENCENT_QUOTA, max_in_flight=None)]
 
 
 def postgres_url() -> str:
@@ -217,6 +241,8 @@ class Tally:
     """The side's process (the load client's own for direct)."""
     sandbox_cpu_s: float = 0.0
     latencies_s: list[float] = field(default_factory=list)
+    ends_s: list[list[float]] = field(default_factory=list)
+    """Each run's request end times from its start."""
     counters: dict[str, float | None] = field(default_factory=dict)
     """Store counter deltas summed over runs; None when /metrics does not have them."""
 
@@ -227,6 +253,21 @@ class Tally:
     @property
     def cpu_per_request_s(self) -> float:
         return self.cpu_s / self.requests
+
+    def sustained_per_s(self, span: int) -> float:
+        """`span` ÷ the mean time from each request's end to the `span`-th end after it,
+        over every run: the steady rate, whatever a quota's first window or the run's
+        ramp and tail do (requests ÷ wall time when no run has more than `span`)."""
+        spans = [
+            ordered[k + span] - ordered[k]
+            for ordered in map(sorted, self.ends_s)
+            for k in range(len(ordered) - span)
+        ]
+        return span * len(spans) / sum(spans) if spans else self.per_s
+
+    def mean_s(self) -> float:
+        """Mean latency: a closed loop's is callers ÷ requests/s (Little's law)."""
+        return sum(self.latencies_s) / len(self.latencies_s)
 
     def quantile(self, q: float) -> float:
         ordered = sorted(self.latencies_s)
@@ -255,18 +296,19 @@ class Tally:
         }
 
 
-def store_counters(port: int) -> dict[str, float | None]:
-    """The store's counters on the gateway's /metrics (`counters_in`)."""
+def store_counters(port: int, names: Sequence[str] = _COUNTERS) -> dict[str, float | None]:
+    """`names` on the gateway's /metrics (`counters_in`)."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        return counters_in(response.read().decode())
+        return counters_in(response.read().decode(), names)
 
 
-def counters_in(text: str) -> dict[str, float | None]:
-    """The store's commit and statement counters in Prometheus text, summed over their
-    labels; None for a counter the text does not have (a gateway that does not count it)."""
+def counters_in(text: str, names: Sequence[str] = _COUNTERS) -> dict[str, float | None]:
+    """The samples called `names` (default: the store's commit and statement counters) in
+    Prometheus text, summed over their labels; None for a name the text does not have (a
+    gateway that does not count it)."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    found: dict[str, float | None] = dict.fromkeys(_COUNTERS)
+    found: dict[str, float | None] = dict.fromkeys(names)
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name in found:
@@ -317,6 +359,7 @@ def _measure(
     tally.cpu_s += cpu
     tally.sandbox_cpu_s += sandbox_cpu
     tally.latencies_s += result["latencies_s"]
+    tally.ends_s.append(result["ends_s"])
     for counter in _COUNTERS:
         start, end = before.get(counter), after.get(counter)
         delta = None if start is None or end is None else end - start
@@ -344,6 +387,32 @@ def _rounds(
     return tallies
 
 
+def _store_args(url: str, schema: str) -> dict[str, str]:
+    """Each store's `Gateway(store=...)`: a fresh SQLite file, a PostgreSQL schema."""
+    return {"memory": "memory", "sqlite": "sqlite", "postgresql": with_schema(url, schema)}
+
+
+@contextlib.contextmanager
+def _gateway_sides(sandbox: Sandbox, backends: list[Backend], prefix: str) -> Iterator[list[Side]]:
+    """A gateway per store on `backends`, named `prefix-STORE`, serving /metrics, ready;
+    stopped (and its PostgreSQL schema dropped) on exit."""
+    url = postgres_url()
+    schema = f"imgate_bench_{secrets.token_hex(6)}"
+    with contextlib.ExitStack() as stack:
+        stack.callback(_drop_schema, url, schema)
+        gateways: dict[str, Gateway] = {}
+        for store, store_arg in _store_args(url, schema).items():
+            gateway = Gateway(f"{prefix}-{store}", sandbox, backends, store=store_arg, metrics=True)
+            stack.callback(gateway.stop)
+            gateways[store] = gateway
+        for gateway in gateways.values():
+            gateway.wait_ready()
+        yield [
+            Side(store, gateway, gateway.target, gateway.metrics_port)
+            for store, gateway in gateways.items()
+        ]
+
+
 @contextlib.contextmanager
 def _processes() -> Iterator[tuple[Sandbox, list[Side], Path]]:
     """The sandbox, the sides (direct, minimal, a gateway per store) and the SQLite file;
@@ -355,32 +424,25 @@ def _processes() -> Iterator[tuple[Sandbox, list[Side], Path]]:
         raise BenchError(
             f"stage 14 needs PostgreSQL at {url} (IMGATE_BENCH_POSTGRES_URL): {exc}"
         ) from exc
-    schema = f"imgate_bench_{secrets.token_hex(6)}"
-    backends = platform_backends()
     with contextlib.ExitStack() as stack:
-        stack.callback(_drop_schema, url, schema)
-        sandbox = Sandbox("sandbox-platform", backends)
+        sandbox = Sandbox("sandbox-platform", platform_backends())
         stack.callback(sandbox.stop)
         sandbox.wait_ready()
-        stores = {"memory": "memory", "sqlite": "sqlite", "postgresql": with_schema(url, schema)}
-        gateways: dict[str, Gateway] = {}
-        for store, store_arg in stores.items():
-            gateway = Gateway(
-                f"gateway-platform-{store}", sandbox, backends, store=store_arg, metrics=True
-            )
-            stack.callback(gateway.stop)
-            gateways[store] = gateway
         minimal = MinimalGateway("gateway-platform-minimal", sandbox)
         stack.callback(minimal.stop)
-        for gateway in gateways.values():
-            gateway.wait_ready()
+        stores = stack.enter_context(
+            _gateway_sides(sandbox, platform_backends(), "gateway-platform")
+        )
         minimal.wait_ready()
-        sides = [Side("direct", None), Side("minimal", minimal, minimal.target)]
-        sides += [
-            Side(store, gateway, gateway.target, gateway.metrics_port)
-            for store, gateway in gateways.items()
-        ]
+        sides = [Side("direct", None), Side("minimal", minimal, minimal.target), *stores]
         yield sandbox, sides, OUT / "gateway-platform-sqlite.db"
+
+
+def _warm(sides: Sequence[Side], sandbox: Sandbox, load: LoadClient, latency_s: float) -> None:
+    """100 untimed requests from 16 callers through each side."""
+    for side in sides:
+        _fresh_sandbox(sandbox, latency_s)
+        load.run(_order(side, sandbox, 1, 16, 100))
 
 
 def platform_traffic(plan: Plan) -> list[Row]:
@@ -391,9 +453,7 @@ def platform_traffic(plan: Plan) -> list[Row]:
         load = LoadClient()
         try:
             progress("stage 14: warm-up")
-            for side in sides:
-                _fresh_sandbox(sandbox, 0.0)
-                load.run(_order(side, sandbox, 1, 16, 100))
+            _warm(sides, sandbox, load, 0.0)
             for recipients in stage.recipients:
                 for callers in stage.callers:
                     progress(f"stage 14: {recipients} rcpt, {_callers(callers)}")
@@ -408,23 +468,33 @@ def platform_traffic(plan: Plan) -> list[Row]:
                     )
                     rows += _grid_rows(tallies, recipients, callers, stage)
             progress(
-                f"stage 14: {LATENCY_S * 1000:.0f} ms vendor latency, {LATENCY_CALLERS} callers"
+                f"stage 14: {LATENCY_S * 1000:.0f} ms vendor latency, {LATENCY_CALLERS} callers,"
+                " gateways with Tencent's quota"
             )
-            latency = _rounds(
-                sides,
-                sandbox,
-                load,
-                1,
-                LATENCY_CALLERS,
-                stage.latency_requests,
-                stage.rounds,
-                LATENCY_S,
-            )
-            rows += _latency_rows(latency, stage)
+            backends = latency_backends()
+            with _gateway_sides(sandbox, backends, "gateway-platform-quota") as quota_sides:
+                _warm(quota_sides, sandbox, load, LATENCY_S)
+                latency = _rounds(
+                    [*sides[:2], *quota_sides],
+                    sandbox,
+                    load,
+                    1,
+                    LATENCY_CALLERS,
+                    stage.latency_requests,
+                    stage.rounds,
+                    LATENCY_S,
+                )
+                limits = {side.name: _in_flight_limit(side) for side in quota_sides}
+            rows += _latency_rows(latency, limits, stage)
         finally:
             load.close()
         rows += _after_rows(sides, sqlite_db)
     return rows
+
+
+def _in_flight_limit(side: Side) -> float | None:
+    """The gateway's `imgate_vendor_in_flight_limit` now (its derived max_in_flight)."""
+    return store_counters(side.metrics_port, (_IN_FLIGHT_LIMIT,))[_IN_FLIGHT_LIMIT]
 
 
 def _callers(count: int) -> str:
@@ -483,10 +553,15 @@ def _counter_row(store: str, tally: Tally, config: str, params: str) -> Row:
     statements = tally.per_request("imgate_store_statements_total")
     if commits is None:
         measured = "n/a: no imgate_store_commits_total on the gateway's /metrics"
+    elif commits == 0 and statements:
+        # Statements that write are committed, one way or another: a counter that stays
+        # at 0 while they are counted is one the store does not keep.
+        measured = "commits n/a (imgate_store_commits_total stays 0 while statements count)"
+        commits = None
     else:
         measured = f"{commits:.2f} commits/req"
-        if statements is not None:
-            measured += f"; {statements:.1f} statements/req"
+    if statements is not None:
+        measured += f"; {statements:.1f} statements/req"
     judged = store == "sqlite"
     return Row(
         14,
@@ -512,59 +587,105 @@ def _quota_per_s(backend: Backend, recipients: int) -> float:
     return rate
 
 
-def _latency_rows(tallies: dict[str, Tally], stage: PlatformPlan) -> list[Row]:
-    """Each store's gateway against direct calls when every vendor call takes 50 ms."""
+def _latency_rows(
+    tallies: dict[str, Tally], limits: dict[str, float | None], stage: PlatformPlan
+) -> list[Row]:
+    """Each store's quota-configured gateway against direct calls when every vendor call
+    takes 50 ms: sustained requests/s ÷ min(direct's, the quota's); p50 ÷ the p50 a closed
+    loop of LATENCY_CALLERS has at that rate (Little's law), or direct's if higher."""
     direct, minimal = tallies["direct"], tallies["minimal"]
-    quota = _quota_per_s(platform_backends()[0], 1)
-    bound = min(direct.per_s, quota)
-    quota_text = "quota off" if math.isinf(quota) else f"quota {quota:,.0f} req/s"
+    span = TENCENT_QUOTA.call_limit  # one quota window's calls
+    direct_rate = direct.sustained_per_s(span)
+    quota = _quota_per_s(latency_backends()[0], 1)
+    bound = min(direct_rate, quota)
+    direct_p50 = direct.quantile(0.5)
+    queued_p50 = LATENCY_CALLERS / bound
+    p50_floor = max(direct_p50, queued_p50)
+    quota_text = (
+        f"Tencent's quota {TENCENT_QUOTA.call_limit} calls / {TENCENT_QUOTA.call_window_s:g} s,"
+        f" {TENCENT_QUOTA.recipient_limit:,} rcpt / {TENCENT_QUOTA.recipient_window_s:g} s"
+    )
     params = (
-        f"{_params(1, LATENCY_CALLERS, stage.latency_requests, stage.rounds)};"
-        f" {LATENCY_S * 1000:.0f} ms sandbox latency"
+        f"{VENDOR}, 1 rcpt per BatchSend, {_callers(LATENCY_CALLERS)};"
+        f" {stage.latency_requests:,} requests x {stage.rounds} rounds;"
+        f" {LATENCY_S * 1000:.0f} ms sandbox latency; gateways: {quota_text}, max_in_flight"
+        " derived; sandbox, direct and minimal: quotas off"
     )
     label = f"{LATENCY_S * 1000:.0f} ms vendor, {LATENCY_CALLERS} callers"
+    sustained = f"sustained = {span} ÷ mean time from each request's end to the {span}th after"
+    minimal_rate = minimal.sustained_per_s(span)
     rows = [
         Row(
             14,
-            f"platform ({label}): minimal gateway requests/s ÷ direct",
+            f"platform ({label}): minimal gateway (no quota) requests/s ÷ direct",
             params,
-            f"minimal {minimal.summary()}",
-            f"direct {direct.summary()}",
-            minimal.per_s / bound,
-            data={"minimal": minimal.data(), "direct": direct.data()},
+            f"minimal {minimal_rate:,.0f} req/s sustained; {minimal.latencies()};"
+            f" ÷ min(direct, quota) {minimal_rate / bound:.2f}",
+            f"direct {direct_rate:,.0f} req/s sustained; {direct.latencies()}",
+            minimal_rate / direct_rate,
+            data={
+                "minimal": minimal.data(),
+                "direct": direct.data(),
+                "sustained_span": span,
+                "minimal_sustained_per_s": minimal_rate,
+                "direct_sustained_per_s": direct_rate,
+            },
         )
     ]
     for store in _STORES:
         tally = tallies[store]
         name = _STORE_NAMES[store]
+        rate = tally.sustained_per_s(span)
+        limit = limits.get(store)
+        limit_text = "n/a" if limit is None else f"{limit:.0f}"
+        p50 = tally.quantile(0.5)
         rows += [
             Row(
                 14,
-                f"platform ({name}, {label}): requests/s ÷ min(direct, quota)",
+                f"platform ({name}, {label}, Tencent quota): requests/s ÷ min(direct, quota)",
                 params,
-                f"{tally.per_s:,.0f} req/s",
-                f"direct {direct.per_s:,.0f} req/s; {quota_text}",
-                tally.per_s / bound,
+                f"{rate:,.0f} req/s sustained ({tally.per_s:,.0f} over the runs' wall time);"
+                f" in-flight limit {limit_text} (derived)",
+                f"min(direct {direct_rate:,.0f}, quota {quota:,.0f}) = {bound:,.0f} req/s;"
+                f" {sustained}",
+                rate / bound,
                 _RATE_TARGET,
-                data={store: tally.data(), "direct": direct.data()},
+                data={
+                    store: tally.data(),
+                    "direct": direct.data(),
+                    "sustained_per_s": rate,
+                    "direct_sustained_per_s": direct_rate,
+                    "quota_per_s": quota,
+                    "bound_per_s": bound,
+                    "in_flight_limit": limit,
+                },
             ),
             Row(
                 14,
-                f"platform ({name}, {label}): p50 latency ÷ direct p50",
+                f"platform ({name}, {label}, Tencent quota): p50 latency"
+                " ÷ max(direct p50, callers ÷ bound)",
                 params,
-                tally.latencies(),
-                f"direct {direct.latencies()}",
-                tally.quantile(0.5) / direct.quantile(0.5),
+                f"{tally.latencies()}, mean {tally.mean_s() * 1000:.0f} ms;"
+                f" ÷ direct p50 {p50 / direct_p50:.2f}x",
+                f"max(direct p50 {direct_p50 * 1000:.1f} ms, {LATENCY_CALLERS} ÷"
+                f" {bound:,.0f} req/s = {queued_p50 * 1000:.0f} ms) = {p50_floor * 1000:.0f} ms",
+                p50 / p50_floor,
                 _P50_TARGET,
+                data={"p50_s": p50, "direct_p50_s": direct_p50, "floor_p50_s": p50_floor},
             ),
         ]
     return rows
 
 
 def _after_rows(sides: Sequence[Side], sqlite_db: Path) -> list[Row]:
-    """What the stage left: each gateway's memory, the SQLite WAL file."""
+    """What the stage left: each gateway's memory and tracked entries, the SQLite WAL."""
     procs = {side.name: side.proc for side in sides if side.proc is not None}
     memory = {name: (proc.rss_mb(), proc.peak_rss_mb()) for name, proc in procs.items()}
+    scraped = {
+        side.name: store_counters(side.metrics_port, (_TRACKED, _IN_FLIGHT_LIMIT))
+        for side in sides
+        if side.metrics_port
+    }
     wal = Path(f"{sqlite_db}-wal")
     wal_bytes = wal.stat().st_size if wal.exists() else 0
     return [
@@ -582,6 +703,20 @@ def _after_rows(sides: Sequence[Side], sqlite_db: Path) -> list[Row]:
         ),
         Row(
             14,
+            "platform: tracked entries after the stage; in-flight limit",
+            "imgate_tracked_entries summed over structures, imgate_vendor_in_flight_limit;"
+            " the grid's gateways (quotas off), idle",
+            "; ".join(
+                f"{_STORE_NAMES[store]} {_number_or_na(scraped[store][_TRACKED])} entries,"
+                f" limit {_number_or_na(scraped[store][_IN_FLIGHT_LIMIT])}"
+                for store in _STORES
+            ),
+            "0 entries when nothing runs or is watched",
+            None,
+            data={"scraped": scraped},
+        ),
+        Row(
+            14,
             "platform: SQLite WAL file after the stage",
             f"{sqlite_db.name}-wal, the gateway still running",
             f"{wal_bytes / 2**20:.1f} MiB",
@@ -590,3 +725,7 @@ def _after_rows(sides: Sequence[Side], sqlite_db: Path) -> list[Row]:
             data={"wal_bytes": wal_bytes},
         ),
     ]
+
+
+def _number_or_na(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:,.0f}"

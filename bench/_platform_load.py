@@ -5,7 +5,7 @@
 A closed loop: `callers` tasks share a count of `requests`; each takes the next number,
 sends that request, waits for its whole answer, and takes the next. Each stdin line is
 one run and answers one stdout line of JSON (requests, wall_s, cpu_s of this process,
-each request's latency, failures):
+each request's latency and the time it ended from the run's start, failures):
 
     {"kind": "grpc", "target": "127.0.0.1:P", "recipients": 1, "callers": 64, "requests": 2000}
         BatchSend to a gateway, read to its summary (every recipient must be ACCEPTED);
@@ -105,7 +105,9 @@ class Callers:
             send = self._direct_sender(order["url"], recipients)
         taken = 0
         latencies: list[float] = []
+        ends: list[float] = []
         failures: list[str] = []
+        wall_before = 0.0
 
         async def caller() -> None:
             nonlocal taken
@@ -120,7 +122,9 @@ class Callers:
                 if problem:
                     failures.append(problem)
                 else:
-                    latencies.append(time.perf_counter() - started)
+                    ended = time.perf_counter()
+                    latencies.append(ended - started)
+                    ends.append(ended - wall_before)
 
         cpu_before, wall_before = cpu_seconds(), time.perf_counter()
         await asyncio.gather(*(caller() for _ in range(callers)))
@@ -129,6 +133,7 @@ class Callers:
             "wall_s": time.perf_counter() - wall_before,
             "cpu_s": cpu_seconds() - cpu_before,
             "latencies_s": [round(latency, 6) for latency in latencies],
+            "ends_s": [round(end, 6) for end in ends],
             "failures": len(failures),
             "first_failure": failures[0] if failures else "",
         }

@@ -65,8 +65,9 @@ class Backend:
     """Sandbox fault rules in force from start-up (the /sandbox/faults JSON form)."""
     request_timeout_s: float = REQUEST_TIMEOUT_S
     """The gateway's `request_timeout_s` (a shared quota's lease follows it)."""
-    max_in_flight: int = MAX_IN_FLIGHT
-    """The gateway's `max_in_flight` (stage 14 raises it to its most callers)."""
+    max_in_flight: int | None = MAX_IN_FLIGHT
+    """The gateway's `max_in_flight`; None = not written, so the gateway derives it from
+    the call quota and the measured round trip (stage 14)."""
 
 
 def sandbox_json(backends: Sequence[Backend]) -> str:
@@ -109,9 +110,10 @@ def gateway_toml(
             "vendor": backend.vendor,
             "base_url": sandbox_url,
             **translator.sandbox_credentials,
-            "max_in_flight": backend.max_in_flight,
             "request_timeout_s": backend.request_timeout_s,
         }
+        if backend.max_in_flight is not None:
+            values["max_in_flight"] = backend.max_in_flight
         if quota is None:
             values.update(call_limit=_UNLIMITED_CALLS, call_window_s=1.0, recipient_limit=0)
         else:

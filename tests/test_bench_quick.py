@@ -188,12 +188,59 @@ def test_stage_14_reads_store_counters_summed_over_labels_or_none() -> None:
     assert set(counters_in("").values()) == {None}
 
 
-def test_stage_14_gateways_may_have_every_caller_in_flight(tmp_path: Path) -> None:
-    from bench._platform import MOST_CALLERS, platform_backends
+def test_stage_14_gateways_derive_their_calls_in_flight(tmp_path: Path) -> None:
+    """Stage 14 leaves `max_in_flight` out (0 = derived from the call quota and the round
+    trip); quotas off in the grid, Tencent's published quota in the latency round."""
+    from bench._platform import TENCENT_QUOTA, latency_backends, platform_backends
 
     path = tmp_path / "gateway.toml"
     path.write_text(gateway_toml("http://127.0.0.1:9", platform_backends()))
+    assert "max_in_flight" not in path.read_text()
     (backend,) = load_config(path, {}).backends
-    assert backend.max_in_flight == MOST_CALLERS
+    assert backend.max_in_flight == 0
     assert backend.call_limit >= 1_000_000
     assert backend.recipient_limit == 0
+    path.write_text(gateway_toml("http://127.0.0.1:9", latency_backends()))
+    (backend,) = load_config(path, {}).backends
+    assert backend.max_in_flight == 0
+    assert (backend.call_limit, backend.call_window_s) == (200, 1.0)
+    assert (backend.recipient_limit, backend.recipient_window_s) == (12_000, 60.0)
+    assert TENCENT_QUOTA.call_limit == backend.call_limit
+
+
+def test_other_stages_keep_a_fixed_max_in_flight(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.toml"
+    path.write_text(gateway_toml("http://127.0.0.1:9", [Backend("tencent")]))
+    (backend,) = load_config(path, {}).backends
+    assert backend.max_in_flight == 8
+
+
+def test_stage_14_sustained_rate_ignores_a_quota_s_first_window() -> None:
+    """Quota-bound: 200 ends in the first 0.2 s of each 1.05 s cycle, so a run's wall time
+    depends on where it stops; the span estimator gives 200 per cycle either way."""
+    from bench._platform import Tally
+
+    for requests in (512, 600, 1_024):
+        ends = [k // 200 * 1.05 + (k % 200) * 0.001 for k in range(requests)]
+        tally = Tally(requests=requests, wall_s=ends[-1], ends_s=[ends])
+        assert tally.sustained_per_s(200) == pytest.approx(200 / 1.05)
+    steady = Tally(requests=500, wall_s=1.0, ends_s=[[k / 500 for k in range(500)]])
+    assert steady.sustained_per_s(200) == pytest.approx(500)
+    assert Tally(requests=10, wall_s=2.0, ends_s=[[0.1] * 10]).sustained_per_s(200) == 5
+
+
+def test_stage_14_reads_gauges_summed_over_labels() -> None:
+    from bench._platform import counters_in
+
+    text = (
+        "# TYPE imgate_tracked_entries gauge\n"
+        'imgate_tracked_entries{structure="batch_runs"} 2.0\n'
+        'imgate_tracked_entries{structure="orphans"} 1.0\n'
+        "# TYPE imgate_vendor_in_flight_limit gauge\n"
+        'imgate_vendor_in_flight_limit{backend="tencent"} 21.0\n'
+    )
+    names = ("imgate_tracked_entries", "imgate_vendor_in_flight_limit")
+    assert counters_in(text, names) == {
+        "imgate_tracked_entries": 3.0,
+        "imgate_vendor_in_flight_limit": 21.0,
+    }
