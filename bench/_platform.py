@@ -81,7 +81,7 @@ TENCENT_QUOTA = Quota(
     recipient_window_s=60.0,
     block_s=60.0,
 )
-"""Tencent's published quota (imgate.translators.tencent's default limits), configured in
+"""Tencent's published quota (imgate.vendors.tencent's default limits), configured in
 the latency round's gateways only."""
 
 
