@@ -392,7 +392,7 @@ async def test_a_watch_wait_never_swallows_its_cancel(steps_before_cancel: int) 
     # Python 3.11's asyncio.wait_for returns normally when its task is cancelled just
     # after the awaited event was set: a cancelled BatchSend's stream then went on, and
     # its bound batch kept sending (seen about one run in four on SQLite; issue 15).
-    from imgate.pipeline.batches import woken
+    from imgate.pipeline.watch import woken
 
     event = asyncio.Event()
     rounds = 0

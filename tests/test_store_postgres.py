@@ -350,7 +350,7 @@ async def test_a_replica_starting_takes_nothing_from_a_live_one(
         assert time.monotonic() < deadline, "the batch did not start"
         await asyncio.sleep(0.02)
     second = await start_gateway(one_at_a_time, store=PostgresStore(schema_url), lease_s=30.0)
-    assert second.gateway.batches._runs == {}  # nothing adopted, nothing recovered
+    assert second.gateway.tracked()["batch_runs"] == 0  # nothing adopted, nothing recovered
     while True:
         got = await second.stub.GetBatch(pb.GetBatchRequest(batch_id=batch.batch_id))
         if got.state == pb.BATCH_STATE_DONE:

@@ -31,9 +31,11 @@ from imgate.api.validate import (
 )
 from imgate.config.load import GatewayConfig
 from imgate.observability.logs import set_log_context
-from imgate.pipeline.batches import Backlogged, BatchService, GatewayStopping
+from imgate.pipeline.batches import BatchService
 from imgate.pipeline.dispatch import DEADLINE_MARGIN_S, Backend, BatchRun
 from imgate.pipeline.planner import dedupe
+from imgate.pipeline.queue import Backlogged
+from imgate.pipeline.watch import GatewayStopping
 from imgate.store.base import BatchRow, ListRow, OutcomePage
 from imgate.v1 import gateway_pb2 as pb
 from imgate.v1 import gateway_pb2_grpc as pb_grpc

@@ -5,24 +5,18 @@ sent by this process and nothing else in memory: batches, recipients and outcome
 in the store, and a watcher reads them from there at its own pace.
 
 Each backend runs at most `max_running_batches` batches at once here; the others wait
-QUEUED in the store, never in memory, and a slot that frees takes the oldest batch of the
-caller with the fewest running (callers' fair shares, rule 19). Past
-`max_queued_batches` waiting, a submit is refused (`Backlogged`). A BatchSend that fits
-one vendor call takes a short path (`send_small`): quota and permit first, then the batch
-is stored with its chunk already SENDING (one commit), sent, and recorded and ended in
-one more commit; its caller gets the outcome without a watch loop over the store.
+QUEUED in the store (pipeline.queue). A BatchSend that fits one vendor call takes a short
+path (`send_small`): quota and permit first, then the batch is stored with its chunk
+already SENDING (one commit), sent, and recorded and ended in one more commit; its caller
+gets the outcome without a watch loop over the store.
 
 At start-up it recovers what a previous process left: chunks found SENDING may have
 reached the vendor, so they end UNCERTAIN (never resent); CLAIMED ones go back to
 PLANNED; unfinished batches are resumed, except those bound to a caller that is gone
 (BatchSend without request_id), which end with their unsent recipients NOT_ATTEMPTED.
 
-With a shared store (PostgreSQL, CONTRACT.md §5) the gateway is one replica of several:
-it heartbeats every lease_s / 3, and a sweep adopts the batches of replicas whose
-heartbeat is older than `lease_s` and takes them over exactly as a start-up recovers
-(so a start-up recovers only dead replicas' batches, never a live one's). A cancel
-asked on any replica reaches the owner, which polls the state of the batches it runs;
-a replica never closes a batch that another one owns.
+With a shared store (PostgreSQL, CONTRACT.md §5) the gateway is one replica of several
+(pipeline.replicas): a start-up recovers only dead replicas' batches, never a live one's.
 """
 
 from __future__ import annotations
@@ -32,7 +26,6 @@ import contextlib
 import logging
 import time
 import uuid
-from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
@@ -40,7 +33,10 @@ from imgate.observability.logs import set_log_context
 from imgate.observability.metrics import BATCH_STATE_NAMES, Metrics
 from imgate.observability.tracing import AttributeValue, Tracing
 from imgate.pipeline.dispatch import Backend, BatchRun, Fresh
+from imgate.pipeline.queue import BatchQueue
+from imgate.pipeline.replicas import ReplicaLoops
 from imgate.pipeline.sink import BatchSink, Chunk
+from imgate.pipeline.watch import GatewayStopping, watch
 from imgate.store.base import (
     PLANNED,
     RECIPIENT_PAGE,
@@ -58,50 +54,9 @@ log = logging.getLogger("imgate.batches")
 # One line per batch that ended here: who sent what through which backend, and how it went.
 audit_log = logging.getLogger("imgate.audit")
 
-# A watcher with nothing new checks the store this often even without a notification
-# (another process may have written; a notification may have been lost).
-WATCH_POLL_S = 1.0
-# What a watcher reads at once: its memory is bounded in bytes, whatever a page holds.
-WATCH_BYTES = 64 << 10
 # Batches closed at once after a restart (bound to a caller that is gone, or cancelled).
 _CLOSING_AT_ONCE = 16
 _PURGE_EVERY_S = 300.0
-# The owner of a batch cancelled on another replica notices within this.
-CANCEL_POLL_S = 1.0
-
-
-class GatewayStopping(Exception):
-    """This gateway is shutting down and the batch will not end here."""
-
-
-class Backlogged(Exception):
-    """The backend has `max_queued_batches` waiting: nothing was stored."""
-
-
-class _Slots:
-    """One backend's batches running in this process, by caller, and the callers that
-    may have batches waiting QUEUED in the store."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.running: Counter[str] = Counter()
-        self.total = 0
-        self.waiting: set[str] = set()
-        self.filling = False
-
-    @property
-    def free(self) -> bool:
-        return self.total < self.limit
-
-    def take(self, caller: str) -> None:
-        self.running[caller] += 1
-        self.total += 1
-
-    def give_back(self, caller: str) -> None:
-        self.total -= 1
-        self.running[caller] -= 1
-        if self.running[caller] <= 0:
-            del self.running[caller]  # keyed by caller: nothing kept for an idle one
 
 
 class BatchService:
@@ -128,21 +83,22 @@ class BatchService:
         self.lease_s = lease_s
         self.owner = uuid.uuid4().hex
         """This process's replica id: owner of its batches and chunks (new at each start)."""
-        self.store_reachable: Callable[[bool], Awaitable[None]] | None = None
-        """Told when a shared store stops (False) or starts again (True) answering."""
-        self.store_answers = True
-        """False from a failed heartbeat of a shared store until one succeeds."""
         self.stopping = asyncio.Event()
         self.stopped = asyncio.Event()
         self._runs: dict[str, tuple[BatchRun, asyncio.Task[None]]] = {}
-        self._slots = {
-            name: _Slots(backend.config.max_running_batches) for name, backend in backends.items()
-        }
+        self.queue = BatchQueue(
+            backends,
+            store,
+            self.owner,
+            self.metrics,
+            lambda row: self._launch(row, slot_taken=True),
+            self.may_run,
+        )
+        self.replica = ReplicaLoops(self)
         self._loops: list[asyncio.Task[None]] = []
-        self._fillers: set[asyncio.Task[None]] = set()
-        # Shared store: batches of this replica whose run stopped on an error, to be
-        # released (and adopted again by a sweep) rather than left owned and idle.
-        self._orphans: set[str] = set()
+        self.orphans: set[str] = set()
+        """Shared store: batches of this replica whose run stopped on an error, to be
+        released (and adopted again by a sweep) rather than left owned and idle."""
 
     # -- life cycle ---------------------------------------------------------------------
 
@@ -157,18 +113,15 @@ class BatchService:
             _, recovered = await store.adopt(self.owner, self.lease_s)
         else:
             recovered = await store.recover(self.owner)
-        await self._end_in_flight(recovered)
-        await self._close_all(recovered.to_close)
-        await self._find_waiting()
+        await self.end_in_flight(recovered)
+        await self.close_all(recovered.to_close)
+        await self.queue.find_waiting()
         self._loops.append(asyncio.create_task(self._purge_loop()))
         if store.shared:
-            self._loops += [
-                asyncio.create_task(self._heartbeat_loop()),
-                asyncio.create_task(self._sweep_loop()),
-                asyncio.create_task(self._cancel_poll_loop()),
-            ]
+            self.replica.start()
+            self._loops += self.replica.tasks
 
-    async def _end_in_flight(self, recovered: Recovered) -> None:
+    async def end_in_flight(self, recovered: Recovered) -> None:
         """Chunks found SENDING may have reached the vendor: they end UNCERTAIN."""
         for stored in recovered.sending:
             row = await self.store.get_batch(stored.batch_id)
@@ -187,19 +140,20 @@ class BatchService:
                 len(recovered.sending),
             )
 
-    async def _close_all(self, batch_ids: Sequence[str]) -> None:
+    async def close_all(self, batch_ids: Sequence[str]) -> None:
         """Close these batches (their unsent recipients NOT_ATTEMPTED), a few at a time."""
         for start in range(0, len(batch_ids), _CLOSING_AT_ONCE):
             launched = []
             for batch_id in batch_ids[start : start + _CLOSING_AT_ONCE]:
                 row = await self.store.get_batch(batch_id)
-                if row is not None and not row.ended and self._may_run(row):
+                if row is not None and not row.ended and self.may_run(row):
                     launched.append(self._launch(row, send=False))
             await asyncio.gather(*launched, return_exceptions=True)
         if batch_ids:
             log.info("closed %d batches left unfinished and not to be sent", len(batch_ids))
 
-    def _may_run(self, row: BatchRow) -> bool:
+    def may_run(self, row: BatchRow) -> bool:
+        """Whether `row` can run here now: not running already, backend configured."""
         if row.batch_id in self._runs:
             return False
         if row.backend not in self.backends:
@@ -215,8 +169,7 @@ class BatchService:
         """No new vendor call; calls in flight get `grace_s`, then are cut. Batches that
         cannot be resumed later (bound to a caller, or a memory store) end here."""
         self.stopping.set()
-        for filler in self._fillers:
-            filler.cancel()
+        await self.queue.stop()
         runs = list(self._runs.values())
         if runs:
             _, late = await asyncio.wait([task for _, task in runs], timeout=grace_s)
@@ -232,7 +185,7 @@ class BatchService:
                             await run.close()
         for loop in self._loops:
             loop.cancel()
-        await asyncio.gather(*self._loops, *self._fillers, return_exceptions=True)
+        await asyncio.gather(*self._loops, return_exceptions=True)
         if self.store.shared:
             # What stays queued here is taken over by the other replicas now, not after
             # the lease (a rolling deploy restarts every replica in turn).
@@ -250,10 +203,9 @@ class BatchService:
         """Sizes of what is held per batch, stream or caller (see Store.tracked)."""
         return {
             **self.store.tracked(),
+            **self.queue.tracked(),
             "batch_runs": len(self._runs),
-            "slot_callers": sum(len(slots.running) for slots in self._slots.values()),
-            "waiting_callers": sum(len(slots.waiting) for slots in self._slots.values()),
-            "orphans": len(self._orphans),
+            "orphans": len(self.orphans),
         }
 
     # -- running batches ----------------------------------------------------------------
@@ -287,7 +239,7 @@ class BatchService:
     ) -> asyncio.Task[None]:
         row = run.row
         if not slot_taken:
-            self._slots[row.backend].take(row.caller)
+            self.queue.slots(row.backend).take(row.caller)
         task = asyncio.create_task(self._run(run, work), name=f"batch {row.batch_id}")
         self._runs[row.batch_id] = (run, task)
         return task
@@ -330,14 +282,14 @@ class BatchService:
                 self.metrics.store_errors.labels("batch").inc()
             log.exception("batch %s stopped on an unexpected error", run.row.batch_id)
             if self.store.shared and not self.stopping.is_set():
-                self._orphans.add(row.batch_id)  # a sweep takes it over (rule 9 holds)
+                self.orphans.add(row.batch_id)  # a sweep takes it over (rule 9 holds)
         finally:
             self._runs.pop(row.batch_id, None)
             self.store.forget(row.batch_id)
-            self._slots[row.backend].give_back(row.caller)
+            self.queue.slots(row.backend).give_back(row.caller)
             ended_state = run.sink.row.state if run.sink.row.ended else None
             self.metrics.batch_finished(row.backend, ended_state)
-            self._fill(row.backend)
+            self.queue.fill(row.backend)
         if run.sink.row.ended:
             self._audit(run.sink.row)
 
@@ -357,53 +309,6 @@ class BatchService:
             row.vendor_calls,
         )
 
-    # -- the queue ----------------------------------------------------------------------
-
-    def _fill(self, backend: str) -> None:
-        """Take waiting batches from the store into the backend's free slots (one filler
-        per backend at a time, in a task of its own)."""
-        slots = self._slots[backend]
-        if slots.filling or not slots.waiting or not slots.free or self.stopping.is_set():
-            return
-        slots.filling = True
-        filler = asyncio.create_task(self._fill_slots(backend, slots))
-        self._fillers.add(filler)
-        filler.add_done_callback(self._fillers.discard)
-
-    async def _fill_slots(self, backend: str, slots: _Slots) -> None:
-        weights = self.backends[backend].caller_weights
-        try:
-            while slots.waiting and slots.free and not self.stopping.is_set():
-                # Fair between callers: the one with the fewest running for its weight,
-                # then its oldest batch (the store's order).
-                caller = min(
-                    slots.waiting,
-                    key=lambda name: (slots.running[name] / weights.get(name, 1), name),
-                )
-                slots.take(caller)  # held while the store is asked: submits race for it
-                try:
-                    row = await self.store.claim_next(backend, caller, self.owner)
-                except BaseException:
-                    slots.give_back(caller)
-                    raise
-                if row is not None and self._may_run(row):
-                    self._launch(row, slot_taken=True)
-                    continue
-                slots.give_back(caller)
-                if row is None:
-                    slots.waiting.discard(caller)
-        except Exception:
-            self.metrics.store_errors.labels("queue").inc()
-            log.exception("taking queued batches from the store failed; trying again later")
-        finally:
-            slots.filling = False
-
-    async def _find_waiting(self) -> None:
-        """Ask the store which callers have batches waiting (at start, after adoption)."""
-        for name, slots in self._slots.items():
-            slots.waiting |= await self.store.queued_callers(name, self.owner)
-            self._fill(name)
-
     # -- background loops ---------------------------------------------------------------
 
     async def _purge_loop(self) -> None:
@@ -416,92 +321,8 @@ class BatchService:
             except Exception:
                 self.metrics.store_errors.labels("purge").inc()
                 log.exception("purging ended batches failed")
-            # A filler that failed on a store error tries again here too.
-            for name in self._slots:
-                self._fill(name)
+            self.queue.fill_all()  # a filler that failed on a store error tries again
             await asyncio.sleep(every)
-
-    # -- replicas (shared store) --------------------------------------------------------
-
-    async def _heartbeat_loop(self) -> None:
-        every = self.lease_s / 3
-        while True:
-            await asyncio.sleep(every)
-            try:
-                # Bounded: a database that stopped answering (no reset) is noticed too.
-                async with asyncio.timeout(max(1.0, every)):  # not wait_for: see woken
-                    await self.store.heartbeat(self.owner)
-            except Exception as exc:
-                self.metrics.store_errors.labels("heartbeat").inc()
-                log.warning("store heartbeat failed: %s", exc or type(exc).__name__)
-                await self._set_reachable(False)
-            else:
-                await self._set_reachable(True)
-
-    async def _set_reachable(self, reachable: bool) -> None:
-        if reachable == self.store_answers:
-            return
-        self.store_answers = reachable
-        if reachable:
-            log.info("the store answers again")
-        if self.store_reachable is not None:
-            await self.store_reachable(reachable)
-
-    async def _sweep_loop(self) -> None:
-        every = self.lease_s / 3
-        while True:
-            await asyncio.sleep(every)
-            for batch_id in list(self._orphans):
-                try:
-                    await self.store.release(batch_id, self.owner)
-                except Exception:
-                    break  # the store is still away: next time
-                self._orphans.discard(batch_id)
-                log.warning("batch %s released, to be adopted again by a sweep", batch_id)
-            try:
-                adopted, recovered = await self.store.adopt(self.owner, self.lease_s)
-            except Exception:
-                self.metrics.store_errors.labels("sweep").inc()
-                log.exception("adopting dead replicas' batches failed")
-                continue
-            if adopted:
-                log.warning(
-                    "adopted %d batches of replicas silent for over %.1fs",
-                    adopted,
-                    self.lease_s,
-                )
-            try:
-                await self._end_in_flight(recovered)
-            except Exception:
-                # Resumed all the same: the run's close ends what is still SENDING
-                # UNCERTAIN. Not resumed, they would stay this replica's and idle.
-                self.metrics.store_errors.labels("sweep").inc()
-                log.exception("ending adopted in-flight chunks failed; left to the runs")
-            if self.stopping.is_set():
-                continue
-            try:
-                await self._close_all(recovered.to_close)
-                if adopted:
-                    await self._find_waiting()
-            except Exception:
-                self.metrics.store_errors.labels("sweep").inc()
-                log.exception("resuming adopted batches failed; the next sweep tries again")
-
-    async def _cancel_poll_loop(self) -> None:
-        """A cancel asked on another replica only changes the store: notice it here, for
-        batches running here and for this replica's queued ones."""
-        while True:
-            await asyncio.sleep(min(CANCEL_POLL_S, self.lease_s / 3))
-            try:
-                cancelled = await self.store.cancelling(self.owner, 100)
-            except Exception:  # noqa: S112 - the heartbeat loop reports the store's trouble
-                continue
-            for row in cancelled:
-                running = self._runs.get(row.batch_id)
-                if running is not None:
-                    running[0].cancelled.set()
-                elif self._may_run(row) and not self.stopping.is_set():
-                    self._launch(row, send=False)
 
     # -- what the servicer asks ---------------------------------------------------------
 
@@ -546,13 +367,13 @@ class BatchService:
     ) -> tuple[BatchRow, bool]:
         if self.stopping.is_set():
             raise GatewayStopping
-        slots = self._slots[row.backend]
+        slots = self.queue.slots(row.backend)
         # A batch bound to its caller never waits in the store: its memory is its RPC's.
         runs_now = slots.free or row.bound
         if runs_now:
             slots.take(row.caller)  # held from now: submits racing for the last slot
         else:
-            await self._check_backlog(row.backend)
+            await self.queue.check_backlog(row.backend)
         # Stored RUNNING (CONTRACT §4: QUEUED or RUNNING) when it runs at once: its run
         # need not commit the state again before the first call.
         row.state = pb.BATCH_STATE_RUNNING if runs_now else pb.BATCH_STATE_QUEUED
@@ -566,20 +387,8 @@ class BatchService:
             if runs_now:
                 launch(stored)  # in the slot taken above
             else:
-                self._queued(stored)
+                self.queue.queued(stored)
         return stored, created
-
-    async def _check_backlog(self, backend: str) -> None:
-        limit = self.backends[backend].config.max_queued_batches
-        if await self.store.queued_count(backend) >= limit:
-            raise Backlogged(
-                f"backend {backend} has {limit} batches waiting (max_queued_batches);"
-                " nothing was stored: try again later"
-            )
-
-    def _queued(self, row: BatchRow) -> None:
-        self._slots[row.backend].waiting.add(row.caller)
-        self._fill(row.backend)  # a slot may have freed meanwhile
 
     async def send_small(
         self,
@@ -630,6 +439,18 @@ class BatchService:
         task = self._start(run, run.run_one(chunk, grant))
         return stored, True, (run, task)
 
+    async def find_waiting(self) -> None:
+        await self.queue.find_waiting()
+
+    def cancel_here(self, row: BatchRow) -> None:
+        """A cancel asked on another replica (or found at adoption): stop the batch's run
+        here, or close it when it is not running."""
+        running = self._runs.get(row.batch_id)
+        if running is not None:
+            running[0].cancelled.set()
+        elif self.may_run(row) and not self.stopping.is_set():
+            self._launch(row, send=False)
+
     def running(self, batch_id: str) -> asyncio.Task[None] | None:
         """The task that runs `batch_id` here, if any."""
         found = self._runs.get(batch_id)
@@ -652,50 +473,14 @@ class BatchService:
     async def watch(
         self, batch_id: str, after_seq: int
     ) -> AsyncIterator[tuple[list[OutcomePage], BatchRow | None]]:
-        """(pages, None) for outcomes after `after_seq` as they are recorded, then
-        ([], row) once the batch has ended. Raises GatewayStopping when this gateway stops
-        before the batch ends. Reads at most WATCH_BYTES at once."""
-        store = self.store
-        with store.notifier.watching(batch_id) as changed:
-            while True:
-                changed.clear()
-                pages = await store.read_outcomes(batch_id, after_seq, WATCH_BYTES)
-                if pages:
-                    after_seq = pages[-1].seq
-                    yield pages, None
-                    continue
-                # Running here and not ended: it ends here, and its end wakes us.
-                running = self._runs.get(batch_id)
-                if running and not running[0].sink.ended and not self.stopped.is_set():
-                    await woken(changed, WATCH_POLL_S)
-                    continue
-                row = await store.get_batch(batch_id)
-                if row is None:
-                    raise GatewayStopping  # purged while watched
-                if row.ended:
-                    # Every page was recorded before the batch ended: read what came.
-                    pages = await store.read_outcomes(batch_id, after_seq, WATCH_BYTES)
-                    if pages:
-                        after_seq = pages[-1].seq
-                        yield pages, None
-                        continue
-                    yield [], row
-                    return
-                if self.stopped.is_set():
-                    raise GatewayStopping
-                await woken(changed, WATCH_POLL_S)
+        """See pipeline.watch.watch (a batch running here ends here: no store poll)."""
+        async for item in watch(self.store, batch_id, after_seq, self._live, self.stopped):
+            yield item
 
-
-async def woken(event: asyncio.Event, timeout_s: float) -> None:
-    """Until `event` is set or `timeout_s` has passed, whichever comes first.
-
-    Not asyncio.wait_for: on Python 3.11 it returns normally when the waiting task is
-    cancelled just after the event was set, so a cancelled BatchSend's stream went on
-    and its bound batch kept sending (rule 10; issue 15). asyncio.timeout does not.
-    """
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(timeout_s):
-            await event.wait()
+    def _live(self, batch_id: str) -> bool:
+        """Running here and not ended: it ends here, and its end wakes its watchers."""
+        running = self._runs.get(batch_id)
+        return running is not None and not running[0].sink.ended
 
 
 def _only_fenced(exc: BaseException) -> bool:

@@ -1,0 +1,158 @@
+"""Batches that wait: in the store, never in memory (issue 20).
+
+Each backend runs at most `max_running_batches` batches at once in this process (its
+slots); the others are stored QUEUED. When a slot frees, the caller with the fewest
+batches running for its weight (rule 19) gets it, and the store gives that caller's
+oldest batch. Past `max_queued_batches` waiting, a submit is refused before anything is
+stored (`Backlogged`). Memory holds the slots' counts and the callers that may have
+batches waiting, never the batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Callable, Mapping
+
+from imgate.observability.metrics import Metrics
+from imgate.pipeline.dispatch import Backend
+from imgate.store.base import BatchRow, Store
+
+log = logging.getLogger("imgate.batches")
+
+
+class Backlogged(Exception):
+    """The backend has `max_queued_batches` waiting: nothing was stored."""
+
+
+class Slots:
+    """One backend's batches running in this process, by caller, and the callers that
+    may have batches waiting QUEUED in the store."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.running: Counter[str] = Counter()
+        self.total = 0
+        self.waiting: set[str] = set()
+        self.filling = False
+
+    @property
+    def free(self) -> bool:
+        return self.total < self.limit
+
+    def take(self, caller: str) -> None:
+        self.running[caller] += 1
+        self.total += 1
+
+    def give_back(self, caller: str) -> None:
+        self.total -= 1
+        self.running[caller] -= 1
+        if self.running[caller] <= 0:
+            del self.running[caller]  # keyed by caller: nothing kept for an idle one
+
+
+class BatchQueue:
+    """The slots of every backend, and the fillers that take queued batches into them."""
+
+    def __init__(
+        self,
+        backends: Mapping[str, Backend],
+        store: Store,
+        owner: str,
+        metrics: Metrics,
+        launch: Callable[[BatchRow], object],
+        may_run: Callable[[BatchRow], bool],
+    ) -> None:
+        """`launch(row)` runs a batch claimed from the store in the slot taken for it;
+        `may_run(row)` says whether it can run here (not running, backend configured)."""
+        self._backends = backends
+        self._store = store
+        self._owner = owner
+        self._metrics = metrics
+        self._launch = launch
+        self._may_run = may_run
+        self._slots = {
+            name: Slots(backend.config.max_running_batches) for name, backend in backends.items()
+        }
+        self._fillers: set[asyncio.Task[None]] = set()
+        self._stopping = False
+
+    def slots(self, backend: str) -> Slots:
+        return self._slots[backend]
+
+    def tracked(self) -> dict[str, int]:
+        """Entries held per caller (0 when nothing runs or waits)."""
+        return {
+            "slot_callers": sum(len(slots.running) for slots in self._slots.values()),
+            "waiting_callers": sum(len(slots.waiting) for slots in self._slots.values()),
+        }
+
+    async def check_backlog(self, backend: str) -> None:
+        """Raise Backlogged when `backend` has max_queued_batches waiting already."""
+        limit = self._backends[backend].config.max_queued_batches
+        if await self._store.queued_count(backend) >= limit:
+            raise Backlogged(
+                f"backend {backend} has {limit} batches waiting (max_queued_batches);"
+                " nothing was stored: try again later"
+            )
+
+    def queued(self, row: BatchRow) -> None:
+        """`row` was stored QUEUED: its caller has a batch waiting."""
+        self._slots[row.backend].waiting.add(row.caller)
+        self.fill(row.backend)  # a slot may have freed meanwhile
+
+    async def find_waiting(self) -> None:
+        """Ask the store which callers have batches waiting (at start, after adoption)."""
+        for name, slots in self._slots.items():
+            slots.waiting |= await self._store.queued_callers(name, self._owner)
+            self.fill(name)
+
+    def fill(self, backend: str) -> None:
+        """Take waiting batches from the store into the backend's free slots (one filler
+        per backend at a time, in a task of its own)."""
+        slots = self._slots[backend]
+        if slots.filling or not slots.waiting or not slots.free or self._stopping:
+            return
+        slots.filling = True
+        filler = asyncio.create_task(self._fill_slots(backend, slots))
+        self._fillers.add(filler)
+        filler.add_done_callback(self._fillers.discard)
+
+    def fill_all(self) -> None:
+        for name in self._slots:
+            self.fill(name)
+
+    async def _fill_slots(self, backend: str, slots: Slots) -> None:
+        weights = self._backends[backend].caller_weights
+        try:
+            while slots.waiting and slots.free and not self._stopping:
+                # Fair between callers: the one with the fewest running for its weight,
+                # then its oldest batch (the store's order).
+                caller = min(
+                    slots.waiting,
+                    key=lambda name: (slots.running[name] / weights.get(name, 1), name),
+                )
+                slots.take(caller)  # held while the store is asked: submits race for it
+                try:
+                    row = await self._store.claim_next(backend, caller, self._owner)
+                except BaseException:
+                    slots.give_back(caller)
+                    raise
+                if row is not None and self._may_run(row):
+                    self._launch(row)
+                    continue
+                slots.give_back(caller)
+                if row is None:
+                    slots.waiting.discard(caller)
+        except Exception:
+            self._metrics.store_errors.labels("queue").inc()
+            log.exception("taking queued batches from the store failed; trying again later")
+        finally:
+            slots.filling = False
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for filler in self._fillers:
+            filler.cancel()
+        await asyncio.gather(*self._fillers, return_exceptions=True)
