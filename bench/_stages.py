@@ -63,7 +63,7 @@ from bench._workload import (
     Quota,
     batch_request,
 )
-from imgate.api.servicer import MAX_OUTCOMES_PER_MESSAGE
+from imgate.api.messages import MAX_OUTCOMES_PER_MESSAGE
 from imgate.v1 import gateway_pb2 as pb
 from imgate.v1 import gateway_pb2_grpc as pb_grpc
 from imgate.vendors.registry import BY_VENDOR

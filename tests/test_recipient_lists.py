@@ -222,7 +222,7 @@ def test_fingerprint_leaves_the_request_as_it_was_and_matches_a_copy() -> None:
     import copy
     import hashlib
 
-    from imgate.api.servicer import _fingerprint
+    from imgate.api.requests import fingerprint as _fingerprint
 
     request = pb.SubmitBatchRequest.FromString(
         text_request(["a", "b"], "", request_id="r1").SerializeToString()

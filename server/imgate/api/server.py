@@ -24,6 +24,7 @@ from imgate.api.callers import CallerInterceptor
 from imgate.api.decode import add_gateway_service
 from imgate.api.reflection import enable_reflection
 from imgate.api.rpc_metrics import MetricsInterceptor
+from imgate.api.service import GatewayApi
 from imgate.api.servicer import GatewayServicer
 from imgate.config.addresses import split_listen
 from imgate.config.load import GatewayConfig, check_exposure, is_loopback, read_tls_files
@@ -111,8 +112,9 @@ class Gateway:
             options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 16 << 20)],
         )
         # Not the generated add_..._to_server: undecodable requests are INVALID_ARGUMENT.
-        self._servicer = GatewayServicer(config, self.backends, self.batches)
-        add_gateway_service(self._servicer, self._server)
+        self.api = GatewayApi(config, self.backends, self.batches)
+        """The service's operations, for every transport."""
+        add_gateway_service(GatewayServicer(self.api), self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         enable_reflection((_SERVICE_NAME, health.SERVICE_NAME), self._server)
         self.port = 0
@@ -125,7 +127,7 @@ class Gateway:
     def tracked(self) -> dict[str, int]:
         """Sizes of what the gateway holds per batch, stream or caller: each returns to 0
         once they end (the soak test checks it; /metrics shows it)."""
-        return {**self.batches.tracked(), "cancel_tasks": self._servicer.cancel_tasks}
+        return {**self.batches.tracked(), "cancel_tasks": self.api.cancel_tasks}
 
     async def start(self) -> int:
         """Open the store (resuming its batches), bind `config.listen` (port 0 picks one),

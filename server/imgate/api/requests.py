@@ -1,0 +1,72 @@
+"""Reading a request before it becomes a batch: its payload's fingerprint, the form the
+validators take, and a recipient list's widest id."""
+
+from __future__ import annotations
+
+import hashlib
+
+from google.protobuf import timestamp_pb2
+
+from imgate.store.base import ListRow
+from imgate.v1 import gateway_pb2 as pb
+from imgate.vendors.base.translator import FieldViolation
+
+
+def widest(ids: list[str]) -> tuple[str, int, int]:
+    """(id, bytes, position) of the first id taking the most bytes in a JSON body."""
+    if not ids:
+        return "", -1, 0
+    joined = "".join(ids)
+    if joined.isascii() and '"' not in joined and "\\" not in joined:
+        sizes = list(map(len, ids))  # one byte per character, nothing escaped
+    else:
+        sizes = [len(i.encode()) + i.count('"') + i.count("\\") for i in ids]
+    position = max(range(len(ids)), key=sizes.__getitem__)
+    return ids[position], sizes[position], position
+
+
+def in_list(problem: FieldViolation, recipients: ListRow) -> FieldViolation:
+    """A violation found on the list's widest id, named as the list's."""
+    if not problem.field.startswith("recipient_ids"):
+        return problem
+    return FieldViolation(
+        "recipient_list",
+        f"recipient {recipients.widest_index} of the list: {problem.description}",
+    )
+
+
+def as_send_request(request: pb.BatchSendRequest | pb.SubmitBatchRequest) -> pb.BatchSendRequest:
+    """The request as the validators take it: a SubmitBatchRequest's fields 1-6 without the
+    recipients (the caller holds them as a list)."""
+    if isinstance(request, pb.BatchSendRequest):
+        return request
+    send = pb.BatchSendRequest(
+        request_id=request.request_id, backend=request.backend, sender_id=request.sender_id
+    )
+    if request.HasField("message"):
+        send.message.CopyFrom(request.message)
+    if request.HasField("options"):
+        send.options.CopyFrom(request.options)
+    return send
+
+
+def fingerprint(request: pb.BatchSendRequest | pb.SubmitBatchRequest, backend: str) -> bytes:
+    """Digest of the payload: everything but request_id and send_before, backend resolved.
+    Fields 1-6 have the same numbers in both messages, so BatchSend and SubmitBatch with one
+    payload serialize alike and are the same batch."""
+    # Serialized in place, the excluded fields set aside and put back: a copy of the
+    # request would copy its 100,000 ids once more (about 3 MB of peak memory).
+    request_id, requested_backend = request.request_id, request.backend
+    send_before = None
+    if isinstance(request, pb.SubmitBatchRequest) and request.HasField("send_before"):
+        send_before = timestamp_pb2.Timestamp()
+        send_before.CopyFrom(request.send_before)
+        request.ClearField("send_before")
+    request.request_id, request.backend = "", backend
+    try:
+        return hashlib.sha256(request.SerializeToString(deterministic=True)).digest()
+    finally:
+        request.request_id, request.backend = request_id, requested_backend
+        if send_before is not None:
+            assert isinstance(request, pb.SubmitBatchRequest)
+            request.send_before.CopyFrom(send_before)
