@@ -31,9 +31,6 @@ from bench._platform import platform_traffic
 from bench._procs import OUT, BenchError, Gateway, Proc, Sandbox, StreamServer
 from bench._report import Row, table, write_json
 from bench._stages import (
-    FULL,
-    QUICK,
-    Plan,
     audience_memory,
     batching,
     callers,
@@ -43,13 +40,13 @@ from bench._stages import (
     memory,
     observability,
     profile,
-    progress,
     quota_backends,
     quotas,
     replicas,
     sleep_out,
     stream_floor,
 )
+from bench._stages.common import FULL, QUICK, Plan, progress
 from bench._workload import CALLER_TOKENS, VENDORS, Backend
 
 ALL_STAGES = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14)

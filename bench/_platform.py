@@ -48,7 +48,7 @@ import grpc
 
 from bench._procs import OUT, BenchError, Gateway, Proc, Sandbox, free_port, wait_until
 from bench._report import Row, Target
-from bench._stages import Plan, progress
+from bench._stages.common import Plan, progress
 from bench._workload import Backend, Quota
 
 VENDOR = "tencent"
