@@ -32,7 +32,6 @@ from bench._procs import OUT, BenchError, Gateway, Proc, Sandbox, StreamServer
 from bench._report import Row, table, write_json
 from bench._stages import (
     audience_memory,
-    batching,
     callers,
     durable_store,
     end_to_end,
@@ -44,9 +43,9 @@ from bench._stages import (
     quotas,
     replicas,
     sleep_out,
-    stream_floor,
 )
 from bench._stages.common import FULL, QUICK, Plan, progress
+from bench._stages.stream import batching, stream_floor
 from bench._workload import CALLER_TOKENS, VENDORS, Backend
 
 ALL_STAGES = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14)
