@@ -34,17 +34,16 @@ from bench._stages import (
     audience_memory,
     callers,
     durable_store,
-    end_to_end,
     latency,
     memory,
     observability,
-    profile,
     quota_backends,
     quotas,
     replicas,
     sleep_out,
 )
 from bench._stages.common import FULL, QUICK, Plan, progress
+from bench._stages.end_to_end import end_to_end, profile
 from bench._stages.stream import batching, stream_floor
 from bench._workload import CALLER_TOKENS, VENDORS, Backend
 
