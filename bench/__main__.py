@@ -34,7 +34,6 @@ from bench._stages import (
     audience_memory,
     callers,
     durable_store,
-    latency,
     memory,
     observability,
     quota_backends,
@@ -44,6 +43,7 @@ from bench._stages import (
 )
 from bench._stages.common import FULL, QUICK, Plan, progress
 from bench._stages.end_to_end import end_to_end, profile
+from bench._stages.latency import latency
 from bench._stages.stream import batching, stream_floor
 from bench._workload import CALLER_TOKENS, VENDORS, Backend
 
