@@ -15,7 +15,7 @@ import pytest
 from bench._profile import summarize
 from bench._report import Row, Target, table
 from bench._sandbox_proc import sandbox_config
-from bench._stages import QUOTAS, SLEEP_OUT_QUOTAS, quota_backends, sleep_out_backends
+from bench._stages.quotas import QUOTAS, SLEEP_OUT_QUOTAS, quota_backends, sleep_out_backends
 from bench._workload import VENDORS, Backend, Quota, gateway_toml, sandbox_json
 from imgate.config.load import BackendConfig, load_config
 from imgate.sandbox import FaultRule
@@ -146,7 +146,7 @@ def test_stage_12_quota_use_is_one_when_each_call_is_a_window_after_its_limit_th
 
 
 def test_stage_5_parts_split_the_wall_time_and_count_full_windows() -> None:
-    from bench._stages import quota_run_parts
+    from bench._stages.quotas import quota_run_parts
 
     # 4 windows of 2 calls of 500 (limit 1,000 per 1 s), each window 10 ms late on the last.
     calls = [(100.0 + k * 1.01 + 0.002 * n, 500) for k in range(4) for n in range(2)]
@@ -162,7 +162,7 @@ def test_stage_5_parts_split_the_wall_time_and_count_full_windows() -> None:
 
 
 def test_stage_7_last_window_starts_past_the_full_windows() -> None:
-    from bench._stages import quota_run_parts
+    from bench._stages.quotas import quota_run_parts
 
     # 5 calls, limit 2: windows of 2, 2, 1; the last window's call is the fifth.
     calls = [(float(t), 1) for t in (0, 0.1, 1.2, 1.3, 2.4)]
