@@ -30,7 +30,8 @@ from typing import Any
 from bench._platform import platform_traffic
 from bench._procs import OUT, BenchError, Gateway, Proc, Sandbox, StreamServer
 from bench._report import Row, table, write_json
-from bench._stages import callers, replicas
+from bench._stages import replicas
+from bench._stages.callers import callers
 from bench._stages.common import FULL, QUICK, Plan, progress
 from bench._stages.end_to_end import end_to_end, profile
 from bench._stages.latency import latency
