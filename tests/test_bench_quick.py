@@ -119,7 +119,7 @@ def test_profile_summary_counts_self_and_total(tmp_path: Path) -> None:
 
 
 def test_stage_12_quota_is_identical_in_gateway_and_sandbox(tmp_path: Path) -> None:
-    from bench._stages import replica_backends
+    from bench._stages.replicas import replica_backends
 
     path = tmp_path / "gateway.toml"
     path.write_text(gateway_toml("http://127.0.0.1:9", replica_backends()))
@@ -136,7 +136,7 @@ def test_stage_12_quota_is_identical_in_gateway_and_sandbox(tmp_path: Path) -> N
 
 
 def test_stage_12_quota_use_is_one_when_each_call_is_a_window_after_its_limit_th() -> None:
-    from bench._stages import _quota_use
+    from bench._stages.replicas import _quota_use
 
     # Bursts of 4 calls every 1.0 s, limit 4 per 1 s: the quota in full, whatever the bursts.
     arrivals = [second + 0.001 * n for second in range(10) for n in range(4)]
