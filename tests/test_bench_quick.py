@@ -173,7 +173,7 @@ def test_stage_7_last_window_starts_past_the_full_windows() -> None:
 
 
 def test_stage_14_reads_store_counters_summed_over_labels_or_none() -> None:
-    from bench._platform import counters_in
+    from bench._platform_run import counters_in
 
     text = (
         "# HELP imgate_store_commits_total Store commits.\n"
@@ -191,7 +191,7 @@ def test_stage_14_reads_store_counters_summed_over_labels_or_none() -> None:
 def test_stage_14_gateways_derive_their_calls_in_flight(tmp_path: Path) -> None:
     """Stage 14 leaves `max_in_flight` out (0 = derived from the call quota and the round
     trip); quotas off in the grid, Tencent's published quota in the latency round."""
-    from bench._platform import TENCENT_QUOTA, latency_backends, platform_backends
+    from bench._platform_run import TENCENT_QUOTA, latency_backends, platform_backends
 
     path = tmp_path / "gateway.toml"
     path.write_text(gateway_toml("http://127.0.0.1:9", platform_backends()))
@@ -218,7 +218,7 @@ def test_other_stages_keep_a_fixed_max_in_flight(tmp_path: Path) -> None:
 def test_stage_14_sustained_rate_ignores_a_quota_s_first_window() -> None:
     """Quota-bound: 200 ends in the first 0.2 s of each 1.05 s cycle, so a run's wall time
     depends on where it stops; the span estimator gives 200 per cycle either way."""
-    from bench._platform import Tally
+    from bench._platform_run import Tally
 
     for requests in (512, 600, 1_024):
         ends = [k // 200 * 1.05 + (k % 200) * 0.001 for k in range(requests)]
@@ -230,7 +230,7 @@ def test_stage_14_sustained_rate_ignores_a_quota_s_first_window() -> None:
 
 
 def test_stage_14_reads_gauges_summed_over_labels() -> None:
-    from bench._platform import counters_in
+    from bench._platform_run import counters_in
 
     text = (
         "# TYPE imgate_tracked_entries gauge\n"
