@@ -40,12 +40,12 @@ from bench._platform_run import (
     LoadClient,
     Side,
     Tally,
-    _gateway_sides,
-    _processes,
-    _rounds,
-    _warm,
+    gateway_sides,
     latency_backends,
+    processes,
+    run_rounds,
     store_counters,
+    warm,
 )
 from bench._report import Row, Target
 from bench._stages.common import Plan, progress
@@ -106,15 +106,15 @@ def platform_traffic(plan: Plan) -> list[Row]:
     """Stage 14 (see the module docstring)."""
     stage = QUICK_PLAN if plan.quick else FULL_PLAN
     rows: list[Row] = []
-    with _processes() as (sandbox, sides, sqlite_db):
+    with processes() as (sandbox, sides, sqlite_db):
         load = LoadClient()
         try:
             progress("stage 14: warm-up")
-            _warm(sides, sandbox, load, 0.0)
+            warm(sides, sandbox, load, 0.0)
             for recipients in stage.recipients:
                 for callers in stage.callers:
                     progress(f"stage 14: {recipients} rcpt, {_callers(callers)}")
-                    tallies = _rounds(
+                    tallies = run_rounds(
                         sides,
                         sandbox,
                         load,
@@ -129,9 +129,9 @@ def platform_traffic(plan: Plan) -> list[Row]:
                 " gateways with Tencent's quota"
             )
             backends = latency_backends()
-            with _gateway_sides(sandbox, backends, "gateway-platform-quota") as quota_sides:
-                _warm(quota_sides, sandbox, load, LATENCY_S)
-                latency = _rounds(
+            with gateway_sides(sandbox, backends, "gateway-platform-quota") as quota_sides:
+                warm(quota_sides, sandbox, load, LATENCY_S)
+                latency = run_rounds(
                     [*sides[:2], *quota_sides],
                     sandbox,
                     load,

@@ -293,7 +293,7 @@ def _measure(
         tally.counters[counter] = None if delta is None or previous is None else previous + delta
 
 
-def _rounds(
+def run_rounds(
     sides: Sequence[Side],
     sandbox: Sandbox,
     load: LoadClient,
@@ -319,7 +319,7 @@ def _store_args(url: str, schema: str) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def _gateway_sides(sandbox: Sandbox, backends: list[Backend], prefix: str) -> Iterator[list[Side]]:
+def gateway_sides(sandbox: Sandbox, backends: list[Backend], prefix: str) -> Iterator[list[Side]]:
     """A gateway per store on `backends`, named `prefix-STORE`, serving /metrics, ready;
     stopped (and its PostgreSQL schema dropped) on exit."""
     url = postgres_url()
@@ -340,7 +340,7 @@ def _gateway_sides(sandbox: Sandbox, backends: list[Backend], prefix: str) -> It
 
 
 @contextlib.contextmanager
-def _processes() -> Iterator[tuple[Sandbox, list[Side], Path]]:
+def processes() -> Iterator[tuple[Sandbox, list[Side], Path]]:
     """The sandbox, the sides (direct, minimal, a gateway per store) and the SQLite file;
     every process stopped and the PostgreSQL schema dropped on exit."""
     url = postgres_url()
@@ -357,14 +357,14 @@ def _processes() -> Iterator[tuple[Sandbox, list[Side], Path]]:
         minimal = MinimalGateway("gateway-platform-minimal", sandbox)
         stack.callback(minimal.stop)
         stores = stack.enter_context(
-            _gateway_sides(sandbox, platform_backends(), "gateway-platform")
+            gateway_sides(sandbox, platform_backends(), "gateway-platform")
         )
         minimal.wait_ready()
         sides = [Side("direct", None), Side("minimal", minimal, minimal.target), *stores]
         yield sandbox, sides, OUT / "gateway-platform-sqlite.db"
 
 
-def _warm(sides: Sequence[Side], sandbox: Sandbox, load: LoadClient, latency_s: float) -> None:
+def warm(sides: Sequence[Side], sandbox: Sandbox, load: LoadClient, latency_s: float) -> None:
     """100 untimed requests from 16 callers through each side."""
     for side in sides:
         _fresh_sandbox(sandbox, latency_s)

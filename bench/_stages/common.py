@@ -134,7 +134,7 @@ def send_batch(gateway: Gateway, request: pb.BatchSendRequest, timeout_s: float)
     )
 
 
-def _call_arrivals(sandbox: Sandbox, vendor: str) -> list[tuple[float, int]]:
+def call_arrivals(sandbox: Sandbox, vendor: str) -> list[tuple[float, int]]:
     """(arrival, deliveries) per processed call: its first delivery's time (Unix s) and how
     many recipients it delivered, sorted by arrival."""
     first: dict[int, float] = {}

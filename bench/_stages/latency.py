@@ -14,7 +14,7 @@ from bench._workload import batch_request
 from imgate.v1 import gateway_pb2 as pb
 from imgate.v1 import gateway_pb2_grpc as pb_grpc
 
-_LATENCY_S = 0.05
+LATENCY_S = 0.05
 _LATENCY_VENDOR = "tencent"
 
 
@@ -62,7 +62,7 @@ def latency(sandbox: Sandbox, gateway: Gateway, plan: Plan) -> list[Row]:
     """Stage 6 with every sandbox call of the vendor delayed by 50 ms."""
     vendor = _LATENCY_VENDOR
     sandbox.reset()
-    sandbox.set_faults(vendor, [{"kind": "latency", "delay_s": _LATENCY_S}])
+    sandbox.set_faults(vendor, [{"kind": "latency", "delay_s": LATENCY_S}])
     try:
         progress(
             f"stage 6: round trip, {plan.round_trip_recipients:,} recipients one call at a time"
@@ -77,7 +77,7 @@ def latency(sandbox: Sandbox, gateway: Gateway, plan: Plan) -> list[Row]:
     finally:
         sandbox.set_faults(vendor, [])
     first = statistics.median(firsts)
-    delay = f"{vendor}, {_LATENCY_S * 1000:.0f} ms sandbox latency"
+    delay = f"{vendor}, {LATENCY_S * 1000:.0f} ms sandbox latency"
     progress("stage 6: start-up floor")
     startup = startup_floor(plan.ttfo_recipients, 7)
     return [

@@ -15,7 +15,7 @@ from typing import Any
 from bench._procs import BenchError, Gateway, HttpClient, Sandbox
 from bench._report import Row, Target
 from bench._stages.common import Plan, progress, send_batch
-from bench._stages.latency import _LATENCY_S
+from bench._stages.latency import LATENCY_S
 from bench._workload import WARM_RECIPIENTS, Backend, batch_request
 
 _MEMORY_VENDOR = "tencent"
@@ -87,7 +87,7 @@ def audience_memory(sandbox: Sandbox, backends: list[Backend], plan: Plan) -> li
     vendor = _AUDIENCE_VENDOR
     sizes = plan.list_sizes
     sandbox.reset()
-    sandbox.set_faults(vendor, [{"kind": "latency", "delay_s": _LATENCY_S}])
+    sandbox.set_faults(vendor, [{"kind": "latency", "delay_s": LATENCY_S}])
     gateway_peak: dict[int, float] = {}
     gateway_idle: dict[int, float] = {}
     runs: dict[int, dict[str, Any]] = {}
@@ -150,7 +150,7 @@ def audience_memory(sandbox: Sandbox, backends: list[Backend], plan: Plan) -> li
             13,
             "time to first outcome of a list batch ÷ one vendor round trip",
             f"{big:,} recipients (SubmitBatch to the first watched outcome); {vendor},"
-            f" {_LATENCY_S * 1000:.0f} ms sandbox latency",
+            f" {LATENCY_S * 1000:.0f} ms sandbox latency",
             f"{first * 1000:.0f} ms",
             f"{round_trip * 1000:.1f} ms round trip",
             first / round_trip,

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from bench._procs import BenchError, Gateway, HttpClient, Sandbox
 from bench._report import Row, Target
-from bench._stages.common import Plan, _call_arrivals, progress, send_batch
+from bench._stages.common import Plan, call_arrivals, progress, send_batch
 from bench._workload import WARM_RECIPIENTS, Backend, Quota, batch_request
 from imgate.vendors.registry import BY_VENDOR
 
@@ -358,5 +358,5 @@ def sleep_out(plan: Plan) -> list[Row]:
 def _quota_units(sandbox: Sandbox, vendor: str, counts_calls: bool) -> list[tuple[float, int]]:
     """(arrival, units) per processed call, in the unit the quota counts: 1 a call, or
     the recipients it delivered."""
-    calls = _call_arrivals(sandbox, vendor)
+    calls = call_arrivals(sandbox, vendor)
     return [(arrival, 1) for arrival, _ in calls] if counts_calls else calls

@@ -9,7 +9,7 @@ import time
 
 from bench._procs import BenchError, Gateway, RedisServer, Sandbox
 from bench._report import Row, Target
-from bench._stages.common import Plan, _call_arrivals, progress, send_batch
+from bench._stages.common import Plan, call_arrivals, progress, send_batch
 from bench._workload import Backend, Quota, batch_request
 from imgate.v1 import gateway_pb2 as pb
 from imgate.v1 import gateway_pb2_grpc as pb_grpc
@@ -166,7 +166,7 @@ def _until_done(stub: pb_grpc.GatewayServiceStub, batch_id: str, timeout_s: floa
 
 def _call_times(sandbox: Sandbox, vendor: str) -> list[float]:
     """When each processed call reached the sandbox (its first delivery), sorted."""
-    return [arrival for arrival, _ in _call_arrivals(sandbox, vendor)]
+    return [arrival for arrival, _ in call_arrivals(sandbox, vendor)]
 
 
 def _quota_use(arrivals: list[float], limit: int, window_s: float) -> float:

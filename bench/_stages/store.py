@@ -10,7 +10,7 @@ from pathlib import Path
 from bench._procs import OUT, Gateway, Sandbox
 from bench._report import Row, Target
 from bench._stages.common import Plan, progress, send_batch
-from bench._stages.latency import _LATENCY_S, first_outcome_s
+from bench._stages.latency import LATENCY_S, first_outcome_s
 from bench._workload import WARM_RECIPIENTS, batch_request
 from imgate.v1 import gateway_pb2 as pb
 
@@ -44,7 +44,7 @@ def durable_store(
     cpu_ratio = cpu["sqlite"] / cpu["memory"]
     firsts: dict[str, list[float]] = {"memory": [], "sqlite": []}
     sandbox.reset()
-    sandbox.set_faults(vendor, [{"kind": "latency", "delay_s": _LATENCY_S}])
+    sandbox.set_faults(vendor, [{"kind": "latency", "delay_s": LATENCY_S}])
     try:
         first_request = batch_request(vendor, plan.ttfo_recipients)
         for number in range(plan.ttfo_repeats * 2):
@@ -76,7 +76,7 @@ def durable_store(
         Row(
             9,
             "time to first outcome, SQLite store ÷ memory store",
-            f"{vendor}; {plan.ttfo_recipients:,} recipients; {_LATENCY_S * 1000:.0f} ms"
+            f"{vendor}; {plan.ttfo_recipients:,} recipients; {LATENCY_S * 1000:.0f} ms"
             f" sandbox latency; median of {plan.ttfo_repeats}",
             f"SQLite {statistics.median(firsts['sqlite']) * 1000:.0f} ms",
             f"memory {statistics.median(firsts['memory']) * 1000:.0f} ms",
