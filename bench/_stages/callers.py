@@ -14,10 +14,6 @@ from imgate.v1 import gateway_pb2 as pb
 from imgate.v1 import gateway_pb2_grpc as pb_grpc
 
 _US = 1e6
-
-
-# --- stage 11: callers -------------------------------------------------------------------------
-
 _CALLERS_VENDOR = "tencent"
 
 

@@ -29,9 +29,6 @@ def _check_floor_run(sandbox: Sandbox, result: dict[str, Any]) -> None:
         )
 
 
-# --- stages 1 and 3: end to end against the floors -----------------------------------------
-
-
 @dataclass
 class _Round:
     floor: dict[str, Any]

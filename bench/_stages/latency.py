@@ -18,9 +18,6 @@ LATENCY_S = 0.05
 _LATENCY_VENDOR = "tencent"
 
 
-# --- stage 6: latency ---------------------------------------------------------------------------
-
-
 def first_outcome_s(gateway: Gateway, request: pb.BatchSendRequest) -> float:
     """Seconds from the call to its first outcome; the call is then cancelled, and this
     returns once the cancelled batch has ended (the next measurement starts on an idle

@@ -18,10 +18,9 @@ from bench._stages.common import Plan, progress, send_batch
 from bench._stages.latency import LATENCY_S
 from bench._workload import WARM_RECIPIENTS, Backend, batch_request
 
-_MEMORY_VENDOR = "tencent"
-
-
 # --- stage 8: memory ---------------------------------------------------------------------------
+
+_MEMORY_VENDOR = "tencent"
 
 
 def memory(sandbox: Sandbox, backends: list[Backend], plan: Plan) -> Row:

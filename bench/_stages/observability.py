@@ -11,10 +11,6 @@ from bench._stages.common import Plan, progress, send_batch
 from bench._workload import WARM_RECIPIENTS, batch_request
 
 _US = 1e6
-
-
-# --- stage 10: observability ---------------------------------------------------------------------
-
 _OBSERVED_VENDOR = "tencent"
 
 

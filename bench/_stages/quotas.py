@@ -20,6 +20,8 @@ from bench._stages.common import Plan, call_arrivals, progress, send_batch
 from bench._workload import WARM_RECIPIENTS, Backend, Quota, batch_request
 from imgate.vendors.registry import BY_VENDOR
 
+# --- stage 5: quotas ------------------------------------------------------------------------
+
 # Stage 5: the vendors' quotas with time scaled from minutes to one-second windows.
 QUOTAS: dict[str, tuple[Quota, str]] = {
     # Yunxin legacy counts calls (120 / 60 s, then a 60 s block): 10 per 1 s, 1 s block.
@@ -30,9 +32,6 @@ QUOTAS: dict[str, tuple[Quota, str]] = {
         "recipients",
     ),
 }
-
-
-# --- stage 5: quotas ------------------------------------------------------------------------
 
 
 def quota_backends() -> list[Backend]:

@@ -16,10 +16,6 @@ from imgate.v1 import gateway_pb2_grpc as pb_grpc
 from imgate.vendors.registry import BY_VENDOR
 
 _US = 1e6
-
-
-# --- stage 12: replicas sharing one app's quota through Redis ---------------------------------
-
 _REPLICAS = 3
 _REPLICAS_VENDOR = "yunxin_v1"
 # The gateways' request_timeout_s: the shared quota's in-flight lease is this + 2 s, and a

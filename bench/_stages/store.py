@@ -15,10 +15,6 @@ from bench._workload import WARM_RECIPIENTS, batch_request
 from imgate.v1 import gateway_pb2 as pb
 
 _US = 1e6
-
-
-# --- stage 9: the durable store ------------------------------------------------------------------
-
 _STORE_VENDOR = "tencent"
 
 

@@ -13,9 +13,6 @@ from imgate.v1 import gateway_pb2_grpc as pb_grpc
 _US = 1e6
 
 
-# --- stage 2 and 4: the stream floor -----------------------------------------------------
-
-
 def _stream_cpu_s(server: StreamServer, outcomes: int, batch: int, calls: int) -> float:
     """Server CPU seconds for `calls` streams of `outcomes` in messages of `batch`."""
     stub = pb_grpc.GatewayServiceStub(server.channel)
