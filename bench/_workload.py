@@ -11,7 +11,7 @@ from typing import Any
 from imgate.v1 import gateway_pb2 as pb
 from imgate.vendors.registry import BY_VENDOR
 
-VENDORS = ("yunxin_v1", "yunxin_v2", "tencent")
+VENDORS = tuple(BY_VENDOR)  # imgate.vendors.registry.VENDORS, in its order
 SENDER = "bench_sender"
 TEXT = "imgate benchmark message"
 MAX_IN_FLIGHT = 8
