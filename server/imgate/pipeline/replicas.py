@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Protocol
 
 from imgate.observability.metrics import Metrics
@@ -37,6 +37,9 @@ class Replica(Protocol):
     def cancel_here(self, row: BatchRow) -> None:
         """A cancel asked elsewhere: stop the batch's run here, or close it."""
 
+    async def store_answered(self, ok: bool) -> None:
+        """Whether the store answers (False: health NOT_SERVING)."""
+
     async def end_in_flight(self, recovered: Recovered) -> None: ...
 
     async def close_all(self, batch_ids: Sequence[str]) -> None: ...
@@ -49,10 +52,6 @@ class ReplicaLoops:
 
     def __init__(self, replica: Replica) -> None:
         self._replica = replica
-        self.store_answers = True
-        """False from a failed heartbeat until one succeeds."""
-        self.store_reachable: Callable[[bool], Awaitable[None]] | None = None
-        """Told when the store stops (False) or starts again (True) answering."""
         self.tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
@@ -74,18 +73,9 @@ class ReplicaLoops:
             except Exception as exc:
                 replica.metrics.store_errors.labels("heartbeat").inc()
                 log.warning("store heartbeat failed: %s", exc or type(exc).__name__)
-                await self._set_reachable(False)
+                await replica.store_answered(False)
             else:
-                await self._set_reachable(True)
-
-    async def _set_reachable(self, reachable: bool) -> None:
-        if reachable == self.store_answers:
-            return
-        self.store_answers = reachable
-        if reachable:
-            log.info("the store answers again")
-        if self.store_reachable is not None:
-            await self.store_reachable(reachable)
+                await replica.store_answered(True)
 
     async def _sweep_loop(self) -> None:
         replica = self._replica

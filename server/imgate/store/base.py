@@ -422,6 +422,10 @@ class Store(abc.ABC):
         every RUNNING batch not bound to a caller goes back to QUEUED (it waits for a
         slot like any other); bound and CANCELLING ones are listed in `to_close`."""
 
+    async def probe_write(self) -> None:  # noqa: B027 - stores that can fail to write
+        """Write something harmless; raise StoreError when the store cannot be written
+        (how a gateway notices that a full disk has space again)."""
+
     async def heartbeat(self, owner: str) -> None:  # noqa: B027 - shared stores only
         """Replica `owner` is alive now (by the store's clock)."""
 

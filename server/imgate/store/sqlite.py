@@ -299,6 +299,7 @@ class _Checkpointer(threading.Thread):
         checkpointed: tuple[int, int] | None = None  # as of the last checkpoint
         forced_after = 0.0  # no TRUNCATE before this (one was kept waiting by a reader)
         passive_after = 0.0  # no PASSIVE before this
+        failing = False  # the last checkpoint failed (a full disk): said once
         while not self._stopped.wait(_LOOK_EVERY_S):
             try:
                 stat = self._wal.stat()
@@ -320,9 +321,14 @@ class _Checkpointer(threading.Thread):
                 continue
             try:
                 busy = self._conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()[0]
-            except sqlite3.Error:
-                log.warning("SQLite checkpoint failed; trying again", exc_info=True)
+            except sqlite3.Error as exc:
+                if not failing:  # one line per episode: a full disk fails every look
+                    log.warning("SQLite checkpoint failed (%s); trying again", exc)
+                failing = True
                 continue
+            if failing:
+                log.info("SQLite checkpoints work again")
+                failing = False
             checkpointed = look
             if busy and mode == "TRUNCATE":  # a reader or the writer held on: later
                 forced_after = now + _FORCED_RETRY_S
@@ -669,6 +675,14 @@ class SQLiteStore(Store):
                 ),
             )
         return _row(stored), True
+
+    async def probe_write(self) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            # Rewrites the header page: fails with "database or disk is full" when full.
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            conn.execute(f"PRAGMA user_version = {int(version)}")
+
+        await self._write(op)
 
     async def get_batch(self, batch_id: str) -> BatchRow | None:
         def op(conn: sqlite3.Connection) -> BatchRow | None:
