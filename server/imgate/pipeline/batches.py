@@ -33,6 +33,7 @@ from imgate.observability.logs import set_log_context
 from imgate.observability.metrics import BATCH_STATE_NAMES, Metrics
 from imgate.observability.tracing import AttributeValue, Tracing
 from imgate.pipeline.dispatch import Backend, BatchRun, Fresh
+from imgate.pipeline.failures import log_failure
 from imgate.pipeline.queue import BatchQueue
 from imgate.pipeline.replicas import ReplicaLoops
 from imgate.pipeline.sink import BatchSink, Chunk
@@ -403,9 +404,9 @@ class BatchService:
                 purged = await self.store.purge(self.clock() - self.retention_s)
                 if purged:
                     log.info("purged %d batches and lists over %.0fs old", purged, self.retention_s)
-            except Exception:
+            except Exception as exc:
                 self.metrics.store_errors.labels("purge").inc()
-                log.exception("purging ended batches failed")
+                log_failure(log, "purging ended batches failed", exc)
             self.queue.fill_all()  # a filler that failed on a store error tries again
             await asyncio.sleep(every)
 

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from imgate.observability.metrics import Metrics
+from imgate.pipeline.failures import log_failure
 from imgate.store.base import BatchRow, Recovered, Store
 
 log = logging.getLogger("imgate.batches")
@@ -91,9 +92,9 @@ class ReplicaLoops:
                 log.warning("batch %s released, to be adopted again by a sweep", batch_id)
             try:
                 adopted, recovered = await store.adopt(owner, lease_s)
-            except Exception:
+            except Exception as exc:
                 replica.metrics.store_errors.labels("sweep").inc()
-                log.exception("adopting dead replicas' batches failed")
+                log_failure(log, "adopting dead replicas' batches failed", exc)
                 continue
             if adopted:
                 log.warning(
@@ -101,20 +102,20 @@ class ReplicaLoops:
                 )
             try:
                 await replica.end_in_flight(recovered)
-            except Exception:
+            except Exception as exc:
                 # Resumed all the same: the run's close ends what is still SENDING
                 # UNCERTAIN. Not resumed, they would stay this replica's and idle.
                 replica.metrics.store_errors.labels("sweep").inc()
-                log.exception("ending adopted in-flight chunks failed; left to the runs")
+                log_failure(log, "ending adopted in-flight chunks failed; left to the runs", exc)
             if replica.stopping.is_set():
                 continue
             try:
                 await replica.close_all(recovered.to_close)
                 if adopted:
                     await replica.find_waiting()
-            except Exception:
+            except Exception as exc:
                 replica.metrics.store_errors.labels("sweep").inc()
-                log.exception("resuming adopted batches failed; the next sweep tries again")
+                log_failure(log, "resuming adopted batches failed; the next sweep tries again", exc)
 
     async def _cancel_poll_loop(self) -> None:
         """A cancel asked on another replica only changes the store: notice it here, for
