@@ -26,11 +26,10 @@ from imgate.store.base import (
     Recovered,
     Store,
     StoreError,
-    decode_recipients,
-    encode_recipients,
 )
 from imgate.store.memory import MemoryStore
 from imgate.store.open import open_store
+from imgate.store.pages import decode_recipients, encode_recipients
 from imgate.store.postgres import PostgresStore
 from imgate.store.sqlite import SCHEMA_VERSION, SQLiteStore
 from imgate.v1 import gateway_pb2 as pb

@@ -48,10 +48,8 @@ from imgate.store.base import (
     Recovered,
     Store,
     StoreError,
-    decode_recipients,
-    encode_list_page,
-    encode_recipients,
 )
+from imgate.store.pages import decode_recipients, encode_list_page, encode_recipients
 from imgate.v1 import gateway_pb2 as pb
 
 log = logging.getLogger("imgate.store")

@@ -47,10 +47,8 @@ from imgate.store.base import (
     Store,
     StoreError,
     StoreStats,
-    decode_recipients,
-    encode_list_page,
-    encode_recipients,
 )
+from imgate.store.pages import decode_recipients, encode_list_page, encode_recipients
 from imgate.v1 import gateway_pb2 as pb
 
 T = TypeVar("T")
