@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-import imgate.store.sqlite
+import imgate.store.sqlite_threads
 from imgate.store.base import DONE, PLANNED, BatchRow, ChunkRow, Counts, StoreError
 from imgate.store.sqlite import _SCHEMA, _SCHEMA_LISTS, SCHEMA_VERSION, SQLiteStore
 from imgate.v1 import gateway_pb2 as pb
@@ -102,8 +102,8 @@ async def test_wal_stays_bounded_under_continuous_writes_and_reads(
 ) -> None:
     # Bounds smaller than the defaults, so that a few seconds of writes cross them many
     # times (raising=False: the test runs, and fails, on code without them too).
-    monkeypatch.setattr(imgate.store.sqlite, "_WAL_HARD_LIMIT", 8 * MB, raising=False)
-    monkeypatch.setattr(imgate.store.sqlite, "_JOURNAL_SIZE_LIMIT", 4 * MB, raising=False)
+    monkeypatch.setattr(imgate.store.sqlite_threads, "_WAL_HARD_LIMIT", 8 * MB, raising=False)
+    monkeypatch.setattr(imgate.store.sqlite_threads, "_JOURNAL_SIZE_LIMIT", 4 * MB, raising=False)
     path = tmp_path / "imgate.db"
     wal = Path(f"{path}-wal")
     store = SQLiteStore(path)

@@ -1,0 +1,250 @@
+"""The SQLite store's threads: one writer that commits whatever is queued in one
+transaction (group commit), and a checkpointer that copies the WAL into the file and keeps
+the WAL small. The store (store/sqlite.py) owns them: it starts them at open and stops
+them at close; it reads on a thread of its own, with a connection made here too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from imgate.store.base import StoreError
+
+T = TypeVar("T")
+log = logging.getLogger("imgate.store")
+_MAX_OPS_PER_COMMIT = 512
+
+
+class CountingConnection(sqlite3.Connection):
+    """A connection that counts the statements it runs (imgate_store_statements_total).
+
+    Counted here, not with set_trace_callback: a trace callback makes sqlite3 expand
+    every statement's SQL with its bound values, an outcome page's ~27 KB as a ~53 KB
+    hex string, which doubled the writer thread's CPU (bench stage 9).
+    """
+
+    statements = 0  # written by the thread that uses the connection only
+
+    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
+        self.statements += 1
+        return super().execute(sql, parameters)
+
+    def executemany(self, sql: str, parameters: Any, /) -> sqlite3.Cursor:
+        self.statements += 1
+        return super().executemany(sql, parameters)
+
+
+def connect(path: Path, busy_ms: int = 5000) -> CountingConnection:
+    # Autocommit mode: transactions are explicit (BEGIN IMMEDIATE in the writer).
+    conn = sqlite3.connect(
+        path, isolation_level=None, check_same_thread=False, factory=CountingConnection
+    )
+    if conn.execute("PRAGMA page_count").fetchone()[0] == 0:
+        # A new, empty file (the writer's connection, first, under the flock): incremental
+        # auto-vacuum, so that purge can give space back (see purge). It must come before
+        # anything is written: journal_mode=WAL writes the header, and after that only a
+        # VACUUM changes the mode (the schema step _incremental_auto_vacuum does, once).
+        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute(f"PRAGMA busy_timeout={busy_ms}")
+    # Per connection, applied by the one that resets the WAL (see Checkpointer).
+    conn.execute(f"PRAGMA journal_size_limit={_JOURNAL_SIZE_LIMIT}")
+    return conn
+
+
+# The writer never checkpoints (wal_autocheckpoint=0): a commit that crosses SQLite's
+# threshold (1,000 pages) would copy the WAL into the file and fsync it before returning,
+# 5-15 ms measured on the way to a batch's first call and its first outcome (issue 15).
+# Checkpointer does it instead, PASSIVE (it never waits for, nor blocks, the writer or a
+# reader), whenever the WAL has been written since its last look.
+#
+# Copying is not shrinking. SQLite's rules (wal.c): the WAL file is only reset, written
+# again from its start, by a writer that begins a transaction when a checkpoint has copied
+# *every* frame and no reader is using the WAL; only then is the file cut down to
+# journal_size_limit (a commit after the reset), and only a TRUNCATE checkpoint or the
+# last connection's close cuts it to 0. Under continuous writes a PASSIVE checkpoint is
+# always a little behind the writer, so there is never a reset and the file grows without
+# end (203 MB after 28,000 small requests, 627 MB after a 10,000,000-id list; issue 20),
+# and after a burst it stays at its largest until the gateway stops. So the checkpointer
+# also runs a TRUNCATE checkpoint (copy everything, wait for readers, reset, cut the file
+# to 0) in two cases:
+# - the WAL has not been written for _WAL_IDLE_S and is over _WAL_IDLE_TRUNCATE_ABOVE:
+#   after a burst the file goes back to 0 (the writer is idle, nobody waits);
+# - the WAL is over _WAL_HARD_LIMIT: the bound under continuous load (plus what is written
+#   between two looks, _LOOK_EVERY_S, and one transaction: never split). A TRUNCATE
+#   checkpoint holds the write lock while it finishes copying and waits for readers, so a
+#   commit may wait for it (up to _CHECKPOINTER_BUSY_MS per wait, then it gives up and
+#   retries after _FORCED_RETRY_S): a short pause now and then instead of a disk that fills.
+# The file is also cut to 0 at a clean close (SQLiteStore._close).
+_CHECKPOINT_EVERY_S = 0.25
+_LOOK_EVERY_S = 0.05  # a stat() of the WAL file
+_JOURNAL_SIZE_LIMIT = 16 * 1024 * 1024
+_WAL_IDLE_S = 1.0
+_WAL_IDLE_TRUNCATE_ABOVE = 1024 * 1024
+_WAL_HARD_LIMIT = 32 * 1024 * 1024
+# Below the writer's own busy_timeout (5 s): the writer never fails waiting for it.
+_CHECKPOINTER_BUSY_MS = 1000
+_FORCED_RETRY_S = 2.0
+
+
+class Checkpointer(threading.Thread):
+    """Copies the WAL into the database file in the background, on its own connection,
+    and keeps the WAL file small (see above)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(name="imgate-sqlite-checkpointer", daemon=True)
+        self._conn = connect(path, busy_ms=_CHECKPOINTER_BUSY_MS)
+        self._wal = Path(f"{path}-wal")
+        self._stopped = threading.Event()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self.join()
+        self._conn.close()
+
+    def run(self) -> None:
+        seen: tuple[int, int] | None = None  # the WAL's (mtime, size) at the last look
+        changed_at = time.monotonic()  # when that last changed
+        checkpointed: tuple[int, int] | None = None  # as of the last checkpoint
+        forced_after = 0.0  # no TRUNCATE before this (one was kept waiting by a reader)
+        passive_after = 0.0  # no PASSIVE before this
+        while not self._stopped.wait(_LOOK_EVERY_S):
+            try:
+                stat = self._wal.stat()
+            except OSError:
+                continue  # no WAL yet
+            now = time.monotonic()
+            look = (stat.st_mtime_ns, stat.st_size)
+            if look != seen:
+                seen, changed_at = look, now
+            idle = now - changed_at >= _WAL_IDLE_S
+            if now >= forced_after and (
+                stat.st_size > _WAL_HARD_LIMIT or (idle and stat.st_size > _WAL_IDLE_TRUNCATE_ABOVE)
+            ):
+                mode = "TRUNCATE"
+            elif look != checkpointed and now >= passive_after:
+                mode = "PASSIVE"
+                passive_after = now + _CHECKPOINT_EVERY_S
+            else:
+                continue
+            try:
+                busy = self._conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()[0]
+            except sqlite3.Error:
+                log.warning("SQLite checkpoint failed; trying again", exc_info=True)
+                continue
+            checkpointed = look
+            if busy and mode == "TRUNCATE":  # a reader or the writer held on: later
+                forced_after = now + _FORCED_RETRY_S
+                log.debug("SQLite WAL of %d bytes not truncated: busy", stat.st_size)
+
+
+_Settled = list[tuple["asyncio.Future[Any]", Any, BaseException | None]]
+
+
+def _settle(settled: _Settled) -> None:
+    """On the waiters' event loop: hand each operation's result or error to its waiter
+    (one that was cancelled meanwhile is skipped; its operation ran all the same)."""
+    for waiter, result, error in settled:
+        if waiter.cancelled():
+            continue
+        if error is None:
+            waiter.set_result(result)
+        else:
+            waiter.set_exception(error)
+
+
+class Writer(threading.Thread):
+    """Runs write operations in order, committing each queue's worth in one transaction.
+    The results of one transaction reach each event loop waiting on them in one call
+    (call_soon_threadsafe once per commit, not once per operation)."""
+
+    def __init__(self, conn: CountingConnection) -> None:
+        super().__init__(name="imgate-sqlite-writer", daemon=True)
+        self._conn = conn
+        self.commits = 0
+        """Transactions committed (written by this thread only)."""
+        self._queue: queue.SimpleQueue[
+            tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]] | None
+        ] = queue.SimpleQueue()
+
+    @property
+    def statements(self) -> int:
+        return self._conn.statements
+
+    def submit(self, op: Callable[[sqlite3.Connection], T], waiter: asyncio.Future[T]) -> None:
+        """Queue `op`; `waiter` (a future of the calling event loop) gets its outcome."""
+        self._queue.put((op, waiter))
+
+    def stop(self) -> None:
+        self._queue.put(None)
+        self.join()
+
+    def run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            items = [item]
+            while len(items) < _MAX_OPS_PER_COMMIT:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._queue.put(None)  # stop after this commit
+                    break
+                items.append(more)
+            self._deliver(self._commit(items))
+
+    def _commit(
+        self, items: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]]
+    ) -> _Settled:
+        conn = self._conn
+        results: _Settled = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            if len(items) == 1:  # alone in its transaction: no savepoint needed
+                op, waiter = items[0]
+                try:
+                    results.append((waiter, op(conn), None))
+                except Exception as exc:
+                    conn.execute("ROLLBACK")
+                    return [(waiter, None, exc)]
+            for op, waiter in items if len(items) > 1 else ():
+                conn.execute("SAVEPOINT op")
+                try:
+                    result = op(conn)
+                except Exception as exc:  # this operation only: roll it back, keep the rest
+                    conn.execute("ROLLBACK TO op")
+                    conn.execute("RELEASE op")
+                    results.append((waiter, None, exc))
+                else:
+                    conn.execute("RELEASE op")
+                    results.append((waiter, result, None))
+            conn.execute("COMMIT")
+            self.commits += 1
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            failure = StoreError(f"store: SQLite write failed: {exc}")
+            return [(waiter, None, failure) for _, waiter in items]
+        return results
+
+    @staticmethod
+    def _deliver(settled: _Settled) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, _Settled] = {}
+        for entry in settled:
+            by_loop.setdefault(entry[0].get_loop(), []).append(entry)
+        for loop, entries in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
+                loop.call_soon_threadsafe(_settle, entries)
