@@ -572,11 +572,11 @@ async def test_a_released_batch_is_adopted_even_from_a_live_owner(make_store: Ma
 async def test_sqlite_schema_1_file_gains_lists_and_keeps_its_batches(tmp_path: Path) -> None:
     import sqlite3
 
-    from imgate.store.sqlite import _SCHEMA
+    from tests import _schemas
 
     path = tmp_path / "imgate.db"
     conn = sqlite3.connect(path, isolation_level=None)
-    for statement in filter(str.strip, _SCHEMA.split(";")):
+    for statement in filter(str.strip, _schemas.SQLITE_1.split(";")):
         conn.execute(statement)
     conn.execute("PRAGMA user_version = 1")
     conn.close()

@@ -50,120 +50,13 @@ from imgate.store.base import (
     StoreError,
 )
 from imgate.store.pages import decode_recipients, encode_list_page, encode_recipients
+from imgate.store.sql.migrate import POSTGRESQL_STEPS, migrate
+from imgate.store.sql.schema import POSTGRESQL, Dialect
 from imgate.v1 import gateway_pb2 as pb
 
 log = logging.getLogger("imgate.store")
 
-# Every step brings the schema from version n - 1 to n; add new ones at the end.
-_MIGRATIONS: tuple[str, ...] = (
-    """
-    CREATE TABLE batches (
-        batch_id text PRIMARY KEY,
-        caller text NOT NULL,
-        request_id text NOT NULL,
-        fingerprint bytea NOT NULL,
-        backend text NOT NULL,
-        spec bytea NOT NULL,
-        bound boolean NOT NULL,
-        total integer NOT NULL,
-        duplicates_removed integer NOT NULL,
-        create_time double precision NOT NULL,
-        send_before double precision,
-        state integer NOT NULL,
-        accepted integer NOT NULL DEFAULT 0,
-        failed integer NOT NULL DEFAULT 0,
-        uncertain integer NOT NULL DEFAULT 0,
-        vendor_calls integer NOT NULL DEFAULT 0,
-        update_time double precision NOT NULL,
-        end_time double precision,
-        planned_to integer NOT NULL DEFAULT 0,
-        chunk_count integer NOT NULL DEFAULT 0,
-        next_seq integer NOT NULL DEFAULT 1,
-        owner text NOT NULL DEFAULT ''
-    );
-    CREATE UNIQUE INDEX batches_by_request ON batches (caller, request_id)
-        WHERE request_id <> '';
-    CREATE INDEX batches_by_caller ON batches (caller, create_time, batch_id);
-    CREATE INDEX batches_unfinished ON batches (owner) WHERE state IN (1, 2, 4);
-    CREATE INDEX batches_ended ON batches (end_time) WHERE end_time IS NOT NULL;
-    CREATE TABLE recipient_pages (
-        batch_id text NOT NULL,
-        page integer NOT NULL,
-        ids text NOT NULL,
-        indexes text NOT NULL,
-        PRIMARY KEY (batch_id, page)
-    );
-    CREATE TABLE chunks (
-        batch_id text NOT NULL,
-        number integer NOT NULL,
-        start_pos integer NOT NULL,
-        end_pos integer NOT NULL,
-        state text NOT NULL,
-        attempts integer NOT NULL,
-        owner text NOT NULL,
-        PRIMARY KEY (batch_id, number)
-    );
-    CREATE INDEX chunks_in_flight ON chunks (batch_id) WHERE state IN ('claimed', 'sending');
-    CREATE TABLE outcomes (
-        batch_id text NOT NULL,
-        seq integer NOT NULL,
-        data bytea NOT NULL,
-        count integer NOT NULL,
-        PRIMARY KEY (batch_id, seq)
-    );
-    CREATE TABLE replicas (
-        owner text PRIMARY KEY,
-        started timestamptz NOT NULL DEFAULT now(),
-        heartbeat timestamptz NOT NULL
-    );
-    """,
-    # 2: recipient lists, as in SQLite's schema 2. `list_members` is the unique index that
-    # drops duplicates while a list is uploaded (emptied when it is finished); `list_pages`
-    # holds the unique ids in the layout of `recipient_pages`; a batch made from a list
-    # reads the list's pages through `batch_lists` (nothing copied).
-    """
-    CREATE TABLE recipient_lists (
-        list_key bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-        list_id text NOT NULL UNIQUE,
-        caller text NOT NULL,
-        create_time double precision NOT NULL,
-        request_id text NOT NULL,
-        fingerprint bytea NOT NULL,
-        count integer NOT NULL,
-        received integer NOT NULL,
-        widest_id text NOT NULL,
-        widest_index integer NOT NULL,
-        ready_time double precision
-    );
-    CREATE UNIQUE INDEX recipient_lists_by_request ON recipient_lists (caller, request_id)
-        WHERE request_id <> '';
-    CREATE INDEX recipient_lists_by_age ON recipient_lists (create_time);
-    CREATE TABLE list_members (
-        list_key bigint NOT NULL,
-        recipient_id text NOT NULL,
-        PRIMARY KEY (list_key, recipient_id)
-    );
-    CREATE TABLE list_pages (
-        list_key bigint NOT NULL,
-        page integer NOT NULL,
-        ids text NOT NULL,
-        indexes text NOT NULL,
-        PRIMARY KEY (list_key, page)
-    );
-    CREATE TABLE batch_lists (
-        batch_id text PRIMARY KEY,
-        list_key bigint NOT NULL
-    );
-    CREATE INDEX batch_lists_by_list ON batch_lists (list_key);
-    """,
-    # 3: the queue (issue 20): batches wait QUEUED here, not in a replica's memory; each
-    # replica's scheduler takes its callers' oldest ones.
-    """
-    CREATE INDEX batches_queued ON batches (backend, owner, caller, create_time, batch_id)
-        WHERE state = 1;
-    """,
-)
-SCHEMA_VERSION = len(_MIGRATIONS)
+SCHEMA_VERSION = len(POSTGRESQL_STEPS)
 
 # The batches table has BatchRow's fields as its first columns, in its order.
 _BATCH_COLUMNS = ", ".join(f.name for f in dataclasses.fields(BatchRow))
@@ -177,6 +70,29 @@ _POOL_MIN, _POOL_MAX = 2, 10
 _CONNECT_TIMEOUT_S = 10.0
 
 _Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
+
+
+class _Schema:
+    """The schema for the migration runner, inside the migration's transaction."""
+
+    dialect: Dialect = POSTGRESQL
+
+    def __init__(self, conn: _Connection) -> None:
+        self.connection = conn
+
+    async def version(self) -> int:
+        await self.connection.execute("CREATE TABLE IF NOT EXISTS schema_version (version integer)")
+        found: int = await self.connection.fetchval(
+            "SELECT coalesce(max(version), 0) FROM schema_version"
+        )
+        return found
+
+    async def create(self, version: int, statements: Sequence[str]) -> None:
+        await self.connection.execute(";\n".join(statements))  # one round trip
+        await self.set_version(version)
+
+    async def set_version(self, version: int) -> None:
+        await self.connection.execute("INSERT INTO schema_version VALUES ($1)", version)
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:
@@ -301,17 +217,7 @@ class PostgresStore(Store):
                 schema = await conn.fetchval("SELECT current_schema()")
             self.schema = schema
             self._channel = f"imgate {schema}"
-            await conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version integer)")
-            version = await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_version")
-            if version > SCHEMA_VERSION:
-                raise StoreError(
-                    f"store.url: {redacted_url(self.url)} has schema version {version}, newer "
-                    f"than this gateway's {SCHEMA_VERSION}; upgrade the gateway"
-                )
-            for number in range(version, SCHEMA_VERSION):
-                await conn.execute(_MIGRATIONS[number])
-                await conn.execute("INSERT INTO schema_version VALUES ($1)", number + 1)
-                log.info("store schema %s migrated to version %d", schema, number + 1)
+            await migrate(_Schema(conn), POSTGRESQL_STEPS, redacted_url(self.url))
 
     def _notified(self, conn: object, pid: int, channel: str, payload: object) -> None:
         self.notifier.notify(str(payload))

@@ -47,144 +47,13 @@ from imgate.store.base import (
     StoreStats,
 )
 from imgate.store.pages import decode_recipients, encode_list_page, encode_recipients
+from imgate.store.sql.migrate import SQLITE_STEPS, SQLiteFile, migrate
 from imgate.store.sqlite_threads import Checkpointer, CountingConnection, Writer, connect
 from imgate.v1 import gateway_pb2 as pb
 
 T = TypeVar("T")
 
-_SCHEMA = """
-CREATE TABLE batches (
-    batch_id TEXT PRIMARY KEY,
-    caller TEXT NOT NULL,
-    request_id TEXT NOT NULL,
-    fingerprint BLOB NOT NULL,
-    backend TEXT NOT NULL,
-    spec BLOB NOT NULL,
-    bound INTEGER NOT NULL,
-    total INTEGER NOT NULL,
-    duplicates_removed INTEGER NOT NULL,
-    create_time REAL NOT NULL,
-    send_before REAL,
-    state INTEGER NOT NULL,
-    accepted INTEGER NOT NULL DEFAULT 0,
-    failed INTEGER NOT NULL DEFAULT 0,
-    uncertain INTEGER NOT NULL DEFAULT 0,
-    vendor_calls INTEGER NOT NULL DEFAULT 0,
-    update_time REAL NOT NULL,
-    end_time REAL,
-    planned_to INTEGER NOT NULL DEFAULT 0,
-    chunk_count INTEGER NOT NULL DEFAULT 0,
-    next_seq INTEGER NOT NULL DEFAULT 1
-);
-CREATE UNIQUE INDEX batches_by_request ON batches (caller, request_id) WHERE request_id != '';
-CREATE INDEX batches_by_caller ON batches (caller, create_time, batch_id);
-CREATE INDEX batches_unfinished ON batches (state) WHERE state IN (1, 2, 4);
-CREATE INDEX batches_ended ON batches (end_time) WHERE end_time IS NOT NULL;
-CREATE TABLE recipient_pages (
-    batch_id TEXT NOT NULL,
-    page INTEGER NOT NULL,
-    ids TEXT NOT NULL,
-    indexes TEXT NOT NULL,
-    PRIMARY KEY (batch_id, page)
-) WITHOUT ROWID;
-CREATE TABLE chunks (
-    batch_id TEXT NOT NULL,
-    number INTEGER NOT NULL,
-    start_pos INTEGER NOT NULL,
-    end_pos INTEGER NOT NULL,
-    state TEXT NOT NULL,
-    attempts INTEGER NOT NULL,
-    owner TEXT NOT NULL,
-    PRIMARY KEY (batch_id, number)
-) WITHOUT ROWID;
-CREATE INDEX chunks_in_flight ON chunks (state) WHERE state IN ('claimed', 'sending');
-CREATE TABLE outcomes (
-    batch_id TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    data BLOB NOT NULL,
-    count INTEGER NOT NULL,
-    PRIMARY KEY (batch_id, seq)
-) WITHOUT ROWID;
-"""
-# Version 2: recipient lists. `list_members` is the unique index that drops duplicates
-# while a list is uploaded (emptied when it is finished); `list_pages` holds the unique ids
-# in the layout of `recipient_pages`; a batch made from a list reads its pages through
-# `batch_lists` (no copy: a batch of millions is created in one small transaction).
-_SCHEMA_LISTS = """
-CREATE TABLE recipient_lists (
-    list_key INTEGER PRIMARY KEY,
-    list_id TEXT NOT NULL UNIQUE,
-    caller TEXT NOT NULL,
-    create_time REAL NOT NULL,
-    request_id TEXT NOT NULL,
-    fingerprint BLOB NOT NULL,
-    count INTEGER NOT NULL,
-    received INTEGER NOT NULL,
-    widest_id TEXT NOT NULL,
-    widest_index INTEGER NOT NULL,
-    ready_time REAL
-);
-CREATE UNIQUE INDEX recipient_lists_by_request ON recipient_lists (caller, request_id)
-    WHERE request_id != '';
-CREATE INDEX recipient_lists_by_age ON recipient_lists (create_time);
-CREATE TABLE list_members (
-    list_key INTEGER NOT NULL,
-    recipient_id TEXT NOT NULL,
-    PRIMARY KEY (list_key, recipient_id)
-) WITHOUT ROWID;
-CREATE TABLE list_pages (
-    list_key INTEGER NOT NULL,
-    page INTEGER NOT NULL,
-    ids TEXT NOT NULL,
-    indexes TEXT NOT NULL,
-    PRIMARY KEY (list_key, page)
-) WITHOUT ROWID;
-CREATE TABLE batch_lists (
-    batch_id TEXT PRIMARY KEY,
-    list_key INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX batch_lists_by_list ON batch_lists (list_key);
-"""
-# Version 4: the queue (issue 20). Batches wait QUEUED in the file, not in memory; the
-# scheduler takes each caller's oldest one.
-_SCHEMA_QUEUE = """
-CREATE INDEX batches_queued ON batches (backend, caller, create_time, batch_id)
-    WHERE state = 1;
-"""
-
-
-def _incremental_auto_vacuum(conn: sqlite3.Connection) -> None:
-    """Version 3: the file in incremental auto-vacuum mode, so that purge gives space back
-    (PRAGMA incremental_vacuum; without it, deleted pages stay in the file for ever).
-
-    A new file has it from its creation (_connect). A file made by an earlier gateway gets
-    it here, once, at the upgrade: SQLite changes the mode of a file that has tables only
-    by a VACUUM, which rewrites the whole file (it takes about as long as copying it, and
-    as much free disk again, through the WAL, cut back to 0 after).
-    """
-    if conn.execute("PRAGMA auto_vacuum").fetchone()[0] == _AUTO_VACUUM_INCREMENTAL:
-        return
-    log.info("store: converting %s to incremental auto-vacuum (once)", _db_name(conn))
-    conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
-    conn.execute("VACUUM")
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-
-
-def _db_name(conn: sqlite3.Connection) -> str:
-    return str(conn.execute("PRAGMA database_list").fetchone()[2])
-
-
-_AUTO_VACUUM_INCREMENTAL = 2
-# The migration runner's steps: step n takes a file from version n to n + 1 (version 0 is
-# a new file). A step is SQL, run in one transaction with its new version, or a function
-# run outside a transaction (VACUUM cannot run inside one) and then its version recorded.
-_STEPS: list[str | Callable[[sqlite3.Connection], None]] = [
-    _SCHEMA,
-    _SCHEMA_LISTS,
-    _incremental_auto_vacuum,
-    _SCHEMA_QUEUE,
-]
-SCHEMA_VERSION = len(_STEPS)
+SCHEMA_VERSION = len(SQLITE_STEPS)
 _LIST_COLUMNS = ", ".join(f.name for f in dataclasses.fields(ListRow))
 # Purge frees pages of the file this many (4 KiB each) per writer transaction: ~15 ms.
 _VACUUM_PAGES = 2048
@@ -222,9 +91,20 @@ class SQLiteStore(Store):
     # -- life cycle -------------------------------------------------------------------
 
     async def open(self) -> None:
-        await asyncio.to_thread(self._open)
+        writer_conn = await asyncio.to_thread(self._lock_and_connect)
+        try:
+            await migrate(SQLiteFile(writer_conn), SQLITE_STEPS, str(self.path))
+            writer_conn.execute("PRAGMA wal_autocheckpoint=0")  # the checkpointer's job
+            checkpointer = await asyncio.to_thread(Checkpointer, self.path)
+        except (sqlite3.Error, StoreError) as exc:
+            writer_conn.close()
+            self._unlock()  # a newer schema, say: the file is free for the right gateway
+            if isinstance(exc, StoreError):
+                raise
+            raise StoreError(f"store.url: cannot use {self.path}: {exc}") from None
+        await asyncio.to_thread(self._start, writer_conn, checkpointer)
 
-    def _open(self) -> None:
+    def _lock_and_connect(self) -> CountingConnection:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
@@ -239,19 +119,13 @@ class SQLiteStore(Store):
                 "give each gateway its own state_dir or store.url"
             ) from None
         self._lock_fd = fd
-        writer_conn = None
         try:
-            writer_conn = connect(self.path)
-            self._migrate(writer_conn)
-            writer_conn.execute("PRAGMA wal_autocheckpoint=0")  # Checkpointer's job
-            checkpointer = Checkpointer(self.path)
-        except (sqlite3.Error, StoreError) as exc:
-            if writer_conn is not None:
-                writer_conn.close()
-            self._unlock()  # a newer schema, say: the file is free for the right gateway
-            if isinstance(exc, StoreError):
-                raise
+            return connect(self.path)
+        except sqlite3.Error as exc:
+            self._unlock()
             raise StoreError(f"store.url: cannot use {self.path}: {exc}") from None
+
+    def _start(self, writer_conn: CountingConnection, checkpointer: Checkpointer) -> None:
         self._writer_conn = writer_conn
         self._writer = Writer(writer_conn)
         self._writer.start()
@@ -259,27 +133,6 @@ class SQLiteStore(Store):
         checkpointer.start()
         self._reader = connect(self.path)
         self._read_pool = ThreadPoolExecutor(1, thread_name_prefix="imgate-sqlite-reader")
-
-    def _migrate(self, conn: sqlite3.Connection) -> None:
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version == SCHEMA_VERSION:
-            return
-        if version > SCHEMA_VERSION:
-            raise StoreError(
-                f"store.url: {self.path} has schema version {version}, newer than this "
-                f"gateway's {SCHEMA_VERSION}; upgrade the gateway"
-            )
-        for number, step in enumerate(_STEPS[version:], version + 1):
-            if not isinstance(step, str):
-                step(conn)
-                conn.execute(f"PRAGMA user_version = {number}")
-                continue
-            conn.execute("BEGIN IMMEDIATE")
-            # Not executescript(): it would commit before the version is set.
-            for statement in filter(str.strip, step.split(";")):
-                conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {number}")
-            conn.execute("COMMIT")
 
     def _unlock(self) -> None:
         if self._lock_fd is not None:
