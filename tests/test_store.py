@@ -596,9 +596,9 @@ async def test_sqlite_schema_1_file_gains_lists_and_keeps_its_batches(tmp_path: 
 async def test_sqlite_finished_list_drops_its_index_in_steps(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import imgate.store.sqlite
+    import imgate.store.sqlite_lists
 
-    monkeypatch.setattr(imgate.store.sqlite, "_MEMBERS_PER_DELETE", 4)
+    monkeypatch.setattr(imgate.store.sqlite_lists, "_MEMBERS_PER_DELETE", 4)
     store = SQLiteStore(tmp_path / "imgate.db")
     await store.open()
     try:

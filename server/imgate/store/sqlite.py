@@ -16,16 +16,10 @@ _vacuum).
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import fcntl
 import logging
-import os
 import sqlite3
-import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any, TypeVar
 
 from imgate.store.base import (
@@ -39,27 +33,19 @@ from imgate.store.base import (
     ChunkRow,
     Counts,
     Fenced,
-    ListRow,
     OutcomePage,
     Recovered,
-    Store,
-    StoreError,
-    StoreStats,
 )
-from imgate.store.pages import decode_recipients, encode_list_page, encode_recipients
-from imgate.store.sql.migrate import SQLITE_STEPS, SQLiteFile, migrate
-from imgate.store.sqlite_threads import Checkpointer, CountingConnection, Writer, connect
+from imgate.store.pages import decode_recipients, encode_recipients
+from imgate.store.sql.migrate import SQLITE_STEPS
+from imgate.store.sqlite_lists import SQLiteLists
 from imgate.v1 import gateway_pb2 as pb
 
 T = TypeVar("T")
 
 SCHEMA_VERSION = len(SQLITE_STEPS)
-_LIST_COLUMNS = ", ".join(f.name for f in dataclasses.fields(ListRow))
 # Purge frees pages of the file this many (4 KiB each) per writer transaction: ~15 ms.
 _VACUUM_PAGES = 2048
-# Members of a finished list are deleted this many per transaction, so that the writer
-# (every batch's write-ahead marks) never waits long behind a list of millions.
-_MEMBERS_PER_DELETE = 50_000
 log = logging.getLogger("imgate.store")
 
 # The batches table has BatchRow's fields as columns, in its order: one owner for both.
@@ -72,122 +58,8 @@ def _row(values: Sequence[Any]) -> BatchRow:
     return row
 
 
-class SQLiteStore(Store):
+class SQLiteStore(SQLiteLists):
     """Batches in one SQLite file."""
-
-    durable = True
-
-    def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
-        super().__init__()
-        self.path = path
-        self._clock = clock
-        self._lock_fd: int | None = None
-        self._writer: Writer | None = None
-        self._writer_conn: sqlite3.Connection | None = None
-        self._checkpointer: Checkpointer | None = None
-        self._reader: CountingConnection | None = None
-        self._read_pool: ThreadPoolExecutor | None = None
-
-    # -- life cycle -------------------------------------------------------------------
-
-    async def open(self) -> None:
-        writer_conn = await asyncio.to_thread(self._lock_and_connect)
-        try:
-            await migrate(SQLiteFile(writer_conn), SQLITE_STEPS, str(self.path))
-            writer_conn.execute("PRAGMA wal_autocheckpoint=0")  # the checkpointer's job
-            checkpointer = await asyncio.to_thread(Checkpointer, self.path)
-        except (sqlite3.Error, StoreError) as exc:
-            writer_conn.close()
-            self._unlock()  # a newer schema, say: the file is free for the right gateway
-            if isinstance(exc, StoreError):
-                raise
-            raise StoreError(f"store.url: cannot use {self.path}: {exc}") from None
-        await asyncio.to_thread(self._start, writer_conn, checkpointer)
-
-    def _lock_and_connect(self) -> CountingConnection:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError as exc:
-            raise StoreError(f"store.url: cannot open {self.path}: {exc.strerror}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise StoreError(
-                f"store.url: {self.path} is in use by another imgate gateway; "
-                "give each gateway its own state_dir or store.url"
-            ) from None
-        self._lock_fd = fd
-        try:
-            return connect(self.path)
-        except sqlite3.Error as exc:
-            self._unlock()
-            raise StoreError(f"store.url: cannot use {self.path}: {exc}") from None
-
-    def _start(self, writer_conn: CountingConnection, checkpointer: Checkpointer) -> None:
-        self._writer_conn = writer_conn
-        self._writer = Writer(writer_conn)
-        self._writer.start()
-        self._checkpointer = checkpointer
-        checkpointer.start()
-        self._reader = connect(self.path)
-        self._read_pool = ThreadPoolExecutor(1, thread_name_prefix="imgate-sqlite-reader")
-
-    def _unlock(self) -> None:
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)  # closing the descriptor drops the flock
-            self._lock_fd = None
-
-    async def close(self) -> None:
-        await asyncio.to_thread(self._close)
-
-    def _close(self) -> None:
-        if self._writer is not None:
-            self._writer.stop()
-            self._writer = None
-        if self._checkpointer is not None:
-            self._checkpointer.stop()
-            self._checkpointer = None
-        if self._read_pool is not None:
-            self._read_pool.shutdown()
-            self._read_pool = None
-        if self._reader is not None:
-            self._reader.close()
-            self._reader = None
-        writer_conn, self._writer_conn = self._writer_conn, None
-        if writer_conn is not None:
-            # Last: nobody reads any more, so the WAL is copied and cut to 0 (closing the
-            # last connection would also remove it, unless another process still has the
-            # file open, a backup tool say: then the WAL would stay at its size).
-            try:
-                writer_conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-            except sqlite3.Error:
-                log.warning("SQLite checkpoint at close failed", exc_info=True)
-            writer_conn.close()
-        self._unlock()
-
-    # -- plumbing ---------------------------------------------------------------------
-
-    def stats(self) -> StoreStats:
-        writer = self._writer
-        if writer is None:
-            return StoreStats()
-        reader = self._reader.statements if self._reader is not None else 0
-        return StoreStats(writer.commits, writer.statements + reader)
-
-    async def _write(self, op: Callable[[sqlite3.Connection], T]) -> T:
-        if self._writer is None:
-            raise StoreError("store: not open")
-        waiter: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._writer.submit(op, waiter)
-        return await waiter
-
-    async def _read(self, op: Callable[[sqlite3.Connection], T]) -> T:
-        if self._read_pool is None or self._reader is None:
-            raise StoreError("store: not open")
-        reader = self._reader
-        return await asyncio.get_running_loop().run_in_executor(self._read_pool, lambda: op(reader))
 
     # -- batches ----------------------------------------------------------------------
 
@@ -674,161 +546,3 @@ class SQLiteStore(Store):
 
         while await self._write(step):
             pass
-
-    # -- recipient lists ----------------------------------------------------------------
-
-    async def create_list(self, row: ListRow) -> None:
-        values = dataclasses.astuple(row)
-
-        def op(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                f"INSERT INTO recipient_lists ({_LIST_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                values,
-            )
-
-        await self._write(op)
-
-    async def add_to_list(self, list_id: str, ids: Sequence[str]) -> int:
-        def op(conn: sqlite3.Connection) -> int:
-            found = conn.execute(
-                "SELECT list_key, count, received FROM recipient_lists "
-                "WHERE list_id = ? AND ready_time IS NULL",
-                (list_id,),
-            ).fetchone()
-            if found is None:
-                raise LookupError(f"no unfinished list {list_id!r}")
-            key, count, received = found
-            # The unique index decides what is new. Usually all of a page is: one
-            # executemany says so by its count of changes. Otherwise the page is undone
-            # and inserted again row by row, each INSERT OR IGNORE telling if it was new.
-            insert = "INSERT OR IGNORE INTO list_members (list_key, recipient_id) VALUES (?, ?)"
-            new_ids: list[str] = list(ids)
-            new_indexes: list[int] = list(range(received, received + len(ids)))
-            conn.execute("SAVEPOINT page")
-            before = conn.total_changes
-            conn.executemany(insert, [(key, recipient) for recipient in ids])
-            if conn.total_changes - before != len(ids):
-                conn.execute("ROLLBACK TO page")
-                execute = conn.execute
-                new_ids, new_indexes = [], []
-                for index, recipient in enumerate(ids, received):
-                    if execute(insert, (key, recipient)).rowcount:
-                        new_ids.append(recipient)
-                        new_indexes.append(index)
-            conn.execute("RELEASE page")
-            added = len(new_ids)
-            page, filled = divmod(count, RECIPIENT_PAGE)
-            if added and filled:  # the last page is partial: it is rewritten, extended
-                page_ids, page_indexes = conn.execute(
-                    "SELECT ids, indexes FROM list_pages WHERE list_key = ? AND page = ?",
-                    (key, page),
-                ).fetchone()
-                old_ids, old_indexes = decode_recipients(
-                    page_ids, page_indexes, page * RECIPIENT_PAGE
-                )
-                new_ids, new_indexes = old_ids + new_ids, old_indexes + new_indexes
-            conn.executemany(
-                "INSERT OR REPLACE INTO list_pages (list_key, page, ids, indexes) VALUES (?,?,?,?)",
-                [
-                    (
-                        key,
-                        page + offset // RECIPIENT_PAGE,
-                        *encode_list_page(
-                            new_ids[offset : offset + RECIPIENT_PAGE],
-                            new_indexes[offset : offset + RECIPIENT_PAGE],
-                            (page * RECIPIENT_PAGE) + offset,
-                        ),
-                    )
-                    for offset in range(0, len(new_ids), RECIPIENT_PAGE)
-                ],
-            )
-            conn.execute(
-                "UPDATE recipient_lists SET count = ?, received = ? WHERE list_key = ?",
-                (count + added, received + len(ids), key),
-            )
-            return added
-
-        return await self._write(op)
-
-    async def finish_list(self, row: ListRow) -> tuple[ListRow, bool]:
-        def op(conn: sqlite3.Connection) -> tuple[ListRow, bool]:
-            if row.request_id:
-                found = conn.execute(
-                    f"SELECT {_LIST_COLUMNS} FROM recipient_lists "
-                    "WHERE caller = ? AND request_id = ?",
-                    (row.caller, row.request_id),
-                ).fetchone()
-                if found is not None:
-                    return ListRow(*found), False
-            conn.execute(
-                "UPDATE recipient_lists SET request_id = ?, fingerprint = ?, widest_id = ?, "
-                "widest_index = ?, ready_time = ? WHERE list_id = ?",
-                (
-                    row.request_id,
-                    row.fingerprint,
-                    row.widest_id,
-                    row.widest_index,
-                    row.ready_time,
-                    row.list_id,
-                ),
-            )
-            stored = conn.execute(
-                f"SELECT {_LIST_COLUMNS} FROM recipient_lists WHERE list_id = ?", (row.list_id,)
-            ).fetchone()
-            return ListRow(*stored), True
-
-        finished, created = await self._write(op)
-        if created:
-            await self._delete_members(row.list_id)  # the unique index has done its work
-        else:
-            await self.delete_list(row.list_id)
-        return finished, created
-
-    async def _delete_members(self, list_id: str) -> None:
-        def op(conn: sqlite3.Connection) -> bool:
-            """Delete the next _MEMBERS_PER_DELETE members (a key range); True when done."""
-            found = conn.execute(
-                "SELECT list_key FROM recipient_lists WHERE list_id = ?", (list_id,)
-            ).fetchone()
-            if found is None:
-                return True
-            key = found[0]
-            last = conn.execute(
-                "SELECT recipient_id FROM list_members WHERE list_key = ? "
-                "ORDER BY recipient_id LIMIT 1 OFFSET ?",
-                (key, _MEMBERS_PER_DELETE - 1),
-            ).fetchone()
-            if last is None:
-                conn.execute("DELETE FROM list_members WHERE list_key = ?", (key,))
-                return True
-            conn.execute(
-                "DELETE FROM list_members WHERE list_key = ? AND recipient_id <= ?",
-                (key, last[0]),
-            )
-            return False
-
-        while not await self._write(op):
-            pass
-
-    async def get_list(self, list_id: str) -> ListRow | None:
-        def op(conn: sqlite3.Connection) -> ListRow | None:
-            found = conn.execute(
-                f"SELECT {_LIST_COLUMNS} FROM recipient_lists WHERE list_id = ?", (list_id,)
-            ).fetchone()
-            return None if found is None else ListRow(*found)
-
-        return await self._read(op)
-
-    async def delete_list(self, list_id: str) -> None:
-        await self._delete_members(list_id)
-
-        def op(conn: sqlite3.Connection) -> None:
-            found = conn.execute(
-                "SELECT list_key FROM recipient_lists WHERE list_id = ?", (list_id,)
-            ).fetchone()
-            if found is None:
-                return
-            for table in ("list_members", "list_pages", "recipient_lists"):
-                conn.execute(f"DELETE FROM {table} WHERE list_key = ?", found)
-
-        await self._write(op)

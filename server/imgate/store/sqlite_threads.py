@@ -1,23 +1,29 @@
-"""The SQLite store's threads: one writer that commits whatever is queued in one
-transaction (group commit), and a checkpointer that copies the WAL into the file and keeps
-the WAL small. The store (store/sqlite.py) owns them: it starts them at open and stops
-them at close; it reads on a thread of its own, with a connection made here too.
+"""The SQLite file and its threads: the file locked (flock) and migrated at open; one
+writer thread that commits whatever is queued in one transaction (group commit), one
+reader thread with its own connection, and a checkpointer that copies the WAL into the
+file and keeps the WAL small. SQLiteFile is the SQLite store (store/sqlite.py) without
+its operations: they run as functions of a connection, on the writer (`_write`) or the
+reader (`_read`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
+import os
 import queue
 import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from imgate.store.base import StoreError
+from imgate.store.base import Store, StoreError, StoreStats
+from imgate.store.sql.migrate import SQLITE_STEPS, SQLiteSchema, migrate
 
 T = TypeVar("T")
 log = logging.getLogger("imgate.store")
@@ -248,3 +254,121 @@ class Writer(threading.Thread):
         for loop, entries in by_loop.items():
             with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
                 loop.call_soon_threadsafe(_settle, entries)
+
+
+class SQLiteFile(Store):
+    """A SQLite store's file and threads (see the module docstring)."""
+
+    durable = True
+
+    def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
+        super().__init__()
+        self.path = path
+        self._clock = clock
+        self._lock_fd: int | None = None
+        self._writer: Writer | None = None
+        self._writer_conn: sqlite3.Connection | None = None
+        self._checkpointer: Checkpointer | None = None
+        self._reader: CountingConnection | None = None
+        self._read_pool: ThreadPoolExecutor | None = None
+
+    # -- life cycle -------------------------------------------------------------------
+
+    async def open(self) -> None:
+        writer_conn = await asyncio.to_thread(self._lock_and_connect)
+        try:
+            await migrate(SQLiteSchema(writer_conn), SQLITE_STEPS, str(self.path))
+            writer_conn.execute("PRAGMA wal_autocheckpoint=0")  # the checkpointer's job
+            checkpointer = await asyncio.to_thread(Checkpointer, self.path)
+        except (sqlite3.Error, StoreError) as exc:
+            writer_conn.close()
+            self._unlock()  # a newer schema, say: the file is free for the right gateway
+            if isinstance(exc, StoreError):
+                raise
+            raise StoreError(f"store.url: cannot use {self.path}: {exc}") from None
+        await asyncio.to_thread(self._start, writer_conn, checkpointer)
+
+    def _lock_and_connect(self) -> CountingConnection:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise StoreError(f"store.url: cannot open {self.path}: {exc.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StoreError(
+                f"store.url: {self.path} is in use by another imgate gateway; "
+                "give each gateway its own state_dir or store.url"
+            ) from None
+        self._lock_fd = fd
+        try:
+            return connect(self.path)
+        except sqlite3.Error as exc:
+            self._unlock()
+            raise StoreError(f"store.url: cannot use {self.path}: {exc}") from None
+
+    def _start(self, writer_conn: CountingConnection, checkpointer: Checkpointer) -> None:
+        self._writer_conn = writer_conn
+        self._writer = Writer(writer_conn)
+        self._writer.start()
+        self._checkpointer = checkpointer
+        checkpointer.start()
+        self._reader = connect(self.path)
+        self._read_pool = ThreadPoolExecutor(1, thread_name_prefix="imgate-sqlite-reader")
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor drops the flock
+            self._lock_fd = None
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._close)
+
+    def _close(self) -> None:
+        if self._writer is not None:
+            self._writer.stop()
+            self._writer = None
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
+            self._checkpointer = None
+        if self._read_pool is not None:
+            self._read_pool.shutdown()
+            self._read_pool = None
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+        writer_conn, self._writer_conn = self._writer_conn, None
+        if writer_conn is not None:
+            # Last: nobody reads any more, so the WAL is copied and cut to 0 (closing the
+            # last connection would also remove it, unless another process still has the
+            # file open, a backup tool say: then the WAL would stay at its size).
+            try:
+                writer_conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            except sqlite3.Error:
+                log.warning("SQLite checkpoint at close failed", exc_info=True)
+            writer_conn.close()
+        self._unlock()
+
+    # -- plumbing ---------------------------------------------------------------------
+
+    def stats(self) -> StoreStats:
+        writer = self._writer
+        if writer is None:
+            return StoreStats()
+        reader = self._reader.statements if self._reader is not None else 0
+        return StoreStats(writer.commits, writer.statements + reader)
+
+    async def _write(self, op: Callable[[sqlite3.Connection], T]) -> T:
+        if self._writer is None:
+            raise StoreError("store: not open")
+        waiter: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._writer.submit(op, waiter)
+        return await waiter
+
+    async def _read(self, op: Callable[[sqlite3.Connection], T]) -> T:
+        if self._read_pool is None or self._reader is None:
+            raise StoreError("store: not open")
+        reader = self._reader
+        return await asyncio.get_running_loop().run_in_executor(self._read_pool, lambda: op(reader))

@@ -109,7 +109,7 @@ SQLITE_STEPS: tuple[Step[sqlite3.Connection], ...] = (
 )
 
 
-class SQLiteFile:
+class SQLiteSchema:
     """A SQLite file's schema for the runner: its version is `PRAGMA user_version`; SQL
     runs on a worker thread (the connection is the writer's, not yet started)."""
 
