@@ -26,12 +26,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import asyncpg
 
-from imgate.config.load import hide_password, redacted_url
 from imgate.store.base import (
     CLAIMED,
     ENDED_STATES,
@@ -43,60 +41,21 @@ from imgate.store.base import (
     ChunkRow,
     Counts,
     Fenced,
-    ListRow,
     OutcomePage,
-    Recovered,
-    Store,
-    StoreError,
 )
-from imgate.store.pages import decode_recipients, encode_list_page, encode_recipients
-from imgate.store.sql.migrate import POSTGRESQL_STEPS, migrate
-from imgate.store.sql.schema import POSTGRESQL, Dialect
+from imgate.store.pages import decode_recipients, encode_recipients
+from imgate.store.postgres_lists import PostgresLists
+from imgate.store.postgres_replicas import Connection
+from imgate.store.sql.migrate import POSTGRESQL_STEPS
 from imgate.v1 import gateway_pb2 as pb
-
-log = logging.getLogger("imgate.store")
 
 SCHEMA_VERSION = len(POSTGRESQL_STEPS)
 
 # The batches table has BatchRow's fields as its first columns, in its order.
 _BATCH_COLUMNS = ", ".join(f.name for f in dataclasses.fields(BatchRow))
 _CHUNK_COLUMNS = "batch_id, number, start_pos, end_pos, state, attempts, owner"
-_LIST_COLUMNS = ", ".join(f.name for f in dataclasses.fields(ListRow))
 _UNFINISHED = "(" + ", ".join(str(s) for s in sorted(UNFINISHED_STATES)) + ")"
 _ENDED = "(" + ", ".join(str(s) for s in sorted(ENDED_STATES)) + ")"
-# Store operations are short; a replica rarely has more than its in-flight chunks' writes
-# and a few watchers' reads at once. Three replicas stay far below max_connections (100).
-_POOL_MIN, _POOL_MAX = 2, 10
-_CONNECT_TIMEOUT_S = 10.0
-
-_Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
-
-
-class _Schema:
-    """The schema for the migration runner, inside the migration's transaction."""
-
-    dialect: Dialect = POSTGRESQL
-
-    def __init__(self, conn: _Connection) -> None:
-        self.connection = conn
-
-    async def version(self) -> int:
-        await self.connection.execute("CREATE TABLE IF NOT EXISTS schema_version (version integer)")
-        found: int = await self.connection.fetchval(
-            "SELECT coalesce(max(version), 0) FROM schema_version"
-        )
-        return found
-
-    async def create(self, version: int, statements: Sequence[str]) -> None:
-        await self.connection.execute(";\n".join(statements))  # one round trip
-        await self.set_version(version)
-
-    async def set_version(self, version: int) -> None:
-        await self.connection.execute("INSERT INTO schema_version VALUES ($1)", version)
-
-
-async def _keep_session(conn: asyncpg.Connection) -> None:
-    """Pool reset hook: nothing to reset (see PostgresStore.open)."""
 
 
 def _row(record: asyncpg.Record) -> BatchRow:
@@ -111,134 +70,16 @@ def _chunk(record: asyncpg.Record) -> ChunkRow:
     return ChunkRow(*record.values())
 
 
-def _list(record: asyncpg.Record) -> ListRow:
-    row = ListRow(*record.values())
-    row.fingerprint = bytes(row.fingerprint)
-    return row
-
-
-class PostgresStore(Store):
+class PostgresStore(PostgresLists):
     """Batches in a PostgreSQL schema, shared by every replica given the same URL."""
-
-    durable = True
-    shared = True
 
     def __init__(self, url: str, lease_s: float = 30.0) -> None:
         """`lease_s`: how old a replica's heartbeat is before `recover` takes its batches."""
-        super().__init__()
-        self.url = url
-        self.lease_s = lease_s
-        self._pool: asyncpg.Pool | None = None
-        self._listener: asyncpg.Connection | None = None
-        self.schema = ""
-        self._channel = ""
-        """NOTIFY channel: per schema, so gateways on other schemas of the database are
-        not woken (channels are per database)."""
+        super().__init__(url, lease_s)
         # One writer at a time per batch in this process, in the order they asked: a
         # batch's new chunks must be inserted in order (chunk n + 1 after chunk n), which
         # SQLite's single writer thread gives for free and a pool of connections does not.
         self._writers: dict[str, asyncio.Lock] = {}
-
-    def _error(self, what: str, exc: BaseException) -> StoreError:
-        text = hide_password(str(exc) or type(exc).__name__, self.url)
-        return StoreError(f"store.url: {what} {redacted_url(self.url)}: {text}")
-
-    # -- life cycle -------------------------------------------------------------------
-
-    async def open(self) -> None:
-        try:
-            self._pool = await asyncpg.create_pool(
-                self.url,
-                min_size=_POOL_MIN,
-                max_size=_POOL_MAX,
-                timeout=_CONNECT_TIMEOUT_S,
-                init=self._init_connection,
-                # Not asyncpg's default reset (advisory unlock, CLOSE ALL, UNLISTEN, RESET
-                # ALL) after every release: pooled connections keep no session state here
-                # (transaction-scoped locks only, settings given at connect, LISTEN on a
-                # connection of its own), and the reset was a quarter of the statements
-                # of a small send (issue 20).
-                reset=_keep_session,
-                server_settings={
-                    "application_name": "imgate",
-                    # A replica frozen inside a transaction (SIGSTOP, a VM pause) would
-                    # hold its batch rows locked, and the sweepers' SKIP LOCKED would pass
-                    # them by for as long as it sleeps: after a lease without a word from
-                    # it (at least a second), the server ends its session; its writes
-                    # would be fenced off anyway.
-                    "idle_in_transaction_session_timeout": str(
-                        round(max(1.0, self.lease_s) * 1000)
-                    ),
-                },
-            )
-        except Exception as exc:  # whatever it is, its message is shown without the password
-            raise self._error("cannot connect to", exc) from None
-        try:
-            async with self._pool.acquire() as conn:
-                await self._migrate(conn)
-            await self._listen()
-        except StoreError:
-            await self.close()
-            raise
-        except Exception as exc:
-            await self.close()
-            raise self._error("cannot use", exc) from None
-
-    async def _init_connection(self, conn: asyncpg.Connection) -> None:
-        conn.add_query_logger(self._count_statement)
-
-    def _count_statement(self, _query: object) -> None:
-        self._stats.statements += 1
-
-    async def _listen(self) -> None:
-        """(Re)open the connection that LISTENs for other replicas' changes."""
-        listener = await asyncpg.connect(
-            self.url,
-            timeout=_CONNECT_TIMEOUT_S,
-            server_settings={"application_name": "imgate listen"},
-        )
-        await listener.add_listener(self._channel, self._notified)
-        self._listener = listener
-
-    async def _migrate(self, conn: _Connection) -> None:
-        path = await conn.fetchval("SHOW search_path")
-        async with conn.transaction():
-            # Per schema: replicas of one gateway wait for each other, other schemas don't.
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"migrate {path}")
-            schema = await conn.fetchval("SELECT current_schema()")
-            if schema is None:
-                first = next(
-                    (p.strip() for p in path.split(",") if p.strip() not in ("", '"$user"')),
-                    None,
-                )
-                if first is None:
-                    raise StoreError(f"store.url: {redacted_url(self.url)}: no schema to use")
-                await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {first}")
-                schema = await conn.fetchval("SELECT current_schema()")
-            self.schema = schema
-            self._channel = f"imgate {schema}"
-            await migrate(_Schema(conn), POSTGRESQL_STEPS, redacted_url(self.url))
-
-    def _notified(self, conn: object, pid: int, channel: str, payload: object) -> None:
-        self.notifier.notify(str(payload))
-
-    async def close(self) -> None:
-        if self._listener is not None:
-            with contextlib.suppress(Exception):
-                await self._listener.close(timeout=5)
-            self._listener = None
-        if self._pool is not None:
-            try:
-                await asyncio.wait_for(self._pool.close(), 10)
-            except Exception:
-                self._pool.terminate()  # a connection still busy, or the server gone
-            self._pool = None
-
-    @property
-    def pool(self) -> asyncpg.Pool:
-        if self._pool is None:
-            raise StoreError("store: not open")
-        return self._pool
 
     # -- batches ----------------------------------------------------------------------
 
@@ -264,7 +105,7 @@ class PostgresStore(Store):
         if len(pages) == 1:
             return await self._create_small(row, owner, pages[0][2:], first_chunk)
 
-        async def insert_pages(conn: _Connection) -> None:
+        async def insert_pages(conn: Connection) -> None:
             await conn.copy_records_to_table(
                 "recipient_pages",
                 records=pages,
@@ -328,7 +169,7 @@ class PostgresStore(Store):
     async def create_batch_from_list(
         self, row: BatchRow, list_id: str, owner: str = ""
     ) -> tuple[BatchRow, bool]:
-        async def link_list(conn: _Connection) -> None:
+        async def link_list(conn: Connection) -> None:
             key = await conn.fetchval(
                 "SELECT list_key FROM recipient_lists "
                 "WHERE list_id = $1 AND ready_time IS NOT NULL FOR KEY SHARE",
@@ -344,7 +185,7 @@ class PostgresStore(Store):
         self,
         row: BatchRow,
         owner: str,
-        insert_recipients: Callable[[_Connection], Awaitable[None]],
+        insert_recipients: Callable[[Connection], Awaitable[None]],
     ) -> tuple[BatchRow, bool]:
         """The batch row and its recipients, unless (caller, request_id) has a batch."""
         async with self.pool.acquire() as conn, conn.transaction():
@@ -451,7 +292,7 @@ class PostgresStore(Store):
     # -- fenced chunk writes ----------------------------------------------------------
 
     @staticmethod
-    async def _take(conn: _Connection, chunk: ChunkRow, state: str, owner: str) -> None:
+    async def _take(conn: Connection, chunk: ChunkRow, state: str, owner: str) -> None:
         """In a transaction: move `chunk` to `state` for `owner` (inserting the row when
         it is the batch's next one), or raise Fenced having changed nothing."""
         # A batch created without an owner is taken by its first writer.
@@ -692,99 +533,6 @@ class PostgresStore(Store):
         self.notifier.notify(batch_id)
         return None if found is None else _row_of(list(found.values())[:-1])
 
-    # -- replicas ---------------------------------------------------------------------
-
-    async def heartbeat(self, owner: str) -> None:
-        await self.pool.execute(
-            "INSERT INTO replicas (owner, heartbeat) VALUES ($1, now()) "
-            "ON CONFLICT (owner) DO UPDATE SET heartbeat = now()",
-            owner,
-        )
-        if self._listener is None or self._listener.is_closed():
-            # Lost with a database restart or a network cut: listen again, and wake every
-            # watcher, since what was notified meanwhile is lost.
-            await self._listen()
-            log.info("listening for other replicas' changes again")
-            self.notifier.notify_all()
-
-    async def retire(self, owner: str) -> None:
-        await self.pool.execute("DELETE FROM replicas WHERE owner = $1", owner)
-
-    async def release(self, batch_id: str, owner: str) -> None:
-        # No owner: adoptable by any sweep, as if its owner had died.
-        await self.pool.execute(
-            f"UPDATE batches SET owner = '' WHERE batch_id = $1 AND owner = $2 "
-            f"AND state IN {_UNFINISHED}",
-            batch_id,
-            owner,
-        )
-
-    async def recover(self, owner: str) -> Recovered:
-        # A restart is an adoption: the batches of replicas whose lease ran out (the
-        # previous process of this gateway among them), never those of a live replica.
-        _, recovered = await self._adopt(owner, self.lease_s, wait=True)
-        return recovered
-
-    async def adopt(self, owner: str, lease_s: float) -> tuple[int, Recovered]:
-        return await self._adopt(owner, lease_s, wait=False)
-
-    async def _adopt(self, owner: str, lease_s: float, wait: bool) -> tuple[int, Recovered]:
-        lock = "pg_advisory_xact_lock" if wait else "pg_try_advisory_xact_lock"
-        async with self.pool.acquire() as conn, conn.transaction():
-            # One sweeper at a time (per schema); the others find the lock taken and skip.
-            got = await conn.fetchval(f"SELECT {lock}(hashtext(current_schema() || ' sweep'))")
-            if got is False:
-                return 0, Recovered()
-            taken = await conn.fetch(
-                "SELECT batch_id FROM batches b "
-                f"WHERE state IN {_UNFINISHED} AND owner <> $1 AND NOT EXISTS ("
-                "  SELECT 1 FROM replicas r WHERE r.owner = b.owner"
-                "  AND r.heartbeat > now() - make_interval(secs => $2)) "
-                "ORDER BY create_time, batch_id FOR UPDATE SKIP LOCKED",
-                owner,
-                lease_s,
-            )
-            batch_ids = [r["batch_id"] for r in taken]
-            if not batch_ids:
-                return 0, Recovered()
-            await conn.execute(
-                "UPDATE batches SET owner = $1 WHERE batch_id = ANY($2)", owner, batch_ids
-            )
-            reclaimed = await conn.execute(
-                "UPDATE chunks SET state = $1 WHERE state = $2 AND batch_id = ANY($3)",
-                PLANNED,
-                CLAIMED,
-                batch_ids,
-            )
-            sending = await conn.fetch(
-                "UPDATE chunks SET owner = $1 WHERE state = $2 AND batch_id = ANY($3) "
-                f"RETURNING {_CHUNK_COLUMNS}",
-                owner,
-                SENDING,
-                batch_ids,
-            )
-            # What was running waits in the queue again, in its place (create_time).
-            await conn.execute(
-                f"UPDATE batches SET state = {pb.BATCH_STATE_QUEUED} WHERE batch_id = ANY($1) "
-                f"AND state = {pb.BATCH_STATE_RUNNING} AND NOT bound",
-                batch_ids,
-            )
-            to_close = await conn.fetch(
-                "SELECT batch_id FROM batches WHERE batch_id = ANY($1) "
-                f"AND (bound OR state = {pb.BATCH_STATE_CANCELLING}) ORDER BY create_time",
-                batch_ids,
-            )
-            # Replicas presumed dead keep no row; one that wakes up writes a new one.
-            await conn.execute(
-                "DELETE FROM replicas WHERE heartbeat <= now() - make_interval(secs => $1) "
-                "AND owner <> $2",
-                lease_s,
-                owner,
-            )
-        chunks = sorted((_chunk(r) for r in sending), key=lambda c: (c.batch_id, c.number))
-        closing = [r["batch_id"] for r in to_close]
-        return len(batch_ids), Recovered(chunks, int(reclaimed.split()[-1]), closing)
-
     # -- outcomes and retention -------------------------------------------------------
 
     async def _read_outcomes(
@@ -870,137 +618,3 @@ class PostgresStore(Store):
         for found in old_lists:
             await self.delete_list(found["list_id"])
         return len(old) + len(old_lists)
-
-    # -- recipient lists --------------------------------------------------------------
-
-    async def create_list(self, row: ListRow) -> None:
-        await self.pool.execute(
-            f"INSERT INTO recipient_lists ({_LIST_COLUMNS}) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            *dataclasses.astuple(row),
-        )
-
-    async def add_to_list(self, list_id: str, ids: Sequence[str]) -> int:
-        async with self.pool.acquire() as conn, conn.transaction():
-            found = await conn.fetchrow(
-                "SELECT list_key, count, received FROM recipient_lists "
-                "WHERE list_id = $1 AND ready_time IS NULL FOR UPDATE",
-                list_id,
-            )
-            if found is None:
-                raise LookupError(f"no unfinished list {list_id!r}")
-            key, count, received = found["list_key"], found["count"], found["received"]
-            # The unique index decides what is new: the ids it let in come back. Within
-            # the page, the first occurrence of an id is the one that counts.
-            inserted = await conn.fetch(
-                "INSERT INTO list_members (list_key, recipient_id) "
-                "SELECT $1, id FROM unnest($2::text[]) WITH ORDINALITY AS page(id, position) "
-                "ORDER BY position ON CONFLICT DO NOTHING RETURNING recipient_id",
-                key,
-                list(ids),
-            )
-            new = {r["recipient_id"] for r in inserted}
-            new_ids: list[str] = []
-            new_indexes: list[int] = []
-            if len(new) == len(ids):
-                new_ids, new_indexes = list(ids), list(range(received, received + len(ids)))
-            elif new:
-                for index, recipient in enumerate(ids, received):
-                    if recipient in new:
-                        new.discard(recipient)  # later copies in the page are duplicates
-                        new_ids.append(recipient)
-                        new_indexes.append(index)
-            added = len(new_ids)
-            page, filled = divmod(count, RECIPIENT_PAGE)
-            if added and filled:  # the last page is partial: it is rewritten, extended
-                last = await conn.fetchrow(
-                    "SELECT ids, indexes FROM list_pages WHERE list_key = $1 AND page = $2",
-                    key,
-                    page,
-                )
-                assert last is not None
-                old_ids, old_indexes = decode_recipients(
-                    last["ids"], last["indexes"], page * RECIPIENT_PAGE
-                )
-                new_ids, new_indexes = old_ids + new_ids, old_indexes + new_indexes
-            await conn.executemany(
-                "INSERT INTO list_pages (list_key, page, ids, indexes) VALUES ($1, $2, $3, $4) "
-                "ON CONFLICT (list_key, page) DO UPDATE "
-                "SET ids = excluded.ids, indexes = excluded.indexes",
-                [
-                    (
-                        key,
-                        page + offset // RECIPIENT_PAGE,
-                        *encode_list_page(
-                            new_ids[offset : offset + RECIPIENT_PAGE],
-                            new_indexes[offset : offset + RECIPIENT_PAGE],
-                            page * RECIPIENT_PAGE + offset,
-                        ),
-                    )
-                    for offset in range(0, len(new_ids), RECIPIENT_PAGE)
-                ],
-            )
-            await conn.execute(
-                "UPDATE recipient_lists SET count = $2, received = $3 WHERE list_key = $1",
-                key,
-                count + added,
-                received + len(ids),
-            )
-        return added
-
-    async def finish_list(self, row: ListRow) -> tuple[ListRow, bool]:
-        stored: asyncpg.Record | None = None
-        async with self.pool.acquire() as conn, conn.transaction():
-            if row.request_id:
-                # Two uploads racing one request_id finish one at a time: the second
-                # waits for the first's commit, then finds its list.
-                await conn.execute(
-                    "SELECT pg_advisory_xact_lock(hashtext($1))",
-                    f"list {row.caller} {row.request_id}",
-                )
-                found = await conn.fetchrow(
-                    f"SELECT {_LIST_COLUMNS} FROM recipient_lists "
-                    "WHERE caller = $1 AND request_id = $2",
-                    row.caller,
-                    row.request_id,
-                )
-            else:
-                found = None
-            if found is None:
-                stored = await conn.fetchrow(
-                    "UPDATE recipient_lists SET request_id = $2, fingerprint = $3, "
-                    "widest_id = $4, widest_index = $5, ready_time = $6 WHERE list_id = $1 "
-                    f"RETURNING {_LIST_COLUMNS}",
-                    row.list_id,
-                    row.request_id,
-                    row.fingerprint,
-                    row.widest_id,
-                    row.widest_index,
-                    row.ready_time,
-                )
-        if found is not None:
-            await self.delete_list(row.list_id)
-            return _list(found), False
-        # The unique index has done its work.
-        await self.pool.execute(
-            "DELETE FROM list_members WHERE list_key = "
-            "(SELECT list_key FROM recipient_lists WHERE list_id = $1)",
-            row.list_id,
-        )
-        assert stored is not None, "finish_list of an unknown list"
-        return _list(stored), True
-
-    async def get_list(self, list_id: str) -> ListRow | None:
-        found = await self.pool.fetchrow(
-            f"SELECT {_LIST_COLUMNS} FROM recipient_lists WHERE list_id = $1", list_id
-        )
-        return None if found is None else _list(found)
-
-    async def delete_list(self, list_id: str) -> None:
-        async with self.pool.acquire() as conn, conn.transaction():
-            key = await conn.fetchval(
-                "DELETE FROM recipient_lists WHERE list_id = $1 RETURNING list_key", list_id
-            )
-            if key is not None:
-                for table in ("list_members", "list_pages"):
-                    await conn.execute(f"DELETE FROM {table} WHERE list_key = $1", key)
