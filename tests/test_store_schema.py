@@ -1,7 +1,8 @@
 """The SQL stores' schema, declared once (store/sql/schema.py) and migrated by one runner
 (store/sql/migrate.py): each released step still creates what it created when released,
 the tables hold the row types' fields in their order, and a database of any older version
-migrates to the schema of a new one, in both dialects."""
+migrates to the schema of a new one, in both dialects. And their queries, by name
+(store/sql/queries.sql): every one a store asks for is there, and compiles."""
 
 from __future__ import annotations
 
@@ -14,10 +15,12 @@ from typing import Any
 import asyncpg
 import pytest
 
+import imgate
 from imgate.store.base import BatchRow, ChunkRow, ListRow
 from imgate.store.postgres import PostgresStore
 from imgate.store.sql import schema
 from imgate.store.sql.migrate import POSTGRESQL_STEPS, SQLITE_STEPS
+from imgate.store.sql.queries import POSTGRESQL_QUERIES, SQLITE_QUERIES, Queries
 from imgate.store.sqlite import SQLiteStore
 from tests import _postgres, _schemas
 
@@ -157,3 +160,51 @@ async def test_a_postgresql_schema_of_any_version_migrates_to_a_new_ones() -> No
         for name in names:
             await conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
         await conn.close()
+
+
+def _asked(module: str) -> set[str]:
+    """The query names a store module asks for (Q["name"], Q.all("name"))."""
+    text = (Path(imgate.__file__).parent / "store" / f"{module}.py").read_text()
+    return set(re.findall(r'\bQ(?:\[|\.all\()\s*"(\w+)"', text))
+
+
+@pytest.mark.parametrize(
+    ("queries", "modules"),
+    [
+        (SQLITE_QUERIES, ("sqlite", "sqlite_lists", "sqlite_threads")),
+    ],
+)
+def test_every_query_a_store_asks_for_is_there(queries: Queries, modules: tuple[str, ...]) -> None:
+    asked = set().union(*(_asked(m) for m in modules))
+    assert asked, modules
+    assert asked <= set(queries.names())
+
+
+async def test_every_sqlite_query_compiles_against_the_schema(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "imgate.db")
+    await store.open()
+    await store.close()
+    conn = sqlite3.connect(tmp_path / "imgate.db")
+    try:
+        for name in SQLITE_QUERIES.names():
+            for sql in SQLITE_QUERIES.all(name):
+                count = max((int(n) for n in re.findall(r"\?(\d+)", sql)), default=0)
+                conn.execute(f"EXPLAIN {sql}", [None] * count)  # compiled, not run
+    finally:
+        conn.close()
+
+
+async def test_every_postgresql_query_compiles_against_the_schema() -> None:
+    base = await _postgres.reachable_or_skip()
+    name = _postgres.new_schema()
+    store = PostgresStore(_postgres.with_schema(base, name))
+    await store.open()
+    try:
+        async with store.pool.acquire() as conn:
+            for query in POSTGRESQL_QUERIES.names():
+                for sql in POSTGRESQL_QUERIES.all(query):
+                    if not sql.startswith(("SHOW", "CREATE")):
+                        await conn.prepare(sql)  # parsed and planned, not run
+    finally:
+        await store.close()
+        await _postgres.drop_schema(base, name)

@@ -1,10 +1,14 @@
-"""How a page of recipient ids is stored as text (both SQL stores, and the benchmark's
-floors): ids joined by a separator, their indexes left out when they are implied."""
+"""How the SQL stores keep recipients: in pages of RECIPIENT_PAGE unique ids, each page
+as text (ids joined by a separator, their indexes left out when they are implied). Also
+the benchmark's floors."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from imgate.store.base import RECIPIENT_PAGE
 
 # A page of ids as text: "\n" then the ids joined by "\n" (validated ids hold no control
 # character, and joining is ten times faster than JSON, on the way to the first call);
@@ -37,3 +41,37 @@ def decode_recipients(ids: str, indexes: str, start: int) -> tuple[list[str], li
     if indexes:
         return decoded, json.loads(indexes)
     return decoded, list(range(start, start + len(decoded)))
+
+
+def batch_pages(
+    batch_id: str, ids: Sequence[str], indexes: Sequence[int] | None
+) -> list[tuple[str, int, str, str]]:
+    """A batch's unique recipients as rows of recipient_pages: (batch_id, page, ids,
+    indexes), RECIPIENT_PAGE ids a page."""
+    return [
+        (
+            batch_id,
+            number,
+            *encode_recipients(
+                ids[start : start + RECIPIENT_PAGE],
+                None if indexes is None else indexes[start : start + RECIPIENT_PAGE],
+            ),
+        )
+        for number, start in enumerate(range(0, len(ids), RECIPIENT_PAGE))
+    ]
+
+
+def read_pages(pages: Iterable[Sequence[Any]], start: int, end: int) -> tuple[list[str], list[int]]:
+    """Recipients [start, end) and their indexes, from the rows (page, ids, indexes) of the
+    pages that hold them, in order."""
+    ids: list[str] = []
+    indexes: list[int] = []
+    first = start // RECIPIENT_PAGE
+    for page, page_ids, page_indexes in pages:
+        decoded_ids, decoded_indexes = decode_recipients(
+            page_ids, page_indexes, page * RECIPIENT_PAGE
+        )
+        ids.extend(decoded_ids)
+        indexes.extend(decoded_indexes)
+    offset = start - first * RECIPIENT_PAGE
+    return ids[offset : offset + end - start], indexes[offset : offset + end - start]
