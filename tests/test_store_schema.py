@@ -172,6 +172,7 @@ def _asked(module: str) -> set[str]:
     ("queries", "modules"),
     [
         (SQLITE_QUERIES, ("sqlite", "sqlite_lists", "sqlite_threads")),
+        (POSTGRESQL_QUERIES, ("postgres", "postgres_lists", "postgres_replicas")),
     ],
 )
 def test_every_query_a_store_asks_for_is_there(queries: Queries, modules: tuple[str, ...]) -> None:

@@ -61,7 +61,7 @@ def batch_pages(
     ]
 
 
-def read_pages(pages: Iterable[Sequence[Any]], start: int, end: int) -> tuple[list[str], list[int]]:
+def read_pages(pages: Iterable[Iterable[Any]], start: int, end: int) -> tuple[list[str], list[int]]:
     """Recipients [start, end) and their indexes, from the rows (page, ids, indexes) of the
     pages that hold them, in order."""
     ids: list[str] = []

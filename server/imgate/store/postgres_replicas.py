@@ -1,7 +1,21 @@
 """The PostgreSQL store as one of several replicas on one schema: its connections (a
 pool, and one that LISTENs), its schema migrated at start-up, heartbeats, and adoption of
-the batches of replicas presumed dead (store/postgres.py has the batches, store/postgres_
-lists.py the recipient lists).
+the batches of replicas presumed dead (store/postgres.py has the batches,
+store/postgres_lists.py the recipient lists, store/sql/queries.sql the SQL).
+
+- The schema is created and migrated by the gateway at start-up, one version at a time
+  (`schema_version`), under an advisory lock so replicas starting together do not race.
+  The schema is the first of the URL's `search_path` (asyncpg passes unknown URL query
+  parameters to the server as settings: `?search_path=imgate` works); it is created
+  when missing.
+- `adopt` runs under `pg_try_advisory_xact_lock`: one sweeper at a time per schema. An
+  adopter locks the batches `FOR UPDATE SKIP LOCKED`, which waits for no writer and is
+  never interleaved with one.
+- Watchers on every replica are woken by `LISTEN/NOTIFY` (a channel per schema, payload:
+  the batch id) on one connection per gateway, reopened by the heartbeat when lost;
+  `BatchService.watch` still polls, should a notification be lost.
+- Commits are counted (imgate_store_commits_total) as the statements that write on their
+  own (autocommitted: `_committed`) and the transactions (`_transaction`).
 """
 
 from __future__ import annotations
@@ -9,29 +23,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from typing import TypeVar
 
 import asyncpg
 
 from imgate.config.load import hide_password, redacted_url
-from imgate.store.base import (
-    CLAIMED,
-    PLANNED,
-    SENDING,
-    UNFINISHED_STATES,
-    ChunkRow,
-    Recovered,
-    Store,
-    StoreError,
-)
+from imgate.store.base import ChunkRow, Recovered, Store, StoreError
 from imgate.store.sql.migrate import POSTGRESQL_STEPS, migrate
+from imgate.store.sql.queries import POSTGRESQL_QUERIES as Q
 from imgate.store.sql.schema import POSTGRESQL, Dialect
-from imgate.v1 import gateway_pb2 as pb
 
 log = logging.getLogger("imgate.store")
 
-_CHUNK_COLUMNS = "batch_id, number, start_pos, end_pos, state, attempts, owner"
-_UNFINISHED = "(" + ", ".join(str(s) for s in sorted(UNFINISHED_STATES)) + ")"
+T = TypeVar("T")
 # Store operations are short; a replica rarely has more than its in-flight chunks' writes
 # and a few watchers' reads at once. Three replicas stay far below max_connections (100).
 _POOL_MIN, _POOL_MAX = 2, 10
@@ -49,10 +54,8 @@ class _Schema:
         self.connection = conn
 
     async def version(self) -> int:
-        await self.connection.execute("CREATE TABLE IF NOT EXISTS schema_version (version integer)")
-        found: int = await self.connection.fetchval(
-            "SELECT coalesce(max(version), 0) FROM schema_version"
-        )
+        await self.connection.execute(Q["schema_version_table"])
+        found: int = await self.connection.fetchval(Q["schema_version"])
         return found
 
     async def create(self, version: int, statements: Sequence[str]) -> None:
@@ -60,7 +63,7 @@ class _Schema:
         await self.set_version(version)
 
     async def set_version(self, version: int) -> None:
-        await self.connection.execute("INSERT INTO schema_version VALUES ($1)", version)
+        await self.connection.execute(Q["set_schema_version"], version)
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:
@@ -151,11 +154,11 @@ class PostgresReplicas(Store):
         self._listener = listener
 
     async def _migrate(self, conn: Connection) -> None:
-        path = await conn.fetchval("SHOW search_path")
+        path = await conn.fetchval(Q["search_path"])
         async with conn.transaction():
             # Per schema: replicas of one gateway wait for each other, other schemas don't.
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"migrate {path}")
-            schema = await conn.fetchval("SELECT current_schema()")
+            await conn.execute(Q["advisory_lock"], f"migrate {path}")
+            schema = await conn.fetchval(Q["current_schema"])
             if schema is None:
                 first = next(
                     (p.strip() for p in path.split(",") if p.strip() not in ("", '"$user"')),
@@ -164,10 +167,11 @@ class PostgresReplicas(Store):
                 if first is None:
                     raise StoreError(f"store.url: {redacted_url(self.url)}: no schema to use")
                 await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {first}")
-                schema = await conn.fetchval("SELECT current_schema()")
+                schema = await conn.fetchval(Q["current_schema"])
             self.schema = schema
             self._channel = f"imgate {schema}"
             await migrate(_Schema(conn), POSTGRESQL_STEPS, redacted_url(self.url))
+        self._stats.commits += 1
 
     def _notified(self, conn: object, pid: int, channel: str, payload: object) -> None:
         self.notifier.notify(str(payload))
@@ -190,14 +194,22 @@ class PostgresReplicas(Store):
             raise StoreError("store: not open")
         return self._pool
 
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[Connection]:
+        """A pooled connection in a transaction: one commit when the block ends normally."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            yield conn
+        self._stats.commits += 1
+
+    def _committed(self, result: T) -> T:
+        """`result` of a statement that wrote on its own, autocommitted: one commit."""
+        self._stats.commits += 1
+        return result
+
     # -- replicas ---------------------------------------------------------------------
 
     async def heartbeat(self, owner: str) -> None:
-        await self.pool.execute(
-            "INSERT INTO replicas (owner, heartbeat) VALUES ($1, now()) "
-            "ON CONFLICT (owner) DO UPDATE SET heartbeat = now()",
-            owner,
-        )
+        self._committed(await self.pool.execute(Q["heartbeat"], owner))
         if self._listener is None or self._listener.is_closed():
             # Lost with a database restart or a network cut: listen again, and wake every
             # watcher, since what was notified meanwhile is lost.
@@ -206,16 +218,10 @@ class PostgresReplicas(Store):
             self.notifier.notify_all()
 
     async def retire(self, owner: str) -> None:
-        await self.pool.execute("DELETE FROM replicas WHERE owner = $1", owner)
+        self._committed(await self.pool.execute(Q["retire"], owner))
 
     async def release(self, batch_id: str, owner: str) -> None:
-        # No owner: adoptable by any sweep, as if its owner had died.
-        await self.pool.execute(
-            f"UPDATE batches SET owner = '' WHERE batch_id = $1 AND owner = $2 "
-            f"AND state IN {_UNFINISHED}",
-            batch_id,
-            owner,
-        )
+        self._committed(await self.pool.execute(Q["release"], batch_id, owner))
 
     async def recover(self, owner: str) -> Recovered:
         # A restart is an adoption: the batches of replicas whose lease ran out (the
@@ -227,58 +233,20 @@ class PostgresReplicas(Store):
         return await self._adopt(owner, lease_s, wait=False)
 
     async def _adopt(self, owner: str, lease_s: float, wait: bool) -> tuple[int, Recovered]:
-        lock = "pg_advisory_xact_lock" if wait else "pg_try_advisory_xact_lock"
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with self._transaction() as conn:
             # One sweeper at a time (per schema); the others find the lock taken and skip.
-            got = await conn.fetchval(f"SELECT {lock}(hashtext(current_schema() || ' sweep'))")
-            if got is False:
+            if await conn.fetchval(Q["sweep_lock" if wait else "try_sweep_lock"]) is False:
                 return 0, Recovered()
-            taken = await conn.fetch(
-                "SELECT batch_id FROM batches b "
-                f"WHERE state IN {_UNFINISHED} AND owner <> $1 AND NOT EXISTS ("
-                "  SELECT 1 FROM replicas r WHERE r.owner = b.owner"
-                "  AND r.heartbeat > now() - make_interval(secs => $2)) "
-                "ORDER BY create_time, batch_id FOR UPDATE SKIP LOCKED",
-                owner,
-                lease_s,
-            )
+            taken = await conn.fetch(Q["adoptable_batches"], owner, lease_s)
             batch_ids = [r["batch_id"] for r in taken]
             if not batch_ids:
                 return 0, Recovered()
-            await conn.execute(
-                "UPDATE batches SET owner = $1 WHERE batch_id = ANY($2)", owner, batch_ids
-            )
-            reclaimed = await conn.execute(
-                "UPDATE chunks SET state = $1 WHERE state = $2 AND batch_id = ANY($3)",
-                PLANNED,
-                CLAIMED,
-                batch_ids,
-            )
-            sending = await conn.fetch(
-                "UPDATE chunks SET owner = $1 WHERE state = $2 AND batch_id = ANY($3) "
-                f"RETURNING {_CHUNK_COLUMNS}",
-                owner,
-                SENDING,
-                batch_ids,
-            )
-            # What was running waits in the queue again, in its place (create_time).
-            await conn.execute(
-                f"UPDATE batches SET state = {pb.BATCH_STATE_QUEUED} WHERE batch_id = ANY($1) "
-                f"AND state = {pb.BATCH_STATE_RUNNING} AND NOT bound",
-                batch_ids,
-            )
-            to_close = await conn.fetch(
-                "SELECT batch_id FROM batches WHERE batch_id = ANY($1) "
-                f"AND (bound OR state = {pb.BATCH_STATE_CANCELLING}) ORDER BY create_time",
-                batch_ids,
-            )
-            # Replicas presumed dead keep no row; one that wakes up writes a new one.
-            await conn.execute(
-                "DELETE FROM replicas WHERE heartbeat <= now() - make_interval(secs => $1) "
-                "AND owner <> $2",
-                lease_s,
-                owner,
-            )
+            await conn.execute(Q["adopt_batches"], owner, batch_ids)
+            reclaimed = await conn.execute(Q["reclaim_chunks"], batch_ids)
+            sending = await conn.fetch(Q["hand_over_sending"], owner, batch_ids)
+            await conn.execute(Q["requeue_running"], batch_ids)
+            to_close = await conn.fetch(Q["batches_to_close"], batch_ids)
+            await conn.execute(Q["forget_dead_replicas"], lease_s, owner)
         chunks = sorted((_chunk(r) for r in sending), key=lambda c: (c.batch_id, c.number))
         closing = [r["batch_id"] for r in to_close]
         return len(batch_ids), Recovered(chunks, int(reclaimed.split()[-1]), closing)

@@ -53,8 +53,9 @@ def page_rows(
     """Rows of list_pages (list_key, page, ids, indexes) to write for `new_ids` appended to
     a list of `count` unique ids; `last`: the stored (ids, indexes) of the partial page
     that partial_page named."""
-    page = count // RECIPIENT_PAGE
-    if last is not None:
+    page, filled = divmod(count, RECIPIENT_PAGE)
+    if filled and new_ids:
+        assert last is not None, "the list's partial last page is missing"
         old_ids, old_indexes = decode_recipients(last[0], last[1], page * RECIPIENT_PAGE)
         new_ids, new_indexes = old_ids + new_ids, old_indexes + new_indexes
     return [
