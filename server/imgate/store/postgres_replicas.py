@@ -67,7 +67,7 @@ class _Schema:
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:
-    """Pool reset hook: nothing to reset (see PostgresStore.open)."""
+    """Pool reset hook: nothing to reset (see PostgresReplicas.open)."""
 
 
 def _chunk(record: asyncpg.Record) -> ChunkRow:

@@ -58,7 +58,7 @@ def connect(path: Path, busy_ms: int = 5000) -> CountingConnection:
         # A new, empty file (the writer's connection, first, under the flock): incremental
         # auto-vacuum, so that purge can give space back (see purge). It must come before
         # anything is written: journal_mode=WAL writes the header, and after that only a
-        # VACUUM changes the mode (the schema step _incremental_auto_vacuum does, once).
+        # VACUUM changes the mode (SQLite's schema step 3 does, once: store/sql/migrate.py).
         conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
@@ -91,7 +91,7 @@ def connect(path: Path, busy_ms: int = 5000) -> CountingConnection:
 #   checkpoint holds the write lock while it finishes copying and waits for readers, so a
 #   commit may wait for it (up to _CHECKPOINTER_BUSY_MS per wait, then it gives up and
 #   retries after _FORCED_RETRY_S): a short pause now and then instead of a disk that fills.
-# The file is also cut to 0 at a clean close (SQLiteStore._close).
+# The file is also cut to 0 at a clean close (SQLiteFile._close).
 _CHECKPOINT_EVERY_S = 0.25
 _LOOK_EVERY_S = 0.05  # a stat() of the WAL file
 _JOURNAL_SIZE_LIMIT = 16 * 1024 * 1024
