@@ -17,13 +17,14 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
 from imgate.store.base import Store, StoreError, StoreStats
-from imgate.store.sql.migrate import SQLITE_STEPS, SQLiteSchema, migrate
+from imgate.store.sql.migrate import SQLITE_STEPS, migrate
+from imgate.store.sql.schema import SQLITE, Dialect
 
 T = TypeVar("T")
 log = logging.getLogger("imgate.store")
@@ -256,6 +257,39 @@ class Writer(threading.Thread):
                 loop.call_soon_threadsafe(_settle, entries)
 
 
+class _Schema:
+    """The file's schema for the migration runner (store/sql/migrate.py): its version is
+    `PRAGMA user_version`; SQL runs on a worker thread, on the writer's connection (its
+    thread not yet started)."""
+
+    dialect: Dialect = SQLITE
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.connection = conn
+
+    async def version(self) -> int:
+        return await asyncio.to_thread(self._version)
+
+    def _version(self) -> int:
+        found: int = self.connection.execute("PRAGMA user_version").fetchone()[0]
+        return found
+
+    async def create(self, version: int, statements: Sequence[str]) -> None:
+        await asyncio.to_thread(self._create, version, statements)
+
+    def _create(self, version: int, statements: Sequence[str]) -> None:
+        conn = self.connection
+        conn.execute("BEGIN IMMEDIATE")
+        # One by one, not executescript(): it would commit before the version is set.
+        for statement in statements:
+            conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {version}")
+        conn.execute("COMMIT")
+
+    async def set_version(self, version: int) -> None:
+        await asyncio.to_thread(self.connection.execute, f"PRAGMA user_version = {version}")
+
+
 class SQLiteFile(Store):
     """A SQLite store's file and threads (see the module docstring)."""
 
@@ -277,7 +311,7 @@ class SQLiteFile(Store):
     async def open(self) -> None:
         writer_conn = await asyncio.to_thread(self._lock_and_connect)
         try:
-            await migrate(SQLiteSchema(writer_conn), SQLITE_STEPS, str(self.path))
+            await migrate(_Schema(writer_conn), SQLITE_STEPS, str(self.path))
             writer_conn.execute("PRAGMA wal_autocheckpoint=0")  # the checkpointer's job
             checkpointer = await asyncio.to_thread(Checkpointer, self.path)
         except (sqlite3.Error, StoreError) as exc:

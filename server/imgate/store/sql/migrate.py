@@ -109,38 +109,6 @@ SQLITE_STEPS: tuple[Step[sqlite3.Connection], ...] = (
 )
 
 
-class SQLiteSchema:
-    """A SQLite file's schema for the runner: its version is `PRAGMA user_version`; SQL
-    runs on a worker thread (the connection is the writer's, not yet started)."""
-
-    dialect: Dialect = "sqlite"
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.connection = conn
-
-    async def version(self) -> int:
-        return await asyncio.to_thread(self._version)
-
-    def _version(self) -> int:
-        found: int = self.connection.execute("PRAGMA user_version").fetchone()[0]
-        return found
-
-    async def create(self, version: int, statements: Sequence[str]) -> None:
-        await asyncio.to_thread(self._create, version, statements)
-
-    def _create(self, version: int, statements: Sequence[str]) -> None:
-        conn = self.connection
-        conn.execute("BEGIN IMMEDIATE")
-        # One by one, not executescript(): it would commit before the version is set.
-        for statement in statements:
-            conn.execute(statement)
-        conn.execute(f"PRAGMA user_version = {version}")
-        conn.execute("COMMIT")
-
-    async def set_version(self, version: int) -> None:
-        await asyncio.to_thread(self.connection.execute, f"PRAGMA user_version = {version}")
-
-
 # -- PostgreSQL --------------------------------------------------------------------------
 
 POSTGRESQL_STEPS: tuple[Step[object], ...] = (BATCH_TABLES, LIST_TABLES, QUEUE_TABLES)
