@@ -26,11 +26,10 @@ from imgate.store.base import (
     Recovered,
     Store,
     StoreError,
-    decode_recipients,
-    encode_recipients,
 )
 from imgate.store.memory import MemoryStore
 from imgate.store.open import open_store
+from imgate.store.pages import decode_recipients, encode_recipients
 from imgate.store.postgres import PostgresStore
 from imgate.store.sqlite import SCHEMA_VERSION, SQLiteStore
 from imgate.v1 import gateway_pb2 as pb
@@ -573,11 +572,11 @@ async def test_a_released_batch_is_adopted_even_from_a_live_owner(make_store: Ma
 async def test_sqlite_schema_1_file_gains_lists_and_keeps_its_batches(tmp_path: Path) -> None:
     import sqlite3
 
-    from imgate.store.sqlite import _SCHEMA
+    from tests import _schemas
 
     path = tmp_path / "imgate.db"
     conn = sqlite3.connect(path, isolation_level=None)
-    for statement in filter(str.strip, _SCHEMA.split(";")):
+    for statement in filter(str.strip, _schemas.SQLITE_1.split(";")):
         conn.execute(statement)
     conn.execute("PRAGMA user_version = 1")
     conn.close()
@@ -597,9 +596,9 @@ async def test_sqlite_schema_1_file_gains_lists_and_keeps_its_batches(tmp_path: 
 async def test_sqlite_finished_list_drops_its_index_in_steps(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import imgate.store.sqlite
+    import imgate.store.sqlite_lists
 
-    monkeypatch.setattr(imgate.store.sqlite, "_MEMBERS_PER_DELETE", 4)
+    monkeypatch.setattr(imgate.store.sqlite_lists, "_MEMBERS_PER_DELETE", 4)
     store = SQLiteStore(tmp_path / "imgate.db")
     await store.open()
     try:
