@@ -465,7 +465,7 @@ def quotas(sandbox: Sandbox, gateway: Gateway, plan: Plan) -> list[Row]:
     for vendor, (quota, unit) in QUOTAS.items():
         progress(f"stage 5: {vendor} quota, {plan.quota_windows} windows")
         counts_calls = unit == "calls"
-        per_call = BY_VENDOR[vendor].translator.default_limits.recipients_per_call
+        per_call = BY_VENDOR[vendor].spec.limits.recipients_per_call
         limit = quota.call_limit if counts_calls else quota.recipient_limit
         window_s = quota.call_window_s if counts_calls else quota.recipient_window_s
         recipients = limit * plan.quota_windows * (per_call if counts_calls else 1)
@@ -1279,7 +1279,7 @@ def replicas(plan: Plan) -> list[Row]:
     the in-process limiter, in interleaved blocks."""
     vendor = _REPLICAS_VENDOR
     limit, window_s = _REPLICA_QUOTA.call_limit, _REPLICA_QUOTA.call_window_s
-    per_call = BY_VENDOR[vendor].translator.default_limits.recipients_per_call
+    per_call = BY_VENDOR[vendor].spec.limits.recipients_per_call
     with contextlib.ExitStack() as stack:
         redis = RedisServer("redis-replicas")
         stack.callback(redis.stop)

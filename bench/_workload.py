@@ -109,7 +109,7 @@ def gateway_toml(
         values: dict[str, Any] = {
             "vendor": backend.vendor,
             "base_url": sandbox_url,
-            **translator.sandbox_credentials,
+            **translator.spec.sandbox_credentials,
             "request_timeout_s": backend.request_timeout_s,
         }
         if backend.max_in_flight is not None:

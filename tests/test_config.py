@@ -250,7 +250,7 @@ def test_region_presets_set_primary_and_backup(
 def test_tencent_has_every_documented_region() -> None:
     from imgate.vendors.tencent.translator import TencentTranslator
 
-    assert set(TencentTranslator.regions) == {
+    assert set(TencentTranslator.spec.regions) == {
         "china",
         "singapore",
         "seoul",

@@ -44,7 +44,7 @@ def _accepted() -> dict[tuple[str, str], type]:
     keys.update({(k, "callers"): t for k, t in _config._CALLER_KEYS.items()})
     keys.update({(k, "tls"): t for k, t in _config._TLS_KEYS.items()})
     for plugin in VENDORS:
-        keys.update({(k, "backend"): t for k, t in plugin.translator.credential_fields.items()})
+        keys.update({(k, "backend"): t for k, t in plugin.spec.credential_fields.items()})
     return keys
 
 
