@@ -10,7 +10,7 @@ from imgate.vendors.base.spec import Capabilities, Region, VendorLimits, VendorS
 
 SPEC: Final = VendorSpec(
     vendor="yunxin_v1",
-    display_name="NetEase Yunxin (legacy API)",
+    display_name="NetEase Yunxin legacy API",
     path="/nimserver/msg/sendBatchMsg.action",
     limits=VendorLimits(
         recipients_per_call=500,

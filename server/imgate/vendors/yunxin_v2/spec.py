@@ -9,7 +9,7 @@ from imgate.vendors.base.spec import Capabilities, Region, VendorLimits, VendorS
 
 SPEC: Final = VendorSpec(
     vendor="yunxin_v2",
-    display_name="NetEase Yunxin (v2 API)",
+    display_name="NetEase Yunxin v2 API",
     path="/im/v2/conversations/messages",
     # The batch category's numbers are not published (vendors.md §6, §14.1-2): 100 per
     # call as the current doc and both SDKs say, and v1's documented 120 calls/min with a
