@@ -15,7 +15,7 @@ dispatcher knows what it may do next:
     └── AMBIGUOUS     may have been processed: never resend; recipients end UNCERTAIN
 
 It opens no sockets, reads no clock (time and nonces are passed in) and holds no state
-beyond a credential cache. Vendor facts are declared data on the class.
+beyond a credential cache. Vendor facts are read from the spec (vendors/<name>/spec.py).
 """
 
 from __future__ import annotations
