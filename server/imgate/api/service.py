@@ -127,8 +127,8 @@ class GatewayApi:
                         "recipient_list", "give recipient_ids or recipient_list, not both"
                     )
                 )
-            # Every id was checked on upload; what depends on the vendor (Tencent's bytes
-            # per id, a body that must fit with one recipient) is decided by the widest one.
+            # Every id was checked on upload; what depends on the vendor (its id rule, a
+            # body that must fit with one recipient) is decided by the widest one.
             recipient_ids = [recipients.widest_id]
         census = IdCensus.of(recipient_ids)  # one scan for every id check below
         problems.extend(validate_common(as_send, recipient_ids, self._config, census))

@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import sys
+import textwrap
 from collections.abc import Mapping, Sequence
 
 from imgate import __version__
@@ -20,21 +21,42 @@ from imgate.cli.batch import add_batch_arguments, run_batch
 from imgate.cli.health import add_health_arguments, run_health
 from imgate.cli.send import add_send_arguments, run_send
 from imgate.config.addresses import listen_address, split_listen, time_scale
-from imgate.config.load import DEFAULT_LISTEN, ConfigError, is_loopback, load_config, sandbox_config
+from imgate.config.load import (
+    DEFAULT_LISTEN,
+    ConfigError,
+    GatewayConfig,
+    is_loopback,
+    load_config,
+    sandbox_config,
+)
 from imgate.observability.logs import configure_logging
 from imgate.sandbox import SandboxConfig, SandboxServer, serve_sandbox
 from imgate.store.base import StoreError
+from imgate.vendors.registry import BY_VENDOR
 
 log = logging.getLogger("imgate")
 
-_SANDBOX_NOTICE = """\
-==============================================================================
- imgate SANDBOX MODE: no configuration given. Backends yunxin_v1, yunxin_v2 and
- tencent point at built-in vendor emulators on {sandbox}.
- NOTHING reaches a real vendor. Use --config FILE (or IMGATE_CONFIG) for real ones.
- Default backend: tencent (no --from needed). Control API: {sandbox}/sandbox/
-==============================================================================
-"""
+_RULE = "=" * 78
+
+
+def _sandbox_notice(config: GatewayConfig, sandbox_url: str) -> str:
+    """The sandbox-mode warning, naming the backends the config has (one per vendor)."""
+    names = [backend.name for backend in config.backends]
+    listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+    default = config.backend("")
+    no_sender = default is not None and not BY_VENDOR[default.vendor].spec.sender_required
+    text = (
+        f"imgate SANDBOX MODE: no configuration given. Backends {listed} point at"
+        f" built-in vendor emulators on {sandbox_url}. NOTHING reaches a real vendor."
+        " Use --config FILE (or IMGATE_CONFIG) for real ones."
+        f" Default backend: {config.default_backend}"
+        + (" (no --from needed)." if no_sender else ".")
+        + f" Control API: {sandbox_url}/sandbox/"
+    )
+    lines = textwrap.wrap(text, width=len(_RULE) - 2)
+    return "\n".join([_RULE, *(f" {line}" for line in lines), _RULE, ""])
+
+
 # Sandbox mode's emulators (and /sandbox/...) listen here: a fixed, documented address.
 DEFAULT_SANDBOX_LISTEN_IN_SERVE = "127.0.0.1:50052"
 
@@ -160,7 +182,7 @@ async def _serve(
             )
             # --sandbox (checked above) is the explicit permission beyond loopback.
             config = dataclasses.replace(config, allow_unauthenticated=explicit_sandbox)
-            print(_SANDBOX_NOTICE.format(sandbox=sandbox.url), file=sys.stderr, flush=True)
+            print(_sandbox_notice(config, sandbox.url), file=sys.stderr, flush=True)
         # Batches allocate millions of short-lived objects (outcomes, chunk slices) that the
         # default GC thresholds rescan over and over: measured 11-17% of CPU (bench/).
         gc.set_threshold(10_000, 10, 10)
