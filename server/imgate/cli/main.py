@@ -20,7 +20,14 @@ from imgate.cli.batch import add_batch_arguments, run_batch
 from imgate.cli.health import add_health_arguments, run_health
 from imgate.cli.send import add_send_arguments, run_send
 from imgate.config.addresses import listen_address, split_listen, time_scale
-from imgate.config.load import DEFAULT_LISTEN, ConfigError, is_loopback, load_config, sandbox_config
+from imgate.config.load import (
+    DEFAULT_LISTEN,
+    ConfigError,
+    GatewayConfig,
+    is_loopback,
+    load_config,
+    sandbox_config,
+)
 from imgate.observability.logs import configure_logging
 from imgate.sandbox import SandboxConfig, SandboxServer, serve_sandbox
 from imgate.store.base import StoreError
@@ -33,10 +40,16 @@ _SANDBOX_NOTICE = """\
  tencent point at built-in vendor emulators on {sandbox}.
  NOTHING reaches a real vendor. Use --config FILE (or IMGATE_CONFIG) for real ones.
  Default backend: tencent (no --from needed). Control API: {sandbox}/sandbox/
-==============================================================================
+{http}==============================================================================
+"""
+_SANDBOX_HTTP = """\
+ Console: {http}/   HTTP/JSON API: {http}/v1/
+ OpenAPI: {http}/v1/openapi.json
 """
 # Sandbox mode's emulators (and /sandbox/...) listen here: a fixed, documented address.
 DEFAULT_SANDBOX_LISTEN_IN_SERVE = "127.0.0.1:50052"
+# Sandbox mode's HTTP/JSON API and console ([http] listen of a configured gateway).
+DEFAULT_HTTP_LISTEN_IN_SANDBOX = "127.0.0.1:50053"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -55,6 +68,13 @@ def _parser() -> argparse.ArgumentParser:
         type=listen_address,
         default=os.environ.get("IMGATE_LISTEN"),
         help=f"HOST:PORT to serve on (default $IMGATE_LISTEN, else {DEFAULT_LISTEN})",
+    )
+    serve.add_argument(
+        "--http-listen",
+        type=listen_address,
+        metavar="HOST:PORT",
+        help="HTTP/JSON API and web console (default: the config's [http] listen; sandbox"
+        f" mode {DEFAULT_HTTP_LISTEN_IN_SANDBOX}; port 0 = any free port)",
     )
     serve.add_argument(
         "--log-level", help="logging level (default: the config's [log] level, else INFO)"
@@ -114,6 +134,7 @@ async def _serve(
     store: str | None = None,
     log_level: str | None = None,
     explicit_sandbox: bool = False,
+    http_listen: str | None = None,
 ) -> int:
     if not config_path:
         listen_host, _ = split_listen(listen or DEFAULT_LISTEN)
@@ -139,6 +160,8 @@ async def _serve(
                 return 2
             if listen:
                 config = dataclasses.replace(config, listen=listen)
+            if http_listen:
+                config = dataclasses.replace(config, http_listen=http_listen)
             if store:
                 config = dataclasses.replace(config, store_url=store)
             configure_logging(log_level or config.log_level, config.log_format)
@@ -159,14 +182,27 @@ async def _serve(
                 sandbox.url, listen or DEFAULT_LISTEN, time_scale=scale, store_url=store or "memory"
             )
             # --sandbox (checked above) is the explicit permission beyond loopback.
-            config = dataclasses.replace(config, allow_unauthenticated=explicit_sandbox)
-            print(_SANDBOX_NOTICE.format(sandbox=sandbox.url), file=sys.stderr, flush=True)
+            config = dataclasses.replace(
+                config,
+                allow_unauthenticated=explicit_sandbox,
+                http_listen=http_listen or DEFAULT_HTTP_LISTEN_IN_SANDBOX,
+            )
         # Batches allocate millions of short-lived objects (outcomes, chunk slices) that the
         # default GC thresholds rescan over and over: measured 11-17% of CPU (bench/).
         gc.set_threshold(10_000, 10, 10)
         try:
-            gateway = Gateway(config)
-            port = await gateway.start()
+            try:
+                gateway = Gateway(config)
+                port = await gateway.start()
+            except ConfigError as exc:
+                if not (config.sandbox and not http_listen and exc.key == "http.listen"):
+                    raise
+                # Sandbox mode's default HTTP port is a convenience: taken (another
+                # sandbox gateway runs), the gateway serves gRPC alone rather than not at all.
+                print(f"imgate: {exc}; serving without HTTP (--http-listen)", file=sys.stderr)
+                config = dataclasses.replace(config, http_listen="")
+                gateway = Gateway(config)
+                port = await gateway.start()
         except ConfigError as exc:
             # Rule 18 and unreadable [tls] files name their key, as load_config's errors do.
             print(f"imgate: configuration error: {exc}", file=sys.stderr)
@@ -182,6 +218,8 @@ async def _serve(
         # walks it: those took 20-55 ms each, mid-batch, collecting nothing (issue 15).
         gc.collect()
         gc.freeze()
+        if config.sandbox:
+            print(_sandbox_notice(config, gateway), file=sys.stderr, flush=True)
         host = config.listen.rpartition(":")[0]
         backends = ", ".join(f"{b.name} ({b.vendor})" for b in config.backends)
         log.info(
@@ -237,8 +275,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.store,
             args.log_level,
             explicit_sandbox=args.sandbox,
+            http_listen=args.http_listen,
         )
     )
+
+
+def _sandbox_notice(config: GatewayConfig, gateway: Gateway) -> str:
+    http = ""
+    if gateway.http_port:
+        host = split_listen(config.http_listen)[0]
+        shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
+        shown = f"[{shown}]" if ":" in shown else shown
+        http = _SANDBOX_HTTP.format(http=f"http://{shown}:{gateway.http_port}")
+    return _SANDBOX_NOTICE.format(sandbox=config.sandbox_url, http=http)
 
 
 def _config_path(flag: str | None, env: Mapping[str, str]) -> str | int | None:
