@@ -70,6 +70,8 @@ PAGE_LINES = 10_000
 """Values per page of a client stream read from lines (UploadRecipients)."""
 MAX_LINE_BYTES = 4096
 """A longer line cannot be an id: the upload fails instead of buffering it."""
+READ_BYTES = 64 * 1024
+"""How much of a client stream's body is read (and split into lines) at once."""
 _SANDBOX_BODY_BYTES = 1 << 20
 # On stop, calls still answering get this long (their streams have ended by then: the
 # gateway stops the batches first, as for gRPC).
@@ -491,40 +493,44 @@ def _grpc_timeout(value: str | None) -> float | None:
 
 async def _lines(content: aiohttp.StreamReader) -> AsyncIterator[list[str]]:
     """The body's lines, stripped, blank ones and a leading UTF-8 byte-order mark dropped,
-    PAGE_LINES at a time; a line that is not UTF-8, or longer than MAX_LINE_BYTES, fails."""
+    PAGE_LINES at a time. Read READ_BYTES at a time, whatever the socket has buffered, so
+    that what is held is bounded by those two numbers. A line that is not UTF-8, or longer
+    than MAX_LINE_BYTES, fails the upload."""
     page: list[str] = []
     rest = b""
-    number = 0
-    async for chunk in content.iter_any():
-        parts = (rest + chunk).split(b"\n")
-        rest = parts.pop()
+    number = 0  # lines before `rest`
+    async for chunk in content.iter_chunked(READ_BYTES):
+        complete, newline, rest = (rest + chunk).rpartition(b"\n")
         if len(rest) > MAX_LINE_BYTES:
-            raise invalid([FieldViolation(f"line {number + 1}", "longer than any id")])
-        for raw in parts:
-            number += 1
-            value = _line(raw, number)
+            line = number + 1 + (complete.count(b"\n") + 1 if newline else 0)
+            raise invalid([FieldViolation(f"line {line}", "longer than any id")])
+        if not newline:
+            continue
+        for value in _decoded(complete, number):
             if value:
                 page.append(value)
                 if len(page) >= PAGE_LINES:
                     yield page
                     page = []
-    number += 1
-    value = _line(rest, number)
-    if value:
-        page.append(value)
+        number += complete.count(b"\n") + 1
+    for value in _decoded(rest, number):
+        if value:
+            page.append(value)
     if page:
         yield page
 
 
-def _line(raw: bytes, number: int) -> str:
-    if number == 1:
-        raw = raw.removeprefix(b"\xef\xbb\xbf")
-    if len(raw) > MAX_LINE_BYTES:
-        raise invalid([FieldViolation(f"line {number}", "longer than any id")])
+def _decoded(block: bytes, before: int) -> list[str]:
+    """The lines of `block` (no trailing newline), decoded and stripped; `before`: lines
+    of the body before it (for the error's line number)."""
     try:
-        return raw.decode("utf-8").strip()
-    except UnicodeDecodeError:
-        raise invalid([FieldViolation(f"line {number}", "not UTF-8")]) from None
+        text = block.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = before + block[: exc.start].count(b"\n") + 1
+        raise invalid([FieldViolation(f"line {line}", "not UTF-8")]) from None
+    if before == 0:
+        text = text.removeprefix("\ufeff")
+    return [line.strip() for line in text.split("\n")]
 
 
 def _tls_context(tls: TLSConfig) -> ssl.SSLContext:
