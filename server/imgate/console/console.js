@@ -26,11 +26,15 @@ function el(tag, attrs = {}, ...children) {
 const short = (value, prefix) => (value || '').replace(prefix, '');
 const number = (value) => Number(value || 0);
 
+let noticeTimer = 0;
+
 function notice(text, isError = true) {
   const node = $('#notice');
   node.textContent = text;
   node.className = isError ? 'error' : 'info';
   node.hidden = !text;
+  clearTimeout(noticeTimer);
+  if (text && !isError) noticeTimer = setTimeout(() => { node.hidden = true; }, 5000);
 }
 
 class ApiError extends Error {
@@ -284,7 +288,8 @@ async function loadFaults() {
   const faults = await getJson('/sandbox/faults');
   $('#faults tbody').replaceChildren(...Object.entries(faults).map(([vendor, rules]) => el('tr', {},
     el('td', {}, vendor),
-    el('td', {}, rules.map((r) => `${r.kind} ×${r.times ?? '∞'}`).join(', ') || 'none'),
+    el('td', {}, rules.map((r) => `${r.kind} (${r.times === null ? 'every call' : `${r.times} left`})`)
+      .join(', ') || 'none'),
     el('td', {}, el('button', { onclick: () => putFaults(vendor, []) }, 'Clear')))));
   return faults;
 }
