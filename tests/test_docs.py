@@ -3,10 +3,10 @@
 Marked blocks in README.md, docs/*.md, examples/README.md and clients/*/README.md run
 against a sandbox gateway (`imgate serve`) and a standalone `imgate sandbox`, each on free
 ports: the documented addresses (127.0.0.1:50051, 127.0.0.1:50052, 127.0.0.1:50053,
-127.0.0.1:8080) are rewritten to them, and ``IMGATE_TARGET`` points `imgate send` there. ``sh`` blocks must
-exit 0; ``console`` blocks must print what they show (``elapsed_ms`` and message ids
-aside); ``python`` blocks must run. ``<!-- docs-test needs=tool,... -->`` skips a block
-when a tool is missing, unless IMGATE_REQUIRE_POLYGLOT=1 (CI).
+127.0.0.1:8080) are rewritten to them, and ``IMGATE_TARGET`` points `imgate send` there.
+``sh`` blocks must exit 0; ``console`` blocks must print what they show (``elapsed_ms``
+and message ids aside); ``python`` blocks must run. ``<!-- docs-test needs=tool,... -->``
+skips a block when a tool is missing, unless IMGATE_REQUIRE_POLYGLOT=1 (CI).
 
 The quick start itself (a fresh clone, the README's first command) runs when
 IMGATE_DOCS_FRESH_CLONE=1 (.ci/run sets it; it installs from the package index).

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import re
 import signal
+import socket
 import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 
@@ -81,3 +83,29 @@ def _read_banner(process: subprocess.Popen[str]) -> str:
             raise AssertionError("no banner: " + "".join(lines))
         lines.append(line)
     return "".join(lines)
+
+
+def test_sandbox_mode_serves_grpc_alone_when_its_default_http_port_is_taken() -> None:
+    target = f"127.0.0.1:{_free_port()}"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        # The default port, made one this test holds.
+        code = (
+            "import sys, imgate.cli.main as cli;"
+            f" cli.DEFAULT_HTTP_LISTEN_IN_SANDBOX = '127.0.0.1:{port}';"
+            f" sys.exit(cli.main(['serve', '--listen', '{target}', '--sandbox-listen',"
+            " '127.0.0.1:0']))"
+        )
+        process = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True)
+        try:
+            banner = _read_banner(process)
+            _wait_serving(target)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.communicate(timeout=30)
+    assert f"cannot listen on 127.0.0.1:{port} for HTTP/JSON" in banner
+    assert "serving without HTTP (--http-listen)" in banner
+    assert "Console:" not in banner
+    assert process.returncode == 0

@@ -10,6 +10,7 @@ import gc
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import Mapping, Sequence
 
@@ -190,19 +191,18 @@ async def _serve(
         # Batches allocate millions of short-lived objects (outcomes, chunk slices) that the
         # default GC thresholds rescan over and over: measured 11-17% of CPU (bench/).
         gc.set_threshold(10_000, 10, 10)
+        if config.sandbox and not http_listen and not _can_bind(config.http_listen):
+            # Sandbox mode's default HTTP port is a convenience: taken (another sandbox
+            # gateway runs there), the gateway serves gRPC alone rather than not at all.
+            print(
+                f"imgate: cannot listen on {config.http_listen} for HTTP/JSON and the console"
+                " (taken); serving without HTTP (--http-listen)",
+                file=sys.stderr,
+            )
+            config = dataclasses.replace(config, http_listen="")
         try:
-            try:
-                gateway = Gateway(config)
-                port = await gateway.start()
-            except ConfigError as exc:
-                if not (config.sandbox and not http_listen and exc.key == "http.listen"):
-                    raise
-                # Sandbox mode's default HTTP port is a convenience: taken (another
-                # sandbox gateway runs), the gateway serves gRPC alone rather than not at all.
-                print(f"imgate: {exc}; serving without HTTP (--http-listen)", file=sys.stderr)
-                config = dataclasses.replace(config, http_listen="")
-                gateway = Gateway(config)
-                port = await gateway.start()
+            gateway = Gateway(config)
+            port = await gateway.start()
         except ConfigError as exc:
             # Rule 18 and unreadable [tls] files name their key, as load_config's errors do.
             print(f"imgate: configuration error: {exc}", file=sys.stderr)
@@ -278,6 +278,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             http_listen=args.http_listen,
         )
     )
+
+
+def _can_bind(listen: str) -> bool:
+    host, port = split_listen(listen)
+    try:
+        with socket.create_server((host, port)):
+            return True
+    except OSError:
+        return False
 
 
 def _sandbox_notice(config: GatewayConfig, gateway: Gateway) -> str:
