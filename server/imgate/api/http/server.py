@@ -5,10 +5,10 @@ same transport-neutral operation as gRPC (api.service.GatewayApi, the method nam
 the RPC in snake_case): this is a second face of one implementation, not a proxy to the
 gRPC port. An annotated RPC that GatewayApi does not implement answers UNIMPLEMENTED.
 
-- Requests: path variables, query parameters and a JSON body (protobuf's JSON mapping).
-  A client stream (UploadRecipients) reads its body line by line, one value per line, and
-  hands the operation pages of PAGE_LINES values as they arrive: memory stays flat
-  whatever the body's size.
+- Requests: path variables, query parameters and a JSON body (protobuf's JSON mapping,
+  api.http.transcode). A client stream (UploadRecipients) reads its body line by line
+  and hands the operation pages of values as they arrive (api.http.lines): memory stays
+  flat whatever the body's size.
 - Responses: canonical protobuf JSON. Server streams answer newline-delimited JSON (one
   response message per line), or Server-Sent Events when the request accepts
   `text/event-stream`: each message an event whose `id` is its cursor; a request with
@@ -49,14 +49,18 @@ from google.protobuf.descriptor import ServiceDescriptor
 from imgate.api.callers import current_caller, identify
 from imgate.api.decode import MAX_REQUEST_BYTES, SERVICE
 from imgate.api.errors import ApiError, invalid
-from imgate.api.http.routes import Route, service_routes
-from imgate.api.http.transcode import (
-    HTTP_STATUS,
-    build_request,
-    error_json,
-    message_json,
-    parse_body,
+from imgate.api.http.answers import (
+    API_HEADERS,
+    SSE,
+    Answer,
+    error_response,
+    frame,
+    json_response,
+    resume_after,
 )
+from imgate.api.http.lines import pages_of_lines
+from imgate.api.http.routes import Route, service_routes
+from imgate.api.http.transcode import build_request, parse_body
 from imgate.api.rpc_metrics import RpcCall, rpc_kind
 from imgate.config.addresses import split_listen
 from imgate.config.load import CallerConfig, ConfigError, GatewayConfig, TLSConfig
@@ -66,21 +70,10 @@ from imgate.vendors.base.translator import FieldViolation
 log = logging.getLogger("imgate.http")
 
 OPENAPI_PATH = "/v1/openapi.json"
-PAGE_LINES = 10_000
-"""Values per page of a client stream read from lines (UploadRecipients)."""
-MAX_LINE_BYTES = 4096
-"""A longer line cannot be an id: the upload fails instead of buffering it."""
-READ_BYTES = 64 * 1024
-"""How much of a client stream's body is read (and split into lines) at once."""
 _SANDBOX_BODY_BYTES = 1 << 20
 # On stop, calls still answering get this long (their streams have ended by then: the
 # gateway stops the batches first, as for gRPC).
 _SHUTDOWN_S = 2.0
-_NDJSON = "application/x-ndjson"
-_CURSOR = "cursor"
-"""A stream message's field to resume after it (SSE event ids), and a request's to say
-where to resume."""
-_SSE = "text/event-stream"
 _TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
 _GRPC_TIMEOUT = re.compile(r"^([0-9]{1,8})([HMSmun])$")
 _CONSOLE_TYPES = {
@@ -99,7 +92,6 @@ _CONSOLE_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-cache",
 }
-_API_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
 
 
 class HttpServer:
@@ -188,14 +180,14 @@ class HttpServer:
         path = request.rel_url.raw_path
         if path == OPENAPI_PATH and request.method == "GET":
             return web.Response(
-                body=self._openapi, content_type="application/json", headers=_API_HEADERS
+                body=self._openapi, content_type="application/json", headers=API_HEADERS
             )
         allowed = []
         for route in self._routes:
             try:
                 variables = route.match(path)
             except UnicodeDecodeError:
-                return _error_response(invalid([FieldViolation("path", "not UTF-8")]))
+                return error_response(invalid([FieldViolation("path", "not UTF-8")]))
             if variables is None:
                 continue
             if route.method != request.method:
@@ -207,11 +199,11 @@ class HttpServer:
             return await asyncio.create_task(self._rpc(request, route, variables))
         if allowed:
             error = ApiError(grpc.StatusCode.UNIMPLEMENTED, f"use {' or '.join(allowed)} here")
-            response = _error_response(error)
+            response = error_response(error)
             response.set_status(405)
             response.headers["Allow"] = ", ".join(allowed)
             return response
-        return _error_response(
+        return error_response(
             ApiError(
                 grpc.StatusCode.NOT_FOUND,
                 f"no route {request.method} {path[:64]}; see {OPENAPI_PATH}",
@@ -225,7 +217,7 @@ class HttpServer:
         kind = rpc_kind(rpc.client_streaming, rpc.server_streaming)
         labels = (kind, rpc.containing_service.full_name, rpc.name, "http")
         call = RpcCall(self._metrics, labels, rpc.client_streaming)
-        answer = _Answer(request)
+        answer = Answer(request)
         code = grpc.StatusCode.OK
         try:
             caller = self._authenticate(request, rpc.name)
@@ -278,7 +270,7 @@ class HttpServer:
         route: Route,
         variables: Mapping[str, str],
         call: RpcCall,
-        answer: _Answer,
+        answer: Answer,
         time_remaining: float | None,
     ) -> web.StreamResponse:
         rpc = route.rpc
@@ -290,7 +282,7 @@ class HttpServer:
         if rpc.client_streaming:
             result = await operation(self._pages(request, route, variables, call))
             call.sent.inc()
-            return _json_response(result)
+            return json_response(result)
         body = None
         if route.body:
             try:
@@ -302,15 +294,15 @@ class HttpServer:
                 ) from None
             body = parse_body(raw)
         message = build_request(route, variables, request.query.items(), body)
-        sse = _SSE in request.headers.get("Accept", "")
+        sse = SSE in request.headers.get("Accept", "")
         resume = request.headers.get("Last-Event-ID")
         if rpc.server_streaming and sse and resume:
-            _resume_after(message, resume)  # an EventSource reconnecting
+            resume_after(message, resume)  # an EventSource reconnecting
         extra = {"time_remaining": time_remaining} if _takes_time_remaining(operation) else {}
         if not rpc.server_streaming:
             result = await operation(message, **extra)
             call.sent.inc()
-            return _json_response(result)
+            return json_response(result)
         output = message_factory.GetMessageClass(rpc.output_type)
         stream: AsyncGenerator[bytes, None] = operation(message, **extra)
         async with contextlib.aclosing(stream):
@@ -319,7 +311,7 @@ class HttpServer:
             item = await anext(stream, None)
             response = await answer.start_stream(sse)
             while item is not None:
-                await response.write(_frame(output.FromString(item), sse))
+                await response.write(frame(output.FromString(item), sse))
                 call.sent.inc()
                 item = await anext(stream, None)
         if sse:
@@ -335,7 +327,7 @@ class HttpServer:
         head = build_request(route, variables, request.query.items())
         page_type = type(head)
         first: protobuf_message.Message | None = head
-        async for values in _lines(request.content):
+        async for values in pages_of_lines(request.content):
             message = first if first is not None else page_type()
             first = None
             getattr(message, route.body).extend(values)
@@ -362,7 +354,7 @@ class HttpServer:
         try:
             self._authenticate(request, "sandbox control")
         except ApiError as error:
-            return _error_response(error)
+            return error_response(error)
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=30), auto_decompress=False
@@ -382,7 +374,7 @@ class HttpServer:
                     body=payload,
                     headers={
                         "Content-Type": answer.headers.get("Content-Type", "application/json"),
-                        **_API_HEADERS,
+                        **API_HEADERS,
                     },
                 )
         except (aiohttp.ClientError, TimeoutError):
@@ -392,81 +384,6 @@ class HttpServer:
         if self._session is not None:
             await self._session.close()
             self._session = None
-
-
-class _Answer:
-    """One call's response: an error before a stream started is an HTTP status; after,
-    it is the stream's last line or event."""
-
-    def __init__(self, request: web.Request) -> None:
-        self._request = request
-        self._stream: web.StreamResponse | None = None
-        self._sse = False
-
-    async def start_stream(self, sse: bool) -> web.StreamResponse:
-        response = web.StreamResponse(
-            headers={
-                "Content-Type": f"{_SSE if sse else _NDJSON}; charset=utf-8",
-                "X-Accel-Buffering": "no",
-                **_API_HEADERS,
-            }
-        )
-        await response.prepare(self._request)
-        self._stream, self._sse = response, sse
-        return response
-
-    async def fail(self, error: ApiError) -> web.StreamResponse:
-        if self._stream is None:
-            return _error_response(error)
-        status = error_json(error)
-        frame = (
-            b"event: error\ndata: " + status + b"\n\n"
-            if self._sse
-            else (b'{"error":' + status + b"}\n")
-        )
-        with contextlib.suppress(ConnectionResetError):
-            await self._stream.write(frame)
-            await self._stream.write_eof()
-        return self._stream
-
-
-def _frame(message: protobuf_message.Message, sse: bool) -> bytes:
-    data = message_json(message)
-    if not sse:
-        return data + b"\n"
-    cursor = getattr(message, _CURSOR, "") if _has_field(message, _CURSOR) else ""
-    event_id = f"id: {cursor}\n".encode() if cursor else b""
-    return event_id + b"data: " + data + b"\n\n"
-
-
-def _has_field(message: protobuf_message.Message, name: str) -> bool:
-    return name in message.DESCRIPTOR.fields_by_name
-
-
-def _resume_after(request: protobuf_message.Message, last_event_id: str) -> None:
-    """A stream request with a `cursor` field and none given resumes after the last event
-    its client saw (SSE `Last-Event-ID`: the event ids are the cursors)."""
-    field = request.DESCRIPTOR.fields_by_name.get(_CURSOR)
-    if field is not None and not getattr(request, field.name):
-        setattr(request, field.name, last_event_id)
-
-
-def _json_response(message: protobuf_message.Message) -> web.Response:
-    return web.Response(
-        body=message_json(message), content_type="application/json", headers=_API_HEADERS
-    )
-
-
-def _error_response(error: ApiError) -> web.Response:
-    headers = dict(_API_HEADERS)
-    if error.code == grpc.StatusCode.UNAUTHENTICATED:
-        headers["WWW-Authenticate"] = 'Bearer realm="imgate"'
-    return web.Response(
-        status=HTTP_STATUS.get(error.code, 500),
-        body=error_json(error),
-        content_type="application/json",
-        headers=headers,
-    )
 
 
 def _operation(api: object, route: Route) -> Callable[..., Any] | None:
@@ -489,48 +406,6 @@ def _grpc_timeout(value: str | None) -> float | None:
     if found is None:
         raise invalid([FieldViolation("grpc-timeout", "expected digits and one of H M S m u n")])
     return int(found.group(1)) * _TIMEOUT_UNITS[found.group(2)]
-
-
-async def _lines(content: aiohttp.StreamReader) -> AsyncIterator[list[str]]:
-    """The body's lines, stripped, blank ones and a leading UTF-8 byte-order mark dropped,
-    PAGE_LINES at a time. Read READ_BYTES at a time, whatever the socket has buffered, so
-    that what is held is bounded by those two numbers. A line that is not UTF-8, or longer
-    than MAX_LINE_BYTES, fails the upload."""
-    page: list[str] = []
-    rest = b""
-    number = 0  # lines before `rest`
-    async for chunk in content.iter_chunked(READ_BYTES):
-        complete, newline, rest = (rest + chunk).rpartition(b"\n")
-        if len(rest) > MAX_LINE_BYTES:
-            line = number + 1 + (complete.count(b"\n") + 1 if newline else 0)
-            raise invalid([FieldViolation(f"line {line}", "longer than any id")])
-        if not newline:
-            continue
-        for value in _decoded(complete, number):
-            if value:
-                page.append(value)
-                if len(page) >= PAGE_LINES:
-                    yield page
-                    page = []
-        number += complete.count(b"\n") + 1
-    for value in _decoded(rest, number):
-        if value:
-            page.append(value)
-    if page:
-        yield page
-
-
-def _decoded(block: bytes, before: int) -> list[str]:
-    """The lines of `block` (no trailing newline), decoded and stripped; `before`: lines
-    of the body before it (for the error's line number)."""
-    try:
-        text = block.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = before + block[: exc.start].count(b"\n") + 1
-        raise invalid([FieldViolation(f"line {line}", "not UTF-8")]) from None
-    if before == 0:
-        text = text.removeprefix("\ufeff")
-    return [line.strip() for line in text.split("\n")]
 
 
 def _tls_context(tls: TLSConfig) -> ssl.SSLContext:
