@@ -57,6 +57,8 @@ async def page(tmp_path: Path) -> AsyncIterator[Any]:
     _browser_or_skip()
     from playwright.async_api import async_playwright
 
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+
     async with async_playwright() as playwright:
         context = await playwright.chromium.launch_persistent_context(
             str(tmp_path / "profile"),  # a fresh profile
@@ -77,7 +79,6 @@ async def test_the_console_sends_watches_filters_cancels_and_shows_the_inbox(
     # One vendor call at a time: a slowed batch of three calls can be cancelled mid-way.
     http: HttpGateway = await start_http(backend_overrides={"max_in_flight": 1})
     origin = http.base
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     requests: list[str] = []
     problems: list[str] = []
     page.on("request", lambda request: requests.append(request.url))
@@ -176,3 +177,33 @@ async def test_the_console_sends_watches_filters_cancels_and_shows_the_inbox(
     assert foreign == []
     assert any(url.endswith("/outcomes") for url in requests)  # the live watch (SSE)
     assert problems == []
+
+
+async def test_the_console_works_with_a_callers_token_kept_for_the_tab_only(
+    start_http: StartHttp, page: Any
+) -> None:
+    from imgate.api.callers import token_sha256
+    from imgate.config.load import CallerConfig
+
+    token = "console-token-Jx81"
+    http: HttpGateway = await start_http(
+        callers=(CallerConfig("ops", bytes.fromhex(token_sha256(token))),)
+    )
+    status, batch = await http.call(
+        "POST",
+        "/v1/batches",
+        {"backend": "tencent", "recipientIds": ["bob"], "message": {"text": {"text": "hi"}}},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert status == 200
+    page.set_default_timeout(TIMEOUT_MS)
+    await page.goto(http.base + "/")
+    await page.wait_for_selector("#notice:text('needs a caller token')")
+    await page.fill("#token", token)
+    await page.click("#token-form button[type=submit]")
+    await page.wait_for_selector(f"#batches tr[data-batch='{batch['batchId']}']")
+    await page.screenshot(path=str(ARTIFACTS / "08-with-token.png"))
+    stored = await page.evaluate(
+        "[sessionStorage.getItem('imgate.token'), localStorage.length, document.cookie]"
+    )
+    assert stored == [token, 0, ""]
