@@ -28,10 +28,13 @@ ENV IMGATE_STATE_DIR=/var/lib/imgate
 VOLUME /var/lib/imgate
 USER 10001
 # 50051: gRPC. 50052: sandbox mode's emulators (with --sandbox-listen 0.0.0.0:50052).
-# 8080: `imgate sandbox --listen 0.0.0.0:8080`.
-EXPOSE 50051 50052 8080
+# 8080: `imgate sandbox --listen 0.0.0.0:8080`, or the HTTP/JSON API ([http] listen).
+# 9464: Prometheus metrics ([metrics] listen = "0.0.0.0:9464"). 50060: the plaintext
+# health-only listener for probes that cannot speak TLS ([health] listen).
+EXPOSE 50051 50052 8080 9464 50060
 # grpc.health.v1 check of the overall service (""): `imgate health` imports grpc only
-# (~0.1 s of CPU), and 30 s between checks keeps it well under 1% of a core.
+# (~0.1 s of CPU), and 30 s between checks keeps it well under 1% of a core. With [tls], set
+# IMGATE_TARGET to the [health] listen address, or IMGATE_CA_FILE (docs/docker.md).
 HEALTHCHECK --interval=30s --timeout=3s --start-period=10s --retries=3 \
     CMD ["imgate", "health"]
 # SIGTERM drains: streams finish with an outcome per recipient within shutdown_grace_s

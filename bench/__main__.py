@@ -30,26 +30,16 @@ from typing import Any
 from bench._platform import platform_traffic
 from bench._procs import OUT, BenchError, Gateway, Proc, Sandbox, StreamServer
 from bench._report import Row, table, write_json
-from bench._stages import (
-    FULL,
-    QUICK,
-    Plan,
-    audience_memory,
-    batching,
-    callers,
-    durable_store,
-    end_to_end,
-    latency,
-    memory,
-    observability,
-    profile,
-    progress,
-    quota_backends,
-    quotas,
-    replicas,
-    sleep_out,
-    stream_floor,
-)
+from bench._stages.callers import callers
+from bench._stages.common import FULL, QUICK, Plan, progress
+from bench._stages.end_to_end import end_to_end, profile
+from bench._stages.latency import latency
+from bench._stages.memory import audience_memory, memory
+from bench._stages.observability import observability
+from bench._stages.quotas import quota_backends, quotas, sleep_out
+from bench._stages.replicas import replicas
+from bench._stages.store import durable_store
+from bench._stages.stream import batching, stream_floor
 from bench._workload import CALLER_TOKENS, VENDORS, Backend
 
 ALL_STAGES = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14)

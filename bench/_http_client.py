@@ -56,7 +56,7 @@ class VendorClient:
         self, session: aiohttp.ClientSession, base_url: str, vendor: str, concurrency: int
     ) -> None:
         translator_type = BY_VENDOR[vendor].translator
-        self.translator: Translator = translator_type(translator_type.sandbox_credentials)
+        self.translator: Translator = translator_type(translator_type.spec.sandbox_credentials)
         self.session = session
         self.url = base_url + self.translator.path
         self.vendor = vendor
@@ -69,7 +69,7 @@ class VendorClient:
         request = batch_request(self.vendor, recipients)
         prepared = translator.prepare(request)
         per_call = translator.recipients_per_call(
-            prepared, translator.default_limits.recipients_per_call
+            prepared, translator.spec.limits.recipients_per_call
         )
         ids = list(request.recipient_ids)
         sizes = plan_chunks(translator, prepared, ids, per_call)

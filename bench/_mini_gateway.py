@@ -35,7 +35,7 @@ class MinimalGateway(pb_grpc.GatewayServiceServicer):
 
     def __init__(self, session: aiohttp.ClientSession, base_url: str, vendor: str) -> None:
         translator_type = BY_VENDOR[vendor].translator
-        self.translator: Translator = translator_type(translator_type.sandbox_credentials)
+        self.translator: Translator = translator_type(translator_type.spec.sandbox_credentials)
         self.session = session
         self.url = base_url + self.translator.path
 

@@ -68,7 +68,7 @@ class Callers:
     def __init__(self, vendor: str) -> None:
         self.vendor = vendor
         translator_type = BY_VENDOR[vendor].translator
-        self.translator: Translator = translator_type(translator_type.sandbox_credentials)
+        self.translator: Translator = translator_type(translator_type.spec.sandbox_credentials)
         self._stubs: dict[str, pb_grpc.GatewayServiceAsyncStub] = {}
         self._channels: list[grpc.aio.Channel] = []
         self._session: aiohttp.ClientSession | None = None

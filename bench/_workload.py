@@ -10,8 +10,10 @@ from typing import Any
 
 from imgate.v1 import gateway_pb2 as pb
 from imgate.vendors.registry import BY_VENDOR
+from imgate.vendors.registry import VENDORS as REGISTERED
 
-VENDORS = ("yunxin_v1", "yunxin_v2", "tencent")
+VENDORS = tuple(plugin.vendor for plugin in REGISTERED)
+"""Every registered vendor (sandbox mode names a backend after each)."""
 SENDER = "bench_sender"
 TEXT = "imgate benchmark message"
 MAX_IN_FLIGHT = 8
@@ -109,7 +111,7 @@ def gateway_toml(
         values: dict[str, Any] = {
             "vendor": backend.vendor,
             "base_url": sandbox_url,
-            **translator.sandbox_credentials,
+            **translator.spec.sandbox_credentials,
             "request_timeout_s": backend.request_timeout_s,
         }
         if backend.max_in_flight is not None:

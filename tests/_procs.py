@@ -24,14 +24,15 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from imgate.v1 import gateway_pb2_grpc as pb_grpc
+from imgate.vendors.registry import VENDORS
 
-# The sandbox's fixed credentials (docs/sandbox.md), as TOML lines of a backend.
 SANDBOX_CREDENTIALS = {
-    "yunxin_v1": 'app_key = "sandbox-app-key"\napp_secret = "sandbox-app-secret"\n',
-    "yunxin_v2": 'app_key = "sandbox-app-key"\napp_secret = "sandbox-app-secret"\n',
-    "tencent": 'sdk_app_id = 1400000000\nsecret_key = "sandbox-secret-key"\n'
-    'admin_identifier = "administrator"\n',
+    plugin.vendor: "".join(
+        f"{key} = {json.dumps(value)}\n" for key, value in plugin.spec.sandbox_credentials.items()
+    )
+    for plugin in VENDORS
 }
+"""Each vendor's sandbox credentials (declared by its spec) as TOML lines of a backend."""
 
 
 def free_port() -> int:

@@ -16,8 +16,18 @@ from imgate.sandbox import SandboxConfig, SandboxServer
 from imgate.store.base import Store
 from imgate.v1 import gateway_pb2 as pb
 from imgate.v1 import gateway_pb2_grpc as pb_grpc
+from imgate.vendors.base.spec import VendorSpec
+from imgate.vendors.registry import BY_VENDOR
+from imgate.vendors.registry import VENDORS as PLUGINS
 
-VENDORS = ("yunxin_v1", "yunxin_v2", "tencent")
+VENDORS = tuple(plugin.vendor for plugin in PLUGINS)
+"""Every registered vendor: sandbox mode names one backend after each, so these are
+backend names too. Shared suites parametrize over it; a new vendor joins them all."""
+
+
+def spec_of(backend: str) -> VendorSpec:
+    """The spec of a sandbox-mode backend (named after its vendor)."""
+    return BY_VENDOR[backend].spec
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import pytest
 from bench._profile import summarize
 from bench._report import Row, Target, table
 from bench._sandbox_proc import sandbox_config
-from bench._stages import QUOTAS, SLEEP_OUT_QUOTAS, quota_backends, sleep_out_backends
+from bench._stages.quotas import QUOTAS, SLEEP_OUT_QUOTAS, quota_backends, sleep_out_backends
 from bench._workload import VENDORS, Backend, Quota, gateway_toml, sandbox_json
 from imgate.config.load import BackendConfig, load_config
 from imgate.sandbox import FaultRule
@@ -119,7 +119,7 @@ def test_profile_summary_counts_self_and_total(tmp_path: Path) -> None:
 
 
 def test_stage_12_quota_is_identical_in_gateway_and_sandbox(tmp_path: Path) -> None:
-    from bench._stages import replica_backends
+    from bench._stages.replicas import replica_backends
 
     path = tmp_path / "gateway.toml"
     path.write_text(gateway_toml("http://127.0.0.1:9", replica_backends()))
@@ -136,7 +136,7 @@ def test_stage_12_quota_is_identical_in_gateway_and_sandbox(tmp_path: Path) -> N
 
 
 def test_stage_12_quota_use_is_one_when_each_call_is_a_window_after_its_limit_th() -> None:
-    from bench._stages import _quota_use
+    from bench._stages.replicas import _quota_use
 
     # Bursts of 4 calls every 1.0 s, limit 4 per 1 s: the quota in full, whatever the bursts.
     arrivals = [second + 0.001 * n for second in range(10) for n in range(4)]
@@ -146,7 +146,7 @@ def test_stage_12_quota_use_is_one_when_each_call_is_a_window_after_its_limit_th
 
 
 def test_stage_5_parts_split_the_wall_time_and_count_full_windows() -> None:
-    from bench._stages import quota_run_parts
+    from bench._stages.quotas import quota_run_parts
 
     # 4 windows of 2 calls of 500 (limit 1,000 per 1 s), each window 10 ms late on the last.
     calls = [(100.0 + k * 1.01 + 0.002 * n, 500) for k in range(4) for n in range(2)]
@@ -162,7 +162,7 @@ def test_stage_5_parts_split_the_wall_time_and_count_full_windows() -> None:
 
 
 def test_stage_7_last_window_starts_past_the_full_windows() -> None:
-    from bench._stages import quota_run_parts
+    from bench._stages.quotas import quota_run_parts
 
     # 5 calls, limit 2: windows of 2, 2, 1; the last window's call is the fifth.
     calls = [(float(t), 1) for t in (0, 0.1, 1.2, 1.3, 2.4)]
@@ -173,7 +173,7 @@ def test_stage_7_last_window_starts_past_the_full_windows() -> None:
 
 
 def test_stage_14_reads_store_counters_summed_over_labels_or_none() -> None:
-    from bench._platform import counters_in
+    from bench._platform_run import counters_in
 
     text = (
         "# HELP imgate_store_commits_total Store commits.\n"
@@ -191,7 +191,7 @@ def test_stage_14_reads_store_counters_summed_over_labels_or_none() -> None:
 def test_stage_14_gateways_derive_their_calls_in_flight(tmp_path: Path) -> None:
     """Stage 14 leaves `max_in_flight` out (0 = derived from the call quota and the round
     trip); quotas off in the grid, Tencent's published quota in the latency round."""
-    from bench._platform import TENCENT_QUOTA, latency_backends, platform_backends
+    from bench._platform_run import TENCENT_QUOTA, latency_backends, platform_backends
 
     path = tmp_path / "gateway.toml"
     path.write_text(gateway_toml("http://127.0.0.1:9", platform_backends()))
@@ -218,7 +218,7 @@ def test_other_stages_keep_a_fixed_max_in_flight(tmp_path: Path) -> None:
 def test_stage_14_sustained_rate_ignores_a_quota_s_first_window() -> None:
     """Quota-bound: 200 ends in the first 0.2 s of each 1.05 s cycle, so a run's wall time
     depends on where it stops; the span estimator gives 200 per cycle either way."""
-    from bench._platform import Tally
+    from bench._platform_run import Tally
 
     for requests in (512, 600, 1_024):
         ends = [k // 200 * 1.05 + (k % 200) * 0.001 for k in range(requests)]
@@ -230,7 +230,7 @@ def test_stage_14_sustained_rate_ignores_a_quota_s_first_window() -> None:
 
 
 def test_stage_14_reads_gauges_summed_over_labels() -> None:
-    from bench._platform import counters_in
+    from bench._platform_run import counters_in
 
     text = (
         "# TYPE imgate_tracked_entries gauge\n"

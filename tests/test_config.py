@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from imgate.config.load import ConfigError, load_config, parse_config, sandbox_config
+from imgate.vendors.registry import VENDORS, VendorPlugin
 
 GOOD = """
 listen = "127.0.0.1:6000"
@@ -119,7 +121,10 @@ def test_single_backend_is_the_default() -> None:
 
 def test_sandbox_config_has_one_backend_per_vendor() -> None:
     config = sandbox_config("http://127.0.0.1:9")
-    assert {b.name for b in config.backends} == {"yunxin_v1", "yunxin_v2", "tencent"}
+    assert [b.name for b in config.backends] == [plugin.vendor for plugin in VENDORS]
+    for backend, plugin in zip(config.backends, VENDORS, strict=True):
+        assert dict(backend.credentials) == dict(plugin.spec.sandbox_credentials)
+        assert backend.recipients_per_call == plugin.spec.limits.recipients_per_call
     assert all(b.sandbox and b.base_url == "http://127.0.0.1:9" for b in config.backends)
     assert config.sandbox
 
@@ -164,6 +169,31 @@ def test_numbers_must_be_finite_and_in_range(extra: str, key: str, vendor: str) 
     with pytest.raises(ConfigError) as error:
         parse_config(tomllib.loads(text), {})
     assert error.value.key == key
+
+
+def _spec_backend(plugin: VendorPlugin, extra: str = "") -> str:
+    credentials = "".join(
+        f"{key} = {json.dumps(value)}\n" for key, value in plugin.spec.sandbox_credentials.items()
+    )
+    return f'[backends.b]\nvendor = "{plugin.vendor}"\nbase_url = "https://h.example"\n{credentials}{extra}\n'
+
+
+@pytest.mark.parametrize("plugin", VENDORS, ids=lambda plugin: plugin.vendor)
+def test_each_vendors_keys_and_cap_come_from_its_spec(plugin: VendorPlugin) -> None:
+    import tomllib
+
+    cap = plugin.spec.limits.recipients_per_call
+    config = parse_config(tomllib.loads(_spec_backend(plugin, f"recipients_per_call = {cap}")), {})
+    assert set(config.backends[0].credentials) == set(plugin.spec.credential_fields)
+    with pytest.raises(ConfigError) as error:
+        parse_config(tomllib.loads(_spec_backend(plugin, f"recipients_per_call = {cap + 1}")), {})
+    assert error.value.key == "backends.b.recipients_per_call"
+    for key in plugin.spec.credential_fields:
+        text = _spec_backend(plugin)
+        without = "\n".join(line for line in text.splitlines() if not line.startswith(f"{key} ="))
+        with pytest.raises(ConfigError) as error:
+            parse_config(tomllib.loads(without), {})
+        assert error.value.key == f"backends.b.{key}"
 
 
 def test_top_level_numbers_are_checked_too() -> None:
@@ -250,7 +280,7 @@ def test_region_presets_set_primary_and_backup(
 def test_tencent_has_every_documented_region() -> None:
     from imgate.vendors.tencent.translator import TencentTranslator
 
-    assert set(TencentTranslator.regions) == {
+    assert set(TencentTranslator.spec.regions) == {
         "china",
         "singapore",
         "seoul",
@@ -291,3 +321,22 @@ def test_sandbox_time_scale_divides_the_backends_windows_and_blocks() -> None:
             plain[name].call_limit,
             plain[name].recipient_limit,
         )
+
+
+def test_a_vendor_with_a_default_base_url_needs_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    # RongCloud documents one (CONTRACT §12 rule 35); the three so far need base_url/region.
+    import dataclasses
+    import tomllib
+    import types
+
+    from imgate.config import load
+
+    plugin = VENDORS[0]
+    spec = dataclasses.replace(plugin.spec, default_base_url="https://api.example")
+    monkeypatch.setitem(load.BY_VENDOR, plugin.vendor, types.SimpleNamespace(spec=spec))
+    text = _spec_backend(plugin).replace('base_url = "https://h.example"\n', "")
+    assert parse_config(tomllib.loads(text), {}).backends[0].base_url == "https://api.example"
+    monkeypatch.undo()
+    with pytest.raises(ConfigError) as error:
+        parse_config(tomllib.loads(text), {})
+    assert error.value.key == "backends.b.base_url"

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import re
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 from imgate.config import load as _config
-from imgate.vendors.registry import VENDORS
+from imgate.vendors.registry import VENDORS, VendorPlugin
 
 ROOT = Path(__file__).resolve().parent.parent
 _TYPES = {
@@ -44,7 +46,7 @@ def _accepted() -> dict[tuple[str, str], type]:
     keys.update({(k, "callers"): t for k, t in _config._CALLER_KEYS.items()})
     keys.update({(k, "tls"): t for k, t in _config._TLS_KEYS.items()})
     for plugin in VENDORS:
-        keys.update({(k, "backend"): t for k, t in plugin.translator.credential_fields.items()})
+        keys.update({(k, "backend"): t for k, t in plugin.spec.credential_fields.items()})
     return keys
 
 
@@ -88,18 +90,69 @@ def test_top_level_defaults_match_the_code() -> None:
             assert _numbers(default) == [fields[key]], key
 
 
+def _generator() -> ModuleType:
+    path = ROOT / "scripts" / "gen_vendor_docs.py"
+    spec = importlib.util.spec_from_file_location("gen_vendor_docs", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+GENERATOR = _generator()
+
+
+@pytest.mark.parametrize("document", GENERATOR.DOCUMENTS)
+def test_the_committed_vendor_tables_are_what_the_registry_generates(document: str) -> None:
+    text = (ROOT / document).read_text(encoding="utf-8")
+    assert "<!-- BEGIN vendors:" in text, document
+    assert GENERATOR.render(text) == text, f"run python scripts/gen_vendor_docs.py ({document})"
+
+
+def _defaults_rows(document: str) -> dict[str, dict[str, str]]:
+    """The per-vendor defaults table: vendor id -> {column name -> cell}, by name."""
+    text = (ROOT / document).read_text(encoding="utf-8")
+    header = "| " + " | ".join(GENERATOR.DEFAULTS_HEADER) + " |"
+    names = [cell.strip("`") for cell in GENERATOR.DEFAULTS_HEADER]
+    rows = {}
+    for cells in _table(text, header):
+        vendor = re.match(r"`([a-z0-9_]+)`", cells[0])
+        assert vendor, cells
+        rows[vendor.group(1)] = dict(zip(names, cells, strict=True))
+    return rows
+
+
 @pytest.mark.parametrize("plugin", VENDORS, ids=lambda plugin: plugin.vendor)
-def test_backend_defaults_match_each_vendors_limits(plugin: object) -> None:
-    vendor = plugin.vendor  # type: ignore[attr-defined]
-    position = [p.vendor for p in VENDORS].index(vendor)
+@pytest.mark.parametrize("document", ["docs/configuration.md", "README.md"])
+def test_backend_defaults_match_each_vendors_limits(plugin: VendorPlugin, document: str) -> None:
+    vendor = plugin.vendor
+    row = _defaults_rows(document)[vendor]  # by the vendor's name, never by position
     backend = _config.sandbox_config("http://127.0.0.1:1").backend(vendor)
     assert backend is not None
     checked = 0
-    for (key, table), (_, default) in _documented().items():
-        numbers = _numbers(default)
-        if table != "backend" or not numbers or not hasattr(backend, key):
-            continue
-        expected = numbers[position] if len(numbers) == len(VENDORS) else numbers[0]
-        assert getattr(backend, key) == expected, (vendor, key)
-        checked += 1
-    assert checked >= 9
+    for key, cell in row.items():
+        if _config._BACKEND_KEYS.get(key) in (int, float):
+            assert [getattr(backend, key)] == _numbers(cell), (vendor, key)
+            checked += 1
+    assert checked == 6
+    assert set(_table_keys(row["credentials"])) == set(plugin.spec.credential_fields)
+    assert set(_table_keys(row["region"])) == set(plugin.spec.regions)
+
+
+def _table_keys(cell: str) -> list[str]:
+    return re.findall(r"`([a-z0-9_]+)`", cell)
+
+
+def test_per_vendor_keys_name_no_vendor_by_position() -> None:
+    # A default such as "500 / 100 / 500" would silently mean other vendors once one is
+    # added: per-vendor defaults live in the generated table, by name.
+    tables = (
+        ("docs/configuration.md", "| key | table | type |", 3),
+        ("README.md", "| key | where |", 2),
+    )
+    for document, header, column in tables:
+        text = (ROOT / document).read_text(encoding="utf-8")
+        for cells in _table(text, header):
+            assert not re.search(r"\d+\s*/\s*\d+\s*/\s*\d+", cells[column]), cells
+            assert not re.search(r"\d.*,.*\d.*,.*\d", cells[column]), cells

@@ -17,7 +17,7 @@ from imgate.config.load import sandbox_config
 from imgate.v1 import gateway_pb2 as pb
 from imgate.vendors._yunxin import translator as _yunxin
 from imgate.vendors.base.translator import CallResult, Disposition, Translator
-from imgate.vendors.tencent import translator as tencent_module
+from imgate.vendors.tencent import answers as tencent_module
 from imgate.vendors.tencent.translator import TencentTranslator
 from imgate.vendors.yunxin_v1.translator import YunxinV1Translator
 from imgate.vendors.yunxin_v2.translator import YunxinV2Translator
@@ -286,7 +286,7 @@ def _check_accepted(vendor: str, recipient: str, answer: dict[str, Any]) -> None
     ),
 )
 def test_fuzz_tencent_answers(status: int, body: bytes) -> None:
-    translator = TencentTranslator(TencentTranslator.sandbox_credentials)
+    translator = TencentTranslator(TencentTranslator.spec.sandbox_credentials)
     _check_answer("tencent", translator.parse(RECIPIENTS, status, body), status, body)
 
 
@@ -296,7 +296,7 @@ def test_fuzz_tencent_answers(status: int, body: bytes) -> None:
     body=st.one_of(_bodies(plausible_v2), _bodies(plausible_v2), _bodies(yunxin_v2_answers)),
 )
 def test_fuzz_yunxin_v2_answers(status: int, body: bytes) -> None:
-    translator = YunxinV2Translator(YunxinV2Translator.sandbox_credentials)
+    translator = YunxinV2Translator(YunxinV2Translator.spec.sandbox_credentials)
     _check_answer("yunxin_v2", translator.parse(RECIPIENTS, status, body), status, body)
 
 
@@ -306,7 +306,7 @@ def test_fuzz_yunxin_v2_answers(status: int, body: bytes) -> None:
     body=st.one_of(_bodies(plausible_v1), _bodies(plausible_v1), _bodies(yunxin_v1_answers)),
 )
 def test_fuzz_yunxin_v1_answers(status: int, body: bytes) -> None:
-    translator = YunxinV1Translator(YunxinV1Translator.sandbox_credentials)
+    translator = YunxinV1Translator(YunxinV1Translator.spec.sandbox_credentials)
     _check_answer("yunxin_v1", translator.parse(RECIPIENTS, status, body), status, body)
 
 
@@ -397,7 +397,7 @@ _options = st.builds(
 )
 CONFIG = sandbox_config("http://127.0.0.1:9")
 TRANSLATORS: dict[str, Translator] = {
-    cls.vendor: cls(cls.sandbox_credentials)
+    cls.spec.vendor: cls(cls.spec.sandbox_credentials)
     for cls in (YunxinV1Translator, YunxinV2Translator, TencentTranslator)
 }
 

@@ -3,11 +3,19 @@ health check that follows the listen address, and a stop timeout longer than the
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import re
+import subprocess
+import sys
 import tomllib
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
+import pytest
+import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
@@ -126,7 +134,7 @@ def test_the_replicas_compose_file_and_its_config_fit_together() -> None:
     raw = (deploy / "replicas" / "imgate.toml").read_text()
     assert "${IMGATE_STORE_URL}" in raw
     assert "password" not in raw.lower()
-    replicas = re.findall(r"^  (imgate-\d): \*imgate$", compose, flags=re.MULTILINE)
+    replicas = re.findall(r"^  (imgate-\d):\n    <<: \*imgate$", compose, flags=re.MULTILINE)
     assert replicas == ["imgate-1", "imgate-2", "imgate-3"]
     nginx = (deploy / "replicas" / "nginx.conf").read_text()
     assert re.findall(r"server (imgate-\d):50051", nginx) == replicas
@@ -135,3 +143,120 @@ def test_the_replicas_compose_file_and_its_config_fit_together() -> None:
     period = re.search(r"stop_grace_period: (\d+)s", compose)
     assert period
     assert int(period.group(1)) > config.shutdown_grace_s
+
+
+def _compose() -> dict[str, Any]:
+    loaded = yaml.safe_load((ROOT / "deploy" / "compose.yaml").read_text())
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+def test_the_compose_file_ships_prometheus_and_grafana_with_the_dashboard() -> None:
+    """Prometheus scrapes every replica's [metrics] listen and loads the shipped alerts;
+    Grafana provisions it as its data source and loads the shipped dashboard; each
+    replica's metrics port is published; every file the compose file mounts exists."""
+    from imgate.config.load import load_config
+
+    deploy = ROOT / "deploy"
+    services = _compose()["services"]
+    env = {
+        "IMGATE_STORE_URL": "postgresql://imgate:pw@postgres:5432/imgate",
+        "IMGATE_QUOTA_URL": "redis://redis:6379/0",
+        "IMGATE_DEMO_TOKEN_SHA256": "0" * 64,
+    }
+    config = load_config(deploy / "replicas" / "imgate.toml", env)
+    metrics_port = config.metrics_listen.rpartition(":")[2]
+    replicas = sorted(name for name in services if name.startswith("imgate-"))
+    published = []
+    for name in replicas:
+        service = services[name]
+        assert service["command"] == ["serve", "--config", "/etc/imgate/imgate.toml"]
+        assert "IMGATE_STORE_URL" in service["environment"]  # the anchor's keys, merged in
+        (port,) = service["ports"]
+        host, _, container = port.rpartition(":")
+        assert container == metrics_port
+        assert host.startswith("127.0.0.1:")
+        published.append(host)
+    assert len(set(published)) == len(replicas)
+    for service in services.values():
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("./"):
+                assert (deploy / source).exists(), source
+
+    prometheus = services["prometheus"]
+    mounts = dict(v.split(":")[:2] for v in prometheus["volumes"])
+    scrape = yaml.safe_load((deploy / "prometheus" / "prometheus.yml").read_text())
+    assert mounts["./prometheus/prometheus.yml"] == "/etc/prometheus/prometheus.yml"
+    assert scrape["rule_files"] == [mounts["./prometheus/imgate-alerts.yml"]]
+    (job,) = scrape["scrape_configs"]
+    (targets,) = job["static_configs"]
+    assert targets["targets"] == [f"{name}:{metrics_port}" for name in replicas]
+
+    grafana = services["grafana"]
+    mounts = dict(v.split(":")[:2] for v in grafana["volumes"])
+    provisioning = deploy / "grafana" / "provisioning"
+    assert mounts["./grafana/provisioning"] == "/etc/grafana/provisioning"
+    (source,) = yaml.safe_load((provisioning / "datasources" / "prometheus.yaml").read_text())[
+        "datasources"
+    ]
+    assert source["type"] == "prometheus"
+    assert source["url"] == "http://prometheus:9090"
+    assert "127.0.0.1:9090:9090" in prometheus["ports"]
+    (provider,) = yaml.safe_load((provisioning / "dashboards" / "imgate.yaml").read_text())[
+        "providers"
+    ]
+    dashboard = mounts["./grafana/imgate.json"]
+    assert Path(dashboard).parent == Path(provider["options"]["path"])
+    assert json.loads((deploy / "grafana" / "imgate.json").read_text())["uid"]
+
+    exposed = re.search(r"^EXPOSE (.*)$", (ROOT / "Dockerfile").read_text(), flags=re.MULTILINE)
+    assert exposed
+    assert metrics_port in exposed.group(1).split()
+
+
+# Where the demo caller's token is made: each keeps the token (IMGATE_TOKEN) and derives
+# the hash the gateway is given from it.
+_TOKEN_DOCUMENTS = ["deploy/compose.yaml", "docs/docker.md", "docs/kubernetes.md"]
+
+
+@pytest.mark.parametrize("document", _TOKEN_DOCUMENTS)
+def test_the_documented_token_step_keeps_a_working_token(document: str) -> None:
+    """The documents' own commands, run with the real `imgate token new` and `imgate token
+    hash`: the token they keep in IMGATE_TOKEN is one the configured hash accepts."""
+    from imgate.api.callers import CallerInterceptor
+    from imgate.config.load import load_config
+
+    text = (ROOT / document).read_text()
+    assert "s/^token_sha256: //p" not in text  # the old step, which threw the token away
+    lines = [re.sub(r"^#\s*", "", line).strip() for line in text.splitlines()]
+    (keep,) = [line for line in lines if line.startswith("export IMGATE_TOKEN=")]
+    hashes = re.findall(r'\$\(printf %s "\$IMGATE_TOKEN" \| imgate token hash\)', text)
+    assert hashes, "no step derives the hash from the kept token"
+    script = "set -euo pipefail\n" + keep + '\nprintf "%s\\n" "$IMGATE_TOKEN"\n'
+    script += "".join(f'printf "%s\\n" "{h}"\n' for h in set(hashes))
+    exported = [line for line in lines if line.startswith("export IMGATE_DEMO_TOKEN_SHA256=")]
+    script += "".join(f'{line}\nprintf "%s\\n" "$IMGATE_DEMO_TOKEN_SHA256"\n' for line in exported)
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    result = subprocess.run(
+        ["bash", "-c", script],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PATH": path},
+        timeout=60,
+        check=True,
+    )
+    token, *digests = result.stdout.splitlines()
+    assert re.fullmatch(r"[A-Za-z0-9_-]{32,}", token), "no token kept"
+    assert digests
+    assert set(digests) == {hashlib.sha256(token.encode()).hexdigest()}
+    if document == "deploy/compose.yaml":
+        env = {
+            "IMGATE_STORE_URL": "postgresql://imgate:pw@postgres:5432/imgate",
+            "IMGATE_QUOTA_URL": "redis://redis:6379/0",
+            "IMGATE_DEMO_TOKEN_SHA256": digests[0],
+        }
+        config = load_config(ROOT / "deploy" / "replicas" / "imgate.toml", env)
+        caller = CallerInterceptor(config.callers).identify([("authorization", f"Bearer {token}")])
+        assert caller is not None
+        assert caller.name == "demo"

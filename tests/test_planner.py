@@ -10,11 +10,11 @@ import pytest
 
 from imgate.pipeline.planner import dedupe, plan_chunks
 from imgate.v1 import gateway_pb2 as pb
+from imgate.vendors.base.spec import Capabilities, IdRule, IdUnit, VendorLimits, VendorSpec
 from imgate.vendors.base.translator import (
     CallResult,
     FieldViolation,
     Translator,
-    VendorLimits,
     VendorRequest,
 )
 from imgate.vendors.tencent.translator import MAX_BODY_BYTES, TencentTranslator
@@ -48,12 +48,34 @@ def test_dedupe_takes_a_repeated_field() -> None:
 class FakeTranslator(Translator):
     """A byte-capped vendor with round numbers: base 10 bytes, an id costs len + 1."""
 
-    vendor: ClassVar[str] = "fake"
-    path: ClassVar[str] = "/fake"
-    default_limits: ClassVar[VendorLimits] = VendorLimits(5, 1, 1.0, 0, 1.0, 1.0, 30)
-    credential_fields: ClassVar[dict[str, type]] = {}
-    sender_required: ClassVar[bool] = False
-    sandbox_credentials: ClassVar[dict[str, Any]] = {}
+    spec: ClassVar[VendorSpec] = VendorSpec(
+        vendor="fake",
+        display_name="Fake",
+        path="/fake",
+        limits=VendorLimits(
+            recipients_per_call=5,
+            call_limit=1,
+            call_window_s=1.0,
+            recipient_limit=0,
+            recipient_window_s=1.0,
+            block_s=1.0,
+            vendor_block_s=1.0,
+            max_body_bytes=30,
+        ),
+        id_rule=IdRule(32, IdUnit.UTF8),
+        credential_fields={"key": str},
+        app_id_field="key",
+        sandbox_credentials={"key": "k"},
+        sender_required=False,
+        capabilities=Capabilities(
+            reports_unknown_recipients=False,
+            online_only=False,
+            skip_moderation=False,
+            read_receipt=False,
+            custom_sub_type=False,
+            message_ids=False,
+        ),
+    )
 
     def validate(self, request: pb.BatchSendRequest) -> list[FieldViolation]:
         return []
@@ -117,14 +139,14 @@ def _text_request(text: str, **options: Any) -> pb.BatchSendRequest:
 def test_plan_chunks_with_vendor_caps(
     cls: type[Translator], options: dict[str, Any], configured: int, total: int, sizes: list[int]
 ) -> None:
-    translator = cls(cls.sandbox_credentials)
+    translator = cls(cls.spec.sandbox_credentials)
     prepared = translator.prepare(_text_request("hi", **options))
     ids = [f"user{i}" for i in range(total)]
     assert plan_chunks(translator, prepared, ids, configured) == sizes
 
 
 def test_tencent_bytes_bind_near_the_cap() -> None:
-    translator = TencentTranslator(TencentTranslator.sandbox_credentials)
+    translator = TencentTranslator(TencentTranslator.spec.sandbox_credentials)
     prepared = translator.prepare(_text_request("中" * 3000))  # 9000 bytes of text
     ids = [f"{i:032d}" for i in range(600)]  # 35 bytes each in the body
     sizes = plan_chunks(translator, prepared, ids, 500)
@@ -140,7 +162,7 @@ def test_tencent_bytes_bind_near_the_cap() -> None:
 
 
 def test_plans_a_maximal_batch() -> None:
-    translator = TencentTranslator(TencentTranslator.sandbox_credentials)
+    translator = TencentTranslator(TencentTranslator.spec.sandbox_credentials)
     prepared = translator.prepare(_text_request("hello"))
     ids = [f"user_{i:06d}" for i in range(100_000)]
     unique = dedupe(ids + ids[:10])

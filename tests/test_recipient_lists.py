@@ -189,7 +189,7 @@ async def test_list_validated_for_the_vendor_and_exclusive_with_ids(
     wide = "用" * 11
     uploaded = await gateway.stub.UploadRecipients(_pages(["a", "b"], ["c", wide]))
     fields = await _invalid(gateway.stub.SubmitBatch(_submit_list(uploaded.recipient_list)))
-    assert fields == ["recipient_list: recipient 3 of the list: over 32 UTF-8 bytes (Tencent)"]
+    assert fields == ["recipient_list: recipient 3 of the list: at most 32 UTF-8 bytes"]
     both = _submit_list(uploaded.recipient_list, "yunxin_v2")
     both.recipient_ids.append("d")
     fields = await _invalid(gateway.stub.SubmitBatch(both))

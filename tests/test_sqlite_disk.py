@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-import imgate.store.sqlite
+import imgate.store.sqlite_threads
 from imgate.store.base import DONE, PLANNED, BatchRow, ChunkRow, Counts, StoreError
-from imgate.store.sqlite import _SCHEMA, _SCHEMA_LISTS, SCHEMA_VERSION, SQLiteStore
+from imgate.store.sqlite import SCHEMA_VERSION, SQLiteStore
 from imgate.v1 import gateway_pb2 as pb
+from tests import _schemas
 
 MB = 1024 * 1024
 # 10,000 ids of 25 characters per recipient page, 10 pages a batch: ~2.5 MB of ids.
@@ -102,8 +103,8 @@ async def test_wal_stays_bounded_under_continuous_writes_and_reads(
 ) -> None:
     # Bounds smaller than the defaults, so that a few seconds of writes cross them many
     # times (raising=False: the test runs, and fails, on code without them too).
-    monkeypatch.setattr(imgate.store.sqlite, "_WAL_HARD_LIMIT", 8 * MB, raising=False)
-    monkeypatch.setattr(imgate.store.sqlite, "_JOURNAL_SIZE_LIMIT", 4 * MB, raising=False)
+    monkeypatch.setattr(imgate.store.sqlite_threads, "_WAL_HARD_LIMIT", 8 * MB, raising=False)
+    monkeypatch.setattr(imgate.store.sqlite_threads, "_JOURNAL_SIZE_LIMIT", 4 * MB, raising=False)
     path = tmp_path / "imgate.db"
     wal = Path(f"{path}-wal")
     store = SQLiteStore(path)
@@ -183,7 +184,7 @@ async def test_a_schema_2_file_is_converted_once_and_keeps_its_batches(
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("BEGIN")
-    for statement in filter(str.strip, (_SCHEMA + ";" + _SCHEMA_LISTS).split(";")):
+    for statement in filter(str.strip, (_schemas.SQLITE_1 + ";" + _schemas.SQLITE_2).split(";")):
         conn.execute(statement)
     conn.execute("PRAGMA user_version = 2")
     conn.execute("COMMIT")

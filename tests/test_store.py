@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
 import sqlite3
 import threading
@@ -26,11 +27,10 @@ from imgate.store.base import (
     Recovered,
     Store,
     StoreError,
-    decode_recipients,
-    encode_recipients,
 )
 from imgate.store.memory import MemoryStore
-from imgate.store.open import open_store
+from imgate.store.open import STORE_KINDS, StoreKind, open_store
+from imgate.store.pages import decode_recipients, encode_recipients
 from imgate.store.postgres import PostgresStore
 from imgate.store.sqlite import SCHEMA_VERSION, SQLiteStore
 from imgate.v1 import gateway_pb2 as pb
@@ -39,20 +39,32 @@ from tests import _postgres
 MakeStore = Callable[[], Store]
 
 
-@pytest.fixture(params=["memory", "sqlite", "postgres"])
+@pytest.fixture(params=[kind.name for kind in STORE_KINDS])
 async def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MakeStore]:
-    """A factory: SQLite stores made by it share one file, PostgreSQL ones one schema of
-    this test's (a restart reopens it)."""
-    if request.param == "memory":
-        memory = MemoryStore()
-        yield lambda: memory
-    elif request.param == "sqlite":
-        yield lambda: SQLiteStore(tmp_path / "imgate.db")
-    else:
-        base = await _postgres.reachable_or_skip()
-        schema = _postgres.new_schema()
-        url = _postgres.with_schema(base, schema)
-        yield lambda: PostgresStore(url)
+    """A factory over every registered store kind (imgate.store.open.STORE_KINDS): stores
+    made by it share one URL (a file, a schema of this test's on a server), so a second
+    one is a restart; a store that keeps nothing across instances is made once."""
+    kind: StoreKind = next(k for k in STORE_KINDS if k.name == request.param)
+    async with _store_url(kind, tmp_path) as url:
+        if kind.durable:
+            yield lambda: kind.open(url, tmp_path, 30.0)
+        else:
+            only = kind.open(url, tmp_path, 30.0)
+            yield lambda: only
+
+
+@contextlib.asynccontextmanager
+async def _store_url(kind: StoreKind, tmp_path: Path) -> AsyncIterator[str]:
+    """A URL of `kind` for one test: a file under tmp_path, or a fresh schema on the test
+    server (skipped when none is reachable)."""
+    if not kind.needs_server:
+        yield kind.schemes[0] if not kind.durable else f"{kind.schemes[0]}imgate.db"
+        return
+    base = await _postgres.reachable_or_skip()
+    schema = _postgres.new_schema()
+    try:
+        yield _postgres.with_schema(base, schema)
+    finally:
         await _postgres.drop_schema(base, schema)
 
 
@@ -573,11 +585,11 @@ async def test_a_released_batch_is_adopted_even_from_a_live_owner(make_store: Ma
 async def test_sqlite_schema_1_file_gains_lists_and_keeps_its_batches(tmp_path: Path) -> None:
     import sqlite3
 
-    from imgate.store.sqlite import _SCHEMA
+    from tests import _schemas
 
     path = tmp_path / "imgate.db"
     conn = sqlite3.connect(path, isolation_level=None)
-    for statement in filter(str.strip, _SCHEMA.split(";")):
+    for statement in filter(str.strip, _schemas.SQLITE_1.split(";")):
         conn.execute(statement)
     conn.execute("PRAGMA user_version = 1")
     conn.close()
@@ -597,9 +609,9 @@ async def test_sqlite_schema_1_file_gains_lists_and_keeps_its_batches(tmp_path: 
 async def test_sqlite_finished_list_drops_its_index_in_steps(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import imgate.store.sqlite
+    import imgate.store.sqlite_lists
 
-    monkeypatch.setattr(imgate.store.sqlite, "_MEMBERS_PER_DELETE", 4)
+    monkeypatch.setattr(imgate.store.sqlite_lists, "_MEMBERS_PER_DELETE", 4)
     store = SQLiteStore(tmp_path / "imgate.db")
     await store.open()
     try:

@@ -21,7 +21,15 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from imgate.config.load import redacted_url as redact_url
 from imgate.sandbox import SandboxServer
-from imgate.store.base import SENDING, BatchRow, ChunkRow, Counts, StoreError
+from imgate.store.base import (
+    DONE,
+    RECIPIENT_PAGE,
+    SENDING,
+    BatchRow,
+    ChunkRow,
+    Counts,
+    StoreError,
+)
 from imgate.store.open import open_store
 from imgate.store.postgres import SCHEMA_VERSION, PostgresStore
 from imgate.v1 import gateway_pb2 as pb
@@ -74,6 +82,27 @@ async def test_a_newer_schema_is_refused(schema_url: str) -> None:
     await store.close()
     with pytest.raises(StoreError, match=r"store\.url: .* newer than this gateway's"):
         await PostgresStore(schema_url).open()
+
+
+async def test_commits_are_counted_one_per_write_statement_and_per_transaction(
+    schema_url: str,
+) -> None:
+    # imgate_store_commits_total stayed 0 on PostgreSQL while its statements were counted.
+    (store,) = await _opened(schema_url, 1)
+    try:
+        before = store.stats().commits
+        chunk = ChunkRow("b1", 0, 0, 3, "planned", attempts=1)
+        await store.create_batch(_row("b1"), ["a", "b", "c"], None, owner="r1", first_chunk=chunk)
+        await store.record_last(chunk, DONE, b"page", Counts(accepted=3, vendor_calls=1), "r1")
+        # A small send: stored with its chunk SENDING, then recorded and ended, each in one
+        # autocommitted statement (issue 20).
+        assert store.stats().commits - before == 2
+        assert await store.get_batch("b1") is not None  # reads commit nothing
+        ids = [f"id{n}" for n in range(RECIPIENT_PAGE + 1)]
+        await store.create_batch(_row("b2"), ids, None, owner="r1")  # one transaction
+        assert store.stats().commits - before == 3
+    finally:
+        await store.close()
 
 
 async def test_one_request_id_raced_by_replicas_is_one_batch(schema_url: str) -> None:

@@ -30,17 +30,22 @@ from imgate.sandbox import (
     default_emulators,
     serve_sandbox,
 )
+from imgate.vendors.base.spec import (
+    Capabilities,
+    IdRule,
+    IdUnit,
+    RefusalStatuses,
+    VendorLimits,
+    VendorSpec,
+)
+from imgate.vendors.registry import VENDORS
 
 from .helpers import Vendors, tx_doc, yunxin_auth, yx1_fields
 
 
-def test_registry_lists_the_three_vendors() -> None:
-    assert [e.vendor for e in default_emulators()] == ["yunxin_v1", "yunxin_v2", "tencent"]
-    assert [e.path for e in default_emulators()] == [
-        "/nimserver/msg/sendBatchMsg.action",
-        "/im/v2/conversations/messages",
-        "/v4/openim/batchsendmsg",
-    ]
+def test_the_sandbox_serves_every_registered_vendor() -> None:
+    assert default_emulators() == tuple(plugin.emulator for plugin in VENDORS)
+    assert [e.spec.path for e in default_emulators()] == [p.spec.path for p in VENDORS]
 
 
 async def test_create_app_runs_under_aiohttp_test_utils() -> None:
@@ -121,17 +126,48 @@ def test_settings_are_checked() -> None:
 # A fourth vendor: one emulator class (this would be its own module) + one registry entry.
 
 
+# Echo answers refusals with HTTP 4xx/5xx, as RongCloud does: its spec says so, and the
+# emulator base follows it without an edit.
+ECHO = VendorSpec(
+    vendor="echo",
+    display_name="Echo",
+    path="/echo/send",
+    limits=VendorLimits(
+        recipients_per_call=2,
+        call_limit=2,
+        call_window_s=60.0,
+        recipient_limit=0,
+        recipient_window_s=60.0,
+        block_s=1.0,
+        vendor_block_s=0.0,
+    ),
+    id_rule=IdRule(64, IdUnit.UTF8),
+    credential_fields={"token": str},
+    app_id_field="token",
+    sandbox_credentials={"token": "echo-token"},
+    sender_required=False,
+    capabilities=Capabilities(
+        reports_unknown_recipients=False,
+        online_only=False,
+        skip_moderation=False,
+        read_receipt=False,
+        custom_sub_type=False,
+        message_ids=False,
+    ),
+    refusal_statuses=RefusalStatuses(default=400, by_code={401: 401, 500: 500, 429: 429}),
+)
+
+
 @dataclass(frozen=True, kw_only=True)
 class EchoSettings(VendorSettings):
-    credential_fields: ClassVar[tuple[str, ...]] = ("token",)
-    token: str = "echo-token"
-    recipients_per_call: int = 2
-    call_limit: int | None = 2
+    credential_fields: ClassVar[tuple[str, ...]] = tuple(ECHO.credential_fields)
+    token: str = ECHO.sandbox_credentials["token"]
+    recipients_per_call: int = ECHO.limits.recipients_per_call
+    call_limit: int | None = ECHO.limits.call_limit
 
 
 class EchoEmulator(Emulator[EchoSettings, ParsedCall]):
-    vendor: ClassVar[str] = "echo"
-    path: ClassVar[str] = "/echo/send"
+    spec: ClassVar[VendorSpec] = ECHO
     settings_type: ClassVar[type[VendorSettings]] = EchoSettings
     rate_limit_code: ClassVar[int] = 429
     internal_error: ClassVar[tuple[int, str]] = (500, "oops")
@@ -170,8 +206,11 @@ async def test_a_fourth_vendor_is_one_class_and_one_registry_line(
     ) as server:
         url = server.vendor_url("echo")
 
+        statuses: list[int] = []
+
         async def call(body: str, token: str = "echo-token") -> Any:
             async with session.post(url, data=body, headers={"Token": token}) as response:
+                statuses.append(response.status)
                 return await response.json()
 
         assert await call("a,b", token="nope") == {"error": 401, "message": "bad token"}
@@ -179,6 +218,7 @@ async def test_a_fourth_vendor_is_one_class_and_one_registry_line(
         assert await call("a,b") == {"error": 500, "message": "oops"}  # fault, but delivered
         assert await call("a,a") == {"ok": True}
         assert (await call("b"))["error"] == 429  # rate: 2 accepted calls per 60 s
+        assert statuses == [401, 400, 500, 200, 429]  # as the spec's refusal_statuses say
         assert [d.recipient for d in server.state.deliveries("echo")] == ["a", "b", "a"]
         assert server.state.stats("echo").duplicate_deliveries == 1
         async with session.get(server.url + "/sandbox/info") as response:

@@ -100,7 +100,7 @@ def test_sink_refuses_results_that_do_not_cover_the_chunk() -> None:
 
 
 def test_tencent_success_with_an_error_list_is_compact_and_exact() -> None:
-    translator = TencentTranslator(TencentTranslator.sandbox_credentials)
+    translator = TencentTranslator(TencentTranslator.spec.sandbox_credentials)
     answer = {
         "ActionStatus": "OK",
         "ErrorCode": 0,
@@ -120,7 +120,7 @@ def test_tencent_success_with_an_error_list_is_compact_and_exact() -> None:
 
 
 def test_yunxin_v1_unregistered_and_message_ids_are_the_exceptions() -> None:
-    translator = YunxinV1Translator(YunxinV1Translator.sandbox_credentials)
+    translator = YunxinV1Translator(YunxinV1Translator.spec.sandbox_credentials)
     answer = {"code": 200, "unregister": '["b"]', "msgids": {"d": 42}, "timetag": 1700}
     result = translator.parse(IDS, 200, json.dumps(answer).encode())
     assert isinstance(result.results, AcceptedAlike)

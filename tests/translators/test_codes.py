@@ -155,26 +155,26 @@ def _check(
 
 @pytest.mark.parametrize(("code", "disposition", "reason"), YUNXIN_CODES)
 def test_yunxin_v1_code(code: int, disposition: Disposition, reason: int) -> None:
-    translator = YunxinV1Translator(YunxinV1Translator.sandbox_credentials)
+    translator = YunxinV1Translator(YunxinV1Translator.spec.sandbox_credentials)
     _check(translator, {"code": code, "desc": "vendor says why"}, code, disposition, reason)
 
 
 @pytest.mark.parametrize(("code", "disposition", "reason"), YUNXIN_CODES + YUNXIN_V2_CODES)
 def test_yunxin_v2_code(code: int, disposition: Disposition, reason: int) -> None:
-    translator = YunxinV2Translator(YunxinV2Translator.sandbox_credentials)
+    translator = YunxinV2Translator(YunxinV2Translator.spec.sandbox_credentials)
     body = {"code": code, "msg": "vendor says why", "data": {}}
     _check(translator, body, code, disposition, reason)
 
 
 @pytest.mark.parametrize(("code", "disposition", "reason"), TENCENT_CODES)
 def test_tencent_code(code: int, disposition: Disposition, reason: int) -> None:
-    translator = TencentTranslator(TencentTranslator.sandbox_credentials)
+    translator = TencentTranslator(TencentTranslator.spec.sandbox_credentials)
     body = {"ActionStatus": "FAIL", "ErrorCode": code, "ErrorInfo": "vendor says why"}
     _check(translator, body, code, disposition, reason)
 
 
 def test_every_tencent_table_code_is_tested() -> None:
-    from imgate.vendors.tencent.translator import CODES
+    from imgate.vendors.tencent.answers import CODES
 
     assert set(CODES) <= {code for code, _, _ in TENCENT_CODES}
 
@@ -189,13 +189,13 @@ def test_every_yunxin_table_code_is_tested() -> None:
 @pytest.mark.parametrize(("code", "disposition", "reason"), YUNXIN_V2_CODES[:7])
 def test_im2_codes_are_not_legacy_codes(code: int, disposition: Disposition, reason: int) -> None:
     """The legacy API does not document the 6-digit family: UNCERTAIN there."""
-    translator = YunxinV1Translator(YunxinV1Translator.sandbox_credentials)
+    translator = YunxinV1Translator(YunxinV1Translator.spec.sandbox_credentials)
     result = translator.parse(["a"], 200, json.dumps({"code": code, "desc": "x"}).encode())
     assert result.disposition is AMBIGUOUS
 
 
 def test_vendor_detail_is_trimmed() -> None:
-    translator = YunxinV1Translator(YunxinV1Translator.sandbox_credentials)
+    translator = YunxinV1Translator(YunxinV1Translator.spec.sandbox_credentials)
     body = json.dumps({"code": 414, "desc": "x" * 10_000}).encode()
     result = translator.parse(["a"], 200, body)
     assert 0 < len(result.results[0].detail) <= 300

@@ -11,9 +11,12 @@ import pytest
 from hypothesis import assume, event, given, settings
 from hypothesis import strategies as st
 
+from imgate.api.validate import validate_common, validate_for_vendor
+from imgate.config.load import sandbox_config
 from imgate.pipeline.planner import dedupe, plan_chunks
 from imgate.v1 import gateway_pb2 as pb
 from imgate.vendors.base.auth import verify_tencent_user_sig
+from imgate.vendors.base.spec import IdUnit
 from imgate.vendors.base.translator import Disposition, VendorRequest
 from imgate.vendors.tencent.translator import (
     MAX_BODY_BYTES,
@@ -30,7 +33,7 @@ ADMIN = "administrator"
 
 
 def _translator() -> TencentTranslator:
-    return TencentTranslator(TencentTranslator.sandbox_credentials)
+    return TencentTranslator(TencentTranslator.spec.sandbox_credentials)
 
 
 def _build(
@@ -450,7 +453,7 @@ def test_image_renditions_are_image_info_types_2_and_3() -> None:
         pb.ImageVariant(url="https://cdn.example/t.png", size_bytes=99, width=64, height=48)
     )
     request = make_request(pb.Message(image=image))
-    assert TencentTranslator(TencentTranslator.sandbox_credentials).validate(request) == []
+    assert TencentTranslator(TencentTranslator.spec.sandbox_credentials).validate(request) == []
     infos = _body(request)["MsgBody"][0]["MsgContent"]["ImageInfoArray"]
     assert infos[1:] == [
         {"Type": 2, "Size": 0, "Width": 320, "Height": 240, "URL": "https://cdn.example/l.png"},
@@ -480,19 +483,19 @@ def test_image_renditions_are_image_info_types_2_and_3() -> None:
         ),
         (
             pb.Message(custom=pb.CustomContent(data='{"a":1}', sub_type=3)),
-            "message.custom.sub_type",
+            "message.custom.sub_type",  # the spec: custom_sub_type=False
         ),
     ],
 )
 def test_what_tencent_requires_or_cannot_carry_is_refused(content: pb.Message, field: str) -> None:
-    problems = TencentTranslator(TencentTranslator.sandbox_credentials).validate(
-        make_request(content)
-    )
+    translator = TencentTranslator(TencentTranslator.spec.sandbox_credentials)
+    request = make_request(content)
+    problems = validate_for_vendor(request, list(request.recipient_ids), translator)
     assert [p.field for p in problems] == [field]
 
 
 def test_history_off_alone_is_refused_not_sent_as_online_only() -> None:
-    translator = TencentTranslator(TencentTranslator.sandbox_credentials)
+    translator = TencentTranslator(TencentTranslator.spec.sandbox_credentials)
     problems = translator.validate(make_request(history_enabled=False))
     assert [p.field for p in problems] == ["options.history_enabled"]
     assert "online_only" in problems[0].description
@@ -604,7 +607,7 @@ def test_error_code_as_text_is_read() -> None:
         ("张" * 10 + "ab", ("张" * 10 + "ab",), []),  # exactly 32 bytes
         ("张" * 11, ("ok",), ["sender_id"]),
         ("", ("ok", "张" * 11, "😀" * 9), ["recipient_ids[1]", "recipient_ids[2]"]),
-        ("", ("x" * 33,), []),  # over 32 characters: the servicer's violation, not repeated
+        ("", ("x" * 33,), ["recipient_ids[0]"]),
         (
             "",
             tuple("张" * 11 for _ in range(12)),
@@ -613,5 +616,26 @@ def test_error_code_as_text_is_read() -> None:
     ],
 )
 def test_validate_ids_in_bytes(sender: str, recipients: tuple[str, ...], fields: list[str]) -> None:
+    # The spec's id rule (32 UTF-8 bytes), applied by the common validation.
     request = make_request(sender_id=sender, recipients=recipients)
-    assert [p.field for p in _translator().validate(request)] == fields
+    request.backend = "tencent"
+    problems = validate_common(request, list(recipients), sandbox_config("http://127.0.0.1:1"))
+    assert [p.field for p in problems] == fields
+    assert all("UTF-8 bytes" in p.description for p in problems if p.field != "recipient_ids")
+
+
+def test_spec_pins_the_published_facts() -> None:
+    # The vendor's documented numbers (vendors.md §5, §6), CONTRACT §2's sandbox app.
+    spec = TencentTranslator.spec
+    limits = spec.limits
+    assert spec.path == "/v4/openim/batchsendmsg"
+    assert (limits.recipients_per_call, limits.call_limit, limits.call_window_s) == (500, 200, 1.0)
+    assert (limits.recipient_limit, limits.recipient_window_s) == (12000, 60.0)
+    assert (limits.block_s, limits.vendor_block_s, limits.max_body_bytes) == (60.0, 0.0, 12288)
+    assert (spec.id_rule.max_length, spec.id_rule.unit) == (32, IdUnit.UTF8)
+    assert dict(spec.sandbox_credentials) == {
+        "sdk_app_id": 1400000000,
+        "secret_key": "sandbox-secret-key",
+        "admin_identifier": "administrator",
+    }
+    assert not spec.sender_required

@@ -10,6 +10,7 @@ from urllib.parse import parse_qs
 import pytest
 
 from imgate.v1 import gateway_pb2 as pb
+from imgate.vendors.base.spec import IdUnit
 from imgate.vendors.base.translator import Disposition, VendorRequest
 from imgate.vendors.yunxin_v1.translator import YunxinV1Translator
 
@@ -19,7 +20,7 @@ JSON_FIELDS = ("toAccids", "body", "option", "payload", "ext")
 
 
 def _translator() -> YunxinV1Translator:
-    return YunxinV1Translator(YunxinV1Translator.sandbox_credentials)
+    return YunxinV1Translator(YunxinV1Translator.spec.sandbox_credentials)
 
 
 def _build(request: pb.BatchSendRequest, recipients: Any = RECIPIENTS) -> VendorRequest:
@@ -344,16 +345,32 @@ def test_414_that_is_an_auth_failure(desc: str, reason: int) -> None:
 def test_answers_that_do_not_match_the_call_make_everyone_uncertain(
     answer: dict[str, Any],
 ) -> None:
-    translator = YunxinV1Translator(YunxinV1Translator.sandbox_credentials)
+    translator = YunxinV1Translator(YunxinV1Translator.spec.sandbox_credentials)
     result = translator.parse(["a", "b"], 200, json.dumps(answer).encode())
     assert result.disposition is Disposition.AMBIGUOUS
 
 
 def test_timetag_is_returned_beside_the_message_id() -> None:
-    translator = YunxinV1Translator(YunxinV1Translator.sandbox_credentials)
+    translator = YunxinV1Translator(YunxinV1Translator.spec.sandbox_credentials)
     answer = {"code": 200, "unregister": ["b"], "timetag": 1700000000123, "msgids": {"a": 9}}
     result = translator.parse(["a", "b"], 200, json.dumps(answer).encode())
     assert [(r.state, r.vendor_message_id, r.vendor_time_ms) for r in result.results] == [
         (pb.DELIVERY_STATE_ACCEPTED, "9", 1700000000123),
         (pb.DELIVERY_STATE_FAILED, "", 0),
     ]
+
+
+def test_spec_pins_the_published_facts() -> None:
+    # The vendor's documented numbers (vendors.md §5, §6), CONTRACT §2's sandbox app.
+    spec = YunxinV1Translator.spec
+    limits = spec.limits
+    assert spec.path == "/nimserver/msg/sendBatchMsg.action"
+    assert (limits.recipients_per_call, limits.call_limit, limits.call_window_s) == (500, 120, 60.0)
+    assert (limits.recipient_limit, limits.block_s, limits.vendor_block_s) == (0, 60.0, 60.0)
+    assert limits.max_body_bytes is None
+    assert (spec.id_rule.max_length, spec.id_rule.unit) == (32, IdUnit.UTF16)
+    assert dict(spec.sandbox_credentials) == {
+        "app_key": "sandbox-app-key",
+        "app_secret": "sandbox-app-secret",
+    }
+    assert spec.sender_required

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from imgate.v1 import gateway_pb2 as pb
+from imgate.vendors.base.spec import IdUnit
 from imgate.vendors.base.translator import Disposition, VendorRequest
 from imgate.vendors.yunxin_v2.translator import YunxinV2Translator, message_client_id
 
@@ -16,7 +17,7 @@ from .cases import CHUNK_KEY, CONTENTS, CUSTOM_WITH_SUB_TYPE, NONCE, NOW, RECIPI
 
 
 def _translator() -> YunxinV2Translator:
-    return YunxinV2Translator(YunxinV2Translator.sandbox_credentials)
+    return YunxinV2Translator(YunxinV2Translator.spec.sandbox_credentials)
 
 
 def _build(request: pb.BatchSendRequest, recipients: Any = RECIPIENTS) -> VendorRequest:
@@ -447,3 +448,19 @@ def test_error_envelope() -> None:
 
 def test_success_without_data_is_ambiguous() -> None:
     assert _parse({"code": 200, "msg": "success"}).disposition is Disposition.AMBIGUOUS
+
+
+def test_spec_pins_the_published_facts() -> None:
+    # The vendor's documented numbers (vendors.md §5, §6), CONTRACT §2's sandbox app.
+    spec = YunxinV2Translator.spec
+    limits = spec.limits
+    assert spec.path == "/im/v2/conversations/messages"
+    assert (limits.recipients_per_call, limits.call_limit, limits.call_window_s) == (100, 120, 60.0)
+    assert (limits.recipient_limit, limits.block_s, limits.vendor_block_s) == (0, 60.0, 60.0)
+    assert limits.max_body_bytes is None
+    assert (spec.id_rule.max_length, spec.id_rule.unit) == (32, IdUnit.UTF16)
+    assert dict(spec.sandbox_credentials) == {
+        "app_key": "sandbox-app-key",
+        "app_secret": "sandbox-app-secret",
+    }
+    assert spec.sender_required

@@ -14,6 +14,7 @@ import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
+from imgate.store.base import StoreError
 from imgate.vendors.base.translator import FieldViolation
 
 
@@ -54,6 +55,22 @@ def invalid(problems: Sequence[FieldViolation]) -> ApiError:
     """INVALID_ARGUMENT naming the fields (the first five in the message)."""
     message = "; ".join(f"{p.field}: {p.description}" for p in problems[:5])
     return ApiError(grpc.StatusCode.INVALID_ARGUMENT, message or "invalid request", problems)
+
+
+def as_api_error(exc: Exception) -> ApiError | None:
+    """The ApiError a transport answers for `exc`, or None when `exc` is a bug.
+
+    A store that cannot be used (a full disk, a database that does not answer) is
+    UNAVAILABLE: the call changed nothing it reports, so a retry is safe.
+    """
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, StoreError):
+        return ApiError(
+            grpc.StatusCode.UNAVAILABLE,
+            f"the store cannot be used now ({exc}); nothing was stored or changed: a retry is safe",
+        )
+    return None
 
 
 def unavailable(message: str = "the gateway is shutting down") -> ApiError:

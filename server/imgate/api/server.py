@@ -96,7 +96,7 @@ class Gateway:
             self.tracing,
             lease_s=config.lease_s,
         )
-        self.batches.replica.store_reachable = self._store_reachable
+        self.batches.store_reachable = self._store_reachable
         self.metrics.watch_process(
             lambda: (lambda stats: (stats.commits, stats.statements))(store.stats()),
             self.tracked,
@@ -183,7 +183,7 @@ class Gateway:
                 await self._http.stop()
             raise
         await self._server.start()
-        await self._store_reachable(self.batches.replica.store_answers)
+        await self._store_reachable(self.batches.store_answers)
         if self.quota is not None:
             self._quota_ok = bool(self.quota.reachable)
             await self._publish_health()

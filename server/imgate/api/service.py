@@ -39,7 +39,7 @@ from imgate.pipeline.batches import BatchService
 from imgate.pipeline.dispatch import DEADLINE_MARGIN_S, Backend, BatchRun
 from imgate.pipeline.planner import dedupe
 from imgate.pipeline.queue import Backlogged
-from imgate.pipeline.watch import GatewayStopping
+from imgate.pipeline.watch import BatchStalled, GatewayStopping
 from imgate.store.base import BatchRow, ListRow
 from imgate.v1 import gateway_pb2 as pb
 from imgate.vendors.base.chars import IdCensus
@@ -127,8 +127,8 @@ class GatewayApi:
                         "recipient_list", "give recipient_ids or recipient_list, not both"
                     )
                 )
-            # Every id was checked on upload; what depends on the vendor (Tencent's bytes
-            # per id, a body that must fit with one recipient) is decided by the widest one.
+            # Every id was checked on upload; what depends on the vendor (its id rule, a
+            # body that must fit with one recipient) is decided by the widest one.
             recipient_ids = [recipients.widest_id]
         census = IdCensus.of(recipient_ids)  # one scan for every id check below
         problems.extend(validate_common(as_send, recipient_ids, self._config, census))
@@ -294,6 +294,11 @@ class GatewayApi:
             raise unavailable(
                 f"the gateway is shutting down before batch {batch_id} ended; follow it with "
                 f"WatchBatch from cursor {after_seq!s} once a gateway serves it"
+            ) from None
+        except BatchStalled:
+            raise unavailable(
+                f"the store cannot be written now: batch {batch_id} goes on once it can;"
+                f" follow it with WatchBatch from cursor {after_seq!s}"
             ) from None
         finally:
             streams.dec()

@@ -16,7 +16,7 @@ from typing import Any, TypeAlias, TypeVar
 import grpc
 from grpc_status import rpc_status
 
-from imgate.api.errors import ApiError
+from imgate.api.errors import ApiError, as_api_error
 from imgate.api.service import GatewayApi
 from imgate.v1 import gateway_pb2 as pb
 from imgate.v1 import gateway_pb2_grpc as pb_grpc
@@ -34,7 +34,10 @@ async def abort(context: _Context, error: ApiError) -> None:
 async def _answer(work: Awaitable[T], context: _Context) -> T:
     try:
         return await work
-    except ApiError as error:
+    except Exception as exc:
+        error = as_api_error(exc)
+        if error is None:
+            raise
         await abort(context, error)
         raise AssertionError("unreachable") from None  # abort raises
 
@@ -44,7 +47,10 @@ async def _write_all(stream: AsyncGenerator[bytes, None], context: _Context) -> 
         try:
             async for message in stream:
                 await context.write(message)
-        except ApiError as error:
+        except Exception as exc:
+            error = as_api_error(exc)
+            if error is None:
+                raise
             await abort(context, error)
 
 

@@ -1,7 +1,9 @@
 """Whole-request validation: what makes a BatchSendRequest wrong before anything is sent.
 
-Checks common to every vendor live here; vendor field limits come from the backend's
-translator. Every problem is a FieldViolation naming the request field.
+Checks common to every vendor live here, with the facts they need (the id rule, what the
+API can express, which options belong to another vendor) read from the backend's vendor
+spec; vendor field limits come from its translator. Every problem is a FieldViolation
+naming the request field.
 """
 
 from __future__ import annotations
@@ -12,21 +14,33 @@ from typing import Final
 
 from imgate.config.load import GatewayConfig
 from imgate.v1 import gateway_pb2 as pb
-from imgate.vendors.base.chars import IdCensus, java_len
+from imgate.vendors.base.chars import IdCensus
+from imgate.vendors.base.common import capability_violations, unsupported_option
+from imgate.vendors.base.spec import IdRule, IdUnit, VendorSpec
 from imgate.vendors.base.translator import FieldViolation, Translator
+from imgate.vendors.registry import BY_VENDOR, VENDORS
 
-MAX_ACCOUNT_ID_CHARS = 32  # Yunxin accid (UTF-16 units); Tencent also caps bytes (§5)
 MAX_REQUEST_ID_CHARS = 128  # CONTRACT §4.1 rule 11
 MAX_ECHOED_CHARS: Final = 64
 """Most characters of caller input an error text may repeat (CONTRACT §8 rule 23)."""
 _MAX_LISTED_BAD_IDS = 10  # a huge bad list should not make a huge error
 
 # Control characters (Unicode Cc: C0, DEL, C1): never part of an id, and a log forger's tool.
+# Which unit lets more ids through at one length: each counts a character at least as
+# often as the next (UTF-8 bytes >= UTF-16 units >= code points).
+_LOOSENESS: Final = {IdUnit.UTF8: 0, IdUnit.UTF16: 1, IdUnit.CODE_POINTS: 2}
 _CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _ID_RULE: Final = (
-    f"account ids must be 1 to {MAX_ACCOUNT_ID_CHARS} characters, with no control"
-    " characters and no leading or trailing whitespace"
+    "account ids must be within the vendor's length, with no control characters and no"
+    " leading or trailing whitespace"
 )
+LIST_ID_RULE: Final[IdRule] = max(
+    (plugin.spec.id_rule for plugin in VENDORS),
+    key=lambda rule: (rule.max_length, _LOOSENESS[rule.unit]),
+)
+"""The id rule of an uploaded list, which is not bound to a backend: the loosest of the
+registered vendors' (each id is checked against the backend's own rule at submit, by the
+list's widest id)."""
 
 
 def echo(text: str) -> str:
@@ -35,44 +49,53 @@ def echo(text: str) -> str:
     return repr(clipped)
 
 
-def id_problem(value: str) -> str | None:
-    """Why `value` cannot be an account id, or None."""
+def id_problem(value: str, rule: IdRule | None = LIST_ID_RULE) -> str | None:
+    """Why `value` cannot be an account id under `rule` (None: any length), or None."""
     if not value:
         return "must not be empty"
     if _CONTROL.search(value):
         return "must not contain control characters"
     if value != value.strip():
         return "must not start or end with whitespace"
-    if java_len(value) > MAX_ACCOUNT_ID_CHARS:
-        return f"at most {MAX_ACCOUNT_ID_CHARS} characters"
+    if rule is not None and not rule.fits(value):
+        return rule.describe()
     return None
 
 
-def _bad_id_positions(ids: Sequence[str], census: IdCensus | None = None) -> list[int]:
+def _bad_id_positions(
+    ids: Sequence[str], census: IdCensus | None = None, rule: IdRule | None = LIST_ID_RULE
+) -> list[int]:
     """Positions of invalid ids; a few C-speed passes when all are valid (the usual case)."""
     if not ids:
         return []
     census = census or IdCensus.of(ids)
-    # Printable ASCII has no control character and no whitespace but the space: with no
-    # space at all, no empty id and every length in range, every id is valid.
+    # Printable ASCII has no control character and no whitespace but the space, and is
+    # one byte and one UTF-16 unit a character: with no space at all, no empty id and
+    # every length in range, every id is valid.
     if (
         census.printable_ascii
         and " " not in census.joined
         and all(ids)
-        and census.longest <= MAX_ACCOUNT_ID_CHARS
+        and (rule is None or census.longest <= rule.max_length)
     ):
         return []
-    return [position for position, value in enumerate(ids) if id_problem(value) is not None]
+    return [position for position, value in enumerate(ids) if id_problem(value, rule) is not None]
 
 
 def recipient_violations(
-    recipient_ids: Sequence[str], field: str = "recipient_ids", census: IdCensus | None = None
+    recipient_ids: Sequence[str],
+    field: str = "recipient_ids",
+    census: IdCensus | None = None,
+    rule: IdRule | None = LIST_ID_RULE,
 ) -> list[FieldViolation]:
     """The invalid ids, each named `field[position]` (the first few, then how many);
-    `census`: IdCensus.of(recipient_ids), when the caller has it."""
-    bad_positions = _bad_id_positions(recipient_ids, census)
+    `census`: IdCensus.of(recipient_ids), when the caller has it; `rule`: the backend's
+    id rule (None: lengths are not checked)."""
+    bad_positions = _bad_id_positions(recipient_ids, census, rule)
     problems = [
-        FieldViolation(f"{field}[{position}]", id_problem(recipient_ids[position]) or _ID_RULE)
+        FieldViolation(
+            f"{field}[{position}]", id_problem(recipient_ids[position], rule) or _ID_RULE
+        )
         for position in bad_positions[:_MAX_LISTED_BAD_IDS]
     ]
     if len(bad_positions) > _MAX_LISTED_BAD_IDS:
@@ -91,7 +114,10 @@ def validate_common(
     """Problems that do not depend on the vendor (`recipient_ids`: the request's, as a list;
     `census`: IdCensus.of(recipient_ids), when the caller has it)."""
     problems: list[FieldViolation] = []
-    if config.backend(request.backend) is None:
+    backend = config.backend(request.backend)
+    # An unknown backend has no id rule: its lengths wait until one is named.
+    rule = None if backend is None else BY_VENDOR[backend.vendor].spec.id_rule
+    if backend is None:
         known = ", ".join(b.name for b in config.backends)
         problems.append(
             FieldViolation("backend", f"unknown backend {echo(request.backend)} (known: {known})")
@@ -106,9 +132,9 @@ def validate_common(
                 f"{count} recipients; at most {config.max_recipients_per_request} per request",
             )
         )
-    problems.extend(recipient_violations(recipient_ids, census=census))
-    # An empty sender is the vendor's business (Tencent: the admin; Yunxin: refused).
-    sender_problem = id_problem(request.sender_id) if request.sender_id else None
+    problems.extend(recipient_violations(recipient_ids, census=census, rule=rule))
+    # An empty sender is the vendor's business (the spec's sender_required).
+    sender_problem = id_problem(request.sender_id, rule) if request.sender_id else None
     if sender_problem:
         problems.append(FieldViolation("sender_id", sender_problem))
     if request.request_id and (
@@ -135,15 +161,26 @@ def validate_for_vendor(
     census: IdCensus | None = None,
 ) -> list[FieldViolation]:
     """Problems specific to the backend's vendor (`census` as for validate_common)."""
+    spec = translator.spec
     problems: list[FieldViolation] = []
-    if translator.sender_required and not request.sender_id:
-        problems.append(FieldViolation("sender_id", f"required on {translator.vendor} backends"))
+    if spec.sender_required and not request.sender_id:
+        problems.append(FieldViolation("sender_id", f"required on {spec.vendor} backends"))
+    problems += capability_violations(spec, request)
+    problems += _foreign_options(spec, request.options)
     if request.message.WhichOneof("content") is not None:
         problems.extend(translator.validate(request, recipient_ids, census))
     return problems
 
 
-MAX_REQUEST_ID_CHARS = 128
+def _foreign_options(spec: VendorSpec, options: pb.SendOptions) -> list[FieldViolation]:
+    """SendOptions fields another registered vendor owns (its spec's own_options)."""
+    return [
+        unsupported_option(spec.vendor, name, f"{plugin.spec.display_name} only")
+        for plugin in VENDORS
+        if plugin.spec is not spec
+        for name in plugin.spec.own_options
+        if name not in spec.own_options and options.HasField(name)  # type: ignore[arg-type]
+    ]
 
 
 def validate_request_id(request_id: str) -> list[FieldViolation]:

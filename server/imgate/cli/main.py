@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import sys
+import textwrap
 from collections.abc import Mapping, Sequence
 
 from imgate import __version__
@@ -32,21 +33,37 @@ from imgate.config.load import (
 from imgate.observability.logs import configure_logging
 from imgate.sandbox import SandboxConfig, SandboxServer, serve_sandbox
 from imgate.store.base import StoreError
+from imgate.vendors.registry import BY_VENDOR
 
 log = logging.getLogger("imgate")
 
-_SANDBOX_NOTICE = """\
-==============================================================================
- imgate SANDBOX MODE: no configuration given. Backends yunxin_v1, yunxin_v2 and
- tencent point at built-in vendor emulators on {sandbox}.
- NOTHING reaches a real vendor. Use --config FILE (or IMGATE_CONFIG) for real ones.
- Default backend: tencent (no --from needed). Control API: {sandbox}/sandbox/
-{http}==============================================================================
-"""
-_SANDBOX_HTTP = """\
- Console: {http}/   HTTP/JSON API: {http}/v1/
- OpenAPI: {http}/v1/openapi.json
-"""
+_RULE = "=" * 78
+
+
+def _sandbox_notice(config: GatewayConfig, sandbox_url: str, http_url: str = "") -> str:
+    """The sandbox-mode warning, naming the backends the config has (one per vendor), and
+    where the console and the HTTP/JSON API answer (`http_url`, when served)."""
+    names = [backend.name for backend in config.backends]
+    listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+    default = config.backend("")
+    no_sender = default is not None and not BY_VENDOR[default.vendor].spec.sender_required
+    text = (
+        f"imgate SANDBOX MODE: no configuration given. Backends {listed} point at"
+        f" built-in vendor emulators on {sandbox_url}. NOTHING reaches a real vendor."
+        " Use --config FILE (or IMGATE_CONFIG) for real ones."
+        f" Default backend: {config.default_backend}"
+        + (" (no --from needed)." if no_sender else ".")
+        + f" Control API: {sandbox_url}/sandbox/"
+    )
+    lines = textwrap.wrap(text, width=len(_RULE) - 2)
+    if http_url:
+        lines += [
+            f"Console: {http_url}/   HTTP/JSON API: {http_url}/v1/",
+            f"OpenAPI: {http_url}/v1/openapi.json",
+        ]
+    return "\n".join([_RULE, *(f" {line}" for line in lines), _RULE, ""])
+
+
 # Sandbox mode's emulators (and /sandbox/...) listen here: a fixed, documented address.
 DEFAULT_SANDBOX_LISTEN_IN_SERVE = "127.0.0.1:50052"
 # Sandbox mode's HTTP/JSON API and console ([http] listen of a configured gateway).
@@ -219,7 +236,8 @@ async def _serve(
         gc.collect()
         gc.freeze()
         if config.sandbox:
-            print(_sandbox_notice(config, gateway), file=sys.stderr, flush=True)
+            notice = _sandbox_notice(config, config.sandbox_url, _http_url(config, gateway))
+            print(notice, file=sys.stderr, flush=True)
         host = config.listen.rpartition(":")[0]
         backends = ", ".join(f"{b.name} ({b.vendor})" for b in config.backends)
         log.info(
@@ -289,14 +307,14 @@ def _can_bind(listen: str) -> bool:
         return False
 
 
-def _sandbox_notice(config: GatewayConfig, gateway: Gateway) -> str:
-    http = ""
-    if gateway.http_port:
-        host = split_listen(config.http_listen)[0]
-        shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
-        shown = f"[{shown}]" if ":" in shown else shown
-        http = _SANDBOX_HTTP.format(http=f"http://{shown}:{gateway.http_port}")
-    return _SANDBOX_NOTICE.format(sandbox=config.sandbox_url, http=http)
+def _http_url(config: GatewayConfig, gateway: Gateway) -> str:
+    """Where the gateway serves HTTP/JSON and the console ("" when it does not)."""
+    if not gateway.http_port:
+        return ""
+    host = split_listen(config.http_listen)[0]
+    shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
+    shown = f"[{shown}]" if ":" in shown else shown
+    return f"http://{shown}:{gateway.http_port}"
 
 
 def _config_path(flag: str | None, env: Mapping[str, str]) -> str | int | None:

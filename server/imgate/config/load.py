@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from imgate.config.addresses import split_listen
-from imgate.vendors.base.translator import VendorLimits
+from imgate.vendors.base.spec import VendorLimits
 from imgate.vendors.registry import BY_VENDOR, VENDORS
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
@@ -70,11 +70,11 @@ class BackendConfig:
     name: str
     """The name callers put in BatchSendRequest.backend."""
     vendor: str
-    """Vendor id: one of the registry's vendors (yunxin_v1, yunxin_v2, tencent)."""
+    """Vendor id: one of imgate.vendors.registry.VENDORS."""
     base_url: str
     """Scheme + host (+ port); the vendor's documented path is appended."""
     credentials: Secrets = field(repr=False)
-    """Vendor credentials (keys declared by the vendor's translator)."""
+    """Vendor credentials (keys declared by the vendor's spec)."""
     recipients_per_call: int
     """Most recipients in one vendor call."""
     call_limit: int
@@ -509,29 +509,31 @@ def _backend(name: str, raw: Any, env: Mapping[str, str]) -> BackendConfig:
     if vendor not in BY_VENDOR:
         known = ", ".join(sorted(BY_VENDOR))
         raise ConfigError(f"{prefix}.vendor", f"unknown vendor {vendor!r} (known: {known})")
-    translator = BY_VENDOR[vendor].translator
-    allowed = {**_BACKEND_KEYS, **translator.credential_fields}
+    spec = BY_VENDOR[vendor].spec
+    allowed = {**_BACKEND_KEYS, **spec.credential_fields}
     values: dict[str, Any] = {}
     for key, value in raw.items():
         if key not in allowed:
             raise ConfigError(f"{prefix}.{key}", "unknown key")
         # Credentials are the vendor's numbers (a Tencent SDKAppID is a uint32).
-        maximum = UINT32_MAX if key in translator.credential_fields else INT32_MAX
+        maximum = UINT32_MAX if key in spec.credential_fields else INT32_MAX
         values[key] = _typed(f"{prefix}.{key}", value, allowed[key], env, maximum)
     if "region" in values:
-        region = translator.regions.get(values["region"])
+        region = spec.regions.get(values["region"])
         if region is None:
-            known = ", ".join(translator.regions)
+            known = ", ".join(spec.regions) or "none"
             raise ConfigError(f"{prefix}.region", f"unknown {vendor} region (known: {known})")
         for key in ("base_url", "backup_base_url"):
             if key in values:
                 raise ConfigError(f"{prefix}.{key}", "set either region or base_url, not both")
         values["base_url"] = region.base_url
         values["backup_base_url"] = region.backup_base_url
-    for key in ("base_url", *translator.credential_fields):
+    if spec.default_base_url:
+        values.setdefault("base_url", spec.default_base_url)
+    for key in ("base_url", *spec.credential_fields):
         if key not in values:
             raise ConfigError(f"{prefix}.{key}", "missing")
-    cap = translator.default_limits.recipients_per_call
+    cap = spec.limits.recipients_per_call
     if values.get("recipients_per_call", 0) > cap:
         raise ConfigError(
             f"{prefix}.recipients_per_call", f"at most {cap} (the vendor's documented maximum)"
@@ -555,13 +557,13 @@ def _with_defaults(
     name: str, vendor: str, base_url: str, values: Mapping[str, Any], *, sandbox: bool
 ) -> BackendConfig:
     """A backend whose unset limits come from the vendor's published ones."""
-    translator = BY_VENDOR[vendor].translator
-    limits = translator.default_limits
+    spec = BY_VENDOR[vendor].spec
+    limits = spec.limits
     return BackendConfig(
         name=name,
         vendor=vendor,
         base_url=base_url,
-        credentials=Secrets({k: values[k] for k in translator.credential_fields}),
+        credentials=Secrets({k: values[k] for k in spec.credential_fields}),
         recipients_per_call=values.get("recipients_per_call", limits.recipients_per_call),
         call_limit=values.get("call_limit", limits.call_limit),
         call_window_s=values.get("call_window_s", limits.call_window_s),
@@ -657,8 +659,8 @@ def sandbox_config(
             plugin.vendor,
             sandbox_url,
             {
-                **plugin.translator.sandbox_credentials,
-                **_scaled_windows(plugin.translator.default_limits, time_scale),
+                **plugin.spec.sandbox_credentials,
+                **_scaled_windows(plugin.spec.limits, time_scale),
             },
             sandbox=True,
         )

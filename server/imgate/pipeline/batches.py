@@ -33,6 +33,7 @@ from imgate.observability.logs import set_log_context
 from imgate.observability.metrics import BATCH_STATE_NAMES, Metrics
 from imgate.observability.tracing import AttributeValue, Tracing
 from imgate.pipeline.dispatch import Backend, BatchRun, Fresh
+from imgate.pipeline.failures import log_failure
 from imgate.pipeline.queue import BatchQueue
 from imgate.pipeline.replicas import ReplicaLoops
 from imgate.pipeline.sink import BatchSink, Chunk
@@ -40,6 +41,7 @@ from imgate.pipeline.watch import GatewayStopping, watch
 from imgate.store.base import (
     PLANNED,
     RECIPIENT_PAGE,
+    SENDING,
     BatchRow,
     ChunkRow,
     Fenced,
@@ -57,6 +59,8 @@ audit_log = logging.getLogger("imgate.audit")
 # Batches closed at once after a restart (bound to a caller that is gone, or cancelled).
 _CLOSING_AT_ONCE = 16
 _PURGE_EVERY_S = 300.0
+# A store that cannot be written is tried again after 0.5 s, 1 s, 2 s ... at most this.
+_STALLED_RETRY_MAX_S = 30.0
 
 
 class BatchService:
@@ -95,6 +99,13 @@ class BatchService:
             self.may_run,
         )
         self.replica = ReplicaLoops(self)
+        self.store_answers = True
+        """False while the store cannot be written (a full disk) or does not answer."""
+        self.store_reachable: Callable[[bool], Awaitable[None]] | None = None
+        """Told when the store stops (False) or starts again (True) answering."""
+        self._stalled: dict[str, asyncio.Task[None]] = {}
+        """Batches whose run stopped on a store error, by their retry (one process)."""
+        self._probe: asyncio.Task[None] | None = None
         self._loops: list[asyncio.Task[None]] = []
         self.orphans: set[str] = set()
         """Shared store: batches of this replica whose run stopped on an error, to be
@@ -274,15 +285,24 @@ class BatchService:
                         }
                     )
         except Exception as exc:
-            if _only_fenced(exc):
+            if _only(exc, Fenced):
                 log.warning("batch %s was taken over by another replica: %s", row.batch_id, exc)
                 return
             self.metrics.batch_errors.labels(row.backend).inc()
-            if isinstance(exc, StoreError):
+            if _any(exc, StoreError):
                 self.metrics.store_errors.labels("batch").inc()
-            log.exception("batch %s stopped on an unexpected error", run.row.batch_id)
-            if self.store.shared and not self.stopping.is_set():
-                self.orphans.add(row.batch_id)  # a sweep takes it over (rule 9 holds)
+                # One line, no traceback: the store's trouble, not a bug (issue 22).
+                log.error("batch %s stopped: %s", row.batch_id, _first(exc, StoreError))
+                if not self.stopping.is_set():
+                    if self.store.shared:
+                        self.orphans.add(row.batch_id)  # a sweep takes it over (rule 9)
+                    else:
+                        self._stall(row.batch_id)
+                    await self.store_answered(False)
+            else:
+                log.exception("batch %s stopped on an unexpected error", run.row.batch_id)
+                if self.store.shared and not self.stopping.is_set():
+                    self.orphans.add(row.batch_id)  # a sweep takes it over (rule 9 holds)
         finally:
             self._runs.pop(row.batch_id, None)
             self.store.forget(row.batch_id)
@@ -292,6 +312,72 @@ class BatchService:
             self.queue.fill(row.backend)
         if run.sink.row.ended:
             self._audit(run.sink.row)
+        self.store.notifier.notify(row.batch_id)  # its watchers look again (stalled?)
+
+    # -- a store that cannot be written (issue 22) ---------------------------------------
+
+    async def store_answered(self, ok: bool) -> None:
+        """The store answered (or failed to): health follows (NOT_SERVING while not)."""
+        if ok == self.store_answers:
+            return
+        self.store_answers = ok
+        if ok:
+            log.info("the store answers again")
+        else:
+            log.error("the store cannot be used: health is NOT_SERVING until it can")
+            if not self.store.shared and self._probe is None:
+                self._probe = asyncio.create_task(self._probe_store())
+        if self.store_reachable is not None:
+            await self.store_reachable(ok)
+
+    async def _probe_store(self) -> None:
+        """Try a write now and then until one succeeds (nothing else may write meanwhile:
+        a failed submit leaves nothing to retry)."""
+        delay = 0.5
+        try:
+            while not self.stopping.is_set():
+                await asyncio.sleep(delay)
+                try:
+                    await self.store.probe_write()
+                except StoreError:
+                    delay = min(delay * 2, _STALLED_RETRY_MAX_S)
+                    continue
+                await self.store_answered(True)
+                return
+        finally:
+            self._probe = None
+
+    def _stall(self, batch_id: str) -> None:
+        """The batch's run stopped on a store error: resume it here once the store can
+        be written, as a restart would (chunks that were SENDING end UNCERTAIN)."""
+        if batch_id in self._stalled:
+            return
+        task = asyncio.create_task(self._resume_stalled(batch_id))
+        self._stalled[batch_id] = task
+        task.add_done_callback(lambda _: self._stalled.pop(batch_id, None))
+
+    async def _resume_stalled(self, batch_id: str) -> None:
+        delay = 0.5
+        while not self.stopping.is_set():
+            await asyncio.sleep(delay)
+            try:
+                row = await self.store.get_batch(batch_id)
+                if row is None or row.ended:
+                    return
+                sending = [c for c in await self.store.chunks(batch_id) if c.state == SENDING]
+                await self.end_in_flight(Recovered(sending=sending))
+                row = await self.store.get_batch(batch_id)
+            except StoreError:
+                delay = min(delay * 2, _STALLED_RETRY_MAX_S)
+                continue
+            await self.store_answered(True)
+            if row is not None and not row.ended and self.may_run(row):
+                # A bound batch's caller was told UNAVAILABLE: its run only closes it.
+                self._launch(row, send=not row.bound)
+            return
+
+    def _is_stalled(self, batch_id: str) -> bool:
+        return batch_id in self._stalled
 
     def _audit(self, row: BatchRow) -> None:
         # One line per batch, written by the process that ended it (issue 20: once).
@@ -318,9 +404,9 @@ class BatchService:
                 purged = await self.store.purge(self.clock() - self.retention_s)
                 if purged:
                     log.info("purged %d batches and lists over %.0fs old", purged, self.retention_s)
-            except Exception:
+            except Exception as exc:
                 self.metrics.store_errors.labels("purge").inc()
-                log.exception("purging ended batches failed")
+                log_failure(log, "purging ended batches failed", exc)
             self.queue.fill_all()  # a filler that failed on a store error tries again
             await asyncio.sleep(every)
 
@@ -380,6 +466,9 @@ class BatchService:
         created = False
         try:
             stored, created = await create()
+        except StoreError:
+            await self.store_answered(False)
+            raise
         finally:
             if runs_now and not created:
                 slots.give_back(row.caller)
@@ -474,7 +563,9 @@ class BatchService:
         self, batch_id: str, after_seq: int
     ) -> AsyncIterator[tuple[list[OutcomePage], BatchRow | None]]:
         """See pipeline.watch.watch (a batch running here ends here: no store poll)."""
-        async for item in watch(self.store, batch_id, after_seq, self._live, self.stopped):
+        async for item in watch(
+            self.store, batch_id, after_seq, self._live, self.stopped, self._is_stalled
+        ):
             yield item
 
     def _live(self, batch_id: str) -> bool:
@@ -483,8 +574,19 @@ class BatchService:
         return running is not None and not running[0].sink.ended
 
 
-def _only_fenced(exc: BaseException) -> bool:
-    """Whether `exc` is Fenced, or a group of nothing else (a batch's TaskGroup)."""
+def _only(exc: BaseException, kind: type[BaseException]) -> bool:
+    """Whether `exc` is a `kind`, or a group of nothing else (a batch's TaskGroup)."""
     if isinstance(exc, BaseExceptionGroup):
-        return all(_only_fenced(e) for e in exc.exceptions)
-    return isinstance(exc, Fenced)
+        return all(_only(e, kind) for e in exc.exceptions)
+    return isinstance(exc, kind)
+
+
+def _any(exc: BaseException, kind: type[BaseException]) -> bool:
+    return _first(exc, kind) is not None
+
+
+def _first(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+    """`exc`, or the first `kind` in its group."""
+    if isinstance(exc, BaseExceptionGroup):
+        return next((e for e in map(lambda e: _first(e, kind), exc.exceptions) if e), None)
+    return exc if isinstance(exc, kind) else None

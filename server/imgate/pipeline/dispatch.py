@@ -80,9 +80,7 @@ class Backend:
         self.in_flight = 0
         self.caller_weights = dict(caller_weights or {})
         self.translator: Translator = BY_VENDOR[config.vendor].translator(config.credentials)
-        self.endpoints = Endpoints(
-            config.name, config.base_url, config.backup_base_url, self.translator.path
-        )
+        self.endpoints = Endpoints(config.name, config.base_url, config.backup_base_url)
         self.limiter = limiter or BackendLimiter(
             config.call_limit,
             config.call_window_s,
@@ -198,7 +196,7 @@ class Backend:
         try:
             async with self.session.request(
                 request.method,
-                self.endpoints.url,
+                self.endpoints.url(request.path),
                 params=request.query,
                 headers=request.headers,
                 data=request.body,

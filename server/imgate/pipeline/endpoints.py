@@ -18,17 +18,16 @@ log = logging.getLogger("imgate.dispatch")
 
 
 class Endpoints:
-    """The URL to call now, for one backend."""
+    """The base URL to call now, for one backend; each request names its own path."""
 
-    def __init__(self, name: str, base_url: str, backup_base_url: str, path: str) -> None:
+    def __init__(self, name: str, base_url: str, backup_base_url: str) -> None:
         self._name = name
-        self._urls = [base_url + path] + ([backup_base_url + path] if backup_base_url else [])
+        self._urls = [base_url] + ([backup_base_url] if backup_base_url else [])
         self._current = 0
 
-    @property
-    def url(self) -> str:
-        """The endpoint calls go to."""
-        return self._urls[self._current]
+    def url(self, path: str) -> str:
+        """Where a request for `path` goes now (the translator's VendorRequest.path)."""
+        return self._urls[self._current] + path
 
     def observe(self, result: CallResult) -> None:
         """Fail over after a call the vendor certainly did not process."""

@@ -65,13 +65,13 @@ def iter_chunk_sizes(
     can start before a 100,000-id batch is fully planned.
 
     Caps: `translator.recipients_per_call(prepared, recipients_per_call)` ids, and when
-    the vendor caps the body (`default_limits.max_body_bytes`), `base_body_bytes` plus
+    the vendor caps the body (`spec.limits.max_body_bytes`), `base_body_bytes` plus
     the ids' `recipient_body_bytes` within it. An id too long to fit any body still gets
     a chunk of its own; validation keeps that from happening.
     """
     total = len(recipients)
     per_call = max(1, translator.recipients_per_call(prepared, recipients_per_call))
-    if translator.default_limits.max_body_bytes is None:
+    if translator.spec.limits.max_body_bytes is None:
         full, rest = divmod(total, per_call)
         yield from [per_call] * full + ([rest] if rest else [])
         return
@@ -85,7 +85,7 @@ def iter_chunk_sizes(
 def chunk_size(translator: Translator, prepared: Any, window: Sequence[str]) -> int:
     """How many of `window` (the next ids, at most one call's worth) the next chunk takes:
     all of them, or for byte-capped vendors as many as fit the body (at least one)."""
-    max_body_bytes = translator.default_limits.max_body_bytes
+    max_body_bytes = translator.spec.limits.max_body_bytes
     if max_body_bytes is None:
         return len(window)
     budget = max_body_bytes - translator.base_body_bytes(prepared)

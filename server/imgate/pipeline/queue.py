@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 
 from imgate.observability.metrics import Metrics
 from imgate.pipeline.dispatch import Backend
+from imgate.pipeline.failures import log_failure
 from imgate.store.base import BatchRow, Store
 
 log = logging.getLogger("imgate.batches")
@@ -145,9 +146,9 @@ class BatchQueue:
                 slots.give_back(caller)
                 if row is None:
                     slots.waiting.discard(caller)
-        except Exception:
+        except Exception as exc:
             self._metrics.store_errors.labels("queue").inc()
-            log.exception("taking queued batches from the store failed; trying again later")
+            log_failure(log, "taking queued batches from the store failed; trying later", exc)
         finally:
             slots.filling = False
 

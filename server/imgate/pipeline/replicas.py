@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Protocol
 
 from imgate.observability.metrics import Metrics
+from imgate.pipeline.failures import log_failure
 from imgate.store.base import BatchRow, Recovered, Store
 
 log = logging.getLogger("imgate.batches")
@@ -37,6 +38,9 @@ class Replica(Protocol):
     def cancel_here(self, row: BatchRow) -> None:
         """A cancel asked elsewhere: stop the batch's run here, or close it."""
 
+    async def store_answered(self, ok: bool) -> None:
+        """Whether the store answers (False: health NOT_SERVING)."""
+
     async def end_in_flight(self, recovered: Recovered) -> None: ...
 
     async def close_all(self, batch_ids: Sequence[str]) -> None: ...
@@ -49,10 +53,6 @@ class ReplicaLoops:
 
     def __init__(self, replica: Replica) -> None:
         self._replica = replica
-        self.store_answers = True
-        """False from a failed heartbeat until one succeeds."""
-        self.store_reachable: Callable[[bool], Awaitable[None]] | None = None
-        """Told when the store stops (False) or starts again (True) answering."""
         self.tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
@@ -74,18 +74,9 @@ class ReplicaLoops:
             except Exception as exc:
                 replica.metrics.store_errors.labels("heartbeat").inc()
                 log.warning("store heartbeat failed: %s", exc or type(exc).__name__)
-                await self._set_reachable(False)
+                await replica.store_answered(False)
             else:
-                await self._set_reachable(True)
-
-    async def _set_reachable(self, reachable: bool) -> None:
-        if reachable == self.store_answers:
-            return
-        self.store_answers = reachable
-        if reachable:
-            log.info("the store answers again")
-        if self.store_reachable is not None:
-            await self.store_reachable(reachable)
+                await replica.store_answered(True)
 
     async def _sweep_loop(self) -> None:
         replica = self._replica
@@ -101,9 +92,9 @@ class ReplicaLoops:
                 log.warning("batch %s released, to be adopted again by a sweep", batch_id)
             try:
                 adopted, recovered = await store.adopt(owner, lease_s)
-            except Exception:
+            except Exception as exc:
                 replica.metrics.store_errors.labels("sweep").inc()
-                log.exception("adopting dead replicas' batches failed")
+                log_failure(log, "adopting dead replicas' batches failed", exc)
                 continue
             if adopted:
                 log.warning(
@@ -111,20 +102,20 @@ class ReplicaLoops:
                 )
             try:
                 await replica.end_in_flight(recovered)
-            except Exception:
+            except Exception as exc:
                 # Resumed all the same: the run's close ends what is still SENDING
                 # UNCERTAIN. Not resumed, they would stay this replica's and idle.
                 replica.metrics.store_errors.labels("sweep").inc()
-                log.exception("ending adopted in-flight chunks failed; left to the runs")
+                log_failure(log, "ending adopted in-flight chunks failed; left to the runs", exc)
             if replica.stopping.is_set():
                 continue
             try:
                 await replica.close_all(recovered.to_close)
                 if adopted:
                     await replica.find_waiting()
-            except Exception:
+            except Exception as exc:
                 replica.metrics.store_errors.labels("sweep").inc()
-                log.exception("resuming adopted batches failed; the next sweep tries again")
+                log_failure(log, "resuming adopted batches failed; the next sweep tries again", exc)
 
     async def _cancel_poll_loop(self) -> None:
         """A cancel asked on another replica only changes the store: notice it here, for

@@ -24,16 +24,23 @@ class GatewayStopping(Exception):
     """This gateway is shutting down and the batch will not end here."""
 
 
+class BatchStalled(Exception):
+    """The batch's run stopped because the store cannot be written; it goes on (in this
+    process) once it can. Watchers are told rather than left waiting."""
+
+
 async def watch(
     store: Store,
     batch_id: str,
     after_seq: int,
     live_here: Callable[[str], bool],
     stopped: asyncio.Event,
+    stalled: Callable[[str], bool] = lambda _: False,
 ) -> AsyncIterator[tuple[list[OutcomePage], BatchRow | None]]:
     """(pages, None) for outcomes after `after_seq` as they are recorded, then
     ([], row) once the batch has ended. Raises GatewayStopping when this gateway stops
-    (`stopped`) before the batch ends. `live_here(batch_id)`: it runs here, not ended."""
+    (`stopped`) before the batch ends, BatchStalled when the batch waits for the store
+    (`stalled(batch_id)`). `live_here(batch_id)`: it runs here, not ended."""
     with store.notifier.watching(batch_id) as changed:
         while True:
             changed.clear()
@@ -42,6 +49,8 @@ async def watch(
                 after_seq = pages[-1].seq
                 yield pages, None
                 continue
+            if stalled(batch_id):
+                raise BatchStalled
             if live_here(batch_id) and not stopped.is_set():
                 await woken(changed, WATCH_POLL_S)
                 continue

@@ -291,8 +291,8 @@ class RedisWindows:
     def __init__(self, quota: RedisQuota, config: BackendConfig) -> None:
         self._quota = quota
         self._backend = config.name
-        translator = BY_VENDOR[config.vendor].translator
-        app = str(config.credentials[translator.app_id_field])
+        spec = BY_VENDOR[config.vendor].spec
+        app = str(config.credentials[spec.app_id_field])
         self.app = f"{config.vendor}:{app}"
         # One hash tag: every key of the app lives on one Redis Cluster slot.
         base = f"{quota.key_prefix}:{{{self.app}}}"

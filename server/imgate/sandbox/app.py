@@ -37,8 +37,8 @@ _CLIENT_MAX_SIZE = 8 * 1024 * 1024
 
 def build_app(config: SandboxConfig, emulators: Sequence[EmulatorClass]) -> web.Application:
     """The sandbox application for `emulators`, configured by `config`."""
-    vendors = [e.vendor for e in emulators]
-    paths = [e.path for e in emulators]
+    vendors = [e.spec.vendor for e in emulators]
+    paths = [e.spec.path for e in emulators]
     if len(set(vendors)) != len(vendors) or len(set(paths)) != len(paths):
         raise ValueError(f"emulators must have distinct vendors and paths: {vendors}")
     settings = emulator_settings(emulators, dict(config.vendors))
@@ -47,8 +47,8 @@ def build_app(config: SandboxConfig, emulators: Sequence[EmulatorClass]) -> web.
     app = web.Application(client_max_size=_CLIENT_MAX_SIZE)
     app[STATE_KEY] = state
     for emulator_class in emulators:
-        emulator = emulator_class(settings[emulator_class.vendor], state)
-        app.router.add_route(emulator_class.method, emulator_class.path, emulator.handle)
+        emulator = emulator_class(settings[emulator_class.spec.vendor], state)
+        app.router.add_route(emulator_class.method, emulator_class.spec.path, emulator.handle)
     _Control(state, emulators).register(app.router)
 
     async def on_startup(_: web.Application) -> None:
@@ -106,16 +106,17 @@ class _Control:
     async def info(self, request: web.Request) -> web.Response:
         vendors: dict[str, Any] = {}
         for emulator in self._emulators:
-            settings = self._state.vendor(emulator.vendor).settings
+            vendor = emulator.spec.vendor
+            settings = self._state.vendor(vendor).settings
             credentials = settings.credentials()
             limits = {
                 name: value
                 for name, value in asdict(settings).items()
                 if name != "faults" and name not in credentials
             }
-            vendors[emulator.vendor] = {
+            vendors[vendor] = {
                 "method": emulator.method,
-                "path": emulator.path,
+                "path": emulator.spec.path,
                 "credentials": credentials,
                 "limits": limits,
             }

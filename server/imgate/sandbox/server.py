@@ -47,7 +47,7 @@ class SandboxServer:
         self.state: SandboxState = self.app[STATE_KEY]
         self.host = host
         self._requested_port = port
-        self._paths = {e.vendor: e.path for e in chosen}
+        self._paths = {e.spec.vendor: e.spec.path for e in chosen}
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
 

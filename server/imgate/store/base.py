@@ -38,14 +38,11 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import collections
-import contextlib
 import dataclasses
-import itertools
-import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from imgate.store.watch import Notifier, Tails
 from imgate.v1 import gateway_pb2 as pb
 
 # Recipients are stored in pages of this many unique ids, read back one page at a time.
@@ -189,132 +186,6 @@ class StoreStats:
     """SQL statements sent, transaction control included."""
 
 
-class Notifier:
-    """Wakes watchers of a batch when something was recorded for it (in this process).
-
-    It holds an entry only while somebody watches: a watcher's event is registered for
-    the life of its `watching` block and gone when the block ends, whether or not the
-    batch ever changes again (an event taken for a batch that had already ended was kept
-    forever, one per BatchSend: issue 20).
-    """
-
-    def __init__(self) -> None:
-        self._watching: dict[str, set[asyncio.Event]] = {}
-
-    @contextlib.contextmanager
-    def watching(self, batch_id: str) -> Iterator[asyncio.Event]:
-        """An event set by every change of `batch_id` while the block runs; clear it
-        *before* reading, so a change during the read is not missed."""
-        event = asyncio.Event()
-        events = self._watching.setdefault(batch_id, set())
-        events.add(event)
-        try:
-            yield event
-        finally:
-            events.discard(event)
-            if not events:
-                self._watching.pop(batch_id, None)
-
-    def notify(self, batch_id: str) -> None:
-        for event in self._watching.get(batch_id, ()):
-            event.set()
-
-    def notify_all(self) -> None:
-        for events in self._watching.values():
-            for event in events:
-                event.set()
-
-    def __len__(self) -> int:
-        """Batches watched now (a gauge of what this process holds per batch)."""
-        return len(self._watching)
-
-
-class Tails:
-    """The newest outcome pages of the batches recorded by this process, per batch.
-
-    Watchers in this process follow a live batch from here without a store read, and
-    share the pages' bytes (one copy however many watch). Bounded in bytes per batch;
-    a batch's tail is dropped when it ends or its run stops here (`drop`), so the whole
-    is bounded by the batches running at once.
-    """
-
-    def __init__(self, max_bytes_per_batch: int = 1 << 20) -> None:
-        self.max_bytes_per_batch = max_bytes_per_batch
-        self._pages: dict[str, collections.deque[OutcomePage]] = {}
-        self._bytes: dict[str, int] = {}
-
-    def add(self, batch_id: str, page: OutcomePage) -> None:
-        pages = self._pages.get(batch_id)
-        if pages is None:
-            pages = self._pages[batch_id] = collections.deque()
-            self._bytes[batch_id] = 0
-        elif pages and pages[-1].seq != page.seq - 1:
-            pages.clear()  # not contiguous (recorded out of order): read the store instead
-            self._bytes[batch_id] = 0
-        pages.append(page)
-        size = self._bytes[batch_id] + len(page.data)
-        while len(pages) > 1 and size > self.max_bytes_per_batch:
-            size -= len(pages.popleft().data)
-        self._bytes[batch_id] = size
-
-    def read(self, batch_id: str, after_seq: int, max_bytes: int) -> list[OutcomePage] | None:
-        """Pages after `after_seq` (at least one, up to `max_bytes`), [] when none was
-        recorded since, or None when the tail does not reach back to `after_seq`."""
-        pages = self._pages.get(batch_id)
-        if not pages or pages[0].seq > after_seq + 1:
-            return None
-        if pages[-1].seq <= after_seq:
-            return []
-        found: list[OutcomePage] = []
-        size = 0
-        for page in itertools.islice(pages, after_seq + 1 - pages[0].seq, None):
-            if found and size + len(page.data) > max_bytes:
-                break
-            found.append(page)
-            size += len(page.data)
-        return found
-
-    def drop(self, batch_id: str) -> None:
-        self._pages.pop(batch_id, None)
-        self._bytes.pop(batch_id, None)
-
-    def __len__(self) -> int:
-        return len(self._pages)
-
-
-# A page of ids as text: "\n" then the ids joined by "\n" (validated ids hold no control
-# character, and joining is ten times faster than JSON, on the way to the first call);
-# a page whose ids do hold one is JSON, which never starts with "\n". Pages written as
-# JSON by earlier versions read back unchanged.
-_ID_SEPARATOR = "\n"
-
-
-def encode_recipients(ids: Sequence[str], indexes: Sequence[int] | None) -> tuple[str, str]:
-    """A page of recipients as text (see _ID_SEPARATOR); indexes "" when implied."""
-    joined = _ID_SEPARATOR.join(ids)
-    if ids and joined.count(_ID_SEPARATOR) == len(ids) - 1:
-        text = _ID_SEPARATOR + joined
-    else:  # empty, or an id holds the separator
-        text = json.dumps(list(ids))
-    return text, "" if indexes is None else json.dumps(list(indexes))
-
-
-def encode_list_page(ids: Sequence[str], indexes: Sequence[int], start: int) -> tuple[str, str]:
-    """encode_recipients for a list page: indexes left out when they are start, start+1, ..."""
-    # Indexes only grow, so first and last at their positions means every one is.
-    identity = bool(indexes) and indexes[0] == start and indexes[-1] == start + len(indexes) - 1
-    return encode_recipients(ids, None if identity else indexes)
-
-
-def decode_recipients(ids: str, indexes: str, start: int) -> tuple[list[str], list[int]]:
-    decoded: list[str] = (
-        ids[1:].split(_ID_SEPARATOR) if ids.startswith(_ID_SEPARATOR) else json.loads(ids)
-    )
-    if indexes:
-        return decoded, json.loads(indexes)
-    return decoded, list(range(start, start + len(decoded)))
-
-
 class Store(abc.ABC):
     """The store interface (see the module docstring). All methods are coroutines."""
 
@@ -325,7 +196,7 @@ class Store(abc.ABC):
 
     def __init__(self) -> None:
         self.notifier = Notifier()
-        self.tails = Tails()
+        self.tails: Tails[OutcomePage] = Tails()
         self._stats = StoreStats()
         # Watchers asking for the same pages at once share one read (and its bytes).
         self._reads: dict[tuple[str, int, int], asyncio.Future[list[OutcomePage]]] = {}
@@ -421,6 +292,10 @@ class Store(abc.ABC):
         unfinished batches are handed to `owner` and returned (they end UNCERTAIN);
         every RUNNING batch not bound to a caller goes back to QUEUED (it waits for a
         slot like any other); bound and CANCELLING ones are listed in `to_close`."""
+
+    async def probe_write(self) -> None:  # noqa: B027 - stores that can fail to write
+        """Write something harmless; raise StoreError when the store cannot be written
+        (how a gateway notices that a full disk has space again)."""
 
     async def heartbeat(self, owner: str) -> None:  # noqa: B027 - shared stores only
         """Replica `owner` is alive now (by the store's clock)."""

@@ -2,187 +2,44 @@
 
 Same tables as SQLite, plus an owner per batch and a `replicas` table of heartbeats.
 Times that decide liveness come from the database clock (`now()`), never a replica's.
+Its connections, migrations, heartbeats and adoption are store/postgres_replicas.py's,
+its lists store/postgres_lists.py's, its SQL store/sql/queries.sql's.
 
-- The schema is created and migrated by the gateway at start-up, one version at a time
-  (`schema_version`), under an advisory lock so replicas starting together do not race.
-  The schema is the first of the URL's `search_path` (asyncpg passes unknown URL query
-  parameters to the server as settings: `?search_path=imgate` works); it is created
-  when missing.
-- Fencing: every chunk write first reads its batch's owner `FOR KEY SHARE` and must be
-  that owner; the chunk row itself must be PLANNED or CLAIMED, or SENDING by the same
-  owner at no later attempt. A replica presumed dead that wakes up gets `Fenced`, for new
-  chunk rows too. An adopter locks the batch `FOR UPDATE SKIP LOCKED`, which waits for no
-  writer and is never interleaved with one.
-- `adopt` runs under `pg_try_advisory_xact_lock`: one sweeper at a time per schema.
+- Fencing: every chunk write must be by its batch's owner (the row locked `FOR NO KEY
+  UPDATE` by the one-statement forms, read `FOR KEY SHARE` by the slow path); the chunk
+  row itself must be PLANNED or CLAIMED, or SENDING by the same owner at no later attempt.
+  A replica presumed dead that wakes up gets `Fenced`, for new chunk rows too.
+- The steps of a small send are one statement each, autocommitted (issue 20):
+  create_small_batch, write_ahead, record, set_state.
 - A batch's writes from one process go one at a time, in order (new chunks must be
   inserted in order), as SQLite's single writer thread does.
-- Watchers on every replica are woken by `LISTEN/NOTIFY` (a channel per schema, payload:
-  the batch id) on one connection per gateway, reopened by the heartbeat when lost;
-  `BatchService.watch` still polls, should a notification be lost.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import asyncpg
 
-from imgate.config.load import hide_password, redacted_url
 from imgate.store.base import (
-    CLAIMED,
     ENDED_STATES,
-    PLANNED,
     RECIPIENT_PAGE,
     SENDING,
-    UNFINISHED_STATES,
     BatchRow,
     ChunkRow,
     Counts,
     Fenced,
-    ListRow,
     OutcomePage,
-    Recovered,
-    Store,
-    StoreError,
-    decode_recipients,
-    encode_list_page,
-    encode_recipients,
 )
-from imgate.v1 import gateway_pb2 as pb
+from imgate.store.pages import batch_pages, read_pages
+from imgate.store.postgres_lists import PostgresLists
+from imgate.store.postgres_replicas import Connection
+from imgate.store.sql.migrate import POSTGRESQL_STEPS
+from imgate.store.sql.queries import POSTGRESQL_QUERIES as Q
 
-log = logging.getLogger("imgate.store")
-
-# Every step brings the schema from version n - 1 to n; add new ones at the end.
-_MIGRATIONS: tuple[str, ...] = (
-    """
-    CREATE TABLE batches (
-        batch_id text PRIMARY KEY,
-        caller text NOT NULL,
-        request_id text NOT NULL,
-        fingerprint bytea NOT NULL,
-        backend text NOT NULL,
-        spec bytea NOT NULL,
-        bound boolean NOT NULL,
-        total integer NOT NULL,
-        duplicates_removed integer NOT NULL,
-        create_time double precision NOT NULL,
-        send_before double precision,
-        state integer NOT NULL,
-        accepted integer NOT NULL DEFAULT 0,
-        failed integer NOT NULL DEFAULT 0,
-        uncertain integer NOT NULL DEFAULT 0,
-        vendor_calls integer NOT NULL DEFAULT 0,
-        update_time double precision NOT NULL,
-        end_time double precision,
-        planned_to integer NOT NULL DEFAULT 0,
-        chunk_count integer NOT NULL DEFAULT 0,
-        next_seq integer NOT NULL DEFAULT 1,
-        owner text NOT NULL DEFAULT ''
-    );
-    CREATE UNIQUE INDEX batches_by_request ON batches (caller, request_id)
-        WHERE request_id <> '';
-    CREATE INDEX batches_by_caller ON batches (caller, create_time, batch_id);
-    CREATE INDEX batches_unfinished ON batches (owner) WHERE state IN (1, 2, 4);
-    CREATE INDEX batches_ended ON batches (end_time) WHERE end_time IS NOT NULL;
-    CREATE TABLE recipient_pages (
-        batch_id text NOT NULL,
-        page integer NOT NULL,
-        ids text NOT NULL,
-        indexes text NOT NULL,
-        PRIMARY KEY (batch_id, page)
-    );
-    CREATE TABLE chunks (
-        batch_id text NOT NULL,
-        number integer NOT NULL,
-        start_pos integer NOT NULL,
-        end_pos integer NOT NULL,
-        state text NOT NULL,
-        attempts integer NOT NULL,
-        owner text NOT NULL,
-        PRIMARY KEY (batch_id, number)
-    );
-    CREATE INDEX chunks_in_flight ON chunks (batch_id) WHERE state IN ('claimed', 'sending');
-    CREATE TABLE outcomes (
-        batch_id text NOT NULL,
-        seq integer NOT NULL,
-        data bytea NOT NULL,
-        count integer NOT NULL,
-        PRIMARY KEY (batch_id, seq)
-    );
-    CREATE TABLE replicas (
-        owner text PRIMARY KEY,
-        started timestamptz NOT NULL DEFAULT now(),
-        heartbeat timestamptz NOT NULL
-    );
-    """,
-    # 2: recipient lists, as in SQLite's schema 2. `list_members` is the unique index that
-    # drops duplicates while a list is uploaded (emptied when it is finished); `list_pages`
-    # holds the unique ids in the layout of `recipient_pages`; a batch made from a list
-    # reads the list's pages through `batch_lists` (nothing copied).
-    """
-    CREATE TABLE recipient_lists (
-        list_key bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-        list_id text NOT NULL UNIQUE,
-        caller text NOT NULL,
-        create_time double precision NOT NULL,
-        request_id text NOT NULL,
-        fingerprint bytea NOT NULL,
-        count integer NOT NULL,
-        received integer NOT NULL,
-        widest_id text NOT NULL,
-        widest_index integer NOT NULL,
-        ready_time double precision
-    );
-    CREATE UNIQUE INDEX recipient_lists_by_request ON recipient_lists (caller, request_id)
-        WHERE request_id <> '';
-    CREATE INDEX recipient_lists_by_age ON recipient_lists (create_time);
-    CREATE TABLE list_members (
-        list_key bigint NOT NULL,
-        recipient_id text NOT NULL,
-        PRIMARY KEY (list_key, recipient_id)
-    );
-    CREATE TABLE list_pages (
-        list_key bigint NOT NULL,
-        page integer NOT NULL,
-        ids text NOT NULL,
-        indexes text NOT NULL,
-        PRIMARY KEY (list_key, page)
-    );
-    CREATE TABLE batch_lists (
-        batch_id text PRIMARY KEY,
-        list_key bigint NOT NULL
-    );
-    CREATE INDEX batch_lists_by_list ON batch_lists (list_key);
-    """,
-    # 3: the queue (issue 20): batches wait QUEUED here, not in a replica's memory; each
-    # replica's scheduler takes its callers' oldest ones.
-    """
-    CREATE INDEX batches_queued ON batches (backend, owner, caller, create_time, batch_id)
-        WHERE state = 1;
-    """,
-)
-SCHEMA_VERSION = len(_MIGRATIONS)
-
-# The batches table has BatchRow's fields as its first columns, in its order.
-_BATCH_COLUMNS = ", ".join(f.name for f in dataclasses.fields(BatchRow))
-_CHUNK_COLUMNS = "batch_id, number, start_pos, end_pos, state, attempts, owner"
-_LIST_COLUMNS = ", ".join(f.name for f in dataclasses.fields(ListRow))
-_UNFINISHED = "(" + ", ".join(str(s) for s in sorted(UNFINISHED_STATES)) + ")"
-_ENDED = "(" + ", ".join(str(s) for s in sorted(ENDED_STATES)) + ")"
-# Store operations are short; a replica rarely has more than its in-flight chunks' writes
-# and a few watchers' reads at once. Three replicas stay far below max_connections (100).
-_POOL_MIN, _POOL_MAX = 2, 10
-_CONNECT_TIMEOUT_S = 10.0
-
-_Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
-
-
-async def _keep_session(conn: asyncpg.Connection) -> None:
-    """Pool reset hook: nothing to reset (see PostgresStore.open)."""
+SCHEMA_VERSION = len(POSTGRESQL_STEPS)
 
 
 def _row(record: asyncpg.Record) -> BatchRow:
@@ -197,144 +54,35 @@ def _chunk(record: asyncpg.Record) -> ChunkRow:
     return ChunkRow(*record.values())
 
 
-def _list(record: asyncpg.Record) -> ListRow:
-    row = ListRow(*record.values())
-    row.fingerprint = bytes(row.fingerprint)
-    return row
+def _batch_args(row: BatchRow, owner: str) -> tuple[object, ...]:
+    """$1..$13 of create_batch and create_small_batch."""
+    return (
+        row.batch_id,
+        row.caller,
+        row.request_id,
+        row.fingerprint,
+        row.backend,
+        row.spec,
+        row.bound,
+        row.total,
+        row.duplicates_removed,
+        row.create_time,
+        row.send_before,
+        row.state,
+        owner,
+    )
 
 
-class PostgresStore(Store):
+class PostgresStore(PostgresLists):
     """Batches in a PostgreSQL schema, shared by every replica given the same URL."""
-
-    durable = True
-    shared = True
 
     def __init__(self, url: str, lease_s: float = 30.0) -> None:
         """`lease_s`: how old a replica's heartbeat is before `recover` takes its batches."""
-        super().__init__()
-        self.url = url
-        self.lease_s = lease_s
-        self._pool: asyncpg.Pool | None = None
-        self._listener: asyncpg.Connection | None = None
-        self.schema = ""
-        self._channel = ""
-        """NOTIFY channel: per schema, so gateways on other schemas of the database are
-        not woken (channels are per database)."""
+        super().__init__(url, lease_s)
         # One writer at a time per batch in this process, in the order they asked: a
         # batch's new chunks must be inserted in order (chunk n + 1 after chunk n), which
         # SQLite's single writer thread gives for free and a pool of connections does not.
         self._writers: dict[str, asyncio.Lock] = {}
-
-    def _error(self, what: str, exc: BaseException) -> StoreError:
-        text = hide_password(str(exc) or type(exc).__name__, self.url)
-        return StoreError(f"store.url: {what} {redacted_url(self.url)}: {text}")
-
-    # -- life cycle -------------------------------------------------------------------
-
-    async def open(self) -> None:
-        try:
-            self._pool = await asyncpg.create_pool(
-                self.url,
-                min_size=_POOL_MIN,
-                max_size=_POOL_MAX,
-                timeout=_CONNECT_TIMEOUT_S,
-                init=self._init_connection,
-                # Not asyncpg's default reset (advisory unlock, CLOSE ALL, UNLISTEN, RESET
-                # ALL) after every release: pooled connections keep no session state here
-                # (transaction-scoped locks only, settings given at connect, LISTEN on a
-                # connection of its own), and the reset was a quarter of the statements
-                # of a small send (issue 20).
-                reset=_keep_session,
-                server_settings={
-                    "application_name": "imgate",
-                    # A replica frozen inside a transaction (SIGSTOP, a VM pause) would
-                    # hold its batch rows locked, and the sweepers' SKIP LOCKED would pass
-                    # them by for as long as it sleeps: after a lease without a word from
-                    # it (at least a second), the server ends its session; its writes
-                    # would be fenced off anyway.
-                    "idle_in_transaction_session_timeout": str(
-                        round(max(1.0, self.lease_s) * 1000)
-                    ),
-                },
-            )
-        except Exception as exc:  # whatever it is, its message is shown without the password
-            raise self._error("cannot connect to", exc) from None
-        try:
-            async with self._pool.acquire() as conn:
-                await self._migrate(conn)
-            await self._listen()
-        except StoreError:
-            await self.close()
-            raise
-        except Exception as exc:
-            await self.close()
-            raise self._error("cannot use", exc) from None
-
-    async def _init_connection(self, conn: asyncpg.Connection) -> None:
-        conn.add_query_logger(self._count_statement)
-
-    def _count_statement(self, _query: object) -> None:
-        self._stats.statements += 1
-
-    async def _listen(self) -> None:
-        """(Re)open the connection that LISTENs for other replicas' changes."""
-        listener = await asyncpg.connect(
-            self.url,
-            timeout=_CONNECT_TIMEOUT_S,
-            server_settings={"application_name": "imgate listen"},
-        )
-        await listener.add_listener(self._channel, self._notified)
-        self._listener = listener
-
-    async def _migrate(self, conn: _Connection) -> None:
-        path = await conn.fetchval("SHOW search_path")
-        async with conn.transaction():
-            # Per schema: replicas of one gateway wait for each other, other schemas don't.
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"migrate {path}")
-            schema = await conn.fetchval("SELECT current_schema()")
-            if schema is None:
-                first = next(
-                    (p.strip() for p in path.split(",") if p.strip() not in ("", '"$user"')),
-                    None,
-                )
-                if first is None:
-                    raise StoreError(f"store.url: {redacted_url(self.url)}: no schema to use")
-                await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {first}")
-                schema = await conn.fetchval("SELECT current_schema()")
-            self.schema = schema
-            self._channel = f"imgate {schema}"
-            await conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version integer)")
-            version = await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_version")
-            if version > SCHEMA_VERSION:
-                raise StoreError(
-                    f"store.url: {redacted_url(self.url)} has schema version {version}, newer "
-                    f"than this gateway's {SCHEMA_VERSION}; upgrade the gateway"
-                )
-            for number in range(version, SCHEMA_VERSION):
-                await conn.execute(_MIGRATIONS[number])
-                await conn.execute("INSERT INTO schema_version VALUES ($1)", number + 1)
-                log.info("store schema %s migrated to version %d", schema, number + 1)
-
-    def _notified(self, conn: object, pid: int, channel: str, payload: object) -> None:
-        self.notifier.notify(str(payload))
-
-    async def close(self) -> None:
-        if self._listener is not None:
-            with contextlib.suppress(Exception):
-                await self._listener.close(timeout=5)
-            self._listener = None
-        if self._pool is not None:
-            try:
-                await asyncio.wait_for(self._pool.close(), 10)
-            except Exception:
-                self._pool.terminate()  # a connection still busy, or the server gone
-            self._pool = None
-
-    @property
-    def pool(self) -> asyncpg.Pool:
-        if self._pool is None:
-            raise StoreError("store: not open")
-        return self._pool
 
     # -- batches ----------------------------------------------------------------------
 
@@ -346,21 +94,11 @@ class PostgresStore(Store):
         owner: str = "",
         first_chunk: ChunkRow | None = None,
     ) -> tuple[BatchRow, bool]:
-        pages = [
-            (
-                row.batch_id,
-                number,
-                *encode_recipients(
-                    ids[start : start + RECIPIENT_PAGE],
-                    None if indexes is None else indexes[start : start + RECIPIENT_PAGE],
-                ),
-            )
-            for number, start in enumerate(range(0, len(ids), RECIPIENT_PAGE))
-        ]
+        pages = batch_pages(row.batch_id, ids, indexes)
         if len(pages) == 1:
             return await self._create_small(row, owner, pages[0][2:], first_chunk)
 
-        async def insert_pages(conn: _Connection) -> None:
+        async def insert_pages(conn: Connection) -> None:
             await conn.copy_records_to_table(
                 "recipient_pages",
                 records=pages,
@@ -378,43 +116,15 @@ class PostgresStore(Store):
         page: tuple[str, str],
         first_chunk: ChunkRow | None,
     ) -> tuple[BatchRow, bool]:
-        """A batch of one page (and its first chunk, SENDING) in one statement: no
-        transaction to open and commit, no COPY (which asks the server for the table's
-        columns first)."""
+        """A batch of one page (and its first chunk, SENDING) in one statement."""
         planned_to, chunk_count = (0, 0) if first_chunk is None else (first_chunk.end, 1)
-        created = await self.pool.fetchrow(
-            f"WITH b AS (INSERT INTO batches ({_BATCH_COLUMNS}, owner) VALUES "
-            "($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,0,0,0,0,$10,NULL,$14,$15,1,$13) "
-            "ON CONFLICT (caller, request_id) WHERE request_id <> '' DO NOTHING "
-            f"RETURNING {_BATCH_COLUMNS}), "
-            "p AS (INSERT INTO recipient_pages (batch_id, page, ids, indexes) "
-            "SELECT batch_id, 0, $16, $17 FROM b), "
-            f"c AS (INSERT INTO chunks ({_CHUNK_COLUMNS}) "
-            f"SELECT batch_id, 0, 0, $14, '{SENDING}', 1, $13 FROM b WHERE $15 = 1) "
-            "SELECT * FROM b",
-            row.batch_id,
-            row.caller,
-            row.request_id,
-            row.fingerprint,
-            row.backend,
-            row.spec,
-            row.bound,
-            row.total,
-            row.duplicates_removed,
-            row.create_time,
-            row.send_before,
-            row.state,
-            owner,
-            planned_to,
-            chunk_count,
-            *page,
+        created = self._committed(
+            await self.pool.fetchrow(
+                Q["create_small_batch"], *_batch_args(row, owner), planned_to, chunk_count, *page
+            )
         )
         if created is None:
-            found = await self.pool.fetchrow(
-                f"SELECT {_BATCH_COLUMNS} FROM batches WHERE caller = $1 AND request_id = $2",
-                row.caller,
-                row.request_id,
-            )
+            found = await self.pool.fetchrow(Q["batch_by_request"], row.caller, row.request_id)
             assert found is not None
             return _row(found), False
         if first_chunk is not None:
@@ -424,15 +134,11 @@ class PostgresStore(Store):
     async def create_batch_from_list(
         self, row: BatchRow, list_id: str, owner: str = ""
     ) -> tuple[BatchRow, bool]:
-        async def link_list(conn: _Connection) -> None:
-            key = await conn.fetchval(
-                "SELECT list_key FROM recipient_lists "
-                "WHERE list_id = $1 AND ready_time IS NOT NULL FOR KEY SHARE",
-                list_id,
-            )
+        async def link_list(conn: Connection) -> None:
+            key = await conn.fetchval(Q["ready_list_key"], list_id)
             if key is None:
                 raise LookupError(f"no recipient list {list_id!r}")
-            await conn.execute("INSERT INTO batch_lists VALUES ($1, $2)", row.batch_id, key)
+            await conn.execute(Q["link_list"], row.batch_id, key)
 
         return await self._create(row, owner, link_list)
 
@@ -440,158 +146,64 @@ class PostgresStore(Store):
         self,
         row: BatchRow,
         owner: str,
-        insert_recipients: Callable[[_Connection], Awaitable[None]],
+        insert_recipients: Callable[[Connection], Awaitable[None]],
     ) -> tuple[BatchRow, bool]:
         """The batch row and its recipients, unless (caller, request_id) has a batch."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            # Two replicas racing one request_id: the second waits for the first's
-            # commit, does nothing, and reads the winner's batch.
-            created = await conn.fetchrow(
-                f"INSERT INTO batches ({_BATCH_COLUMNS}, owner) VALUES "
-                "($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,0,0,0,0,$10,NULL,0,0,1,$13) "
-                "ON CONFLICT (caller, request_id) WHERE request_id <> '' DO NOTHING "
-                f"RETURNING {_BATCH_COLUMNS}",
-                row.batch_id,
-                row.caller,
-                row.request_id,
-                row.fingerprint,
-                row.backend,
-                row.spec,
-                row.bound,
-                row.total,
-                row.duplicates_removed,
-                row.create_time,
-                row.send_before,
-                row.state,
-                owner,
-            )
-            if created is None:
-                found = await conn.fetchrow(
-                    f"SELECT {_BATCH_COLUMNS} FROM batches WHERE caller = $1 AND request_id = $2",
-                    row.caller,
-                    row.request_id,
-                )
+        async with self._transaction() as conn:
+            created = await conn.fetchrow(Q["create_batch"], *_batch_args(row, owner))
+            if created is None:  # the request_id's batch: read the winner's
+                found = await conn.fetchrow(Q["batch_by_request"], row.caller, row.request_id)
                 assert found is not None
                 return _row(found), False
             await insert_recipients(conn)
         return _row(created), True
 
     async def get_batch(self, batch_id: str) -> BatchRow | None:
-        found = await self.pool.fetchrow(
-            f"SELECT {_BATCH_COLUMNS} FROM batches WHERE batch_id = $1", batch_id
-        )
+        found = await self.pool.fetchrow(Q["batch"], batch_id)
         return None if found is None else _row(found)
 
     async def list_batches(
         self, caller: str, limit: int, before: tuple[float, str] | None
     ) -> list[BatchRow]:
         if before is None:
-            rows = await self.pool.fetch(
-                f"SELECT {_BATCH_COLUMNS} FROM batches WHERE caller = $1 "
-                "ORDER BY create_time DESC, batch_id DESC LIMIT $2",
-                caller,
-                limit,
-            )
+            rows = await self.pool.fetch(Q["caller_batches"], caller, limit)
         else:
-            rows = await self.pool.fetch(
-                f"SELECT {_BATCH_COLUMNS} FROM batches WHERE caller = $1 "
-                "AND (create_time, batch_id) < ($2, $3) "
-                "ORDER BY create_time DESC, batch_id DESC LIMIT $4",
-                caller,
-                before[0],
-                before[1],
-                limit,
-            )
+            rows = await self.pool.fetch(Q["caller_batches_before"], caller, *before, limit)
         return [_row(r) for r in rows]
 
     async def unfinished_batches(self) -> list[BatchRow]:
-        rows = await self.pool.fetch(
-            f"SELECT {_BATCH_COLUMNS} FROM batches WHERE state IN {_UNFINISHED} "
-            "ORDER BY create_time, batch_id"
-        )
-        return [_row(r) for r in rows]
+        return [_row(r) for r in await self.pool.fetch(Q["unfinished_batches"])]
 
     async def read_recipients(
         self, batch_id: str, start: int, end: int
     ) -> tuple[list[str], list[int]]:
         first, last = start // RECIPIENT_PAGE, (end - 1) // RECIPIENT_PAGE
-        # A batch has its own pages, or (made from a list) the list's: one of the two.
-        rows = await self.pool.fetch(
-            "SELECT page, ids, indexes FROM recipient_pages "
-            "WHERE batch_id = $1 AND page BETWEEN $2 AND $3 "
-            "UNION ALL SELECT page, ids, indexes FROM list_pages WHERE list_key = "
-            "(SELECT list_key FROM batch_lists WHERE batch_id = $1) "
-            "AND page BETWEEN $2 AND $3 ORDER BY page",
-            batch_id,
-            first,
-            last,
-        )
-        ids: list[str] = []
-        indexes: list[int] = []
-        for page, page_ids, page_indexes in rows:
-            decoded_ids, decoded_indexes = decode_recipients(
-                page_ids, page_indexes, page * RECIPIENT_PAGE
-            )
-            ids.extend(decoded_ids)
-            indexes.extend(decoded_indexes)
-        offset = start - first * RECIPIENT_PAGE
-        return ids[offset : offset + end - start], indexes[offset : offset + end - start]
+        rows = await self.pool.fetch(Q["recipient_pages"], batch_id, first, last)
+        return read_pages(rows, start, end)
 
     async def chunks(self, batch_id: str) -> list[ChunkRow]:
-        rows = await self.pool.fetch(
-            f"SELECT {_CHUNK_COLUMNS} FROM chunks WHERE batch_id = $1 ORDER BY number",
-            batch_id,
-        )
-        return [_chunk(r) for r in rows]
+        return [_chunk(r) for r in await self.pool.fetch(Q["batch_chunks"], batch_id)]
 
     # -- fenced chunk writes ----------------------------------------------------------
 
     @staticmethod
-    async def _take(conn: _Connection, chunk: ChunkRow, state: str, owner: str) -> None:
+    async def _take(conn: Connection, chunk: ChunkRow, state: str, owner: str) -> None:
         """In a transaction: move `chunk` to `state` for `owner` (inserting the row when
         it is the batch's next one), or raise Fenced having changed nothing."""
-        # A batch created without an owner is taken by its first writer.
-        await conn.execute(
-            "UPDATE batches SET owner = $2 WHERE batch_id = $1 AND owner = ''",
-            chunk.batch_id,
-            owner,
-        )
-        # KEY SHARE: writers of one batch do not wait for each other, an adopter's
-        # FOR UPDATE does not interleave with them.
-        batch_owner = await conn.fetchval(
-            "SELECT owner FROM batches WHERE batch_id = $1 FOR KEY SHARE", chunk.batch_id
-        )
+        await conn.execute(Q["take_unowned"], chunk.batch_id, owner)
+        batch_owner = await conn.fetchval(Q["batch_owner"], chunk.batch_id)
         if batch_owner != owner:
             raise Fenced(f"batch {chunk.batch_id} is owned by {batch_owner or 'nobody'}")
-        updated = await conn.execute(
-            "UPDATE chunks SET state = $3, owner = $4, attempts = $5 "
-            "WHERE batch_id = $1 AND number = $2 AND (state IN ($6, $7) "
-            "OR (state = $8 AND owner = $4 AND attempts <= $5))",
-            chunk.batch_id,
-            chunk.number,
-            state,
-            owner,
-            chunk.attempts,
-            PLANNED,
-            CLAIMED,
-            SENDING,
+        moved = await conn.execute(
+            Q["move_chunk"], chunk.batch_id, chunk.number, state, owner, chunk.attempts
         )
-        if updated == "UPDATE 1":
+        if moved == "UPDATE 1":
             return
         advanced = await conn.execute(
-            "UPDATE batches SET chunk_count = chunk_count + 1, planned_to = $2 "
-            "WHERE batch_id = $1 AND chunk_count = $3 AND planned_to = $4",
-            chunk.batch_id,
-            chunk.end,
-            chunk.number,
-            chunk.start,
+            Q["advance_planned"], chunk.batch_id, chunk.end, chunk.number, chunk.start
         )
         if advanced != "UPDATE 1":
-            found = await conn.fetchrow(
-                "SELECT state, owner, attempts FROM chunks WHERE batch_id = $1 AND number = $2",
-                chunk.batch_id,
-                chunk.number,
-            )
+            found = await conn.fetchrow(Q["chunk_state"], chunk.batch_id, chunk.number)
             if found is None:
                 raise Fenced(f"chunk {chunk.number} does not follow the planned ones")
             raise Fenced(
@@ -599,7 +211,7 @@ class PostgresStore(Store):
                 f"(attempt {found['attempts']})"
             )
         await conn.execute(
-            f"INSERT INTO chunks ({_CHUNK_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            Q["insert_chunk"],
             chunk.batch_id,
             chunk.number,
             chunk.start,
@@ -622,30 +234,13 @@ class PostgresStore(Store):
     def tracked(self) -> dict[str, int]:
         return {**super().tracked(), "store_writer_locks": len(self._writers)}
 
-    # write_ahead in one statement, as _RECORD below (without counts and page).
-    _WRITE_AHEAD = (
-        "WITH own AS (SELECT chunk_count, planned_to FROM batches "
-        "WHERE batch_id = $1 AND owner = $3 FOR NO KEY UPDATE), "
-        f"upd AS (UPDATE chunks SET state = '{SENDING}', owner = $3, attempts = $4 "
-        "WHERE batch_id = $1 AND number = $2 AND EXISTS (SELECT 1 FROM own) "
-        f"AND (state IN ('{PLANNED}', '{CLAIMED}') "
-        f"OR (state = '{SENDING}' AND owner = $3 AND attempts <= $4)) RETURNING 1), "
-        f"ins AS (INSERT INTO chunks ({_CHUNK_COLUMNS}) "
-        f"SELECT $1, $2, $5, $6, '{SENDING}', $4, $3 FROM own "
-        "WHERE chunk_count = $2 AND planned_to = $5 AND NOT EXISTS (SELECT 1 FROM upd) "
-        "RETURNING 1), "
-        "b AS (UPDATE batches SET chunk_count = chunk_count + 1, planned_to = $6 "
-        "WHERE batch_id = $1 AND EXISTS (SELECT 1 FROM ins) RETURNING 1) "
-        "SELECT (SELECT count(*) FROM upd) + (SELECT count(*) FROM b)"
-    )
-
     async def write_ahead(self, chunk: ChunkRow, owner: str) -> None:
         args = (chunk.batch_id, chunk.number, owner, chunk.attempts, chunk.start, chunk.end)
         async with self._writer(chunk.batch_id):
-            if await self.pool.fetchval(self._WRITE_AHEAD, *args):
+            if self._committed(await self.pool.fetchval(Q["write_ahead"], *args)):
                 return
             await self._record_slowly(chunk, SENDING, owner)
-            if not await self.pool.fetchval(self._WRITE_AHEAD, *args):
+            if not self._committed(await self.pool.fetchval(Q["write_ahead"], *args)):
                 raise Fenced(f"batch {chunk.batch_id} changed hands while writing ahead")
 
     async def record(
@@ -662,39 +257,6 @@ class PostgresStore(Store):
         self.forget(chunk.batch_id)
         return seq, ended
 
-    # The usual record in one statement (issue 20: one statement per step, no BEGIN and
-    # COMMIT): lock the batch row if `owner` owns it, move the chunk (an existing row
-    # that is PLANNED, CLAIMED or SENDING by the owner, or a new row that follows the
-    # planned ones), add the counts (and end the batch), store the page, notify. When it
-    # changes nothing, `_record_slowly` decides: a batch without owner, or Fenced.
-    _RECORD = (
-        "WITH own AS (SELECT chunk_count, planned_to FROM batches "
-        "WHERE batch_id = $1 AND owner = $4 FOR NO KEY UPDATE), "
-        "upd AS (UPDATE chunks SET state = $3, owner = $4, attempts = $5 "
-        "WHERE batch_id = $1 AND number = $2 AND EXISTS (SELECT 1 FROM own) "
-        f"AND (state IN ('{PLANNED}', '{CLAIMED}') "
-        f"OR (state = '{SENDING}' AND owner = $4 AND attempts <= $5)) RETURNING 1), "
-        f"ins AS (INSERT INTO chunks ({_CHUNK_COLUMNS}) "
-        "SELECT $1, $2, $6, $7, $3, $5, $4 FROM own "
-        "WHERE chunk_count = $2 AND planned_to = $6 AND NOT EXISTS (SELECT 1 FROM upd) "
-        "RETURNING 1), "
-        "b AS (UPDATE batches SET next_seq = next_seq + 1, accepted = accepted + $8, "
-        "failed = failed + $9, uncertain = uncertain + $10, "
-        "vendor_calls = vendor_calls + $11, "
-        "update_time = extract(epoch FROM clock_timestamp()), "
-        "chunk_count = chunk_count + (SELECT count(*) FROM ins), "
-        "planned_to = CASE WHEN EXISTS (SELECT 1 FROM ins) THEN $7 ELSE planned_to END, "
-        f"state = CASE WHEN NOT $13 THEN state WHEN state = {pb.BATCH_STATE_CANCELLING} "
-        f"THEN {pb.BATCH_STATE_CANCELLED} ELSE {pb.BATCH_STATE_DONE} END, "
-        "end_time = CASE WHEN $13 THEN extract(epoch FROM clock_timestamp()) "
-        "ELSE end_time END "
-        "WHERE batch_id = $1 AND (EXISTS (SELECT 1 FROM upd) OR EXISTS (SELECT 1 FROM ins)) "
-        f"RETURNING next_seq - 1 AS seq, {_BATCH_COLUMNS}), "
-        "o AS (INSERT INTO outcomes (batch_id, seq, data, count) "
-        "SELECT $1, seq, $12, $7 - $6 FROM b) "
-        "SELECT b.*, pg_notify($14, $1) FROM b"
-    )
-
     async def _record(
         self,
         chunk: ChunkRow,
@@ -704,44 +266,30 @@ class PostgresStore(Store):
         owner: str,
         ends: bool,
     ) -> tuple[int, BatchRow | None]:
+        """The usual record in one statement; when it changes nothing, `_record_slowly`
+        decides: a batch without owner (taken, then the statement again), or Fenced."""
+        args = (
+            chunk.batch_id,
+            chunk.number,
+            final_state,
+            owner,
+            chunk.attempts,
+            chunk.start,
+            chunk.end,
+            counts.accepted,
+            counts.failed,
+            counts.uncertain,
+            counts.vendor_calls,
+            page,
+            ends,
+            self._channel,
+        )
         async with self._writer(chunk.batch_id):
-            found = await self.pool.fetchrow(
-                self._RECORD,
-                chunk.batch_id,
-                chunk.number,
-                final_state,
-                owner,
-                chunk.attempts,
-                chunk.start,
-                chunk.end,
-                counts.accepted,
-                counts.failed,
-                counts.uncertain,
-                counts.vendor_calls,
-                page,
-                ends,
-                self._channel,
-            )
+            found = self._committed(await self.pool.fetchrow(Q["record"], *args))
             if found is None:
                 await self._record_slowly(chunk, final_state, owner)
                 # The batch had no owner and is `owner`'s now: the usual statement works.
-                found = await self.pool.fetchrow(
-                    self._RECORD,
-                    chunk.batch_id,
-                    chunk.number,
-                    final_state,
-                    owner,
-                    chunk.attempts,
-                    chunk.start,
-                    chunk.end,
-                    counts.accepted,
-                    counts.failed,
-                    counts.uncertain,
-                    counts.vendor_calls,
-                    page,
-                    ends,
-                    self._channel,
-                )
+                found = self._committed(await self.pool.fetchrow(Q["record"], *args))
                 if found is None:
                     raise Fenced(f"batch {chunk.batch_id} changed hands while recording")
         values = list(found.values())
@@ -753,133 +301,22 @@ class PostgresStore(Store):
     async def _record_slowly(self, chunk: ChunkRow, state: str, owner: str) -> None:
         """Why the usual record changed nothing: raises Fenced, or takes a batch that has
         no owner for `owner` (then nothing else is changed here)."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            taken = await conn.execute(
-                "UPDATE batches SET owner = $2 WHERE batch_id = $1 AND owner = ''",
-                chunk.batch_id,
-                owner,
-            )
-            if taken == "UPDATE 1":
+        async with self._transaction() as conn:
+            if await conn.execute(Q["take_unowned"], chunk.batch_id, owner) == "UPDATE 1":
                 return
             await self._take(conn, chunk, state, owner)  # raises Fenced
             raise Fenced(f"chunk {chunk.number} of {chunk.batch_id} cannot be recorded now")
 
     async def set_state(self, batch_id: str, state: int) -> BatchRow | None:
-        keep_cancelling = (
-            f" AND state <> {pb.BATCH_STATE_CANCELLING}" if state == pb.BATCH_STATE_RUNNING else ""
-        )
-        # One statement: the row as updated, or as it is when the update does not apply.
-        found = await self.pool.fetchrow(
-            "WITH u AS (UPDATE batches SET state = $2, "
-            "update_time = extract(epoch FROM clock_timestamp()), "
-            "end_time = CASE WHEN $3 THEN extract(epoch FROM clock_timestamp()) END "
-            f"WHERE batch_id = $1 AND state NOT IN {_ENDED}{keep_cancelling} "
-            f"RETURNING {_BATCH_COLUMNS}) "
-            f"SELECT x.*, pg_notify($4, $1) FROM (SELECT * FROM u UNION ALL "
-            f"SELECT {_BATCH_COLUMNS} FROM batches "
-            "WHERE batch_id = $1 AND NOT EXISTS (SELECT 1 FROM u)) x",
-            batch_id,
-            state,
-            state in ENDED_STATES,
-            self._channel,
+        found = self._committed(
+            await self.pool.fetchrow(
+                Q["set_state"], batch_id, state, state in ENDED_STATES, self._channel
+            )
         )
         if found is not None and found["state"] in ENDED_STATES:
             self.forget(batch_id)
         self.notifier.notify(batch_id)
         return None if found is None else _row_of(list(found.values())[:-1])
-
-    # -- replicas ---------------------------------------------------------------------
-
-    async def heartbeat(self, owner: str) -> None:
-        await self.pool.execute(
-            "INSERT INTO replicas (owner, heartbeat) VALUES ($1, now()) "
-            "ON CONFLICT (owner) DO UPDATE SET heartbeat = now()",
-            owner,
-        )
-        if self._listener is None or self._listener.is_closed():
-            # Lost with a database restart or a network cut: listen again, and wake every
-            # watcher, since what was notified meanwhile is lost.
-            await self._listen()
-            log.info("listening for other replicas' changes again")
-            self.notifier.notify_all()
-
-    async def retire(self, owner: str) -> None:
-        await self.pool.execute("DELETE FROM replicas WHERE owner = $1", owner)
-
-    async def release(self, batch_id: str, owner: str) -> None:
-        # No owner: adoptable by any sweep, as if its owner had died.
-        await self.pool.execute(
-            f"UPDATE batches SET owner = '' WHERE batch_id = $1 AND owner = $2 "
-            f"AND state IN {_UNFINISHED}",
-            batch_id,
-            owner,
-        )
-
-    async def recover(self, owner: str) -> Recovered:
-        # A restart is an adoption: the batches of replicas whose lease ran out (the
-        # previous process of this gateway among them), never those of a live replica.
-        _, recovered = await self._adopt(owner, self.lease_s, wait=True)
-        return recovered
-
-    async def adopt(self, owner: str, lease_s: float) -> tuple[int, Recovered]:
-        return await self._adopt(owner, lease_s, wait=False)
-
-    async def _adopt(self, owner: str, lease_s: float, wait: bool) -> tuple[int, Recovered]:
-        lock = "pg_advisory_xact_lock" if wait else "pg_try_advisory_xact_lock"
-        async with self.pool.acquire() as conn, conn.transaction():
-            # One sweeper at a time (per schema); the others find the lock taken and skip.
-            got = await conn.fetchval(f"SELECT {lock}(hashtext(current_schema() || ' sweep'))")
-            if got is False:
-                return 0, Recovered()
-            taken = await conn.fetch(
-                "SELECT batch_id FROM batches b "
-                f"WHERE state IN {_UNFINISHED} AND owner <> $1 AND NOT EXISTS ("
-                "  SELECT 1 FROM replicas r WHERE r.owner = b.owner"
-                "  AND r.heartbeat > now() - make_interval(secs => $2)) "
-                "ORDER BY create_time, batch_id FOR UPDATE SKIP LOCKED",
-                owner,
-                lease_s,
-            )
-            batch_ids = [r["batch_id"] for r in taken]
-            if not batch_ids:
-                return 0, Recovered()
-            await conn.execute(
-                "UPDATE batches SET owner = $1 WHERE batch_id = ANY($2)", owner, batch_ids
-            )
-            reclaimed = await conn.execute(
-                "UPDATE chunks SET state = $1 WHERE state = $2 AND batch_id = ANY($3)",
-                PLANNED,
-                CLAIMED,
-                batch_ids,
-            )
-            sending = await conn.fetch(
-                "UPDATE chunks SET owner = $1 WHERE state = $2 AND batch_id = ANY($3) "
-                f"RETURNING {_CHUNK_COLUMNS}",
-                owner,
-                SENDING,
-                batch_ids,
-            )
-            # What was running waits in the queue again, in its place (create_time).
-            await conn.execute(
-                f"UPDATE batches SET state = {pb.BATCH_STATE_QUEUED} WHERE batch_id = ANY($1) "
-                f"AND state = {pb.BATCH_STATE_RUNNING} AND NOT bound",
-                batch_ids,
-            )
-            to_close = await conn.fetch(
-                "SELECT batch_id FROM batches WHERE batch_id = ANY($1) "
-                f"AND (bound OR state = {pb.BATCH_STATE_CANCELLING}) ORDER BY create_time",
-                batch_ids,
-            )
-            # Replicas presumed dead keep no row; one that wakes up writes a new one.
-            await conn.execute(
-                "DELETE FROM replicas WHERE heartbeat <= now() - make_interval(secs => $1) "
-                "AND owner <> $2",
-                lease_s,
-                owner,
-            )
-        chunks = sorted((_chunk(r) for r in sending), key=lambda c: (c.batch_id, c.number))
-        closing = [r["batch_id"] for r in to_close]
-        return len(batch_ids), Recovered(chunks, int(reclaimed.split()[-1]), closing)
 
     # -- outcomes and retention -------------------------------------------------------
 
@@ -888,11 +325,7 @@ class PostgresStore(Store):
     ) -> list[OutcomePage]:
         # Pages hold one chunk (up to ~40 KB): read about what fits, then trim to bytes.
         rows = await self.pool.fetch(
-            "SELECT seq, data, count FROM outcomes WHERE batch_id = $1 AND seq > $2 "
-            "ORDER BY seq LIMIT $3",
-            batch_id,
-            after_seq,
-            max(1, max_bytes // 16384),
+            Q["outcomes_after"], batch_id, after_seq, max(1, max_bytes // 16384)
         )
         found: list[OutcomePage] = []
         size = 0
@@ -904,199 +337,29 @@ class PostgresStore(Store):
             size += len(data)
         return found
 
-    # -- the queue --------------------------------------------------------------------
-
-    async def claim_next(self, backend: str, caller: str, owner: str) -> BatchRow | None:
-        found = await self.pool.fetchrow(
-            f"UPDATE batches SET state = {pb.BATCH_STATE_RUNNING}, "
-            "update_time = extract(epoch FROM clock_timestamp()) "
-            "WHERE batch_id = (SELECT batch_id FROM batches WHERE backend = $1 AND "
-            f"owner = $2 AND caller = $3 AND state = {pb.BATCH_STATE_QUEUED} "
-            "ORDER BY create_time, batch_id LIMIT 1 FOR UPDATE SKIP LOCKED) "
-            f"AND state = {pb.BATCH_STATE_QUEUED} RETURNING {_BATCH_COLUMNS}",
-            backend,
-            owner,
-            caller,
-        )
-        return None if found is None else _row(found)
-
-    async def queued_callers(self, backend: str, owner: str) -> set[str]:
-        rows = await self.pool.fetch(
-            "SELECT DISTINCT caller FROM batches WHERE backend = $1 AND owner = $2 "
-            f"AND state = {pb.BATCH_STATE_QUEUED}",
-            backend,
-            owner,
-        )
-        return {r["caller"] for r in rows}
-
-    async def queued_count(self, backend: str) -> int:
-        count: int = await self.pool.fetchval(
-            f"SELECT count(*) FROM batches WHERE backend = $1 AND state = {pb.BATCH_STATE_QUEUED}",
-            backend,
-        )
-        return count
-
-    async def cancelling(self, owner: str, limit: int) -> list[BatchRow]:
-        rows = await self.pool.fetch(
-            f"SELECT {_BATCH_COLUMNS} FROM batches WHERE owner = $1 AND "
-            f"state = {pb.BATCH_STATE_CANCELLING} ORDER BY create_time, batch_id LIMIT $2",
-            owner,
-            limit,
-        )
-        return [_row(r) for r in rows]
-
     async def purge(self, ended_before: float) -> int:
-        async with self.pool.acquire() as conn, conn.transaction():
-            old = [
-                r["batch_id"]
-                for r in await conn.fetch(
-                    "DELETE FROM batches WHERE end_time IS NOT NULL AND end_time < $1 "
-                    "RETURNING batch_id",
-                    ended_before,
-                )
-            ]
-            for table in ("outcomes", "chunks", "recipient_pages", "batch_lists"):
-                await conn.execute(f"DELETE FROM {table} WHERE batch_id = ANY($1)", old)
-        # A list that a stored batch reads stays until that batch is purged.
-        old_lists = await self.pool.fetch(
-            "SELECT list_id FROM recipient_lists l WHERE create_time < $1 "
-            "AND NOT EXISTS (SELECT 1 FROM batch_lists b WHERE b.list_key = l.list_key)",
-            ended_before,
-        )
+        async with self._transaction() as conn:
+            old = [r["batch_id"] for r in await conn.fetch(Q["delete_ended_batches"], ended_before)]
+            for statement in Q.all("delete_batch_rows"):
+                await conn.execute(statement, old)
+        old_lists = await self.pool.fetch(Q["old_lists"], ended_before)
         for found in old_lists:
             await self.delete_list(found["list_id"])
         return len(old) + len(old_lists)
 
-    # -- recipient lists --------------------------------------------------------------
+    # -- the queue --------------------------------------------------------------------
 
-    async def create_list(self, row: ListRow) -> None:
-        await self.pool.execute(
-            f"INSERT INTO recipient_lists ({_LIST_COLUMNS}) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            *dataclasses.astuple(row),
-        )
+    async def claim_next(self, backend: str, caller: str, owner: str) -> BatchRow | None:
+        found = self._committed(await self.pool.fetchrow(Q["claim_next"], backend, owner, caller))
+        return None if found is None else _row(found)
 
-    async def add_to_list(self, list_id: str, ids: Sequence[str]) -> int:
-        async with self.pool.acquire() as conn, conn.transaction():
-            found = await conn.fetchrow(
-                "SELECT list_key, count, received FROM recipient_lists "
-                "WHERE list_id = $1 AND ready_time IS NULL FOR UPDATE",
-                list_id,
-            )
-            if found is None:
-                raise LookupError(f"no unfinished list {list_id!r}")
-            key, count, received = found["list_key"], found["count"], found["received"]
-            # The unique index decides what is new: the ids it let in come back. Within
-            # the page, the first occurrence of an id is the one that counts.
-            inserted = await conn.fetch(
-                "INSERT INTO list_members (list_key, recipient_id) "
-                "SELECT $1, id FROM unnest($2::text[]) WITH ORDINALITY AS page(id, position) "
-                "ORDER BY position ON CONFLICT DO NOTHING RETURNING recipient_id",
-                key,
-                list(ids),
-            )
-            new = {r["recipient_id"] for r in inserted}
-            new_ids: list[str] = []
-            new_indexes: list[int] = []
-            if len(new) == len(ids):
-                new_ids, new_indexes = list(ids), list(range(received, received + len(ids)))
-            elif new:
-                for index, recipient in enumerate(ids, received):
-                    if recipient in new:
-                        new.discard(recipient)  # later copies in the page are duplicates
-                        new_ids.append(recipient)
-                        new_indexes.append(index)
-            added = len(new_ids)
-            page, filled = divmod(count, RECIPIENT_PAGE)
-            if added and filled:  # the last page is partial: it is rewritten, extended
-                last = await conn.fetchrow(
-                    "SELECT ids, indexes FROM list_pages WHERE list_key = $1 AND page = $2",
-                    key,
-                    page,
-                )
-                assert last is not None
-                old_ids, old_indexes = decode_recipients(
-                    last["ids"], last["indexes"], page * RECIPIENT_PAGE
-                )
-                new_ids, new_indexes = old_ids + new_ids, old_indexes + new_indexes
-            await conn.executemany(
-                "INSERT INTO list_pages (list_key, page, ids, indexes) VALUES ($1, $2, $3, $4) "
-                "ON CONFLICT (list_key, page) DO UPDATE "
-                "SET ids = excluded.ids, indexes = excluded.indexes",
-                [
-                    (
-                        key,
-                        page + offset // RECIPIENT_PAGE,
-                        *encode_list_page(
-                            new_ids[offset : offset + RECIPIENT_PAGE],
-                            new_indexes[offset : offset + RECIPIENT_PAGE],
-                            page * RECIPIENT_PAGE + offset,
-                        ),
-                    )
-                    for offset in range(0, len(new_ids), RECIPIENT_PAGE)
-                ],
-            )
-            await conn.execute(
-                "UPDATE recipient_lists SET count = $2, received = $3 WHERE list_key = $1",
-                key,
-                count + added,
-                received + len(ids),
-            )
-        return added
+    async def queued_callers(self, backend: str, owner: str) -> set[str]:
+        rows = await self.pool.fetch(Q["queued_callers"], backend, owner)
+        return {r["caller"] for r in rows}
 
-    async def finish_list(self, row: ListRow) -> tuple[ListRow, bool]:
-        stored: asyncpg.Record | None = None
-        async with self.pool.acquire() as conn, conn.transaction():
-            if row.request_id:
-                # Two uploads racing one request_id finish one at a time: the second
-                # waits for the first's commit, then finds its list.
-                await conn.execute(
-                    "SELECT pg_advisory_xact_lock(hashtext($1))",
-                    f"list {row.caller} {row.request_id}",
-                )
-                found = await conn.fetchrow(
-                    f"SELECT {_LIST_COLUMNS} FROM recipient_lists "
-                    "WHERE caller = $1 AND request_id = $2",
-                    row.caller,
-                    row.request_id,
-                )
-            else:
-                found = None
-            if found is None:
-                stored = await conn.fetchrow(
-                    "UPDATE recipient_lists SET request_id = $2, fingerprint = $3, "
-                    "widest_id = $4, widest_index = $5, ready_time = $6 WHERE list_id = $1 "
-                    f"RETURNING {_LIST_COLUMNS}",
-                    row.list_id,
-                    row.request_id,
-                    row.fingerprint,
-                    row.widest_id,
-                    row.widest_index,
-                    row.ready_time,
-                )
-        if found is not None:
-            await self.delete_list(row.list_id)
-            return _list(found), False
-        # The unique index has done its work.
-        await self.pool.execute(
-            "DELETE FROM list_members WHERE list_key = "
-            "(SELECT list_key FROM recipient_lists WHERE list_id = $1)",
-            row.list_id,
-        )
-        assert stored is not None, "finish_list of an unknown list"
-        return _list(stored), True
+    async def queued_count(self, backend: str) -> int:
+        count: int = await self.pool.fetchval(Q["queued_count"], backend)
+        return count
 
-    async def get_list(self, list_id: str) -> ListRow | None:
-        found = await self.pool.fetchrow(
-            f"SELECT {_LIST_COLUMNS} FROM recipient_lists WHERE list_id = $1", list_id
-        )
-        return None if found is None else _list(found)
-
-    async def delete_list(self, list_id: str) -> None:
-        async with self.pool.acquire() as conn, conn.transaction():
-            key = await conn.fetchval(
-                "DELETE FROM recipient_lists WHERE list_id = $1 RETURNING list_key", list_id
-            )
-            if key is not None:
-                for table in ("list_members", "list_pages"):
-                    await conn.execute(f"DELETE FROM {table} WHERE list_key = $1", key)
+    async def cancelling(self, owner: str, limit: int) -> list[BatchRow]:
+        return [_row(r) for r in await self.pool.fetch(Q["cancelling"], owner, limit)]

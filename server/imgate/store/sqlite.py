@@ -6,199 +6,41 @@ writer thread that commits whatever is queued in one transaction (group commit: 
 chunks' marks cost one fsync; each operation in its own savepoint so one failure costs
 only its caller), and one reader thread with its own connection (WAL readers never wait
 for the writer). A second gateway on the same file is refused: the file is locked with
-flock for as long as the process lives, and a dead process's lock goes with it.
+flock for as long as the process lives, and a dead process's lock goes with it. All of
+that is store/sqlite_threads.py's; the lists are store/sqlite_lists.py's; the SQL is
+store/sql/queries.sql's, the schema store/sql/schema.py's.
 
 Disk use stays bounded: a background thread checkpoints the WAL and truncates it when the
-writer is idle or the WAL passes a hard bound (_Checkpointer), and purge gives the space of
-what it deleted back to the file system (incremental auto-vacuum, _vacuum).
+writer is idle or the WAL passes a hard bound (sqlite_threads.Checkpointer), and purge
+gives the space of what it deleted back to the file system (incremental auto-vacuum,
+_vacuum).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import dataclasses
-import fcntl
-import logging
-import os
-import queue
 import sqlite3
-import threading
-import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from imgate.store.base import (
-    CLAIMED,
     ENDED_STATES,
-    PLANNED,
     RECIPIENT_PAGE,
     SENDING,
-    UNFINISHED_STATES,
     BatchRow,
     ChunkRow,
     Counts,
     Fenced,
-    ListRow,
     OutcomePage,
     Recovered,
-    Store,
-    StoreError,
-    StoreStats,
-    decode_recipients,
-    encode_list_page,
-    encode_recipients,
 )
-from imgate.v1 import gateway_pb2 as pb
+from imgate.store.pages import batch_pages, read_pages
+from imgate.store.sql.migrate import SQLITE_STEPS
+from imgate.store.sql.queries import SQLITE_QUERIES as Q
+from imgate.store.sqlite_lists import SQLiteLists
 
-T = TypeVar("T")
-
-_SCHEMA = """
-CREATE TABLE batches (
-    batch_id TEXT PRIMARY KEY,
-    caller TEXT NOT NULL,
-    request_id TEXT NOT NULL,
-    fingerprint BLOB NOT NULL,
-    backend TEXT NOT NULL,
-    spec BLOB NOT NULL,
-    bound INTEGER NOT NULL,
-    total INTEGER NOT NULL,
-    duplicates_removed INTEGER NOT NULL,
-    create_time REAL NOT NULL,
-    send_before REAL,
-    state INTEGER NOT NULL,
-    accepted INTEGER NOT NULL DEFAULT 0,
-    failed INTEGER NOT NULL DEFAULT 0,
-    uncertain INTEGER NOT NULL DEFAULT 0,
-    vendor_calls INTEGER NOT NULL DEFAULT 0,
-    update_time REAL NOT NULL,
-    end_time REAL,
-    planned_to INTEGER NOT NULL DEFAULT 0,
-    chunk_count INTEGER NOT NULL DEFAULT 0,
-    next_seq INTEGER NOT NULL DEFAULT 1
-);
-CREATE UNIQUE INDEX batches_by_request ON batches (caller, request_id) WHERE request_id != '';
-CREATE INDEX batches_by_caller ON batches (caller, create_time, batch_id);
-CREATE INDEX batches_unfinished ON batches (state) WHERE state IN (1, 2, 4);
-CREATE INDEX batches_ended ON batches (end_time) WHERE end_time IS NOT NULL;
-CREATE TABLE recipient_pages (
-    batch_id TEXT NOT NULL,
-    page INTEGER NOT NULL,
-    ids TEXT NOT NULL,
-    indexes TEXT NOT NULL,
-    PRIMARY KEY (batch_id, page)
-) WITHOUT ROWID;
-CREATE TABLE chunks (
-    batch_id TEXT NOT NULL,
-    number INTEGER NOT NULL,
-    start_pos INTEGER NOT NULL,
-    end_pos INTEGER NOT NULL,
-    state TEXT NOT NULL,
-    attempts INTEGER NOT NULL,
-    owner TEXT NOT NULL,
-    PRIMARY KEY (batch_id, number)
-) WITHOUT ROWID;
-CREATE INDEX chunks_in_flight ON chunks (state) WHERE state IN ('claimed', 'sending');
-CREATE TABLE outcomes (
-    batch_id TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    data BLOB NOT NULL,
-    count INTEGER NOT NULL,
-    PRIMARY KEY (batch_id, seq)
-) WITHOUT ROWID;
-"""
-# Version 2: recipient lists. `list_members` is the unique index that drops duplicates
-# while a list is uploaded (emptied when it is finished); `list_pages` holds the unique ids
-# in the layout of `recipient_pages`; a batch made from a list reads its pages through
-# `batch_lists` (no copy: a batch of millions is created in one small transaction).
-_SCHEMA_LISTS = """
-CREATE TABLE recipient_lists (
-    list_key INTEGER PRIMARY KEY,
-    list_id TEXT NOT NULL UNIQUE,
-    caller TEXT NOT NULL,
-    create_time REAL NOT NULL,
-    request_id TEXT NOT NULL,
-    fingerprint BLOB NOT NULL,
-    count INTEGER NOT NULL,
-    received INTEGER NOT NULL,
-    widest_id TEXT NOT NULL,
-    widest_index INTEGER NOT NULL,
-    ready_time REAL
-);
-CREATE UNIQUE INDEX recipient_lists_by_request ON recipient_lists (caller, request_id)
-    WHERE request_id != '';
-CREATE INDEX recipient_lists_by_age ON recipient_lists (create_time);
-CREATE TABLE list_members (
-    list_key INTEGER NOT NULL,
-    recipient_id TEXT NOT NULL,
-    PRIMARY KEY (list_key, recipient_id)
-) WITHOUT ROWID;
-CREATE TABLE list_pages (
-    list_key INTEGER NOT NULL,
-    page INTEGER NOT NULL,
-    ids TEXT NOT NULL,
-    indexes TEXT NOT NULL,
-    PRIMARY KEY (list_key, page)
-) WITHOUT ROWID;
-CREATE TABLE batch_lists (
-    batch_id TEXT PRIMARY KEY,
-    list_key INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX batch_lists_by_list ON batch_lists (list_key);
-"""
-# Version 4: the queue (issue 20). Batches wait QUEUED in the file, not in memory; the
-# scheduler takes each caller's oldest one.
-_SCHEMA_QUEUE = """
-CREATE INDEX batches_queued ON batches (backend, caller, create_time, batch_id)
-    WHERE state = 1;
-"""
-
-
-def _incremental_auto_vacuum(conn: sqlite3.Connection) -> None:
-    """Version 3: the file in incremental auto-vacuum mode, so that purge gives space back
-    (PRAGMA incremental_vacuum; without it, deleted pages stay in the file for ever).
-
-    A new file has it from its creation (_connect). A file made by an earlier gateway gets
-    it here, once, at the upgrade: SQLite changes the mode of a file that has tables only
-    by a VACUUM, which rewrites the whole file (it takes about as long as copying it, and
-    as much free disk again, through the WAL, cut back to 0 after).
-    """
-    if conn.execute("PRAGMA auto_vacuum").fetchone()[0] == _AUTO_VACUUM_INCREMENTAL:
-        return
-    log.info("store: converting %s to incremental auto-vacuum (once)", _db_name(conn))
-    conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
-    conn.execute("VACUUM")
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-
-
-def _db_name(conn: sqlite3.Connection) -> str:
-    return str(conn.execute("PRAGMA database_list").fetchone()[2])
-
-
-_AUTO_VACUUM_INCREMENTAL = 2
-# The migration runner's steps: step n takes a file from version n to n + 1 (version 0 is
-# a new file). A step is SQL, run in one transaction with its new version, or a function
-# run outside a transaction (VACUUM cannot run inside one) and then its version recorded.
-_STEPS: list[str | Callable[[sqlite3.Connection], None]] = [
-    _SCHEMA,
-    _SCHEMA_LISTS,
-    _incremental_auto_vacuum,
-    _SCHEMA_QUEUE,
-]
-SCHEMA_VERSION = len(_STEPS)
-_LIST_COLUMNS = ", ".join(f.name for f in dataclasses.fields(ListRow))
+SCHEMA_VERSION = len(SQLITE_STEPS)
 # Purge frees pages of the file this many (4 KiB each) per writer transaction: ~15 ms.
 _VACUUM_PAGES = 2048
-# Members of a finished list are deleted this many per transaction, so that the writer
-# (every batch's write-ahead marks) never waits long behind a list of millions.
-_MEMBERS_PER_DELETE = 50_000
-log = logging.getLogger("imgate.store")
-
-# The batches table has BatchRow's fields as columns, in its order: one owner for both.
-_BATCH_COLUMNS = ", ".join(f.name for f in dataclasses.fields(BatchRow))
-_MAX_OPS_PER_COMMIT = 512
 
 
 def _row(values: Sequence[Any]) -> BatchRow:
@@ -207,362 +49,8 @@ def _row(values: Sequence[Any]) -> BatchRow:
     return row
 
 
-class _Counting(sqlite3.Connection):
-    """A connection that counts the statements it runs (imgate_store_statements_total).
-
-    Counted here, not with set_trace_callback: a trace callback makes sqlite3 expand
-    every statement's SQL with its bound values, an outcome page's ~27 KB as a ~53 KB
-    hex string, which doubled the writer thread's CPU (bench stage 9).
-    """
-
-    statements = 0  # written by the thread that uses the connection only
-
-    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
-        self.statements += 1
-        return super().execute(sql, parameters)
-
-    def executemany(self, sql: str, parameters: Any, /) -> sqlite3.Cursor:
-        self.statements += 1
-        return super().executemany(sql, parameters)
-
-
-def _connect(path: Path, busy_ms: int = 5000) -> _Counting:
-    # Autocommit mode: transactions are explicit (BEGIN IMMEDIATE in the writer).
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, factory=_Counting)
-    if conn.execute("PRAGMA page_count").fetchone()[0] == 0:
-        # A new, empty file (the writer's connection, first, under the flock): incremental
-        # auto-vacuum, so that purge can give space back (see purge). It must come before
-        # anything is written: journal_mode=WAL writes the header, and after that only a
-        # VACUUM changes the mode (the schema step _incremental_auto_vacuum does, once).
-        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
-    conn.execute(f"PRAGMA busy_timeout={busy_ms}")
-    # Per connection, applied by the one that resets the WAL (see _Checkpointer).
-    conn.execute(f"PRAGMA journal_size_limit={_JOURNAL_SIZE_LIMIT}")
-    return conn
-
-
-# The writer never checkpoints (wal_autocheckpoint=0): a commit that crosses SQLite's
-# threshold (1,000 pages) would copy the WAL into the file and fsync it before returning,
-# 5-15 ms measured on the way to a batch's first call and its first outcome (issue 15).
-# _Checkpointer does it instead, PASSIVE (it never waits for, nor blocks, the writer or a
-# reader), whenever the WAL has been written since its last look.
-#
-# Copying is not shrinking. SQLite's rules (wal.c): the WAL file is only reset, written
-# again from its start, by a writer that begins a transaction when a checkpoint has copied
-# *every* frame and no reader is using the WAL; only then is the file cut down to
-# journal_size_limit (a commit after the reset), and only a TRUNCATE checkpoint or the
-# last connection's close cuts it to 0. Under continuous writes a PASSIVE checkpoint is
-# always a little behind the writer, so there is never a reset and the file grows without
-# end (203 MB after 28,000 small requests, 627 MB after a 10,000,000-id list; issue 20),
-# and after a burst it stays at its largest until the gateway stops. So the checkpointer
-# also runs a TRUNCATE checkpoint (copy everything, wait for readers, reset, cut the file
-# to 0) in two cases:
-# - the WAL has not been written for _WAL_IDLE_S and is over _WAL_IDLE_TRUNCATE_ABOVE:
-#   after a burst the file goes back to 0 (the writer is idle, nobody waits);
-# - the WAL is over _WAL_HARD_LIMIT: the bound under continuous load (plus what is written
-#   between two looks, _LOOK_EVERY_S, and one transaction: never split). A TRUNCATE
-#   checkpoint holds the write lock while it finishes copying and waits for readers, so a
-#   commit may wait for it (up to _CHECKPOINTER_BUSY_MS per wait, then it gives up and
-#   retries after _FORCED_RETRY_S): a short pause now and then instead of a disk that fills.
-# The file is also cut to 0 at a clean close (SQLiteStore._close).
-_CHECKPOINT_EVERY_S = 0.25
-_LOOK_EVERY_S = 0.05  # a stat() of the WAL file
-_JOURNAL_SIZE_LIMIT = 16 * 1024 * 1024
-_WAL_IDLE_S = 1.0
-_WAL_IDLE_TRUNCATE_ABOVE = 1024 * 1024
-_WAL_HARD_LIMIT = 32 * 1024 * 1024
-# Below the writer's own busy_timeout (5 s): the writer never fails waiting for it.
-_CHECKPOINTER_BUSY_MS = 1000
-_FORCED_RETRY_S = 2.0
-
-
-class _Checkpointer(threading.Thread):
-    """Copies the WAL into the database file in the background, on its own connection,
-    and keeps the WAL file small (see above)."""
-
-    def __init__(self, path: Path) -> None:
-        super().__init__(name="imgate-sqlite-checkpointer", daemon=True)
-        self._conn = _connect(path, busy_ms=_CHECKPOINTER_BUSY_MS)
-        self._wal = Path(f"{path}-wal")
-        self._stopped = threading.Event()
-
-    def stop(self) -> None:
-        self._stopped.set()
-        self.join()
-        self._conn.close()
-
-    def run(self) -> None:
-        seen: tuple[int, int] | None = None  # the WAL's (mtime, size) at the last look
-        changed_at = time.monotonic()  # when that last changed
-        checkpointed: tuple[int, int] | None = None  # as of the last checkpoint
-        forced_after = 0.0  # no TRUNCATE before this (one was kept waiting by a reader)
-        passive_after = 0.0  # no PASSIVE before this
-        while not self._stopped.wait(_LOOK_EVERY_S):
-            try:
-                stat = self._wal.stat()
-            except OSError:
-                continue  # no WAL yet
-            now = time.monotonic()
-            look = (stat.st_mtime_ns, stat.st_size)
-            if look != seen:
-                seen, changed_at = look, now
-            idle = now - changed_at >= _WAL_IDLE_S
-            if now >= forced_after and (
-                stat.st_size > _WAL_HARD_LIMIT or (idle and stat.st_size > _WAL_IDLE_TRUNCATE_ABOVE)
-            ):
-                mode = "TRUNCATE"
-            elif look != checkpointed and now >= passive_after:
-                mode = "PASSIVE"
-                passive_after = now + _CHECKPOINT_EVERY_S
-            else:
-                continue
-            try:
-                busy = self._conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()[0]
-            except sqlite3.Error:
-                log.warning("SQLite checkpoint failed; trying again", exc_info=True)
-                continue
-            checkpointed = look
-            if busy and mode == "TRUNCATE":  # a reader or the writer held on: later
-                forced_after = now + _FORCED_RETRY_S
-                log.debug("SQLite WAL of %d bytes not truncated: busy", stat.st_size)
-
-
-_Settled = list[tuple["asyncio.Future[Any]", Any, BaseException | None]]
-
-
-def _settle(settled: _Settled) -> None:
-    """On the waiters' event loop: hand each operation's result or error to its waiter
-    (one that was cancelled meanwhile is skipped; its operation ran all the same)."""
-    for waiter, result, error in settled:
-        if waiter.cancelled():
-            continue
-        if error is None:
-            waiter.set_result(result)
-        else:
-            waiter.set_exception(error)
-
-
-class _Writer(threading.Thread):
-    """Runs write operations in order, committing each queue's worth in one transaction.
-    The results of one transaction reach each event loop waiting on them in one call
-    (call_soon_threadsafe once per commit, not once per operation)."""
-
-    def __init__(self, conn: _Counting) -> None:
-        super().__init__(name="imgate-sqlite-writer", daemon=True)
-        self._conn = conn
-        self.commits = 0
-        """Transactions committed (written by this thread only)."""
-        self._queue: queue.SimpleQueue[
-            tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]] | None
-        ] = queue.SimpleQueue()
-
-    @property
-    def statements(self) -> int:
-        return self._conn.statements
-
-    def submit(self, op: Callable[[sqlite3.Connection], T], waiter: asyncio.Future[T]) -> None:
-        """Queue `op`; `waiter` (a future of the calling event loop) gets its outcome."""
-        self._queue.put((op, waiter))
-
-    def stop(self) -> None:
-        self._queue.put(None)
-        self.join()
-
-    def run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            items = [item]
-            while len(items) < _MAX_OPS_PER_COMMIT:
-                try:
-                    more = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    self._queue.put(None)  # stop after this commit
-                    break
-                items.append(more)
-            self._deliver(self._commit(items))
-
-    def _commit(
-        self, items: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]]
-    ) -> _Settled:
-        conn = self._conn
-        results: _Settled = []
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            if len(items) == 1:  # alone in its transaction: no savepoint needed
-                op, waiter = items[0]
-                try:
-                    results.append((waiter, op(conn), None))
-                except Exception as exc:
-                    conn.execute("ROLLBACK")
-                    return [(waiter, None, exc)]
-            for op, waiter in items if len(items) > 1 else ():
-                conn.execute("SAVEPOINT op")
-                try:
-                    result = op(conn)
-                except Exception as exc:  # this operation only: roll it back, keep the rest
-                    conn.execute("ROLLBACK TO op")
-                    conn.execute("RELEASE op")
-                    results.append((waiter, None, exc))
-                else:
-                    conn.execute("RELEASE op")
-                    results.append((waiter, result, None))
-            conn.execute("COMMIT")
-            self.commits += 1
-        except sqlite3.Error as exc:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            failure = StoreError(f"store: SQLite write failed: {exc}")
-            return [(waiter, None, failure) for _, waiter in items]
-        return results
-
-    @staticmethod
-    def _deliver(settled: _Settled) -> None:
-        by_loop: dict[asyncio.AbstractEventLoop, _Settled] = {}
-        for entry in settled:
-            by_loop.setdefault(entry[0].get_loop(), []).append(entry)
-        for loop, entries in by_loop.items():
-            with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
-                loop.call_soon_threadsafe(_settle, entries)
-
-
-class SQLiteStore(Store):
+class SQLiteStore(SQLiteLists):
     """Batches in one SQLite file."""
-
-    durable = True
-
-    def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
-        super().__init__()
-        self.path = path
-        self._clock = clock
-        self._lock_fd: int | None = None
-        self._writer: _Writer | None = None
-        self._writer_conn: sqlite3.Connection | None = None
-        self._checkpointer: _Checkpointer | None = None
-        self._reader: _Counting | None = None
-        self._read_pool: ThreadPoolExecutor | None = None
-
-    # -- life cycle -------------------------------------------------------------------
-
-    async def open(self) -> None:
-        await asyncio.to_thread(self._open)
-
-    def _open(self) -> None:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError as exc:
-            raise StoreError(f"store.url: cannot open {self.path}: {exc.strerror}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise StoreError(
-                f"store.url: {self.path} is in use by another imgate gateway; "
-                "give each gateway its own state_dir or store.url"
-            ) from None
-        self._lock_fd = fd
-        writer_conn = None
-        try:
-            writer_conn = _connect(self.path)
-            self._migrate(writer_conn)
-            writer_conn.execute("PRAGMA wal_autocheckpoint=0")  # _Checkpointer's job
-            checkpointer = _Checkpointer(self.path)
-        except (sqlite3.Error, StoreError) as exc:
-            if writer_conn is not None:
-                writer_conn.close()
-            self._unlock()  # a newer schema, say: the file is free for the right gateway
-            if isinstance(exc, StoreError):
-                raise
-            raise StoreError(f"store.url: cannot use {self.path}: {exc}") from None
-        self._writer_conn = writer_conn
-        self._writer = _Writer(writer_conn)
-        self._writer.start()
-        self._checkpointer = checkpointer
-        checkpointer.start()
-        self._reader = _connect(self.path)
-        self._read_pool = ThreadPoolExecutor(1, thread_name_prefix="imgate-sqlite-reader")
-
-    def _migrate(self, conn: sqlite3.Connection) -> None:
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version == SCHEMA_VERSION:
-            return
-        if version > SCHEMA_VERSION:
-            raise StoreError(
-                f"store.url: {self.path} has schema version {version}, newer than this "
-                f"gateway's {SCHEMA_VERSION}; upgrade the gateway"
-            )
-        for number, step in enumerate(_STEPS[version:], version + 1):
-            if not isinstance(step, str):
-                step(conn)
-                conn.execute(f"PRAGMA user_version = {number}")
-                continue
-            conn.execute("BEGIN IMMEDIATE")
-            # Not executescript(): it would commit before the version is set.
-            for statement in filter(str.strip, step.split(";")):
-                conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {number}")
-            conn.execute("COMMIT")
-
-    def _unlock(self) -> None:
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)  # closing the descriptor drops the flock
-            self._lock_fd = None
-
-    async def close(self) -> None:
-        await asyncio.to_thread(self._close)
-
-    def _close(self) -> None:
-        if self._writer is not None:
-            self._writer.stop()
-            self._writer = None
-        if self._checkpointer is not None:
-            self._checkpointer.stop()
-            self._checkpointer = None
-        if self._read_pool is not None:
-            self._read_pool.shutdown()
-            self._read_pool = None
-        if self._reader is not None:
-            self._reader.close()
-            self._reader = None
-        writer_conn, self._writer_conn = self._writer_conn, None
-        if writer_conn is not None:
-            # Last: nobody reads any more, so the WAL is copied and cut to 0 (closing the
-            # last connection would also remove it, unless another process still has the
-            # file open, a backup tool say: then the WAL would stay at its size).
-            try:
-                writer_conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-            except sqlite3.Error:
-                log.warning("SQLite checkpoint at close failed", exc_info=True)
-            writer_conn.close()
-        self._unlock()
-
-    # -- plumbing ---------------------------------------------------------------------
-
-    def stats(self) -> StoreStats:
-        writer = self._writer
-        if writer is None:
-            return StoreStats()
-        reader = self._reader.statements if self._reader is not None else 0
-        return StoreStats(writer.commits, writer.statements + reader)
-
-    async def _write(self, op: Callable[[sqlite3.Connection], T]) -> T:
-        if self._writer is None:
-            raise StoreError("store: not open")
-        waiter: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._writer.submit(op, waiter)
-        return await waiter
-
-    async def _read(self, op: Callable[[sqlite3.Connection], T]) -> T:
-        if self._read_pool is None or self._reader is None:
-            raise StoreError("store: not open")
-        reader = self._reader
-        return await asyncio.get_running_loop().run_in_executor(self._read_pool, lambda: op(reader))
 
     # -- batches ----------------------------------------------------------------------
 
@@ -575,23 +63,10 @@ class SQLiteStore(Store):
         first_chunk: ChunkRow | None = None,
     ) -> tuple[BatchRow, bool]:
         # Encoded here, on the loop's thread, so the writer's transaction stays short.
-        pages = [
-            (
-                row.batch_id,
-                number,
-                *encode_recipients(
-                    ids[start : start + RECIPIENT_PAGE],
-                    None if indexes is None else indexes[start : start + RECIPIENT_PAGE],
-                ),
-            )
-            for number, start in enumerate(range(0, len(ids), RECIPIENT_PAGE))
-        ]
+        pages = batch_pages(row.batch_id, ids, indexes)
 
         def insert_pages(conn: sqlite3.Connection) -> None:
-            conn.executemany(
-                "INSERT INTO recipient_pages (batch_id, page, ids, indexes) VALUES (?,?,?,?)",
-                pages,
-            )
+            conn.executemany(Q["insert_pages"], pages)
 
         return await self._write(
             lambda conn: self._create(conn, row, insert_pages, first_chunk, owner)
@@ -603,16 +78,13 @@ class SQLiteStore(Store):
         list_id: str,
         owner: str = "",  # one process: its own
     ) -> tuple[BatchRow, bool]:
-        def copy_pages(conn: sqlite3.Connection) -> None:
-            found = conn.execute(
-                "SELECT list_key FROM recipient_lists WHERE list_id = ? AND ready_time IS NOT NULL",
-                (list_id,),
-            ).fetchone()
+        def link_list(conn: sqlite3.Connection) -> None:
+            found = conn.execute(Q["ready_list_key"], (list_id,)).fetchone()
             if found is None:
                 raise LookupError(f"no recipient list {list_id!r}")
-            conn.execute("INSERT INTO batch_lists VALUES (?, ?)", (row.batch_id, found[0]))
+            conn.execute(Q["link_list"], (row.batch_id, found[0]))
 
-        return await self._write(lambda conn: self._create(conn, row, copy_pages))
+        return await self._write(lambda conn: self._create(conn, row, link_list))
 
     @staticmethod
     def _create(
@@ -625,16 +97,12 @@ class SQLiteStore(Store):
         """The batch row and its recipients (and its first chunk, SENDING), unless
         (caller, request_id) has a batch."""
         if row.request_id:
-            found = conn.execute(
-                f"SELECT {_BATCH_COLUMNS} FROM batches WHERE caller = ? AND request_id = ?",
-                (row.caller, row.request_id),
-            ).fetchone()
+            found = conn.execute(Q["batch_by_request"], (row.caller, row.request_id)).fetchone()
             if found is not None:
                 return _row(found), False
         planned_to, chunk_count = (0, 0) if first_chunk is None else (first_chunk.end, 1)
         stored = conn.execute(
-            f"INSERT INTO batches ({_BATCH_COLUMNS}) VALUES "
-            f"(?,?,?,?,?,?,?,?,?,?,?,?,0,0,0,0,?,NULL,?,?,1) RETURNING {_BATCH_COLUMNS}",
+            Q["create_batch"],
             (
                 row.batch_id,
                 row.caller,
@@ -648,7 +116,6 @@ class SQLiteStore(Store):
                 row.create_time,
                 row.send_before,
                 row.state,
-                row.create_time,
                 planned_to,
                 chunk_count,
             ),
@@ -657,7 +124,7 @@ class SQLiteStore(Store):
         if first_chunk is not None:
             first_chunk.state = SENDING
             conn.execute(
-                "INSERT INTO chunks VALUES (?,?,?,?,?,?,?)",
+                Q["insert_chunk"],
                 (
                     first_chunk.batch_id,
                     first_chunk.number,
@@ -670,11 +137,17 @@ class SQLiteStore(Store):
             )
         return _row(stored), True
 
+    async def probe_write(self) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            # Rewrites the header page: fails with "database or disk is full" when full.
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            conn.execute(f"PRAGMA user_version = {int(version)}")
+
+        await self._write(op)
+
     async def get_batch(self, batch_id: str) -> BatchRow | None:
         def op(conn: sqlite3.Connection) -> BatchRow | None:
-            found = conn.execute(
-                f"SELECT {_BATCH_COLUMNS} FROM batches WHERE batch_id = ?", (batch_id,)
-            ).fetchone()
+            found = conn.execute(Q["batch"], (batch_id,)).fetchone()
             return None if found is None else _row(found)
 
         return await self._read(op)
@@ -684,31 +157,16 @@ class SQLiteStore(Store):
     ) -> list[BatchRow]:
         def op(conn: sqlite3.Connection) -> list[BatchRow]:
             if before is None:
-                rows = conn.execute(
-                    f"SELECT {_BATCH_COLUMNS} FROM batches WHERE caller = ? "
-                    "ORDER BY create_time DESC, batch_id DESC LIMIT ?",
-                    (caller, limit),
-                )
+                rows = conn.execute(Q["caller_batches"], (caller, limit))
             else:
-                rows = conn.execute(
-                    f"SELECT {_BATCH_COLUMNS} FROM batches WHERE caller = ? "
-                    "AND (create_time, batch_id) < (?, ?) "
-                    "ORDER BY create_time DESC, batch_id DESC LIMIT ?",
-                    (caller, before[0], before[1], limit),
-                )
+                rows = conn.execute(Q["caller_batches_before"], (caller, *before, limit))
             return [_row(r) for r in rows]
 
         return await self._read(op)
 
     async def unfinished_batches(self) -> list[BatchRow]:
-        states = ",".join(str(s) for s in sorted(UNFINISHED_STATES))
-
         def op(conn: sqlite3.Connection) -> list[BatchRow]:
-            rows = conn.execute(
-                f"SELECT {_BATCH_COLUMNS} FROM batches WHERE state IN ({states}) "
-                "ORDER BY create_time, batch_id"
-            )
-            return [_row(r) for r in rows]
+            return [_row(r) for r in conn.execute(Q["unfinished_batches"])]
 
         return await self._read(op)
 
@@ -718,83 +176,44 @@ class SQLiteStore(Store):
         first, last = start // RECIPIENT_PAGE, (end - 1) // RECIPIENT_PAGE
 
         def op(conn: sqlite3.Connection) -> list[tuple[int, str, str]]:
-            # A batch has its own pages, or (made from a list) the list's: one of the two.
-            return conn.execute(
-                "SELECT page, ids, indexes FROM recipient_pages "
-                "WHERE batch_id = ?1 AND page BETWEEN ?2 AND ?3 "
-                "UNION ALL SELECT page, ids, indexes FROM list_pages WHERE list_key = "
-                "(SELECT list_key FROM batch_lists WHERE batch_id = ?1) "
-                "AND page BETWEEN ?2 AND ?3 ORDER BY page",
-                (batch_id, first, last),
-            ).fetchall()
+            return conn.execute(Q["recipient_pages"], (batch_id, first, last)).fetchall()
 
-        ids: list[str] = []
-        indexes: list[int] = []
-        for page, page_ids, page_indexes in await self._read(op):
-            decoded_ids, decoded_indexes = decode_recipients(
-                page_ids, page_indexes, page * RECIPIENT_PAGE
-            )
-            ids.extend(decoded_ids)
-            indexes.extend(decoded_indexes)
-        offset = start - first * RECIPIENT_PAGE
-        return ids[offset : offset + end - start], indexes[offset : offset + end - start]
+        return read_pages(await self._read(op), start, end)
 
     async def chunks(self, batch_id: str) -> list[ChunkRow]:
         def op(conn: sqlite3.Connection) -> list[ChunkRow]:
-            rows = conn.execute(
-                "SELECT number, start_pos, end_pos, state, attempts, owner FROM chunks "
-                "WHERE batch_id = ? ORDER BY number",
-                (batch_id,),
-            )
-            return [ChunkRow(batch_id, *r) for r in rows]
+            return [ChunkRow(*r) for r in conn.execute(Q["batch_chunks"], (batch_id,))]
 
         return await self._read(op)
 
-    @staticmethod
-    def _advance(conn: sqlite3.Connection, chunk: ChunkRow) -> bool:
-        """Count `chunk` as the batch's next one if it follows the planned ones."""
-        return (
-            conn.execute(
-                "UPDATE batches SET chunk_count = chunk_count + 1, planned_to = ? "
-                "WHERE batch_id = ? AND chunk_count = ? AND planned_to = ?",
-                (chunk.end, chunk.batch_id, chunk.number, chunk.start),
-            ).rowcount
-            == 1
-        )
-
-    @staticmethod
-    def _fence(conn: sqlite3.Connection, chunk: ChunkRow, owner: str) -> None:
-        """Raise Fenced: the chunk is missing out of order, final, or another's."""
-        found = conn.execute(
-            "SELECT state, owner FROM chunks WHERE batch_id = ? AND number = ?",
-            (chunk.batch_id, chunk.number),
-        ).fetchone()
-        if found is None:
-            raise Fenced(f"chunk {chunk.number} does not follow the planned ones")
-        raise Fenced(f"chunk {chunk.number} is {found[0]} by {found[1] or 'nobody'}")
-
+    # -- fenced chunk writes ----------------------------------------------------------
     # The usual path costs one statement per row touched: an UPDATE whose WHERE is the
     # fence (owner, state), falling back to the reads that explain a refusal.
-    _CLAIMABLE = (
-        "WHERE batch_id = ? AND number = ? AND "
-        f"(state IN ('{PLANNED}', '{CLAIMED}') OR (state = '{SENDING}' AND owner = ?))"
-    )
+
+    @staticmethod
+    def _move_chunk(conn: sqlite3.Connection, chunk: ChunkRow, state: str, owner: str) -> None:
+        """`chunk` to `state` for `owner` (its row inserted when it is the batch's next
+        one), or Fenced: the chunk is missing out of order, final, or another's."""
+        moved = conn.execute(
+            Q["move_chunk"], (chunk.batch_id, chunk.number, state, owner, chunk.attempts)
+        ).rowcount
+        if moved:
+            return
+        advanced = conn.execute(
+            Q["advance_planned"], (chunk.batch_id, chunk.end, chunk.number, chunk.start)
+        ).rowcount
+        if advanced != 1:
+            found = conn.execute(Q["chunk_state"], (chunk.batch_id, chunk.number)).fetchone()
+            if found is None:
+                raise Fenced(f"chunk {chunk.number} does not follow the planned ones")
+            raise Fenced(f"chunk {chunk.number} is {found[0]} by {found[1] or 'nobody'}")
+        conn.execute(
+            Q["insert_chunk"],
+            (chunk.batch_id, chunk.number, chunk.start, chunk.end, state, chunk.attempts, owner),
+        )
 
     async def write_ahead(self, chunk: ChunkRow, owner: str) -> None:
-        row = (chunk.batch_id, chunk.number, chunk.start, chunk.end, SENDING, chunk.attempts, owner)
-
-        def op(conn: sqlite3.Connection) -> None:
-            updated = conn.execute(
-                f"UPDATE chunks SET state = ?, owner = ?, attempts = ? {self._CLAIMABLE}",
-                (SENDING, owner, chunk.attempts, chunk.batch_id, chunk.number, owner),
-            ).rowcount
-            if updated:
-                return
-            if not self._advance(conn, chunk):
-                self._fence(conn, chunk, owner)
-            conn.execute("INSERT INTO chunks VALUES (?,?,?,?,?,?,?)", row)
-
-        await self._write(op)
+        await self._write(lambda conn: self._move_chunk(conn, chunk, SENDING, owner))
 
     async def record(
         self, chunk: ChunkRow, final_state: str, page: bytes, counts: Counts, owner: str
@@ -828,75 +247,32 @@ class SQLiteStore(Store):
         ends: bool = False,
     ) -> Callable[[sqlite3.Connection], tuple[int, BatchRow | None]]:
         """The write of `record` (and with `ends`, of the batch's end: record_last)."""
-        now = self._clock()
-        values = (chunk.batch_id, chunk.number, chunk.start, chunk.end)
-        counted: tuple[float, ...] = (
+        counted = (
+            chunk.batch_id,
             counts.accepted,
             counts.failed,
             counts.uncertain,
             counts.vendor_calls,
-            now,
+            self._clock(),
         )
-        if ends:
-            counted += (now,)  # end_time
-            # DONE, or CANCELLED if a cancel came while the last chunk was in flight.
-            update = (
-                "UPDATE batches SET next_seq = next_seq + 1, accepted = accepted + ?, "
-                "failed = failed + ?, uncertain = uncertain + ?, "
-                "vendor_calls = vendor_calls + ?, update_time = ?, end_time = ?, "
-                f"state = CASE state WHEN {pb.BATCH_STATE_CANCELLING} "
-                f"THEN {pb.BATCH_STATE_CANCELLED} ELSE {pb.BATCH_STATE_DONE} END "
-                f"WHERE batch_id = ? RETURNING next_seq - 1, {_BATCH_COLUMNS}"
-            )
-        else:
-            update = (
-                "UPDATE batches SET next_seq = next_seq + 1, accepted = accepted + ?, "
-                "failed = failed + ?, uncertain = uncertain + ?, "
-                "vendor_calls = vendor_calls + ?, update_time = ? "
-                "WHERE batch_id = ? RETURNING next_seq - 1"
-            )
+        update = Q["count_last_outcomes" if ends else "count_outcomes"]
 
         def op(conn: sqlite3.Connection) -> tuple[int, BatchRow | None]:
-            updated = conn.execute(
-                f"UPDATE chunks SET state = ?, owner = ?, attempts = ? {self._CLAIMABLE}",
-                (final_state, owner, chunk.attempts, chunk.batch_id, chunk.number, owner),
-            ).rowcount
-            if not updated:
-                if not self._advance(conn, chunk):
-                    self._fence(conn, chunk, owner)
-                conn.execute(
-                    "INSERT INTO chunks VALUES (?,?,?,?,?,?,?)",
-                    (*values, final_state, chunk.attempts, owner),
-                )
-            found = conn.execute(update, (*counted, chunk.batch_id)).fetchone()
+            self._move_chunk(conn, chunk, final_state, owner)
+            found = conn.execute(update, counted).fetchone()
             seq: int = found[0]
-            conn.execute(
-                "INSERT INTO outcomes (batch_id, seq, data, count) VALUES (?,?,?,?)",
-                (chunk.batch_id, seq, page, chunk.end - chunk.start),
-            )
+            conn.execute(Q["insert_outcomes"], (chunk.batch_id, seq, page, chunk.end - chunk.start))
             return seq, _row(found[1:]) if ends else None
 
         return op
 
     async def set_state(self, batch_id: str, state: int) -> BatchRow | None:
         now = self._clock()
-        ended = ",".join(str(s) for s in sorted(ENDED_STATES))
+        end_time = now if state in ENDED_STATES else None
 
         def op(conn: sqlite3.Connection) -> BatchRow | None:
-            keep_cancelling = (
-                f" AND state != {pb.BATCH_STATE_CANCELLING}"
-                if state == pb.BATCH_STATE_RUNNING
-                else ""
-            )
-            end_time = now if state in ENDED_STATES else None
-            conn.execute(
-                "UPDATE batches SET state = ?, update_time = ?, end_time = ? "
-                f"WHERE batch_id = ? AND state NOT IN ({ended}){keep_cancelling}",
-                (state, now, end_time, batch_id),
-            )
-            found = conn.execute(
-                f"SELECT {_BATCH_COLUMNS} FROM batches WHERE batch_id = ?", (batch_id,)
-            ).fetchone()
+            conn.execute(Q["set_state"], (batch_id, state, now, end_time))
+            found = conn.execute(Q["batch"], (batch_id,)).fetchone()
             return None if found is None else _row(found)
 
         row = await self._write(op)
@@ -906,28 +282,11 @@ class SQLiteStore(Store):
         return row
 
     async def recover(self, owner: str) -> Recovered:
-        states = ",".join(str(s) for s in sorted(UNFINISHED_STATES))
-
         def op(conn: sqlite3.Connection) -> Recovered:
-            unfinished = f"batch_id IN (SELECT batch_id FROM batches WHERE state IN ({states}))"
-            reclaimed = conn.execute(
-                f"UPDATE chunks SET state = ? WHERE state = ? AND {unfinished}",
-                (PLANNED, CLAIMED),
-            ).rowcount
-            sending = conn.execute(
-                f"UPDATE chunks SET owner = ? WHERE state = ? AND {unfinished} "
-                "RETURNING batch_id, number, start_pos, end_pos, state, attempts, owner",
-                (owner, SENDING),
-            ).fetchall()
-            # Whatever was running waits in the queue again, in its place (create_time).
-            conn.execute(
-                "UPDATE batches SET state = ? WHERE state = ? AND NOT bound",
-                (pb.BATCH_STATE_QUEUED, pb.BATCH_STATE_RUNNING),
-            )
-            to_close = conn.execute(
-                f"SELECT batch_id FROM batches WHERE state IN ({states}) "
-                f"AND (bound OR state = {pb.BATCH_STATE_CANCELLING}) ORDER BY create_time",
-            ).fetchall()
+            reclaimed = conn.execute(Q["reclaim_chunks"]).rowcount
+            sending = conn.execute(Q["hand_over_sending"], (owner,)).fetchall()
+            conn.execute(Q["requeue_running"])
+            to_close = conn.execute(Q["batches_to_close"]).fetchall()
             return Recovered([ChunkRow(*r) for r in sending], reclaimed, [r[0] for r in to_close])
 
         return await self._write(op)
@@ -936,10 +295,7 @@ class SQLiteStore(Store):
         self, batch_id: str, after_seq: int, max_bytes: int
     ) -> list[OutcomePage]:
         def op(conn: sqlite3.Connection) -> list[OutcomePage]:
-            rows = conn.execute(
-                "SELECT seq, data, count FROM outcomes WHERE batch_id = ? AND seq > ? ORDER BY seq",
-                (batch_id, after_seq),
-            )
+            rows = conn.execute(Q["outcomes_after"], (batch_id, after_seq))
             found: list[OutcomePage] = []
             size = 0
             for seq, data, count in rows:  # stepped one row at a time: no more is read
@@ -956,75 +312,42 @@ class SQLiteStore(Store):
 
     async def claim_next(self, backend: str, caller: str, owner: str) -> BatchRow | None:
         def op(conn: sqlite3.Connection) -> BatchRow | None:
-            found = conn.execute(
-                f"UPDATE batches SET state = {pb.BATCH_STATE_RUNNING}, update_time = ? "
-                "WHERE batch_id = (SELECT batch_id FROM batches WHERE backend = ? AND "
-                f"caller = ? AND state = {pb.BATCH_STATE_QUEUED} "
-                "ORDER BY create_time, batch_id LIMIT 1) "
-                f"RETURNING {_BATCH_COLUMNS}",
-                (self._clock(), backend, caller),
-            ).fetchone()
+            found = conn.execute(Q["claim_next"], (backend, caller, self._clock())).fetchone()
             return None if found is None else _row(found)
 
         return await self._write(op)
 
     async def queued_callers(self, backend: str, owner: str) -> set[str]:
         def op(conn: sqlite3.Connection) -> set[str]:
-            rows = conn.execute(
-                "SELECT DISTINCT caller FROM batches WHERE backend = ? "
-                f"AND state = {pb.BATCH_STATE_QUEUED}",
-                (backend,),
-            )
-            return {r[0] for r in rows}
+            return {r[0] for r in conn.execute(Q["queued_callers"], (backend,))}
 
         return await self._read(op)
 
     async def queued_count(self, backend: str) -> int:
         def op(conn: sqlite3.Connection) -> int:
-            found: int = conn.execute(
-                "SELECT count(*) FROM batches WHERE backend = ? "
-                f"AND state = {pb.BATCH_STATE_QUEUED}",
-                (backend,),
-            ).fetchone()[0]
+            found: int = conn.execute(Q["queued_count"], (backend,)).fetchone()[0]
             return found
 
         return await self._read(op)
 
     async def cancelling(self, owner: str, limit: int) -> list[BatchRow]:
         def op(conn: sqlite3.Connection) -> list[BatchRow]:
-            rows = conn.execute(
-                f"SELECT {_BATCH_COLUMNS} FROM batches WHERE "
-                f"state = {pb.BATCH_STATE_CANCELLING} ORDER BY create_time, batch_id LIMIT ?",
-                (limit,),
-            )
-            return [_row(r) for r in rows]
+            return [_row(r) for r in conn.execute(Q["cancelling"], (limit,))]
 
         return await self._read(op)
 
+    # -- retention --------------------------------------------------------------------
+
     async def purge(self, ended_before: float) -> int:
         def op(conn: sqlite3.Connection) -> int:
-            old = [
-                r[0]
-                for r in conn.execute(
-                    "SELECT batch_id FROM batches WHERE end_time IS NOT NULL AND end_time < ?",
-                    (ended_before,),
-                )
-            ]
-            for table in ("outcomes", "chunks", "recipient_pages", "batch_lists", "batches"):
-                conn.executemany(f"DELETE FROM {table} WHERE batch_id = ?", [(b,) for b in old])
+            old = [(r[0],) for r in conn.execute(Q["ended_batches"], (ended_before,))]
+            for statement in Q.all("delete_batch"):
+                conn.executemany(statement, old)
             return len(old)
 
         purged = await self._write(op)
         old_lists = await self._read(
-            lambda conn: [
-                r[0]
-                for r in conn.execute(
-                    # A list that a stored batch reads stays until that batch is purged.
-                    "SELECT list_id FROM recipient_lists WHERE create_time < ? AND list_key "
-                    "NOT IN (SELECT list_key FROM batch_lists)",
-                    (ended_before,),
-                )
-            ]
+            lambda conn: [r[0] for r in conn.execute(Q["old_lists"], (ended_before,))]
         )
         for list_id in old_lists:
             await self.delete_list(list_id)
@@ -1034,7 +357,7 @@ class SQLiteStore(Store):
 
     async def _vacuum(self) -> None:
         """Give the pages that deletes freed back to the file system (the file is in
-        incremental auto-vacuum mode: _incremental_auto_vacuum). Freed pages are otherwise
+        incremental auto-vacuum mode: SQLite's schema version 3). Freed pages are otherwise
         only reused, so the file would stay at its largest. _VACUUM_PAGES at a time, each
         step one writer operation, so that the writer serves others in between."""
 
@@ -1049,161 +372,3 @@ class SQLiteStore(Store):
 
         while await self._write(step):
             pass
-
-    # -- recipient lists ----------------------------------------------------------------
-
-    async def create_list(self, row: ListRow) -> None:
-        values = dataclasses.astuple(row)
-
-        def op(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                f"INSERT INTO recipient_lists ({_LIST_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                values,
-            )
-
-        await self._write(op)
-
-    async def add_to_list(self, list_id: str, ids: Sequence[str]) -> int:
-        def op(conn: sqlite3.Connection) -> int:
-            found = conn.execute(
-                "SELECT list_key, count, received FROM recipient_lists "
-                "WHERE list_id = ? AND ready_time IS NULL",
-                (list_id,),
-            ).fetchone()
-            if found is None:
-                raise LookupError(f"no unfinished list {list_id!r}")
-            key, count, received = found
-            # The unique index decides what is new. Usually all of a page is: one
-            # executemany says so by its count of changes. Otherwise the page is undone
-            # and inserted again row by row, each INSERT OR IGNORE telling if it was new.
-            insert = "INSERT OR IGNORE INTO list_members (list_key, recipient_id) VALUES (?, ?)"
-            new_ids: list[str] = list(ids)
-            new_indexes: list[int] = list(range(received, received + len(ids)))
-            conn.execute("SAVEPOINT page")
-            before = conn.total_changes
-            conn.executemany(insert, [(key, recipient) for recipient in ids])
-            if conn.total_changes - before != len(ids):
-                conn.execute("ROLLBACK TO page")
-                execute = conn.execute
-                new_ids, new_indexes = [], []
-                for index, recipient in enumerate(ids, received):
-                    if execute(insert, (key, recipient)).rowcount:
-                        new_ids.append(recipient)
-                        new_indexes.append(index)
-            conn.execute("RELEASE page")
-            added = len(new_ids)
-            page, filled = divmod(count, RECIPIENT_PAGE)
-            if added and filled:  # the last page is partial: it is rewritten, extended
-                page_ids, page_indexes = conn.execute(
-                    "SELECT ids, indexes FROM list_pages WHERE list_key = ? AND page = ?",
-                    (key, page),
-                ).fetchone()
-                old_ids, old_indexes = decode_recipients(
-                    page_ids, page_indexes, page * RECIPIENT_PAGE
-                )
-                new_ids, new_indexes = old_ids + new_ids, old_indexes + new_indexes
-            conn.executemany(
-                "INSERT OR REPLACE INTO list_pages (list_key, page, ids, indexes) VALUES (?,?,?,?)",
-                [
-                    (
-                        key,
-                        page + offset // RECIPIENT_PAGE,
-                        *encode_list_page(
-                            new_ids[offset : offset + RECIPIENT_PAGE],
-                            new_indexes[offset : offset + RECIPIENT_PAGE],
-                            (page * RECIPIENT_PAGE) + offset,
-                        ),
-                    )
-                    for offset in range(0, len(new_ids), RECIPIENT_PAGE)
-                ],
-            )
-            conn.execute(
-                "UPDATE recipient_lists SET count = ?, received = ? WHERE list_key = ?",
-                (count + added, received + len(ids), key),
-            )
-            return added
-
-        return await self._write(op)
-
-    async def finish_list(self, row: ListRow) -> tuple[ListRow, bool]:
-        def op(conn: sqlite3.Connection) -> tuple[ListRow, bool]:
-            if row.request_id:
-                found = conn.execute(
-                    f"SELECT {_LIST_COLUMNS} FROM recipient_lists "
-                    "WHERE caller = ? AND request_id = ?",
-                    (row.caller, row.request_id),
-                ).fetchone()
-                if found is not None:
-                    return ListRow(*found), False
-            conn.execute(
-                "UPDATE recipient_lists SET request_id = ?, fingerprint = ?, widest_id = ?, "
-                "widest_index = ?, ready_time = ? WHERE list_id = ?",
-                (
-                    row.request_id,
-                    row.fingerprint,
-                    row.widest_id,
-                    row.widest_index,
-                    row.ready_time,
-                    row.list_id,
-                ),
-            )
-            stored = conn.execute(
-                f"SELECT {_LIST_COLUMNS} FROM recipient_lists WHERE list_id = ?", (row.list_id,)
-            ).fetchone()
-            return ListRow(*stored), True
-
-        finished, created = await self._write(op)
-        if created:
-            await self._delete_members(row.list_id)  # the unique index has done its work
-        else:
-            await self.delete_list(row.list_id)
-        return finished, created
-
-    async def _delete_members(self, list_id: str) -> None:
-        def op(conn: sqlite3.Connection) -> bool:
-            """Delete the next _MEMBERS_PER_DELETE members (a key range); True when done."""
-            found = conn.execute(
-                "SELECT list_key FROM recipient_lists WHERE list_id = ?", (list_id,)
-            ).fetchone()
-            if found is None:
-                return True
-            key = found[0]
-            last = conn.execute(
-                "SELECT recipient_id FROM list_members WHERE list_key = ? "
-                "ORDER BY recipient_id LIMIT 1 OFFSET ?",
-                (key, _MEMBERS_PER_DELETE - 1),
-            ).fetchone()
-            if last is None:
-                conn.execute("DELETE FROM list_members WHERE list_key = ?", (key,))
-                return True
-            conn.execute(
-                "DELETE FROM list_members WHERE list_key = ? AND recipient_id <= ?",
-                (key, last[0]),
-            )
-            return False
-
-        while not await self._write(op):
-            pass
-
-    async def get_list(self, list_id: str) -> ListRow | None:
-        def op(conn: sqlite3.Connection) -> ListRow | None:
-            found = conn.execute(
-                f"SELECT {_LIST_COLUMNS} FROM recipient_lists WHERE list_id = ?", (list_id,)
-            ).fetchone()
-            return None if found is None else ListRow(*found)
-
-        return await self._read(op)
-
-    async def delete_list(self, list_id: str) -> None:
-        await self._delete_members(list_id)
-
-        def op(conn: sqlite3.Connection) -> None:
-            found = conn.execute(
-                "SELECT list_key FROM recipient_lists WHERE list_id = ?", (list_id,)
-            ).fetchone()
-            if found is None:
-                return
-            for table in ("list_members", "list_pages", "recipient_lists"):
-                conn.execute(f"DELETE FROM {table} WHERE list_key = ?", found)
-
-        await self._write(op)

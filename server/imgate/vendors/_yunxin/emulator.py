@@ -15,15 +15,11 @@ from typing import Any, ClassVar
 
 from aiohttp import web
 
+from imgate.vendors._yunxin import spec as yunxin
 from imgate.vendors._yunxin.translator import ATTACHMENT_MAX_CHARS, TEXT_MAX_CHARS
 from imgate.vendors.base.auth import yunxin_checksum
 from imgate.vendors.base.checks import NotJson, is_int, is_number, java_len, strict_json
-from imgate.vendors.base.emulation import (
-    SANDBOX_YUNXIN_APP_KEY,
-    SANDBOX_YUNXIN_APP_SECRET,
-    AccountRules,
-    VendorSettings,
-)
+from imgate.vendors.base.emulation import AccountRules, VendorSettings
 from imgate.vendors.base.emulator import VendorError
 
 AUTH_FAILED = 403
@@ -40,7 +36,6 @@ LOCATION_TYPE = 4
 CUSTOM_TYPE = 100
 MESSAGE_TYPES = TEXT_TYPES | URL_TYPES | {LOCATION_TYPE, CUSTOM_TYPE}
 
-MAX_ACCOUNT_ID_CHARS = 32
 MAX_NONCE_CHARS = 128
 
 # Keys of media bodies whose JSON type is known (both key styles: v1 w/h, v2 width/height).
@@ -50,16 +45,13 @@ _COUNT_KEYS = ("size", "dur", "w", "h", "width", "height")
 
 @dataclass(frozen=True, kw_only=True)
 class YunxinSettings(VendorSettings):
-    """Settings common to both Yunxin APIs (one app, two endpoints counted separately)."""
+    """Settings common to both Yunxin APIs (one app, two endpoints counted separately);
+    each API's subclass takes its limits from its spec."""
 
-    credential_fields: ClassVar[tuple[str, ...]] = ("app_key", "app_secret")
+    credential_fields: ClassVar[tuple[str, ...]] = tuple(yunxin.CREDENTIAL_FIELDS)
 
-    app_key: str = SANDBOX_YUNXIN_APP_KEY
-    app_secret: str = SANDBOX_YUNXIN_APP_SECRET
-    recipients_per_call: int = 500
-    call_limit: int | None = 120
-    call_window_s: float = 60.0
-    block_s: float = 60.0
+    app_key: str = yunxin.SANDBOX_CREDENTIALS["app_key"]
+    app_secret: str = yunxin.SANDBOX_CREDENTIALS["app_secret"]
     max_clock_skew_s: float = 300.0
     """A CheckSum is valid within this many seconds of CurTime, either way."""
     max_text_chars: int = TEXT_MAX_CHARS
@@ -91,11 +83,13 @@ def check_auth(request: web.Request, settings: YunxinSettings, wall_now: float) 
 
 
 def check_account_id(value: object, field: str) -> str:
-    """An account id: a string of 1 to 32 characters."""
+    """An account id: a non-empty string within the id rule (32 characters)."""
     if not isinstance(value, str) or not value:
         raise VendorError(PARAM_ERROR, f"{field} must be a non-empty string")
-    if java_len(value) > MAX_ACCOUNT_ID_CHARS:
-        raise VendorError(PARAM_ERROR, f"{field} is longer than {MAX_ACCOUNT_ID_CHARS} characters")
+    if not yunxin.ID_RULE.fits(value):
+        raise VendorError(
+            PARAM_ERROR, f"{field} is longer than {yunxin.ID_RULE.max_length} characters"
+        )
     return value
 
 

@@ -14,13 +14,11 @@ from imgate.v1 import gateway_pb2 as pb
 from imgate.vendors.base.auth import yunxin_headers
 from imgate.vendors.base.chars import IdCensus, java_len
 from imgate.vendors.base.common import (
-    TENCENT_PUSH_OBJECTS,
     compact_json,
     derived_trace_id,
     json_object,
     message_violations,
     short,
-    unsupported_option,
 )
 from imgate.vendors.base.translator import (
     CallResult,
@@ -201,20 +199,11 @@ def media_body(message: pb.Message, kind: str, width_key: str, height_key: str) 
 class YunxinTranslator(Translator):
     """The parts of a Yunxin translator both APIs share."""
 
-    credential_fields: ClassVar[Mapping[str, type]] = {"app_key": str, "app_secret": str}
-    app_id_field: ClassVar[str] = "app_key"
-    sender_required: ClassVar[bool] = True
-    sandbox_credentials: ClassVar[Mapping[str, Any]] = {
-        "app_key": "sandbox-app-key",
-        "app_secret": "sandbox-app-secret",
-    }
     trace_header: ClassVar[str]
     """Header carrying the per-chunk trace id the vendor de-duplicates on (vendors.md §9)."""
     content_type: ClassVar[str]
     extension_max_chars: ClassVar[int | None]
     """Cap on message.extension, when the API documents one."""
-    supports_sub_type: ClassVar[bool]
-    """Whether the batch API carries CustomContent.sub_type."""
 
     def __init__(self, credentials: Mapping[str, Any]) -> None:
         super().__init__(credentials)
@@ -227,31 +216,11 @@ class YunxinTranslator(Translator):
         recipient_ids: Sequence[str] | None = None,
         census: IdCensus | None = None,
     ) -> list[FieldViolation]:
-        # An empty sender is refused by the servicer from `sender_required`.
+        # An empty sender, options and sub-types the API cannot carry are refused by
+        # api.validate from the spec.
         problems = message_violations(request)
         message, options = request.message, request.options
         kind = message.WhichOneof("content")
-        for name in TENCENT_PUSH_OBJECTS:
-            if options.HasField(name):  # type: ignore[arg-type]
-                problems.append(
-                    unsupported_option(
-                        self.vendor, name, "Tencent only (Yunxin takes push fields in push_payload)"
-                    )
-                )
-        if options.HasField("read_receipt") and options.read_receipt:
-            problems.append(
-                unsupported_option(
-                    self.vendor, "read_receipt", "batch one-to-one sends have no read receipt"
-                )
-            )
-        if kind == "custom" and message.custom.sub_type > 0 and not self.supports_sub_type:
-            problems.append(
-                FieldViolation(
-                    "message.custom.sub_type",
-                    f"not supported on {self.vendor}: the batch API has no sub-type"
-                    " (put it in data)",
-                )
-            )
         # The body cannot be encoded before the message's own problems are fixed.
         if not problems and kind not in (None, "text", "tip"):
             attachment = self.attachment_text(message)
@@ -286,7 +255,7 @@ class YunxinTranslator(Translator):
             problems.append(
                 FieldViolation(
                     "message.extension",
-                    f"is over {self.extension_max_chars} characters ({self.vendor} limit)",
+                    f"is over {self.extension_max_chars} characters ({self.spec.vendor} limit)",
                 )
             )
         if options.HasField("push_content") and java_len(options.push_content) > (

@@ -15,6 +15,7 @@ from typing import Any, Final
 from urllib.parse import urlsplit
 
 from imgate.v1 import gateway_pb2 as pb
+from imgate.vendors.base.spec import VendorSpec
 from imgate.vendors.base.translator import FieldViolation
 
 # A vendor's free-text message (desc/ErrorInfo) can be long; outcomes carry a readable
@@ -195,11 +196,6 @@ _VARIANT_FIELDS: Final[dict[str, tuple[str, ...]]] = {
     "video": ("thumbnail",),
 }
 _VARIANT_COUNTS: Final = ("size_bytes", "width", "height")
-TENCENT_PUSH_OBJECTS: Final[dict[str, str]] = {
-    "tencent_android_info": "AndroidInfo",
-    "tencent_apns_info": "ApnsInfo",
-}
-"""SendOptions JSON-object fields passed as Tencent OfflinePushInfo members."""
 _ONLINE_ONLY_CONTRADICTIONS: Final = ("offline_enabled", "history_enabled", "unread_enabled")
 
 
@@ -251,11 +247,6 @@ def message_violations(request: pb.BatchSendRequest) -> list[FieldViolation]:
         problem = json_object_problem(options.push_payload)
         if problem:
             problems.append(FieldViolation("options.push_payload", problem))
-    for name in TENCENT_PUSH_OBJECTS:
-        if options.HasField(name):  # type: ignore[arg-type]
-            problem = json_object_problem(getattr(options, name))
-            if problem:
-                problems.append(FieldViolation(f"options.{name}", problem))
     if options.online_only:
         for name in _ONLINE_ONLY_CONTRADICTIONS:
             if options.HasField(name) and getattr(options, name):  # type: ignore[arg-type]
@@ -280,6 +271,38 @@ def unsupported_option(vendor: str, field: str, why: str) -> FieldViolation:
     """An option value the vendor cannot express: refused rather than sent as something
     else (issue 13.3)."""
     return FieldViolation(f"options.{field}", f"not supported on {vendor}: {why}")
+
+
+def capability_violations(spec: VendorSpec, request: pb.BatchSendRequest) -> list[FieldViolation]:
+    """What the request asks that the vendor's API cannot express (the spec's
+    capabilities): refused by name, never dropped (CONTRACT §8 rule 23)."""
+    can = spec.capabilities
+    options, message = request.options, request.message
+    problems: list[FieldViolation] = []
+    if options.online_only and not can.online_only:
+        problems.append(unsupported_option(spec.vendor, "online_only", "no online-only send"))
+    if options.skip_moderation and not can.skip_moderation:
+        problems.append(
+            unsupported_option(spec.vendor, "skip_moderation", "moderation cannot be skipped")
+        )
+    if options.HasField("read_receipt") and options.read_receipt and not can.read_receipt:
+        problems.append(
+            unsupported_option(
+                spec.vendor, "read_receipt", "batch one-to-one sends have no read receipt"
+            )
+        )
+    if (
+        message.WhichOneof("content") == "custom"
+        and message.custom.sub_type > 0
+        and not can.custom_sub_type
+    ):
+        problems.append(
+            FieldViolation(
+                "message.custom.sub_type",
+                f"not supported on {spec.vendor}: the batch API has no sub-type (put it in data)",
+            )
+        )
+    return problems
 
 
 def chosen_options(options: pb.SendOptions) -> dict[str, Any]:

@@ -12,13 +12,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import ClassVar, Literal, TypeVar, get_args
 
-# Fixed sandbox credentials (CONTRACT.md §2): outside tools sign requests with these.
-SANDBOX_YUNXIN_APP_KEY = "sandbox-app-key"
-SANDBOX_YUNXIN_APP_SECRET = "sandbox-app-secret"  # noqa: S105 - public sandbox credential
-SANDBOX_TENCENT_SDK_APP_ID = 1400000000
-SANDBOX_TENCENT_SECRET_KEY = "sandbox-secret-key"  # noqa: S105 - public sandbox credential
-SANDBOX_TENCENT_ADMIN_IDENTIFIER = "administrator"
-
 FaultKind = Literal[
     "latency",
     "refuse_502",
@@ -86,7 +79,8 @@ class FaultRule:
 class VendorSettings:
     """What every emulated vendor has: per-call cap, rate windows, block, initial faults.
 
-    Subclasses set vendor defaults and add credentials; `credential_fields` names them.
+    Subclasses take their defaults from the vendor's spec (its limits and sandbox
+    credentials) and add the credentials; `credential_fields` names them.
     """
 
     credential_fields: ClassVar[tuple[str, ...]] = ()
@@ -176,9 +170,9 @@ class Clock:
 class SandboxConfig:
     """Everything the sandbox can be told at start-up.
 
-    `vendors` maps a vendor id ("yunxin_v1", "yunxin_v2", "tencent") to its settings
-    (`YunxinV1Settings`, `YunxinV2Settings`, `TencentSettings`); a vendor left out runs
-    with its emulator's defaults (the vendor's published limits, sandbox credentials).
+    `vendors` maps a vendor id to its emulator's settings type (e.g. "tencent" to
+    `TencentSettings`); a vendor left out runs with its emulator's defaults (the
+    published limits and sandbox credentials of its spec).
     """
 
     vendors: Mapping[str, VendorSettings] = field(default_factory=dict)

@@ -3,9 +3,10 @@
     read body ─► authenticate ─► rate: calls ─► parse + validate ─► rate: recipients
       ─► draw fault ─► count in windows ─► process (deliver) ─► answer
 
-Each step may refuse with the vendor's own error body (HTTP 200, as the vendors do);
-refused calls are never processed and never counted in the rate windows. Faults apply only
-to calls that passed every check. A vendor subclass declares `vendor`, `path`, its settings
+Each step may refuse with the vendor's own error body, at the HTTP status the spec's
+`refusal_statuses` gives its code (200 for Yunxin and Tencent); refused calls are never
+processed and never counted in the rate windows. Faults apply only to calls that passed
+every check. A vendor subclass points `spec` at its vendor's facts, declares its settings
 type and rate code, and implements `authenticate`, `parse`, `process` and `error_body`.
 """
 
@@ -25,6 +26,7 @@ from aiohttp import web
 
 from imgate.vendors.base.emulation import UNPROCESSED_FAULTS, FaultRule, VendorSettings
 from imgate.vendors.base.sandbox_state import RateRefused, SandboxState, VendorState
+from imgate.vendors.base.spec import VendorSpec
 
 logger = logging.getLogger("imgate.sandbox")
 
@@ -75,10 +77,8 @@ CallT = TypeVar("CallT", bound=ParsedCall)
 class Emulator(abc.ABC, Generic[SettingsT, CallT]):
     """One emulated vendor endpoint. Subclasses are listed in `imgate.vendors.registry.VENDORS`."""
 
-    vendor: ClassVar[str]
-    """Vendor id, as in imgate configuration (`vendor = "..."`)."""
-    path: ClassVar[str]
-    """The vendor's documented endpoint path."""
+    spec: ClassVar[VendorSpec]
+    """The vendor's declared facts: id, path, limits, id rule, credentials, statuses."""
     method: ClassVar[str] = "POST"
     settings_type: ClassVar[type[VendorSettings]]
     """The settings class this emulator takes (checked when the app is built)."""
@@ -99,7 +99,7 @@ class Emulator(abc.ABC, Generic[SettingsT, CallT]):
     @property
     def state(self) -> VendorState:
         """This vendor's counters, windows and faults."""
-        return self.sandbox.vendor(self.vendor)
+        return self.sandbox.vendor(self.spec.vendor)
 
     @abc.abstractmethod
     def authenticate(self, request: web.Request, body: bytes) -> None:
@@ -142,18 +142,20 @@ class Emulator(abc.ABC, Generic[SettingsT, CallT]):
             state.refuse(str(refusal.code))
             logger.debug(
                 "%s call %d %s refused %d: %s",
-                self.vendor,
+                self.spec.vendor,
                 call_id,
                 request.path,
                 refusal.code,
                 refusal.message,
             )
-            return _json(self.error_body(refusal.code, refusal.message))
+            return self._refusal(refusal.code, refusal.message)
 
         fault = state.faults.draw()
         if fault is not None:
             state.faults_applied[fault.kind] += 1
-            logger.debug("%s call %d %s fault %s", self.vendor, call_id, request.path, fault.kind)
+            logger.debug(
+                "%s call %d %s fault %s", self.spec.vendor, call_id, request.path, fault.kind
+            )
             if fault.kind in UNPROCESSED_FAULTS:
                 state.refuse(f"fault:{fault.kind}")
                 return _unprocessed_fault(request, fault)
@@ -164,7 +166,7 @@ class Emulator(abc.ABC, Generic[SettingsT, CallT]):
         state.calls_processed += 1
         logger.debug(
             "%s call %d %s processed: %d recipients",
-            self.vendor,
+            self.spec.vendor,
             call_id,
             request.path,
             len(call.recipients),
@@ -172,6 +174,9 @@ class Emulator(abc.ABC, Generic[SettingsT, CallT]):
         if fault is None or fault.kind == "latency":
             return _json(answer)
         return await self._processed_fault(fault, answer)
+
+    def _refusal(self, code: int, message: str) -> web.Response:
+        return _json(self.error_body(code, message), self.spec.refusal_statuses.of(code))
 
     def _rate_checked(self, check: Callable[..., None], *args: Any) -> None:
         try:
@@ -184,7 +189,7 @@ class Emulator(abc.ABC, Generic[SettingsT, CallT]):
             await self._pause(fault.effective_delay_s)
             return _json(answer)
         if fault.kind == "error_500":
-            return _json(self.error_body(*self.internal_error))
+            return self._refusal(*self.internal_error)
         if fault.kind == "malformed":
             text = _dumps(answer)
             return web.Response(
@@ -223,9 +228,8 @@ def _dumps(doc: Any) -> str:
     return json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
 
 
-def _json(doc: dict[str, Any]) -> web.Response:
-    # Every vendor answers business errors with HTTP 200 and the code in the body.
-    return web.json_response(doc, dumps=_dumps)
+def _json(doc: dict[str, Any], status: int = 200) -> web.Response:
+    return web.json_response(doc, status=status, dumps=_dumps)
 
 
 def content_fingerprint(content: Any) -> str:
@@ -238,21 +242,22 @@ def emulator_settings(
     emulators: Sequence[type[Emulator[Any, Any]]], configured: dict[str, VendorSettings]
 ) -> dict[str, VendorSettings]:
     """Each emulator's settings: configured ones checked for type, defaults for the rest."""
-    known = {e.vendor for e in emulators}
+    known = {e.spec.vendor for e in emulators}
     unknown = set(configured) - known
     if unknown:
         raise ValueError(f"settings for unknown vendors {sorted(unknown)}; have {sorted(known)}")
     settings: dict[str, VendorSettings] = {}
     for emulator in emulators:
-        chosen = configured.get(emulator.vendor)
+        vendor = emulator.spec.vendor
+        chosen = configured.get(vendor)
         if chosen is None:
             chosen = emulator.default_settings()
         if not isinstance(chosen, emulator.settings_type):
             raise TypeError(
-                f"settings for {emulator.vendor} must be {emulator.settings_type.__name__}, "
+                f"settings for {vendor} must be {emulator.settings_type.__name__}, "
                 f"not {type(chosen).__name__}"
             )
-        settings[emulator.vendor] = chosen
+        settings[vendor] = chosen
     return settings
 
 

@@ -15,7 +15,7 @@ dispatcher knows what it may do next:
     └── AMBIGUOUS     may have been processed: never resend; recipients end UNCERTAIN
 
 It opens no sockets, reads no clock (time and nonces are passed in) and holds no state
-beyond a credential cache. Vendor facts are declared data on the class.
+beyond a credential cache. Vendor facts are read from the spec (vendors/<name>/spec.py).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from typing import Any, ClassVar, Final, TypeAlias
 
 from imgate.v1 import gateway_pb2 as pb
 from imgate.vendors.base.chars import IdCensus
+from imgate.vendors.base.spec import VendorSpec
 
 Reason: TypeAlias = pb.FailureReason.ValueType
 
@@ -206,28 +207,6 @@ class VendorRequest:
 
 
 @dataclass(frozen=True, slots=True)
-class VendorLimits:
-    """A vendor's published limits; the defaults for a backend of that vendor."""
-
-    recipients_per_call: int
-    call_limit: int
-    call_window_s: float
-    recipient_limit: int  # 0 = the vendor does not count recipients
-    recipient_window_s: float
-    block_s: float
-    max_body_bytes: int | None = None  # whole request body, when the vendor caps it
-
-
-@dataclass(frozen=True, slots=True)
-class Region:
-    """A vendor's documented endpoints for one data centre: the primary base URL and the
-    backup the vendor tells callers to fail over to."""
-
-    base_url: str
-    backup_base_url: str
-
-
-@dataclass(frozen=True, slots=True)
 class FieldViolation:
     """A whole-request error, named by the request field (google.rpc.BadRequest)."""
 
@@ -236,24 +215,11 @@ class FieldViolation:
 
 
 class Translator(abc.ABC):
-    """A vendor plugin. Subclasses declare the ClassVars and implement the methods."""
+    """A vendor plugin. Subclasses point `spec` at their vendor's facts and implement
+    the methods."""
 
-    vendor: ClassVar[str]
-    """Vendor id used in configuration (`vendor = "..."`) and ListBackends."""
-    path: ClassVar[str]
-    """The vendor's documented endpoint path, appended to the backend's base_url."""
-    default_limits: ClassVar[VendorLimits]
-    credential_fields: ClassVar[Mapping[str, type]]
-    """Backend config keys this vendor needs (e.g. {"app_key": str}), with their types."""
-    app_id_field: ClassVar[str]
-    """The credential naming the vendor app whose quota a call counts against (backends
-    on the same app share one quota across replicas, CONTRACT §5 rule 14)."""
-    sender_required: ClassVar[bool]
-    """Whether BatchSendRequest.sender_id must be set."""
-    sandbox_credentials: ClassVar[Mapping[str, Any]]
-    """The fixed sandbox credentials (CONTRACT.md §2), for sandbox mode."""
-    regions: ClassVar[Mapping[str, Region]] = {}
-    """The vendor's documented domains by region name (config key `region`)."""
+    spec: ClassVar[VendorSpec]
+    """The vendor's declared facts (limits, id rule, credentials, capabilities)."""
 
     def __init__(self, credentials: Mapping[str, Any]) -> None:
         self.credentials = credentials
@@ -271,8 +237,9 @@ class Translator(abc.ABC):
         caller has it: reading a 100,000-id repeated field builds 100,000 new strings;
         `census` is IdCensus.of(recipient_ids), when the caller has it.
 
-        Checks common to every vendor (recipients present and ≤ 32 chars, content set,
-        backend known) are done before this is called.
+        Checks common to every vendor (recipients present and within the spec's id rule,
+        content set, backend known, what the spec's capabilities refuse) are done before
+        this is called.
         """
 
     @abc.abstractmethod
@@ -379,15 +346,18 @@ def classify_code(codes: CodeTable, code: int) -> tuple[Disposition, Reason]:
     return codes.get(code, (Disposition.AMBIGUOUS, UNDOCUMENTED))
 
 
-def classify_http_status(recipients: Sequence[str], status: int) -> CallResult | None:
-    """The verdict for a non-200 HTTP status common to all vendors, or None for 200.
+def classify_http_status(
+    recipients: Sequence[str], status: int, answered: frozenset[int] = frozenset({200})
+) -> CallResult | None:
+    """The verdict for an HTTP status that is not the vendor's answer, or None when the
+    body must be read (`answered`: the spec's RefusalStatuses.statuses).
 
     502 means the vendor's front end refused before processing (retry); 429 is a rate
-    refusal, also unprocessed. The vendors answer every business error with HTTP 200
-    (vendors.md §1, §7.3), so any other status is not a documented answer: it may have
-    been processed (ambiguous, CONTRACT §8 rule 24).
+    refusal, also unprocessed. Yunxin and Tencent answer every business error with HTTP
+    200 (vendors.md §1, §7.3), so any other status is not a documented answer: it may
+    have been processed (ambiguous, CONTRACT §8 rule 24).
     """
-    if status == 200:
+    if status in answered:
         return None
     if status == 429:
         return CallResult(

@@ -15,7 +15,7 @@ Checks, each answered as the vendor does (HTTP 200,
   empty, too long or unknown → 90008 (mute and disabled state are not checked by
   batchsendmsg); `MsgRandom` missing / not uint32 → 90005; `MsgSeq` not uint32 → 90004;
   `MsgBody` not an array → 90007; empty, unknown MsgType, MsgContent missing one of the
-  fields the vendor documents as required for REST sends (translators.tencent
+  fields the vendor documents as required for REST sends (tencent.body
   ELEMENT_REQUIRED_FIELDS: e.g. a video's VideoUUID and every Thumb* field, an image's
   ImageInfoArray entries with Type 1-3, Size, Width, Height, URL), a size or duration
   that is not a non-negative integer, a download flag other than 2, or more than one
@@ -37,23 +37,19 @@ from aiohttp import web
 
 from imgate.vendors.base.auth import UserSigError, verify_tencent_user_sig
 from imgate.vendors.base.checks import NotJson, is_int, is_number, is_uint32, strict_json
-from imgate.vendors.base.emulation import (
-    SANDBOX_TENCENT_ADMIN_IDENTIFIER,
-    SANDBOX_TENCENT_SDK_APP_ID,
-    SANDBOX_TENCENT_SECRET_KEY,
-    VendorSettings,
-)
+from imgate.vendors.base.emulation import VendorSettings
 from imgate.vendors.base.emulator import Emulator, ParsedCall, VendorError, content_fingerprint
 from imgate.vendors.base.sandbox_state import SandboxState
-from imgate.vendors.tencent.translator import (
+from imgate.vendors.base.spec import VendorSpec
+from imgate.vendors.tencent.body import (
     ELEMENT_REQUIRED_FIELDS,
     IMAGE_INFO_REQUIRED_FIELDS,
     LARGE_IMAGE,
     ORIGINAL_IMAGE,
     THUMBNAIL_IMAGE,
 )
+from imgate.vendors.tencent.spec import SPEC
 
-MAX_ACCOUNT_ID_BYTES = 32
 INVALID_PARAMETER = 70402
 
 _Check = Callable[[Mapping[str, Any]], bool]
@@ -100,7 +96,7 @@ def _image_info(info: object) -> bool:
 
 _DOWNLOAD_FLAG = 2  # the only value the API takes
 # How each documented field is checked. Which fields each element must carry comes from
-# the translator's ELEMENT_REQUIRED_FIELDS: one declaration (TX-FMT, vendors.md §10.3).
+# body.ELEMENT_REQUIRED_FIELDS: one declaration (TX-FMT, vendors.md §10.3).
 _FIELD_CHECKS: Mapping[str, _Check] = {
     "Text": _text("Text"),
     "Desc": _string("Desc"),
@@ -142,22 +138,18 @@ _SEND_MSG_CONTROLS = frozenset({"NoUnread", "NoLastMsg", "WithMuteNotifications"
 class TencentSettings(VendorSettings):
     """Tencent Cloud IM settings (vendors.md §4.3, §5, §6)."""
 
-    credential_fields: ClassVar[tuple[str, ...]] = (
-        "sdk_app_id",
-        "secret_key",
-        "admin_identifier",
-    )
+    credential_fields: ClassVar[tuple[str, ...]] = tuple(SPEC.credential_fields)
 
-    sdk_app_id: int = SANDBOX_TENCENT_SDK_APP_ID
-    secret_key: str = SANDBOX_TENCENT_SECRET_KEY
-    admin_identifier: str = SANDBOX_TENCENT_ADMIN_IDENTIFIER
-    recipients_per_call: int = 500
-    call_limit: int | None = 200
-    call_window_s: float = 1.0
-    recipient_limit: int | None = 12_000
-    recipient_window_s: float = 60.0
-    block_s: float = 0.0
-    max_body_bytes: int = 12_288
+    sdk_app_id: int = SPEC.sandbox_credentials["sdk_app_id"]
+    secret_key: str = SPEC.sandbox_credentials["secret_key"]
+    admin_identifier: str = SPEC.sandbox_credentials["admin_identifier"]
+    recipients_per_call: int = SPEC.limits.recipients_per_call
+    call_limit: int | None = SPEC.limits.call_limit
+    call_window_s: float = SPEC.limits.call_window_s
+    recipient_limit: int | None = SPEC.limits.recipient_limit
+    recipient_window_s: float = SPEC.limits.recipient_window_s
+    block_s: float = SPEC.limits.vendor_block_s
+    max_body_bytes: int = SPEC.limits.max_body_bytes or 0
     """The whole JSON packet, in bytes (93000 above)."""
 
 
@@ -170,8 +162,7 @@ class _TencentCall(ParsedCall):
 class TencentEmulator(Emulator[TencentSettings, _TencentCall]):
     """Tencent Cloud IM `v4/openim/batchsendmsg`."""
 
-    vendor: ClassVar[str] = "tencent"
-    path: ClassVar[str] = "/v4/openim/batchsendmsg"
+    spec: ClassVar[VendorSpec] = SPEC
     settings_type: ClassVar[type[TencentSettings]] = TencentSettings
     rate_limit_code: ClassVar[int] = 60007
     internal_error: ClassVar[tuple[int, str]] = (70169, "internal timeout")
@@ -310,11 +301,7 @@ class TencentEmulator(Emulator[TencentSettings, _TencentCall]):
 
 
 def _valid_user_id(value: object) -> bool:
-    return (
-        isinstance(value, str)
-        and bool(value)
-        and len(value.encode("utf-8")) <= MAX_ACCOUNT_ID_BYTES
-    )
+    return isinstance(value, str) and bool(value) and SPEC.id_rule.fits(value)
 
 
 def _check_msg_body(msg_body: list[Any]) -> list[str]:

@@ -29,6 +29,8 @@ from aiohttp import web
 from imgate.vendors._yunxin import emulator as yx
 from imgate.vendors.base.checks import NotJson, strict_json
 from imgate.vendors.base.emulator import Emulator, ParsedCall, VendorError, content_fingerprint
+from imgate.vendors.base.spec import VendorSpec
+from imgate.vendors.yunxin_v1.spec import SPEC
 
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 _OPTION_KEYS = frozenset(
@@ -50,6 +52,10 @@ _OPTION_KEYS = frozenset(
 class YunxinV1Settings(yx.YunxinSettings):
     """Yunxin legacy API settings (vendors.md §4.1, §5, §6)."""
 
+    recipients_per_call: int = SPEC.limits.recipients_per_call
+    call_limit: int | None = SPEC.limits.call_limit
+    call_window_s: float = SPEC.limits.call_window_s
+    block_s: float = SPEC.limits.vendor_block_s
     recipients_per_call_with_msgid: int = 100
     """Cap on toAccids when `returnMsgid=true`."""
 
@@ -62,8 +68,7 @@ class _V1Call(ParsedCall):
 class YunxinV1Emulator(Emulator[YunxinV1Settings, _V1Call]):
     """Yunxin legacy `msg/sendBatchMsg.action`."""
 
-    vendor: ClassVar[str] = "yunxin_v1"
-    path: ClassVar[str] = "/nimserver/msg/sendBatchMsg.action"
+    spec: ClassVar[VendorSpec] = SPEC
     settings_type: ClassVar[type[YunxinV1Settings]] = YunxinV1Settings
     rate_limit_code: ClassVar[int] = yx.RATE_LIMITED
     internal_error: ClassVar[tuple[int, str]] = yx.INTERNAL_ERROR

@@ -20,18 +20,18 @@ from imgate.vendors._yunxin.translator import (
     push_payload_text,
 )
 from imgate.vendors.base.common import as_int, chosen_options, compact_json, load_answer
+from imgate.vendors.base.spec import VendorSpec
 from imgate.vendors.base.translator import (
     AcceptedAlike,
     CallResult,
     Disposition,
     RecipientResult,
-    Region,
-    VendorLimits,
     VendorRequest,
     classify_http_status,
     uncertain_all,
     unreadable_answer,
 )
+from imgate.vendors.yunxin_v1.spec import SPEC
 
 RETURN_IDS_RECIPIENTS_PER_CALL: Final = 100
 """toAccids cap when `returnMsgid=true` (vendors.md §4.1)."""
@@ -63,25 +63,10 @@ class YunxinV1Prepared:
 class YunxinV1Translator(YunxinTranslator):
     """NetEase Yunxin legacy (nimserver) batch P2P send."""
 
-    vendor: ClassVar[str] = "yunxin_v1"
-    path: ClassVar[str] = "/nimserver/msg/sendBatchMsg.action"
-    default_limits: ClassVar[VendorLimits] = VendorLimits(
-        recipients_per_call=500,
-        call_limit=120,
-        call_window_s=60.0,
-        recipient_limit=0,
-        recipient_window_s=60.0,
-        block_s=60.0,  # "the app is blocked for 1 minute" after 416
-    )
-    # YX-CALL-V1 (vendors.md §3.1): primary and backup domains; fail over to the backup.
-    regions: ClassVar[Mapping[str, Region]] = {
-        "china": Region("https://api.yunxinapi.com", "https://api-cn-bak.yunxinapi.com"),
-        "singapore": Region("https://api-sg.yunxinapi.com", "https://api-sg-bak.yunxinapi.com"),
-    }
+    spec: ClassVar[VendorSpec] = SPEC
     trace_header: ClassVar[str] = "RequestId"
     content_type: ClassVar[str] = "application/x-www-form-urlencoded;charset=utf-8"
     extension_max_chars: ClassVar[int | None] = None  # plan-dependent (vendors.md §14.8)
-    supports_sub_type: ClassVar[bool] = False  # only sendMsg.action has subType (§4.1)
 
     def attachment_text(self, message: pb.Message) -> str:
         kind = message.WhichOneof("content")
@@ -133,13 +118,13 @@ class YunxinV1Translator(YunxinTranslator):
         to_accids = urlencode({"toAccids": compact_json(list(recipients))})
         return VendorRequest(
             method="POST",
-            path=self.path,
+            path=SPEC.path,
             headers=self.headers(chunk_key, now, nonce),
             body=f"{prepared.form}&{to_accids}".encode(),
         )
 
     def parse(self, recipients: Sequence[str], status: int, body: bytes) -> CallResult:
-        verdict = classify_http_status(recipients, status)
+        verdict = classify_http_status(recipients, status, SPEC.refusal_statuses.statuses)
         if verdict is not None:
             return verdict
         answer = load_answer(body)

@@ -41,6 +41,8 @@ from imgate.vendors._yunxin.translator import (
 )
 from imgate.vendors.base.checks import NotJson, is_int, java_len, strict_json
 from imgate.vendors.base.emulator import Emulator, ParsedCall, VendorError, content_fingerprint
+from imgate.vendors.base.spec import VendorSpec
+from imgate.vendors.yunxin_v2.spec import SPEC
 
 JSON_CONTENT_TYPE = "application/json"
 # The IM 2.0 family's 6-digit codes (declared on the translator, docs/vendor-mapping.md).
@@ -59,7 +61,10 @@ _MESSAGE_CONFIG_KEYS = (
 class YunxinV2Settings(yx.YunxinSettings):
     """Yunxin v2 API settings (vendors.md §4.2, §14.1, §14.3)."""
 
-    recipients_per_call: int = 100
+    recipients_per_call: int = SPEC.limits.recipients_per_call
+    call_limit: int | None = SPEC.limits.call_limit
+    call_window_s: float = SPEC.limits.call_window_s
+    block_s: float = SPEC.limits.vendor_block_s
     failed_list_key: Literal["account_id", "receiver_id"] = "account_id"
     """Key naming the account of a failed_list item (Java SDK: account_id; Go: receiver_id)."""
 
@@ -78,8 +83,7 @@ class _V2Call(ParsedCall):
 class YunxinV2Emulator(Emulator[YunxinV2Settings, _V2Call]):
     """Yunxin v2 `conversations/messages` (batch P2P send)."""
 
-    vendor: ClassVar[str] = "yunxin_v2"
-    path: ClassVar[str] = "/im/v2/conversations/messages"
+    spec: ClassVar[VendorSpec] = SPEC
     settings_type: ClassVar[type[YunxinV2Settings]] = YunxinV2Settings
     rate_limit_code: ClassVar[int] = V2_RATE_CODE
     internal_error: ClassVar[tuple[int, str]] = yx.INTERNAL_ERROR

@@ -33,12 +33,11 @@ from imgate.vendors.base.common import (
     load_answer,
     short,
 )
+from imgate.vendors.base.spec import VendorSpec
 from imgate.vendors.base.translator import (
     CallResult,
     Disposition,
     RecipientResult,
-    Region,
-    VendorLimits,
     VendorRequest,
     classify_http_status,
     recipient_verdict,
@@ -46,6 +45,7 @@ from imgate.vendors.base.translator import (
     uncertain_result,
     unreadable_answer,
 )
+from imgate.vendors.yunxin_v2.spec import SPEC
 
 EXTENSION_MAX_CHARS: Final = 1024
 
@@ -82,28 +82,10 @@ class YunxinV2Prepared:
 class YunxinV2Translator(YunxinTranslator):
     """NetEase Yunxin v2 batch P2P send."""
 
-    vendor: ClassVar[str] = "yunxin_v2"
-    path: ClassVar[str] = "/im/v2/conversations/messages"
-    # The batch category's numbers are not published (vendors.md §6, §14.1-2): 100 per
-    # call as the current doc and both SDKs say, and v1's documented 120 calls/min with a
-    # one-minute block as a conservative default until the plan's numbers are configured.
-    default_limits: ClassVar[VendorLimits] = VendorLimits(
-        recipients_per_call=100,
-        call_limit=120,
-        call_window_s=60.0,
-        recipient_limit=0,
-        recipient_window_s=60.0,
-        block_s=60.0,
-    )
-    # YX-CALL-V2 (vendors.md §3.1): primary and backup domains; fail over to the backup.
-    regions: ClassVar[Mapping[str, Region]] = {
-        "china": Region("https://open.yunxinapi.com", "https://open-bak.yunxinapi.com"),
-        "singapore": Region("https://open-sg.yunxinapi.com", "https://open-sg-bak.yunxinapi.com"),
-    }
+    spec: ClassVar[VendorSpec] = SPEC
     trace_header: ClassVar[str] = "X-custom-traceid"
     content_type: ClassVar[str] = "application/json"
     extension_max_chars: ClassVar[int | None] = EXTENSION_MAX_CHARS
-    supports_sub_type: ClassVar[bool] = True
 
     def attachment_text(self, message: pb.Message) -> str:
         return compact_json(_message(message)["attachment"])
@@ -153,7 +135,7 @@ class YunxinV2Translator(YunxinTranslator):
         receivers = compact_json(list(recipients)).encode()
         return VendorRequest(
             method="POST",
-            path=self.path,
+            path=SPEC.path,
             headers=self.headers(chunk_key, now, nonce),
             body=b"".join(
                 (
@@ -170,7 +152,7 @@ class YunxinV2Translator(YunxinTranslator):
         )
 
     def parse(self, recipients: Sequence[str], status: int, body: bytes) -> CallResult:
-        verdict = classify_http_status(recipients, status)
+        verdict = classify_http_status(recipients, status, SPEC.refusal_statuses.statuses)
         if verdict is not None:
             return verdict
         answer = load_answer(body)

@@ -1,0 +1,20 @@
+"""How the pipeline's background work logs a failure.
+
+A store that cannot be used (a full disk, a database connection that was lost) is the
+operator's trouble, not a bug: one line naming it, no traceback (issue 22). Anything
+else is a bug: its traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from imgate.store.base import StoreError
+
+
+def log_failure(logger: logging.Logger, what: str, exc: BaseException) -> None:
+    """Log that `what` failed because of `exc`."""
+    if isinstance(exc, StoreError | ConnectionError | TimeoutError):
+        logger.error("%s: %s", what, exc or type(exc).__name__)
+    else:
+        logger.error("%s", what, exc_info=exc)
