@@ -21,7 +21,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from imgate.api.callers import CallerInterceptor
-from imgate.api.decode import add_gateway_service
+from imgate.api.decode import MAX_REQUEST_BYTES, add_gateway_service
+from imgate.api.http import HttpServer
 from imgate.api.reflection import enable_reflection
 from imgate.api.rpc_metrics import MetricsInterceptor
 from imgate.api.service import GatewayApi
@@ -109,17 +110,24 @@ class Gateway:
         callers = [CallerInterceptor(config.callers)] if config.callers else []
         self._server = grpc.aio.server(
             interceptors=[MetricsInterceptor(self.metrics.grpc), *callers],
-            options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 16 << 20)],
+            options=[
+                ("grpc.so_reuseport", 0),
+                ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
+            ],
         )
         # Not the generated add_..._to_server: undecodable requests are INVALID_ARGUMENT.
         self.api = GatewayApi(config, self.backends, self.batches)
         """The service's operations, for every transport."""
         add_gateway_service(GatewayServicer(self.api), self._server)
+        # [http] listen: the same operations as HTTP/JSON, the console, openapi.json.
+        self._http = HttpServer(config, self.api, self.metrics.grpc) if config.http_listen else None
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         enable_reflection((_SERVICE_NAME, health.SERVICE_NAME), self._server)
         self.port = 0
         self.metrics_port = 0
         """Where GET /metrics is served once started (0: metrics not served)."""
+        self.http_port = 0
+        """Where HTTP/JSON is served once started (0: [http] is off)."""
         self._store_ok = True
         self._quota_ok = True
         self._quota_watch: asyncio.Task[None] | None = None
@@ -155,6 +163,13 @@ class Gateway:
             raise OSError(f"cannot listen on {self.config.listen}")
         if self._metrics_server is not None:
             self.metrics_port = await self._metrics_server.start()
+        if self._http is not None:
+            try:
+                self.http_port = await self._http.start()
+            except BaseException:
+                if self._metrics_server is not None:
+                    await self._metrics_server.stop()
+                raise
         if self.quota is not None and await self.quota.ping():
             # Unreachable is no start-up error (fail closed: nothing is sent until it
             # answers, and the error is logged); a wrong URL is one (quota.url).
@@ -164,6 +179,8 @@ class Gateway:
         except BaseException:
             if self._metrics_server is not None:
                 await self._metrics_server.stop()
+            if self._http is not None:
+                await self._http.stop()
             raise
         await self._server.start()
         await self._store_reachable(self.batches.store_answers)
@@ -212,6 +229,8 @@ class Gateway:
         await self.batches.stop(grace)
         # Streams now end (every outcome, or UNAVAILABLE); give them a moment to flush.
         await self._server.stop(_FLUSH_S)
+        if self._http is not None:
+            await self._http.stop()
         for backend in self.backends.values():
             await backend.close()
         if self.quota is not None:

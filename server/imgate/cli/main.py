@@ -10,6 +10,7 @@ import gc
 import logging
 import os
 import signal
+import socket
 import sys
 import textwrap
 from collections.abc import Mapping, Sequence
@@ -39,8 +40,9 @@ log = logging.getLogger("imgate")
 _RULE = "=" * 78
 
 
-def _sandbox_notice(config: GatewayConfig, sandbox_url: str) -> str:
-    """The sandbox-mode warning, naming the backends the config has (one per vendor)."""
+def _sandbox_notice(config: GatewayConfig, sandbox_url: str, http_url: str = "") -> str:
+    """The sandbox-mode warning, naming the backends the config has (one per vendor), and
+    where the console and the HTTP/JSON API answer (`http_url`, when served)."""
     names = [backend.name for backend in config.backends]
     listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
     default = config.backend("")
@@ -54,11 +56,18 @@ def _sandbox_notice(config: GatewayConfig, sandbox_url: str) -> str:
         + f" Control API: {sandbox_url}/sandbox/"
     )
     lines = textwrap.wrap(text, width=len(_RULE) - 2)
+    if http_url:
+        lines += [
+            f"Console: {http_url}/   HTTP/JSON API: {http_url}/v1/",
+            f"OpenAPI: {http_url}/v1/openapi.json",
+        ]
     return "\n".join([_RULE, *(f" {line}" for line in lines), _RULE, ""])
 
 
 # Sandbox mode's emulators (and /sandbox/...) listen here: a fixed, documented address.
 DEFAULT_SANDBOX_LISTEN_IN_SERVE = "127.0.0.1:50052"
+# Sandbox mode's HTTP/JSON API and console ([http] listen of a configured gateway).
+DEFAULT_HTTP_LISTEN_IN_SANDBOX = "127.0.0.1:50053"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -77,6 +86,13 @@ def _parser() -> argparse.ArgumentParser:
         type=listen_address,
         default=os.environ.get("IMGATE_LISTEN"),
         help=f"HOST:PORT to serve on (default $IMGATE_LISTEN, else {DEFAULT_LISTEN})",
+    )
+    serve.add_argument(
+        "--http-listen",
+        type=listen_address,
+        metavar="HOST:PORT",
+        help="HTTP/JSON API and web console (default: the config's [http] listen; sandbox"
+        f" mode {DEFAULT_HTTP_LISTEN_IN_SANDBOX}; port 0 = any free port)",
     )
     serve.add_argument(
         "--log-level", help="logging level (default: the config's [log] level, else INFO)"
@@ -136,6 +152,7 @@ async def _serve(
     store: str | None = None,
     log_level: str | None = None,
     explicit_sandbox: bool = False,
+    http_listen: str | None = None,
 ) -> int:
     if not config_path:
         listen_host, _ = split_listen(listen or DEFAULT_LISTEN)
@@ -161,6 +178,8 @@ async def _serve(
                 return 2
             if listen:
                 config = dataclasses.replace(config, listen=listen)
+            if http_listen:
+                config = dataclasses.replace(config, http_listen=http_listen)
             if store:
                 config = dataclasses.replace(config, store_url=store)
             configure_logging(log_level or config.log_level, config.log_format)
@@ -181,11 +200,23 @@ async def _serve(
                 sandbox.url, listen or DEFAULT_LISTEN, time_scale=scale, store_url=store or "memory"
             )
             # --sandbox (checked above) is the explicit permission beyond loopback.
-            config = dataclasses.replace(config, allow_unauthenticated=explicit_sandbox)
-            print(_sandbox_notice(config, sandbox.url), file=sys.stderr, flush=True)
+            config = dataclasses.replace(
+                config,
+                allow_unauthenticated=explicit_sandbox,
+                http_listen=http_listen or DEFAULT_HTTP_LISTEN_IN_SANDBOX,
+            )
         # Batches allocate millions of short-lived objects (outcomes, chunk slices) that the
         # default GC thresholds rescan over and over: measured 11-17% of CPU (bench/).
         gc.set_threshold(10_000, 10, 10)
+        if config.sandbox and not http_listen and not _can_bind(config.http_listen):
+            # Sandbox mode's default HTTP port is a convenience: taken (another sandbox
+            # gateway runs there), the gateway serves gRPC alone rather than not at all.
+            print(
+                f"imgate: cannot listen on {config.http_listen} for HTTP/JSON and the console"
+                " (taken); serving without HTTP (--http-listen)",
+                file=sys.stderr,
+            )
+            config = dataclasses.replace(config, http_listen="")
         try:
             gateway = Gateway(config)
             port = await gateway.start()
@@ -204,6 +235,9 @@ async def _serve(
         # walks it: those took 20-55 ms each, mid-batch, collecting nothing (issue 15).
         gc.collect()
         gc.freeze()
+        if config.sandbox:
+            notice = _sandbox_notice(config, config.sandbox_url, _http_url(config, gateway))
+            print(notice, file=sys.stderr, flush=True)
         host = config.listen.rpartition(":")[0]
         backends = ", ".join(f"{b.name} ({b.vendor})" for b in config.backends)
         log.info(
@@ -259,8 +293,28 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.store,
             args.log_level,
             explicit_sandbox=args.sandbox,
+            http_listen=args.http_listen,
         )
     )
+
+
+def _can_bind(listen: str) -> bool:
+    host, port = split_listen(listen)
+    try:
+        with socket.create_server((host, port)):
+            return True
+    except OSError:
+        return False
+
+
+def _http_url(config: GatewayConfig, gateway: Gateway) -> str:
+    """Where the gateway serves HTTP/JSON and the console ("" when it does not)."""
+    if not gateway.http_port:
+        return ""
+    host = split_listen(config.http_listen)[0]
+    shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
+    shown = f"[{shown}]" if ":" in shown else shown
+    return f"http://{shown}:{gateway.http_port}"
 
 
 def _config_path(flag: str | None, env: Mapping[str, str]) -> str | int | None:

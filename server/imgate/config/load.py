@@ -170,6 +170,10 @@ class GatewayConfig:
     """On SIGTERM, how long calls in flight may take to finish."""
     metrics_listen: str = ""
     """[metrics] listen: host:port serving Prometheus text at GET /metrics; empty = off."""
+    http_listen: str = ""
+    """[http] listen: host:port serving the API as HTTP/JSON (and the console); empty = off."""
+    http_console: bool = True
+    """[http] console: serve the web console at / on the HTTP port."""
     tracing_otlp_endpoint: str = ""
     """[tracing] otlp_endpoint: OTLP/gRPC collector for OpenTelemetry traces; empty = off
     (on needs the `otel` extra: pip install 'imgate[otel]')."""
@@ -185,6 +189,9 @@ class GatewayConfig:
     """[callers.NAME] tables; empty = one anonymous caller ("") and no authentication."""
     tls: TLSConfig | None = None
     """[tls] table; None = plaintext gRPC."""
+    sandbox_url: str = ""
+    """Sandbox mode: the emulators' base URL, whose /sandbox/ control API the HTTP port
+    serves too (same origin for the console); empty otherwise. Not a file key."""
 
     def backend(self, name: str) -> BackendConfig | None:
         """The backend called `name` (empty = the default), or None."""
@@ -206,6 +213,7 @@ _TOP_KEYS = {
     "callers": dict,
     "tls": dict,
     "metrics": dict,
+    "http": dict,
     "tracing": dict,
     "log": dict,
 }
@@ -218,6 +226,7 @@ _SECTION_KEYS: dict[str, dict[str, tuple[str, type]]] = {
     },
     "quota": {"url": ("quota_url", str), "key_prefix": ("quota_key_prefix", str)},
     "metrics": {"listen": ("metrics_listen", str)},
+    "http": {"listen": ("http_listen", str), "console": ("http_console", bool)},
     "tracing": {"otlp_endpoint": ("tracing_otlp_endpoint", str)},
     "log": {"format": ("log_format", str), "level": ("log_level", str)},
 }
@@ -245,17 +254,22 @@ def _section(table: str, raw: Any, env: Mapping[str, str]) -> dict[str, Any]:
         if key not in known:
             raise ConfigError(path, "unknown key")
         name, expected = known[key]
-        value = _typed(path, value, expected, env)
+        if expected is bool:
+            if not isinstance(value, bool):
+                raise ConfigError(path, f"expected true or false, got {type(value).__name__}")
+        else:
+            value = _typed(path, value, expected, env)
         if path in _CHOICES:
             value = value.lower()
             if value not in _CHOICES[path]:
                 raise ConfigError(path, f"expected one of {', '.join(_CHOICES[path])}")
         values[name] = value
-    if "metrics_listen" in values:
-        try:
-            split_listen(values["metrics_listen"])
-        except ValueError as exc:
-            raise ConfigError("metrics.listen", str(exc)) from None
+    for name, path in (("metrics_listen", "metrics.listen"), ("http_listen", "http.listen")):
+        if name in values:
+            try:
+                split_listen(values[name])
+            except ValueError as exc:
+                raise ConfigError(path, str(exc)) from None
     if "tracing_otlp_endpoint" in values:
         _base_url("tracing.otlp_endpoint", values["tracing_otlp_endpoint"])
     if "quota_url" in values:
@@ -401,16 +415,23 @@ def is_loopback(host: str) -> bool:
 
 
 def check_exposure(config: GatewayConfig) -> None:
-    """Rule 18: no unauthenticated listener beyond loopback unless asked for by name."""
-    host, _ = split_listen(config.listen)
-    if config.callers or config.allow_unauthenticated or is_loopback(host):
+    """Rule 18: no unauthenticated listener (gRPC or HTTP) beyond loopback unless asked
+    for by name."""
+    if config.callers or config.allow_unauthenticated:
         return
-    raise ConfigError(
-        "allow_unauthenticated",
-        f"listen = {config.listen} is not a loopback address and no [callers] are configured:"
-        " anyone who reaches the port could send as any sender. Configure [callers.NAME]"
-        " with token_sha256, or set allow_unauthenticated = true",
-    )
+    listeners = [("listen", config.listen)]
+    if config.http_listen:
+        listeners.append(("http.listen", config.http_listen))
+    for key, listen in listeners:
+        host, _ = split_listen(listen)
+        if is_loopback(host):
+            continue
+        raise ConfigError(
+            "allow_unauthenticated",
+            f"{key} = {listen} is not a loopback address and no [callers] are configured:"
+            " anyone who reaches the port could send as any sender. Configure [callers.NAME]"
+            " with token_sha256, or set allow_unauthenticated = true",
+        )
 
 
 _BACKEND_KEYS: dict[str, type] = {
@@ -653,6 +674,7 @@ def sandbox_config(
         sandbox=True,
         store_url=store_url,
         state_dir=default_state_dir(os.environ),
+        sandbox_url=sandbox_url,
     )
 
 
