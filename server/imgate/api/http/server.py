@@ -48,7 +48,7 @@ from google.protobuf.descriptor import ServiceDescriptor
 
 from imgate.api.callers import current_caller, identify
 from imgate.api.decode import MAX_REQUEST_BYTES, SERVICE
-from imgate.api.errors import ApiError, invalid
+from imgate.api.errors import ApiError, as_api_error, invalid
 from imgate.api.http.answers import (
     API_HEADERS,
     SSE,
@@ -240,7 +240,11 @@ class HttpServer:
         except (asyncio.CancelledError, ConnectionResetError):
             code = grpc.StatusCode.CANCELLED  # the client went away
             raise
-        except Exception:
+        except Exception as exc:
+            known = as_api_error(exc)  # the store's trouble: UNAVAILABLE, as over gRPC
+            if known is not None:
+                code = known.code
+                return await answer.fail(known)
             log.exception("HTTP %s failed", rpc.name)
             code = grpc.StatusCode.INTERNAL
             return await answer.fail(ApiError(code, "internal error"))
