@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -53,7 +52,7 @@ class Gateway:
         self,
         config: GatewayConfig,
         store: Store | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
         tracing: Tracing | None = None,
     ) -> None:
         """`store` overrides the configured one, `clock` the wall clock, `tracing` the

@@ -232,7 +232,7 @@ class GatewayApi:
         send_before = call_deadline = None
         if time_remaining is not None:
             # No call starts so late that its outcome could miss the caller's deadline.
-            send_before = time.time() + time_remaining - DEADLINE_MARGIN_S
+            send_before = self._batches.clock() + time_remaining - DEADLINE_MARGIN_S
             call_deadline = time.monotonic() + time_remaining
         row, running = await self._submit(
             request,

@@ -24,11 +24,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
+from imgate.clock import SteadyClock
 from imgate.observability.logs import set_log_context
 from imgate.observability.metrics import BATCH_STATE_NAMES, Metrics
 from imgate.observability.tracing import AttributeValue, Tracing
@@ -59,6 +59,8 @@ audit_log = logging.getLogger("imgate.audit")
 # Batches closed at once after a restart (bound to a caller that is gone, or cancelled).
 _CLOSING_AT_ONCE = 16
 _PURGE_EVERY_S = 300.0
+# A wall clock that moves this far from the steady clock is worth a log line.
+_DRIFT_WORTH_A_LINE_S = 60.0
 # A store that cannot be written is tried again after 0.5 s, 1 s, 2 s ... at most this.
 _STALLED_RETRY_MAX_S = 30.0
 
@@ -71,19 +73,20 @@ class BatchService:
         backends: Mapping[str, Backend],
         store: Store,
         retention_s: float,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
         metrics: Metrics | None = None,
         tracing: Tracing | None = None,
         lease_s: float = 30.0,
     ) -> None:
-        """`clock` is the wall clock of create and purge times (tests scale it);
+        """`clock` is the wall clock of create times, deadlines and purge (default: the
+        process's SteadyClock, which wall-clock jumps do not move; tests scale it);
         `lease_s`: a replica silent this long is presumed dead (shared stores)."""
         self.backends = backends
         self.metrics = metrics or Metrics()
         self.tracing = tracing or Tracing()
         self.store = store
         self.retention_s = retention_s
-        self.clock = clock
+        self.clock = clock or SteadyClock()
         self.lease_s = lease_s
         self.owner = uuid.uuid4().hex
         """This process's replica id: owner of its batches and chunks (new at each start)."""
@@ -106,6 +109,7 @@ class BatchService:
         self._stalled: dict[str, asyncio.Task[None]] = {}
         """Batches whose run stopped on a store error, by their retry (one process)."""
         self._probe: asyncio.Task[None] | None = None
+        self._drift_seen = 0.0
         self._loops: list[asyncio.Task[None]] = []
         self.orphans: set[str] = set()
         """Shared store: batches of this replica whose run stopped on an error, to be
@@ -242,6 +246,7 @@ class BatchService:
             call_deadline,
             fresh,
             prepared,
+            self.clock,
         )
         return self._start(run, run.run(send), slot_taken)
 
@@ -397,11 +402,28 @@ class BatchService:
 
     # -- background loops ---------------------------------------------------------------
 
+    def _check_drift(self) -> None:
+        """Say once when the wall clock has moved from the steady clock (retention keeps
+        the steady one: a jump forgets no request_id and purges nothing early)."""
+        clock = self.clock
+        if not isinstance(clock, SteadyClock):
+            return
+        drift = clock.drift()
+        if abs(drift - self._drift_seen) >= _DRIFT_WORTH_A_LINE_S:
+            self._drift_seen = drift
+            log.warning(
+                "the wall clock is %+.0fs from the gateway's steady clock; batch times and"
+                " retention keep the steady clock",
+                drift,
+            )
+
     async def _purge_loop(self) -> None:
         every = min(_PURGE_EVERY_S, max(1.0, self.retention_s / 10))
         while True:
             try:
-                purged = await self.store.purge(self.clock() - self.retention_s)
+                now = await self.store.now() or self.clock()
+                self._check_drift()
+                purged = await self.store.purge(now - self.retention_s)
                 if purged:
                     log.info("purged %d batches and lists over %.0fs old", purged, self.retention_s)
             except Exception as exc:
@@ -501,7 +523,15 @@ class BatchService:
             range(len(ids)) if indexes is None else indexes,
         )
         run = BatchRun(
-            backend, self.store, row, self.owner, self.stopping, call_deadline, None, prepared
+            backend,
+            self.store,
+            row,
+            self.owner,
+            self.stopping,
+            call_deadline,
+            None,
+            prepared,
+            self.clock,
         )
         grant = await run.wait_for_quota(chunk)
         permit = None

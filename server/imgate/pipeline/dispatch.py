@@ -293,10 +293,13 @@ class BatchRun:
         call_deadline: float | None = None,
         fresh: Fresh | None = None,
         prepared: Any = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         """`call_deadline` (monotonic): calls in flight end by then (a BatchSend caller's
         deadline); `stopping` is the gateway's shutdown; `fresh`: see Fresh; `prepared`:
         the translator's `prepare` of the batch's spec, when the creator made it."""
+        self.clock = clock
+        """The clock of `row.send_before` (the batch service's steady clock)."""
         self.fresh = fresh is not None
         self._fresh = fresh  # dropped once its first page is in the chunk buffer
         self.backend = backend
@@ -316,7 +319,7 @@ class BatchRun:
         """Seconds until no new call may start (None: no limit)."""
         if self.row.send_before is None:
             return None
-        return self.row.send_before - time.time()
+        return self.row.send_before - self.clock()
 
     def stop_reason(self) -> str | None:
         """Why no new call may start now, or None."""

@@ -293,6 +293,11 @@ class Store(abc.ABC):
         every RUNNING batch not bound to a caller goes back to QUEUED (it waits for a
         slot like any other); bound and CANCELLING ones are listed in `to_close`."""
 
+    async def now(self) -> float | None:
+        """The store's own clock (a shared store: the database's), or None to use the
+        gateway's: what retention is counted on."""
+        return None
+
     async def probe_write(self) -> None:  # noqa: B027 - stores that can fail to write
         """Write something harmless; raise StoreError when the store cannot be written
         (how a gateway notices that a full disk has space again)."""

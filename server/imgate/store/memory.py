@@ -24,9 +24,9 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import sys
-import time
 from collections.abc import Callable, Sequence
 
+from imgate.clock import SteadyClock
 from imgate.store.base import (
     CLAIMED,
     ENDED_STATES,
@@ -96,7 +96,7 @@ class MemoryStore(Store):
 
     def __init__(
         self,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
         max_ended_batches: int = DEFAULT_MAX_ENDED_BATCHES,
         max_ended_bytes: int = DEFAULT_MAX_ENDED_BYTES,
     ) -> None:
@@ -105,7 +105,7 @@ class MemoryStore(Store):
         super().__init__()
         if max_ended_batches < 1 or max_ended_bytes < 0:
             raise ValueError("max_ended_batches must be >= 1 and max_ended_bytes >= 0")
-        self._clock = clock
+        self._clock = clock or SteadyClock()  # times that do not jump with the wall clock
         self._max_ended_batches = max_ended_batches
         self._max_ended_bytes = max_ended_bytes
         self._batches: dict[str, _Batch] = {}

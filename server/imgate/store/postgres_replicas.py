@@ -208,6 +208,11 @@ class PostgresReplicas(Store):
 
     # -- replicas ---------------------------------------------------------------------
 
+    async def now(self) -> float | None:
+        # The database's clock: the one all replicas share, which no replica's jump moves.
+        now: float = await self.pool.fetchval("SELECT extract(epoch FROM now())::float8")
+        return now
+
     async def heartbeat(self, owner: str) -> None:
         self._committed(await self.pool.execute(Q["heartbeat"], owner))
         if self._listener is None or self._listener.is_closed():
