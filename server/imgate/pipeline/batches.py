@@ -102,6 +102,7 @@ class BatchService:
             self.may_run,
         )
         self.replica = ReplicaLoops(self)
+        store.cancelled_elsewhere = self._cancelled_elsewhere
         self.store_answers = True
         """False while the store cannot be written (a full disk) or does not answer."""
         self.store_reachable: Callable[[bool], Awaitable[None]] | None = None
@@ -560,6 +561,16 @@ class BatchService:
 
     async def find_waiting(self) -> None:
         await self.queue.find_waiting()
+
+    def _cancelled_elsewhere(self, batch_id: str) -> None:
+        """A shared store's notification: `batch_id` was just cancelled. Its run here
+        stops starting calls at once (its write-ahead would be refused anyway); a queued
+        one of this replica is closed by the poll, now."""
+        running = self._runs.get(batch_id)
+        if running is not None:
+            running[0].cancelled.set()
+        else:
+            self.replica.poke()
 
     def cancel_here(self, row: BatchRow) -> None:
         """A cancel asked on another replica (or found at adoption): stop the batch's run

@@ -47,7 +47,15 @@ from imgate.pipeline.planner import chunk_size
 from imgate.pipeline.retry import Action, decide
 from imgate.pipeline.sink import BatchSink, Chunk
 from imgate.quota.limiter import BackendLimiter, Grant, Limiter, QuotaWaitTooLong
-from imgate.store.base import PLANNED, RECIPIENT_PAGE, BatchRow, ChunkRow, Fenced, Store
+from imgate.store.base import (
+    PLANNED,
+    RECIPIENT_PAGE,
+    BatchCancelling,
+    BatchRow,
+    ChunkRow,
+    Fenced,
+    Store,
+)
 from imgate.v1 import gateway_pb2 as pb
 from imgate.vendors.base.translator import CallResult, Disposition, Reason, Translator, fail_all
 from imgate.vendors.registry import BY_VENDOR
@@ -511,6 +519,10 @@ class BatchRun:
                 chunk.row.attempts += 1
                 try:
                     await self.store.write_ahead(chunk.row, sink.owner)
+                except BatchCancelling:
+                    grant.release()
+                    self.cancelled.set()  # cancelled on a replica: its close says so
+                    return
                 except Fenced:
                     grant.release()
                     self.taken_over = True  # another owner has it: send nothing more
@@ -518,6 +530,12 @@ class BatchRun:
                 except BaseException:
                     grant.release()
                     raise
+            if self.cancelled.is_set():
+                # Cancelled while the chunk was written ahead: it was never sent, and this
+                # process, its owner, knows it (no need to leave it UNCERTAIN).
+                grant.release()
+                await sink.given_up(chunk, "cancelled before it was sent")
+                return
             while True:
                 timeout = config.request_timeout_s
                 if self.call_deadline is not None:

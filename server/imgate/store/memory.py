@@ -32,8 +32,10 @@ from imgate.store.base import (
     ENDED_STATES,
     FINAL_CHUNK_STATES,
     PLANNED,
+    SENDABLE_STATES,
     SENDING,
     UNFINISHED_STATES,
+    BatchCancelling,
     BatchRow,
     ChunkRow,
     Counts,
@@ -192,6 +194,8 @@ class MemoryStore(Store):
 
     async def write_ahead(self, chunk: ChunkRow, owner: str) -> None:
         batch = self._batches[chunk.batch_id]
+        if batch.row.state not in SENDABLE_STATES:
+            raise BatchCancelling(f"batch {chunk.batch_id} is cancelled")
         stored = self._insert_or_check(batch, chunk, owner)
         stored.state, stored.owner, stored.attempts = SENDING, owner, chunk.attempts
 
