@@ -145,6 +145,7 @@ def _normalise(text: str) -> str:
     text = re.sub(
         r"\"vendor_time_ms\": \d+", '"vendor_time_ms": T', text
     )  # batch ids are new each run
+    text = re.sub(r"\"cursor\": \"[^\"]*\"", '"cursor": "C"', text)
     return re.sub(r"\"vendor_message_id\": \"[^\"]+\"", '"vendor_message_id": "ID"', text)
 
 

@@ -40,7 +40,8 @@ from imgate.v1 import gateway_pb2
 log = logging.getLogger("imgate.server")
 
 _FLUSH_S = 2.0
-# With [quota]: how often health checks that Redis answers (one PING).
+# With [quota]: how often health checks that Redis answers (one PING, then each app's
+# pauses).
 QUOTA_HEALTH_EVERY_S = 2.0
 _SERVICE_NAME = gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name
 
@@ -155,7 +156,7 @@ class Gateway:
             raise OSError(f"cannot listen on {self.config.listen}")
         if self._metrics_server is not None:
             self.metrics_port = await self._metrics_server.start()
-        if self.quota is not None and await self.quota.ping():
+        if self.quota is not None and await self.quota.refresh():
             # Unreachable is no start-up error (fail closed: nothing is sent until it
             # answers, and the error is logged); a wrong URL is one (quota.url).
             log.info("vendor quotas shared through %s", self.quota.shown_url)
@@ -184,7 +185,9 @@ class Gateway:
         # back); the ping logs the change itself, like every other call to Redis.
         while True:
             await asyncio.sleep(QUOTA_HEALTH_EVERY_S)
-            reachable = await quota.ping()
+            # Each app's pauses too, so that ListBackends shows one that another replica
+            # started, or a state lost in Redis, before a call waits for it (rule 32).
+            reachable = await quota.refresh()
             if reachable != self._quota_ok:
                 self._quota_ok = reachable
                 await self._publish_health()

@@ -27,13 +27,16 @@ from imgate.cli.send import (
     DEFAULT_TARGET,
     EXIT_CALL_FAILED,
     EXIT_COMPLETED,
+    EXIT_INTERRUPTED,
     EXIT_INVALID_REQUEST,
     _message,
+    _resume_hint,
     _silence_stdout,
     _to_json,
     add_send_arguments,
     format_outcome,
     format_summary,
+    json_summary,
     upload_file,
 )
 from imgate_client import GatewayClient, GatewayError, InvalidRequestError, gateway_pb2
@@ -89,6 +92,9 @@ def run_batch(args: argparse.Namespace) -> int:
     try:
         with GatewayClient(args.target, **connection_options(args)) as client:
             return _COMMANDS[args.batch_command](client, args)
+    except KeyboardInterrupt:
+        print(f"imgate batch {args.batch_command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         # `imgate batch watch ... | head`: the reader has what it wanted. Leaving the watch
         # changes nothing about the batch.
@@ -139,12 +145,17 @@ def _submit(client: GatewayClient, args: argparse.Namespace) -> int:
 
 def _watch(client: GatewayClient, args: argparse.Namespace) -> int:
     with client.watch_batch(args.batch_id, cursor=args.cursor) as stream:
-        for outcome in stream:
-            line = json.dumps(_to_json(outcome), ensure_ascii=False)
-            print(line if args.json else format_outcome(outcome))
+        try:
+            for outcome in stream:
+                line = json.dumps(_to_json(outcome), ensure_ascii=False)
+                print(line if args.json else format_outcome(outcome))
+        except (GatewayError, KeyboardInterrupt):
+            sys.stdout.flush()
+            _resume_hint(stream, "imgate batch watch", args.batch_id)
+            raise
         summary = stream.summary
     if args.json:
-        print(json.dumps({"summary": _to_json(summary)}, ensure_ascii=False))
+        print(json_summary(summary, args.batch_id, stream.cursor))
     else:
         print(format_summary(summary))
     return EXIT_COMPLETED
