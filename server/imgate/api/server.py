@@ -27,7 +27,13 @@ from imgate.api.rpc_metrics import MetricsInterceptor
 from imgate.api.service import GatewayApi
 from imgate.api.servicer import GatewayServicer
 from imgate.config.addresses import split_listen
-from imgate.config.load import GatewayConfig, check_exposure, is_loopback, read_tls_files
+from imgate.config.load import (
+    ConfigError,
+    GatewayConfig,
+    check_exposure,
+    is_loopback,
+    read_tls_files,
+)
 from imgate.observability.metrics import Metrics, MetricsServer
 from imgate.observability.tracing import Tracing
 from imgate.pipeline.batches import BatchService
@@ -118,6 +124,16 @@ class Gateway:
         add_gateway_service(GatewayServicer(self.api), self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         enable_reflection((_SERVICE_NAME, health.SERVICE_NAME), self._server)
+        # [health] listen (CONTRACT §11 rule 31): the health service alone, in plaintext
+        # and open to all, for probes that cannot speak TLS; reflection there describes
+        # health only, so grpcurl needs no token nor proto file to call it.
+        self._health_server: grpc.aio.Server | None = None
+        if config.health_listen:
+            self._health_server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+            health_pb2_grpc.add_HealthServicer_to_server(self._health, self._health_server)
+            enable_reflection((health.SERVICE_NAME,), self._health_server)
+        self.health_port = 0
+        """Where the plaintext health service is served once started (0: not served)."""
         self.port = 0
         self.metrics_port = 0
         """Where GET /metrics is served once started (0: metrics not served)."""
@@ -133,7 +149,8 @@ class Gateway:
     async def start(self) -> int:
         """Open the store (resuming its batches), bind `config.listen` (port 0 picks one),
         serve, and return the port. Raises StoreError, OSError, or ConfigError (rule 18,
-        unreadable TLS files, metrics.listen cannot be bound)."""
+        unreadable or mismatched TLS files, metrics.listen or health.listen cannot be
+        bound)."""
         check_exposure(self.config)
         host, _ = split_listen(self.config.listen)
         if self.config.callers and self.config.tls is None and not is_loopback(host):
@@ -154,6 +171,13 @@ class Gateway:
             self.port = self._server.add_secure_port(self.config.listen, credentials)
         if self.port == 0:
             raise OSError(f"cannot listen on {self.config.listen}")
+        if self._health_server is not None:
+            try:
+                self.health_port = self._health_server.add_insecure_port(self.config.health_listen)
+            except RuntimeError:
+                self.health_port = 0
+            if self.health_port == 0:
+                raise ConfigError("health.listen", f"cannot listen on {self.config.health_listen}")
         if self._metrics_server is not None:
             self.metrics_port = await self._metrics_server.start()
         if self.quota is not None and await self.quota.refresh():
@@ -167,6 +191,13 @@ class Gateway:
                 await self._metrics_server.stop()
             raise
         await self._server.start()
+        if self._health_server is not None:
+            await self._health_server.start()
+            log.info(
+                "health (plaintext, no token) on %s:%d",
+                self.config.health_listen.rpartition(":")[0],
+                self.health_port,
+            )
         await self._store_reachable(self.batches.replica.store_answers)
         if self.quota is not None:
             self._quota_ok = bool(self.quota.reachable)
@@ -215,6 +246,8 @@ class Gateway:
         await self.batches.stop(grace)
         # Streams now end (every outcome, or UNAVAILABLE); give them a moment to flush.
         await self._server.stop(_FLUSH_S)
+        if self._health_server is not None:
+            await self._health_server.stop(None)
         for backend in self.backends.values():
             await backend.close()
         if self.quota is not None:

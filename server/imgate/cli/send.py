@@ -61,6 +61,12 @@ SEND_BEFORE_MARGIN_S = 0.5
 # With no outcome for this long, ask the gateway whether the backend is paused, and say why
 # on stderr (CONTRACT §11 rule 32): a send must never sit silent for minutes.
 QUIET_BEFORE_ASKING_S = 3.0
+SEND_EXAMPLES = """examples:
+  imgate send --to bob --text hi
+  imgate send --backend yunxin_v2 --from alice --to bob,carol --tip "maintenance at 22:00"
+  imgate send --backend tencent --to-file ids.txt --text hello --request-id promo-2025-05
+  imgate send --to bob --message '{"image": {"url": "https://example.com/a.jpg"}}' --json
+  imgate send --target gateway.internal:50051 --ca-file ca.pem --to bob --text hi"""
 
 
 def add_send_arguments(parser: argparse.ArgumentParser) -> None:
