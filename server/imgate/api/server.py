@@ -115,7 +115,12 @@ class Gateway:
         # After the metrics interceptor, so refused calls are counted too.
         callers = [CallerInterceptor(config.callers)] if config.callers else []
         self._server = grpc.aio.server(
-            interceptors=[MetricsInterceptor(self.metrics.grpc), *callers],
+            # Tracing first: the SERVER span (rule 33) covers refused calls too.
+            interceptors=[
+                *self.tracing.server_interceptors(),
+                MetricsInterceptor(self.metrics.grpc),
+                *callers,
+            ],
             options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 16 << 20)],
         )
         # Not the generated add_..._to_server: undecodable requests are INVALID_ARGUMENT.

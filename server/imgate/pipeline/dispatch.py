@@ -113,7 +113,8 @@ class Backend:
             trace.on_request_headers_sent.append(_mark_written)
             self._session = aiohttp.ClientSession(
                 connector=connector,
-                trace_configs=[trace],
+                # With tracing on, each request is also a CLIENT span (rule 33).
+                trace_configs=[trace, *self.tracing.http_trace_configs()],
                 timeout=aiohttp.ClientTimeout(total=self.config.request_timeout_s),
                 headers={"User-Agent": f"imgate/{__version__}"},
             )
