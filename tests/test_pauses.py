@@ -26,9 +26,7 @@ from imgate.v1 import gateway_pb2 as pb
 from tests._procs import SANDBOX_CREDENTIALS, GatewayProcess, SandboxProcess
 from tests._redis import RedisServer
 
-pytestmark = pytest.mark.xdist_group("pauses")
-
-WINDOW_S = 4.0
+WINDOW_S = 8.0
 REQUEST_TIMEOUT_S = 1.0  # in-flight lease: 1 + 2 s of margin = 3 s
 PAUSE_S = WINDOW_S + 3.0  # a lost (here: never held) state: one window + lease
 

@@ -31,8 +31,6 @@ trace_service = pytest.importorskip(
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2  # noqa: E402
 from opentelemetry.proto.trace.v1 import trace_pb2  # noqa: E402
 
-pytestmark = pytest.mark.xdist_group("trace_context")
-
 
 @dataclass
 class _Span:
