@@ -115,6 +115,24 @@ def test_the_first_window_on_a_fresh_redis_is_a_pause_shown_logged_and_named(
     assert lines[0].startswith("bob  FAILED  NOT_ATTEMPTED  (send_before"), lines
     assert "the backend was paused: the shared quota's Redis holds no state" in lines[0]
 
+    # A submitted batch's pending recipients: `imgate batch get` says why they wait.
+    env = {**os.environ, "IMGATE_TARGET": setup.gateway.target}
+    env.pop("IMGATE_CONFIG", None)
+    imgate = [sys.executable, "-m", "imgate", "batch"]
+    submitted = subprocess.run(
+        [*imgate, "submit", "--from", "alice", "--to", "frank", "--text", "hi"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    batch_id = submitted.stdout.strip()
+    got = subprocess.run(
+        [*imgate, "get", batch_id], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert "pending=1" in got.stdout, got.stdout + got.stderr
+    assert "imgate batch get: waiting: backend yx is paused until" in got.stderr
+
     # One that may wait: it says why on stderr, then sends once the pause ends.
     result = _send(setup, "--to", "erin", "--text", "hi", "--timeout", "30")
     assert result.stdout.startswith("erin  ACCEPTED"), result.stdout + result.stderr

@@ -30,6 +30,7 @@ from imgate.cli.send import (
     EXIT_COMPLETED,
     EXIT_INTERRUPTED,
     EXIT_INVALID_REQUEST,
+    PauseWatch,
     _message,
     _resume_hint,
     _silence_stdout,
@@ -203,7 +204,14 @@ def _watch(client: GatewayClient, args: argparse.Namespace) -> int:
 
 
 def _get(client: GatewayClient, args: argparse.Namespace) -> int:
-    _print_batch(client.get_batch(args.batch_id), args.json)
+    batch = client.get_batch(args.batch_id)
+    _print_batch(batch, args.json)
+    if batch.pending and batch.state in (
+        gateway_pb2.BATCH_STATE_QUEUED,
+        gateway_pb2.BATCH_STATE_RUNNING,
+    ):
+        # Pending recipients and a backend that is not sending: say why (rule 32).
+        PauseWatch(client, batch.backend, sys.stderr, "imgate batch get").say_now()
     return EXIT_COMPLETED
 
 

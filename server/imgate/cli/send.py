@@ -305,16 +305,19 @@ class PauseWatch:
 
     def _run(self) -> None:
         while not self._stop.wait(0.5):
-            if time.monotonic() - self._last_outcome < QUIET_BEFORE_ASKING_S:
-                continue
-            try:
-                backends = self._client.list_backends(timeout=2)
-            except GatewayError:
-                continue  # only a hint: the send itself reports what matters
-            name = self._backend or backends.default_backend
-            for backend in backends.backends:
-                if backend.name == name:
-                    self._say(backend)
+            if time.monotonic() - self._last_outcome >= QUIET_BEFORE_ASKING_S:
+                self.say_now()
+
+    def say_now(self) -> None:
+        """Ask once, and say why the backend is not sending if it is not."""
+        try:
+            backends = self._client.list_backends(timeout=2)
+        except GatewayError:
+            return  # only a hint: the command itself reports what matters
+        name = self._backend or backends.default_backend
+        for backend in backends.backends:
+            if backend.name == name:
+                self._say(backend)
 
     def _say(self, backend: gateway_pb2.Backend) -> None:
         if backend.state in (
