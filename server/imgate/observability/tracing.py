@@ -112,6 +112,15 @@ class Tracing:
 
         return get_current()
 
+    def extract(self, headers: Mapping[str, str]) -> Any:
+        """The caller's trace context from W3C `traceparent` / `tracestate` headers (HTTP),
+        for `span(..., parent=...)`; None when off or absent (then: a root)."""
+        if self._tracer is None:
+            return None
+        from opentelemetry.propagate import extract
+
+        return extract({key.lower(): value for key, value in headers.items()})
+
     def server_interceptors(self) -> list[Any]:
         """The gRPC server interceptor that makes each RPC a SERVER span (none when off)."""
         if self._provider is None:
