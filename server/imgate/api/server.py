@@ -27,7 +27,13 @@ from imgate.api.rpc_metrics import MetricsInterceptor
 from imgate.api.service import GatewayApi
 from imgate.api.servicer import GatewayServicer
 from imgate.config.addresses import split_listen
-from imgate.config.load import GatewayConfig, check_exposure, is_loopback, read_tls_files
+from imgate.config.load import (
+    ConfigError,
+    GatewayConfig,
+    check_exposure,
+    is_loopback,
+    read_tls_files,
+)
 from imgate.observability.metrics import Metrics, MetricsServer
 from imgate.observability.tracing import Tracing
 from imgate.pipeline.batches import BatchService
@@ -40,7 +46,8 @@ from imgate.v1 import gateway_pb2
 log = logging.getLogger("imgate.server")
 
 _FLUSH_S = 2.0
-# With [quota]: how often health checks that Redis answers (one PING).
+# With [quota]: how often health checks that Redis answers (one PING, then each app's
+# pauses).
 QUOTA_HEALTH_EVERY_S = 2.0
 _SERVICE_NAME = gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name
 
@@ -108,7 +115,12 @@ class Gateway:
         # After the metrics interceptor, so refused calls are counted too.
         callers = [CallerInterceptor(config.callers)] if config.callers else []
         self._server = grpc.aio.server(
-            interceptors=[MetricsInterceptor(self.metrics.grpc), *callers],
+            # Tracing first: the SERVER span (rule 33) covers refused calls too.
+            interceptors=[
+                *self.tracing.server_interceptors(),
+                MetricsInterceptor(self.metrics.grpc),
+                *callers,
+            ],
             options=[
                 ("grpc.so_reuseport", 0),
                 ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
@@ -122,6 +134,16 @@ class Gateway:
         self._http = HttpServer(config, self.api, self.metrics.grpc) if config.http_listen else None
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         enable_reflection((_SERVICE_NAME, health.SERVICE_NAME), self._server)
+        # [health] listen (CONTRACT §11 rule 31): the health service alone, in plaintext
+        # and open to all, for probes that cannot speak TLS; reflection there describes
+        # health only, so grpcurl needs no token nor proto file to call it.
+        self._health_server: grpc.aio.Server | None = None
+        if config.health_listen:
+            self._health_server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+            health_pb2_grpc.add_HealthServicer_to_server(self._health, self._health_server)
+            enable_reflection((health.SERVICE_NAME,), self._health_server)
+        self.health_port = 0
+        """Where the plaintext health service is served once started (0: not served)."""
         self.port = 0
         self.metrics_port = 0
         """Where GET /metrics is served once started (0: metrics not served)."""
@@ -139,7 +161,8 @@ class Gateway:
     async def start(self) -> int:
         """Open the store (resuming its batches), bind `config.listen` (port 0 picks one),
         serve, and return the port. Raises StoreError, OSError, or ConfigError (rule 18,
-        unreadable TLS files, metrics.listen cannot be bound)."""
+        unreadable or mismatched TLS files, metrics.listen or health.listen cannot be
+        bound)."""
         check_exposure(self.config)
         host, _ = split_listen(self.config.listen)
         if self.config.callers and self.config.tls is None and not is_loopback(host):
@@ -160,6 +183,13 @@ class Gateway:
             self.port = self._server.add_secure_port(self.config.listen, credentials)
         if self.port == 0:
             raise OSError(f"cannot listen on {self.config.listen}")
+        if self._health_server is not None:
+            try:
+                self.health_port = self._health_server.add_insecure_port(self.config.health_listen)
+            except RuntimeError:
+                self.health_port = 0
+            if self.health_port == 0:
+                raise ConfigError("health.listen", f"cannot listen on {self.config.health_listen}")
         if self._metrics_server is not None:
             self.metrics_port = await self._metrics_server.start()
         if self._http is not None:
@@ -169,7 +199,7 @@ class Gateway:
                 if self._metrics_server is not None:
                     await self._metrics_server.stop()
                 raise
-        if self.quota is not None and await self.quota.ping():
+        if self.quota is not None and await self.quota.refresh():
             # Unreachable is no start-up error (fail closed: nothing is sent until it
             # answers, and the error is logged); a wrong URL is one (quota.url).
             log.info("vendor quotas shared through %s", self.quota.shown_url)
@@ -182,6 +212,13 @@ class Gateway:
                 await self._http.stop()
             raise
         await self._server.start()
+        if self._health_server is not None:
+            await self._health_server.start()
+            log.info(
+                "health (plaintext, no token) on %s:%d",
+                self.config.health_listen.rpartition(":")[0],
+                self.health_port,
+            )
         await self._store_reachable(self.batches.store_answers)
         if self.quota is not None:
             self._quota_ok = bool(self.quota.reachable)
@@ -200,7 +237,9 @@ class Gateway:
         # back); the ping logs the change itself, like every other call to Redis.
         while True:
             await asyncio.sleep(QUOTA_HEALTH_EVERY_S)
-            reachable = await quota.ping()
+            # Each app's pauses too, so that ListBackends shows one that another replica
+            # started, or a state lost in Redis, before a call waits for it (rule 32).
+            reachable = await quota.refresh()
             if reachable != self._quota_ok:
                 self._quota_ok = reachable
                 await self._publish_health()
@@ -230,6 +269,8 @@ class Gateway:
         await self._server.stop(_FLUSH_S)
         if self._http is not None:
             await self._http.stop()
+        if self._health_server is not None:
+            await self._health_server.stop(None)
         for backend in self.backends.values():
             await backend.close()
         if self.quota is not None:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from imgate.config.addresses import split_listen
+from imgate.config.pem import pem_problem
 from imgate.vendors.base.spec import VendorLimits
 from imgate.vendors.registry import BY_VENDOR, VENDORS
 
@@ -42,6 +43,7 @@ class ConfigError(Exception):
     def __init__(self, key: str, problem: str) -> None:
         super().__init__(f"{key}: {problem}" if key else problem)
         self.key = key
+        self.problem = problem
 
 
 class Secrets(Mapping[str, Any]):
@@ -174,6 +176,9 @@ class GatewayConfig:
     """[http] listen: host:port serving the API as HTTP/JSON (and the console); empty = off."""
     http_console: bool = True
     """[http] console: serve the web console at / on the HTTP port."""
+    health_listen: str = ""
+    """[health] listen: host:port serving grpc.health.v1 alone, in plaintext and without a
+    token, for probes that cannot speak TLS (Kubernetes grpc probes); empty = off."""
     tracing_otlp_endpoint: str = ""
     """[tracing] otlp_endpoint: OTLP/gRPC collector for OpenTelemetry traces; empty = off
     (on needs the `otel` extra: pip install 'imgate[otel]')."""
@@ -214,6 +219,7 @@ _TOP_KEYS = {
     "tls": dict,
     "metrics": dict,
     "http": dict,
+    "health": dict,
     "tracing": dict,
     "log": dict,
 }
@@ -227,6 +233,7 @@ _SECTION_KEYS: dict[str, dict[str, tuple[str, type]]] = {
     "quota": {"url": ("quota_url", str), "key_prefix": ("quota_key_prefix", str)},
     "metrics": {"listen": ("metrics_listen", str)},
     "http": {"listen": ("http_listen", str), "console": ("http_console", bool)},
+    "health": {"listen": ("health_listen", str)},
     "tracing": {"otlp_endpoint": ("tracing_otlp_endpoint", str)},
     "log": {"format": ("log_format", str), "level": ("log_level", str)},
 }
@@ -264,7 +271,11 @@ def _section(table: str, raw: Any, env: Mapping[str, str]) -> dict[str, Any]:
             if value not in _CHOICES[path]:
                 raise ConfigError(path, f"expected one of {', '.join(_CHOICES[path])}")
         values[name] = value
-    for name, path in (("metrics_listen", "metrics.listen"), ("http_listen", "http.listen")):
+    for name, path in (
+        ("metrics_listen", "metrics.listen"),
+        ("http_listen", "http.listen"),
+        ("health_listen", "health.listen"),
+    ):
         if name in values:
             try:
                 split_listen(values[name])
@@ -385,12 +396,25 @@ def _tls_section(raw: Any, env: Mapping[str, str]) -> TLSConfig:
     for key, path in values.items():
         if path and not os.access(path, os.R_OK):
             raise ConfigError(f"tls.{key}", f"cannot read {path}")
-    return TLSConfig(**values)
+    tls = TLSConfig(**values)
+    check_tls_files(tls)
+    return tls
+
+
+def check_tls_files(tls: TLSConfig) -> None:
+    """ConfigError naming `tls.cert_file`, `tls.key_file` or `tls.client_ca_file` when
+    one cannot be used: unreadable, no PEM, or a key that is not the certificate's."""
+    found = pem_problem(tls.cert_file, tls.key_file, tls.client_ca_file or None)
+    if found is not None:
+        which, problem = found
+        key = {"cert": "cert_file", "key": "key_file", "ca": "client_ca_file"}[which]
+        raise ConfigError(f"tls.{key}", problem)
 
 
 def read_tls_files(tls: TLSConfig) -> tuple[bytes, bytes, bytes | None]:
     """(certificate chain, private key, client CA or None), read now so that a restart
     picks up rotated files; errors name the key."""
+    check_tls_files(tls)
     contents: dict[str, bytes] = {}
     for key in ("cert_file", "key_file", "client_ca_file"):
         path = getattr(tls, key)
@@ -544,6 +568,11 @@ def _backend(name: str, raw: Any, env: Mapping[str, str]) -> BackendConfig:
             f"{prefix}.backup_base_url", values["backup_base_url"]
         )
     return _with_defaults(name, vendor, base_url, values, sandbox=False)
+
+
+def check_otlp_endpoint(key: str, value: str) -> str:
+    """An OTLP/gRPC collector's URL, checked (ConfigError naming `key`)."""
+    return _base_url(key, value)
 
 
 def _base_url(key: str, value: str) -> str:

@@ -63,6 +63,7 @@ _PURGE_EVERY_S = 300.0
 _DRIFT_WORTH_A_LINE_S = 60.0
 # A store that cannot be written is tried again after 0.5 s, 1 s, 2 s ... at most this.
 _STALLED_RETRY_MAX_S = 30.0
+_MAX_TRACE_PARENTS = 10_000
 
 
 class BatchService:
@@ -84,6 +85,7 @@ class BatchService:
         self.backends = backends
         self.metrics = metrics or Metrics()
         self.tracing = tracing or Tracing()
+        self._trace_parents: dict[str, Any] = {}  # batch id -> its RPC's trace context
         self.store = store
         self.retention_s = retention_s
         self.clock = clock or SteadyClock()
@@ -257,11 +259,16 @@ class BatchService:
         row = run.row
         if not slot_taken:
             self.queue.slots(row.backend).take(row.caller)
-        task = asyncio.create_task(self._run(run, work), name=f"batch {row.batch_id}")
+        # The span's parent is the RPC that made the batch, never whatever task (a queue
+        # filler) starts it; none for a batch resumed or taken over (a root).
+        parent = self._trace_parents.pop(row.batch_id, None)
+        task = asyncio.create_task(self._run(run, work, parent), name=f"batch {row.batch_id}")
         self._runs[row.batch_id] = (run, task)
         return task
 
-    async def _run(self, run: BatchRun, work: Coroutine[Any, Any, None]) -> None:
+    async def _run(
+        self, run: BatchRun, work: Coroutine[Any, Any, None], trace_parent: Any = None
+    ) -> None:
         row = run.row
         set_log_context(
             backend=row.backend,
@@ -272,12 +279,13 @@ class BatchService:
         self.metrics.batch_started(row.backend)
         attributes: dict[str, AttributeValue] = {
             "imgate.backend": row.backend,
+            "imgate.batch_id": row.batch_id,
             "imgate.vendor": run.backend.config.vendor,
             "imgate.recipients": row.total,
             "imgate.resumed": not run.fresh and row.state != pb.BATCH_STATE_QUEUED,
         }
         try:
-            with self.tracing.span("batch", attributes) as span:
+            with self.tracing.span("batch", attributes, parent=trace_parent) as span:
                 try:
                     await work
                 finally:
@@ -496,11 +504,23 @@ class BatchService:
             if runs_now and not created:
                 slots.give_back(row.caller)
         if created:
+            self._keep_trace_parent(stored.batch_id)
             if runs_now:
                 launch(stored)  # in the slot taken above
             else:
                 self.queue.queued(stored)
         return stored, created
+
+    def _keep_trace_parent(self, batch_id: str) -> None:
+        """The RPC's trace context, for the batch's run: the caller's trace is its parent
+        (rule 33) even when the run starts later, from the queue. Bounded: queued batches
+        that another replica takes over never start here."""
+        parent = self.tracing.current()
+        if parent is None:
+            return  # tracing off
+        if len(self._trace_parents) >= _MAX_TRACE_PARENTS:
+            del self._trace_parents[next(iter(self._trace_parents))]
+        self._trace_parents[batch_id] = parent
 
     async def send_small(
         self,
@@ -556,6 +576,7 @@ class BatchService:
             backend.permits.release()
             return stored, False, None
         run.sink.row = stored
+        self._keep_trace_parent(stored.batch_id)
         task = self._start(run, run.run_one(chunk, grant))
         return stored, True, (run, task)
 
