@@ -162,6 +162,18 @@ CASES: list[tuple[str, Edit, str]] = [
         "message.custom.data",
     ),
     ("NaN in push payload", _set("options.push_payload", '{"a": NaN}'), "options.push_payload"),
+    # An object that repeats a key: which value a vendor's parser keeps is undocumented.
+    ("extension repeating a key", _set("message.extension", '{"a":1,"a":2}'), "message.extension"),
+    (
+        "custom data repeating a nested key",
+        _content(pb.Message(custom=pb.CustomContent(data='{"o":{"k":1,"k":1}}'))),
+        "message.custom.data",
+    ),
+    (
+        "push payload repeating a key",
+        _set("options.push_payload", '{"pushTitle":"a","pushTitle":"b"}'),
+        "options.push_payload",
+    ),
     (
         "javascript: image URL",
         _content(pb.Message(image=pb.ImageContent(url="javascript:alert(1)", width=1, height=1))),
@@ -309,3 +321,4 @@ def test_id_checks_fast_and_slow_paths_agree(ids: list[str], bad: list[int]) -> 
 
     assert _bad_id_positions(ids) == bad
     assert [i for i, value in enumerate(ids) if id_problem(value)] == bad
+

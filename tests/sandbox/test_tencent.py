@@ -64,6 +64,13 @@ CUSTOM = _elem("TIMCustomElem", Data='{"type":"tip","text":"hi"}', Desc="hi")
 REFUSED: list[tuple[str, Any, int]] = [
     ("body not JSON", "{To_Account: [bob]}", 90001),
     ("body a JSON array", [tx_doc()], 90001),
+    # A key repeated: which value the vendor's parser keeps is undocumented (issue 22).
+    ("body repeating To_Account", json.dumps(tx_doc())[:-1] + ', "To_Account": ["x"]}', 90001),
+    (
+        "MsgContent repeating Text",
+        json.dumps(tx_doc()).replace('"Text": "hello"', '"Text": "hello", "Text": "x"'),
+        90001,
+    ),
     ("body over 12288 bytes", tx_doc(CloudCustomData="x" * 12288), 93000),
     ("no To_Account", _without(tx_doc(), "To_Account"), 90003),
     ("To_Account a string", tx_doc(To_Account="bob"), 90003),

@@ -42,6 +42,18 @@ IMAGE = {
 REFUSED: list[tuple[str, Any, int, str]] = [
     ("body not JSON", "sender_id=alice", 414, "JSON"),
     ("body a JSON array", [yx2_doc()], 414, "object"),
+    (
+        "body repeating a key",
+        json.dumps(yx2_doc())[:-1] + ', "sender_id": "bob"}',
+        414,
+        "JSON",
+    ),
+    (
+        "message repeating a key",
+        json.dumps(yx2_doc()).replace('"text": "hello"', '"text": "hello", "text": "ho"'),
+        414,
+        "JSON",
+    ),
     ("no sender_id", _without(yx2_doc(), "sender_id"), 414, "sender_id"),
     ("sender_id 33 chars", yx2_doc(sender="a" * 33), 414, "sender_id"),
     ("sender_id a number", yx2_doc(sender_id=5), 414, "sender_id"),

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from imgate.v1 import gateway_pb2 as pb
-from imgate.vendors.base.common import as_int, load_answer, short
+from imgate.vendors.base.common import UnreadableAnswer, as_int, read_answer, short
 from imgate.vendors.base.translator import (
     AcceptedAlike,
     CallResult,
@@ -132,9 +132,10 @@ def parse_answer(recipients: Sequence[str], status: int, body: bytes) -> CallRes
     verdict = classify_http_status(recipients, status, SPEC.refusal_statuses.statuses)
     if verdict is not None:
         return verdict
-    answer = load_answer(body)
-    if answer is None:
-        return unreadable_answer("not a JSON object")
+    try:
+        answer = read_answer(body)
+    except UnreadableAnswer as exc:
+        return unreadable_answer(str(exc))
     code = as_int(answer.get("ErrorCode"))
     if code is None:
         return unreadable_answer("no numeric ErrorCode")
