@@ -188,8 +188,8 @@ def test_empty_sender_means_admin() -> None:
         ({"push_content": "离线推送内容"}, {"OfflinePushInfo": {"Desc": "离线推送内容"}}),
         ({"push_title": "apns title"}, {"OfflinePushInfo": {"Title": "apns title"}}),
         ({"push_payload": '{"k":"v"}'}, {"OfflinePushInfo": {"Ext": '{"k":"v"}'}}),
-        ({"offline_enabled": False}, {"OnlineOnlyFlag": 1}),
         ({"offline_enabled": True}, {}),
+        ({"online_only": True, "offline_enabled": False}, {"OnlineOnlyFlag": 1}),
         ({"history_enabled": True}, {}),
         ({"online_only": True}, {"OnlineOnlyFlag": 1}),
         ({"online_only": False}, {}),
@@ -499,6 +499,26 @@ def test_history_off_alone_is_refused_not_sent_as_online_only() -> None:
     problems = translator.validate(make_request(history_enabled=False))
     assert [p.field for p in problems] == ["options.history_enabled"]
     assert "online_only" in problems[0].description
+
+
+@pytest.mark.parametrize(
+    ("options", "refused"),
+    [
+        # Fidelity 1 (issue 22): was sent as OnlineOnlyFlag 1, which also drops history,
+        # roaming and the unread count; offline recipients were ACCEPTED and never saw it.
+        ({"offline_enabled": False}, ["options.offline_enabled"]),
+        ({"offline_enabled": False, "online_only": False}, ["options.offline_enabled"]),
+        ({"offline_enabled": False, "online_only": True}, []),
+        ({"offline_enabled": True}, []),
+    ],
+)
+def test_offline_off_alone_is_refused_not_sent_as_online_only(
+    options: dict[str, bool], refused: list[str]
+) -> None:
+    translator = TencentTranslator(TencentTranslator.spec.sandbox_credentials)
+    problems = translator.validate(make_request(**options))
+    assert [p.field for p in problems] == refused
+    assert all("online_only" in p.description for p in problems)
 
 
 def test_ok_without_error_list_accepts_everyone() -> None:

@@ -87,6 +87,23 @@ def tencent_violations(request: pb.BatchSendRequest) -> list[FieldViolation]:
                 "tencent", "push_nick_enabled", "Tencent has no sender-nickname switch"
             )
         )
+    if (
+        options.HasField("offline_enabled")
+        and not options.offline_enabled
+        and not options.online_only
+    ):
+        # OnlineOnlyFlag, Tencent's only switch for offline storage, also drops history,
+        # roaming, the unread count and (per the SDK docs) the offline push: an offline
+        # recipient never gets the message although the call answers OK (TX-1612,
+        # TX-ONLINE). Refused rather than silently made online-only (issue 22).
+        problems.append(
+            unsupported_option(
+                "tencent",
+                "offline_enabled",
+                "offline storage cannot be turned off alone (its only switch, OnlineOnlyFlag,"
+                " also drops history, roaming and the unread count); set online_only",
+            )
+        )
     if options.HasField("history_enabled") and not options.history_enabled:
         problems.append(
             unsupported_option(
