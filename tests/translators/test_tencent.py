@@ -557,7 +557,16 @@ def test_error_code_zero_with_a_list_trusts_the_list_whatever_the_status() -> No
         (70107, pb.DELIVERY_STATE_FAILED, pb.FAILURE_REASON_RECIPIENT_NOT_FOUND),
         (90048, pb.DELIVERY_STATE_FAILED, pb.FAILURE_REASON_RECIPIENT_NOT_FOUND),
         (20007, pb.DELIVERY_STATE_FAILED, pb.FAILURE_REASON_RECIPIENT_INVALID),
-        (60007, pb.DELIVERY_STATE_FAILED, pb.FAILURE_REASON_RATE_LIMITED),
+        # Fidelity 2 (issue 22): the rate codes are documented for a whole call only
+        # (ErrorCode non-zero = every recipient failed); in ErrorList they are an
+        # undocumented answer for that recipient. Were FAILED (a transient reason).
+        (60007, pb.DELIVERY_STATE_UNCERTAIN, pb.FAILURE_REASON_RATE_LIMITED),
+        (60011, pb.DELIVERY_STATE_UNCERTAIN, pb.FAILURE_REASON_RATE_LIMITED),
+        (60018, pb.DELIVERY_STATE_UNCERTAIN, pb.FAILURE_REASON_RATE_LIMITED),
+        (60019, pb.DELIVERY_STATE_UNCERTAIN, pb.FAILURE_REASON_RATE_LIMITED),
+        (70050, pb.DELIVERY_STATE_UNCERTAIN, pb.FAILURE_REASON_RATE_LIMITED),
+        # Stale credentials are a whole-call matter too.
+        (70001, pb.DELIVERY_STATE_UNCERTAIN, pb.FAILURE_REASON_VENDOR_ERROR),
         # May mean "processed" (CONTRACT §1.6): that recipient is UNCERTAIN (issue 13.4).
         (70169, pb.DELIVERY_STATE_UNCERTAIN, pb.FAILURE_REASON_VENDOR_ERROR),
         (90992, pb.DELIVERY_STATE_UNCERTAIN, pb.FAILURE_REASON_VENDOR_ERROR),
@@ -572,6 +581,9 @@ def test_error_list_codes(code: int, state: int, reason: int) -> None:
     rong = result.results[1]
     assert (rong.state, rong.reason, rong.vendor_code) == (state, reason, str(code))
     assert result.results[0].accepted
+    # A rate code pauses the backend (the vendor is refusing for rate); none resends.
+    assert result.disposition is Disposition.DONE
+    assert result.rate_refused is (reason == pb.FAILURE_REASON_RATE_LIMITED)
 
 
 @pytest.mark.parametrize(

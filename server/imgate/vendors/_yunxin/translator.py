@@ -110,14 +110,15 @@ RECIPIENT_REASONS: Final[Mapping[int, Reason]] = {
     V2_ACCOUNT_NOT_FOUND: pb.FAILURE_REASON_RECIPIENT_NOT_FOUND,
     405: pb.FAILURE_REASON_RECIPIENT_INVALID,
     414: pb.FAILURE_REASON_RECIPIENT_INVALID,
-    416: pb.FAILURE_REASON_RATE_LIMITED,
-    V2_RATE_CODE: pb.FAILURE_REASON_RATE_LIMITED,
     102426: pb.FAILURE_REASON_RECIPIENT_INVALID,
     104404: pb.FAILURE_REASON_RECIPIENT_INVALID,
     107451: pb.FAILURE_REASON_CONTENT_REJECTED,
 }
-"""Per-recipient code (v2 failed_list) → reason, FAILED. Other codes go by V2_CODES:
-102449 ("retry") and undocumented codes make the recipient UNCERTAIN."""
+"""Per-recipient code (v2 failed_list) → reason, FAILED. Other codes go by V2_CODES
+(recipient_verdict): 102449 ("retry"), undocumented codes and the rate code 416 make the
+recipient UNCERTAIN. No vendor page documents failed_list codes (vendors.md §14.3): 416 is
+a whole-call refusal there, so in failed_list it says nothing certain about that
+recipient (the backend pauses, nothing is resent)."""
 
 # Legacy docs answer a CheckSum failure with 414 (vendors.md §2.1): tell it from a plain
 # parameter error by its description.

@@ -41,6 +41,7 @@ from imgate.vendors.base.translator import (
     RecipientResult,
     VendorRequest,
     classify_http_status,
+    names_rate_refusal,
     recipient_verdict,
     uncertain_all,
     uncertain_result,
@@ -206,7 +207,11 @@ class YunxinV2Translator(YunxinTranslator):
                         detail="not listed in the vendor's answer",
                     )
                 )
-        return CallResult(Disposition.DONE, tuple(results))
+        return CallResult(
+            Disposition.DONE,
+            tuple(results),
+            rate_refused=names_rate_refusal(V2_CODES, (code for code, _ in failed.values())),
+        )
 
 
 def message_client_id(chunk_key: str) -> str:
