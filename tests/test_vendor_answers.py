@@ -236,3 +236,30 @@ async def test_a_recipient_refused_for_rate_is_uncertain_and_pauses_the_backend(
         assert gateway.gateway.backends[backend].limiter.is_blocked()
     finally:
         await runner.cleanup()
+
+
+@pytest.mark.parametrize("backend", ["yunxin_v1", "yunxin_v2"])
+@pytest.mark.parametrize("code", [503, 514])
+async def test_yunxin_busy_is_uncertain_and_later_calls_go_to_the_backup(
+    backend: str, code: int, sandbox: SandboxServer, start_gateway: StartGateway
+) -> None:
+    """Fidelity 4 (issue 22): Yunxin 503 "server busy" / 514 "service unavailable" come
+    with no promise that the call was not processed (and the vendor's SDKs do not resend
+    on them): the call is never resent, its recipients end UNCERTAIN (they were resent to
+    the backup). The vendor said its primary is unavailable, so later calls use the
+    backup endpoint."""
+    runner, url, seen = await _scripted_vendor({"code": code, "desc": "busy", "msg": "busy"})
+    try:
+        gateway = await start_gateway({"base_url": url, "backup_base_url": sandbox.url})
+        _, outcomes, summary = await gateway.send(text_request(["a", "b"], backend))
+        assert [(o.state, o.attempts, o.vendor_code) for o in outcomes] == [
+            (pb.DELIVERY_STATE_UNCERTAIN, 1, str(code))
+        ] * 2
+        assert summary.vendor_calls == 1
+        assert len(seen) == 1
+        assert sandbox.state.deliveries(backend) == []
+        _, outcomes, _ = await gateway.send(text_request(["c"], backend))
+        assert outcomes[0].state == pb.DELIVERY_STATE_ACCEPTED
+        assert len(seen) == 1
+    finally:
+        await runner.cleanup()

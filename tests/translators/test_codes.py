@@ -36,8 +36,10 @@ YUNXIN_CODES = [
     (423, DONE, R.FAILURE_REASON_SENDER_MUTED),
     (431, AMBIGUOUS, R.FAILURE_REASON_VENDOR_ERROR),
     (500, AMBIGUOUS, R.FAILURE_REASON_VENDOR_ERROR),
-    (503, RETRY, R.FAILURE_REASON_VENDOR_UNAVAILABLE),
-    (514, RETRY, R.FAILURE_REASON_VENDOR_UNAVAILABLE),
+    # Fidelity 4 (issue 22): no Yunxin document says a "busy"/"unavailable" call was not
+    # processed, and the official SDKs do not resend on them. Were RETRY (resent).
+    (503, AMBIGUOUS, R.FAILURE_REASON_VENDOR_UNAVAILABLE),
+    (514, AMBIGUOUS, R.FAILURE_REASON_VENDOR_UNAVAILABLE),
     # Not documented: nothing says the call was not processed (CONTRACT §8 rule 24).
     (401, AMBIGUOUS, R.FAILURE_REASON_VENDOR_ERROR),
     (999999, AMBIGUOUS, R.FAILURE_REASON_VENDOR_ERROR),
@@ -199,3 +201,17 @@ def test_vendor_detail_is_trimmed() -> None:
     body = json.dumps({"code": 414, "desc": "x" * 10_000}).encode()
     result = translator.parse(["a"], 200, body)
     assert 0 < len(result.results[0].detail) <= 300
+
+
+@pytest.mark.parametrize("cls", [YunxinV1Translator, YunxinV2Translator])
+@pytest.mark.parametrize(("code", "unavailable"), [(503, True), (514, True), (500, False)])
+def test_yunxin_busy_fails_over_later_calls_without_resending(
+    cls: type[Translator], code: int, unavailable: bool
+) -> None:
+    """Fidelity 4: the call is UNCERTAIN (never resent); the vendor said it is unavailable,
+    so the backend's later calls go to the backup endpoint."""
+    translator = cls(cls.spec.sandbox_credentials)
+    body = {"code": code, "desc": "busy", "msg": "busy", "data": {}}
+    result = translator.parse(list(RECIPIENTS), 200, json.dumps(body).encode())
+    assert result.disposition is AMBIGUOUS
+    assert result.vendor_unavailable is unavailable

@@ -6,6 +6,7 @@ header, field limits, media body keys and the meaning of their codes (vendors.md
 from __future__ import annotations
 
 import abc
+import dataclasses
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Final
@@ -72,14 +73,21 @@ CODES: Final[Mapping[int, tuple[Disposition, Reason]]] = {
     422: (_DONE, pb.FAILURE_REASON_SENDER_BANNED),
     423: (_DONE, pb.FAILURE_REASON_SENDER_MUTED),
     500: (Disposition.AMBIGUOUS, pb.FAILURE_REASON_VENDOR_ERROR),  # CONTRACT §1.6
-    # "server busy" / "service unavailable" are load-shedding refusals answered instead of
-    # a result (vendors.md §8.1 classes them plain RETRY, unlike 500/408): not processed.
-    503: (Disposition.RETRY, pb.FAILURE_REASON_VENDOR_UNAVAILABLE),
-    514: (Disposition.RETRY, pb.FAILURE_REASON_VENDOR_UNAVAILABLE),
+    # "server busy" / "service unavailable" (YX-CODES): no Yunxin document says the call
+    # was not processed, and the official SDKs do not resend on them (they resend only on
+    # HTTP 502 or a connect error, YX-JAVA docs/retry.md): never resent (issue 22,
+    # fidelity 4). The backend's later calls go to the other endpoint (UNAVAILABLE_CODES).
+    503: (Disposition.AMBIGUOUS, pb.FAILURE_REASON_VENDOR_UNAVAILABLE),
+    514: (Disposition.AMBIGUOUS, pb.FAILURE_REASON_VENDOR_UNAVAILABLE),
 }
 """Request-level code → (disposition, reason), both APIs (YX-CODES, vendors.md §8.1).
 Codes not listed are AMBIGUOUS: undocumented, so nothing says the call was not processed
 (CONTRACT §8 rule 24)."""
+
+UNAVAILABLE_CODES: Final = frozenset({503, 514})
+"""Codes by which the vendor says its service is busy or unavailable: the backend fails
+over to its backup endpoint for later calls (YX-CALL-V1: the backup domain keeps the API
+available when the primary fails), harmless since the call itself is not resent."""
 
 V2_RATE_CODE: Final = 107323
 """The IM 2.0 family's rate-limit code (docs/vendor-mapping.md "Answers", YX2-CODES)."""
@@ -132,7 +140,10 @@ def classify(
     disposition, reason = classify_code(codes, code)
     if code == 414 and _AUTH_DESC.search(desc):
         disposition, reason = _DONE, pb.FAILURE_REASON_AUTH_FAILED
-    return request_verdict(recipients, disposition, reason, str(code), short(desc))
+    verdict = request_verdict(recipients, disposition, reason, str(code), short(desc))
+    if code in UNAVAILABLE_CODES:
+        return dataclasses.replace(verdict, vendor_unavailable=True)
+    return verdict
 
 
 def push_payload_text(options: pb.SendOptions) -> str | None:
