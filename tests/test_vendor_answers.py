@@ -122,7 +122,7 @@ async def test_auth_failures_are_logged_at_warning_once_per_episode(
 
 
 class TestYunxinV2RateCode:
-    """The v2 API refuses for rate with 107323: the backend pauses, the chunk is resent."""
+    """The v2 API refuses for rate with 416: the backend pauses, the chunk is resent."""
 
     @pytest.fixture
     def sandbox_config_override(self) -> SandboxConfig:
@@ -141,7 +141,7 @@ class TestYunxinV2RateCode:
         _, _outcomes, summary = await gateway.send(text_request(ids, "yunxin_v2"))
         assert summary.accepted == 6
         stats = sandbox.state.stats("yunxin_v2")
-        assert stats.refusals.get("107323", 0) >= 1
+        assert stats.refusals.get("416", 0) >= 1
         assert stats.duplicate_deliveries == 0
 
 

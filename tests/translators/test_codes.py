@@ -54,8 +54,12 @@ YUNXIN_V2_CODES = [
     (104404, DONE, R.FAILURE_REASON_RECIPIENT_INVALID),
     (107451, DONE, R.FAILURE_REASON_CONTENT_REJECTED),
     (107410, DONE, R.FAILURE_REASON_VENDOR_ERROR),
-    (107323, RATE, R.FAILURE_REASON_RATE_LIMITED),
     (102449, AMBIGUOUS, R.FAILURE_REASON_VENDOR_ERROR),
+    # Fidelity 5 (issue 22): 107323 is in no vendor page or SDK (the v2 rate code is the
+    # common 416); it was taken as a rate refusal and the call resent. 191004 is a client
+    # SDK code ("invalid parameter"), not a server answer. Undocumented: UNCERTAIN.
+    (107323, AMBIGUOUS, R.FAILURE_REASON_VENDOR_ERROR),
+    (191004, AMBIGUOUS, R.FAILURE_REASON_VENDOR_ERROR),
 ]
 
 _MALFORMED = R.FAILURE_REASON_MESSAGE_INVALID

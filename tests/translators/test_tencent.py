@@ -63,11 +63,11 @@ def _sha1(text: str) -> str:
         (
             "tip",
             {
+                # No Desc (fidelity 5, issue 22): Desc is a custom element's offline-push
+                # text; with neither it nor OfflinePushInfo.Desc, a custom-only message
+                # raises no offline push (TX-FMT). The tip's text was pushed.
                 "MsgType": "TIMCustomElem",
-                "MsgContent": {
-                    "Data": '{"type":"tip","text":"张三 joined"}',
-                    "Desc": "张三 joined",
-                },
+                "MsgContent": {"Data": '{"type":"tip","text":"张三 joined"}'},
             },
         ),
         (
@@ -169,6 +169,16 @@ def test_image_format_codes(image_format: str, code: int) -> None:
     content = _body(make_request(pb.Message(image=image)))["MsgBody"][0]["MsgContent"]
     assert content["ImageFormat"] == code
     assert content["UUID"] == _sha1("https://x/y")  # no md5: derived from the URL
+
+
+def test_tip_pushes_only_what_push_content_says() -> None:
+    """A tip raises no offline push of its own; push_content is the caller's push text."""
+    tip = pb.Message(tip=pb.TipContent(text="张三 joined"))
+    silent = _body(make_request(tip))
+    assert "Desc" not in silent["MsgBody"][0]["MsgContent"]
+    assert "OfflinePushInfo" not in silent
+    pushed = _body(make_request(tip, push_content="有新成员"))
+    assert pushed["OfflinePushInfo"] == {"Desc": "有新成员"}
 
 
 def test_custom_without_description_has_no_desc() -> None:

@@ -189,6 +189,18 @@ def test_option_to_body(options: dict[str, Any], expected: dict[str, Any]) -> No
     assert body == expected
 
 
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"online_only": True}, {"sync_to_sender": False}, {"push_enabled": False}],
+)
+def test_no_sense_flags_are_never_sent(options: dict[str, bool]) -> None:
+    """receiver_no_sense is optional, default false (YX-JAVA; the apifox "required" mark
+    is an artefact, fidelity 5): imgate has no option for it and never sends it."""
+    body = _body(make_request(**options))
+    assert "receiver_no_sense" not in body
+    assert "sender_no_sense" not in body
+
+
 def test_extension_and_unset_options() -> None:
     assert set(_body(make_request())) == {"receiver_ids", "sender_id", "message"}
     assert _body(make_request(extension='{"k":"v"}'))["extension"] == '{"k":"v"}'
@@ -413,6 +425,10 @@ def test_lists_that_do_not_match_the_call_make_everyone_uncertain(data: object) 
         # failed_list it says nothing certain about that recipient. Was FAILED (a
         # transient reason: the caller would send it again).
         (416, pb.DELIVERY_STATE_UNCERTAIN, pb.FAILURE_REASON_RATE_LIMITED),
+        # 107323 is documented nowhere (fidelity 5): undocumented, no pause. Was FAILED.
+        (107323, pb.DELIVERY_STATE_UNCERTAIN, pb.FAILURE_REASON_VENDOR_ERROR),
+        # 191004 is a client-SDK code ("invalid parameter", NIM V10), not a server answer.
+        (191004, pb.DELIVERY_STATE_UNCERTAIN, pb.FAILURE_REASON_VENDOR_ERROR),
     ],
 )
 def test_failed_list_codes(code: int | None, state: int, reason: int) -> None:

@@ -55,6 +55,10 @@ MESSAGE_TYPES: Final[Mapping[str, int]] = {
     "custom": 100,
 }
 
+RATE_CODE: Final = 416
+"""Frequency control, on both APIs: the call was refused and the app is blocked for a
+while (SEED-YX1B; YX-RATE for v2; YX-CODES)."""
+
 _DONE = Disposition.DONE
 CODES: Final[Mapping[int, tuple[Disposition, Reason]]] = {
     403: (_DONE, pb.FAILURE_REASON_AUTH_FAILED),  # bad AppKey/CheckSum/CurTime, app forbidden
@@ -64,7 +68,7 @@ CODES: Final[Mapping[int, tuple[Disposition, Reason]]] = {
     # answer, so VENDOR_ERROR (TIMEOUT is for a vendor that did not answer us in time).
     408: (Disposition.AMBIGUOUS, pb.FAILURE_REASON_VENDOR_ERROR),
     414: (_DONE, pb.FAILURE_REASON_MESSAGE_INVALID),  # parameter error (see _AUTH_DESC)
-    416: (Disposition.RATE_LIMITED, pb.FAILURE_REASON_RATE_LIMITED),
+    RATE_CODE: (Disposition.RATE_LIMITED, pb.FAILURE_REASON_RATE_LIMITED),
     # "repeated operation" / "HTTP request repeated": an earlier identical request (same
     # trace id) may have been processed, so this one's outcome is unknown.
     417: (Disposition.AMBIGUOUS, pb.FAILURE_REASON_VENDOR_ERROR),
@@ -89,7 +93,6 @@ UNAVAILABLE_CODES: Final = frozenset({503, 514})
 over to its backup endpoint for later calls (YX-CALL-V1: the backup domain keeps the API
 available when the primary fails), harmless since the call itself is not resent."""
 
-V2_RATE_CODE: Final = 107323
 """The IM 2.0 family's rate-limit code (docs/vendor-mapping.md "Answers", YX2-CODES)."""
 V2_ACCOUNT_NOT_FOUND: Final = 102404
 V2_SENDER_MUTED: Final = 102421
@@ -107,11 +110,14 @@ V2_CODES: Final[Mapping[int, tuple[Disposition, Reason]]] = {
     104404: (_DONE, pb.FAILURE_REASON_RECIPIENT_INVALID),  # not a friend (check_friend)
     107451: (_DONE, pb.FAILURE_REASON_CONTENT_REJECTED),  # antispam
     107410: (_DONE, pb.FAILURE_REASON_VENDOR_ERROR),  # messaging disabled for the app
-    V2_RATE_CODE: (Disposition.RATE_LIMITED, pb.FAILURE_REASON_RATE_LIMITED),
     # "retry": the vendor failed somewhere inside, maybe after sending.
     V2_RETRY: (Disposition.AMBIGUOUS, pb.FAILURE_REASON_VENDOR_ERROR),
 }
-"""The v2 API's request-level codes: the common ones plus the IM 2.0 family."""
+"""The v2 API's request-level codes: the common ones plus the IM 2.0 family. Its rate code
+is the common 416 (YX-RATE, YX-V2B-DOC point to the rate-limit page): 107323, once taken
+for it, appears in no vendor page or SDK, and 191004 is the client SDK's "invalid
+parameter" (YX2-CLIENT-CODES), not a server answer; like every code not listed they are
+AMBIGUOUS (CONTRACT §8 rule 24: nothing says the call was not processed)."""
 
 RECIPIENT_REASONS: Final[Mapping[int, Reason]] = {
     404: pb.FAILURE_REASON_RECIPIENT_NOT_FOUND,

@@ -123,9 +123,15 @@ def element(message: pb.Message) -> dict[str, Any]:
         return {"MsgType": "TIMTextElem", "MsgContent": {"Text": message.text.text}}
     if kind == "tip":
         # Tencent has no tip type: an app-defined element clients recognise by its type.
+        # No Desc: a custom element's Desc is its offline-push text, and a custom-only
+        # message with neither Desc nor OfflinePushInfo.Desc raises no offline push
+        # (TX-FMT), as a UI tip should not; push_content still sets one (issue 22).
         data = compact_json({"type": "tip", "text": message.tip.text})
-        return {"MsgType": "TIMCustomElem", "MsgContent": {"Data": data, "Desc": message.tip.text}}
+        return {"MsgType": "TIMCustomElem", "MsgContent": {"Data": data}}
     if kind == "custom":
+        # description → Desc: on Tencent the offline-push text of this message (unless
+        # push_content is set), where Yunxin keeps it as a history-search description
+        # (docs/vendor-mapping.md "Content semantics").
         custom: dict[str, Any] = {"Data": message.custom.data}
         if message.custom.description:
             custom["Desc"] = message.custom.description
