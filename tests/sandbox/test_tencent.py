@@ -338,3 +338,14 @@ async def test_recipient_cap_and_byte_cap_are_configurable(start_sandbox: StartS
     assert (await vendors.tx(tx_doc(to=["a", "b", "c"])))["ErrorCode"] == 90011
     assert (await vendors.tx(tx_doc(CloudCustomData="x" * 300)))["ErrorCode"] == 93000
     assert (await vendors.tx(tx_doc(to=["a", "b"])))["ActionStatus"] == "OK"
+
+
+async def test_a_resent_call_is_delivered_again(vendors: Vendors) -> None:
+    """Fidelity 3 (issue 22): batchsendmsg documents MsgSeq/MsgRandom de-duplication
+    "within the same second" only (the 120 s CRC32 key is on the sendmsg page), so the
+    emulator does not de-duplicate a resend: the sandbox shows any double send."""
+    first = await vendors.tx(tx_doc(to=["bob"]))
+    again = await vendors.tx(tx_doc(to=["bob"]))  # same MsgSeq, MsgRandom and content
+    assert first["ActionStatus"] == again["ActionStatus"] == "OK"
+    deliveries = vendors.server.state.deliveries("tencent")
+    assert [d.duplicate for d in deliveries] == [False, True]

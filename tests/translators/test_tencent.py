@@ -681,3 +681,13 @@ def test_spec_pins_the_published_facts() -> None:
         "admin_identifier": "administrator",
     }
     assert not spec.sender_required
+
+
+@pytest.mark.parametrize("code", [70169, 90992, 91000])
+def test_internal_errors_are_never_resent(code: int) -> None:
+    """Fidelity 3 (issue 22): batchsendmsg documents no de-duplication window (the 120 s
+    CRC32 key is sendmsg's), so "internal error, retry" may have been processed: the
+    call is UNCERTAIN and the spec says the vendor does not de-duplicate resends."""
+    assert not TencentTranslator.spec.capabilities.dedupes_resends
+    result = _parse({"ActionStatus": "FAIL", "ErrorCode": code, "ErrorInfo": "retry"})
+    assert result.disposition is Disposition.AMBIGUOUS
