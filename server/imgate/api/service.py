@@ -29,6 +29,7 @@ from imgate.api.requests import as_send_request, fingerprint, in_list
 from imgate.api.upload import upload_recipients
 from imgate.api.validate import (
     echo,
+    schedule_violations,
     validate_common,
     validate_for_vendor,
     validate_request_id,
@@ -108,6 +109,7 @@ class GatewayApi:
         send_before: float | None,
         call_deadline: float | None = None,
         small: bool = False,
+        send_after: float | None = None,
     ) -> tuple[BatchRow, _Running | None]:
         """Validate and store the batch (or find it by request_id). `small`: a batch that
         fits one vendor call takes the short path (send_small), and its run is returned
@@ -132,6 +134,11 @@ class GatewayApi:
             recipient_ids = [recipients.widest_id]
         census = IdCensus.of(recipient_ids)  # one scan for every id check below
         problems.extend(validate_common(as_send, recipient_ids, self._config, census))
+        problems.extend(
+            schedule_violations(
+                send_after, send_before, time.time(), self._config.max_schedule_ahead_s
+            )
+        )
         backend_config = self._config.backend(request.backend)
         if backend_config is not None:
             translator = self._backends[backend_config.name].translator
@@ -171,6 +178,7 @@ class GatewayApi:
             ),
             create_time=self._batches.clock(),
             send_before=send_before,
+            send_after=send_after,
         )
         indexes = None if isinstance(unique.indexes, range) else unique.indexes
         running = None
@@ -217,10 +225,14 @@ class GatewayApi:
         return stored, running
 
     async def submit_batch(self, request: pb.SubmitBatchRequest) -> pb.Batch:
-        send_before = None
+        send_before = send_after = None
         if request.HasField("send_before"):
             send_before = request.send_before.ToNanoseconds() / 1e9
-        row, _ = await self._submit(request, bound=False, send_before=send_before)
+        if request.HasField("send_after"):
+            send_after = request.send_after.ToNanoseconds() / 1e9
+        row, _ = await self._submit(
+            request, bound=False, send_before=send_before, send_after=send_after
+        )
         return messages.batch_message(row)
 
     async def batch_send(
@@ -329,6 +341,10 @@ class GatewayApi:
         row = await self._own_batch(request.batch_id)
         cancelled = await self._batches.cancel(row.batch_id)
         return messages.batch_message(cancelled or row)
+
+    async def recall_batch(self, request: pb.RecallBatchRequest) -> pb.Batch:
+        await self._own_batch(request.batch_id)
+        raise ApiError(grpc.StatusCode.UNIMPLEMENTED, "RecallBatch is not served yet")
 
     async def list_batches(self, request: pb.ListBatchesRequest) -> pb.ListBatchesResponse:
         size = request.page_size or _DEFAULT_PAGE_SIZE

@@ -123,7 +123,9 @@ def _parser() -> argparse.ArgumentParser:
     add_health_arguments(check)
     send = commands.add_parser("send", help="send one message to many recipients")
     add_send_arguments(send)
-    batch = commands.add_parser("batch", help="durable batches: submit, watch, get, list, cancel")
+    batch = commands.add_parser(
+        "batch", help="durable batches: submit, watch, get, list, cancel, recall"
+    )
     add_batch_arguments(batch)
     return parser
 

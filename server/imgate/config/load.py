@@ -152,6 +152,8 @@ class GatewayConfig:
     """Most recipients one BatchSendRequest may carry."""
     max_recipients_per_list: int = 10_000_000
     """Most unique recipients one UploadRecipients list may hold."""
+    max_schedule_ahead_s: float = 2_592_000.0
+    """How far ahead SubmitBatchRequest.send_after may be (30 days)."""
     state_dir: str = ""
     """Where the gateway keeps its state (the SQLite store); see default_state_dir()."""
     store_url: str = ""
@@ -197,6 +199,7 @@ _TOP_KEYS = {
     "default_backend": str,
     "max_recipients_per_request": int,
     "max_recipients_per_list": int,
+    "max_schedule_ahead_s": float,
     "shutdown_grace_s": float,
     "state_dir": str,
     "backends": dict,

@@ -36,6 +36,7 @@ from imgate.pipeline.dispatch import Backend, BatchRun, Fresh
 from imgate.pipeline.failures import log_failure
 from imgate.pipeline.queue import BatchQueue
 from imgate.pipeline.replicas import ReplicaLoops
+from imgate.pipeline.schedule import Scheduler
 from imgate.pipeline.sink import BatchSink, Chunk
 from imgate.pipeline.watch import GatewayStopping, watch
 from imgate.store.base import (
@@ -98,6 +99,7 @@ class BatchService:
             lambda row: self._launch(row, slot_taken=True),
             self.may_run,
         )
+        self.scheduler = Scheduler(store, self.owner, self.queue.waiting, self.metrics)
         self.replica = ReplicaLoops(self)
         self.store_answers = True
         """False while the store cannot be written (a full disk) or does not answer."""
@@ -128,6 +130,7 @@ class BatchService:
         await self.close_all(recovered.to_close)
         await self.queue.find_waiting()
         self._loops.append(asyncio.create_task(self._purge_loop()))
+        self._loops.append(self.scheduler.start())
         if store.shared:
             self.replica.start()
             self._loops += self.replica.tasks
@@ -454,15 +457,20 @@ class BatchService:
         if self.stopping.is_set():
             raise GatewayStopping
         slots = self.queue.slots(row.backend)
+        # Not before its send_after: it waits SCHEDULED in the store, not for a slot.
+        scheduled = row.send_after is not None and row.send_after > time.time()
         # A batch bound to its caller never waits in the store: its memory is its RPC's.
-        runs_now = slots.free or row.bound
+        runs_now = not scheduled and (slots.free or row.bound)
         if runs_now:
             slots.take(row.caller)  # held from now: submits racing for the last slot
-        else:
+        elif not scheduled:
             await self.queue.check_backlog(row.backend)
         # Stored RUNNING (CONTRACT §4: QUEUED or RUNNING) when it runs at once: its run
         # need not commit the state again before the first call.
-        row.state = pb.BATCH_STATE_RUNNING if runs_now else pb.BATCH_STATE_QUEUED
+        if scheduled:
+            row.state = pb.BATCH_STATE_SCHEDULED
+        else:
+            row.state = pb.BATCH_STATE_RUNNING if runs_now else pb.BATCH_STATE_QUEUED
         created = False
         try:
             stored, created = await create()
@@ -475,6 +483,8 @@ class BatchService:
         if created:
             if runs_now:
                 launch(stored)  # in the slot taken above
+            elif stored.state == pb.BATCH_STATE_SCHEDULED and stored.send_after is not None:
+                self.scheduler.armed(stored.send_after)
             else:
                 self.queue.queued(stored)
         return stored, created
@@ -529,7 +539,9 @@ class BatchService:
         return stored, True, (run, task)
 
     async def find_waiting(self) -> None:
+        """After an adoption: the adopted batches that wait, queued or scheduled."""
         await self.queue.find_waiting()
+        self.scheduler.wake()
 
     def cancel_here(self, row: BatchRow) -> None:
         """A cancel asked on another replica (or found at adoption): stop the batch's run
