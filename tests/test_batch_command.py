@@ -155,3 +155,30 @@ async def test_submit_at_a_time_shows_scheduled_then_cancel_sends_nothing(
     else:
         raise AssertionError("the scheduled batch was not cancelled")
     assert sandbox.state.stats("tencent").calls_received == 0
+
+
+async def test_recall_prints_the_recall_batch_and_refuses_what_cannot_be_recalled(
+    sandbox: SandboxServer, start_gateway: StartGateway, capsys: pytest.CaptureFixture[str]
+) -> None:
+    gateway = await start_gateway()
+    submit = ("submit", "--backend", "tencent", "--to", "bob,carol", "--text", "oops")
+    assert await asyncio.to_thread(_run, gateway.target, *submit) == 0
+    batch_id = capsys.readouterr().out.strip()
+    assert await asyncio.to_thread(_run, gateway.target, "watch", batch_id) == 0
+    capsys.readouterr()
+    assert await asyncio.to_thread(_run, gateway.target, "recall", batch_id) == 0
+    recall_id = capsys.readouterr().out.strip()
+    assert len(recall_id) == 32
+    assert recall_id != batch_id
+    assert await asyncio.to_thread(_run, gateway.target, "watch", recall_id) == 0
+    watched = sorted(capsys.readouterr().out.splitlines())
+    assert watched[:2] == ["bob  ACCEPTED", "carol  ACCEPTED"]
+    assert await asyncio.to_thread(_run, gateway.target, "recall", batch_id, "--json") == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert (shown["batch_id"], shown["recall_of"]) == (recall_id, batch_id)
+    assert [w.recipient for w in sandbox.state.withdrawals("tencent")].count("bob") == 1
+    submit = ("submit", "--backend", "yunxin_v1", "--from", "a", "--to", "b", "--text", "x")
+    assert await asyncio.to_thread(_run, gateway.target, *submit) == 0
+    other = capsys.readouterr().out.strip()
+    assert await asyncio.to_thread(_run, gateway.target, "recall", other) == 1
+    assert "FAILED_PRECONDITION" in capsys.readouterr().err

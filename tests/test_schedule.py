@@ -151,3 +151,21 @@ async def test_scheduled_batches_run_in_time_order_and_a_submit_rearms_the_timer
     waiting = await gw.stub.GetBatch(pb.GetBatchRequest(batch_id=late.batch_id))
     assert waiting.state == pb.BATCH_STATE_SCHEDULED
     assert [d.recipient for d in sandbox.state.deliveries("tencent")] == ["early"]
+
+
+async def test_a_retry_with_another_time_is_the_same_batch(start_gateway: StartGateway) -> None:
+    # `imgate batch submit --at 10m --request-id X` run again names another time.
+    gw = await start_gateway()
+    first = _submit(["a"], send_after=_stamp(time.time() + 600))
+    first.request_id = "at-retry"
+    batch = await gw.stub.SubmitBatch(first)
+    again = _submit(["a"], send_after=_stamp(time.time() + 900))
+    again.request_id = "at-retry"
+    same = await gw.stub.SubmitBatch(again)
+    assert same.batch_id == batch.batch_id
+    assert same.send_after == batch.send_after  # the first one's time
+    other = _submit(["b"], send_after=_stamp(time.time() + 600))
+    other.request_id = "at-retry"
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await gw.stub.SubmitBatch(other)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -203,7 +203,8 @@ def schedule_violations(
         return [
             FieldViolation(
                 "send_after",
-                f"is more than {max_ahead_s:g} s ahead (max_schedule_ahead_s); nothing was stored",
+                f"is more than {max_ahead_s:,.0f} s ahead (max_schedule_ahead_s);"
+                " nothing was stored",
             )
         ]
     if send_before is not None and send_after >= send_before:

@@ -4,10 +4,10 @@ line.
 ``submit`` takes ``imgate send``'s recipient and message flags and prints the batch id
 (``--to-file`` is streamed through ``UploadRecipients`` first, with a progress bar on a
 terminal; ``--at`` schedules it: RFC 3339, or a duration from now such as ``10m``);
-``watch`` prints outcomes as ``send`` does (``--cursor`` resumes); ``get``, ``list``,
-``cancel`` and ``recall`` (which prints the recall batch) print a batch a line (``--json``:
-the ``Batch`` message as JSON). Exit codes as for ``send``: 0 done, 1 the call failed (2
-for an invalid request or an unknown batch).
+``watch`` prints outcomes as ``send`` does (``--cursor`` resumes); ``recall`` prints the
+id of the batch's recall batch (the same on every call); ``get``, ``list`` and ``cancel``
+print a batch a line (``--json``: the ``Batch`` message as JSON). Exit codes as for
+``send``: 0 done, 1 the call failed (2 for an invalid request or an unknown batch).
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
     for name, help_text in (
         ("get", "print a batch"),
         ("cancel", "cancel a batch"),
-        ("recall", "withdraw what a batch delivered; print its recall batch"),
+        ("recall", "withdraw what a batch delivered; print its recall batch's id"),
     ):
         command = commands.add_parser(name, help=help_text)
         command.add_argument("batch_id")
@@ -220,7 +220,11 @@ def _cancel(client: GatewayClient, args: argparse.Namespace) -> int:
 
 
 def _recall(client: GatewayClient, args: argparse.Namespace) -> int:
-    _print_batch(client.recall_batch(args.batch_id, request_id=args.request_id), args.json)
+    recall = client.recall_batch(args.batch_id, request_id=args.request_id)
+    if args.json:
+        _print_batch(recall, True)
+    else:
+        print(recall.batch_id)  # a new batch, as submit's: follow it with watch or get
     return EXIT_COMPLETED
 
 

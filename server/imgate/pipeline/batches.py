@@ -35,6 +35,14 @@ from imgate.observability.tracing import AttributeValue, Tracing
 from imgate.pipeline.dispatch import Backend, BatchRun, Fresh
 from imgate.pipeline.failures import log_failure
 from imgate.pipeline.queue import BatchQueue
+from imgate.pipeline.recall import (
+    NotRecallable,
+    RecallRun,
+    end_wait_s,
+    recall_row,
+    until_ended,
+    why_not_recallable,
+)
 from imgate.pipeline.replicas import ReplicaLoops
 from imgate.pipeline.schedule import Scheduler
 from imgate.pipeline.sink import BatchSink, Chunk
@@ -235,9 +243,21 @@ class BatchService:
     ) -> asyncio.Task[None]:
         """Run `row` in a task, in one of its backend's slots (`slot_taken`: the caller
         took it); `fresh`: it was created just now, with these recipients first (see
-        BatchRun)."""
-        run = BatchRun(
-            self.backends[row.backend],
+        BatchRun). A recall batch runs through its backend's recall lane (one whose
+        backend is no longer recallable is closed, its recipients NOT_ATTEMPTED)."""
+        backend = self.backends[row.backend]
+        kind = BatchRun
+        if row.recall_of:
+            kind = RecallRun
+            if backend.recall is None:
+                log.error(
+                    "recall batch %s: backend %s cannot recall now", row.batch_id, row.backend
+                )
+                send = False
+            else:
+                backend = backend.recall
+        run = kind(
+            backend,
             self.store,
             row,
             self.owner,
@@ -570,6 +590,37 @@ class BatchService:
         # A shared store's batch not running here is closed by its owner, which polls for
         # cancelled batches (_cancel_poll_loop), or, if the owner is dead, by its adopter.
         return row
+
+    async def recall(
+        self, original: BatchRow, request_id: str, wait_s: float | None = None
+    ) -> tuple[BatchRow, bool]:
+        """The recall batch of `original` (see pipeline.recall): (row, True) when made
+        now; (row, False) when it had one, or the caller's `request_id` names another
+        batch (that batch). Cancels `original` first if it has not ended, and waits up to
+        `wait_s` (default: the backend's request timeout and a margin) for it to end.
+        Raises NotRecallable, StillEnding, GatewayStopping, Backlogged."""
+        if original.recalled_by:
+            found = await self.store.get_batch(original.recalled_by)
+            if found is not None:
+                return found, False
+        backend = self.backends.get(original.backend)
+        why = why_not_recallable(original, backend)
+        if why is not None:
+            raise NotRecallable(why)
+        assert backend is not None
+        if not original.ended:
+            await self.cancel(original.batch_id)
+            wait_s = end_wait_s(backend) if wait_s is None else wait_s
+            original = await until_ended(self.store, original.batch_id, wait_s)
+        row = recall_row(original, request_id, self.clock())
+        original_id = original.batch_id
+
+        def launch(stored: BatchRow) -> None:
+            self._launch(stored, slot_taken=True)
+
+        return await self._submit(
+            row, lambda: self.store.create_recall(row, original_id, owner=self.owner), launch
+        )
 
     async def watch(
         self, batch_id: str, after_seq: int

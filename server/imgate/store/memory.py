@@ -344,6 +344,8 @@ class MemoryStore(Store):
             self._by_request.get((row.caller, row.request_id)) if row.request_id else None
         )
         if existing:
+            if existing not in self._batches:
+                raise LookupError(f"batch {original_id}'s recall {existing} is gone")
             return self._copy(self._batches[existing].row), False
         if not original.row.ended:
             raise ValueError(f"batch {original_id} has not ended")

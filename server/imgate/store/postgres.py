@@ -404,6 +404,8 @@ class PostgresStore(PostgresLists):
             found = None
             if original["recalled_by"]:
                 found = await conn.fetchrow(Q["batch"], original["recalled_by"])
+                if found is None:
+                    raise LookupError(f"batch {original_id}'s recall is gone")
             elif row.request_id:
                 found = await conn.fetchrow(Q["batch_by_request"], row.caller, row.request_id)
             if found is not None:

@@ -371,7 +371,10 @@ class SQLiteStore(SQLiteLists):
                 found = conn.execute(Q["batch_by_request"], (row.caller, row.request_id))
                 existing = next((r[0] for r in found), None)
             if existing is not None:
-                return _row(conn.execute(Q["batch"], (existing,)).fetchone()), False
+                found = conn.execute(Q["batch"], (existing,)).fetchone()
+                if found is None:
+                    raise LookupError(f"batch {original_id}'s recall {existing} is gone")
+                return _row(found), False
             if state not in ENDED_STATES:
                 raise ValueError(f"batch {original_id} has not ended")
             # The original's outcomes a page at a time (the cursor is stepped), its
