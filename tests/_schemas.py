@@ -208,5 +208,36 @@ POSTGRESQL_3 = """
     """
 
 
-SQLITE_STEPS: tuple[str | None, ...] = (SQLITE_1, SQLITE_2, None, SQLITE_4)
-POSTGRESQL_STEPS = (POSTGRESQL_1, POSTGRESQL_2, POSTGRESQL_3)
+SQLITE_5 = """
+ALTER TABLE batches ADD COLUMN send_after REAL;
+ALTER TABLE batches ADD COLUMN recall_of TEXT NOT NULL DEFAULT '';
+ALTER TABLE batches ADD COLUMN recalled_by TEXT NOT NULL DEFAULT '';
+DROP INDEX batches_unfinished;
+CREATE INDEX batches_unfinished ON batches (state) WHERE state IN (1, 2, 4, 6);
+CREATE INDEX batches_scheduled ON batches (send_after) WHERE state = 6;
+CREATE TABLE recall_keys (
+    batch_id TEXT NOT NULL,
+    page INTEGER NOT NULL,
+    keys TEXT NOT NULL,
+    PRIMARY KEY (batch_id, page)
+) WITHOUT ROWID;
+"""
+
+POSTGRESQL_4 = """
+    ALTER TABLE batches ADD COLUMN send_after double precision;
+    ALTER TABLE batches ADD COLUMN recall_of text NOT NULL DEFAULT '';
+    ALTER TABLE batches ADD COLUMN recalled_by text NOT NULL DEFAULT '';
+    DROP INDEX batches_unfinished;
+    CREATE INDEX batches_unfinished ON batches (owner) WHERE state IN (1, 2, 4, 6);
+    CREATE INDEX batches_scheduled ON batches (owner, send_after) WHERE state = 6;
+    CREATE TABLE recall_keys (
+        batch_id text NOT NULL,
+        page integer NOT NULL,
+        keys text NOT NULL,
+        PRIMARY KEY (batch_id, page)
+    );
+    """
+
+
+SQLITE_STEPS: tuple[str | None, ...] = (SQLITE_1, SQLITE_2, None, SQLITE_4, SQLITE_5)
+POSTGRESQL_STEPS = (POSTGRESQL_1, POSTGRESQL_2, POSTGRESQL_3, POSTGRESQL_4)

@@ -20,11 +20,11 @@ from typing import Protocol, TypeVar
 from imgate.store.base import StoreError
 from imgate.store.sql.schema import (
     BATCH_TABLES,
+    LIFECYCLE_TABLES,
     LIST_TABLES,
     QUEUE_TABLES,
     Dialect,
-    Index,
-    Table,
+    Element,
     ddl,
 )
 
@@ -32,7 +32,7 @@ log = logging.getLogger("imgate.store")
 
 C = TypeVar("C")
 C_co = TypeVar("C_co", covariant=True)
-Step = tuple[Table | Index, ...] | Callable[[C], Awaitable[None]]
+Step = tuple[Element, ...] | Callable[[C], Awaitable[None]]
 
 
 class Database(Protocol[C_co]):
@@ -106,9 +106,15 @@ SQLITE_STEPS: tuple[Step[sqlite3.Connection], ...] = (
     LIST_TABLES,
     _incremental_auto_vacuum,
     QUEUE_TABLES,
+    LIFECYCLE_TABLES,
 )
 
 
 # -- PostgreSQL --------------------------------------------------------------------------
 
-POSTGRESQL_STEPS: tuple[Step[object], ...] = (BATCH_TABLES, LIST_TABLES, QUEUE_TABLES)
+POSTGRESQL_STEPS: tuple[Step[object], ...] = (
+    BATCH_TABLES,
+    LIST_TABLES,
+    QUEUE_TABLES,
+    LIFECYCLE_TABLES,
+)
