@@ -48,7 +48,16 @@ def _up_to_date(language: str) -> bool:
     """Whether gen/ holds this language's build, newer than everything it is built from
     (test_docs may have run scripts/build_polyglot.sh just before: once is enough)."""
     output = ROOT / "gen" / ("bin/sendbatch-go" if language == "go" else "java.classpath")
-    if not output.exists():
+    program = (
+        ROOT
+        / "gen"
+        / (
+            "bin/sendbatch-go"
+            if language == "go"
+            else "java-classes/io/imgate/examples/SendBatch.class"
+        )
+    )
+    if not (output.exists() and program.exists()):  # a build cut short leaves no program
         return False
     sources = [
         ROOT / "scripts" / "build_polyglot.sh",
