@@ -101,6 +101,21 @@ CREATE INDEX batches_queued ON batches (backend, caller, create_time, batch_id)
     WHERE state = 1;
 """
 
+SQLITE_5 = """
+CREATE TABLE webhook_events (
+    event_id TEXT NOT NULL,
+    url TEXT NOT NULL,
+    type TEXT NOT NULL,
+    batch_id TEXT NOT NULL,
+    create_time REAL NOT NULL,
+    next_attempt REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    body BLOB,
+    PRIMARY KEY (event_id, url)
+);
+CREATE INDEX webhook_events_due ON webhook_events (url, next_attempt);
+"""
+
 
 # PostgreSQL (table schema_version).
 
@@ -208,5 +223,21 @@ POSTGRESQL_3 = """
     """
 
 
-SQLITE_STEPS: tuple[str | None, ...] = (SQLITE_1, SQLITE_2, None, SQLITE_4)
-POSTGRESQL_STEPS = (POSTGRESQL_1, POSTGRESQL_2, POSTGRESQL_3)
+POSTGRESQL_4 = """
+    CREATE TABLE webhook_events (
+        event_id text NOT NULL,
+        url text NOT NULL,
+        type text NOT NULL,
+        batch_id text NOT NULL,
+        create_time double precision NOT NULL,
+        next_attempt double precision NOT NULL,
+        attempts integer NOT NULL DEFAULT 0,
+        body bytea,
+        PRIMARY KEY (event_id, url)
+    );
+    CREATE INDEX webhook_events_due ON webhook_events (url, next_attempt);
+    """
+
+
+SQLITE_STEPS: tuple[str | None, ...] = (SQLITE_1, SQLITE_2, None, SQLITE_4, SQLITE_5)
+POSTGRESQL_STEPS = (POSTGRESQL_1, POSTGRESQL_2, POSTGRESQL_3, POSTGRESQL_4)

@@ -21,6 +21,7 @@ from imgate.store.base import StoreError
 from imgate.store.sql.schema import (
     BATCH_TABLES,
     LIST_TABLES,
+    OUTBOX_TABLES,
     QUEUE_TABLES,
     Dialect,
     Index,
@@ -106,9 +107,15 @@ SQLITE_STEPS: tuple[Step[sqlite3.Connection], ...] = (
     LIST_TABLES,
     _incremental_auto_vacuum,
     QUEUE_TABLES,
+    OUTBOX_TABLES,
 )
 
 
 # -- PostgreSQL --------------------------------------------------------------------------
 
-POSTGRESQL_STEPS: tuple[Step[object], ...] = (BATCH_TABLES, LIST_TABLES, QUEUE_TABLES)
+POSTGRESQL_STEPS: tuple[Step[object], ...] = (
+    BATCH_TABLES,
+    LIST_TABLES,
+    QUEUE_TABLES,
+    OUTBOX_TABLES,
+)
