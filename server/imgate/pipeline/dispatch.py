@@ -45,7 +45,7 @@ from imgate.pipeline.endpoints import Endpoints
 from imgate.pipeline.permits import Permits
 from imgate.pipeline.planner import chunk_size
 from imgate.pipeline.retry import Action, decide
-from imgate.pipeline.sink import BatchSink, Chunk
+from imgate.pipeline.sink import BatchSink, Chunk, EndedEvents, no_events
 from imgate.quota.limiter import BackendLimiter, Grant, Limiter, QuotaWaitTooLong
 from imgate.store.base import PLANNED, RECIPIENT_PAGE, BatchRow, ChunkRow, Fenced, Store
 from imgate.v1 import gateway_pb2 as pb
@@ -293,16 +293,19 @@ class BatchRun:
         call_deadline: float | None = None,
         fresh: Fresh | None = None,
         prepared: Any = None,
+        ended_events: EndedEvents = no_events,
     ) -> None:
         """`call_deadline` (monotonic): calls in flight end by then (a BatchSend caller's
         deadline); `stopping` is the gateway's shutdown; `fresh`: see Fresh; `prepared`:
-        the translator's `prepare` of the batch's spec, when the creator made it."""
+        the translator's `prepare` of the batch's spec, when the creator made it;
+        `ended_events`: what the batch's end writes to the webhook outbox."""
         self.fresh = fresh is not None
         self._fresh = fresh  # dropped once its first page is in the chunk buffer
         self.backend = backend
         self.store = store
         self.row = row
-        self.sink = BatchSink(store, row, owner, backend.metrics)
+        self.ended_events = ended_events
+        self.sink = BatchSink(store, row, owner, backend.metrics, ended_events)
         self.stopping = stopping
         self.call_deadline = call_deadline
         self.cancelled = asyncio.Event()
@@ -372,7 +375,9 @@ class BatchRun:
             assert latest is not None
             # A sink over the row as it is now: its count of recorded outcomes starts there.
             self.row = latest
-            self.sink = BatchSink(store, latest, self.sink.owner, backend.metrics)
+            self.sink = BatchSink(
+                store, latest, self.sink.owner, backend.metrics, self.ended_events
+            )
             if latest.state == pb.BATCH_STATE_CANCELLING:
                 self.cancelled.set()
         # Fresh: created RUNNING with nothing recorded; a cancel since has set `cancelled`.
