@@ -16,6 +16,7 @@ import tomllib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -308,4 +309,8 @@ async def test_the_sandbox_inbox_keeps_verified_events_and_refuses_others(
                 "fail_next": 0,
             }
     assert summary.accepted == 1
-    assert SANDBOX_WEBHOOK_SECRET.startswith("whsec_")
+
+
+def test_the_sandbox_secret_in_the_docs_is_the_inboxs() -> None:
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "sandbox.md").read_text()
+    assert f'secret = "{SANDBOX_WEBHOOK_SECRET}"' in docs
