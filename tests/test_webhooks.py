@@ -28,7 +28,7 @@ from imgate.config.load import ConfigError, WebhookConfig, parse_config, sandbox
 from imgate.pipeline.webhooks import MAX_RETRY_S, next_attempt_in, retry_delay
 from imgate.sandbox import SandboxServer
 from imgate.sandbox.inbox import SANDBOX_WEBHOOK_SECRET
-from imgate.store.base import OutboxEvent
+from imgate.store.base import OutboxEvent, WebhookEvent
 from imgate.store.memory import MemoryStore
 from imgate.v1 import gateway_pb2 as pb
 from tests.conftest import StartGateway, text_request
@@ -105,6 +105,23 @@ def test_bad_webhooks_name_the_key_and_never_show_the_secret(body: str, key: str
     assert caught.value.key == f"webhooks[0].{key}"
     assert SECRET.removeprefix("whsec_") not in str(caught.value)
     assert "hunter2" not in str(caught.value)
+
+
+def test_events_are_not_retried_past_their_batchs_retention() -> None:
+    with pytest.raises(ConfigError) as caught:
+        _parse(
+            '[store]\nbatch_retention_s = 3600\n[[webhooks]]\nurl = "https://x/"\n'
+            'secret = "${HOOK_SECRET}"\nevents = ["batch.ended"]\n'
+        )
+    assert caught.value.key == "webhooks[0].retry_for_s"
+
+
+def test_the_memory_outbox_is_bounded() -> None:
+    store = MemoryStore()
+    store.max_webhook_events = 2
+    for n in range(3):
+        store._write_events(f"b{n}", 1000.0 + n, [WebhookEvent(f"msg_b{n}", "https://x/", "t")])
+    assert list(store._events) == ["msg_b1", "msg_b2"]  # the oldest forgotten
 
 
 def test_two_webhooks_with_one_url_are_refused() -> None:

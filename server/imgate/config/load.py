@@ -30,6 +30,7 @@ LOG_FORMATS = ("text", "json")
 """[log] format: one line per record, or one JSON object per line."""
 LOG_LEVELS = ("debug", "info", "warning", "error")
 DEFAULT_MAX_RESPONSE_BYTES = 4 << 20
+DEFAULT_BATCH_RETENTION_S = 604_800.0
 INT32_MAX = 2**31 - 1
 """Largest number a config key may hold: counts are reported as int32 by the API
 (BackendLimits, BatchSummary) and seconds beyond it are no longer a configuration but a
@@ -196,7 +197,7 @@ class GatewayConfig:
     store_url: str = ""
     """[store] url: "memory", "sqlite:///PATH", "postgresql://..." or empty for imgate.db
     in state_dir."""
-    batch_retention_s: float = 604_800.0
+    batch_retention_s: float = DEFAULT_BATCH_RETENTION_S
     """[store] batch_retention_s: how long an ended batch (and its request_id) is kept."""
     lease_s: float = 30.0
     """[store] lease_s: after this long a dead replica's batches are resumed by others."""
@@ -745,6 +746,14 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str]) -> GatewayConfi
                 raise ConfigError(f"callers.{caller.name}.backends", f"no backend named {name!r}")
     if "webhooks" in raw:
         values["webhooks"] = _webhooks_section(raw["webhooks"], env, values.get("callers", ()))
+        retention = values.get("batch_retention_s", DEFAULT_BATCH_RETENTION_S)
+        for number, hook in enumerate(values["webhooks"]):
+            if hook.retry_for_s > retention:
+                raise ConfigError(
+                    f"webhooks[{number}].retry_for_s",
+                    f"at most store.batch_retention_s ({retention:g}): an event is purged"
+                    " with its batch",
+                )
     values.setdefault("state_dir", default_state_dir(env))
     return GatewayConfig(backends=backends, default_backend=default, **values)
 
