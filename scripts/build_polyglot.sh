@@ -5,7 +5,9 @@
 #       golang-google-grpc-dev golang-google-protobuf-dev golang-github-golang-protobuf-1-5-dev \
 #       protoc-gen-go protoc-gen-go-grpc default-jdk-headless libgrpc-java libprotobuf-java \
 #       libnetty-java libperfmark-java libgeronimo-annotation-1.3-spec-java \
-#       protobuf-compiler-grpc-java-plugin
+#       protobuf-compiler-grpc-java-plugin libgoogle-common-protos-java
+# (the proto's google.api.http options: Go finds them in golang-google-genproto-dev, which
+# golang-google-grpc-dev pulls in; Java in proto-google-common-protos.jar)
 # Outputs (all under gen/, which git ignores):
 #   gen/go/imgate/v1/*.go          Go stubs      gen/bin/sendbatch-go   the Go caller
 #   gen/java/io/imgate/v1/*.java   Java stubs    gen/java-classes/      compiled stubs + caller
@@ -44,7 +46,7 @@ for lang in "${wanted[@]}"; do
     protoc -I protos --plugin=protoc-gen-grpc-java="$plugin" \
       --java_out=gen/java --grpc-java_out=gen/java protos/imgate/v1/gateway.proto
     jars=(grpc-api grpc-core grpc-netty grpc-stub grpc-protobuf grpc-protobuf-lite grpc-context
-      protobuf guava perfmark-api geronimo-annotation-1.3-spec error-prone-annotations jsr305
+      protobuf proto-google-common-protos guava perfmark-api geronimo-annotation-1.3-spec error-prone-annotations jsr305
       netty-common netty-buffer netty-transport netty-codec netty-codec-http netty-codec-http2
       netty-handler netty-resolver netty-codec-socks netty-handler-proxy)
     classpath=""

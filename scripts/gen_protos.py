@@ -22,12 +22,20 @@ import grpc_tools
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = ROOT / "protos"
 OUT_ROOT = ROOT / "server"
+# protos/google/api: the google.api.http annotation, copied unchanged from
+# googleapis-common-protos so that every toolchain finds it under -I protos; its Python
+# code is that package's (google.api.annotations_pb2), never generated here.
+VENDORED = ("google",)
 GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py", "_pb2_grpc.pyi")
 
 
 def generate(out_dir: Path) -> list[Path]:
     """Run protoc over every .proto under protos/ and return the files it wrote."""
-    protos = sorted(p.relative_to(PROTO_ROOT) for p in PROTO_ROOT.rglob("*.proto"))
+    protos = sorted(
+        p.relative_to(PROTO_ROOT)
+        for p in PROTO_ROOT.rglob("*.proto")
+        if p.relative_to(PROTO_ROOT).parts[0] not in VENDORED
+    )
     well_known = Path(grpc_tools.__file__).parent / "_proto"
     plugin_dir = Path(sys.executable).parent
     cmd = [

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
+import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -105,3 +109,111 @@ def text_request(
         message=pb.Message(text=pb.TextContent(text=text)),
         **fields,
     )
+
+
+# Parallel workers (pytest-xdist; `-n 3 --dist loadfile --no-loadscope-reorder` in
+# pyproject.toml): each test module runs in one worker, so its module-scoped fixtures (a
+# Redis, a sandbox process, a cluster of replicas) start once and tests that read what
+# earlier ones left (the crash matrix's summary) see it. Three rules keep the wall time
+# short and the timing tests honest (issue 25):
+# - Longest first: xdist hands out modules in collection order (no reorder), so the long
+#   ones (as measured) start at once instead of last; the TIMING modules come last.
+# - TIMING modules assert rates, shares and durations of real processes: they never run
+#   while a CPU_HEAVY module does, and the other way round (`_cpu_class`); each class
+#   runs beside itself and beside the light modules.
+# - Modules that write gen/ (scripts/build_polyglot.sh, the README's protoc block) take
+#   `gen_lock()` around what they build and run.
+_LONGEST_FIRST = (
+    "test_crash",
+    "test_soak_backlog",
+    "test_soak_postgres",
+    "test_soak",
+    "test_batches",
+    "test_docs",
+    "test_replicas",
+    "test_polyglot",
+    "test_audience",
+    "test_fuzz",
+    "test_process",
+    "test_watch_memory",
+)
+CPU_HEAVY = frozenset(_LONGEST_FIRST) | {"test_memory_bounds", "test_fidelity"}
+TIMING = ("test_quota_replicas", "test_quota_redis", "test_fairness", "test_sqlite_disk")
+
+
+def _module_name(item: pytest.Item) -> str:
+    return item.module.__name__.rpartition(".")[2] if item.module else ""
+
+
+def _rank(item: pytest.Item) -> int:
+    name = _module_name(item)
+    if name in _LONGEST_FIRST:
+        return _LONGEST_FIRST.index(name)
+    if name in TIMING:
+        return len(_LONGEST_FIRST) + 1 + TIMING.index(name)
+    return len(_LONGEST_FIRST)  # light modules between the heavy and the timing ones
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    items.sort(key=_rank)  # stable: each module's tests keep their order
+
+
+def _session_dir(factory: pytest.TempPathFactory) -> Path:
+    # Shared by the workers of one run (popen-gwN's parent), never by two runs.
+    base = factory.getbasetemp()
+    return base.parent if base.name.startswith("popen-gw") else base
+
+
+@contextlib.contextmanager
+def _flock(path: Path, mode: int) -> Iterator[None]:
+    with open(path, "a") as file:
+        fcntl.flock(file, mode)
+        try:
+            yield
+        finally:
+            fcntl.flock(file, fcntl.LOCK_UN)
+
+
+_GEN_LOCK: list[Path] = []
+
+
+def gen_lock() -> contextlib.AbstractContextManager[None]:
+    """Held while gen/ is built or its programs run (one at a time across workers)."""
+    return _flock(_GEN_LOCK[0], fcntl.LOCK_EX)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _shared_locks(tmp_path_factory: pytest.TempPathFactory) -> None:
+    _GEN_LOCK[:] = [_session_dir(tmp_path_factory) / "gen.lock"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _cpu_class(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[None]:
+    """Heavy and timing modules never overlap: a count per class in a file the workers
+    share, changed under a lock; a module enters when no module of the other class runs."""
+    name = request.module.__name__.rpartition(".")[2]
+    mine = "timing" if name in TIMING else "heavy" if name in CPU_HEAVY else None
+    if mine is None:
+        yield
+        return
+    other = "heavy" if mine == "timing" else "timing"
+    counts_file = _session_dir(tmp_path_factory) / "cpu-classes.json"
+    lock = counts_file.with_suffix(".lock")
+
+    def change(delta: int) -> bool:
+        with _flock(lock, fcntl.LOCK_EX):
+            counts = json.loads(counts_file.read_text()) if counts_file.exists() else {}
+            if delta > 0 and counts.get(other, 0):
+                return False
+            counts[mine] = counts.get(mine, 0) + delta
+            counts_file.write_text(json.dumps(counts))
+            return True
+
+    while not change(+1):
+        time.sleep(0.2)
+    try:
+        yield
+    finally:
+        change(-1)

@@ -199,14 +199,15 @@ def _parse(text: str) -> Any:
 
 def test_callers_and_tls_parse_and_errors_name_the_key(tmp_path: Path) -> None:
     digest = token_sha256(BILLING_TOKEN)
-    pem = tmp_path / "x.pem"
-    pem.write_text("-")
+    ca = TestCA(tmp_path, "parse")
+    issued, other = ca.issue("gateway", server=True), ca.issue("other", server=True)
+    pem, key = issued.cert_file, issued.key_file
     config = _parse(
         f'[callers.billing]\ntoken_sha256 = "{digest}"\nbackends = ["tx"]\nweight = 3\n'
-        f'[tls]\ncert_file = "{pem}"\nkey_file = "{pem}"\n'
+        f'[tls]\ncert_file = "{pem}"\nkey_file = "{key}"\n'
     )
     assert config.callers == (CallerConfig("billing", bytes.fromhex(digest), ("tx",), 3),)
-    assert config.tls == TLSConfig(str(pem), str(pem))
+    assert config.tls == TLSConfig(str(pem), str(key))
     bad = {
         f'[callers.billing]\ntoken_sha256 = "{BILLING_TOKEN}"\n': "callers.billing.token_sha256",
         '[callers.billing]\nbackends = ["tx"]\n': "callers.billing.token_sha256",
@@ -221,12 +222,18 @@ def test_callers_and_tls_parse_and_errors_name_the_key(tmp_path: Path) -> None:
         ),
         f'[tls]\ncert_file = "{pem}"\n': "tls.key_file",
         f'[tls]\ncert_file = "{pem}"\nkey_file = "{tmp_path}/missing.key"\n': "tls.key_file",
+        # Rule 31: a key that is not the certificate's, or files of the wrong kind.
+        f'[tls]\ncert_file = "{pem}"\nkey_file = "{other.key_file}"\n': "tls.key_file",
+        f'[tls]\ncert_file = "{key}"\nkey_file = "{key}"\n': "tls.cert_file",
+        f'[tls]\ncert_file = "{pem}"\nkey_file = "{key}"\nclient_ca_file = "{key}"\n': (
+            "tls.client_ca_file"
+        ),
         'allow_unauthenticated = "yes"\n': "allow_unauthenticated",
     }
-    for text, key in bad.items():
+    for text, wrong in bad.items():
         with pytest.raises(ConfigError) as error:
             _parse(text)
-        assert error.value.key == key, text
+        assert error.value.key == wrong, text
         # A token pasted where its digest belongs is not echoed back.
         assert BILLING_TOKEN not in str(error.value)
 
@@ -363,10 +370,16 @@ def test_the_readme_production_example_parses(tmp_path: Path) -> None:
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     block = readme.split("### Production: callers and TLS")[1].split("```toml")[1]
     raw = tomllib.loads(block.split("```")[0])
-    for key, path in raw["tls"].items():  # the example's /etc paths, made readable here
-        local = tmp_path / Path(path).name
-        local.write_text("-")
-        raw["tls"][key] = str(local)
+    # The example's /etc paths, made real here.
+    ca, clients = TestCA(tmp_path, "readme"), TestCA(tmp_path, "clients")
+    issued = ca.issue("gateway", server=True)
+    files = {
+        "cert_file": issued.cert_file,
+        "key_file": issued.key_file,
+        "client_ca_file": clients.ca_file,
+    }
+    for key in raw["tls"]:
+        raw["tls"][key] = str(files[key])
     env = {
         "BILLING_TOKEN_SHA256": hashlib.sha256(b"billing").hexdigest(),
         "ALERTS_TOKEN_SHA256": hashlib.sha256(b"alerts").hexdigest(),

@@ -2,11 +2,11 @@
 
 Marked blocks in README.md, docs/*.md, examples/README.md and clients/*/README.md run
 against a sandbox gateway (`imgate serve`) and a standalone `imgate sandbox`, each on free
-ports: the documented addresses (127.0.0.1:50051, 127.0.0.1:50052, 127.0.0.1:8080) are
-rewritten to them, and ``IMGATE_TARGET`` points `imgate send` there. ``sh`` blocks must
-exit 0; ``console`` blocks must print what they show (``elapsed_ms`` and message ids
-aside); ``python`` blocks must run. ``<!-- docs-test needs=tool,... -->`` skips a block
-when a tool is missing, unless IMGATE_REQUIRE_POLYGLOT=1 (CI).
+ports: the documented addresses (127.0.0.1:50051, 127.0.0.1:50052, 127.0.0.1:50053,
+127.0.0.1:8080) are rewritten to them, and ``IMGATE_TARGET`` points `imgate send` there.
+``sh`` blocks must exit 0; ``console`` blocks must print what they show (``elapsed_ms``
+and message ids aside); ``python`` blocks must run. ``<!-- docs-test needs=tool,... -->``
+skips a block when a tool is missing, unless IMGATE_REQUIRE_POLYGLOT=1 (CI).
 
 The quick start itself (a fresh clone, the README's first command) runs when
 IMGATE_DOCS_FRESH_CLONE=1 (.ci/run sets it; it installs from the package index).
@@ -23,12 +23,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 import imgate_client
+from tests.conftest import gen_lock
 from tests.test_process import _free_port, _imgate, _wait_serving
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -82,11 +84,13 @@ class Sandboxes:
     target: str
     serve_sandbox: str
     standalone: str
+    http: str
 
     def rewrite(self, code: str) -> str:
         for host in ("127.0.0.1", "localhost"):
             code = code.replace(f"{host}:50051", self.target)
             code = code.replace(f"{host}:50052", self.serve_sandbox)
+            code = code.replace(f"{host}:50053", self.http)
             code = code.replace(f"{host}:8080", self.standalone)
         return code
 
@@ -99,15 +103,16 @@ class Sandboxes:
 
 @pytest.fixture(scope="module")
 def sandboxes() -> Iterator[Sandboxes]:
-    target, sandbox, standalone = (f"127.0.0.1:{_free_port()}" for _ in range(3))
+    target, sandbox, standalone, http = (f"127.0.0.1:{_free_port()}" for _ in range(4))
     processes = [
-        _imgate("serve", "--listen", target, "--sandbox-listen", sandbox),
+        _imgate("serve", "--listen", target, "--sandbox-listen", sandbox, "--http-listen", http),
         _imgate("sandbox", "--listen", standalone),
     ]
     try:
         _wait_serving(target)
         _wait_port(standalone)
-        yield Sandboxes(target, sandbox, standalone)
+        _wait_port(http)
+        yield Sandboxes(target, sandbox, standalone, http)
     finally:
         for process in processes:
             process.kill()
@@ -141,10 +146,13 @@ def _reset(sandboxes: Sandboxes) -> None:
 
 def _normalise(text: str) -> str:
     text = re.sub(r"elapsed_ms(=|\": )\d+", r"elapsed_ms\1N", text)
+    # The same in protobuf JSON (HTTP/JSON answers).
+    text = re.sub(r"\"(elapsedMs|vendorTimeMs|vendorMessageId)\":\"[^\"]*\"", r'"\1":"X"', text)
     text = re.sub(r"\b[0-9a-f]{32}\b", "BATCH_ID", text)  # batch ids are new each run
     text = re.sub(
         r"\"vendor_time_ms\": \d+", '"vendor_time_ms": T', text
     )  # batch ids are new each run
+    text = re.sub(r"\"cursor\": \"[^\"]*\"", '"cursor": "C"', text)
     return re.sub(r"\"vendor_message_id\": \"[^\"]+\"", '"vendor_message_id": "ID"', text)
 
 
@@ -173,6 +181,12 @@ def test_marked_block_runs(block: Block, sandboxes: Sandboxes) -> None:
             pytest.fail(f"{block.name}: needs {missing}")
         pytest.skip(f"needs {', '.join(missing)}")
     _reset(sandboxes)
+    # Blocks that build into gen/ never overlap test_polyglot's use of it.
+    with gen_lock() if "gen/" in block.code or "build_polyglot" in block.code else nullcontext():
+        _run_block(block, sandboxes)
+
+
+def _run_block(block: Block, sandboxes: Sandboxes) -> None:
     code = sandboxes.rewrite(block.code)
     env = sandboxes.env()
     if block.lang == "sh":
@@ -275,3 +289,18 @@ def test_quick_start_first_command_in_a_fresh_clone(tmp_path: Path) -> None:
         os.killpg(process.pid, signal.SIGTERM)
         _, stderr = process.communicate(timeout=60)
     assert "SANDBOX MODE" in stderr
+
+
+_BARE_COMMAND = re.compile(r"(?:^\$ |^|\$\(|\| |; |&& )(imgate|python|pip)\b")
+
+
+@pytest.mark.parametrize("block", BLOCKS, ids=lambda block: block.name)
+def test_marked_blocks_run_as_written_after_the_quick_start(block: Block) -> None:
+    """The blocks run with the virtual environment's bin/ on PATH, but a reader's shell
+    has no such thing after the quick start: commands it installed are written
+    `.venv/bin/imgate`, `.venv/bin/python` (issue 25)."""
+    for number, line in enumerate(block.code.splitlines()):
+        if block.lang == "console" and not line.startswith("$ "):
+            continue  # output
+        found = _BARE_COMMAND.search(line.split(" #")[0])
+        assert found is None, f"{block.name}+{number}: write .venv/bin/{found.group(1)}: {line}"

@@ -20,7 +20,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from imgate.config.load import redacted_url as redact_url
-from imgate.sandbox import SandboxServer
+from imgate.sandbox import FaultRule, SandboxServer
 from imgate.store.base import (
     DONE,
     RECIPIENT_PAGE,
@@ -439,3 +439,40 @@ async def test_a_run_stopped_by_a_store_outage_is_taken_over_again(
     finally:
         proxy.cut()
         await _postgres.drop_schema(base, schema)
+
+
+async def test_a_cancel_through_another_replica_is_final_when_it_returns(
+    start_gateway: StartGateway, sandbox: SandboxServer, schema_url: str
+) -> None:
+    # Issue 22: the owner kept starting calls for up to 1 s after CancelBatch returned on
+    # another replica (48 and 64 calls): write_ahead did not check CANCELLING and the
+    # owner polled every second. Over ten trials, no call reaches the vendor after the
+    # cancel returned.
+    sandbox.state.set_faults("tencent", [FaultRule(kind="latency", delay_s=0.02)])
+    fast = {"recipients_per_call": 1, "max_in_flight": 4}
+    owner = await start_gateway(fast, store=PostgresStore(schema_url), lease_s=30.0)
+    other = await start_gateway(fast, store=PostgresStore(schema_url), lease_s=30.0)
+    late_calls = []
+    for trial in range(10):
+        batch = await owner.stub.SubmitBatch(
+            pb.SubmitBatchRequest(
+                backend="tencent",
+                recipient_ids=[f"c{trial}-{n}" for n in range(2_000)],
+                message=pb.Message(text=pb.TextContent(text="cancel me")),
+            )
+        )
+        deadline = time.monotonic() + 30
+        while (await other.stub.GetBatch(pb.GetBatchRequest(batch_id=batch.batch_id))).accepted < 5:
+            assert time.monotonic() < deadline, "the batch did not start"
+            await asyncio.sleep(0.01)
+        await other.stub.CancelBatch(pb.CancelBatchRequest(batch_id=batch.batch_id))
+        calls_at_cancel = sandbox.state.stats("tencent").calls_received
+        while True:
+            ended = await other.stub.GetBatch(pb.GetBatchRequest(batch_id=batch.batch_id))
+            if ended.state == pb.BATCH_STATE_CANCELLED:
+                break
+            assert time.monotonic() < deadline, "the cancelled batch did not end"
+            await asyncio.sleep(0.01)
+        late_calls.append(sandbox.state.stats("tencent").calls_received - calls_at_cancel)
+        assert ended.pending == 0
+    assert late_calls == [0] * 10

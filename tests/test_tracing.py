@@ -102,3 +102,20 @@ def test_tracing_on_with_the_extra_builds_an_exporter_and_closes() -> None:
     tracing = Tracing.from_endpoint("http://127.0.0.1:1")
     assert tracing._tracer is not None  # a real tracer, not the off switch
     tracing.close()  # nothing was recorded: nothing to send to the (absent) collector
+
+
+def test_http_headers_give_the_callers_trace_context() -> None:
+    """For the HTTP/JSON layer (rule 33): a `traceparent` header parents a span."""
+    exporter = InMemorySpanExporter()
+    provider = trace_sdk.TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing = Tracing(provider)
+    trace_id, span_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    parent = tracing.extract({"Traceparent": f"00-{trace_id}-{span_id}-01"})
+    with tracing.span("batch", {}, parent=parent):
+        pass
+    (span,) = exporter.get_finished_spans()
+    assert f"{span.context.trace_id:032x}" == trace_id
+    assert span.parent is not None
+    assert f"{span.parent.span_id:016x}" == span_id
+    assert Tracing().extract({"traceparent": "x"}) is None

@@ -45,7 +45,10 @@ export type FailureReason = OpenEnum<
 >;
 
 export type BackendState = OpenEnum<
-  'BACKEND_STATE_UNSPECIFIED' | 'BACKEND_STATE_SERVING' | 'BACKEND_STATE_BLOCKED'
+  | 'BACKEND_STATE_UNSPECIFIED'
+  | 'BACKEND_STATE_SERVING'
+  | 'BACKEND_STATE_BLOCKED'
+  | 'BACKEND_STATE_PAUSED'
 >;
 
 export interface TextContent {
@@ -197,6 +200,10 @@ export interface Backend {
   /** Set when state is BACKEND_STATE_BLOCKED. */
   blockedUntil: { seconds: number; nanos: number } | null;
   sandbox: boolean;
+  /** Set when state is BACKEND_STATE_PAUSED and the end is known. */
+  pausedUntil: { seconds: number; nanos: number } | null;
+  /** Why the backend is not sending (BACKEND_STATE_PAUSED or BACKEND_STATE_BLOCKED). */
+  pauseReason: string;
 }
 
 export interface ListBackendsResponse {

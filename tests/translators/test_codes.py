@@ -199,3 +199,18 @@ def test_vendor_detail_is_trimmed() -> None:
     body = json.dumps({"code": 414, "desc": "x" * 10_000}).encode()
     result = translator.parse(["a"], 200, body)
     assert 0 < len(result.results[0].detail) <= 300
+
+
+def test_numeric_codes_are_ascii_digits_only() -> None:
+    # Found by test_fuzz: str.isdigit() takes superscripts, which int() refuses.
+    from imgate.vendors.base.common import as_int
+
+    assert [as_int(v) for v in ("¹", "٣", "--5", " 12 ", "-5", 7, True)] == [
+        None,
+        None,
+        None,
+        12,
+        -5,
+        7,
+        None,
+    ]

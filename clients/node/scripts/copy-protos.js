@@ -10,7 +10,8 @@ const copy = join(packageDir, 'protos');
 
 rmSync(copy, { recursive: true, force: true });
 if (!process.argv.includes('--clean')) {
-  cpSync(join(packageDir, '..', '..', 'protos', 'imgate'), join(copy, 'imgate'), {
-    recursive: true,
-  });
+  // imgate/ and google/api/ (the google.api.http option the service's RPCs carry).
+  for (const tree of ['imgate', 'google']) {
+    cpSync(join(packageDir, '..', '..', 'protos', tree), join(copy, tree), { recursive: true });
+  }
 }

@@ -33,12 +33,14 @@ class StreamState:
         self._summary: gateway_pb2.BatchSummary | None = None
         self._finished = False
         self._cursor = ""
+        self._cursor_before = ""  # before the message whose outcomes are being handed out
         self._batch_id = ""
 
     @property
     def cursor(self) -> str:
-        """Where the stream is: ``watch_batch(batch_id, cursor=...)`` resumes after it."""
-        return self._cursor
+        """Where the stream is: ``watch_batch(batch_id, cursor=...)`` resumes after the
+        last outcome handed out (never skipping one received but not yet handed out)."""
+        return self._cursor_before if self._pending else self._cursor
 
     @property
     def batch_id(self) -> str:
@@ -61,6 +63,7 @@ class StreamState:
         self, response: gateway_pb2.BatchSendResponse | gateway_pb2.WatchBatchResponse
     ) -> None:
         self._pending.extend(response.outcomes)
+        self._cursor_before = self._cursor
         if response.cursor:
             self._cursor = response.cursor
         if isinstance(response, gateway_pb2.BatchSendResponse) and response.batch_id:

@@ -4,7 +4,8 @@ Each `[callers.NAME]` holds the SHA-256 of its token, never the token. The inter
 hashes the token a request presents and compares it with every configured digest using
 `hmac.compare_digest`, so neither the token nor how much of it matched shows in timing.
 The caller it finds goes into `current_caller` for the servicer, which keys batches,
-request ids and recipient lists by it. `grpc.health.v1.Health` stays open: load
+request ids and recipient lists by it (the HTTP/JSON layer checks the `Authorization`
+header with the same `identify`). `grpc.health.v1.Health` stays open: load
 balancers and `imgate health` probe it without a token.
 
 Error texts never contain the presented token, only what to do about it.
@@ -49,6 +50,20 @@ def new_token() -> str:
     return secrets.token_urlsafe(32)
 
 
+def identify(callers: Sequence[CallerConfig], authorization: object) -> CallerConfig | None:
+    """The caller whose token `authorization` ("Bearer <token>", from gRPC metadata or an
+    HTTP header) presents, or None."""
+    if not isinstance(authorization, str) or authorization[: len(_BEARER)].lower() != _BEARER:
+        return None
+    digest = hashlib.sha256(authorization[len(_BEARER) :].strip().encode()).digest()
+    found = None
+    # Every digest is compared, so the time taken does not say which one matched.
+    for caller in callers:
+        if hmac.compare_digest(digest, caller.token_sha256):
+            found = caller
+    return found
+
+
 class CallerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """Finds the caller of every RPC from `authorization: Bearer <token>` metadata."""
 
@@ -58,15 +73,7 @@ class CallerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     def identify(self, metadata: Sequence[tuple[str, Any]] | None) -> CallerConfig | None:
         """The caller whose token the metadata presents, or None."""
         value = next((v for k, v in metadata or () if k == "authorization"), None)
-        if not isinstance(value, str) or value[: len(_BEARER)].lower() != _BEARER:
-            return None
-        digest = hashlib.sha256(value[len(_BEARER) :].strip().encode()).digest()
-        found = None
-        # Every digest is compared, so the time taken does not say which one matched.
-        for caller in self._callers:
-            if hmac.compare_digest(digest, caller.token_sha256):
-                found = caller
-        return found
+        return identify(self._callers, value)
 
     async def intercept_service(
         self,

@@ -22,6 +22,8 @@ from google.protobuf.descriptor import MethodDescriptor
 from imgate.v1 import gateway_pb2
 
 SERVICE = gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"]
+MAX_REQUEST_BYTES = 16 << 20
+"""The largest request message (gRPC) or JSON body (HTTP) the gateway reads."""
 
 
 def decode_request(raw: bytes, message_type: type[protobuf_message.Message]) -> Any:

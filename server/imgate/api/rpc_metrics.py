@@ -7,6 +7,9 @@ them with `context.write()` (BatchSend and WatchBatch stream that way), through 
 context wrapper. The status code is the one the handler ended with: `context.code()` after
 an abort or `set_code`, OK otherwise, UNKNOWN on an unexpected exception, CANCELLED (or
 DEADLINE_EXCEEDED) when the caller went away.
+
+The HTTP/JSON layer (api.http) counts its calls with the same `RpcCall`, labelled
+`transport="http"`: one RPC, whatever the transport, is one set of series.
 """
 
 from __future__ import annotations
@@ -27,13 +30,22 @@ _SERVER_STREAM = "server_stream"
 _BIDI_STREAM = "bidi_stream"
 
 
-class _Call:
-    """One RPC's bookkeeping: counted as started when made, as handled once by `end`."""
+def rpc_kind(client_streaming: bool, server_streaming: bool) -> str:
+    """The grpc_type label of an RPC of that streaming shape."""
+    if client_streaming:
+        return _BIDI_STREAM if server_streaming else _CLIENT_STREAM
+    return _SERVER_STREAM if server_streaming else _UNARY
+
+
+class RpcCall:
+    """One RPC's bookkeeping: counted as started when made, as handled once by `end`.
+
+    `labels`: (grpc_type, grpc_service, grpc_method, transport)."""
 
     __slots__ = ("_metrics", "_start", "labels", "received", "sent")
 
     def __init__(
-        self, metrics: GrpcMetrics, labels: tuple[str, str, str], streams_in: bool
+        self, metrics: GrpcMetrics, labels: tuple[str, str, str, str], streams_in: bool
     ) -> None:
         self._metrics = metrics
         self.labels = labels
@@ -53,7 +65,7 @@ class _Call:
 class _CountingContext:
     """The servicer's context, with `write()` counted; everything else passes through."""
 
-    def __init__(self, context: grpc.aio.ServicerContext[Any, Any], call: _Call) -> None:
+    def __init__(self, context: grpc.aio.ServicerContext[Any, Any], call: RpcCall) -> None:
         self._context = context
         self._sent = call.sent
         self._received = call.received
@@ -93,9 +105,7 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
 
 
 def _kind(handler: grpc.RpcMethodHandler[Any, Any]) -> str:
-    if handler.request_streaming:
-        return _BIDI_STREAM if handler.response_streaming else _CLIENT_STREAM
-    return _SERVER_STREAM if handler.response_streaming else _UNARY
+    return rpc_kind(handler.request_streaming, handler.response_streaming)
 
 
 def _wrap(
@@ -110,10 +120,10 @@ def _wrap(
     )
     streams_out = handler.response_streaming
     streams_in = handler.request_streaming
-    labels = (kind, service, method)
+    labels = (kind, service, method, "grpc")
 
     async def observed(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        call = _Call(metrics, labels, streams_in)
+        call = RpcCall(metrics, labels, streams_in)
         if streams_in:
             request = _count_requests(request, call)
         try:
@@ -129,7 +139,7 @@ def _wrap(
         return result
 
     async def generator(request: Any, context: Any) -> AsyncIterator[Any]:
-        call = _Call(metrics, labels, streams_in)
+        call = RpcCall(metrics, labels, streams_in)
         if streams_in:
             request = _count_requests(request, call)
         try:
@@ -156,7 +166,7 @@ def _wrap(
     )
 
 
-async def _count_requests(requests: AsyncIterator[Any], call: _Call) -> AsyncIterator[Any]:
+async def _count_requests(requests: AsyncIterator[Any], call: RpcCall) -> AsyncIterator[Any]:
     async for request in requests:
         call.received.inc()
         yield request

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,14 +20,21 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from imgate.api.callers import CallerInterceptor
-from imgate.api.decode import add_gateway_service
+from imgate.api.decode import MAX_REQUEST_BYTES, add_gateway_service
+from imgate.api.http import HttpServer
 from imgate.api.messages import batch_message
 from imgate.api.reflection import enable_reflection
 from imgate.api.rpc_metrics import MetricsInterceptor
 from imgate.api.service import GatewayApi
 from imgate.api.servicer import GatewayServicer
 from imgate.config.addresses import split_listen
-from imgate.config.load import GatewayConfig, check_exposure, is_loopback, read_tls_files
+from imgate.config.load import (
+    ConfigError,
+    GatewayConfig,
+    check_exposure,
+    is_loopback,
+    read_tls_files,
+)
 from imgate.observability.metrics import Metrics, MetricsServer
 from imgate.observability.tracing import Tracing
 from imgate.pipeline.batches import BatchService
@@ -42,7 +48,8 @@ from imgate.v1 import gateway_pb2
 log = logging.getLogger("imgate.server")
 
 _FLUSH_S = 2.0
-# With [quota]: how often health checks that Redis answers (one PING).
+# With [quota]: how often health checks that Redis answers (one PING, then each app's
+# pauses).
 QUOTA_HEALTH_EVERY_S = 2.0
 _SERVICE_NAME = gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name
 
@@ -54,7 +61,7 @@ class Gateway:
         self,
         config: GatewayConfig,
         store: Store | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
         tracing: Tracing | None = None,
     ) -> None:
         """`store` overrides the configured one, `clock` the wall clock, `tracing` the
@@ -118,18 +125,40 @@ class Gateway:
         # After the metrics interceptor, so refused calls are counted too.
         callers = [CallerInterceptor(config.callers)] if config.callers else []
         self._server = grpc.aio.server(
-            interceptors=[MetricsInterceptor(self.metrics.grpc), *callers],
-            options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 16 << 20)],
+            # Tracing first: the SERVER span (rule 33) covers refused calls too.
+            interceptors=[
+                *self.tracing.server_interceptors(),
+                MetricsInterceptor(self.metrics.grpc),
+                *callers,
+            ],
+            options=[
+                ("grpc.so_reuseport", 0),
+                ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
+            ],
         )
         # Not the generated add_..._to_server: undecodable requests are INVALID_ARGUMENT.
         self.api = GatewayApi(config, self.backends, self.batches)
         """The service's operations, for every transport."""
         add_gateway_service(GatewayServicer(self.api), self._server)
+        # [http] listen: the same operations as HTTP/JSON, the console, openapi.json.
+        self._http = HttpServer(config, self.api, self.metrics.grpc) if config.http_listen else None
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         enable_reflection((_SERVICE_NAME, health.SERVICE_NAME), self._server)
+        # [health] listen (CONTRACT §11 rule 31): the health service alone, in plaintext
+        # and open to all, for probes that cannot speak TLS; reflection there describes
+        # health only, so grpcurl needs no token nor proto file to call it.
+        self._health_server: grpc.aio.Server | None = None
+        if config.health_listen:
+            self._health_server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+            health_pb2_grpc.add_HealthServicer_to_server(self._health, self._health_server)
+            enable_reflection((health.SERVICE_NAME,), self._health_server)
+        self.health_port = 0
+        """Where the plaintext health service is served once started (0: not served)."""
         self.port = 0
         self.metrics_port = 0
         """Where GET /metrics is served once started (0: metrics not served)."""
+        self.http_port = 0
+        """Where HTTP/JSON is served once started (0: [http] is off)."""
         self._store_ok = True
         self._quota_ok = True
         self._quota_watch: asyncio.Task[None] | None = None
@@ -142,7 +171,8 @@ class Gateway:
     async def start(self) -> int:
         """Open the store (resuming its batches), bind `config.listen` (port 0 picks one),
         serve, and return the port. Raises StoreError, OSError, or ConfigError (rule 18,
-        unreadable TLS files, metrics.listen cannot be bound)."""
+        unreadable or mismatched TLS files, metrics.listen or health.listen cannot be
+        bound)."""
         check_exposure(self.config)
         host, _ = split_listen(self.config.listen)
         if self.config.callers and self.config.tls is None and not is_loopback(host):
@@ -163,9 +193,23 @@ class Gateway:
             self.port = self._server.add_secure_port(self.config.listen, credentials)
         if self.port == 0:
             raise OSError(f"cannot listen on {self.config.listen}")
+        if self._health_server is not None:
+            try:
+                self.health_port = self._health_server.add_insecure_port(self.config.health_listen)
+            except RuntimeError:
+                self.health_port = 0
+            if self.health_port == 0:
+                raise ConfigError("health.listen", f"cannot listen on {self.config.health_listen}")
         if self._metrics_server is not None:
             self.metrics_port = await self._metrics_server.start()
-        if self.quota is not None and await self.quota.ping():
+        if self._http is not None:
+            try:
+                self.http_port = await self._http.start()
+            except BaseException:
+                if self._metrics_server is not None:
+                    await self._metrics_server.stop()
+                raise
+        if self.quota is not None and await self.quota.refresh():
             # Unreachable is no start-up error (fail closed: nothing is sent until it
             # answers, and the error is logged); a wrong URL is one (quota.url).
             log.info("vendor quotas shared through %s", self.quota.shown_url)
@@ -174,8 +218,17 @@ class Gateway:
         except BaseException:
             if self._metrics_server is not None:
                 await self._metrics_server.stop()
+            if self._http is not None:
+                await self._http.stop()
             raise
         await self._server.start()
+        if self._health_server is not None:
+            await self._health_server.start()
+            log.info(
+                "health (plaintext, no token) on %s:%d",
+                self.config.health_listen.rpartition(":")[0],
+                self.health_port,
+            )
         await self._store_reachable(self.batches.store_answers)
         if self.quota is not None:
             self._quota_ok = bool(self.quota.reachable)
@@ -194,7 +247,9 @@ class Gateway:
         # back); the ping logs the change itself, like every other call to Redis.
         while True:
             await asyncio.sleep(QUOTA_HEALTH_EVERY_S)
-            reachable = await quota.ping()
+            # Each app's pauses too, so that ListBackends shows one that another replica
+            # started, or a state lost in Redis, before a call waits for it (rule 32).
+            reachable = await quota.refresh()
             if reachable != self._quota_ok:
                 self._quota_ok = reachable
                 await self._publish_health()
@@ -222,6 +277,10 @@ class Gateway:
         await self.batches.stop(grace)
         # Streams now end (every outcome, or UNAVAILABLE); give them a moment to flush.
         await self._server.stop(_FLUSH_S)
+        if self._http is not None:
+            await self._http.stop()
+        if self._health_server is not None:
+            await self._health_server.stop(None)
         for backend in self.backends.values():
             await backend.close()
         if self.quota is not None:

@@ -92,10 +92,25 @@ class GatewayApi:
                 ),
                 state=pb.BACKEND_STATE_SERVING,
             )
-            blocked_until = backend.blocked_until_wall()
-            if blocked_until is not None:
-                item.state = pb.BACKEND_STATE_BLOCKED
-                item.blocked_until.CopyFrom(messages.timestamp(blocked_until))
+            paused = backend.pause()
+            if paused is not None:
+                # CONTRACT §11 rule 32: the vendor's block is BLOCKED, the gateway's own
+                # pauses (shared quota unreachable or without state) are PAUSED.
+                pause, until = paused
+                item.pause_reason = pause.reason
+                if pause.vendor:
+                    item.state = pb.BACKEND_STATE_BLOCKED
+                    if until is not None:
+                        item.blocked_until.CopyFrom(messages.timestamp(until))
+                else:
+                    item.state = pb.BACKEND_STATE_PAUSED
+                    if until is not None:
+                        item.paused_until.CopyFrom(messages.timestamp(until))
+            else:
+                blocked_until = backend.blocked_until_wall()
+                if blocked_until is not None:
+                    item.state = pb.BACKEND_STATE_BLOCKED
+                    item.blocked_until.CopyFrom(messages.timestamp(blocked_until))
         return response
 
     # -- submitting ---------------------------------------------------------------------
@@ -232,7 +247,7 @@ class GatewayApi:
         send_before = call_deadline = None
         if time_remaining is not None:
             # No call starts so late that its outcome could miss the caller's deadline.
-            send_before = time.time() + time_remaining - DEADLINE_MARGIN_S
+            send_before = self._batches.clock() + time_remaining - DEADLINE_MARGIN_S
             call_deadline = time.monotonic() + time_remaining
         row, running = await self._submit(
             request,

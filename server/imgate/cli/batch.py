@@ -15,6 +15,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from typing import Any
 
 import grpc
 
@@ -27,22 +28,61 @@ from imgate.cli.send import (
     DEFAULT_TARGET,
     EXIT_CALL_FAILED,
     EXIT_COMPLETED,
+    EXIT_INTERRUPTED,
     EXIT_INVALID_REQUEST,
+    PauseWatch,
     _message,
+    _resume_hint,
     _silence_stdout,
     _to_json,
     add_send_arguments,
     format_outcome,
     format_summary,
+    json_summary,
     upload_file,
 )
 from imgate_client import GatewayClient, GatewayError, InvalidRequestError, gateway_pb2
 
 
+def _examples(*lines: str) -> str:
+    return "examples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+BATCH_EXAMPLES = {
+    "batch": _examples(
+        "imgate batch submit --backend yunxin_v2 --from alice --to bob,carol --text hello",
+        "imgate batch watch f4c00789d3ae419dbbd3fae3709f03d2",
+        "imgate batch list",
+    ),
+    "submit": _examples(
+        "imgate batch submit --backend yunxin_v2 --from alice --to bob,carol --text hello",
+        "imgate batch submit --to-file ids.txt --text hello --request-id promo-2025-05 --json",
+    ),
+    "watch": _examples(
+        "imgate batch watch f4c00789d3ae419dbbd3fae3709f03d2",
+        "imgate batch watch f4c00789d3ae419dbbd3fae3709f03d2 --cursor 12 --json",
+    ),
+    "get": _examples("imgate batch get f4c00789d3ae419dbbd3fae3709f03d2 --json"),
+    "list": _examples("imgate batch list", "imgate batch list --page-size 50 --page-token 20"),
+    "cancel": _examples("imgate batch cancel f4c00789d3ae419dbbd3fae3709f03d2"),
+}
+
+
+def _subcommand(commands: Any, name: str, help_text: str) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = commands.add_parser(
+        name,
+        help=help_text,
+        description=help_text,
+        epilog=BATCH_EXAMPLES[name],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    return parser
+
+
 def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``batch`` subcommands to ``parser``."""
     commands = parser.add_subparsers(dest="batch_command", required=True)
-    submit = commands.add_parser("submit", help="store a batch and print its id")
+    submit = _subcommand(commands, "submit", "store a batch and print its id")
     add_send_arguments(submit)
     submit.add_argument(
         "--send-before",
@@ -50,13 +90,18 @@ def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="UNIX_SECONDS",
         help="no vendor call starts after this time",
     )
-    watch = commands.add_parser("watch", help="print a batch's outcomes, then its summary")
+    watch = _subcommand(commands, "watch", "print a batch's outcomes, then its summary")
     watch.add_argument("batch_id")
-    watch.add_argument("--cursor", default="", help="resume after this cursor")
+    watch.add_argument(
+        "--cursor",
+        default="",
+        help="resume after this cursor (the `cursor` of a --json summary, or the one a"
+        " watch that ended early printed)",
+    )
     for name, help_text in (("get", "print a batch"), ("cancel", "cancel a batch")):
-        command = commands.add_parser(name, help=help_text)
+        command = _subcommand(commands, name, help_text)
         command.add_argument("batch_id")
-    listing = commands.add_parser("list", help="list batches, newest first")
+    listing = _subcommand(commands, "list", "list batches, newest first")
     listing.add_argument("--page-size", type=int, default=20)
     listing.add_argument("--page-token", default="")
     for command in (watch, *(commands.choices[n] for n in ("get", "cancel")), listing):
@@ -89,6 +134,9 @@ def run_batch(args: argparse.Namespace) -> int:
     try:
         with GatewayClient(args.target, **connection_options(args)) as client:
             return _COMMANDS[args.batch_command](client, args)
+    except KeyboardInterrupt:
+        print(f"imgate batch {args.batch_command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         # `imgate batch watch ... | head`: the reader has what it wanted. Leaving the watch
         # changes nothing about the batch.
@@ -139,19 +187,31 @@ def _submit(client: GatewayClient, args: argparse.Namespace) -> int:
 
 def _watch(client: GatewayClient, args: argparse.Namespace) -> int:
     with client.watch_batch(args.batch_id, cursor=args.cursor) as stream:
-        for outcome in stream:
-            line = json.dumps(_to_json(outcome), ensure_ascii=False)
-            print(line if args.json else format_outcome(outcome))
+        try:
+            for outcome in stream:
+                line = json.dumps(_to_json(outcome), ensure_ascii=False)
+                print(line if args.json else format_outcome(outcome))
+        except (GatewayError, KeyboardInterrupt):
+            sys.stdout.flush()
+            _resume_hint(stream, "imgate batch watch", args.batch_id)
+            raise
         summary = stream.summary
     if args.json:
-        print(json.dumps({"summary": _to_json(summary)}, ensure_ascii=False))
+        print(json_summary(summary, args.batch_id, stream.cursor))
     else:
         print(format_summary(summary))
     return EXIT_COMPLETED
 
 
 def _get(client: GatewayClient, args: argparse.Namespace) -> int:
-    _print_batch(client.get_batch(args.batch_id), args.json)
+    batch = client.get_batch(args.batch_id)
+    _print_batch(batch, args.json)
+    if batch.pending and batch.state in (
+        gateway_pb2.BATCH_STATE_QUEUED,
+        gateway_pb2.BATCH_STATE_RUNNING,
+    ):
+        # Pending recipients and a backend that is not sending: say why (rule 32).
+        PauseWatch(client, batch.backend, sys.stderr, "imgate batch get").say_now()
     return EXIT_COMPLETED
 
 

@@ -18,6 +18,12 @@ from collections.abc import Mapping, Sequence
 from imgate.cli.options import add_connection_arguments, connection_problem
 
 DEFAULT_TARGET = "127.0.0.1:50051"
+HEALTH_HELP = "exit 0 when a gateway reports SERVING (no token needed)"
+HEALTH_EXAMPLES = """examples:
+  imgate health
+  imgate health --target 127.0.0.1:50051
+  imgate health --target gateway.internal:50051 --ca-file /etc/imgate/ca.pem
+  imgate health --target 127.0.0.1:50060    # a TLS gateway's plaintext [health] listen"""
 _WILDCARDS = {"0.0.0.0", "::", "[::]", ""}
 
 
@@ -62,11 +68,61 @@ def check(
                 health_pb2.HealthCheckRequest(service=""), timeout=timeout
             )
         except grpc.RpcError as exc:
-            print(f"imgate health: {target}: {exc.code().name}", file=sys.stderr)
+            details = exc.details() or ""
+            print(f"imgate health: {target}: {exc.code().name}: {details}", file=sys.stderr)
+            if exc.code() == grpc.StatusCode.UNAVAILABLE:
+                hint = tls_hint(target, tls=not (ca_file is None and cert_file is None))
+                if hint:
+                    print(f"imgate health: {hint}", file=sys.stderr)
             return 1
     status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
     print(status)
     return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1
+
+
+def speaks_tls(target: str, timeout: float = 2.0) -> bool | None:
+    """Whether `target` answers a TLS handshake (None: nothing answers there at all).
+    Certificates are not checked: this only tells which protocol the port speaks."""
+    import socket
+    import ssl
+
+    host, _, port = target.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.set_alpn_protocols(["h2"])
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+            try:
+                with context.wrap_socket(sock, server_hostname=host):
+                    return True
+            except (ssl.SSLError, OSError):
+                return False
+    except (OSError, ValueError):
+        return None
+
+
+def tls_hint(target: str, *, tls: bool) -> str:
+    """What to try when `target` is UNAVAILABLE: the other protocol, if it speaks it."""
+    speaks = speaks_tls(target)
+    if speaks is None:
+        return f"nothing answers on {target}: is the gateway running, and listening there?"
+    if speaks and not tls:
+        return (
+            f"{target} serves TLS: give --ca-file PEM (the CA of its certificate; with mTLS"
+            " also --cert-file and --key-file), or probe the gateway's plaintext"
+            " [health] listen address instead"
+        )
+    if not speaks and tls:
+        return f"{target} does not serve TLS: drop --ca-file, --cert-file and --key-file"
+    if tls:
+        return (
+            "the TLS handshake failed: check that --ca-file signed the gateway's"
+            " certificate, that the certificate names the host of --target, and, with mTLS,"
+            " that --cert-file is signed by the gateway's client_ca_file"
+        )
+    return ""
 
 
 def add_health_arguments(parser: argparse.ArgumentParser) -> None:
@@ -93,7 +149,10 @@ def run_health(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str]) -> int:
     """`imgate health [--target HOST:PORT] [--timeout S]` on its own."""
     parser = argparse.ArgumentParser(
-        prog="imgate health", description="exit 0 when a gateway reports SERVING"
+        prog="imgate health",
+        description=HEALTH_HELP,
+        epilog=HEALTH_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_health_arguments(parser)
     args = parser.parse_args(argv)

@@ -20,6 +20,7 @@ import io
 import json
 import os
 import sys
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from typing import Never, TextIO
@@ -34,9 +35,11 @@ from imgate.cli.options import (
     connection_problem,
 )
 from imgate_client import (
+    BatchStream,
     GatewayClient,
     GatewayError,
     InvalidRequestError,
+    backend_state_name,
     gateway_pb2,
     reason_name,
     state_name,
@@ -55,6 +58,15 @@ PROGRESS_MIN_RECIPIENTS = 1000
 # --timeout with --to-file: the last vendor calls start this long before the deadline, so
 # that their outcomes still reach the watch (the gateway's margin for BatchSend is 0.25 s).
 SEND_BEFORE_MARGIN_S = 0.5
+# With no outcome for this long, ask the gateway whether the backend is paused, and say why
+# on stderr (CONTRACT §11 rule 32): a send must never sit silent for minutes.
+QUIET_BEFORE_ASKING_S = 3.0
+SEND_EXAMPLES = """examples:
+  imgate send --to bob --text hi
+  imgate send --backend yunxin_v2 --from alice --to bob,carol --tip "maintenance at 22:00"
+  imgate send --backend tencent --to-file ids.txt --text hello --request-id promo-2025-05
+  imgate send --to bob --message '{"image": {"url": "https://example.com/a.jpg"}}' --json
+  imgate send --target gateway.internal:50051 --ca-file ca.pem --to bob --text hi"""
 
 
 def add_send_arguments(parser: argparse.ArgumentParser) -> None:
@@ -127,6 +139,7 @@ def run_send(args: argparse.Namespace) -> int:
         unique_recipients=len(dict.fromkeys(recipients)),
     )
     received = 0
+    stream: BatchStream | None = None
     try:
         with (
             GatewayClient(args.target, **connection_options(args)) as client,
@@ -139,19 +152,23 @@ def run_send(args: argparse.Namespace) -> int:
                 timeout=args.timeout,
             ) as stream,
         ):
-            for outcome in stream:
-                received += 1
-                output.outcome(outcome)
-            output.summary(stream.summary)
+            with PauseWatch(client, args.backend, sys.stderr, "imgate send") as watch:
+                for outcome in stream:
+                    received += 1
+                    watch.touch()
+                    output.outcome(outcome)
+            output.summary(stream.summary, stream.batch_id, stream.cursor)
     except GatewayError as error:
         output.done()
         _report_error(error, received)
+        _resume_hint(stream if received else None, "imgate send")
         if isinstance(error, InvalidRequestError):
             return EXIT_INVALID_REQUEST
         return EXIT_CALL_FAILED
     except KeyboardInterrupt:
         output.done()
         print(f"imgate send: interrupted after {received} outcomes", file=sys.stderr)
+        _resume_hint(stream if args.request_id else None, "imgate send")
         return EXIT_INTERRUPTED
     output.done()
     return EXIT_COMPLETED
@@ -168,6 +185,7 @@ def _send_file(args: argparse.Namespace) -> int:
     received = 0
     batch_id = ""
     output: _Output | None = None
+    stream: BatchStream | None = None
     try:
         with GatewayClient(args.target, **connection_options(args)) as client:
             recipients = upload_file(client, args, "imgate send", _remaining(deadline))
@@ -187,19 +205,25 @@ def _send_file(args: argparse.Namespace) -> int:
                 sys.stdout, sys.stderr, json_lines=args.json, unique_recipients=batch.total
             )
             try:
-                with client.watch_batch(batch_id, timeout=_remaining(deadline)) as stream:
+                with (
+                    client.watch_batch(batch_id, timeout=_remaining(deadline)) as stream,
+                    PauseWatch(client, args.backend, sys.stderr, "imgate send") as watch,
+                ):
                     for outcome in stream:
                         received += 1
+                        watch.touch()
                         output.outcome(outcome)
-                    output.summary(stream.summary)
+                    output.summary(stream.summary, batch_id, stream.cursor)
             except KeyboardInterrupt:
                 output.done()
-                _interrupted(client, args, batch_id, received)
+                cursor = stream.cursor if stream is not None else ""
+                _interrupted(client, args, batch_id, received, cursor)
                 return EXIT_INTERRUPTED
     except GatewayError as error:
         if output is not None:
             output.done()
         _report_error(error, received)
+        _resume_hint(stream, "imgate send", batch_id)
         if isinstance(error, InvalidRequestError):
             return EXIT_INVALID_REQUEST
         return EXIT_CALL_FAILED
@@ -213,7 +237,7 @@ def _send_file(args: argparse.Namespace) -> int:
 
 
 def _interrupted(
-    client: GatewayClient, args: argparse.Namespace, batch_id: str, received: int
+    client: GatewayClient, args: argparse.Namespace, batch_id: str, received: int, cursor: str
 ) -> None:
     """Ctrl-C while watching: like BatchSend, a send without --request-id stops with its
     caller; with one it goes on (and can be followed)."""
@@ -221,7 +245,7 @@ def _interrupted(
     if args.request_id:
         print(
             f"imgate send: batch {batch_id} goes on; follow it with"
-            f" `imgate batch watch {batch_id}`",
+            f" `{_watch_command(batch_id, cursor)}`",
             file=sys.stderr,
         )
         return
@@ -234,6 +258,88 @@ def _interrupted(
         f"imgate send: batch {batch_id} cancelled; unsent recipients end NOT_ATTEMPTED",
         file=sys.stderr,
     )
+
+
+def _watch_command(batch_id: str, cursor: str) -> str:
+    return f"imgate batch watch {batch_id}" + (f" --cursor {cursor}" if cursor else "")
+
+
+def _resume_hint(stream: BatchStream | None, command: str, batch_id: str = "") -> None:
+    """After a watch that ended early: how to read the rest (the outcomes printed so far
+    are not printed again)."""
+    if stream is None:
+        return
+    batch_id = stream.batch_id or batch_id
+    if batch_id:
+        print(
+            f"{command}: the rest of batch {batch_id}: `{_watch_command(batch_id, stream.cursor)}`",
+            file=sys.stderr,
+        )
+
+
+class PauseWatch:
+    """While a send waits with no outcome for `QUIET_BEFORE_ASKING_S`, asks ListBackends
+    whether its backend is paused or blocked, and says so on stderr, once per pause."""
+
+    def __init__(self, client: GatewayClient, backend: str, stderr: TextIO, command: str):
+        self._client = client
+        self._backend = backend
+        self._stderr = stderr
+        self._command = command
+        self._last_outcome = time.monotonic()
+        self._said: tuple[int, str] | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="pause-watch", daemon=True)
+
+    def touch(self) -> None:
+        """An outcome arrived: the send is moving."""
+        self._last_outcome = time.monotonic()
+
+    def __enter__(self) -> PauseWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=1)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.5):
+            if time.monotonic() - self._last_outcome >= QUIET_BEFORE_ASKING_S:
+                self.say_now()
+
+    def say_now(self) -> None:
+        """Ask once, and say why the backend is not sending if it is not."""
+        try:
+            backends = self._client.list_backends(timeout=2)
+        except GatewayError:
+            return  # only a hint: the command itself reports what matters
+        name = self._backend or backends.default_backend
+        for backend in backends.backends:
+            if backend.name == name:
+                self._say(backend)
+
+    def _say(self, backend: gateway_pb2.Backend) -> None:
+        if backend.state in (
+            gateway_pb2.BACKEND_STATE_UNSPECIFIED,
+            gateway_pb2.BACKEND_STATE_SERVING,
+        ):
+            self._said = None
+            return
+        until = backend.paused_until if backend.HasField("paused_until") else None
+        if backend.HasField("blocked_until") and until is None:
+            until = backend.blocked_until
+        state = backend_state_name(backend.state).lower()
+        when = ""
+        if until is not None:
+            left = max(0.0, until.ToMicroseconds() / 1e6 - time.time())
+            clock = time.strftime("%H:%M:%S", time.localtime(until.seconds))
+            when = f" until {clock} ({left:.0f}s from now)"
+        reason = backend.pause_reason or "no reason given"
+        line = f"{self._command}: waiting: backend {backend.name} is {state}{when}: {reason}"
+        if (backend.state, reason) != self._said:
+            self._said = (backend.state, reason)
+            print(line, file=self._stderr, flush=True)
 
 
 def _remaining(deadline: float | None) -> float | None:
@@ -444,6 +550,13 @@ def _report_error(error: GatewayError, received: int) -> None:
     print(message, file=sys.stderr)
 
 
+def json_summary(summary: gateway_pb2.BatchSummary, batch_id: str, cursor: str) -> str:
+    """The ``--json`` summary line: the summary, the batch id and the cursor after the
+    last outcome (``imgate batch watch BATCH_ID --cursor C`` reads what comes later)."""
+    line = {"summary": _to_json(summary), "batch_id": batch_id, "cursor": cursor}
+    return json.dumps(line, ensure_ascii=False)
+
+
 def _to_json(message: ProtoMessage) -> dict[str, object]:
     # Proto field names and every field, present or default, in the proto's order: the same
     # keys in the same order on every line.
@@ -492,10 +605,10 @@ class _Output:
         else:
             self._write(format_outcome(outcome))
 
-    def summary(self, summary: gateway_pb2.BatchSummary) -> None:
+    def summary(self, summary: gateway_pb2.BatchSummary, batch_id: str, cursor: str) -> None:
         self.done()
         if self._json_lines:
-            self._write(json.dumps({"summary": _to_json(summary)}, ensure_ascii=False))
+            self._write(json_summary(summary, batch_id, cursor))
         else:
             self._write(format_summary(summary))
 

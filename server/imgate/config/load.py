@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from imgate.config.addresses import split_listen
+from imgate.config.pem import pem_problem
 from imgate.sandbox.inbox import SANDBOX_INBOX, SANDBOX_WEBHOOK_SECRET, inbox_path
 from imgate.vendors.base.spec import VendorLimits
 from imgate.vendors.registry import BY_VENDOR, VENDORS
@@ -46,6 +47,7 @@ class ConfigError(Exception):
     def __init__(self, key: str, problem: str) -> None:
         super().__init__(f"{key}: {problem}" if key else problem)
         self.key = key
+        self.problem = problem
 
 
 class Secrets(Mapping[str, Any]):
@@ -210,6 +212,13 @@ class GatewayConfig:
     """On SIGTERM, how long calls in flight may take to finish."""
     metrics_listen: str = ""
     """[metrics] listen: host:port serving Prometheus text at GET /metrics; empty = off."""
+    http_listen: str = ""
+    """[http] listen: host:port serving the API as HTTP/JSON (and the console); empty = off."""
+    http_console: bool = True
+    """[http] console: serve the web console at / on the HTTP port."""
+    health_listen: str = ""
+    """[health] listen: host:port serving grpc.health.v1 alone, in plaintext and without a
+    token, for probes that cannot speak TLS (Kubernetes grpc probes); empty = off."""
     tracing_otlp_endpoint: str = ""
     """[tracing] otlp_endpoint: OTLP/gRPC collector for OpenTelemetry traces; empty = off
     (on needs the `otel` extra: pip install 'imgate[otel]')."""
@@ -227,6 +236,9 @@ class GatewayConfig:
     """[tls] table; None = plaintext gRPC."""
     webhooks: tuple[WebhookConfig, ...] = ()
     """[[webhooks]] tables: endpoints told when batches end (rule 28)."""
+    sandbox_url: str = ""
+    """Sandbox mode: the emulators' base URL, whose /sandbox/ control API the HTTP port
+    serves too (same origin for the console); empty otherwise. Not a file key."""
 
     def backend(self, name: str) -> BackendConfig | None:
         """The backend called `name` (empty = the default), or None."""
@@ -248,6 +260,8 @@ _TOP_KEYS = {
     "callers": dict,
     "tls": dict,
     "metrics": dict,
+    "http": dict,
+    "health": dict,
     "tracing": dict,
     "log": dict,
     "webhooks": list,
@@ -261,6 +275,8 @@ _SECTION_KEYS: dict[str, dict[str, tuple[str, type]]] = {
     },
     "quota": {"url": ("quota_url", str), "key_prefix": ("quota_key_prefix", str)},
     "metrics": {"listen": ("metrics_listen", str)},
+    "http": {"listen": ("http_listen", str), "console": ("http_console", bool)},
+    "health": {"listen": ("health_listen", str)},
     "tracing": {"otlp_endpoint": ("tracing_otlp_endpoint", str)},
     "log": {"format": ("log_format", str), "level": ("log_level", str)},
 }
@@ -288,17 +304,26 @@ def _section(table: str, raw: Any, env: Mapping[str, str]) -> dict[str, Any]:
         if key not in known:
             raise ConfigError(path, "unknown key")
         name, expected = known[key]
-        value = _typed(path, value, expected, env)
+        if expected is bool:
+            if not isinstance(value, bool):
+                raise ConfigError(path, f"expected true or false, got {type(value).__name__}")
+        else:
+            value = _typed(path, value, expected, env)
         if path in _CHOICES:
             value = value.lower()
             if value not in _CHOICES[path]:
                 raise ConfigError(path, f"expected one of {', '.join(_CHOICES[path])}")
         values[name] = value
-    if "metrics_listen" in values:
-        try:
-            split_listen(values["metrics_listen"])
-        except ValueError as exc:
-            raise ConfigError("metrics.listen", str(exc)) from None
+    for name, path in (
+        ("metrics_listen", "metrics.listen"),
+        ("http_listen", "http.listen"),
+        ("health_listen", "health.listen"),
+    ):
+        if name in values:
+            try:
+                split_listen(values[name])
+            except ValueError as exc:
+                raise ConfigError(path, str(exc)) from None
     if "tracing_otlp_endpoint" in values:
         _base_url("tracing.otlp_endpoint", values["tracing_otlp_endpoint"])
     if "quota_url" in values:
@@ -515,12 +540,25 @@ def _tls_section(raw: Any, env: Mapping[str, str]) -> TLSConfig:
     for key, path in values.items():
         if path and not os.access(path, os.R_OK):
             raise ConfigError(f"tls.{key}", f"cannot read {path}")
-    return TLSConfig(**values)
+    tls = TLSConfig(**values)
+    check_tls_files(tls)
+    return tls
+
+
+def check_tls_files(tls: TLSConfig) -> None:
+    """ConfigError naming `tls.cert_file`, `tls.key_file` or `tls.client_ca_file` when
+    one cannot be used: unreadable, no PEM, or a key that is not the certificate's."""
+    found = pem_problem(tls.cert_file, tls.key_file, tls.client_ca_file or None)
+    if found is not None:
+        which, problem = found
+        key = {"cert": "cert_file", "key": "key_file", "ca": "client_ca_file"}[which]
+        raise ConfigError(f"tls.{key}", problem)
 
 
 def read_tls_files(tls: TLSConfig) -> tuple[bytes, bytes, bytes | None]:
     """(certificate chain, private key, client CA or None), read now so that a restart
     picks up rotated files; errors name the key."""
+    check_tls_files(tls)
     contents: dict[str, bytes] = {}
     for key in ("cert_file", "key_file", "client_ca_file"):
         path = getattr(tls, key)
@@ -545,16 +583,23 @@ def is_loopback(host: str) -> bool:
 
 
 def check_exposure(config: GatewayConfig) -> None:
-    """Rule 18: no unauthenticated listener beyond loopback unless asked for by name."""
-    host, _ = split_listen(config.listen)
-    if config.callers or config.allow_unauthenticated or is_loopback(host):
+    """Rule 18: no unauthenticated listener (gRPC or HTTP) beyond loopback unless asked
+    for by name."""
+    if config.callers or config.allow_unauthenticated:
         return
-    raise ConfigError(
-        "allow_unauthenticated",
-        f"listen = {config.listen} is not a loopback address and no [callers] are configured:"
-        " anyone who reaches the port could send as any sender. Configure [callers.NAME]"
-        " with token_sha256, or set allow_unauthenticated = true",
-    )
+    listeners = [("listen", config.listen)]
+    if config.http_listen:
+        listeners.append(("http.listen", config.http_listen))
+    for key, listen in listeners:
+        host, _ = split_listen(listen)
+        if is_loopback(host):
+            continue
+        raise ConfigError(
+            "allow_unauthenticated",
+            f"{key} = {listen} is not a loopback address and no [callers] are configured:"
+            " anyone who reaches the port could send as any sender. Configure [callers.NAME]"
+            " with token_sha256, or set allow_unauthenticated = true",
+        )
 
 
 _BACKEND_KEYS: dict[str, type] = {
@@ -667,6 +712,11 @@ def _backend(name: str, raw: Any, env: Mapping[str, str]) -> BackendConfig:
             f"{prefix}.backup_base_url", values["backup_base_url"]
         )
     return _with_defaults(name, vendor, base_url, values, sandbox=False)
+
+
+def check_otlp_endpoint(key: str, value: str) -> str:
+    """An OTLP/gRPC collector's URL, checked (ConfigError naming `key`)."""
+    return _base_url(key, value)
 
 
 def _base_url(key: str, value: str) -> str:
@@ -820,6 +870,7 @@ def sandbox_config(
         )
         if webhook_inbox
         else (),
+        sandbox_url=sandbox_url,
     )
 
 

@@ -255,10 +255,11 @@ class Metrics:
 
 
 class GrpcMetrics:
-    """The grpc-ecosystem (go-grpc-prometheus) server metrics, by their names there."""
+    """The grpc-ecosystem (go-grpc-prometheus) server metrics, by their names there, with
+    one more label: `transport`, "grpc" or "http" (the same RPC served as HTTP/JSON)."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        labels = ["grpc_type", "grpc_service", "grpc_method"]
+        labels = ["grpc_type", "grpc_service", "grpc_method", "transport"]
         self.started = Counter(
             "grpc_server_started",
             "Total number of RPCs started on the server.",

@@ -28,11 +28,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
+from imgate.clock import SteadyClock
 from imgate.observability.logs import set_log_context
 from imgate.observability.metrics import BATCH_STATE_NAMES, Metrics
 from imgate.observability.tracing import AttributeValue, Tracing
@@ -64,8 +64,11 @@ audit_log = logging.getLogger("imgate.audit")
 # Batches closed at once after a restart (bound to a caller that is gone, or cancelled).
 _CLOSING_AT_ONCE = 16
 _PURGE_EVERY_S = 300.0
+# A wall clock that moves this far from the steady clock is worth a log line.
+_DRIFT_WORTH_A_LINE_S = 60.0
 # A store that cannot be written is tried again after 0.5 s, 1 s, 2 s ... at most this.
 _STALLED_RETRY_MAX_S = 30.0
+_MAX_TRACE_PARENTS = 10_000
 
 
 class BatchService:
@@ -76,21 +79,23 @@ class BatchService:
         backends: Mapping[str, Backend],
         store: Store,
         retention_s: float,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
         metrics: Metrics | None = None,
         tracing: Tracing | None = None,
         lease_s: float = 30.0,
         webhooks: Webhooks | None = None,
     ) -> None:
-        """`clock` is the wall clock of create and purge times (tests scale it);
+        """`clock` is the wall clock of create times, deadlines and purge (default: the
+        process's SteadyClock, which wall-clock jumps do not move; tests scale it);
         `lease_s`: a replica silent this long is presumed dead (shared stores);
         `webhooks`: the [[webhooks]] told when batches end."""
         self.backends = backends
         self.metrics = metrics or Metrics()
         self.tracing = tracing or Tracing()
+        self._trace_parents: dict[str, Any] = {}  # batch id -> its RPC's trace context
         self.store = store
         self.retention_s = retention_s
-        self.clock = clock
+        self.clock = clock or SteadyClock()
         self.lease_s = lease_s
         self.owner = uuid.uuid4().hex
         """This process's replica id: owner of its batches and chunks (new at each start)."""
@@ -109,6 +114,7 @@ class BatchService:
             self.may_run,
         )
         self.replica = ReplicaLoops(self)
+        store.cancelled_elsewhere = self._cancelled_elsewhere
         self.store_answers = True
         """False while the store cannot be written (a full disk) or does not answer."""
         self.store_reachable: Callable[[bool], Awaitable[None]] | None = None
@@ -116,6 +122,7 @@ class BatchService:
         self._stalled: dict[str, asyncio.Task[None]] = {}
         """Batches whose run stopped on a store error, by their retry (one process)."""
         self._probe: asyncio.Task[None] | None = None
+        self._drift_seen = 0.0
         self._loops: list[asyncio.Task[None]] = []
         self.orphans: set[str] = set()
         """Shared store: batches of this replica whose run stopped on an error, to be
@@ -256,6 +263,7 @@ class BatchService:
             call_deadline,
             fresh,
             prepared,
+            self.clock,
             self.ended_events,
         )
         return self._start(run, run.run(send), slot_taken)
@@ -266,11 +274,16 @@ class BatchService:
         row = run.row
         if not slot_taken:
             self.queue.slots(row.backend).take(row.caller)
-        task = asyncio.create_task(self._run(run, work), name=f"batch {row.batch_id}")
+        # The span's parent is the RPC that made the batch, never whatever task (a queue
+        # filler) starts it; none for a batch resumed or taken over (a root).
+        parent = self._trace_parents.pop(row.batch_id, None)
+        task = asyncio.create_task(self._run(run, work, parent), name=f"batch {row.batch_id}")
         self._runs[row.batch_id] = (run, task)
         return task
 
-    async def _run(self, run: BatchRun, work: Coroutine[Any, Any, None]) -> None:
+    async def _run(
+        self, run: BatchRun, work: Coroutine[Any, Any, None], trace_parent: Any = None
+    ) -> None:
         row = run.row
         set_log_context(
             backend=row.backend,
@@ -281,12 +294,13 @@ class BatchService:
         self.metrics.batch_started(row.backend)
         attributes: dict[str, AttributeValue] = {
             "imgate.backend": row.backend,
+            "imgate.batch_id": row.batch_id,
             "imgate.vendor": run.backend.config.vendor,
             "imgate.recipients": row.total,
             "imgate.resumed": not run.fresh and row.state != pb.BATCH_STATE_QUEUED,
         }
         try:
-            with self.tracing.span("batch", attributes) as span:
+            with self.tracing.span("batch", attributes, parent=trace_parent) as span:
                 try:
                     await work
                 finally:
@@ -414,11 +428,28 @@ class BatchService:
 
     # -- background loops ---------------------------------------------------------------
 
+    def _check_drift(self) -> None:
+        """Say once when the wall clock has moved from the steady clock (retention keeps
+        the steady one: a jump forgets no request_id and purges nothing early)."""
+        clock = self.clock
+        if not isinstance(clock, SteadyClock):
+            return
+        drift = clock.drift()
+        if abs(drift - self._drift_seen) >= _DRIFT_WORTH_A_LINE_S:
+            self._drift_seen = drift
+            log.warning(
+                "the wall clock is %+.0fs from the gateway's steady clock; batch times and"
+                " retention keep the steady clock",
+                drift,
+            )
+
     async def _purge_loop(self) -> None:
         every = min(_PURGE_EVERY_S, max(1.0, self.retention_s / 10))
         while True:
             try:
-                purged = await self.store.purge(self.clock() - self.retention_s)
+                now = await self.store.now() or self.clock()
+                self._check_drift()
+                purged = await self.store.purge(now - self.retention_s)
                 if purged:
                     log.info("purged %d batches and lists over %.0fs old", purged, self.retention_s)
             except Exception as exc:
@@ -490,11 +521,23 @@ class BatchService:
             if runs_now and not created:
                 slots.give_back(row.caller)
         if created:
+            self._keep_trace_parent(stored.batch_id)
             if runs_now:
                 launch(stored)  # in the slot taken above
             else:
                 self.queue.queued(stored)
         return stored, created
+
+    def _keep_trace_parent(self, batch_id: str) -> None:
+        """The RPC's trace context, for the batch's run: the caller's trace is its parent
+        (rule 33) even when the run starts later, from the queue. Bounded: queued batches
+        that another replica takes over never start here."""
+        parent = self.tracing.current()
+        if parent is None:
+            return  # tracing off
+        if len(self._trace_parents) >= _MAX_TRACE_PARENTS:
+            del self._trace_parents[next(iter(self._trace_parents))]
+        self._trace_parents[batch_id] = parent
 
     async def send_small(
         self,
@@ -526,6 +569,7 @@ class BatchService:
             call_deadline,
             None,
             prepared,
+            self.clock,
             self.ended_events,
         )
         grant = await run.wait_for_quota(chunk)
@@ -550,11 +594,22 @@ class BatchService:
             backend.permits.release()
             return stored, False, None
         run.sink.row = stored
+        self._keep_trace_parent(stored.batch_id)
         task = self._start(run, run.run_one(chunk, grant))
         return stored, True, (run, task)
 
     async def find_waiting(self) -> None:
         await self.queue.find_waiting()
+
+    def _cancelled_elsewhere(self, batch_id: str) -> None:
+        """A shared store's notification: `batch_id` was just cancelled. Its run here
+        stops starting calls at once (its write-ahead would be refused anyway); a queued
+        one of this replica is closed by the poll, now."""
+        running = self._runs.get(batch_id)
+        if running is not None:
+            running[0].cancelled.set()
+        else:
+            self.replica.poke()
 
     def cancel_here(self, row: BatchRow) -> None:
         """A cancel asked on another replica (or found at adoption): stop the batch's run

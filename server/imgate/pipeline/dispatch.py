@@ -46,8 +46,16 @@ from imgate.pipeline.permits import Permits
 from imgate.pipeline.planner import chunk_size
 from imgate.pipeline.retry import Action, decide
 from imgate.pipeline.sink import BatchSink, Chunk, EndedEvents, no_events
-from imgate.quota.limiter import BackendLimiter, Grant, Limiter, QuotaWaitTooLong
-from imgate.store.base import PLANNED, RECIPIENT_PAGE, BatchRow, ChunkRow, Fenced, Store
+from imgate.quota.limiter import BackendLimiter, Grant, Limiter, Pause, QuotaWaitTooLong
+from imgate.store.base import (
+    PLANNED,
+    RECIPIENT_PAGE,
+    BatchCancelling,
+    BatchRow,
+    ChunkRow,
+    Fenced,
+    Store,
+)
 from imgate.v1 import gateway_pb2 as pb
 from imgate.vendors.base.translator import CallResult, Disposition, Reason, Translator, fail_all
 from imgate.vendors.registry import BY_VENDOR
@@ -86,6 +94,7 @@ class Backend:
             config.call_window_s,
             config.recipient_limit,
             config.recipient_window_s,
+            backend=config.name,
         )
         self.permits = Permits(
             config.max_in_flight,
@@ -110,7 +119,8 @@ class Backend:
             trace.on_request_headers_sent.append(_mark_written)
             self._session = aiohttp.ClientSession(
                 connector=connector,
-                trace_configs=[trace],
+                # With tracing on, each request is also a CLIENT span (rule 33).
+                trace_configs=[trace, *self.tracing.http_trace_configs()],
                 timeout=aiohttp.ClientTimeout(total=self.config.request_timeout_s),
                 headers={"User-Agent": f"imgate/{__version__}"},
             )
@@ -134,6 +144,16 @@ class Backend:
         """Wall-clock end of the current pause, or None when serving."""
         remaining = self.limiter.blocked_until - time.monotonic()
         return time.time() + remaining if remaining > 0 else None
+
+    def pause(self) -> tuple[Pause, float | None] | None:
+        """Why the backend is not sending now, with the wall-clock end of that pause
+        (None: not known), or None when it sends (CONTRACT §11 rule 32)."""
+        pause = self.limiter.pause()
+        if pause is None:
+            return None
+        if pause.until is None:
+            return pause, None
+        return pause, time.time() + max(0.0, pause.until - time.monotonic())
 
     async def close(self) -> None:
         if self._session is not None:
@@ -293,12 +313,15 @@ class BatchRun:
         call_deadline: float | None = None,
         fresh: Fresh | None = None,
         prepared: Any = None,
+        clock: Callable[[], float] = time.time,
         ended_events: EndedEvents = no_events,
     ) -> None:
         """`call_deadline` (monotonic): calls in flight end by then (a BatchSend caller's
         deadline); `stopping` is the gateway's shutdown; `fresh`: see Fresh; `prepared`:
         the translator's `prepare` of the batch's spec, when the creator made it;
         `ended_events`: what the batch's end writes to the webhook outbox."""
+        self.clock = clock
+        """The clock of `row.send_before` (the batch service's steady clock)."""
         self.fresh = fresh is not None
         self._fresh = fresh  # dropped once its first page is in the chunk buffer
         self.backend = backend
@@ -312,6 +335,8 @@ class BatchRun:
         self.taken_over = False
         """A write was Fenced: another owner has the batch now; this run changes nothing."""
         self._prepared: Any = prepared
+        self._quota_too_late = False  # the quota would allow the next call after send_before
+        self._pause: Pause | None = None  # the backend's pause when a quota wait gave up
 
     # -- stopping -----------------------------------------------------------------------
 
@@ -319,7 +344,7 @@ class BatchRun:
         """Seconds until no new call may start (None: no limit)."""
         if self.row.send_before is None:
             return None
-        return self.row.send_before - time.time()
+        return self.row.send_before - self.clock()
 
     def stop_reason(self) -> str | None:
         """Why no new call may start now, or None."""
@@ -331,8 +356,21 @@ class BatchRun:
             return "the gateway shut down before it was sent"
         left = self.time_left()
         if left is not None and left <= 0:
-            return "send_before (the caller's deadline) came first"
+            return "send_before (the caller's deadline) came first" + self._paused_note()
+        if self._quota_too_late:
+            return (
+                "send_before (the caller's deadline) comes before the quota allows the call"
+                + self._paused_note()
+            )
         return None
+
+    def _paused_note(self) -> str:
+        # CONTRACT §11 rule 32: outcomes a pause caused say which pause (the one a quota
+        # wait gave up on, else the one in force now).
+        pause = self._pause or self.backend.limiter.pause()
+        if pause is None:
+            return ""
+        return f"; the backend was paused: {pause.reason}"
 
     async def _until_stopped(
         self, waiting: Awaitable[T], give_back: Callable[[T], None]
@@ -499,6 +537,9 @@ class BatchRun:
         )
         # No grant and no cancel or shutdown: send_before would come first (QuotaWaitTooLong).
         too_long = grant is None and not (self.cancelled.is_set() or self.stopping.is_set())
+        if too_long:
+            self._quota_too_late = True
+            self._pause = limiter.pause() or self._pause
         self.backend.metrics.quota_waited(self.backend.config.name, waited(), too_long)
         return grant
 
@@ -513,6 +554,10 @@ class BatchRun:
                 chunk.row.attempts += 1
                 try:
                     await self.store.write_ahead(chunk.row, sink.owner)
+                except BatchCancelling:
+                    grant.release()
+                    self.cancelled.set()  # cancelled on a replica: its close says so
+                    return
                 except Fenced:
                     grant.release()
                     self.taken_over = True  # another owner has it: send nothing more
@@ -520,6 +565,12 @@ class BatchRun:
                 except BaseException:
                     grant.release()
                     raise
+            if self.cancelled.is_set():
+                # Cancelled while the chunk was written ahead: it was never sent, and this
+                # process, its owner, knows it (no need to leave it UNCERTAIN).
+                grant.release()
+                await sink.given_up(chunk, "cancelled before it was sent")
+                return
             while True:
                 timeout = config.request_timeout_s
                 if self.call_deadline is not None:
@@ -543,14 +594,18 @@ class BatchRun:
                     jitter=backend.rng.random(),
                 )
                 if decision.pause_backend:
-                    # The vendor pauses the whole app: pause the whole backend.
-                    backend.limiter.block(config.block_s)
+                    # The vendor pauses the whole app: pause the whole backend (the pause
+                    # logs its start and end).
+                    backend.limiter.block(
+                        config.block_s,
+                        f"the vendor refused a call for rate (code {result.vendor_code}):"
+                        f" the app is paused for block_s ({config.block_s:g}s)",
+                    )
                     backend.metrics.blocks.labels(config.name).inc()
-                    log.warning(
-                        "backend %s: vendor refused for rate (code %s); paused %.1fs",
+                    log.info(
+                        "backend %s: vendor refused for rate (code %s)",
                         config.name,
                         result.vendor_code,
-                        config.block_s,
                     )
                 if decision.action is Action.RECORD:
                     await sink.results(chunk, result)

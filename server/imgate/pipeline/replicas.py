@@ -17,6 +17,7 @@ from typing import Protocol
 
 from imgate.observability.metrics import Metrics
 from imgate.pipeline.failures import log_failure
+from imgate.pipeline.watch import woken
 from imgate.store.base import BatchRow, Recovered, Store
 
 log = logging.getLogger("imgate.batches")
@@ -54,6 +55,11 @@ class ReplicaLoops:
     def __init__(self, replica: Replica) -> None:
         self._replica = replica
         self.tasks: list[asyncio.Task[None]] = []
+        self._poked = asyncio.Event()
+
+    def poke(self) -> None:
+        """Look for cancelled batches now (a notification said one was cancelled)."""
+        self._poked.set()
 
     def start(self) -> None:
         self.tasks = [
@@ -122,7 +128,8 @@ class ReplicaLoops:
         batches running here and for this replica's queued ones."""
         replica = self._replica
         while True:
-            await asyncio.sleep(min(CANCEL_POLL_S, replica.lease_s / 3))
+            await woken(self._poked, min(CANCEL_POLL_S, replica.lease_s / 3))
+            self._poked.clear()
             try:
                 cancelled = await replica.store.cancelling(replica.owner, 100)
             except Exception:  # noqa: S112 - the heartbeat loop reports the store's trouble

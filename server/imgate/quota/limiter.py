@@ -25,6 +25,10 @@ Two parts, one owner each:
   (round-robin) and a small batch is never stuck behind a large one.
 
 `BackendLimiter` is the in-process default: a `Limiter` over `LocalWindows`.
+
+`Pauses` says why a backend is not sending (CONTRACT §11 rule 32): the vendor's block after
+a rate refusal, or the gateway's own pauses (the shared quota's Redis unreachable or
+without state). Each pause logs a line when it starts and one when it ends.
 """
 
 from __future__ import annotations
@@ -32,15 +36,131 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import logging
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+log = logging.getLogger("imgate.quota")
+
 
 class QuotaWaitTooLong(Exception):
     """The quota would not allow the call before the caller's deadline."""
+
+
+VENDOR_BLOCK = "vendor_block"
+"""The kind of pause the vendor imposes after a rate refusal (ListBackends: BLOCKED)."""
+QUOTA_UNREACHABLE = "quota_unreachable"
+"""The shared quota's Redis does not answer: nothing is sent until it does (fail closed)."""
+QUOTA_STATE_LOST = "quota_state_lost"
+"""The shared quota's Redis holds no state for the app: one window + lease_s."""
+# When several hold at once, the one ListBackends and outcomes name: the one that will
+# last longest first (an unreachable Redis has no known end).
+_PRECEDENCE = (QUOTA_UNREACHABLE, QUOTA_STATE_LOST, VENDOR_BLOCK)
+
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    """Why a backend is not sending now, and until when."""
+
+    kind: str
+    """VENDOR_BLOCK, QUOTA_UNREACHABLE or QUOTA_STATE_LOST."""
+    reason: str
+    """For people: ListBackends' pause_reason, the log lines, outcomes' detail."""
+    until: float | None
+    """time.monotonic() at which it ends; None: not known (until a condition clears)."""
+    started: float
+
+    @property
+    def vendor(self) -> bool:
+        """The vendor's own block (BLOCKED), not the gateway's (PAUSED)."""
+        return self.kind == VENDOR_BLOCK
+
+
+class Pauses:
+    """The pauses of one backend in force now; logs each one's start and end (rule 32)."""
+
+    def __init__(self, backend: str = "", clock: Callable[[], float] = time.monotonic) -> None:
+        self.backend = backend
+        self._clock = clock
+        self._active: dict[str, Pause] = {}
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+
+    def start(self, kind: str, reason: str, seconds: float | None) -> None:
+        """A pause of `kind` for `seconds` from now (None: until `end`). A pause of that
+        kind already in force is extended, not logged again."""
+        now = self._clock()
+        until = None if seconds is None else now + seconds
+        current = self._active.get(kind)
+        if current is not None and self._over(current, now):
+            self.end(kind)
+            current = None
+        if current is not None:
+            if current.until is None or (until is not None and until <= current.until):
+                return
+            self._active[kind] = Pause(kind, current.reason, until, current.started)
+        else:
+            self._active[kind] = Pause(kind, reason, until, now)
+            if until is None:
+                log.warning("backend %s paused: %s", self.backend, reason)
+            else:
+                log.warning(
+                    "backend %s paused for %.1fs (until %s): %s",
+                    self.backend,
+                    until - now,
+                    _wall_clock(until - now),
+                    reason,
+                )
+        self._end_at(kind, until, now)
+
+    def end(self, kind: str) -> None:
+        """The pause of `kind` is over (nothing when none is in force)."""
+        timer = self._timers.pop(kind, None)
+        if timer is not None:
+            timer.cancel()
+        pause = self._active.pop(kind, None)
+        if pause is not None:
+            log.warning(
+                "backend %s sends again after %.1fs: over: %s",
+                self.backend,
+                max(0.0, self._clock() - pause.started),
+                pause.reason,
+            )
+
+    def current(self) -> Pause | None:
+        """The pause that keeps the backend from sending now, or None."""
+        now = self._clock()
+        for kind in _PRECEDENCE:
+            pause = self._active.get(kind)
+            if pause is not None and self._over(pause, now):
+                self.end(kind)
+                pause = None
+            if pause is not None:
+                return pause
+        return None
+
+    @staticmethod
+    def _over(pause: Pause, now: float) -> bool:
+        return pause.until is not None and pause.until <= now
+
+    def _end_at(self, kind: str, until: float | None, now: float) -> None:
+        # The end is logged when it comes, whether or not anything is waiting to send.
+        timer = self._timers.pop(kind, None)
+        if timer is not None:
+            timer.cancel()
+        if until is None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no loop (a test's fake clock): logged when next looked at
+        self._timers[kind] = loop.call_later(max(0.0, until - now), self.current)
+
+
+def _wall_clock(in_s: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(time.time() + in_s))
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +187,8 @@ class QuotaWindows(Protocol):
     """Whether the vendor counts recipients (then the fair queue charges recipients)."""
     blocked_until: float
     """time.monotonic() at which the current pause ends (as last known)."""
+    pauses: Pauses
+    """Why it is paused now (the vendor's block and, with Redis, the gateway's own)."""
 
     async def take(self, recipients: int) -> Take:
         """Hold room for one call of `recipients` now, or say how long until it may fit."""
@@ -137,8 +259,10 @@ class LocalWindows:
         recipient_limit: int,
         recipient_window_s: float,
         clock: Callable[[], float] = time.monotonic,
+        backend: str = "",
     ) -> None:
         self._clock = clock
+        self.pauses = Pauses(backend, clock)
         self._windows: list[tuple[_Window, bool]] = [(_Window(call_limit, call_window_s), False)]
         if recipient_limit > 0:
             self._windows.append((_Window(recipient_limit, recipient_window_s), True))
@@ -251,10 +375,15 @@ class Limiter:
         """time.monotonic() at which the current pause ends."""
         return self.windows.blocked_until
 
-    def block(self, seconds: float) -> None:
+    def block(self, seconds: float, reason: str = "the vendor refused for rate") -> None:
         """The vendor refused for rate: send nothing more for `seconds` from now."""
         self.windows.block(seconds)
+        self.windows.pauses.start(VENDOR_BLOCK, reason, seconds)
         self._wake_first()
+
+    def pause(self) -> Pause | None:
+        """Why the backend is not sending now (None: it is, as far as the quota knows)."""
+        return self.windows.pauses.current()
 
     def usage(self) -> list[tuple[str, int, int]]:
         """(window, held, limit) per window ("calls", "recipients"), for the metrics."""
@@ -338,8 +467,11 @@ class BackendLimiter(Limiter):
         recipient_limit: int,
         recipient_window_s: float,
         clock: Callable[[], float] = time.monotonic,
+        backend: str = "",
     ) -> None:
         super().__init__(
-            LocalWindows(call_limit, call_window_s, recipient_limit, recipient_window_s, clock),
+            LocalWindows(
+                call_limit, call_window_s, recipient_limit, recipient_window_s, clock, backend
+            ),
             clock,
         )

@@ -46,7 +46,15 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from imgate.config.load import BackendConfig, hide_password, redacted_url
-from imgate.quota.limiter import Limiter, Take, counted
+from imgate.quota.limiter import (
+    QUOTA_STATE_LOST,
+    QUOTA_UNREACHABLE,
+    VENDOR_BLOCK,
+    Limiter,
+    Pauses,
+    Take,
+    counted,
+)
 from imgate.vendors.registry import BY_VENDOR
 
 log = logging.getLogger("imgate.quota")
@@ -63,7 +71,8 @@ _WALK = 64  # entries read to find when enough room frees: the wait is a bound b
 # ARGV: op, now_us ("" = the server's TIME; only tests pass one), lease_us, windows n,
 #       then per window limit and window_us, then state_loss_us (what a lost state pauses
 #       the app for beyond its longest window), then the op's own arguments.
-# Every reply starts with: epoch, pause or block left (us).
+# Every reply starts with: epoch, pause left (us, lost state), block left (us, a vendor's
+# rate refusal).
 SCRIPT = """
 local op, now = ARGV[1], tonumber(ARGV[2])
 if not now then
@@ -140,6 +149,14 @@ local function paused_left()
   return math.max(0, until_of(KEYS[2]) - now, until_of(KEYS[3]) - now)
 end
 
+local function lost_left()
+  return math.max(0, until_of(KEYS[2]) - now)
+end
+
+local function block_left()
+  return math.max(0, until_of(KEYS[3]) - now)
+end
+
 if op == 'take' then
   local token = ARGV[arg]
   local totals, wait, exact = {}, paused_left(), 1
@@ -163,14 +180,14 @@ if op == 'take' then
     end
   end
   if wait > 0 then
-    return {epoch, paused_left(), 0, wait, exact, unpack(totals)}
+    return {epoch, lost_left(), block_left(), 0, wait, exact, unpack(totals)}
   end
   for w = 1, n do
     local amount = tonumber(ARGV[arg + w])
     add(w, 'i:' .. token .. ':' .. amount, now + lease + windows[w])
     totals[w] = totals[w] + amount
   end
-  return {epoch, 0, 1, 0, 1, unpack(totals)}
+  return {epoch, 0, 0, 1, 0, 1, unpack(totals)}
 elseif op == 'end' then
   local token = ARGV[arg]
   for w = 1, n do
@@ -193,7 +210,7 @@ elseif op == 'renew' then
 elseif op == 'block' then
   pause(KEYS[3], now + tonumber(ARGV[arg]))
 end
-return {epoch, paused_left()}
+return {epoch, lost_left(), block_left()}
 """.replace("_WALK", str(_WALK))
 
 
@@ -248,6 +265,16 @@ class RedisQuota:
             return False
         return True
 
+    async def refresh(self) -> bool:
+        """Whether Redis answers now; each app's pauses are read again (a state lost in
+        Redis starts its pause here, before any call waits for it)."""
+        if not await self.ping():
+            return False
+        for windows in self._windows:
+            with contextlib.suppress(QuotaUnavailable):
+                await windows.refresh()
+        return bool(self.reachable)
+
     async def run(self, keys: Sequence[str], args: Sequence[str | int]) -> list[Any]:
         """The script's reply; QuotaUnavailable when Redis cannot be used."""
         reply = await self._call(self._script(keys=list(keys), args=list(args)))
@@ -269,10 +296,18 @@ class RedisQuota:
                     self._scrubbed(exc),
                 )
             self.reachable = False
+            reason = (
+                f"the shared quota's Redis ({self.shown_url}) is unreachable"
+                f" ({self._scrubbed(exc)}): no vendor call until it answers"
+            )
+            for windows in self._windows:
+                windows.pauses.start(QUOTA_UNREACHABLE, reason, None)
             raise QuotaUnavailable(self._scrubbed(exc)) from None
         if self.reachable is False:
             log.warning("quota store %s reachable again: sending resumes", self.shown_url)
         self.reachable = True
+        for windows in self._windows:
+            windows.pauses.end(QUOTA_UNREACHABLE)
         return result
 
     def _scrubbed(self, exc: BaseException) -> str:
@@ -314,7 +349,9 @@ class RedisWindows:
             self._head += [str(limit), str(round(window_s * _US))]
         self._head.append(str(round(self.state_loss_lease_s * _US)))
         self._shortest_s = min(window_s for _, _, window_s in self._windows)
+        self._longest_s = max(window_s for _, _, window_s in self._windows)
         self.blocked_until = 0.0
+        self.pauses = Pauses(config.name)
         self._local_block_until = 0.0  # this replica's own refusal, before Redis has it
         self._held_amounts = [0] * len(self._windows)
         self._epoch: bytes | None = None
@@ -332,19 +369,47 @@ class RedisWindows:
     async def _run(self, op: str, now_us: int | None, extra: Sequence[str | int]) -> list[Any]:
         args = [op, "" if now_us is None else str(now_us), *self._head, *extra]
         reply = await self._quota.run(self.keys, args)
-        epoch, pause_left_us = reply[0], int(reply[1])
+        epoch, lost_left_us, block_left_us = reply[0], int(reply[1]), int(reply[2])
         if self._epoch is not None and epoch != self._epoch:
             log.warning(
-                "quota state of %s (backend %s) was lost in Redis (restart, flush or"
-                " failover): paused %.1fs, one window + lease",
+                "quota state of %s (backend %s) was lost in Redis (restart, flush or failover)",
                 self.app,
                 self._backend,
-                pause_left_us / _US,
             )
         self._epoch = epoch
-        shared_until = time.monotonic() + pause_left_us / _US if pause_left_us else 0.0
+        self._note_pauses(lost_left_us / _US, block_left_us / _US)
+        left_s = max(lost_left_us, block_left_us) / _US
+        shared_until = time.monotonic() + left_s if left_s else 0.0
         self.blocked_until = max(shared_until, self._local_block_until)
         return reply
+
+    def _note_pauses(self, lost_left_s: float, block_left_s: float) -> None:
+        """Start or end the pauses Redis holds for the app (rule 32: shown, logged)."""
+        if lost_left_s > 0:
+            self.pauses.start(
+                QUOTA_STATE_LOST,
+                f"the shared quota's Redis holds no state for {self.app} (first use of this"
+                " Redis, or it restarted, was flushed or failed over): no vendor call for one"
+                f" window + lease_s ({self._longest_s + self.state_loss_lease_s:.0f}s), so"
+                " that calls made before cannot overrun the vendor's quota",
+                lost_left_s,
+            )
+        else:
+            self.pauses.end(QUOTA_STATE_LOST)
+        if block_left_s > 0:
+            # Ours is started with its vendor code by Limiter.block; this is the shared one.
+            self.pauses.start(
+                VENDOR_BLOCK,
+                "the vendor refused a call for rate (on another replica): the app is paused"
+                " for block_s",
+                block_left_s,
+            )
+        elif self._local_block_until <= time.monotonic():
+            self.pauses.end(VENDOR_BLOCK)
+
+    async def refresh(self) -> None:
+        """Read the app's pauses from Redis (QuotaUnavailable when it does not answer)."""
+        await self._run("peek", None, [])
 
     async def take(self, recipients: int, *, now_us: int | None = None) -> Take:
         """Hold room for one call, or say how long until it may fit. `now_us` replaces
@@ -363,13 +428,13 @@ class RedisWindows:
         except BaseException:
             self._forget(token, amounts)  # cancelled mid-call: the same
             raise
-        self._held_amounts = [int(total) for total in reply[5:]]
-        if int(reply[2]) == 1:
+        self._held_amounts = [int(total) for total in reply[6:]]
+        if int(reply[3]) == 1:
             self._held[token] = amounts
             if self._renewing is None or self._renewing.done():
                 self._renewing = asyncio.get_running_loop().create_task(self._renew_loop())
             return Take(token=token)
-        wait_s, exact = int(reply[3]) / _US, int(reply[4]) == 1
+        wait_s, exact = int(reply[4]) / _US, int(reply[5]) == 1
         if not exact:
             # A release by another replica can bring room forward, never nearer than one
             # window from now: asking again within a window misses nothing.

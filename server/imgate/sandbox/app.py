@@ -1,10 +1,12 @@
 """App assembly: the emulators' vendor paths plus the `/sandbox/...` control endpoints.
 
 Control endpoints (JSON; no vendor uses the /sandbox prefix):
+    GET  /sandbox/             this list, with each endpoint's URL
     GET  /sandbox/info         credentials, limits and paths of every emulator, account rules
-    GET  /sandbox/deliveries   the delivery log, paged: ?vendor= to filter, ?after=SEQ&limit=N
-                               (default 1000, at most 10000); the newest
-                               `max_logged_deliveries` are kept
+    GET  /sandbox/deliveries   the delivery log, paged: ?vendor= and ?recipient= (one
+                               account's inbox) to filter, ?after=SEQ&limit=N (default
+                               1000, at most 10000); the newest `max_logged_deliveries` are
+                               kept
     GET  /sandbox/stats        counters per vendor (?vendor= to filter)
     POST /sandbox/reset        clear log, counters, windows, blocks, faults (?vendor= for one)
     GET  /sandbox/faults       fault rules per vendor, with remaining uses
@@ -78,6 +80,8 @@ class _Control:
         self._inboxes = inboxes
 
     def register(self, router: web.UrlDispatcher) -> None:
+        router.add_get("/sandbox/", self.index)
+        router.add_get("/sandbox", self.index)
         router.add_get("/sandbox/info", self.info)
         router.add_get("/sandbox/deliveries", self.deliveries)
         router.add_get("/sandbox/stats", self.stats)
@@ -92,6 +96,22 @@ class _Control:
         if vendor not in self._state.vendors:
             raise _bad_request(f"unknown vendor {vendor!r}; have {list(self._state.vendors)}")
         return (vendor,)
+
+    async def index(self, request: web.Request) -> web.Response:
+        base = "/sandbox"  # relative: the gateway's HTTP port serves these too
+        return web.json_response(
+            {
+                "sandbox": "imgate vendor emulators: nothing here reaches a real vendor",
+                "vendors": list(self._state.vendors),
+                "endpoints": {
+                    "info": f"GET {base}/info",
+                    "deliveries": f"GET {base}/deliveries?vendor=&recipient=&after=&limit=",
+                    "stats": f"GET {base}/stats?vendor=",
+                    "faults": f"GET|PUT {base}/faults",
+                    "reset": f"POST {base}/reset?vendor=",
+                },
+            }
+        )
 
     async def info(self, request: web.Request) -> web.Response:
         vendors: dict[str, Any] = {}
@@ -120,7 +140,8 @@ class _Control:
         vendors = self._vendor_filter(request)
         after = _query_int(request, "after", 0, 0, None)
         limit = _query_int(request, "limit", _PAGE_DEFAULT, 1, _PAGE_MAX)
-        page, next_after, truncated = self._state.delivery_page(vendors, after, limit)
+        recipient = request.query.get("recipient", "")
+        page, next_after, truncated = self._state.delivery_page(vendors, after, limit, recipient)
         log = [{"seq": sequence, **d.to_json()} for sequence, d in page]
         return web.json_response(
             {"deliveries": log, "next_after": next_after, "truncated": truncated}

@@ -47,7 +47,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from imgate.store.watch import Notifier, Tails
@@ -73,6 +73,15 @@ class StoreError(Exception):
 
 class Fenced(StoreError):
     """The writer no longer owns the chunk (another owner decided it)."""
+
+
+class BatchCancelling(StoreError):
+    """write_ahead refused: the batch is cancelled (CANCELLING or ended). A cancel is final
+    the moment CancelBatch returns, whichever replica runs the batch (issue 22)."""
+
+
+SENDABLE_STATES = frozenset({pb.BATCH_STATE_QUEUED, pb.BATCH_STATE_RUNNING})
+"""Batch states in which a chunk may be written ahead (and so sent)."""
 
 
 @dataclass(slots=True)
@@ -237,6 +246,9 @@ class Store(abc.ABC):
         self.notifier = Notifier()
         self.tails: Tails[OutcomePage] = Tails()
         self._stats = StoreStats()
+        self.cancelled_elsewhere: Callable[[str], None] | None = None
+        """A shared store calls it with a batch that another replica (or this one) has
+        just cancelled, so that its owner stops at once rather than at its next poll."""
         # Watchers asking for the same pages at once share one read (and its bytes).
         self._reads: dict[tuple[str, int, int], asyncio.Future[list[OutcomePage]]] = {}
 
@@ -292,7 +304,8 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def write_ahead(self, chunk: ChunkRow, owner: str) -> None:
         """Mark `chunk` SENDING (inserting the row when it is new), durably, before it is
-        sent. An existing row must be PLANNED or CLAIMED, or SENDING by `owner`."""
+        sent. An existing row must be PLANNED or CLAIMED, or SENDING by `owner`; the batch
+        must be QUEUED or RUNNING (else BatchCancelling: nothing is written)."""
 
     @abc.abstractmethod
     async def record(
@@ -336,6 +349,11 @@ class Store(abc.ABC):
         unfinished batches are handed to `owner` and returned (they end UNCERTAIN);
         every RUNNING batch not bound to a caller goes back to QUEUED (it waits for a
         slot like any other); bound and CANCELLING ones are listed in `to_close`."""
+
+    async def now(self) -> float | None:
+        """The store's own clock (a shared store: the database's), or None to use the
+        gateway's: what retention is counted on."""
+        return None
 
     async def probe_write(self) -> None:  # noqa: B027 - stores that can fail to write
         """Write something harmless; raise StoreError when the store cannot be written

@@ -25,16 +25,18 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import sys
-import time
 from collections.abc import Callable, Sequence
 
+from imgate.clock import SteadyClock
 from imgate.store.base import (
     CLAIMED,
     ENDED_STATES,
     FINAL_CHUNK_STATES,
     PLANNED,
+    SENDABLE_STATES,
     SENDING,
     UNFINISHED_STATES,
+    BatchCancelling,
     BatchRow,
     ChunkRow,
     Counts,
@@ -98,7 +100,7 @@ class MemoryStore(MemoryOutbox):
 
     def __init__(
         self,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
         max_ended_batches: int = DEFAULT_MAX_ENDED_BATCHES,
         max_ended_bytes: int = DEFAULT_MAX_ENDED_BYTES,
     ) -> None:
@@ -107,7 +109,7 @@ class MemoryStore(MemoryOutbox):
         super().__init__()
         if max_ended_batches < 1 or max_ended_bytes < 0:
             raise ValueError("max_ended_batches must be >= 1 and max_ended_bytes >= 0")
-        self._clock = clock
+        self._clock = clock or SteadyClock()  # times that do not jump with the wall clock
         self._max_ended_batches = max_ended_batches
         self._max_ended_bytes = max_ended_bytes
         self._batches: dict[str, _Batch] = {}
@@ -194,6 +196,8 @@ class MemoryStore(MemoryOutbox):
 
     async def write_ahead(self, chunk: ChunkRow, owner: str) -> None:
         batch = self._batches[chunk.batch_id]
+        if batch.row.state not in SENDABLE_STATES:
+            raise BatchCancelling(f"batch {chunk.batch_id} is cancelled")
         stored = self._insert_or_check(batch, chunk, owner)
         stored.state, stored.owner, stored.attempts = SENDING, owner, chunk.attempts
 

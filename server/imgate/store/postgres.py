@@ -27,7 +27,9 @@ import asyncpg
 from imgate.store.base import (
     ENDED_STATES,
     RECIPIENT_PAGE,
+    SENDABLE_STATES,
     SENDING,
+    BatchCancelling,
     BatchRow,
     ChunkRow,
     Counts,
@@ -241,6 +243,9 @@ class PostgresStore(PostgresOutbox):
         async with self._writer(chunk.batch_id):
             if self._committed(await self.pool.fetchval(Q["write_ahead"], *args)):
                 return
+            state = await self.pool.fetchval(Q["batch_state"], chunk.batch_id)
+            if state is not None and state not in SENDABLE_STATES:
+                raise BatchCancelling(f"batch {chunk.batch_id} is cancelled")
             await self._record_slowly(chunk, SENDING, owner)
             if not self._committed(await self.pool.fetchval(Q["write_ahead"], *args)):
                 raise Fenced(f"batch {chunk.batch_id} changed hands while writing ahead")

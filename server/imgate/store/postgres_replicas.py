@@ -33,6 +33,7 @@ from imgate.store.base import ChunkRow, Recovered, Store, StoreError
 from imgate.store.sql.migrate import POSTGRESQL_STEPS, migrate
 from imgate.store.sql.queries import POSTGRESQL_QUERIES as Q
 from imgate.store.sql.schema import POSTGRESQL, Dialect
+from imgate.v1 import gateway_pb2 as pb
 
 log = logging.getLogger("imgate.store")
 
@@ -174,7 +175,11 @@ class PostgresReplicas(Store):
         self._stats.commits += 1
 
     def _notified(self, conn: object, pid: int, channel: str, payload: object) -> None:
-        self.notifier.notify(str(payload))
+        # "BATCH_ID" (outcomes recorded) or "BATCH_ID STATE" (set_state).
+        batch_id, _, state = str(payload).partition(" ")
+        self.notifier.notify(batch_id)
+        if state == str(pb.BATCH_STATE_CANCELLING) and self.cancelled_elsewhere is not None:
+            self.cancelled_elsewhere(batch_id)
 
     async def close(self) -> None:
         if self._listener is not None:
@@ -207,6 +212,11 @@ class PostgresReplicas(Store):
         return result
 
     # -- replicas ---------------------------------------------------------------------
+
+    async def now(self) -> float | None:
+        # The database's clock: the one all replicas share, which no replica's jump moves.
+        now: float = await self.pool.fetchval("SELECT extract(epoch FROM now())::float8")
+        return now
 
     async def heartbeat(self, owner: str) -> None:
         self._committed(await self.pool.execute(Q["heartbeat"], owner))

@@ -26,7 +26,9 @@ from typing import Any
 from imgate.store.base import (
     ENDED_STATES,
     RECIPIENT_PAGE,
+    SENDABLE_STATES,
     SENDING,
+    BatchCancelling,
     BatchRow,
     ChunkRow,
     Counts,
@@ -215,7 +217,13 @@ class SQLiteStore(SQLiteOutbox):
         )
 
     async def write_ahead(self, chunk: ChunkRow, owner: str) -> None:
-        await self._write(lambda conn: self._move_chunk(conn, chunk, SENDING, owner))
+        def op(conn: sqlite3.Connection) -> None:
+            found = conn.execute(Q["batch_state"], (chunk.batch_id,)).fetchone()
+            if found is not None and found[0] not in SENDABLE_STATES:
+                raise BatchCancelling(f"batch {chunk.batch_id} is cancelled")
+            self._move_chunk(conn, chunk, SENDING, owner)
+
+        await self._write(op)
 
     async def record(
         self, chunk: ChunkRow, final_state: str, page: bytes, counts: Counts, owner: str

@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from imgate.clock import SteadyClock
 from imgate.store.base import Store, StoreError, StoreStats
 from imgate.store.sql.migrate import SQLITE_STEPS, migrate
 from imgate.store.sql.schema import SQLITE, Dialect
@@ -301,10 +302,10 @@ class SQLiteFile(Store):
 
     durable = True
 
-    def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, path: Path, clock: Callable[[], float] | None = None) -> None:
         super().__init__()
         self.path = path
-        self._clock = clock
+        self._clock = clock or SteadyClock()  # times that do not jump with the wall clock
         self._lock_fd: int | None = None
         self._writer: Writer | None = None
         self._writer_conn: sqlite3.Connection | None = None

@@ -167,6 +167,11 @@ class _BackendStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_BackendS
     """Sending normally."""
     BACKEND_STATE_BLOCKED: _BackendState.ValueType  # 2
     """Paused after a vendor rate-limit refusal until blocked_until."""
+    BACKEND_STATE_PAUSED: _BackendState.ValueType  # 3
+    """Not sending for a reason of the gateway's own (the shared quota's Redis is
+    unreachable or lost its state, the first window after start): see paused_until and
+    pause_reason.
+    """
 
 class BackendState(_BackendState, metaclass=_BackendStateEnumTypeWrapper):
     """BackendState is the current state of a backend."""
@@ -177,6 +182,11 @@ BACKEND_STATE_SERVING: BackendState.ValueType  # 1
 """Sending normally."""
 BACKEND_STATE_BLOCKED: BackendState.ValueType  # 2
 """Paused after a vendor rate-limit refusal until blocked_until."""
+BACKEND_STATE_PAUSED: BackendState.ValueType  # 3
+"""Not sending for a reason of the gateway's own (the shared quota's Redis is
+unreachable or lost its state, the first window after start): see paused_until and
+pause_reason.
+"""
 Global___BackendState: _TypeAlias = BackendState  # noqa: Y015
 
 @_typing.final
@@ -1357,6 +1367,8 @@ class Backend(_message.Message):
     STATE_FIELD_NUMBER: _builtins.int
     BLOCKED_UNTIL_FIELD_NUMBER: _builtins.int
     SANDBOX_FIELD_NUMBER: _builtins.int
+    PAUSED_UNTIL_FIELD_NUMBER: _builtins.int
+    PAUSE_REASON_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The name callers put in BatchSendRequest.backend."""
     vendor: _builtins.str
@@ -1365,6 +1377,11 @@ class Backend(_message.Message):
     """Current state."""
     sandbox: _builtins.bool
     """Whether the backend points at the built-in sandbox emulators."""
+    pause_reason: _builtins.str
+    """Why the backend is not sending now, for people (set when state is
+    BACKEND_STATE_PAUSED or BACKEND_STATE_BLOCKED), e.g. "the shared quota's Redis
+    is unreachable".
+    """
     @_builtins.property
     def limits(self) -> Global___BackendLimits:
         """Effective limits."""
@@ -1372,6 +1389,12 @@ class Backend(_message.Message):
     @_builtins.property
     def blocked_until(self) -> _timestamp_pb2.Timestamp:
         """Until when the backend is blocked; set when state is BACKEND_STATE_BLOCKED."""
+
+    @_builtins.property
+    def paused_until(self) -> _timestamp_pb2.Timestamp:
+        """Until when the backend is paused; set when state is BACKEND_STATE_PAUSED and the end
+        is known (unset while the shared quota's Redis is unreachable: until it answers).
+        """
 
     def __init__(
         self,
@@ -1382,10 +1405,12 @@ class Backend(_message.Message):
         state: Global___BackendState.ValueType = ...,
         blocked_until: _timestamp_pb2.Timestamp | None = ...,
         sandbox: _builtins.bool = ...,
+        paused_until: _timestamp_pb2.Timestamp | None = ...,
+        pause_reason: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["blocked_until", b"blocked_until", "limits", b"limits"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["blocked_until", b"blocked_until", "limits", b"limits", "paused_until", b"paused_until"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["blocked_until", b"blocked_until", "limits", b"limits", "name", b"name", "sandbox", b"sandbox", "state", b"state", "vendor", b"vendor"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blocked_until", b"blocked_until", "limits", b"limits", "name", b"name", "pause_reason", b"pause_reason", "paused_until", b"paused_until", "sandbox", b"sandbox", "state", b"state", "vendor", b"vendor"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

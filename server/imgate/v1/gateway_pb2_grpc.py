@@ -26,7 +26,9 @@ if _version_not_supported:
 
 
 class GatewayServiceStub:
-    """GatewayService sends messages in bulk through configured vendor backends.
+    """GatewayService sends messages in bulk through configured vendor backends. Every RPC is
+    also served as HTTP/JSON (protobuf's JSON mapping) on the route of its google.api.http
+    option; streams answer as newline-delimited JSON or Server-Sent Events.
     """
 
     def __init__(self, channel):
@@ -78,7 +80,9 @@ class GatewayServiceStub:
 
 
 class GatewayServiceServicer:
-    """GatewayService sends messages in bulk through configured vendor backends.
+    """GatewayService sends messages in bulk through configured vendor backends. Every RPC is
+    also served as HTTP/JSON (protobuf's JSON mapping) on the route of its google.api.http
+    option; streams answer as newline-delimited JSON or Server-Sent Events.
     """
 
     def BatchSend(self, request, context):
@@ -110,7 +114,8 @@ class GatewayServiceServicer:
 
     def UploadRecipients(self, request_iterator, context):
         """UploadRecipients stores a list of recipients streamed in pages, for SubmitBatch's
-        recipient_list. Duplicates are removed across pages.
+        recipient_list. Duplicates are removed across pages. Over HTTP the body is the ids,
+        one per line, and request_id a query parameter.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -198,7 +203,9 @@ def add_GatewayServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class GatewayService:
-    """GatewayService sends messages in bulk through configured vendor backends.
+    """GatewayService sends messages in bulk through configured vendor backends. Every RPC is
+    also served as HTTP/JSON (protobuf's JSON mapping) on the route of its google.api.http
+    option; streams answer as newline-delimited JSON or Server-Sent Events.
     """
 
     @staticmethod

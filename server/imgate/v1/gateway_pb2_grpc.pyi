@@ -30,7 +30,10 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class GatewayServiceStub:
-    """GatewayService sends messages in bulk through configured vendor backends."""
+    """GatewayService sends messages in bulk through configured vendor backends. Every RPC is
+    also served as HTTP/JSON (protobuf's JSON mapping) on the route of its google.api.http
+    option; streams answer as newline-delimited JSON or Server-Sent Events.
+    """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
@@ -53,7 +56,8 @@ class GatewayServiceStub:
     """
     UploadRecipients: _grpc.StreamUnaryMultiCallable[_gateway_pb2.UploadRecipientsRequest, _gateway_pb2.RecipientList]
     """UploadRecipients stores a list of recipients streamed in pages, for SubmitBatch's
-    recipient_list. Duplicates are removed across pages.
+    recipient_list. Duplicates are removed across pages. Over HTTP the body is the ids,
+    one per line, and request_id a query parameter.
     """
     WatchBatch: _grpc.UnaryStreamMultiCallable[_gateway_pb2.WatchBatchRequest, _gateway_pb2.WatchBatchResponse]
     """WatchBatch streams every outcome of a batch exactly once, in the order recorded, from
@@ -70,7 +74,10 @@ class GatewayServiceStub:
 
 @_typing.type_check_only
 class GatewayServiceAsyncStub(GatewayServiceStub):
-    """GatewayService sends messages in bulk through configured vendor backends."""
+    """GatewayService sends messages in bulk through configured vendor backends. Every RPC is
+    also served as HTTP/JSON (protobuf's JSON mapping) on the route of its google.api.http
+    option; streams answer as newline-delimited JSON or Server-Sent Events.
+    """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     BatchSend: _aio.UnaryStreamMultiCallable[_gateway_pb2.BatchSendRequest, _gateway_pb2.BatchSendResponse]  # type: ignore[assignment]
@@ -90,7 +97,8 @@ class GatewayServiceAsyncStub(GatewayServiceStub):
     """
     UploadRecipients: _aio.StreamUnaryMultiCallable[_gateway_pb2.UploadRecipientsRequest, _gateway_pb2.RecipientList]  # type: ignore[assignment]
     """UploadRecipients stores a list of recipients streamed in pages, for SubmitBatch's
-    recipient_list. Duplicates are removed across pages.
+    recipient_list. Duplicates are removed across pages. Over HTTP the body is the ids,
+    one per line, and request_id a query parameter.
     """
     WatchBatch: _aio.UnaryStreamMultiCallable[_gateway_pb2.WatchBatchRequest, _gateway_pb2.WatchBatchResponse]  # type: ignore[assignment]
     """WatchBatch streams every outcome of a batch exactly once, in the order recorded, from
@@ -106,7 +114,10 @@ class GatewayServiceAsyncStub(GatewayServiceStub):
     """
 
 class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
-    """GatewayService sends messages in bulk through configured vendor backends."""
+    """GatewayService sends messages in bulk through configured vendor backends. Every RPC is
+    also served as HTTP/JSON (protobuf's JSON mapping) on the route of its google.api.http
+    option; streams answer as newline-delimited JSON or Server-Sent Events.
+    """
 
     @_abc_1.abstractmethod
     def BatchSend(
@@ -148,7 +159,8 @@ class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_gateway_pb2.RecipientList, _abc.Awaitable[_gateway_pb2.RecipientList]]:
         """UploadRecipients stores a list of recipients streamed in pages, for SubmitBatch's
-        recipient_list. Duplicates are removed across pages.
+        recipient_list. Duplicates are removed across pages. Over HTTP the body is the ids,
+        one per line, and request_id a query parameter.
         """
 
     @_abc_1.abstractmethod

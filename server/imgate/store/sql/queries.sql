@@ -17,6 +17,9 @@
 -- batch --
 SELECT {batch_columns} FROM batches WHERE batch_id = $1;
 
+-- batch_state --
+SELECT state FROM batches WHERE batch_id = $1;
+
 -- batch_by_request --
 SELECT {batch_columns} FROM batches WHERE caller = $1 AND request_id = $2;
 
@@ -98,7 +101,7 @@ WITH u AS (
     FROM u CROSS JOIN unnest($5::text[], $6::text[], $7::text[]) AS e(event_id, url, type)
     WHERE $3
 )
-SELECT x.*, pg_notify($4, $1) FROM (
+SELECT x.*, pg_notify($4, $1 || ' ' || $2) FROM (
     SELECT * FROM u
     UNION ALL
     SELECT {batch_columns} FROM batches WHERE batch_id = $1 AND NOT EXISTS (SELECT 1 FROM u)
@@ -155,10 +158,11 @@ INSERT INTO outcomes (batch_id, seq, data, count) VALUES ($1, $2, $3, $4);
 
 -- write_ahead (postgresql) --
 -- Chunk $2 [$5, $6) SENDING by $3 at attempt $4, as record below (without counts and
--- page): 1 when done, 0 when the batch is not $3's or the chunk is fenced.
+-- page): 1 when done, 0 when the batch is not $3's, the chunk is fenced, or the batch may
+-- not send (a cancel committed on any replica fences it: issue 22).
 WITH own AS (
     SELECT chunk_count, planned_to FROM batches
-    WHERE batch_id = $1 AND owner = $3 FOR NO KEY UPDATE
+    WHERE batch_id = $1 AND owner = $3 AND state IN ({QUEUED}, {RUNNING}) FOR NO KEY UPDATE
 ), upd AS (
     UPDATE chunks SET state = {sending}, owner = $3, attempts = $4
     WHERE batch_id = $1 AND number = $2 AND EXISTS (SELECT 1 FROM own)

@@ -158,7 +158,8 @@ def as_int(value: object) -> int | None:
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+    if isinstance(value, str) and re.fullmatch(r"\s*-?[0-9]+\s*", value):
+        # ASCII digits only: str.isdigit() takes "¹" too, which int() refuses.
         return int(value)
     return None
 

@@ -308,9 +308,10 @@ class SandboxState:
         return [d for _, d in self._log if d.vendor == vendor]
 
     def delivery_page(
-        self, vendors: Iterable[str], after: int = 0, limit: int = 1000
+        self, vendors: Iterable[str], after: int = 0, limit: int = 1000, recipient: str = ""
     ) -> tuple[list[tuple[int, Delivery]], int, bool]:
-        """Up to `limit` logged deliveries of `vendors` with a sequence number above `after`.
+        """Up to `limit` logged deliveries of `vendors` (to `recipient` only, if given: an
+        account's inbox) with a sequence number above `after`.
 
         Returns (page, next_after, truncated): `next_after` is the cursor of the following
         page; `truncated` says that deliveries after `after` already left the ring (the
@@ -324,7 +325,7 @@ class SandboxState:
         start = bisect.bisect_right(self._log, after, key=_sequence_of)
         for sequence, delivery in itertools.islice(self._log, start, None):
             next_after = sequence
-            if delivery.vendor in wanted:
+            if delivery.vendor in wanted and (not recipient or delivery.recipient == recipient):
                 page.append((sequence, delivery))
                 if len(page) >= limit:
                     break
