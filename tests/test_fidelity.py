@@ -4,10 +4,13 @@ documents as required)."""
 
 from __future__ import annotations
 
+import grpc
 import pytest
 
+from imgate.api.validate import validate_for_vendor
 from imgate.sandbox import SandboxServer
 from imgate.v1 import gateway_pb2 as pb
+from imgate.vendors.registry import BY_VENDOR
 from tests.conftest import VENDORS, StartGateway, spec_of
 from tests.translators.cases import CONTENTS, CUSTOM_WITH_SUB_TYPE, IMAGE
 
@@ -27,8 +30,9 @@ MESSAGES = {
 OPTION_SETS = [
     pb.SendOptions(),
     pb.SendOptions(online_only=True, push_enabled=False),
+    pb.SendOptions(online_only=True, offline_enabled=False),
     pb.SendOptions(
-        offline_enabled=False,
+        offline_enabled=False,  # refused on Tencent without online_only (fidelity 1)
         unread_enabled=False,
         update_conversation=False,
         sync_to_sender=True,
@@ -40,6 +44,17 @@ OPTION_SETS = [
 ]
 
 
+def _refused(backend: str, options: pb.SendOptions) -> bool:
+    """Whether the backend's vendor cannot express `options` (refused by name before
+    anything is sent: what the vendor cannot do, e.g. Tencent offline storage off alone)."""
+    plugin = BY_VENDOR[backend]
+    request = pb.BatchSendRequest(
+        sender_id="ops", recipient_ids=["bob"], message=CONTENTS["text"], options=options
+    )
+    translator = plugin.translator(plugin.spec.sandbox_credentials)
+    return bool(validate_for_vendor(request, ["bob"], translator))
+
+
 @pytest.mark.parametrize("backend", VENDORS)
 @pytest.mark.parametrize("kind", sorted(MESSAGES))
 async def test_every_content_kind_is_accepted_by_the_emulator(
@@ -48,9 +63,7 @@ async def test_every_content_kind_is_accepted_by_the_emulator(
     gateway = await start_gateway()
     can = spec_of(backend).capabilities
     for options in OPTION_SETS:
-        if (options.online_only and not can.online_only) or (
-            options.skip_moderation and not can.skip_moderation
-        ):
+        if _refused(backend, options):
             continue  # refused by name before sending (tests/translators)
         message = pb.Message()
         message.CopyFrom(MESSAGES[kind])
@@ -108,3 +121,28 @@ async def test_vendor_specific_push_options_reach_the_emulators(
         )
         _, outcomes, _ = await gateway.send(request)
         assert outcomes[0].state == pb.DELIVERY_STATE_ACCEPTED, (backend, outcomes[0])
+
+
+async def test_offline_off_alone_never_reaches_tencent(
+    sandbox: SandboxServer, start_gateway: StartGateway
+) -> None:
+    """Fidelity 1 (issue 22): OnlineOnlyFlag, Tencent's only offline switch, also drops
+    history, roaming and the unread count, and offline recipients were reported ACCEPTED
+    though they never get the message: offline_enabled=false alone is refused, nothing is
+    sent; with online_only it is what the caller asked for."""
+    gateway = await start_gateway()
+    request = pb.BatchSendRequest(
+        backend="tencent",
+        sender_id="ops",
+        recipient_ids=["bob"],
+        message=CONTENTS["text"],
+        options=pb.SendOptions(offline_enabled=False),
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await gateway.send(request)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "offline_enabled" in (error.value.details() or "")
+    assert sandbox.state.deliveries("tencent") == []
+    request.options.online_only = True
+    _, outcomes, _ = await gateway.send(request)
+    assert outcomes[0].state == pb.DELIVERY_STATE_ACCEPTED

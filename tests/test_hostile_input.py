@@ -67,6 +67,16 @@ CASES: list[tuple[str, Edit, str]] = [
     ("recipient with trailing tab", _recipient("bob\t"), "recipient_ids[1]"),
     ("recipient with a trailing ideographic space", _recipient("bob\u3000"), "recipient_ids[1]"),
     ("empty recipient", _recipient(""), "recipient_ids[1]"),
+    # Format characters (Cf) and line/paragraph separators, anywhere (issue 22 item 5):
+    # they were accepted inside an id.
+    ("recipient with a bidi override", _recipient("bob\u202eevil"), "recipient_ids[1]"),
+    ("recipient with a BOM", _recipient("\ufeffbob"), "recipient_ids[1]"),
+    ("recipient with a zero-width space", _recipient("b\u200bob"), "recipient_ids[1]"),
+    ("recipient with a soft hyphen", _recipient("b\u00adob"), "recipient_ids[1]"),
+    ("recipient with a line separator", _recipient("bob\u2028x"), "recipient_ids[1]"),
+    ("recipient with a paragraph separator", _recipient("bob\u2029x"), "recipient_ids[1]"),
+    ("sender with a bidi override", _set("sender_id", "ops\u202e"), "sender_id"),
+    ("sender with a zero-width joiner", _set("sender_id", "o\u200dps"), "sender_id"),
     ("sender with newline", _set("sender_id", "ops\r\n"), "sender_id"),
     ("sender of spaces", _set("sender_id", "  "), "sender_id"),
     ("request_id with a space", _set("request_id", "a b"), "request_id"),
@@ -162,6 +172,18 @@ CASES: list[tuple[str, Edit, str]] = [
         "message.custom.data",
     ),
     ("NaN in push payload", _set("options.push_payload", '{"a": NaN}'), "options.push_payload"),
+    # An object that repeats a key: which value a vendor's parser keeps is undocumented.
+    ("extension repeating a key", _set("message.extension", '{"a":1,"a":2}'), "message.extension"),
+    (
+        "custom data repeating a nested key",
+        _content(pb.Message(custom=pb.CustomContent(data='{"o":{"k":1,"k":1}}'))),
+        "message.custom.data",
+    ),
+    (
+        "push payload repeating a key",
+        _set("options.push_payload", '{"pushTitle":"a","pushTitle":"b"}'),
+        "options.push_payload",
+    ),
     (
         "javascript: image URL",
         _content(pb.Message(image=pb.ImageContent(url="javascript:alert(1)", width=1, height=1))),
@@ -302,6 +324,7 @@ async def test_valid_bytes_still_work_through_the_raw_handler(start_gateway: Sta
         (["鲍勃", " 鲍勃", "鲍勃\u2028"], [1, 2]),  # U+2028 is whitespace too
         (["alice", "bob ", "", "x" * 33, "c\x7f", "d\u0085"], [1, 2, 3, 4, 5]),
         (["\u3000bob"], [0]),
+        (["鲍\u202e勃", "鲍勃", "a\u2060", "x\U000e0041", "a\u3000b"], [0, 2, 3]),
     ],
 )
 def test_id_checks_fast_and_slow_paths_agree(ids: list[str], bad: list[int]) -> None:
@@ -309,3 +332,20 @@ def test_id_checks_fast_and_slow_paths_agree(ids: list[str], bad: list[int]) -> 
 
     assert _bad_id_positions(ids) == bad
     assert [i for i, value in enumerate(ids) if id_problem(value)] == bad
+
+
+def test_every_format_and_separator_character_is_refused_in_ids() -> None:
+    """Every character of Unicode categories Cc, Cf, Zl, Zp (as this Python's tables say)
+    is refused inside an id, and no other character is (CONTRACT §8 rule 23)."""
+    import sys
+    import unicodedata
+
+    from imgate.api.validate import INVISIBLE_CATEGORIES, has_invisible
+
+    wrong = [
+        hex(code)
+        for code in range(sys.maxunicode + 1)
+        if has_invisible(f"a{chr(code)}b")
+        != (unicodedata.category(chr(code)) in INVISIBLE_CATEGORIES)
+    ]
+    assert wrong == []

@@ -27,6 +27,7 @@ import yaml
 
 from imgate.config.load import ConfigError, GatewayConfig, parse_config
 from tests import _helm
+from tests._certs import TestCA
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -273,9 +274,12 @@ def _load(objects: dict[str, dict[str, Any]], tmp_path: Path) -> tuple[GatewayCo
     [http] land with issue 25's other items), which are checked by the other tests."""
     container = _container(objects)
     text = objects["ConfigMap"]["data"]["imgate.toml"]
-    for name in ("tls.crt", "tls.key", "ca.crt"):  # the mounted Secret, here
-        (tmp_path / name).write_text("PEM")
-        text = text.replace(f"/etc/imgate/tls/{name}", str(tmp_path / name))
+    # The mounted Secret, here: a real certificate, key and CA (the loader checks PEM).
+    ca = TestCA(tmp_path, "chart")
+    server = ca.issue("imgate", server=True)
+    files = {"tls.crt": server.cert_file, "tls.key": server.key_file, "ca.crt": ca.ca_file}
+    for name, file in files.items():
+        text = text.replace(f"/etc/imgate/tls/{name}", str(file))
     env = {v["name"]: v["value"] for v in container["env"] if "value" in v}
     env.update(_secret_env(container))
     raw = tomllib.loads(text)

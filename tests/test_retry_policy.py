@@ -56,3 +56,19 @@ def test_backoff_is_capped_full_jitter() -> None:
     assert backoff_s(1, 0.0) == 0.0
     assert backoff_s(1, 0.999) == pytest.approx(0.999 * BACKOFF_BASE_S * 2)
     assert backoff_s(30, 0.999) == pytest.approx(0.999 * BACKOFF_CAP_S)
+
+
+@pytest.mark.parametrize("rate_refused", [False, True])
+def test_a_final_answer_naming_a_rate_refusal_pauses_the_backend(rate_refused: bool) -> None:
+    """Fidelity 2 (issue 22): a recipient refused for rate inside a final answer ends
+    UNCERTAIN (never resent) and the backend pauses as after a refused call."""
+    decision = decide(
+        D.DONE,
+        attempts=1,
+        max_attempts=5,
+        refreshed_auth=False,
+        time_left_s=None,
+        jitter=0.5,
+        rate_refused=rate_refused,
+    )
+    assert decision == Decision(Action.RECORD, pause_backend=rate_refused)

@@ -26,7 +26,7 @@ from imgate.store.sqlite import SQLiteStore
 from imgate.v1 import gateway_pb2 as pb
 from tests.conftest import RunningGateway, StartGateway, text_request
 
-DISK_BYTES = 8 << 20
+DISK_BYTES = 32 << 20
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ import dataclasses
 import logging
 
 import pytest
+from aiohttp import web
 
 from imgate.pipeline.answers import read_bounded
 from imgate.sandbox import FaultRule, SandboxConfig, SandboxServer
@@ -121,7 +122,7 @@ async def test_auth_failures_are_logged_at_warning_once_per_episode(
 
 
 class TestYunxinV2RateCode:
-    """The v2 API refuses for rate with 107323: the backend pauses, the chunk is resent."""
+    """The v2 API refuses for rate with 416: the backend pauses, the chunk is resent."""
 
     @pytest.fixture
     def sandbox_config_override(self) -> SandboxConfig:
@@ -140,7 +141,7 @@ class TestYunxinV2RateCode:
         _, _outcomes, summary = await gateway.send(text_request(ids, "yunxin_v2"))
         assert summary.accepted == 6
         stats = sandbox.state.stats("yunxin_v2")
-        assert stats.refusals.get("107323", 0) >= 1
+        assert stats.refusals.get("416", 0) >= 1
         assert stats.duplicate_deliveries == 0
 
 
@@ -168,3 +169,97 @@ async def test_connection_failures_are_explained_without_python_exception_names(
     assert outcomes[0].state == pb.DELIVERY_STATE_UNCERTAIN
     assert "connection failed after the request was sent" in outcomes[0].detail
     assert "Error" not in outcomes[0].detail
+
+
+async def _scripted_vendor(answer: dict[str, object]) -> tuple[web.AppRunner, str, list[str]]:
+    """A 'vendor' that answers every call with `answer` (HTTP 200) and counts the calls."""
+    seen: list[str] = []
+
+    async def reply(request: web.Request) -> web.Response:
+        await request.read()
+        seen.append(request.path)
+        return web.json_response(answer)
+
+    app = web.Application()
+    app.router.add_route("POST", "/{tail:.*}", reply)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return runner, f"http://127.0.0.1:{port}", seen
+
+
+@pytest.mark.parametrize(
+    ("backend", "answer"),
+    [
+        (
+            "tencent",
+            {
+                "ActionStatus": "SomeError",
+                "ErrorCode": 0,
+                "MsgKey": "1_2_3",
+                "ErrorList": [{"To_Account": "b", "ErrorCode": 60007}],
+            },
+        ),
+        (
+            "yunxin_v2",
+            {
+                "code": 200,
+                "msg": "success",
+                "data": {
+                    "success_list": [{"receiver_id": "a", "message_server_id": 1}],
+                    "failed_list": [{"account_id": "b", "error_code": 416, "error_msg": "freq"}],
+                },
+            },
+        ),
+    ],
+)
+async def test_a_recipient_refused_for_rate_is_uncertain_and_pauses_the_backend(
+    backend: str, answer: dict[str, object], start_gateway: StartGateway
+) -> None:
+    """Fidelity 2 (issue 22): the vendors document their rate codes for a whole call only;
+    one naming a single recipient says nothing certain about it. That recipient ends
+    UNCERTAIN (it was FAILED / RATE_LIMITED, which invites a resend), nothing is resent,
+    and the backend pauses as after a refused call (it did not)."""
+    runner, url, seen = await _scripted_vendor(answer)
+    try:
+        gateway = await start_gateway({"base_url": url, "block_s": 30.0})
+        _, outcomes, summary = await gateway.send(text_request(["a", "b"], backend))
+        states = {o.recipient_id: (o.state, o.reason, o.attempts) for o in outcomes}
+        assert states == {
+            "a": (pb.DELIVERY_STATE_ACCEPTED, pb.FAILURE_REASON_UNSPECIFIED, 1),
+            "b": (pb.DELIVERY_STATE_UNCERTAIN, pb.FAILURE_REASON_RATE_LIMITED, 1),
+        }
+        assert summary.vendor_calls == 1
+        assert len(seen) == 1
+        assert gateway.gateway.backends[backend].limiter.is_blocked()
+    finally:
+        await runner.cleanup()
+
+
+@pytest.mark.parametrize("backend", ["yunxin_v1", "yunxin_v2"])
+@pytest.mark.parametrize("code", [503, 514])
+async def test_yunxin_busy_is_uncertain_and_later_calls_go_to_the_backup(
+    backend: str, code: int, sandbox: SandboxServer, start_gateway: StartGateway
+) -> None:
+    """Fidelity 4 (issue 22): Yunxin 503 "server busy" / 514 "service unavailable" come
+    with no promise that the call was not processed (and the vendor's SDKs do not resend
+    on them): the call is never resent, its recipients end UNCERTAIN (they were resent to
+    the backup). The vendor said its primary is unavailable, so later calls use the
+    backup endpoint."""
+    runner, url, seen = await _scripted_vendor({"code": code, "desc": "busy", "msg": "busy"})
+    try:
+        gateway = await start_gateway({"base_url": url, "backup_base_url": sandbox.url})
+        _, outcomes, summary = await gateway.send(text_request(["a", "b"], backend))
+        assert [(o.state, o.attempts, o.vendor_code) for o in outcomes] == [
+            (pb.DELIVERY_STATE_UNCERTAIN, 1, str(code))
+        ] * 2
+        assert summary.vendor_calls == 1
+        assert len(seen) == 1
+        assert sandbox.state.deliveries(backend) == []
+        _, outcomes, _ = await gateway.send(text_request(["c"], backend))
+        assert outcomes[0].state == pb.DELIVERY_STATE_ACCEPTED
+        assert len(seen) == 1
+    finally:
+        await runner.cleanup()

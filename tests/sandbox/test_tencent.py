@@ -64,6 +64,13 @@ CUSTOM = _elem("TIMCustomElem", Data='{"type":"tip","text":"hi"}', Desc="hi")
 REFUSED: list[tuple[str, Any, int]] = [
     ("body not JSON", "{To_Account: [bob]}", 90001),
     ("body a JSON array", [tx_doc()], 90001),
+    # A key repeated: which value the vendor's parser keeps is undocumented (issue 22).
+    ("body repeating To_Account", json.dumps(tx_doc())[:-1] + ', "To_Account": ["x"]}', 90001),
+    (
+        "MsgContent repeating Text",
+        json.dumps(tx_doc()).replace('"Text": "hello"', '"Text": "hello", "Text": "x"'),
+        90001,
+    ),
     ("body over 12288 bytes", tx_doc(CloudCustomData="x" * 12288), 93000),
     ("no To_Account", _without(tx_doc(), "To_Account"), 90003),
     ("To_Account a string", tx_doc(To_Account="bob"), 90003),
@@ -331,3 +338,14 @@ async def test_recipient_cap_and_byte_cap_are_configurable(start_sandbox: StartS
     assert (await vendors.tx(tx_doc(to=["a", "b", "c"])))["ErrorCode"] == 90011
     assert (await vendors.tx(tx_doc(CloudCustomData="x" * 300)))["ErrorCode"] == 93000
     assert (await vendors.tx(tx_doc(to=["a", "b"])))["ActionStatus"] == "OK"
+
+
+async def test_a_resent_call_is_delivered_again(vendors: Vendors) -> None:
+    """Fidelity 3 (issue 22): batchsendmsg documents MsgSeq/MsgRandom de-duplication
+    "within the same second" only (the 120 s CRC32 key is on the sendmsg page), so the
+    emulator does not de-duplicate a resend: the sandbox shows any double send."""
+    first = await vendors.tx(tx_doc(to=["bob"]))
+    again = await vendors.tx(tx_doc(to=["bob"]))  # same MsgSeq, MsgRandom and content
+    assert first["ActionStatus"] == again["ActionStatus"] == "OK"
+    deliveries = vendors.server.state.deliveries("tencent")
+    assert [d.duplicate for d in deliveries] == [False, True]

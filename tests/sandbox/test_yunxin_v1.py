@@ -43,6 +43,10 @@ REFUSED: list[tuple[str, dict[str, str], int, str]] = [
     ),
     ("no type", {k: v for k, v in yx1_fields().items() if k != "type"}, 414, "type"),
     ("type 5", yx1_fields(type="5"), 414, "type"),
+    # JSON fields that repeat a key: the vendor does not document which value it keeps.
+    ("body repeating a key", yx1_fields(body='{"msg":"hi","msg":"ho"}'), 414, "body"),
+    ("option repeating a key", yx1_fields(option='{"push":true,"push":false}'), 414, "option"),
+    ("payload repeating a key", yx1_fields(payload='{"a":1,"a":1}'), 414, "payload"),
     ("type not a number", yx1_fields(type="text"), 414, "type"),
     ("no body", {k: v for k, v in yx1_fields().items() if k != "body"}, 414, "body"),
     ("body not JSON", yx1_fields(body="hello"), 414, "body"),

@@ -42,6 +42,18 @@ IMAGE = {
 REFUSED: list[tuple[str, Any, int, str]] = [
     ("body not JSON", "sender_id=alice", 414, "JSON"),
     ("body a JSON array", [yx2_doc()], 414, "object"),
+    (
+        "body repeating a key",
+        json.dumps(yx2_doc())[:-1] + ', "sender_id": "bob"}',
+        414,
+        "JSON",
+    ),
+    (
+        "message repeating a key",
+        json.dumps(yx2_doc()).replace('"text": "hello"', '"text": "hello", "text": "ho"'),
+        414,
+        "JSON",
+    ),
     ("no sender_id", _without(yx2_doc(), "sender_id"), 414, "sender_id"),
     ("sender_id 33 chars", yx2_doc(sender="a" * 33), 414, "sender_id"),
     ("sender_id a number", yx2_doc(sender_id=5), 414, "sender_id"),
@@ -130,6 +142,18 @@ ACCEPTED: list[tuple[str, dict[str, Any]]] = [
     ("100 receivers", yx2_doc(to=_ids(100))),
     ("text 5000 chars", yx2_doc(text="x" * 5000)),
     ("tip", _message(10, text="note")),
+    # receiver_no_sense is optional, default false (YX-JAVA BatchSendP2PMessageRequestV2;
+    # the apifox page's "required" mark is not the server's): a body without it is valid.
+    ("no receiver_no_sense", _without(yx2_doc(), "receiver_no_sense")),
+    # Media size keys: width/height (the vendor's example, what imgate sends) or w/h (the
+    # legacy body): which one the v2 server stores is unverified, so neither is refused.
+    ("image with width/height", _message(1, IMAGE)),
+    (
+        "image with w/h",
+        _message(
+            1, {k: v for k, v in IMAGE.items() if k not in ("width", "height")} | {"w": 6, "h": 4}
+        ),
+    ),
     ("text with sub_type and an attachment", _message(0, IMAGE, text="hi", sub_type=3)),
     ("image", _message(1, IMAGE, text="d" * 500)),
     (

@@ -36,8 +36,10 @@ YUNXIN_CODES = [
     (423, DONE, R.FAILURE_REASON_SENDER_MUTED),
     (431, AMBIGUOUS, R.FAILURE_REASON_VENDOR_ERROR),
     (500, AMBIGUOUS, R.FAILURE_REASON_VENDOR_ERROR),
-    (503, RETRY, R.FAILURE_REASON_VENDOR_UNAVAILABLE),
-    (514, RETRY, R.FAILURE_REASON_VENDOR_UNAVAILABLE),
+    # Fidelity 4 (issue 22): no Yunxin document says a "busy"/"unavailable" call was not
+    # processed, and the official SDKs do not resend on them. Were RETRY (resent).
+    (503, AMBIGUOUS, R.FAILURE_REASON_VENDOR_UNAVAILABLE),
+    (514, AMBIGUOUS, R.FAILURE_REASON_VENDOR_UNAVAILABLE),
     # Not documented: nothing says the call was not processed (CONTRACT §8 rule 24).
     (401, AMBIGUOUS, R.FAILURE_REASON_VENDOR_ERROR),
     (999999, AMBIGUOUS, R.FAILURE_REASON_VENDOR_ERROR),
@@ -52,8 +54,12 @@ YUNXIN_V2_CODES = [
     (104404, DONE, R.FAILURE_REASON_RECIPIENT_INVALID),
     (107451, DONE, R.FAILURE_REASON_CONTENT_REJECTED),
     (107410, DONE, R.FAILURE_REASON_VENDOR_ERROR),
-    (107323, RATE, R.FAILURE_REASON_RATE_LIMITED),
     (102449, AMBIGUOUS, R.FAILURE_REASON_VENDOR_ERROR),
+    # Fidelity 5 (issue 22): 107323 is in no vendor page or SDK (the v2 rate code is the
+    # common 416); it was taken as a rate refusal and the call resent. 191004 is a client
+    # SDK code ("invalid parameter"), not a server answer. Undocumented: UNCERTAIN.
+    (107323, AMBIGUOUS, R.FAILURE_REASON_VENDOR_ERROR),
+    (191004, AMBIGUOUS, R.FAILURE_REASON_VENDOR_ERROR),
 ]
 
 _MALFORMED = R.FAILURE_REASON_MESSAGE_INVALID
@@ -214,3 +220,17 @@ def test_numeric_codes_are_ascii_digits_only() -> None:
         7,
         None,
     ]
+
+
+@pytest.mark.parametrize("cls", [YunxinV1Translator, YunxinV2Translator])
+@pytest.mark.parametrize(("code", "unavailable"), [(503, True), (514, True), (500, False)])
+def test_yunxin_busy_fails_over_later_calls_without_resending(
+    cls: type[Translator], code: int, unavailable: bool
+) -> None:
+    """Fidelity 4: the call is UNCERTAIN (never resent); the vendor said it is unavailable,
+    so the backend's later calls go to the backup endpoint."""
+    translator = cls(cls.spec.sandbox_credentials)
+    body = {"code": code, "desc": "busy", "msg": "busy", "data": {}}
+    result = translator.parse(list(RECIPIENTS), 200, json.dumps(body).encode())
+    assert result.disposition is AMBIGUOUS
+    assert result.vendor_unavailable is unavailable

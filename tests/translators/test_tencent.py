@@ -63,11 +63,11 @@ def _sha1(text: str) -> str:
         (
             "tip",
             {
+                # No Desc (fidelity 5, issue 22): Desc is a custom element's offline-push
+                # text; with neither it nor OfflinePushInfo.Desc, a custom-only message
+                # raises no offline push (TX-FMT). The tip's text was pushed.
                 "MsgType": "TIMCustomElem",
-                "MsgContent": {
-                    "Data": '{"type":"tip","text":"张三 joined"}',
-                    "Desc": "张三 joined",
-                },
+                "MsgContent": {"Data": '{"type":"tip","text":"张三 joined"}'},
             },
         ),
         (
@@ -171,6 +171,16 @@ def test_image_format_codes(image_format: str, code: int) -> None:
     assert content["UUID"] == _sha1("https://x/y")  # no md5: derived from the URL
 
 
+def test_tip_pushes_only_what_push_content_says() -> None:
+    """A tip raises no offline push of its own; push_content is the caller's push text."""
+    tip = pb.Message(tip=pb.TipContent(text="张三 joined"))
+    silent = _body(make_request(tip))
+    assert "Desc" not in silent["MsgBody"][0]["MsgContent"]
+    assert "OfflinePushInfo" not in silent
+    pushed = _body(make_request(tip, push_content="有新成员"))
+    assert pushed["OfflinePushInfo"] == {"Desc": "有新成员"}
+
+
 def test_custom_without_description_has_no_desc() -> None:
     request = make_request(pb.Message(custom=pb.CustomContent(data='{"a":1}')))
     assert _body(request)["MsgBody"][0]["MsgContent"] == {"Data": '{"a":1}'}
@@ -188,8 +198,8 @@ def test_empty_sender_means_admin() -> None:
         ({"push_content": "离线推送内容"}, {"OfflinePushInfo": {"Desc": "离线推送内容"}}),
         ({"push_title": "apns title"}, {"OfflinePushInfo": {"Title": "apns title"}}),
         ({"push_payload": '{"k":"v"}'}, {"OfflinePushInfo": {"Ext": '{"k":"v"}'}}),
-        ({"offline_enabled": False}, {"OnlineOnlyFlag": 1}),
         ({"offline_enabled": True}, {}),
+        ({"online_only": True, "offline_enabled": False}, {"OnlineOnlyFlag": 1}),
         ({"history_enabled": True}, {}),
         ({"online_only": True}, {"OnlineOnlyFlag": 1}),
         ({"online_only": False}, {}),
@@ -501,6 +511,26 @@ def test_history_off_alone_is_refused_not_sent_as_online_only() -> None:
     assert "online_only" in problems[0].description
 
 
+@pytest.mark.parametrize(
+    ("options", "refused"),
+    [
+        # Fidelity 1 (issue 22): was sent as OnlineOnlyFlag 1, which also drops history,
+        # roaming and the unread count; offline recipients were ACCEPTED and never saw it.
+        ({"offline_enabled": False}, ["options.offline_enabled"]),
+        ({"offline_enabled": False, "online_only": False}, ["options.offline_enabled"]),
+        ({"offline_enabled": False, "online_only": True}, []),
+        ({"offline_enabled": True}, []),
+    ],
+)
+def test_offline_off_alone_is_refused_not_sent_as_online_only(
+    options: dict[str, bool], refused: list[str]
+) -> None:
+    translator = TencentTranslator(TencentTranslator.spec.sandbox_credentials)
+    problems = translator.validate(make_request(**options))
+    assert [p.field for p in problems] == refused
+    assert all("online_only" in p.description for p in problems)
+
+
 def test_ok_without_error_list_accepts_everyone() -> None:
     # OK with no ErrorList may hide an unknown account (a vendor quirk); the answer gives
     # nothing else to go on, so everyone is ACCEPTED (documented in vendor-mapping.md).
@@ -537,7 +567,16 @@ def test_error_code_zero_with_a_list_trusts_the_list_whatever_the_status() -> No
         (70107, pb.DELIVERY_STATE_FAILED, pb.FAILURE_REASON_RECIPIENT_NOT_FOUND),
         (90048, pb.DELIVERY_STATE_FAILED, pb.FAILURE_REASON_RECIPIENT_NOT_FOUND),
         (20007, pb.DELIVERY_STATE_FAILED, pb.FAILURE_REASON_RECIPIENT_INVALID),
-        (60007, pb.DELIVERY_STATE_FAILED, pb.FAILURE_REASON_RATE_LIMITED),
+        # Fidelity 2 (issue 22): the rate codes are documented for a whole call only
+        # (ErrorCode non-zero = every recipient failed); in ErrorList they are an
+        # undocumented answer for that recipient. Were FAILED (a transient reason).
+        (60007, pb.DELIVERY_STATE_UNCERTAIN, pb.FAILURE_REASON_RATE_LIMITED),
+        (60011, pb.DELIVERY_STATE_UNCERTAIN, pb.FAILURE_REASON_RATE_LIMITED),
+        (60018, pb.DELIVERY_STATE_UNCERTAIN, pb.FAILURE_REASON_RATE_LIMITED),
+        (60019, pb.DELIVERY_STATE_UNCERTAIN, pb.FAILURE_REASON_RATE_LIMITED),
+        (70050, pb.DELIVERY_STATE_UNCERTAIN, pb.FAILURE_REASON_RATE_LIMITED),
+        # Stale credentials are a whole-call matter too.
+        (70001, pb.DELIVERY_STATE_UNCERTAIN, pb.FAILURE_REASON_VENDOR_ERROR),
         # May mean "processed" (CONTRACT §1.6): that recipient is UNCERTAIN (issue 13.4).
         (70169, pb.DELIVERY_STATE_UNCERTAIN, pb.FAILURE_REASON_VENDOR_ERROR),
         (90992, pb.DELIVERY_STATE_UNCERTAIN, pb.FAILURE_REASON_VENDOR_ERROR),
@@ -552,6 +591,9 @@ def test_error_list_codes(code: int, state: int, reason: int) -> None:
     rong = result.results[1]
     assert (rong.state, rong.reason, rong.vendor_code) == (state, reason, str(code))
     assert result.results[0].accepted
+    # A rate code pauses the backend (the vendor is refusing for rate); none resends.
+    assert result.disposition is Disposition.DONE
+    assert result.rate_refused is (reason == pb.FAILURE_REASON_RATE_LIMITED)
 
 
 @pytest.mark.parametrize(
@@ -639,3 +681,13 @@ def test_spec_pins_the_published_facts() -> None:
         "admin_identifier": "administrator",
     }
     assert not spec.sender_required
+
+
+@pytest.mark.parametrize("code", [70169, 90992, 91000])
+def test_internal_errors_are_never_resent(code: int) -> None:
+    """Fidelity 3 (issue 22): batchsendmsg documents no de-duplication window (the 120 s
+    CRC32 key is sendmsg's), so "internal error, retry" may have been processed: the
+    call is UNCERTAIN and the spec says the vendor does not de-duplicate resends."""
+    assert not TencentTranslator.spec.capabilities.dedupes_resends
+    result = _parse({"ActionStatus": "FAIL", "ErrorCode": code, "ErrorInfo": "retry"})
+    assert result.disposition is Disposition.AMBIGUOUS

@@ -156,6 +156,40 @@ def test_unreadable_200_answer_is_ambiguous(cls: type[Translator], body: bytes) 
     assert result.results == ()
 
 
+# Answers that repeat a key (issue 22 item 5): which value the vendor meant is unknown, so
+# the answer cannot be accounted for (CONTRACT §8 rule 24). Each would read as a success
+# (or a clean refusal) with one of its values.
+DUPLICATE_KEY_ANSWERS: dict[type[Translator], list[bytes]] = {
+    YunxinV1Translator: [
+        b'{"code":414,"code":200,"unregister":[]}',
+        b'{"code":200,"unregister":[],"unregister":["rong"]}',
+        b'{"code":200,"unregister":"[]","msgids":"{\\"rong\\":1,\\"rong\\":2}"}',
+    ],
+    YunxinV2Translator: [
+        b'{"code":200,"msg":"success","data":{"success_list":[],"success_list":[]}}',
+        b'{"code":200,"msg":"success","data":{"success_list":[{"receiver_id":"bonnie",'
+        b'"message_server_id":1,"receiver_id":"rong"}]}}',
+    ],
+    TencentTranslator: [
+        b'{"ActionStatus":"OK","ErrorCode":0,"ErrorCode":90012,"MsgKey":"1_2_3"}',
+        b'{"ActionStatus":"OK","ErrorCode":0,"MsgKey":"1_2_3","ErrorList":[],'
+        b'"ErrorList":[{"To_Account":"rong","ErrorCode":70107}]}',
+    ],
+}
+
+
+@pytest.mark.parametrize(
+    ("cls", "body"),
+    [(cls, body) for cls, bodies in DUPLICATE_KEY_ANSWERS.items() for body in bodies],
+    ids=lambda value: value.spec.vendor if isinstance(value, type) else "",
+)
+def test_answer_repeating_a_key_is_uncertain(cls: type[Translator], body: bytes) -> None:
+    result = _make(cls).parse(list(RECIPIENTS), 200, body)
+    assert result.disposition is Disposition.AMBIGUOUS, result
+    assert result.reason == pb.FAILURE_REASON_VENDOR_ERROR
+    assert "repeats the key" in result.detail
+
+
 @pytest.mark.parametrize("cls", ALL, ids=_id)
 @pytest.mark.parametrize(
     ("request_args", "field"),

@@ -189,6 +189,18 @@ def test_option_to_body(options: dict[str, Any], expected: dict[str, Any]) -> No
     assert body == expected
 
 
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"online_only": True}, {"sync_to_sender": False}, {"push_enabled": False}],
+)
+def test_no_sense_flags_are_never_sent(options: dict[str, bool]) -> None:
+    """receiver_no_sense is optional, default false (YX-JAVA; the apifox "required" mark
+    is an artefact, fidelity 5): imgate has no option for it and never sends it."""
+    body = _body(make_request(**options))
+    assert "receiver_no_sense" not in body
+    assert "sender_no_sense" not in body
+
+
 def test_extension_and_unset_options() -> None:
     assert set(_body(make_request())) == {"receiver_ids", "sender_id", "message"}
     assert _body(make_request(extension='{"k":"v"}'))["extension"] == '{"k":"v"}'
@@ -348,12 +360,12 @@ def test_failed_item_keyed_either_way(account_key: str) -> None:
         },
     }
     result = _parse(answer, ["a", "ghost1", "b", "c", "d"])
-    assert [(r.recipient_id, r.accepted, r.reason, r.vendor_code) for r in result.results] == [
-        ("a", True, pb.FAILURE_REASON_UNSPECIFIED, ""),
-        ("ghost1", False, pb.FAILURE_REASON_RECIPIENT_NOT_FOUND, "404"),
-        ("b", False, pb.FAILURE_REASON_RECIPIENT_INVALID, "414"),
-        ("c", False, pb.FAILURE_REASON_VENDOR_ERROR, "500"),
-        ("d", False, pb.FAILURE_REASON_RATE_LIMITED, "416"),
+    assert [(r.recipient_id, r.state, r.reason, r.vendor_code) for r in result.results] == [
+        ("a", pb.DELIVERY_STATE_ACCEPTED, pb.FAILURE_REASON_UNSPECIFIED, ""),
+        ("ghost1", pb.DELIVERY_STATE_FAILED, pb.FAILURE_REASON_RECIPIENT_NOT_FOUND, "404"),
+        ("b", pb.DELIVERY_STATE_FAILED, pb.FAILURE_REASON_RECIPIENT_INVALID, "414"),
+        ("c", pb.DELIVERY_STATE_UNCERTAIN, pb.FAILURE_REASON_VENDOR_ERROR, "500"),
+        ("d", pb.DELIVERY_STATE_UNCERTAIN, pb.FAILURE_REASON_RATE_LIMITED, "416"),
     ]
     assert result.results[1].detail == "account not exist"
     assert result.results[0].vendor_message_id == "11"
@@ -409,6 +421,14 @@ def test_lists_that_do_not_match_the_call_make_everyone_uncertain(data: object) 
         (500, pb.DELIVERY_STATE_UNCERTAIN, pb.FAILURE_REASON_VENDOR_ERROR),
         (None, pb.DELIVERY_STATE_UNCERTAIN, pb.FAILURE_REASON_VENDOR_ERROR),
         (99, pb.DELIVERY_STATE_UNCERTAIN, pb.FAILURE_REASON_VENDOR_ERROR),
+        # Fidelity 2 (issue 22): a rate code is documented for a whole call only; in
+        # failed_list it says nothing certain about that recipient. Was FAILED (a
+        # transient reason: the caller would send it again).
+        (416, pb.DELIVERY_STATE_UNCERTAIN, pb.FAILURE_REASON_RATE_LIMITED),
+        # 107323 is documented nowhere (fidelity 5): undocumented, no pause. Was FAILED.
+        (107323, pb.DELIVERY_STATE_UNCERTAIN, pb.FAILURE_REASON_VENDOR_ERROR),
+        # 191004 is a client-SDK code ("invalid parameter", NIM V10), not a server answer.
+        (191004, pb.DELIVERY_STATE_UNCERTAIN, pb.FAILURE_REASON_VENDOR_ERROR),
     ],
 )
 def test_failed_list_codes(code: int | None, state: int, reason: int) -> None:
@@ -416,12 +436,16 @@ def test_failed_list_codes(code: int | None, state: int, reason: int) -> None:
     if code is not None:
         item["error_code"] = code
     answer = {"code": 200, "data": {"failed_list": [item]}}
-    result = _parse(answer, ["a"]).results[0]
+    parsed = _parse(answer, ["a"])
+    result = parsed.results[0]
     assert (result.state, result.reason, result.vendor_code) == (
         state,
         reason,
         "" if code is None else str(code),
     )
+    # Only the documented rate code pauses the backend; nothing is resent either way.
+    assert parsed.disposition is Disposition.DONE
+    assert parsed.rate_refused is (code == 416)
 
 
 def test_create_time_is_returned_beside_the_message_id() -> None:

@@ -38,7 +38,8 @@ def custom(
     description: str = "",
     extension: JsonObject | None = None,
 ) -> gateway_pb2.Message:
-    """Application-defined content; ``description`` is the push text where supported."""
+    """Application-defined content. ``description`` differs by vendor: Yunxin keeps it as a
+    history-search description, Tencent pushes it as the offline-push text."""
     return gateway_pb2.Message(
         custom=gateway_pb2.CustomContent(
             data=_json_text(data), sub_type=sub_type, description=description

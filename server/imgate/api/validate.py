@@ -8,7 +8,7 @@ naming the request field.
 
 from __future__ import annotations
 
-import re
+import unicodedata
 from collections.abc import Sequence
 from typing import Final
 
@@ -25,14 +25,17 @@ MAX_ECHOED_CHARS: Final = 64
 """Most characters of caller input an error text may repeat (CONTRACT §8 rule 23)."""
 _MAX_LISTED_BAD_IDS = 10  # a huge bad list should not make a huge error
 
-# Control characters (Unicode Cc: C0, DEL, C1): never part of an id, and a log forger's tool.
 # Which unit lets more ids through at one length: each counts a character at least as
 # often as the next (UTF-8 bytes >= UTF-16 units >= code points).
 _LOOSENESS: Final = {IdUnit.UTF8: 0, IdUnit.UTF16: 1, IdUnit.CODE_POINTS: 2}
-_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+INVISIBLE_CATEGORIES: Final = frozenset({"Cc", "Cf", "Zl", "Zp"})
+"""Never part of an id (CONTRACT §8 rule 23): control characters (Cc: C0, DEL, C1, a log
+forger's tool), format characters (Cf: bidi overrides such as U+202E, zero-width U+200B,
+the BOM U+FEFF: an id that looks like another) and the line and paragraph separators
+(U+2028, U+2029: a line break to logs and JSON readers)."""
 _ID_RULE: Final = (
-    "account ids must be within the vendor's length, with no control characters and no"
-    " leading or trailing whitespace"
+    "account ids must be within the vendor's length, with no control, format or line"
+    " separator characters and no leading or trailing whitespace"
 )
 LIST_ID_RULE: Final[IdRule] = max(
     (plugin.spec.id_rule for plugin in VENDORS),
@@ -49,12 +52,23 @@ def echo(text: str) -> str:
     return repr(clipped)
 
 
+def has_invisible(value: str) -> bool:
+    """Whether `value` holds a character of INVISIBLE_CATEGORIES (as the running Python's
+    Unicode tables say). Every such character is one str.isprintable() refuses: the
+    per-character look-up only runs on the rare id that is not printable."""
+    return not value.isprintable() and any(
+        unicodedata.category(char) in INVISIBLE_CATEGORIES
+        for char in value
+        if not char.isprintable()
+    )
+
+
 def id_problem(value: str, rule: IdRule | None = LIST_ID_RULE) -> str | None:
     """Why `value` cannot be an account id under `rule` (None: any length), or None."""
     if not value:
         return "must not be empty"
-    if _CONTROL.search(value):
-        return "must not contain control characters"
+    if has_invisible(value):
+        return "must not contain control, format or line separator characters"
     if value != value.strip():
         return "must not start or end with whitespace"
     if rule is not None and not rule.fits(value):
@@ -140,7 +154,7 @@ def validate_common(
     if request.request_id and (
         len(request.request_id) > MAX_REQUEST_ID_CHARS
         or any(c.isspace() for c in request.request_id)
-        or _CONTROL.search(request.request_id)
+        or not request.request_id.isprintable()
     ):
         problems.append(
             FieldViolation(

@@ -592,6 +592,7 @@ class BatchRun:
                     refreshed_auth=chunk.refreshed_auth,
                     time_left_s=left,
                     jitter=backend.rng.random(),
+                    rate_refused=result.rate_refused,
                 )
                 if decision.pause_backend:
                     # The vendor pauses the whole app: pause the whole backend (the pause

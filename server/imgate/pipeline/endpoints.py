@@ -2,10 +2,12 @@
 vendors tell callers to fail over to (vendors.md §3: Yunxin primary/backup domains,
 Tencent's my-imcloud.com hosts).
 
-Only a call that certainly was not processed (RETRY: connection refused before the
-request was written, HTTP 502, Yunxin "busy") moves the backend to the other endpoint;
-a call that may have been processed never does, since it is never resent. The switch is
-sticky: the backend stays on the endpoint that works until it fails the same way.
+A call that certainly was not processed (RETRY: connection refused before the request
+was written, HTTP 502) moves the backend to the other endpoint, and so does an answer by
+which the vendor says it is busy or unavailable (Yunxin 503/514: CallResult
+.vendor_unavailable), although that call may have been processed and is never resent:
+only later calls go elsewhere. The switch is sticky: the backend stays on the endpoint
+that works until it fails the same way.
 """
 
 from __future__ import annotations
@@ -30,8 +32,10 @@ class Endpoints:
         return self._urls[self._current] + path
 
     def observe(self, result: CallResult) -> None:
-        """Fail over after a call the vendor certainly did not process."""
-        if result.disposition is Disposition.RETRY and len(self._urls) > 1:
+        """Fail over after a call the vendor certainly did not process, or one it
+        answered as unavailable."""
+        unavailable = result.disposition is Disposition.RETRY or result.vendor_unavailable
+        if unavailable and len(self._urls) > 1:
             self._current = (self._current + 1) % len(self._urls)
             log.warning(
                 "backend %s: vendor unavailable (%s); next calls go to the %s endpoint",

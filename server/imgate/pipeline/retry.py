@@ -2,6 +2,8 @@
 
     disposition    attempts left?  ->  action
     DONE                               RECORD      the vendor's per-recipient answer
+                                                   (pause=True when it names a recipient
+                                                   refused for rate: rate_refused)
     AMBIGUOUS                          UNCERTAIN   may have been processed: never resent
     REFRESH_AUTH   not refreshed yet   REFRESH     new credentials, send again (once)
     RATE_LIMITED   yes                 RESEND      after the backend pause (pause=True)
@@ -56,13 +58,15 @@ def decide(
     refreshed_auth: bool,
     time_left_s: float | None,
     jitter: float,
+    rate_refused: bool = False,
 ) -> Decision:
     """The next step for a chunk that has had `attempts` vendor calls.
 
-    `time_left_s` is how long new calls may still start (None = no limit).
+    `time_left_s` is how long new calls may still start (None = no limit);
+    `rate_refused`: the answer names a recipient refused for rate (CallResult.rate_refused).
     """
     if disposition is Disposition.DONE:
-        return Decision(Action.RECORD)
+        return Decision(Action.RECORD, pause_backend=rate_refused)
     if disposition is Disposition.AMBIGUOUS:
         return Decision(Action.UNCERTAIN)
     if disposition is Disposition.REFRESH_AUTH:

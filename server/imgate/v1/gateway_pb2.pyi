@@ -340,7 +340,10 @@ Global___TextContent: _TypeAlias = TextContent  # noqa: Y015
 
 @_typing.final
 class TipContent(_message.Message):
-    """TipContent is a tip message."""
+    """TipContent is a tip message. Yunxin has a tip type (10); Tencent has none, so a tip is
+    a custom element {"type":"tip","text":...} that raises no offline push of its own
+    (push_content still sets one).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -637,7 +640,10 @@ class CustomContent(_message.Message):
     sub_type: _builtins.int
     """Application sub-type (Yunxin sub_type; must be > 0 when set)."""
     description: _builtins.str
-    """Description, used as push text where the vendor supports it."""
+    """Description. Its meaning differs by vendor: on Yunxin a history-search description
+    (legacy msgDesc, v2 message.text; at most 500 characters), not push text; on Tencent
+    the element's Desc, this message's offline-push text unless push_content is set.
+    """
     def __init__(
         self,
         *,
@@ -688,7 +694,10 @@ class SendOptions(_message.Message):
     push_payload: _builtins.str
     """Push payload, a JSON object as text (at most 2048 characters on Yunxin)."""
     offline_enabled: _builtins.bool
-    """Whether the message is stored for offline recipients."""
+    """Whether the message is stored for offline recipients. Tencent cannot turn offline
+    storage off alone (its only switch also drops history, roaming and the unread
+    count): false is refused there unless online_only is set.
+    """
     history_enabled: _builtins.bool
     """Whether the message is kept in cloud history."""
     unread_enabled: _builtins.bool

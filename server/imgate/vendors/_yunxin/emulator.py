@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 from aiohttp import web
 
 from imgate.vendors._yunxin import spec as yunxin
-from imgate.vendors._yunxin.translator import ATTACHMENT_MAX_CHARS, TEXT_MAX_CHARS
+from imgate.vendors._yunxin.translator import ATTACHMENT_MAX_CHARS, RATE_CODE, TEXT_MAX_CHARS
 from imgate.vendors.base.auth import yunxin_checksum
 from imgate.vendors.base.checks import NotJson, is_int, is_number, java_len, strict_json
 from imgate.vendors.base.emulation import AccountRules, VendorSettings
@@ -27,7 +27,7 @@ PARAM_ERROR = 414
 NOT_FOUND = 404
 SENDER_BANNED = 422
 SENDER_MUTED = 423
-RATE_LIMITED = 416
+RATE_LIMITED = RATE_CODE
 INTERNAL_ERROR = (500, "server error")
 
 TEXT_TYPES = frozenset({0, 10})

@@ -6,6 +6,7 @@ header, field limits, media body keys and the meaning of their codes (vendors.md
 from __future__ import annotations
 
 import abc
+import dataclasses
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Final
@@ -54,6 +55,10 @@ MESSAGE_TYPES: Final[Mapping[str, int]] = {
     "custom": 100,
 }
 
+RATE_CODE: Final = 416
+"""Frequency control, on both APIs: the call was refused and the app is blocked for a
+while (SEED-YX1B; YX-RATE for v2; YX-CODES)."""
+
 _DONE = Disposition.DONE
 CODES: Final[Mapping[int, tuple[Disposition, Reason]]] = {
     403: (_DONE, pb.FAILURE_REASON_AUTH_FAILED),  # bad AppKey/CheckSum/CurTime, app forbidden
@@ -63,7 +68,7 @@ CODES: Final[Mapping[int, tuple[Disposition, Reason]]] = {
     # answer, so VENDOR_ERROR (TIMEOUT is for a vendor that did not answer us in time).
     408: (Disposition.AMBIGUOUS, pb.FAILURE_REASON_VENDOR_ERROR),
     414: (_DONE, pb.FAILURE_REASON_MESSAGE_INVALID),  # parameter error (see _AUTH_DESC)
-    416: (Disposition.RATE_LIMITED, pb.FAILURE_REASON_RATE_LIMITED),
+    RATE_CODE: (Disposition.RATE_LIMITED, pb.FAILURE_REASON_RATE_LIMITED),
     # "repeated operation" / "HTTP request repeated": an earlier identical request (same
     # trace id) may have been processed, so this one's outcome is unknown.
     417: (Disposition.AMBIGUOUS, pb.FAILURE_REASON_VENDOR_ERROR),
@@ -72,16 +77,22 @@ CODES: Final[Mapping[int, tuple[Disposition, Reason]]] = {
     422: (_DONE, pb.FAILURE_REASON_SENDER_BANNED),
     423: (_DONE, pb.FAILURE_REASON_SENDER_MUTED),
     500: (Disposition.AMBIGUOUS, pb.FAILURE_REASON_VENDOR_ERROR),  # CONTRACT §1.6
-    # "server busy" / "service unavailable" are load-shedding refusals answered instead of
-    # a result (vendors.md §8.1 classes them plain RETRY, unlike 500/408): not processed.
-    503: (Disposition.RETRY, pb.FAILURE_REASON_VENDOR_UNAVAILABLE),
-    514: (Disposition.RETRY, pb.FAILURE_REASON_VENDOR_UNAVAILABLE),
+    # "server busy" / "service unavailable" (YX-CODES): no Yunxin document says the call
+    # was not processed, and the official SDKs do not resend on them (they resend only on
+    # HTTP 502 or a connect error, YX-JAVA docs/retry.md): never resent (issue 22,
+    # fidelity 4). The backend's later calls go to the other endpoint (UNAVAILABLE_CODES).
+    503: (Disposition.AMBIGUOUS, pb.FAILURE_REASON_VENDOR_UNAVAILABLE),
+    514: (Disposition.AMBIGUOUS, pb.FAILURE_REASON_VENDOR_UNAVAILABLE),
 }
 """Request-level code → (disposition, reason), both APIs (YX-CODES, vendors.md §8.1).
 Codes not listed are AMBIGUOUS: undocumented, so nothing says the call was not processed
 (CONTRACT §8 rule 24)."""
 
-V2_RATE_CODE: Final = 107323
+UNAVAILABLE_CODES: Final = frozenset({503, 514})
+"""Codes by which the vendor says its service is busy or unavailable: the backend fails
+over to its backup endpoint for later calls (YX-CALL-V1: the backup domain keeps the API
+available when the primary fails), harmless since the call itself is not resent."""
+
 """The IM 2.0 family's rate-limit code (docs/vendor-mapping.md "Answers", YX2-CODES)."""
 V2_ACCOUNT_NOT_FOUND: Final = 102404
 V2_SENDER_MUTED: Final = 102421
@@ -99,25 +110,29 @@ V2_CODES: Final[Mapping[int, tuple[Disposition, Reason]]] = {
     104404: (_DONE, pb.FAILURE_REASON_RECIPIENT_INVALID),  # not a friend (check_friend)
     107451: (_DONE, pb.FAILURE_REASON_CONTENT_REJECTED),  # antispam
     107410: (_DONE, pb.FAILURE_REASON_VENDOR_ERROR),  # messaging disabled for the app
-    V2_RATE_CODE: (Disposition.RATE_LIMITED, pb.FAILURE_REASON_RATE_LIMITED),
     # "retry": the vendor failed somewhere inside, maybe after sending.
     V2_RETRY: (Disposition.AMBIGUOUS, pb.FAILURE_REASON_VENDOR_ERROR),
 }
-"""The v2 API's request-level codes: the common ones plus the IM 2.0 family."""
+"""The v2 API's request-level codes: the common ones plus the IM 2.0 family. Its rate code
+is the common 416 (YX-RATE, YX-V2B-DOC point to the rate-limit page): 107323, once taken
+for it, appears in no vendor page or SDK, and 191004 is the client SDK's "invalid
+parameter" (YX2-CLIENT-CODES), not a server answer; like every code not listed they are
+AMBIGUOUS (CONTRACT §8 rule 24: nothing says the call was not processed)."""
 
 RECIPIENT_REASONS: Final[Mapping[int, Reason]] = {
     404: pb.FAILURE_REASON_RECIPIENT_NOT_FOUND,
     V2_ACCOUNT_NOT_FOUND: pb.FAILURE_REASON_RECIPIENT_NOT_FOUND,
     405: pb.FAILURE_REASON_RECIPIENT_INVALID,
     414: pb.FAILURE_REASON_RECIPIENT_INVALID,
-    416: pb.FAILURE_REASON_RATE_LIMITED,
-    V2_RATE_CODE: pb.FAILURE_REASON_RATE_LIMITED,
     102426: pb.FAILURE_REASON_RECIPIENT_INVALID,
     104404: pb.FAILURE_REASON_RECIPIENT_INVALID,
     107451: pb.FAILURE_REASON_CONTENT_REJECTED,
 }
-"""Per-recipient code (v2 failed_list) → reason, FAILED. Other codes go by V2_CODES:
-102449 ("retry") and undocumented codes make the recipient UNCERTAIN."""
+"""Per-recipient code (v2 failed_list) → reason, FAILED. Other codes go by V2_CODES
+(recipient_verdict): 102449 ("retry"), undocumented codes and the rate code 416 make the
+recipient UNCERTAIN. No vendor page documents failed_list codes (vendors.md §14.3): 416 is
+a whole-call refusal there, so in failed_list it says nothing certain about that
+recipient (the backend pauses, nothing is resent)."""
 
 # Legacy docs answer a CheckSum failure with 414 (vendors.md §2.1): tell it from a plain
 # parameter error by its description.
@@ -131,7 +146,10 @@ def classify(
     disposition, reason = classify_code(codes, code)
     if code == 414 and _AUTH_DESC.search(desc):
         disposition, reason = _DONE, pb.FAILURE_REASON_AUTH_FAILED
-    return request_verdict(recipients, disposition, reason, str(code), short(desc))
+    verdict = request_verdict(recipients, disposition, reason, str(code), short(desc))
+    if code in UNAVAILABLE_CODES:
+        return dataclasses.replace(verdict, vendor_unavailable=True)
+    return verdict
 
 
 def push_payload_text(options: pb.SendOptions) -> str | None:

@@ -16,10 +16,19 @@ def _refuse_constant(name: str) -> Any:
     raise NotJson(f"{name} is not JSON")
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    value = dict(pairs)
+    if len(value) != len(pairs):
+        raise NotJson("an object repeats a key")
+    return value
+
+
 def strict_json(text: str | bytes) -> Any:
-    """Parse JSON as the vendors' parsers do: NaN and Infinity are not JSON."""
+    """Parse JSON as strictly as the vendors' parsers may: NaN and Infinity are not JSON,
+    and an object that repeats a key is refused (no vendor documents which value its
+    parser keeps, so a request relying on one is refused rather than guessed)."""
     try:
-        return json.loads(text, parse_constant=_refuse_constant)
+        return json.loads(text, parse_constant=_refuse_constant, object_pairs_hook=_unique_keys)
     except (ValueError, RecursionError) as exc:
         raise NotJson(str(exc)) from None
 

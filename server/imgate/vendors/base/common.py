@@ -41,6 +41,13 @@ def _refuse_constant(name: str) -> Any:
     raise NotStrictJson("NaN and Infinity are not JSON")
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    value = dict(pairs)
+    if len(value) != len(pairs):
+        raise NotStrictJson("an object repeats a key")
+    return value
+
+
 def _finite_float(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):
@@ -60,10 +67,15 @@ def _int64(text: str) -> int:
 def strict_json(text: str) -> Any:
     """Parse caller JSON strictly: no NaN/Infinity, finite floats, integers within int64
     (what the vendors' Java and Go servers hold), nesting at most MAX_JSON_DEPTH, strings
-    that are valid Unicode (no lone surrogates). Raises NotStrictJson saying why."""
+    that are valid Unicode (no lone surrogates), no object repeating a key (the vendors do
+    not document which one their parsers keep). Raises NotStrictJson saying why."""
     try:
         value = json.loads(
-            text, parse_constant=_refuse_constant, parse_float=_finite_float, parse_int=_int64
+            text,
+            parse_constant=_refuse_constant,
+            parse_float=_finite_float,
+            parse_int=_int64,
+            object_pairs_hook=_unique_keys,
         )
     except NotStrictJson:
         raise
@@ -143,13 +155,50 @@ def json_object(text: str) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def load_answer(body: bytes) -> dict[str, Any] | None:
-    """A vendor answer body parsed as a JSON object, or None when it is not one."""
+class UnreadableAnswer(ValueError):
+    """A vendor answer (or JSON text inside one) that cannot be accounted for: the
+    message says why (CONTRACT §8 rule 24: its recipients end UNCERTAIN)."""
+
+
+def _answer_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    value = dict(pairs)
+    if len(value) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise UnreadableAnswer(f"an object repeats the key {short(key)!r}")
+            seen.add(key)
+    return value
+
+
+def answer_json(text: str | bytes) -> Any:
+    """Vendor JSON parsed: the one place a vendor answer is read. An object that repeats
+    a key is unreadable: which value the vendor meant is unknown (its own parser may keep
+    the first, Python's keeps the last). Raises UnreadableAnswer."""
     try:
-        value = json.loads(body)
+        return json.loads(text, object_pairs_hook=_answer_pairs)
+    except UnreadableAnswer:
+        raise
+    except RecursionError:
+        raise UnreadableAnswer("nested too deep") from None
     except (ValueError, UnicodeDecodeError):
+        raise UnreadableAnswer("not JSON") from None
+
+
+def read_answer(body: bytes) -> dict[str, Any]:
+    """A vendor answer body as a JSON object (see answer_json); raises UnreadableAnswer."""
+    value = answer_json(body)
+    if not isinstance(value, dict):
+        raise UnreadableAnswer("not a JSON object")
+    return value
+
+
+def load_answer(body: bytes) -> dict[str, Any] | None:
+    """read_answer, or None when the answer is unreadable (whatever the reason)."""
+    try:
+        return read_answer(body)
+    except UnreadableAnswer:
         return None
-    return value if isinstance(value, dict) else None
 
 
 def as_int(value: object) -> int | None:

@@ -58,8 +58,8 @@ class IdUnit(enum.Enum):
 class IdRule:
     """The longest account id (sender or recipient) a vendor takes, and how it counts.
 
-    Every rule also forbids what no vendor takes: an empty id, control characters, and
-    leading or trailing whitespace (api.validate).
+    Every rule also forbids what no vendor takes: an empty id, control, format and line
+    separator characters, and leading or trailing whitespace (api.validate).
     """
 
     max_length: int

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import abc
 import enum
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final, TypeAlias
 
@@ -193,6 +193,14 @@ class CallResult:
     reason: Reason = pb.FAILURE_REASON_UNSPECIFIED
     vendor_code: str = ""
     detail: str = ""
+    rate_refused: bool = False
+    """A final (DONE) answer that names a recipient with the vendor's rate-refusal code:
+    the vendor is refusing for rate, so the backend pauses as after a refused call (that
+    recipient ends UNCERTAIN and nothing is resent)."""
+    vendor_unavailable: bool = False
+    """The vendor answered that its service is busy or unavailable (Yunxin 503/514): the
+    backend's later calls go to the other endpoint, although this call may have been
+    processed and is not resent."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,10 +325,13 @@ def recipient_verdict(
 ) -> RecipientResult:
     """One recipient the vendor listed as not delivered, with its own code.
 
-    A per-recipient code (`recipient_reasons`, else the request-level table) that refuses
-    without processing is FAILED; one that may mean "processed" (the vendor's "internal
-    error, retry") and a code the vendor does not document are UNCERTAIN (CONTRACT §8
-    rule 24): nothing says the message did not reach that recipient.
+    A per-recipient code (`recipient_reasons`), or a request-level code (`codes`) that
+    refuses for good (DONE), is FAILED with its reason. Every other code is UNCERTAIN
+    (CONTRACT §8 rule 24): one that may mean "processed" (the vendor's "internal error,
+    retry"), one the vendor does not document, and a request-level code that would have
+    the call sent again (rate refusals, "busy", stale credentials): no vendor documents
+    what such a code means for one recipient, and FAILED with a transient reason would
+    invite the caller to send it again.
     """
     if code is not None and code in recipient_reasons:
         return RecipientResult(recipient, False, recipient_reasons[code], vendor_code, detail)
@@ -328,16 +339,26 @@ def recipient_verdict(
         disposition, reason = Disposition.AMBIGUOUS, UNDOCUMENTED
     else:
         disposition, reason = classify_code(codes, code)
-    if disposition is Disposition.AMBIGUOUS:
-        return uncertain_result(
-            recipient,
-            pb.FAILURE_REASON_VENDOR_ERROR,
-            vendor_code,
-            detail or "the vendor's code for this recipient may mean it was processed",
-        )
-    if disposition is Disposition.RETRY:
-        reason = pb.FAILURE_REASON_VENDOR_UNAVAILABLE
-    return RecipientResult(recipient, False, reason, vendor_code, detail)
+    if disposition is Disposition.DONE:
+        return RecipientResult(recipient, False, reason, vendor_code, detail)
+    if disposition is Disposition.RATE_LIMITED:
+        detail = detail or "refused for rate: the vendor does not document it for one recipient"
+        return uncertain_result(recipient, pb.FAILURE_REASON_RATE_LIMITED, vendor_code, detail)
+    return uncertain_result(
+        recipient,
+        pb.FAILURE_REASON_VENDOR_ERROR,
+        vendor_code,
+        detail or "the vendor's code for this recipient may mean it was processed",
+    )
+
+
+def names_rate_refusal(codes: CodeTable, recipient_codes: Iterable[int | None]) -> bool:
+    """Whether a per-recipient code is the vendor's rate-refusal code for a call (then the
+    backend pauses: CallResult.rate_refused)."""
+    return any(
+        code is not None and classify_code(codes, code)[0] is Disposition.RATE_LIMITED
+        for code in recipient_codes
+    )
 
 
 def classify_code(codes: CodeTable, code: int) -> tuple[Disposition, Reason]:

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from imgate.v1 import gateway_pb2 as pb
-from imgate.vendors.base.common import as_int, load_answer, short
+from imgate.vendors.base.common import UnreadableAnswer, as_int, read_answer, short
 from imgate.vendors.base.translator import (
     AcceptedAlike,
     CallResult,
@@ -21,6 +21,7 @@ from imgate.vendors.base.translator import (
     RecipientResult,
     classify_code,
     classify_http_status,
+    names_rate_refusal,
     recipient_verdict,
     request_verdict,
     uncertain_all,
@@ -123,8 +124,11 @@ RECIPIENT_REASONS: Final[Mapping[int, Reason]] = {
     70107: pb.FAILURE_REASON_RECIPIENT_NOT_FOUND,
     90048: pb.FAILURE_REASON_RECIPIENT_NOT_FOUND,
 }
-"""ErrorList code → reason; other codes are classified by CODES (FAILED when they refuse,
-UNCERTAIN when they may mean "processed" or are undocumented)."""
+"""ErrorList code → reason: 70107 is the only code the batchsendmsg page documents in
+ErrorList (TX-1612). Other codes are classified by CODES: FAILED when the request table
+refuses with them for good, else UNCERTAIN (recipient_verdict): the rate codes
+60007/60011/60018/60019/70050 are documented for a whole call only, so one in ErrorList is
+an undocumented answer for that recipient (it pauses the backend, nothing is resent)."""
 
 
 def parse_answer(recipients: Sequence[str], status: int, body: bytes) -> CallResult:
@@ -132,9 +136,10 @@ def parse_answer(recipients: Sequence[str], status: int, body: bytes) -> CallRes
     verdict = classify_http_status(recipients, status, SPEC.refusal_statuses.statuses)
     if verdict is not None:
         return verdict
-    answer = load_answer(body)
-    if answer is None:
-        return unreadable_answer("not a JSON object")
+    try:
+        answer = read_answer(body)
+    except UnreadableAnswer as exc:
+        return unreadable_answer(str(exc))
     code = as_int(answer.get("ErrorCode"))
     if code is None:
         return unreadable_answer("no numeric ErrorCode")
@@ -157,6 +162,7 @@ def parse_answer(recipients: Sequence[str], status: int, body: bytes) -> CallRes
                 else result
                 for result in verdict.results
             ),
+            rate_refused=names_rate_refusal(CODES, failed.values()),
         )
     return verdict
 
@@ -179,7 +185,11 @@ def _success(
         if recipient in failed
     }
     shared = RecipientResult("", True, vendor_message_id=msg_key)
-    return CallResult(Disposition.DONE, AcceptedAlike(recipients, shared, exceptions))
+    return CallResult(
+        Disposition.DONE,
+        AcceptedAlike(recipients, shared, exceptions),
+        rate_refused=bool(failed) and names_rate_refusal(CODES, failed.values()),
+    )
 
 
 def _error_list(items: object, recipients: Sequence[str]) -> dict[str, int] | None:

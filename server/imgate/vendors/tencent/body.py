@@ -87,6 +87,23 @@ def tencent_violations(request: pb.BatchSendRequest) -> list[FieldViolation]:
                 "tencent", "push_nick_enabled", "Tencent has no sender-nickname switch"
             )
         )
+    if (
+        options.HasField("offline_enabled")
+        and not options.offline_enabled
+        and not options.online_only
+    ):
+        # OnlineOnlyFlag, Tencent's only switch for offline storage, also drops history,
+        # roaming, the unread count and (per the SDK docs) the offline push: an offline
+        # recipient never gets the message although the call answers OK (TX-1612,
+        # TX-ONLINE). Refused rather than silently made online-only (issue 22).
+        problems.append(
+            unsupported_option(
+                "tencent",
+                "offline_enabled",
+                "offline storage cannot be turned off alone (its only switch, OnlineOnlyFlag,"
+                " also drops history, roaming and the unread count); set online_only",
+            )
+        )
     if options.HasField("history_enabled") and not options.history_enabled:
         problems.append(
             unsupported_option(
@@ -106,9 +123,15 @@ def element(message: pb.Message) -> dict[str, Any]:
         return {"MsgType": "TIMTextElem", "MsgContent": {"Text": message.text.text}}
     if kind == "tip":
         # Tencent has no tip type: an app-defined element clients recognise by its type.
+        # No Desc: a custom element's Desc is its offline-push text, and a custom-only
+        # message with neither Desc nor OfflinePushInfo.Desc raises no offline push
+        # (TX-FMT), as a UI tip should not; push_content still sets one (issue 22).
         data = compact_json({"type": "tip", "text": message.tip.text})
-        return {"MsgType": "TIMCustomElem", "MsgContent": {"Data": data, "Desc": message.tip.text}}
+        return {"MsgType": "TIMCustomElem", "MsgContent": {"Data": data}}
     if kind == "custom":
+        # description → Desc: on Tencent the offline-push text of this message (unless
+        # push_content is set), where Yunxin keeps it as a history-search description
+        # (docs/vendor-mapping.md "Content semantics").
         custom: dict[str, Any] = {"Data": message.custom.data}
         if message.custom.description:
             custom["Desc"] = message.custom.description

@@ -48,6 +48,12 @@ SPEC: Final = VendorSpec(
         read_receipt=True,  # IsNeedReadReceipt
         custom_sub_type=False,  # TIMCustomElem has no sub-type
         message_ids=True,  # MsgKey
+        # The 120 s de-duplication key (sender + MsgSeq + MsgRandom + content CRC32) is
+        # documented on the sendmsg page only; batchsendmsg says MsgSeq/MsgRandom serve
+        # de-duplication "within the same second" and nothing more (TX-1612, issue 22
+        # fidelity 3): a call that may have been processed (70169, 90992, 91000, a
+        # timeout after writing) is never resent.
+        dedupes_resends=False,
     ),
     # TX-REST (vendors.md §3.2): the host must be the SDKAppID's data centre; the
     # my-imcloud.com host is the documented fallback when the primary cannot be reached.

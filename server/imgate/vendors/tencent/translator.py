@@ -122,9 +122,9 @@ class TencentTranslator(Translator):
         if "sync_to_sender" in chosen:
             doc["SyncOtherMachine"] = 1 if options.sync_to_sender else 2
         doc["MsgBody"] = [element(message)]
-        # Only online_only and offline_enabled=false mean "online recipients only";
-        # history_enabled=false alone is refused by validate() (issue 13.3).
-        if options.online_only or chosen.get("offline_enabled") is False:
+        # Only online_only means "online recipients only"; offline_enabled=false or
+        # history_enabled=false without it is refused by validate() (issues 13.3, 22).
+        if options.online_only:
             doc["OnlineOnlyFlag"] = 1
         if message.extension:
             doc["CloudCustomData"] = message.extension

@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final
@@ -19,7 +18,14 @@ from imgate.vendors._yunxin.translator import (
     media_body,
     push_payload_text,
 )
-from imgate.vendors.base.common import as_int, chosen_options, compact_json, load_answer
+from imgate.vendors.base.common import (
+    UnreadableAnswer,
+    answer_json,
+    as_int,
+    chosen_options,
+    compact_json,
+    read_answer,
+)
 from imgate.vendors.base.spec import VendorSpec
 from imgate.vendors.base.translator import (
     AcceptedAlike,
@@ -127,9 +133,10 @@ class YunxinV1Translator(YunxinTranslator):
         verdict = classify_http_status(recipients, status, SPEC.refusal_statuses.statuses)
         if verdict is not None:
             return verdict
-        answer = load_answer(body)
-        if answer is None:
-            return unreadable_answer("not a JSON object")
+        try:
+            answer = read_answer(body)
+        except UnreadableAnswer as exc:
+            return unreadable_answer(str(exc))
         code = as_int(answer.get("code"))
         if code is None:
             return unreadable_answer("no numeric code")
@@ -137,10 +144,11 @@ class YunxinV1Translator(YunxinTranslator):
             return classify(recipients, code, str(answer.get("desc") or ""))
         # The page types both fields as "String" holding JSON, its example as raw JSON:
         # accept either. Anything else does not account for the call (rule 24).
-        unregister = _decoded(answer.get("unregister"), list)
-        msgids = _decoded(answer.get("msgids"), dict)
-        if unregister is None or msgids is None:
-            return uncertain_all("malformed unregister/msgids")
+        try:
+            unregister = _decoded(answer.get("unregister"), list)
+            msgids = _decoded(answer.get("msgids"), dict)
+        except UnreadableAnswer as exc:
+            return uncertain_all(f"malformed unregister/msgids: {exc}")
         wanted = set(recipients)
         if not all(isinstance(account, str) and account in wanted for account in unregister):
             return uncertain_all("unregister names accounts that are not in the call")
@@ -193,15 +201,15 @@ def _option(options: pb.SendOptions) -> dict[str, bool]:
 
 
 def _decoded(value: object, kind: type[list[Any]] | type[dict[str, Any]]) -> Any:
-    """An answer field as `kind`: absent → empty, JSON text → parsed, wrong shape → None."""
+    """An answer field as `kind`: absent → empty, JSON text → parsed; raises
+    UnreadableAnswer when it is neither."""
     if value is None:
         return kind()
     if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            return None
-    return value if isinstance(value, kind) else None
+        value = answer_json(value)
+    if not isinstance(value, kind):
+        raise UnreadableAnswer(f"not a JSON {'array' if kind is list else 'object'}")
+    return value
 
 
 def _message_id(msgids: Mapping[str, Any], recipient: str) -> str:

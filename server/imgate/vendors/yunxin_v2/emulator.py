@@ -3,8 +3,8 @@
 Checks, each answered as the vendor does (HTTP 200, `{"code": N, "msg": "...", "data": {}}`):
 - auth headers as the legacy API (AppKey / Nonce / CurTime ±300 s / CheckSum) → 403;
 - rate: accepted calls per sliding window (default 120 / 60 s, the legacy numbers: the v2
-  batch category's numbers are unpublished) and a `block_s` block → 107323 (the IM 2.0
-  rate code);
+  batch category's numbers are unpublished) and a `block_s` block → 416, the documented
+  rate code (YX-RATE);
 - body: `application/json`, a JSON object; `sender_id` 1-32 chars; `receiver_ids` a
   non-empty array of 1-32-char ids, at most `recipients_per_call` (default 100,
   configurable to the apifox page's 500) else "too many members."; `message` an object
@@ -35,7 +35,6 @@ from aiohttp import web
 from imgate.vendors._yunxin import emulator as yx
 from imgate.vendors._yunxin.translator import (
     V2_ACCOUNT_NOT_FOUND,
-    V2_RATE_CODE,
     V2_SENDER_BANNED,
     V2_SENDER_MUTED,
 )
@@ -85,7 +84,7 @@ class YunxinV2Emulator(Emulator[YunxinV2Settings, _V2Call]):
 
     spec: ClassVar[VendorSpec] = SPEC
     settings_type: ClassVar[type[YunxinV2Settings]] = YunxinV2Settings
-    rate_limit_code: ClassVar[int] = V2_RATE_CODE
+    rate_limit_code: ClassVar[int] = yx.RATE_LIMITED
     internal_error: ClassVar[tuple[int, str]] = yx.INTERNAL_ERROR
 
     @classmethod

@@ -25,12 +25,13 @@ from imgate.vendors._yunxin.translator import (
     push_payload_text,
 )
 from imgate.vendors.base.common import (
+    UnreadableAnswer,
     as_int,
     chosen_options,
     compact_json,
     derived_trace_id,
     json_object,
-    load_answer,
+    read_answer,
     short,
 )
 from imgate.vendors.base.spec import VendorSpec
@@ -40,6 +41,7 @@ from imgate.vendors.base.translator import (
     RecipientResult,
     VendorRequest,
     classify_http_status,
+    names_rate_refusal,
     recipient_verdict,
     uncertain_all,
     uncertain_result,
@@ -155,9 +157,10 @@ class YunxinV2Translator(YunxinTranslator):
         verdict = classify_http_status(recipients, status, SPEC.refusal_statuses.statuses)
         if verdict is not None:
             return verdict
-        answer = load_answer(body)
-        if answer is None:
-            return unreadable_answer("not a JSON object")
+        try:
+            answer = read_answer(body)
+        except UnreadableAnswer as exc:
+            return unreadable_answer(str(exc))
         code = as_int(answer.get("code"))
         if code is None:
             return unreadable_answer("no numeric code")
@@ -204,7 +207,11 @@ class YunxinV2Translator(YunxinTranslator):
                         detail="not listed in the vendor's answer",
                     )
                 )
-        return CallResult(Disposition.DONE, tuple(results))
+        return CallResult(
+            Disposition.DONE,
+            tuple(results),
+            rate_refused=names_rate_refusal(V2_CODES, (code for code, _ in failed.values())),
+        )
 
 
 def message_client_id(chunk_key: str) -> str:
