@@ -42,7 +42,8 @@ def _number(value: float | None) -> str:
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    # A cell's own "|" (Yunxin v2's conversation ids) must not end it.
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 
 
@@ -153,9 +154,53 @@ def capabilities_table() -> str:
     return _table(header, rows)
 
 
+RECALL_HEADER = (
+    "vendor",
+    "recall API",
+    "recipients per call",
+    "`recall_call_limit`",
+    "`recall_call_window_s`",
+    "`recall_block_s`",
+    "`recallable`",
+    "window",
+    "a call names",
+    "not verified (conservative, to configure)",
+)
+"""The recall limits per vendor (CONTRACT §9 rule 27): the backend keys' defaults, read by
+tests/test_config_docs.py by column name."""
+
+
+def recall_table() -> str:
+    """Per vendor with a recall API: its limits (the recall backend keys' defaults), its
+    window, what a call needs, and which of these facts its documentation leaves open."""
+    rows = []
+    for plugin in VENDORS:
+        spec = plugin.spec
+        recall = spec.recall
+        if recall is None:
+            rows.append((f"`{spec.vendor}`", "none", *("—",) * (len(RECALL_HEADER) - 2)))
+            continue
+        rows.append(
+            (
+                f"`{spec.vendor}`",
+                f"`{recall.method} {recall.path}`",
+                "1",
+                str(recall.call_limit),
+                _number(recall.call_window_s),
+                _number(recall.block_s),
+                "false (it asks for ids: returnMsgid)" if recall.ids_on_request else "true",
+                recall.window,
+                recall.needs,
+                "; ".join(recall.unverified) or "—",
+            )
+        )
+    return _table(RECALL_HEADER, rows)
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "defaults": defaults_table,
     "capabilities": capabilities_table,
+    "recall": recall_table,
 }
 DOCUMENTS = ("README.md", "docs/configuration.md", "docs/vendor-mapping.md")
 

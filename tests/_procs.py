@@ -107,6 +107,18 @@ class SandboxProcess:
             found += page["deliveries"]
             after = page["next_after"]
 
+    def withdrawals(self, vendor: str) -> list[dict[str, Any]]:
+        """Every logged withdrawal (recall) of `vendor` since the last reset."""
+        found: list[dict[str, Any]] = []
+        after = 0
+        while True:
+            page = self.control(f"/sandbox/withdrawals?vendor={vendor}&after={after}&limit=10000")
+            assert not page["truncated"], "the withdrawal log overflowed its ring"
+            if not page["withdrawals"]:
+                return found
+            found += page["withdrawals"]
+            after = page["next_after"]
+
     def stop(self) -> None:
         self.process.kill()
         self.process.wait()

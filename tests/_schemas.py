@@ -101,21 +101,6 @@ CREATE INDEX batches_queued ON batches (backend, caller, create_time, batch_id)
     WHERE state = 1;
 """
 
-SQLITE_5 = """
-CREATE TABLE webhook_events (
-    event_id TEXT NOT NULL,
-    url TEXT NOT NULL,
-    type TEXT NOT NULL,
-    batch_id TEXT NOT NULL,
-    create_time REAL NOT NULL,
-    next_attempt REAL NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    body BLOB,
-    PRIMARY KEY (event_id, url)
-);
-CREATE INDEX webhook_events_due ON webhook_events (url, next_attempt);
-"""
-
 
 # PostgreSQL (table schema_version).
 
@@ -223,7 +208,53 @@ POSTGRESQL_3 = """
     """
 
 
+SQLITE_5 = """
+ALTER TABLE batches ADD COLUMN send_after REAL;
+ALTER TABLE batches ADD COLUMN recall_of TEXT NOT NULL DEFAULT '';
+ALTER TABLE batches ADD COLUMN recalled_by TEXT NOT NULL DEFAULT '';
+DROP INDEX batches_unfinished;
+CREATE INDEX batches_unfinished ON batches (state) WHERE state IN (1, 2, 4, 6);
+CREATE INDEX batches_scheduled ON batches (send_after) WHERE state = 6;
+CREATE TABLE recall_keys (
+    batch_id TEXT NOT NULL,
+    page INTEGER NOT NULL,
+    keys TEXT NOT NULL,
+    PRIMARY KEY (batch_id, page)
+) WITHOUT ROWID;
+"""
+
+SQLITE_6 = """
+CREATE TABLE webhook_events (
+    event_id TEXT NOT NULL,
+    url TEXT NOT NULL,
+    type TEXT NOT NULL,
+    batch_id TEXT NOT NULL,
+    create_time REAL NOT NULL,
+    next_attempt REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    body BLOB,
+    PRIMARY KEY (event_id, url)
+);
+CREATE INDEX webhook_events_due ON webhook_events (url, next_attempt);
+"""
+
 POSTGRESQL_4 = """
+    ALTER TABLE batches ADD COLUMN send_after double precision;
+    ALTER TABLE batches ADD COLUMN recall_of text NOT NULL DEFAULT '';
+    ALTER TABLE batches ADD COLUMN recalled_by text NOT NULL DEFAULT '';
+    DROP INDEX batches_unfinished;
+    CREATE INDEX batches_unfinished ON batches (owner) WHERE state IN (1, 2, 4, 6);
+    CREATE INDEX batches_scheduled ON batches (owner, send_after) WHERE state = 6;
+    CREATE TABLE recall_keys (
+        batch_id text NOT NULL,
+        page integer NOT NULL,
+        keys text NOT NULL,
+        PRIMARY KEY (batch_id, page)
+    );
+    """
+
+
+POSTGRESQL_5 = """
     CREATE TABLE webhook_events (
         event_id text NOT NULL,
         url text NOT NULL,
@@ -239,5 +270,5 @@ POSTGRESQL_4 = """
     """
 
 
-SQLITE_STEPS: tuple[str | None, ...] = (SQLITE_1, SQLITE_2, None, SQLITE_4, SQLITE_5)
-POSTGRESQL_STEPS = (POSTGRESQL_1, POSTGRESQL_2, POSTGRESQL_3, POSTGRESQL_4)
+SQLITE_STEPS: tuple[str | None, ...] = (SQLITE_1, SQLITE_2, None, SQLITE_4, SQLITE_5, SQLITE_6)
+POSTGRESQL_STEPS = (POSTGRESQL_1, POSTGRESQL_2, POSTGRESQL_3, POSTGRESQL_4, POSTGRESQL_5)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from imgate.cli.batch import add_batch_arguments, run_batch
+from imgate.cli.batch import add_batch_arguments, run_batch, send_time
 from imgate.cli.send import add_send_arguments, run_send
 from imgate.sandbox import SandboxServer
 from tests.conftest import StartGateway
@@ -110,3 +110,75 @@ async def test_to_file_with_a_bad_id_names_its_line_and_exits_2(
     assert await asyncio.to_thread(_run, gateway.target, *submit) == 2
     err = capsys.readouterr().err
     assert "pages[0].recipient_ids[1]: at most 32 characters" in err
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("90s", 1090.0),
+        ("10m", 1600.0),
+        ("2h", 8200.0),
+        ("1d", 87400.0),
+        ("1h30m", 6400.0),
+        ("2027-01-31T09:00:00+08:00", 1801357200.0),
+        ("2027-01-31T01:00:00Z", 1801357200.0),
+    ],
+)
+def test_at_takes_rfc3339_or_a_duration(text: str, expected: float) -> None:
+    assert send_time(text, now=lambda: 1000.0) == expected
+
+
+@pytest.mark.parametrize("text", ["tomorrow", "2027-01-31T09:00:00", "10x", "5m10", ""])
+def test_at_refuses_anything_else(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match="RFC 3339"):
+        send_time(text)
+
+
+async def test_submit_at_a_time_shows_scheduled_then_cancel_sends_nothing(
+    sandbox: SandboxServer, start_gateway: StartGateway, capsys: pytest.CaptureFixture[str]
+) -> None:
+    gateway = await start_gateway()
+    submit = ("submit", "--backend", "tencent", "--to", "bob", "--text", "hi", "--at", "10m")
+    assert await asyncio.to_thread(_run, gateway.target, *submit) == 0
+    batch_id = capsys.readouterr().out.strip()
+    assert await asyncio.to_thread(_run, gateway.target, "get", batch_id) == 0
+    shown = capsys.readouterr().out.strip()
+    assert shown.startswith(f"{batch_id}  SCHEDULED  total=1 accepted=0")
+    assert " send_after=20" in shown
+    assert await asyncio.to_thread(_run, gateway.target, "cancel", batch_id) == 0
+    capsys.readouterr()
+    for _ in range(100):
+        assert await asyncio.to_thread(_run, gateway.target, "get", batch_id) == 0
+        if "  CANCELLED  " in capsys.readouterr().out:
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("the scheduled batch was not cancelled")
+    assert sandbox.state.stats("tencent").calls_received == 0
+
+
+async def test_recall_prints_the_recall_batch_and_refuses_what_cannot_be_recalled(
+    sandbox: SandboxServer, start_gateway: StartGateway, capsys: pytest.CaptureFixture[str]
+) -> None:
+    gateway = await start_gateway()
+    submit = ("submit", "--backend", "tencent", "--to", "bob,carol", "--text", "oops")
+    assert await asyncio.to_thread(_run, gateway.target, *submit) == 0
+    batch_id = capsys.readouterr().out.strip()
+    assert await asyncio.to_thread(_run, gateway.target, "watch", batch_id) == 0
+    capsys.readouterr()
+    assert await asyncio.to_thread(_run, gateway.target, "recall", batch_id) == 0
+    recall_id = capsys.readouterr().out.strip()
+    assert len(recall_id) == 32
+    assert recall_id != batch_id
+    assert await asyncio.to_thread(_run, gateway.target, "watch", recall_id) == 0
+    watched = sorted(capsys.readouterr().out.splitlines())
+    assert watched[:2] == ["bob  ACCEPTED", "carol  ACCEPTED"]
+    assert await asyncio.to_thread(_run, gateway.target, "recall", batch_id, "--json") == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert (shown["batch_id"], shown["recall_of"]) == (recall_id, batch_id)
+    assert [w.recipient for w in sandbox.state.withdrawals("tencent")].count("bob") == 1
+    submit = ("submit", "--backend", "yunxin_v1", "--from", "a", "--to", "b", "--text", "x")
+    assert await asyncio.to_thread(_run, gateway.target, *submit) == 0
+    other = capsys.readouterr().out.strip()
+    assert await asyncio.to_thread(_run, gateway.target, "recall", other) == 1
+    assert "FAILED_PRECONDITION" in capsys.readouterr().err

@@ -340,3 +340,24 @@ def test_a_vendor_with_a_default_base_url_needs_none(monkeypatch: pytest.MonkeyP
     with pytest.raises(ConfigError) as error:
         parse_config(tomllib.loads(text), {})
     assert error.value.key == "backends.b.base_url"
+
+
+def test_recall_keys_default_per_vendor_and_are_checked(tmp_path: Path) -> None:
+    config = load_config(_write(tmp_path, GOOD), ENV)
+    tx, yx = config.backend("tx"), config.backend("yx")
+    assert tx is not None
+    assert yx is not None
+    # Tencent's ids come with every send: recallable; Yunxin legacy's only when asked.
+    assert (tx.recallable, tx.recall_call_limit, tx.recall_call_window_s) == (True, 200, 1.0)
+    assert (yx.recallable, yx.recall_call_limit, yx.recall_block_s) == (False, 100, 10.0)
+    text = GOOD + "recallable = true\nrecall_call_limit = 20\nrecall_call_window_s = 2\n"
+    yx = load_config(_write(tmp_path, text), ENV).backend("yx")
+    assert yx is not None
+    assert (yx.recallable, yx.recall_call_limit, yx.recall_call_window_s) == (True, 20, 2.0)
+    for extra, message in (
+        ("recallable = 1\n", "backends.yx.recallable: expected true or false"),
+        ("recall_call_limit = 0\n", "backends.yx.recall_call_limit: must be greater than 0"),
+        ("recall_block_s = true\n", "backends.yx.recall_block_s: expected float"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            load_config(_write(tmp_path, GOOD + extra), ENV)

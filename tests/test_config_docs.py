@@ -33,7 +33,8 @@ def _table(text: str, header: str) -> list[list[str]]:
     for line in lines[start + 2 :]:
         if not line.startswith("|"):
             break
-        rows.append([cell.strip() for cell in line.strip("|").split("|")])
+        # A cell's escaped "\|" is the cell's own.
+        rows.append([cell.strip() for cell in re.split(r"(?<!\\)\|", line.strip("|"))])
     return rows
 
 
@@ -157,3 +158,24 @@ def test_per_vendor_keys_name_no_vendor_by_position() -> None:
         for cells in _table(text, header):
             assert not re.search(r"\d+\s*/\s*\d+\s*/\s*\d+", cells[column]), cells
             assert not re.search(r"\d.*,.*\d.*,.*\d", cells[column]), cells
+
+
+@pytest.mark.parametrize("plugin", VENDORS, ids=lambda plugin: plugin.vendor)
+@pytest.mark.parametrize("document", GENERATOR.DOCUMENTS)
+def test_recall_defaults_match_each_vendors_recall_api(plugin: VendorPlugin, document: str) -> None:
+    text = (ROOT / document).read_text(encoding="utf-8")
+    header = "| " + " | ".join(GENERATOR.RECALL_HEADER) + " |"
+    names = [cell.strip("`") for cell in GENERATOR.RECALL_HEADER]
+    rows = {
+        re.match(r"`([a-z0-9_]+)`", cells[0]).group(1): dict(zip(names, cells, strict=True))  # type: ignore[union-attr]
+        for cells in _table(text, header)
+    }
+    backend = _config.sandbox_config("http://127.0.0.1:1").backend(plugin.vendor)
+    assert backend is not None
+    row = rows[plugin.vendor]  # by the vendor's name, never by position
+    if plugin.spec.recall is None:
+        assert row["recall API"] == "none"
+        return
+    for key in ("recall_call_limit", "recall_call_window_s", "recall_block_s"):
+        assert [getattr(backend, key)] == _numbers(row[key]), (plugin.vendor, key)
+    assert row["recallable"].startswith(str(backend.recallable).lower())

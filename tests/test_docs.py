@@ -148,6 +148,7 @@ def _normalise(text: str) -> str:
     text = re.sub(r"elapsed_ms(=|\": )\d+", r"elapsed_ms\1N", text)
     # The same in protobuf JSON (HTTP/JSON answers).
     text = re.sub(r"\"(elapsedMs|vendorTimeMs|vendorMessageId)\":\"[^\"]*\"", r'"\1":"X"', text)
+    text = re.sub(r"send_after=\S+", "send_after=TIME", text)  # scheduled from now
     text = re.sub(r"\b[0-9a-f]{32}\b", "BATCH_ID", text)  # batch ids are new each run
     text = re.sub(
         r"\"vendor_time_ms\": \d+", '"vendor_time_ms": T', text

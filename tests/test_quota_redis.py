@@ -8,6 +8,7 @@ always uses Redis' TIME, which `test_the_server_clock_is_used_without_now` cover
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -463,3 +464,23 @@ async def test_lost_state_pauses_for_the_store_lease_when_it_is_longer(
         assert (await windows.take(1, now_us=T0 + pause_us)).granted
     finally:
         await quota.close()
+
+
+async def test_the_recall_api_has_a_shared_quota_of_its_own(quota: RedisQuota) -> None:
+    app = next(_apps)
+    config = dataclasses.replace(
+        _backend(2, 1.0, app=app), recallable=True, recall_call_limit=1, recall_call_window_s=1.0
+    )
+    send = RedisWindows(quota, config)
+    recall = RedisWindows(quota, config, "recall")
+    other_replica = RedisWindows(quota, config, "recall")
+    assert recall.app == f"tencent:{app}:recall" != send.app
+    await send.take(1, now_us=T0)  # the fresh-state pause, of each
+    await recall.take(1, now_us=T0)
+    now = T0 + _pause_us(config)
+    assert (await recall.take(1, now_us=now)).granted
+    assert not (await other_replica.take(1, now_us=now)).granted  # one call a second, shared
+    assert (await send.take(1, now_us=now)).granted  # sends count apart
+    assert (await send.take(1, now_us=now)).granted
+    for windows in (send, recall, other_replica):
+        await windows.close()

@@ -174,6 +174,8 @@ class Receiver:
     answers: list[int] = field(default_factory=list)
     url: str = ""
     deliveries: list[tuple[dict[str, str], bytes, object]] = field(default_factory=list)
+    queries: list[str] = field(default_factory=list)
+    """Each delivery's query string (which endpoint it was for)."""
     redirected: int = 0
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -185,6 +187,7 @@ class Receiver:
         except WebhookVerificationError as exc:
             payload = exc
         self.deliveries.append((headers, body, payload))
+        self.queries.append(request.query_string)
         self.arrived.set()
         status = self.answers.pop(0) if self.answers else 204
         if 300 <= status < 400:
@@ -284,6 +287,29 @@ async def test_callers_filter_and_events_given_up_after_retry_for_s(
     assert _value(samples, "imgate_webhook_deliveries_total", result="rejected") == attempts
     assert _value(samples, "imgate_webhook_deliveries_total", result="expired") == 1
     assert "given up after" in caplog.text
+
+
+async def test_a_recall_batchs_end_is_recall_ended(
+    receiver: Receiver, start_gateway: StartGateway
+) -> None:
+    batches = WebhookConfig(receiver.url + "&batches", SECRET, ("batch.ended",))
+    recalls = WebhookConfig(receiver.url + "&recalls", SECRET, ("recall.ended",))
+    running = await start_gateway({"recallable": True}, webhooks=(batches, recalls))
+    _, _, summary = await running.send(text_request(["erin", "frank"], "tencent"))
+    await receiver.until(1)
+    original = receiver.deliveries[0][2]
+    assert isinstance(original, dict)
+    batch_id = original["data"]["batchId"]
+    recall = await running.stub.RecallBatch(pb.RecallBatchRequest(batch_id=batch_id))
+    await receiver.until(2)
+    await asyncio.sleep(0.3)  # nothing more comes
+    assert receiver.queries == ["token=t0ken&batches", "token=t0ken&recalls"]
+    event = receiver.deliveries[1][2]
+    assert isinstance(event, dict)
+    assert event["type"] == "recall.ended"
+    ended = await running.stub.GetBatch(pb.GetBatchRequest(batch_id=recall.batch_id))
+    assert event["data"] == json_format.MessageToDict(ended)
+    assert (event["data"]["recallOf"], ended.accepted) == (batch_id, summary.accepted)
 
 
 async def test_the_sandbox_inbox_keeps_verified_events_and_refuses_others(

@@ -42,6 +42,7 @@ export type FailureReason = OpenEnum<
   | 'FAILURE_REASON_TIMEOUT'
   | 'FAILURE_REASON_NOT_ATTEMPTED'
   | 'FAILURE_REASON_SENDER_NOT_FOUND'
+  | 'FAILURE_REASON_NOT_RECALLABLE'
 >;
 
 export type BackendState = OpenEnum<
@@ -204,6 +205,8 @@ export interface Backend {
   pausedUntil: { seconds: number; nanos: number } | null;
   /** Why the backend is not sending (BACKEND_STATE_PAUSED or BACKEND_STATE_BLOCKED). */
   pauseReason: string;
+  /** Whether recallBatch can recall this backend's batches. */
+  recallable: boolean;
 }
 
 export interface ListBackendsResponse {
@@ -275,6 +278,7 @@ export type BatchState = OpenEnum<
   | 'BATCH_STATE_DONE'
   | 'BATCH_STATE_CANCELLING'
   | 'BATCH_STATE_CANCELLED'
+  | 'BATCH_STATE_SCHEDULED'
 >;
 
 export interface SubmitBatchRequest extends Omit<BatchSendRequest, 'recipientIds'> {
@@ -283,6 +287,8 @@ export interface SubmitBatchRequest extends Omit<BatchSendRequest, 'recipientIds
   recipientList?: string;
   /** No vendor call starts after this; unsent recipients end FAILED/NOT_ATTEMPTED. */
   sendBefore?: Date;
+  /** No vendor call starts before this: the batch waits BATCH_STATE_SCHEDULED. */
+  sendAfter?: Date;
 }
 
 export interface Batch {
@@ -299,6 +305,12 @@ export interface Batch {
   updateTime: Timestamp | null;
   /** Set once the batch has ended. */
   summary: BatchSummary | null;
+  /** A recall batch: the batch whose messages it withdraws ('' otherwise). */
+  recallOf: string;
+  /** The recall batch of this batch, once there is one ('' before). */
+  recalledBy: string;
+  /** When it may start sending, if submitted with sendAfter. */
+  sendAfter: Timestamp | null;
 }
 
 export interface ListBatchesResponse {
@@ -341,5 +353,7 @@ export declare class GatewayClient {
     options?: CallOptions & { pageSize?: number; pageToken?: string },
   ): Promise<ListBatchesResponse>;
   cancelBatch(batchId: string, options?: CallOptions): Promise<Batch>;
+  /** The batch's recall batch (cancels the batch first if it has not ended). */
+  recallBatch(batchId: string, options?: CallOptions & { requestId?: string }): Promise<Batch>;
   close(): void;
 }

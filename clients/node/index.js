@@ -193,16 +193,20 @@ export class GatewayClient {
    * Store a batch and start sending it (§4 SubmitBatch); resolves to the `Batch` once it is
    * durably stored. `request` is a BatchSendRequest's fields, with `recipientList` (an id
    * from `uploadRecipients`) instead of `recipientIds` for large audiences, and optionally
-   * `sendBefore` (a Date: no vendor call starts after it).
+   * `sendBefore` (a Date: no vendor call starts after it) and `sendAfter` (a Date: none
+   * starts before it; the batch waits in state BATCH_STATE_SCHEDULED).
    */
   submitBatch(request, { timeoutMs, metadata } = {}) {
-    const { sendBefore, ...fields } = request ?? {};
+    const { sendBefore, sendAfter, ...fields } = request ?? {};
     const hasIds = Array.isArray(fields.recipientIds) && fields.recipientIds.length > 0;
     if (!hasIds && !fields.recipientList) {
       throw new TypeError('request needs recipientIds (an array) or recipientList');
     }
     if (sendBefore !== undefined) {
       fields.sendBefore = toTimestamp(sendBefore);
+    }
+    if (sendAfter !== undefined) {
+      fields.sendAfter = toTimestamp(sendAfter);
     }
     return this.#unary('SubmitBatch', fields, timeoutMs, metadata);
   }
@@ -296,6 +300,16 @@ export class GatewayClient {
   /** Cancel a batch: no new vendor call; unsent recipients end FAILED/NOT_ATTEMPTED. */
   cancelBatch(batchId, { timeoutMs, metadata } = {}) {
     return this.#unary('CancelBatch', { batchId }, timeoutMs, metadata);
+  }
+
+  /**
+   * Withdraw what a batch delivered (§9 RecallBatch): cancels it if it has not ended, then
+   * resolves to its recall batch (`recallOf` = `batchId`; the same one on every call), with
+   * one outcome per recipient it delivered to (ACCEPTED = withdrawn); follow it with
+   * `watchBatch`. Rejects with code FAILED_PRECONDITION when the backend cannot recall.
+   */
+  recallBatch(batchId, { requestId = '', timeoutMs, metadata } = {}) {
+    return this.#unary('RecallBatch', { batchId, requestId }, timeoutMs, metadata);
   }
 
   #unary(method, request, timeoutMs, metadata) {

@@ -42,6 +42,7 @@ RPC_METHODS = {
     "GetBatch": "get_batch",
     "ListBatches": "list_batches",
     "CancelBatch": "cancel_batch",
+    "RecallBatch": "recall_batch",
 }
 STREAMS = {"batch_send", "watch_batch"}
 SERVICE = gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"]

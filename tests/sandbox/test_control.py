@@ -76,6 +76,11 @@ async def test_stats_count_calls_refusals_deliveries_and_duplicates(vendors: Ven
         "peak_calls_in_window": 3,
         "peak_recipients_in_window": 4,
         "blocked_for_s": 0.0,
+        "recall_calls_processed": 0,
+        "withdrawals": 0,
+        "repeated_withdrawals": 0,
+        "peak_recall_calls_in_window": 0,
+        "recall_blocked_for_s": 0.0,
     }
     assert vendors.server.state.stats("yunxin_v1").to_json() == stats
     assert [d.duplicate for d in vendors.server.state.deliveries()] == [False, False, True, False]
@@ -118,8 +123,8 @@ async def test_faults_get_and_put(vendors: Vendors) -> None:
         assert response.status == 200
         shown = await response.json()
     assert shown["tencent"] == [
-        {"kind": "error_500", "delay_s": 0.0, "times": 1, "probability": 1.0},
-        {"kind": "latency", "delay_s": 0.01, "times": None, "probability": 1.0},
+        {"kind": "error_500", "api": None, "delay_s": 0.0, "times": 1, "probability": 1.0},
+        {"kind": "latency", "api": None, "delay_s": 0.01, "times": None, "probability": 1.0},
     ]
     assert shown["yunxin_v1"] == shown["yunxin_v2"] == []
     assert (await vendors.tx(tx_doc()))["ErrorCode"] == 70169

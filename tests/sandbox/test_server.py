@@ -44,8 +44,15 @@ from .helpers import Vendors, tx_doc, yunxin_auth, yx1_fields
 
 
 def test_the_sandbox_serves_every_registered_vendor() -> None:
-    assert default_emulators() == tuple(plugin.emulator for plugin in VENDORS)
-    assert [e.spec.path for e in default_emulators()] == [p.spec.path for p in VENDORS]
+    assert default_emulators() == tuple(
+        emulator
+        for plugin in VENDORS
+        for emulator in (plugin.emulator, plugin.recall_emulator)
+        if emulator is not None
+    )
+    assert {e.api for e in default_emulators() if e.spec.recall is not None} == {"send", "recall"}
+    sends = [e for e in default_emulators() if e.api == "send"]
+    assert [e.spec.path for e in sends] == [p.spec.path for p in VENDORS]
 
 
 async def test_create_app_runs_under_aiohttp_test_utils() -> None:

@@ -222,6 +222,15 @@ const fakeGateway = {
   CancelBatch(call, callback) {
     callback(null, batchOf(call.request.batchId, 'BATCH_STATE_CANCELLING'));
   },
+  RecallBatch(call, callback) {
+    received.push({ request: call.request });
+    if (call.request.batchId === 'cannot') {
+      callback({ code: status.FAILED_PRECONDITION, details: 'backend yx cannot recall' });
+      return;
+    }
+    const recall = batchOf(`recall-${call.request.batchId}`, 'BATCH_STATE_RUNNING');
+    callback(null, { ...recall, recallOf: call.request.batchId });
+  },
   ListBackends(call, callback) {
     lastAuthorization = call.metadata.get('authorization');
     callback(null, {
@@ -539,6 +548,25 @@ test('submitBatch with a recipientList and sendBefore', async () => {
     nanos: 250e6,
   });
   assert.throws(() => client.submitBatch({ message: { text: { text: 'x' } } }), TypeError);
+});
+
+test('submitBatch with sendAfter schedules it', async () => {
+  const sendAfter = new Date(Date.UTC(2030, 0, 1, 9, 30, 0, 0));
+  await client.submitBatch({ recipientIds: ['a'], message: { text: { text: 'hi' } }, sendAfter });
+  const { request } = received.at(-1);
+  assert.deepEqual(request.sendAfter, { seconds: sendAfter.getTime() / 1000, nanos: 0 });
+  assert.equal(request.sendBefore, null);
+});
+
+test('recallBatch returns the recall batch, or FAILED_PRECONDITION', async () => {
+  const recall = await client.recallBatch('b7', { requestId: 'undo-7' });
+  assert.deepEqual([recall.batchId, recall.recallOf], ['recall-b7', 'b7']);
+  const { request } = received.at(-1);
+  assert.deepEqual([request.batchId, request.requestId], ['b7', 'undo-7']);
+  await assert.rejects(
+    client.recallBatch('cannot'),
+    (error) => error.code === status.FAILED_PRECONDITION && /cannot recall/.test(error.details),
+  );
 });
 
 test('watchBatch follows the cursor: a resumed watch repeats nothing', async () => {

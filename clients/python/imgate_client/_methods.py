@@ -132,6 +132,7 @@ class GatewayMethods:
         request_id: str = "",
         options: gateway_pb2.SendOptions | None = None,
         send_before: float | None = None,
+        send_after: float | None = None,
         recipient_list: str = "",
         timeout: float | None = None,
         metadata: Metadata | None = None,
@@ -141,8 +142,9 @@ class GatewayMethods:
 
         Arguments as in ``batch_send``; ``recipients`` may instead be a ``RecipientList``
         from ``upload_recipients`` (or pass its id as ``recipient_list`` with no ids);
-        ``send_before`` (Unix seconds): no vendor call starts after it. Follow the batch
-        with ``watch_batch(batch.batch_id)``.
+        ``send_before`` (Unix seconds): no vendor call starts after it; ``send_after``
+        (Unix seconds): none starts before it (the batch waits SCHEDULED). Follow the
+        batch with ``watch_batch(batch.batch_id)``.
         """
         request = build_submit_request(
             recipients,
@@ -154,6 +156,7 @@ class GatewayMethods:
             option_fields=option_fields,
             send_before=send_before,
             recipient_list=recipient_list,
+            send_after=send_after,
         )
         return Call(request, timeout, metadata)
 
@@ -184,6 +187,23 @@ class GatewayMethods:
     ) -> Call:
         """Stop the batch: no new vendor call; unsent recipients end NOT_ATTEMPTED."""
         return Call(gateway_pb2.CancelBatchRequest(batch_id=batch_id), timeout, metadata)
+
+    @unary("RecallBatch", gateway_pb2.Batch)
+    def recall_batch(
+        self,
+        batch_id: str,
+        *,
+        request_id: str = "",
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+    ) -> Call:
+        """Withdraw what the batch delivered: cancels it if it has not ended, then returns
+        its recall batch (``recall_of`` = ``batch_id``; the same one on every call), which
+        has one outcome per recipient the batch delivered to (ACCEPTED = withdrawn). Follow
+        it with ``watch_batch``. A ``GatewayError`` with code FAILED_PRECONDITION when the
+        batch's backend cannot recall (nothing is sent then)."""
+        request = gateway_pb2.RecallBatchRequest(batch_id=batch_id, request_id=request_id)
+        return Call(request, timeout, metadata)
 
     @unary("ListBatches", gateway_pb2.ListBatchesResponse)
     def list_batches(

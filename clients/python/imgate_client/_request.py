@@ -197,6 +197,7 @@ def build_submit_request(
     option_fields: SendOptionFields,
     send_before: float | None,
     recipient_list: str,
+    send_after: float | None = None,
 ) -> gateway_pb2.SubmitBatchRequest:
     """The request for ``submit_batch``: ids, or a list (its id, or the RecipientList)."""
     if isinstance(recipients, gateway_pb2.RecipientList):
@@ -217,4 +218,6 @@ def build_submit_request(
     request.recipient_list = recipient_list
     if send_before is not None:
         request.send_before.FromNanoseconds(int(send_before * 1e9))
+    if send_after is not None:
+        request.send_after.FromNanoseconds(int(send_after * 1e9))
     return request

@@ -47,6 +47,12 @@ def batch_message(row: BatchRow) -> pb.Batch:
     )
     if row.ended:
         batch.summary.CopyFrom(summary(row))
+    if row.send_after is not None:
+        batch.send_after.CopyFrom(timestamp(row.send_after))
+    if row.recall_of:
+        batch.recall_of = row.recall_of
+    if row.recalled_by:
+        batch.recalled_by = row.recalled_by
     return batch
 
 

@@ -4,6 +4,7 @@ validators take, and a recipient list's widest id."""
 from __future__ import annotations
 
 import hashlib
+from typing import Final
 
 from google.protobuf import timestamp_pb2
 
@@ -50,23 +51,28 @@ def as_send_request(request: pb.BatchSendRequest | pb.SubmitBatchRequest) -> pb.
     return send
 
 
+_TIMES: Final = ("send_before", "send_after")
+
+
 def fingerprint(request: pb.BatchSendRequest | pb.SubmitBatchRequest, backend: str) -> bytes:
-    """Digest of the payload: everything but request_id and send_before, backend resolved.
-    Fields 1-6 have the same numbers in both messages, so BatchSend and SubmitBatch with one
-    payload serialize alike and are the same batch."""
+    """Digest of the payload: everything but request_id and when to send (send_before,
+    send_after: a retry of `--at 10m` names another time, and is the same batch), backend
+    resolved. Fields 1-6 have the same numbers in both messages, so BatchSend and
+    SubmitBatch with one payload serialize alike and are the same batch."""
     # Serialized in place, the excluded fields set aside and put back: a copy of the
     # request would copy its 100,000 ids once more (about 3 MB of peak memory).
     request_id, requested_backend = request.request_id, request.backend
-    send_before = None
-    if isinstance(request, pb.SubmitBatchRequest) and request.HasField("send_before"):
-        send_before = timestamp_pb2.Timestamp()
-        send_before.CopyFrom(request.send_before)
-        request.ClearField("send_before")
+    times: dict[str, timestamp_pb2.Timestamp] = {}
+    if isinstance(request, pb.SubmitBatchRequest):
+        for name in _TIMES:
+            if request.HasField(name):
+                times[name] = timestamp_pb2.Timestamp()
+                times[name].CopyFrom(getattr(request, name))
+                request.ClearField(name)
     request.request_id, request.backend = "", backend
     try:
         return hashlib.sha256(request.SerializeToString(deterministic=True)).digest()
     finally:
         request.request_id, request.backend = request_id, requested_backend
-        if send_before is not None:
-            assert isinstance(request, pb.SubmitBatchRequest)
-            request.send_before.CopyFrom(send_before)
+        for name, stamp in times.items():
+            getattr(request, name).CopyFrom(stamp)

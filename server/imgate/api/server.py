@@ -85,6 +85,9 @@ class Gateway:
                 self.tracing,
                 weights,
                 self.quota.limiter(b) if self.quota is not None else None,
+                self.quota.limiter(b, "recall")
+                if self.quota is not None and b.recallable
+                else None,
             )
             for b in config.backends
         }

@@ -29,6 +29,7 @@ from imgate.api.requests import as_send_request, fingerprint, in_list
 from imgate.api.upload import upload_recipients
 from imgate.api.validate import (
     echo,
+    schedule_violations,
     validate_common,
     validate_for_vendor,
     validate_request_id,
@@ -39,6 +40,7 @@ from imgate.pipeline.batches import BatchService
 from imgate.pipeline.dispatch import DEADLINE_MARGIN_S, Backend, BatchRun
 from imgate.pipeline.planner import dedupe
 from imgate.pipeline.queue import Backlogged
+from imgate.pipeline.recall import NotRecallable, StillEnding
 from imgate.pipeline.watch import BatchStalled, GatewayStopping
 from imgate.store.base import BatchRow, ListRow
 from imgate.v1 import gateway_pb2 as pb
@@ -91,6 +93,7 @@ class GatewayApi:
                     max_attempts=cfg.max_attempts,
                 ),
                 state=pb.BACKEND_STATE_SERVING,
+                recallable=backend.recall is not None,
             )
             paused = backend.pause()
             if paused is not None:
@@ -123,6 +126,7 @@ class GatewayApi:
         send_before: float | None,
         call_deadline: float | None = None,
         small: bool = False,
+        send_after: float | None = None,
     ) -> tuple[BatchRow, _Running | None]:
         """Validate and store the batch (or find it by request_id). `small`: a batch that
         fits one vendor call takes the short path (send_small), and its run is returned
@@ -147,6 +151,11 @@ class GatewayApi:
             recipient_ids = [recipients.widest_id]
         census = IdCensus.of(recipient_ids)  # one scan for every id check below
         problems.extend(validate_common(as_send, recipient_ids, self._config, census))
+        problems.extend(
+            schedule_violations(
+                send_after, send_before, self._batches.clock(), self._config.max_schedule_ahead_s
+            )
+        )
         backend_config = self._config.backend(request.backend)
         if backend_config is not None:
             translator = self._backends[backend_config.name].translator
@@ -172,6 +181,15 @@ class GatewayApi:
         spec.message.CopyFrom(request.message)
         if request.HasField("options"):
             spec.options.CopyFrom(request.options)
+        vendor_recall = self._backends[backend].translator.spec.recall
+        if (
+            backend_config.recallable
+            and vendor_recall is not None
+            and vendor_recall.ids_on_request
+            and not spec.options.HasField("return_message_ids")
+        ):
+            # What a recall of this batch will need: the vendor's id of each message.
+            spec.options.return_message_ids = True
         row = BatchRow(
             batch_id=uuid.uuid4().hex,
             caller=caller.name,
@@ -186,6 +204,7 @@ class GatewayApi:
             ),
             create_time=self._batches.clock(),
             send_before=send_before,
+            send_after=send_after,
         )
         indexes = None if isinstance(unique.indexes, range) else unique.indexes
         running = None
@@ -232,10 +251,14 @@ class GatewayApi:
         return stored, running
 
     async def submit_batch(self, request: pb.SubmitBatchRequest) -> pb.Batch:
-        send_before = None
+        send_before = send_after = None
         if request.HasField("send_before"):
             send_before = request.send_before.ToNanoseconds() / 1e9
-        row, _ = await self._submit(request, bound=False, send_before=send_before)
+        if request.HasField("send_after"):
+            send_after = request.send_after.ToNanoseconds() / 1e9
+        row, _ = await self._submit(
+            request, bound=False, send_before=send_before, send_after=send_after
+        )
         return messages.batch_message(row)
 
     async def batch_send(
@@ -344,6 +367,52 @@ class GatewayApi:
         row = await self._own_batch(request.batch_id)
         cancelled = await self._batches.cancel(row.batch_id)
         return messages.batch_message(cancelled or row)
+
+    async def recall_batch(
+        self, request: pb.RecallBatchRequest, time_remaining: float | None = None
+    ) -> pb.Batch:
+        """The batch's recall batch (CONTRACT §9 rule 27; pipeline.recall). `time_remaining`:
+        seconds to the caller's deadline, the most it waits for a cancelled batch to end."""
+        if self._batches.stopping.is_set():
+            raise unavailable()
+        problems = validate_request_id(request.request_id)
+        if problems:
+            raise invalid(problems)
+        row = await self._own_batch(request.batch_id)
+        caller = current_caller.get()
+        if not caller.may_use(row.backend):
+            raise ApiError(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"caller {caller.name} may not use backend {row.backend}",
+            )
+        set_log_context(backend=row.backend, request_id=request.request_id, caller=caller.name)
+        wait_s = None if time_remaining is None else max(0.0, time_remaining - DEADLINE_MARGIN_S)
+        try:
+            stored, created = await self._batches.recall(row, request.request_id, wait_s)
+        except NotRecallable as exc:
+            raise ApiError(
+                grpc.StatusCode.FAILED_PRECONDITION, f"{exc}; nothing was sent"
+            ) from None
+        except StillEnding as exc:
+            raise unavailable(str(exc)) from None
+        except GatewayStopping:
+            raise unavailable() from None
+        except Backlogged as exc:
+            raise ApiError(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)) from None
+        except LookupError:  # purged meanwhile
+            raise not_found(f"no batch {request.batch_id[:64]!r}") from None
+        if not created and stored.recall_of != row.batch_id:
+            raise invalid(
+                [
+                    FieldViolation(
+                        "request_id", "already used for a different request; nothing was sent"
+                    )
+                ]
+            )
+        set_log_context(batch_id=stored.batch_id)
+        if created:
+            log.info("recall of batch %s: %d recipients", row.batch_id, stored.total)
+        return messages.batch_message(stored)
 
     async def list_batches(self, request: pb.ListBatchesRequest) -> pb.ListBatchesResponse:
         size = request.page_size or _DEFAULT_PAGE_SIZE

@@ -84,6 +84,9 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
     async def CancelBatch(self, request: pb.CancelBatchRequest, context: _Context) -> pb.Batch:
         return await _answer(self._api.cancel_batch(request), context)
 
+    async def RecallBatch(self, request: pb.RecallBatchRequest, context: _Context) -> pb.Batch:
+        return await _answer(self._api.recall_batch(request, context.time_remaining()), context)
+
     async def ListBatches(
         self, request: pb.ListBatchesRequest, context: _Context
     ) -> pb.ListBatchesResponse:

@@ -204,3 +204,23 @@ def validate_request_id(request_id: str) -> list[FieldViolation]:
     if any(char.isspace() or not char.isprintable() for char in request_id):
         return [FieldViolation("request_id", "must not contain whitespace or control characters")]
     return []
+
+
+def schedule_violations(
+    send_after: float | None, send_before: float | None, now: float, max_ahead_s: float
+) -> list[FieldViolation]:
+    """SubmitBatchRequest.send_after's window (CONTRACT §9 rule 26): at most
+    `max_ahead_s` (max_schedule_ahead_s) after `now`, and before send_before."""
+    if send_after is None:
+        return []
+    if send_after - now > max_ahead_s:
+        return [
+            FieldViolation(
+                "send_after",
+                f"is more than {max_ahead_s:,.0f} s ahead (max_schedule_ahead_s);"
+                " nothing was stored",
+            )
+        ]
+    if send_before is not None and send_after >= send_before:
+        return [FieldViolation("send_after", "must be before send_before")]
+    return []

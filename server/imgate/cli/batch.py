@@ -1,23 +1,29 @@
-"""``imgate batch submit|watch|get|list|cancel``: durable batches from the command line.
+"""``imgate batch submit|watch|get|list|cancel|recall``: durable batches from the command
+line.
 
 ``submit`` takes ``imgate send``'s recipient and message flags and prints the batch id
 (``--to-file`` is streamed through ``UploadRecipients`` first, with a progress bar on a
-terminal);
-``watch`` prints outcomes as ``send`` does (``--cursor`` resumes); ``get``, ``list`` and
-``cancel`` print a batch a line (``--json``: the ``Batch`` message as JSON). Exit codes as
-for ``send``: 0 done, 1 the call failed (2 for an invalid request or an unknown batch).
+terminal; ``--at`` schedules it: RFC 3339, or a duration from now such as ``10m``);
+``watch`` prints outcomes as ``send`` does (``--cursor`` resumes); ``recall`` prints the
+id of the batch's recall batch (the same on every call); ``get``, ``list`` and ``cancel``
+print a batch a line (``--json``: the ``Batch`` message as JSON). Exit codes as for
+``send``: 0 done, 1 the call failed (2 for an invalid request or an unknown batch).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
+import re
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
 import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from imgate.cli.options import (
     add_connection_arguments,
@@ -57,6 +63,7 @@ BATCH_EXAMPLES = {
     "submit": _examples(
         "imgate batch submit --backend yunxin_v2 --from alice --to bob,carol --text hello",
         "imgate batch submit --to-file ids.txt --text hello --request-id promo-2025-05 --json",
+        "imgate batch submit --to bob --text 'good morning' --at 2027-01-31T09:00:00+08:00",
     ),
     "watch": _examples(
         "imgate batch watch f4c00789d3ae419dbbd3fae3709f03d2",
@@ -65,6 +72,10 @@ BATCH_EXAMPLES = {
     "get": _examples("imgate batch get f4c00789d3ae419dbbd3fae3709f03d2 --json"),
     "list": _examples("imgate batch list", "imgate batch list --page-size 50 --page-token 20"),
     "cancel": _examples("imgate batch cancel f4c00789d3ae419dbbd3fae3709f03d2"),
+    "recall": _examples(
+        "imgate batch recall f4c00789d3ae419dbbd3fae3709f03d2",
+        "imgate batch recall f4c00789d3ae419dbbd3fae3709f03d2 --request-id recall-promo --json",
+    ),
 }
 
 
@@ -90,6 +101,13 @@ def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="UNIX_SECONDS",
         help="no vendor call starts after this time",
     )
+    submit.add_argument(
+        "--at",
+        type=send_time,
+        metavar="TIME",
+        help="send at this time, not before: RFC 3339 (2027-01-31T09:00:00+08:00) or a"
+        " duration from now (90s, 10m, 2h, 1d, 1h30m); the batch waits SCHEDULED",
+    )
     watch = _subcommand(commands, "watch", "print a batch's outcomes, then its summary")
     watch.add_argument("batch_id")
     watch.add_argument(
@@ -98,13 +116,20 @@ def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
         help="resume after this cursor (the `cursor` of a --json summary, or the one a"
         " watch that ended early printed)",
     )
-    for name, help_text in (("get", "print a batch"), ("cancel", "cancel a batch")):
+    for name, help_text in (
+        ("get", "print a batch"),
+        ("cancel", "cancel a batch"),
+        ("recall", "withdraw what a batch delivered; print its recall batch's id"),
+    ):
         command = _subcommand(commands, name, help_text)
         command.add_argument("batch_id")
+    commands.choices["recall"].add_argument(
+        "--request-id", default="", help="idempotency key of the recall batch"
+    )
     listing = _subcommand(commands, "list", "list batches, newest first")
     listing.add_argument("--page-size", type=int, default=20)
     listing.add_argument("--page-token", default="")
-    for command in (watch, *(commands.choices[n] for n in ("get", "cancel")), listing):
+    for command in (watch, *(commands.choices[n] for n in ("get", "cancel", "recall")), listing):
         command.add_argument(
             "--target",
             default=os.environ.get("IMGATE_TARGET") or DEFAULT_TARGET,
@@ -115,14 +140,52 @@ def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
         add_connection_arguments(command)
 
 
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def send_time(text: str, now: Callable[[], float] = time.time) -> float:
+    """``--at``: Unix seconds of an RFC 3339 time (with its offset) or of now plus a
+    duration such as ``10m`` or ``1h30m``."""
+    value = text.strip()
+    parts = _DURATION.findall(value)
+    if parts and "".join(number + unit for number, unit in parts) == value:
+        return now() + sum(float(number) * _UNIT_S[unit] for number, unit in parts)
+    try:
+        moment = datetime.datetime.fromisoformat(value)
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither an RFC 3339 time with its offset"
+            " (2027-01-31T09:00:00Z) nor a duration (90s, 10m, 2h, 1d)"
+        )
+    return moment.timestamp()
+
+
+def _time(stamp: Timestamp) -> str:
+    return (
+        datetime.datetime.fromtimestamp(stamp.seconds, datetime.UTC)
+        .isoformat()
+        .replace("+00:00", "Z")
+    )
+
+
 def format_batch(batch: gateway_pb2.Batch) -> str:
-    """``<id>  DONE  total=3 accepted=2 failed=1 uncertain=0 pending=0``."""
+    """``<id>  DONE  total=3 accepted=2 failed=1 uncertain=0 pending=0``, then what is set
+    of ``send_after=``, ``recall_of=`` and ``recalled_by=``."""
     state = gateway_pb2.BatchState.Name(batch.state).removeprefix("BATCH_STATE_")
     counts = " ".join(
         f"{name}={getattr(batch, name)}"
         for name in ("total", "accepted", "failed", "uncertain", "pending")
     )
-    return f"{batch.batch_id}  {state}  {counts}"
+    more = ""
+    if batch.HasField("send_after"):
+        more += f" send_after={_time(batch.send_after)}"
+    for name in ("recall_of", "recalled_by"):
+        if getattr(batch, name):
+            more += f" {name}={getattr(batch, name)}"
+    return f"{batch.batch_id}  {state}  {counts}{more}"
 
 
 def run_batch(args: argparse.Namespace) -> int:
@@ -176,6 +239,7 @@ def _submit(client: GatewayClient, args: argparse.Namespace) -> int:
         sender_id=args.sender_id,
         request_id=args.request_id,
         send_before=args.send_before,
+        send_after=args.at,
         timeout=args.timeout,
     )
     if args.json:
@@ -220,6 +284,15 @@ def _cancel(client: GatewayClient, args: argparse.Namespace) -> int:
     return EXIT_COMPLETED
 
 
+def _recall(client: GatewayClient, args: argparse.Namespace) -> int:
+    recall = client.recall_batch(args.batch_id, request_id=args.request_id)
+    if args.json:
+        _print_batch(recall, True)
+    else:
+        print(recall.batch_id)  # a new batch, as submit's: follow it with watch or get
+    return EXIT_COMPLETED
+
+
 def _list(client: GatewayClient, args: argparse.Namespace) -> int:
     page = client.list_batches(page_size=args.page_size, page_token=args.page_token)
     for batch in page.batches:
@@ -234,5 +307,6 @@ _COMMANDS: dict[str, Callable[[GatewayClient, argparse.Namespace], int]] = {
     "watch": _watch,
     "get": _get,
     "cancel": _cancel,
+    "recall": _recall,
     "list": _list,
 }

@@ -238,8 +238,8 @@ def _parser() -> argparse.ArgumentParser:
     add_send_arguments(send)
     batch = commands.add_parser(
         "batch",
-        help="durable batches: submit, watch, get, list, cancel",
-        description="durable batches: submit, watch, get, list, cancel",
+        help="durable batches: submit, watch, get, list, cancel, recall",
+        description="durable batches: submit, watch, get, list, cancel, recall",
         epilog=BATCH_EXAMPLES["batch"],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

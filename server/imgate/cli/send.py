@@ -559,14 +559,15 @@ def json_summary(summary: gateway_pb2.BatchSummary, batch_id: str, cursor: str) 
 
 def _to_json(message: ProtoMessage) -> dict[str, object]:
     # Proto field names and every field, present or default, in the proto's order: the same
-    # keys in the same order on every line.
+    # keys in the same order on every line (an unset message field, such as a running
+    # batch's summary, is null).
     fields = json_format.MessageToDict(
         message,
         preserving_proto_field_name=True,
         always_print_fields_with_no_presence=True,
         unquote_int64_if_possible=True,
     )
-    return {field.name: fields[field.name] for field in message.DESCRIPTOR.fields}
+    return {field.name: fields.get(field.name) for field in message.DESCRIPTOR.fields}
 
 
 class _Output:

@@ -23,7 +23,7 @@ from typing import Any
 from imgate.config.addresses import split_listen
 from imgate.config.pem import pem_problem
 from imgate.sandbox.inbox import SANDBOX_INBOX, SANDBOX_WEBHOOK_SECRET, inbox_path
-from imgate.vendors.base.spec import VendorLimits
+from imgate.vendors.base.spec import VendorSpec
 from imgate.vendors.registry import BY_VENDOR, VENDORS
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
@@ -113,6 +113,16 @@ class BackendConfig:
     502) on the current base URL; empty = no failover. Set from `region` or given."""
     sandbox: bool = False
     """Whether this backend points at the built-in emulators."""
+    recallable: bool = False
+    """Whether RecallBatch may recall this backend's batches (through the vendor's recall
+    API). On a vendor whose send API returns message ids only when asked (Yunxin legacy),
+    it also asks for them on every batch (returnMsgid: 100 recipients per call)."""
+    recall_call_limit: int = 1
+    """At most this many recall calls (one message to one recipient each) ..."""
+    recall_call_window_s: float = 1.0
+    """... in any window of this many seconds: the recall API's own quota."""
+    recall_block_s: float = 1.0
+    """How long recalls pause after the vendor refused one for rate."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +204,8 @@ class GatewayConfig:
     """Most recipients one BatchSendRequest may carry."""
     max_recipients_per_list: int = 10_000_000
     """Most unique recipients one UploadRecipients list may hold."""
+    max_schedule_ahead_s: float = 2_592_000.0
+    """How far ahead SubmitBatchRequest.send_after may be (30 days)."""
     state_dir: str = ""
     """Where the gateway keeps its state (the SQLite store); see default_state_dir()."""
     store_url: str = ""
@@ -251,6 +263,7 @@ _TOP_KEYS = {
     "default_backend": str,
     "max_recipients_per_request": int,
     "max_recipients_per_list": int,
+    "max_schedule_ahead_s": float,
     "shutdown_grace_s": float,
     "state_dir": str,
     "backends": dict,
@@ -619,7 +632,13 @@ _BACKEND_KEYS: dict[str, type] = {
     "request_timeout_s": float,
     "max_attempts": int,
     "max_response_bytes": int,
+    "recallable": bool,
+    "recall_call_limit": int,
+    "recall_call_window_s": float,
+    "recall_block_s": float,
 }
+_RECALL_KEYS = frozenset(k for k in _BACKEND_KEYS if k.startswith("recall"))
+"""Keys of a vendor with a recall API only."""
 
 
 def _typed(
@@ -683,6 +702,15 @@ def _backend(name: str, raw: Any, env: Mapping[str, str]) -> BackendConfig:
     for key, value in raw.items():
         if key not in allowed:
             raise ConfigError(f"{prefix}.{key}", "unknown key")
+        if key in _RECALL_KEYS and spec.recall is None:
+            raise ConfigError(f"{prefix}.{key}", f"{vendor} has no recall API")
+        if allowed[key] is bool:
+            if not isinstance(value, bool):
+                raise ConfigError(
+                    f"{prefix}.{key}", f"expected true or false, got {type(value).__name__}"
+                )
+            values[key] = value
+            continue
         # Credentials are the vendor's numbers (a Tencent SDKAppID is a uint32).
         maximum = UINT32_MAX if key in spec.credential_fields else INT32_MAX
         values[key] = _typed(f"{prefix}.{key}", value, allowed[key], env, maximum)
@@ -751,7 +779,22 @@ def _with_defaults(
         max_response_bytes=values.get("max_response_bytes", DEFAULT_MAX_RESPONSE_BYTES),
         backup_base_url=values.get("backup_base_url", ""),
         sandbox=sandbox,
+        **_recall_defaults(spec, values),
     )
+
+
+def _recall_defaults(spec: VendorSpec, values: Mapping[str, Any]) -> dict[str, Any]:
+    """A backend's recall keys; unset ones from the vendor's recall API. Recallable by
+    default where the send API returns the message ids recall needs anyway."""
+    recall = spec.recall
+    if recall is None:
+        return {}
+    return {
+        "recallable": values.get("recallable", not recall.ids_on_request),
+        "recall_call_limit": values.get("recall_call_limit", recall.call_limit),
+        "recall_call_window_s": values.get("recall_call_window_s", recall.call_window_s),
+        "recall_block_s": values.get("recall_block_s", recall.block_s),
+    }
 
 
 def parse_config(raw: Mapping[str, Any], env: Mapping[str, str]) -> GatewayConfig:
@@ -847,7 +890,7 @@ def sandbox_config(
             sandbox_url,
             {
                 **plugin.spec.sandbox_credentials,
-                **_scaled_windows(plugin.spec.limits, time_scale),
+                **_scaled_windows(plugin.spec, time_scale),
             },
             sandbox=True,
         )
@@ -874,10 +917,14 @@ def sandbox_config(
     )
 
 
-def _scaled_windows(limits: VendorLimits, time_scale: float) -> dict[str, float]:
+def _scaled_windows(spec: VendorSpec, time_scale: float) -> dict[str, float]:
     if time_scale == 1.0:
         return {}
-    return {
-        name: getattr(limits, name) / time_scale
+    scaled = {
+        name: getattr(spec.limits, name) / time_scale
         for name in ("call_window_s", "recipient_window_s", "block_s")
     }
+    if spec.recall is not None:
+        scaled["recall_call_window_s"] = spec.recall.call_window_s / time_scale
+        scaled["recall_block_s"] = spec.recall.block_s / time_scale
+    return scaled

@@ -39,7 +39,16 @@ from imgate.observability.tracing import AttributeValue, Tracing
 from imgate.pipeline.dispatch import Backend, BatchRun, Fresh
 from imgate.pipeline.failures import log_failure
 from imgate.pipeline.queue import BatchQueue
+from imgate.pipeline.recall import (
+    NotRecallable,
+    RecallRun,
+    end_wait_s,
+    recall_row,
+    until_ended,
+    why_not_recallable,
+)
 from imgate.pipeline.replicas import ReplicaLoops
+from imgate.pipeline.schedule import Scheduler
 from imgate.pipeline.sink import BatchSink, Chunk, EndedEvents, no_events
 from imgate.pipeline.watch import GatewayStopping, watch
 from imgate.pipeline.webhooks import Webhooks
@@ -113,6 +122,7 @@ class BatchService:
             lambda row: self._launch(row, slot_taken=True),
             self.may_run,
         )
+        self.scheduler = Scheduler(store, self.owner, self.queue.waiting, self.metrics, self.clock)
         self.replica = ReplicaLoops(self)
         store.cancelled_elsewhere = self._cancelled_elsewhere
         self.store_answers = True
@@ -145,6 +155,7 @@ class BatchService:
         await self.close_all(recovered.to_close)
         await self.queue.find_waiting()
         self._loops.append(asyncio.create_task(self._purge_loop()))
+        self._loops.append(self.scheduler.start())
         if store.shared:
             self.replica.start()
             self._loops += self.replica.tasks
@@ -253,9 +264,21 @@ class BatchService:
     ) -> asyncio.Task[None]:
         """Run `row` in a task, in one of its backend's slots (`slot_taken`: the caller
         took it); `fresh`: it was created just now, with these recipients first (see
-        BatchRun)."""
-        run = BatchRun(
-            self.backends[row.backend],
+        BatchRun). A recall batch runs through its backend's recall lane (one whose
+        backend is no longer recallable is closed, its recipients NOT_ATTEMPTED)."""
+        backend = self.backends[row.backend]
+        kind = BatchRun
+        if row.recall_of:
+            kind = RecallRun
+            if backend.recall is None:
+                log.error(
+                    "recall batch %s: backend %s cannot recall now", row.batch_id, row.backend
+                )
+                send = False
+            else:
+                backend = backend.recall
+        run = kind(
+            backend,
             self.store,
             row,
             self.owner,
@@ -502,15 +525,20 @@ class BatchService:
         if self.stopping.is_set():
             raise GatewayStopping
         slots = self.queue.slots(row.backend)
+        # Not before its send_after: it waits SCHEDULED in the store, not for a slot.
+        scheduled = row.send_after is not None and row.send_after > self.clock()
         # A batch bound to its caller never waits in the store: its memory is its RPC's.
-        runs_now = slots.free or row.bound
+        runs_now = not scheduled and (slots.free or row.bound)
         if runs_now:
             slots.take(row.caller)  # held from now: submits racing for the last slot
-        else:
+        elif not scheduled:
             await self.queue.check_backlog(row.backend)
         # Stored RUNNING (CONTRACT §4: QUEUED or RUNNING) when it runs at once: its run
         # need not commit the state again before the first call.
-        row.state = pb.BATCH_STATE_RUNNING if runs_now else pb.BATCH_STATE_QUEUED
+        if scheduled:
+            row.state = pb.BATCH_STATE_SCHEDULED
+        else:
+            row.state = pb.BATCH_STATE_RUNNING if runs_now else pb.BATCH_STATE_QUEUED
         created = False
         try:
             stored, created = await create()
@@ -524,6 +552,8 @@ class BatchService:
             self._keep_trace_parent(stored.batch_id)
             if runs_now:
                 launch(stored)  # in the slot taken above
+            elif stored.state == pb.BATCH_STATE_SCHEDULED and stored.send_after is not None:
+                self.scheduler.armed(stored.send_after)
             else:
                 self.queue.queued(stored)
         return stored, created
@@ -599,7 +629,9 @@ class BatchService:
         return stored, True, (run, task)
 
     async def find_waiting(self) -> None:
+        """After an adoption: the adopted batches that wait, queued or scheduled."""
         await self.queue.find_waiting()
+        self.scheduler.wake()
 
     def _cancelled_elsewhere(self, batch_id: str) -> None:
         """A shared store's notification: `batch_id` was just cancelled. Its run here
@@ -638,6 +670,37 @@ class BatchService:
         # A shared store's batch not running here is closed by its owner, which polls for
         # cancelled batches (_cancel_poll_loop), or, if the owner is dead, by its adopter.
         return row
+
+    async def recall(
+        self, original: BatchRow, request_id: str, wait_s: float | None = None
+    ) -> tuple[BatchRow, bool]:
+        """The recall batch of `original` (see pipeline.recall): (row, True) when made
+        now; (row, False) when it had one, or the caller's `request_id` names another
+        batch (that batch). Cancels `original` first if it has not ended, and waits up to
+        `wait_s` (default: the backend's request timeout and a margin) for it to end.
+        Raises NotRecallable, StillEnding, GatewayStopping, Backlogged."""
+        if original.recalled_by:
+            found = await self.store.get_batch(original.recalled_by)
+            if found is not None:
+                return found, False
+        backend = self.backends.get(original.backend)
+        why = why_not_recallable(original, backend)
+        if why is not None:
+            raise NotRecallable(why)
+        assert backend is not None
+        if not original.ended:
+            await self.cancel(original.batch_id)
+            wait_s = end_wait_s(backend) if wait_s is None else wait_s
+            original = await until_ended(self.store, original.batch_id, wait_s)
+        row = recall_row(original, request_id, self.clock())
+        original_id = original.batch_id
+
+        def launch(stored: BatchRow) -> None:
+            self._launch(stored, slot_taken=True)
+
+        return await self._submit(
+            row, lambda: self.store.create_recall(row, original_id, owner=self.owner), launch
+        )
 
     async def watch(
         self, batch_id: str, after_seq: int

@@ -20,6 +20,7 @@ batch's send_before, and gives back whatever it obtained meanwhile.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import secrets
@@ -78,16 +79,21 @@ class Backend:
         tracing: Tracing | None = None,
         caller_weights: Mapping[str, int] | None = None,
         limiter: Limiter | None = None,
+        recall_limiter: Limiter | None = None,
+        translator: Translator | None = None,
     ) -> None:
         """`metrics` and `tracing`: the gateway's (a Backend alone gets its own).
         `caller_weights`: each caller's share of the quota (rule 19); others weigh 1.
-        `limiter`: the shared quota (`[quota] url`); None = counted in this process."""
+        `limiter`: the shared quota (`[quota] url`); None = counted in this process;
+        `recall_limiter` the same of the vendor's recall API. `translator`: other than
+        the vendor's send translator (the recall lane's)."""
         self.config = config
         self.metrics = metrics or Metrics()
         self.tracing = tracing or Tracing()
         self.in_flight = 0
         self.caller_weights = dict(caller_weights or {})
-        self.translator: Translator = BY_VENDOR[config.vendor].translator(config.credentials)
+        plugin = BY_VENDOR[config.vendor]
+        self.translator: Translator = translator or plugin.translator(config.credentials)
         self.endpoints = Endpoints(config.name, config.base_url, config.backup_base_url)
         self.limiter = limiter or BackendLimiter(
             config.call_limit,
@@ -105,6 +111,27 @@ class Backend:
         self.rng = random.Random()
         """Backoff jitter (one per backend: seeding one per batch cost a small send)."""
         self._session: aiohttp.ClientSession | None = None
+        self.recall: Backend | None = None
+        """The backend's recall lane (recallable backends): the vendor's recall API as a
+        backend of its own, one recipient a call, with the recall API's quota."""
+        if translator is None and config.recallable and plugin.recall_translator is not None:
+            lane = dataclasses.replace(
+                config,
+                recipients_per_call=1,
+                call_limit=config.recall_call_limit,
+                call_window_s=config.recall_call_window_s,
+                recipient_limit=0,
+                block_s=config.recall_block_s,
+                recallable=False,
+            )
+            self.recall = Backend(
+                lane,
+                self.metrics,
+                self.tracing,
+                caller_weights,
+                recall_limiter,
+                translator=plugin.recall_translator(config.credentials),
+            )
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -159,6 +186,8 @@ class Backend:
         if self._session is not None:
             await self._session.close()
             self._session = None
+        if self.recall is not None:
+            await self.recall.close()
 
     async def call(
         self,
@@ -460,6 +489,10 @@ class BatchRun:
             async for chunk in self._chunks(per_call):
                 if self.stop_reason() is not None:
                     break
+                if chunk.without_call is not None:
+                    # In a task too: chunks are recorded in the order they were cut.
+                    group.create_task(self._record_without_call(chunk))
+                    continue
                 # Quota first, then the in-flight permit: the quota's queue is the fair
                 # one (callers by weight, rule 19). A permit held while waiting for quota
                 # would let one caller's batches hold every permit, and a small batch of
@@ -543,6 +576,14 @@ class BatchRun:
         self.backend.metrics.quota_waited(self.backend.config.name, waited(), too_long)
         return grant
 
+    async def _record_without_call(self, chunk: Chunk) -> None:
+        assert chunk.without_call is not None
+        reason, detail = chunk.without_call
+        try:
+            await self.sink.same(chunk, pb.DELIVERY_STATE_FAILED, reason, "", detail)
+        except Fenced:
+            self.taken_over = True
+
     async def _send(self, chunk: Chunk, grant: Grant, written: bool = False) -> None:
         """Call the vendor for `chunk` until it has a final answer; holds one permit.
         `written`: the chunk is SENDING already (stored so with its batch)."""
@@ -576,10 +617,9 @@ class BatchRun:
                 if self.call_deadline is not None:
                     until = self.call_deadline - DEADLINE_MARGIN_S - time.monotonic()
                     timeout = max(0.05, min(timeout, until))
+                prepared = self._prepared if chunk.target is None else chunk.target
                 try:
-                    result = await backend.call(
-                        self._prepared, chunk.ids, key, timeout, chunk.attempts
-                    )
+                    result = await backend.call(prepared, chunk.ids, key, timeout, chunk.attempts)
                 finally:
                     grant.release()
                 backend.endpoints.observe(result)

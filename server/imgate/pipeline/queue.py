@@ -100,8 +100,16 @@ class BatchQueue:
 
     def queued(self, row: BatchRow) -> None:
         """`row` was stored QUEUED: its caller has a batch waiting."""
-        self._slots[row.backend].waiting.add(row.caller)
-        self.fill(row.backend)  # a slot may have freed meanwhile
+        self.waiting(row.backend, row.caller)
+
+    def waiting(self, backend: str, caller: str) -> None:
+        """`caller` has a batch QUEUED on `backend` (stored so, or scheduled and due)."""
+        slots = self._slots.get(backend)
+        if slots is None:
+            log.error("a batch of backend %r is due, but it is no longer configured", backend)
+            return
+        slots.waiting.add(caller)
+        self.fill(backend)  # a slot may have freed meanwhile
 
     async def find_waiting(self) -> None:
         """Ask the store which callers have batches waiting (at start, after adoption)."""

@@ -60,6 +60,12 @@ class Chunk:
     indexes: Sequence[int]
     last: CallResult | None = None
     refreshed_auth: bool = False
+    target: object = None
+    """What this chunk's call is built from when it is the chunk's own rather than the
+    batch's prepared message (a recall call's RecallTarget)."""
+    without_call: tuple[Reason, str] | None = None
+    """(reason, detail) when no vendor call can do anything for these recipients: they
+    end FAILED with it at once (a recall of recipients with no vendor message id)."""
 
     @property
     def attempts(self) -> int:

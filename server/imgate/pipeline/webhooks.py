@@ -73,9 +73,9 @@ def event_id(row: BatchRow) -> str:
 
 
 def event_type(row: BatchRow) -> str:
-    """What ended: a batch, or a recall batch (CONTRACT rule 27: its row names the batch
-    it recalls in `recall_of`; a row without the field is no recall)."""
-    return RECALL_ENDED if getattr(row, "recall_of", "") else BATCH_ENDED
+    """What ended: a batch, or a recall batch (CONTRACT rule 27: it names the batch it
+    recalls in `recall_of`)."""
+    return RECALL_ENDED if row.recall_of else BATCH_ENDED
 
 
 def retry_delay(attempts: int, jitter: float) -> float:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import logging
 import secrets
@@ -251,9 +252,10 @@ class RedisQuota:
     def next_token(self) -> str:
         return f"{self.replica}.{next(self._tokens)}"
 
-    def limiter(self, config: BackendConfig) -> Limiter:
-        """A backend's limiter over its vendor app's shared windows."""
-        windows = RedisWindows(self, config)
+    def limiter(self, config: BackendConfig, api: str = "send") -> Limiter:
+        """A backend's limiter over its vendor app's shared windows of `api`: its send
+        API's, or ("recall") its recall API's, a quota of its own."""
+        windows = RedisWindows(self, config, api)
         self._windows.append(windows)
         return Limiter(windows)
 
@@ -323,14 +325,21 @@ class RedisQuota:
 class RedisWindows:
     """The shared windows of one backend's vendor app (a `QuotaWindows`)."""
 
-    def __init__(self, quota: RedisQuota, config: BackendConfig) -> None:
+    def __init__(self, quota: RedisQuota, config: BackendConfig, api: str = "send") -> None:
         self._quota = quota
         self._backend = config.name
         spec = BY_VENDOR[config.vendor].spec
         app = str(config.credentials[spec.app_id_field])
-        self.app = f"{config.vendor}:{app}"
+        self.app = f"{config.vendor}:{app}" + ("" if api == "send" else f":{api}")
         # One hash tag: every key of the app lives on one Redis Cluster slot.
         base = f"{quota.key_prefix}:{{{self.app}}}"
+        if api == "recall":  # one recipient a call: calls are what the recall API counts
+            config = dataclasses.replace(
+                config,
+                call_limit=config.recall_call_limit,
+                call_window_s=config.recall_call_window_s,
+                recipient_limit=0,
+            )
         self.counts_recipients = config.recipient_limit > 0
         self._windows: list[tuple[str, int, float]] = [
             ("calls", config.call_limit, config.call_window_s)

@@ -7,6 +7,7 @@ Control endpoints (JSON; no vendor uses the /sandbox prefix):
                                account's inbox) to filter, ?after=SEQ&limit=N (default
                                1000, at most 10000); the newest `max_logged_deliveries` are
                                kept
+    GET  /sandbox/withdrawals  the recall APIs' withdrawal log, paged as the deliveries
     GET  /sandbox/stats        counters per vendor (?vendor= to filter)
     POST /sandbox/reset        clear log, counters, windows, blocks, faults (?vendor= for one)
     GET  /sandbox/faults       fault rules per vendor, with remaining uses
@@ -42,10 +43,10 @@ _CLIENT_MAX_SIZE = 8 * 1024 * 1024
 
 def build_app(config: SandboxConfig, emulators: Sequence[EmulatorClass]) -> web.Application:
     """The sandbox application for `emulators`, configured by `config`."""
-    vendors = [e.spec.vendor for e in emulators]
-    paths = [e.spec.path for e in emulators]
-    if len(set(vendors)) != len(vendors) or len(set(paths)) != len(paths):
-        raise ValueError(f"emulators must have distinct vendors and paths: {vendors}")
+    apis = [(e.spec.vendor, e.api) for e in emulators]
+    routes = [e.route() for e in emulators]
+    if len(set(apis)) != len(apis) or len(set(routes)) != len(routes):
+        raise ValueError(f"emulators must have distinct vendor APIs and routes: {apis}")
     settings = emulator_settings(emulators, dict(config.vendors))
     state = SandboxState(config, settings)
 
@@ -53,7 +54,7 @@ def build_app(config: SandboxConfig, emulators: Sequence[EmulatorClass]) -> web.
     app[STATE_KEY] = state
     for emulator_class in emulators:
         emulator = emulator_class(settings[emulator_class.spec.vendor], state)
-        app.router.add_route(emulator_class.method, emulator_class.spec.path, emulator.handle)
+        app.router.add_route(*emulator_class.route(), emulator.handle)
     inboxes = app[INBOXES_KEY] = Inboxes()
     _Control(state, emulators, inboxes).register(app.router)
     inboxes.register(app.router)
@@ -84,6 +85,7 @@ class _Control:
         router.add_get("/sandbox", self.index)
         router.add_get("/sandbox/info", self.info)
         router.add_get("/sandbox/deliveries", self.deliveries)
+        router.add_get("/sandbox/withdrawals", self.withdrawals)
         router.add_get("/sandbox/stats", self.stats)
         router.add_post("/sandbox/reset", self.reset)
         router.add_get("/sandbox/faults", self.get_faults)
@@ -109,14 +111,19 @@ class _Control:
                     "stats": f"GET {base}/stats?vendor=",
                     "faults": f"GET|PUT {base}/faults",
                     "reset": f"POST {base}/reset?vendor=",
+                    "webhooks": f"GET|POST|PUT|DELETE {base}/webhooks/INBOX",
                 },
             }
         )
 
     async def info(self, request: web.Request) -> web.Response:
         vendors: dict[str, Any] = {}
-        for emulator in self._emulators:
+        for emulator in sorted(self._emulators, key=lambda e: e.api != "send"):
             vendor = emulator.spec.vendor
+            method, path = emulator.route()
+            if emulator.api != "send":  # the vendor's other API: its route, beside
+                vendors.setdefault(vendor, {})[emulator.api] = {"method": method, "path": path}
+                continue
             settings = self._state.vendor(vendor).settings
             credentials = settings.credentials()
             limits = {
@@ -125,8 +132,8 @@ class _Control:
                 if name != "faults" and name not in credentials
             }
             vendors[vendor] = {
-                "method": emulator.method,
-                "path": emulator.spec.path,
+                "method": method,
+                "path": path,
                 "credentials": credentials,
                 "limits": limits,
             }
@@ -145,6 +152,16 @@ class _Control:
         log = [{"seq": sequence, **d.to_json()} for sequence, d in page]
         return web.json_response(
             {"deliveries": log, "next_after": next_after, "truncated": truncated}
+        )
+
+    async def withdrawals(self, request: web.Request) -> web.Response:
+        vendors = self._vendor_filter(request)
+        after = _query_int(request, "after", 0, 0, None)
+        limit = _query_int(request, "limit", _PAGE_DEFAULT, 1, _PAGE_MAX)
+        page, next_after, truncated = self._state.withdrawal_page(vendors, after, limit)
+        log = [{"seq": sequence, **w.to_json()} for sequence, w in page]
+        return web.json_response(
+            {"withdrawals": log, "next_after": next_after, "truncated": truncated}
         )
 
     async def stats(self, request: web.Request) -> web.Response:

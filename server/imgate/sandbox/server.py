@@ -20,11 +20,17 @@ _SHUTDOWN_TIMEOUT_S = 2.0
 
 
 def default_emulators() -> tuple[EmulatorClass, ...]:
-    """The emulators of the project's vendor registry, one per vendor id."""
+    """The emulators of the project's vendor registry: each vendor's send API, and its
+    recall API where it has one."""
     # Imported when called: the registry imports the emulator modules of this package.
     from imgate.vendors.registry import VENDORS
 
-    return tuple(plugin.emulator for plugin in VENDORS)
+    return tuple(
+        emulator
+        for plugin in VENDORS
+        for emulator in (plugin.emulator, plugin.recall_emulator)
+        if emulator is not None
+    )
 
 
 class SandboxServer:
@@ -47,7 +53,8 @@ class SandboxServer:
         self.state: SandboxState = self.app[STATE_KEY]
         self.host = host
         self._requested_port = port
-        self._paths = {e.spec.vendor: e.spec.path for e in chosen}
+        self._paths = {e.spec.vendor: e.spec.path for e in chosen if e.api == "send"}
+        self._recall_routes = {e.spec.vendor: e.route() for e in chosen if e.api == "recall"}
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
 
@@ -106,10 +113,13 @@ class SandboxServer:
             settings = self.state.vendor(vendor).settings
             credentials = " ".join(f"{k}={v}" for k, v in settings.credentials().items())
             lines.append(f"  {vendor:<10} POST {self.url}{path}")
+            if vendor in self._recall_routes:
+                method, recall_path = self._recall_routes[vendor]
+                lines.append(f"  {'':<10} {method} {self.url}{recall_path} (recall)")
             lines.append(f"  {'':<10} {credentials}")
         lines.append(
-            "  control    GET /sandbox/info /sandbox/deliveries /sandbox/stats /sandbox/faults;"
-            " PUT /sandbox/faults; POST /sandbox/reset"
+            "  control    GET /sandbox/info /sandbox/deliveries /sandbox/withdrawals"
+            " /sandbox/stats /sandbox/faults; PUT /sandbox/faults; POST /sandbox/reset"
         )
         scale = self.state.config.time_scale
         if scale != 1.0:

@@ -30,6 +30,12 @@ Recipient lists (UploadRecipients, CONTRACT.md §4) have five more:
     get_list / delete_list
     create_batch_from_list   create_batch with the list's pages as its recipients
 
+A batch submitted with `send_after` waits SCHEDULED (never claimed) until the scheduler
+asks `promote_due` to move it to QUEUED; `next_scheduled` says when to ask. A recall
+batch (`create_recall`) has its original's ACCEPTED and UNCERTAIN recipients as its own,
+and beside each page of them a page of what the vendor's recall API needs
+(`read_recall_keys`).
+
 A list's unique ids are kept in pages of RECIPIENT_PAGE, the layout of a batch's
 recipients, and a batch made from a list reads the list's pages (nothing is copied, no id
 passes through the gateway). Purge removes lists by age like ended batches, but keeps a
@@ -49,6 +55,7 @@ import asyncio
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from imgate.store.watch import Notifier, Tails
 from imgate.v1 import gateway_pb2 as pb
@@ -58,7 +65,12 @@ RECIPIENT_PAGE = 10_000
 
 ENDED_STATES = frozenset({pb.BATCH_STATE_DONE, pb.BATCH_STATE_CANCELLED})
 UNFINISHED_STATES = frozenset(
-    {pb.BATCH_STATE_QUEUED, pb.BATCH_STATE_RUNNING, pb.BATCH_STATE_CANCELLING}
+    {
+        pb.BATCH_STATE_QUEUED,
+        pb.BATCH_STATE_RUNNING,
+        pb.BATCH_STATE_CANCELLING,
+        pb.BATCH_STATE_SCHEDULED,
+    }
 )
 
 PLANNED, CLAIMED, SENDING = "planned", "claimed", "sending"
@@ -113,6 +125,12 @@ class BatchRow:
     """Recipients covered by chunk rows so far (chunks are consecutive from 0)."""
     chunk_count: int = 0
     next_seq: int = 1
+    send_after: float | None = None
+    """Wall-clock time before which no vendor call starts (the batch waits SCHEDULED)."""
+    recall_of: str = ""
+    """A recall batch: the batch whose messages it withdraws."""
+    recalled_by: str = ""
+    """The recall batch of this batch, once there is one."""
 
     @property
     def pending(self) -> int:
@@ -121,6 +139,17 @@ class BatchRow:
     @property
     def ended(self) -> bool:
         return self.state in ENDED_STATES
+
+
+class RecallKey(NamedTuple):
+    """What the vendor's recall API needs of one recipient of a recall batch, from the
+    original's outcome: its state there, the vendor's message id ("" when the gateway
+    holds none) and time."""
+
+    state: int
+    """The original outcome's DeliveryState (ACCEPTED or UNCERTAIN)."""
+    message_id: str
+    time_ms: int
 
 
 @dataclass(slots=True)
@@ -473,6 +502,35 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def pending_webhook_events(self) -> int:
         """Events in the outbox, every endpoint's (imgate_webhook_pending)."""
+
+    # -- scheduled batches --------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def promote_due(self, owner: str, now: float) -> list[tuple[str, str]]:
+        """Move the SCHEDULED batches (owned by `owner` in a shared store) whose
+        send_after is not after `now` to QUEUED; their (backend, caller)s."""
+
+    @abc.abstractmethod
+    async def next_scheduled(self, owner: str) -> float | None:
+        """The earliest send_after of a SCHEDULED batch (owned by `owner`), or None."""
+
+    # -- recall -------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def create_recall(
+        self, row: BatchRow, original_id: str, owner: str = ""
+    ) -> tuple[BatchRow, bool]:
+        """Store `row`, the recall batch of the ended batch `original_id` (`row.recall_of`),
+        with the original's ACCEPTED and UNCERTAIN recipients in the order their outcomes
+        were recorded (each keeping its index), their RecallKeys, and `row.total` their
+        count; mark the original `recalled_by` it, in the same transaction. Returns the
+        stored row and True; or, when the original has a recall batch already or the
+        caller a batch with `row.request_id`, that batch and False (nothing stored).
+        Memory stays flat: the original's outcomes are read a page at a time."""
+
+    @abc.abstractmethod
+    async def read_recall_keys(self, batch_id: str, start: int, end: int) -> list[RecallKey]:
+        """The RecallKeys of a recall batch's recipients [start, end)."""
 
     # -- recipient lists ----------------------------------------------------------------
 

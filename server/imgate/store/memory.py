@@ -43,10 +43,12 @@ from imgate.store.base import (
     Fenced,
     ListRow,
     OutcomePage,
+    RecallKey,
     Recovered,
     WebhookEvent,
 )
 from imgate.store.memory_outbox import MemoryOutbox
+from imgate.store.recall import recalled_outcomes
 from imgate.v1 import gateway_pb2 as pb
 
 DEFAULT_MAX_ENDED_BATCHES = 10_000
@@ -60,6 +62,7 @@ _PER_INDEX = sys.getsizeof(10**6) + 8
 _PER_PAGE = 160
 _PER_CHUNK = 200
 _PER_BATCH = 1_000
+_PER_KEY = 120  # a RecallKey tuple, its ints and its message id's header
 
 
 @dataclasses.dataclass
@@ -71,6 +74,8 @@ class _Batch:
     pages: list[OutcomePage] = dataclasses.field(default_factory=list)
     list_id: str = ""
     """The recipient list it reads its recipients from, if made from one."""
+    keys: list[RecallKey] = dataclasses.field(default_factory=list)
+    """A recall batch: what the vendor's recall API needs of each recipient."""
 
     def cost(self) -> int:
         """Estimated bytes that forgetting this batch frees (a list's ids are the list's)."""
@@ -80,7 +85,8 @@ class _Batch:
             if not isinstance(self.indexes, range):
                 ids += _PER_INDEX * len(self.indexes)
         pages = sum(len(page.data) for page in self.pages) + _PER_PAGE * len(self.pages)
-        return _PER_BATCH + ids + pages + _PER_CHUNK * len(self.chunks)
+        keys = sum(len(key.message_id) + _PER_KEY for key in self.keys)
+        return _PER_BATCH + ids + pages + keys + _PER_CHUNK * len(self.chunks)
 
 
 @dataclasses.dataclass
@@ -318,6 +324,57 @@ class MemoryStore(MemoryOutbox):
         rows = [b.row for b in self._batches.values() if b.row.state == pb.BATCH_STATE_CANCELLING]
         rows.sort(key=lambda r: (r.create_time, r.batch_id))
         return [self._copy(r) for r in rows[:limit]]
+
+    # -- scheduled batches ------------------------------------------------------------
+
+    async def promote_due(self, owner: str, now: float) -> list[tuple[str, str]]:
+        due = []
+        for batch in self._batches.values():
+            row = batch.row
+            if row.state == pb.BATCH_STATE_SCHEDULED and (row.send_after or 0.0) <= now:
+                row.state = pb.BATCH_STATE_QUEUED
+                row.update_time = self._clock()
+                due.append((row.backend, row.caller))
+        return due
+
+    async def next_scheduled(self, owner: str) -> float | None:
+        return min(
+            (
+                b.row.send_after or 0.0
+                for b in self._batches.values()
+                if b.row.state == pb.BATCH_STATE_SCHEDULED
+            ),
+            default=None,
+        )
+
+    # -- recall -----------------------------------------------------------------------
+
+    async def create_recall(
+        self, row: BatchRow, original_id: str, owner: str = ""
+    ) -> tuple[BatchRow, bool]:
+        original = self._batches.get(original_id)
+        if original is None:
+            raise LookupError(f"no batch {original_id!r}")
+        existing = original.row.recalled_by or (
+            self._by_request.get((row.caller, row.request_id)) if row.request_id else None
+        )
+        if existing:
+            if existing not in self._batches:
+                raise LookupError(f"batch {original_id}'s recall {existing} is gone")
+            return self._copy(self._batches[existing].row), False
+        if not original.row.ended:
+            raise ValueError(f"batch {original_id} has not ended")
+        found = list(recalled_outcomes(page.data for page in original.pages))
+        row.total = len(found)
+        stored, _ = await self.create_batch(
+            row, [recipient for recipient, _, _ in found], [index for _, index, _ in found]
+        )
+        self._batches[row.batch_id].keys = [key for _, _, key in found]
+        original.row.recalled_by = row.batch_id
+        return stored, True
+
+    async def read_recall_keys(self, batch_id: str, start: int, end: int) -> list[RecallKey]:
+        return self._batches[batch_id].keys[start:end]
 
     async def purge(self, ended_before: float) -> int:
         self._purge_events(ended_before)

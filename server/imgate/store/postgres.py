@@ -35,11 +35,13 @@ from imgate.store.base import (
     Counts,
     Fenced,
     OutcomePage,
+    RecallKey,
     WebhookEvent,
 )
 from imgate.store.pages import batch_pages, read_pages
 from imgate.store.postgres_outbox import PostgresOutbox, event_arrays
 from imgate.store.postgres_replicas import Connection
+from imgate.store.recall import PageRows, RecallPager, read_key_pages
 from imgate.store.sql.migrate import POSTGRESQL_STEPS
 from imgate.store.sql.queries import POSTGRESQL_QUERIES as Q
 
@@ -58,8 +60,12 @@ def _chunk(record: asyncpg.Record) -> ChunkRow:
     return ChunkRow(*record.values())
 
 
+class _RequestIdTaken(Exception):
+    """A recall batch's request_id was taken by another batch while it was made."""
+
+
 def _batch_args(row: BatchRow, owner: str) -> tuple[object, ...]:
-    """$1..$13 of create_batch and create_small_batch."""
+    """$1..$15 of create_batch and create_small_batch."""
     return (
         row.batch_id,
         row.caller,
@@ -74,6 +80,8 @@ def _batch_args(row: BatchRow, owner: str) -> tuple[object, ...]:
         row.send_before,
         row.state,
         owner,
+        row.send_after,
+        row.recall_of,
     )
 
 
@@ -385,3 +393,71 @@ class PostgresStore(PostgresOutbox):
 
     async def cancelling(self, owner: str, limit: int) -> list[BatchRow]:
         return [_row(r) for r in await self.pool.fetch(Q["cancelling"], owner, limit)]
+
+    # -- scheduled batches ------------------------------------------------------------
+
+    async def promote_due(self, owner: str, now: float) -> list[tuple[str, str]]:
+        rows = self._committed(await self.pool.fetch(Q["promote_due"], now, owner))
+        return [(r["backend"], r["caller"]) for r in rows]
+
+    async def next_scheduled(self, owner: str) -> float | None:
+        found: float | None = await self.pool.fetchval(Q["next_scheduled"], owner)
+        return found
+
+    # -- recall -----------------------------------------------------------------------
+
+    async def create_recall(
+        self, row: BatchRow, original_id: str, owner: str = ""
+    ) -> tuple[BatchRow, bool]:
+        try:
+            return await self._create_recall(row, original_id, owner)
+        except _RequestIdTaken:  # rolled back: that batch is the answer
+            found = await self.pool.fetchrow(Q["batch_by_request"], row.caller, row.request_id)
+            assert found is not None
+            return _row(found), False
+
+    async def _create_recall(
+        self, row: BatchRow, original_id: str, owner: str
+    ) -> tuple[BatchRow, bool]:
+        async with self._transaction() as conn:
+            original = await conn.fetchrow(Q["original_for_recall"], original_id)
+            if original is None:
+                raise LookupError(f"no batch {original_id!r}")
+            found = None
+            if original["recalled_by"]:
+                found = await conn.fetchrow(Q["batch"], original["recalled_by"])
+                if found is None:
+                    raise LookupError(f"batch {original_id}'s recall is gone")
+            elif row.request_id:
+                found = await conn.fetchrow(Q["batch_by_request"], row.caller, row.request_id)
+            if found is not None:
+                return _row(found), False
+            if original["state"] not in ENDED_STATES:
+                raise ValueError(f"batch {original_id} has not ended")
+            row.total = 0
+            # The original's outcomes through a cursor, 64 pages at a time; the recalled
+            # recipients written a page at a time.
+            pager = RecallPager(row.batch_id)
+            async for record in conn.cursor(Q["outcome_pages"], original_id, prefetch=64):
+                for rows in pager.add(bytes(record["data"])):
+                    row.total += await self._insert_recall_page(conn, rows)
+            for rows in pager.finish():
+                row.total += await self._insert_recall_page(conn, rows)
+            created = await conn.fetchrow(Q["create_batch"], *_batch_args(row, owner))
+            if created is None:
+                # The request_id was taken meanwhile, by the recall of another batch.
+                raise _RequestIdTaken
+            await conn.execute(Q["mark_recalled"], original_id, row.batch_id)
+        return _row(created), True
+
+    @staticmethod
+    async def _insert_recall_page(conn: Connection, rows: PageRows) -> int:
+        recipients, keys, count = rows
+        await conn.execute(Q["insert_pages"], *recipients)
+        await conn.execute(Q["insert_recall_keys"], *keys)
+        return count
+
+    async def read_recall_keys(self, batch_id: str, start: int, end: int) -> list[RecallKey]:
+        first, last = start // RECIPIENT_PAGE, (end - 1) // RECIPIENT_PAGE
+        rows = await self.pool.fetch(Q["recall_key_pages"], batch_id, first, last)
+        return read_key_pages(((r["page"], r["keys"]) for r in rows), start, end)

@@ -34,10 +34,12 @@ from imgate.store.base import (
     Counts,
     Fenced,
     OutcomePage,
+    RecallKey,
     Recovered,
     WebhookEvent,
 )
 from imgate.store.pages import batch_pages, read_pages
+from imgate.store.recall import read_key_pages, recall_pages
 from imgate.store.sql.migrate import SQLITE_STEPS
 from imgate.store.sql.queries import SQLITE_QUERIES as Q
 from imgate.store.sqlite_outbox import SQLiteOutbox, write_events
@@ -122,6 +124,8 @@ class SQLiteStore(SQLiteOutbox):
                 row.state,
                 planned_to,
                 chunk_count,
+                row.send_after,
+                row.recall_of,
             ),
         ).fetchone()
         insert_recipients(conn)
@@ -362,6 +366,65 @@ class SQLiteStore(SQLiteOutbox):
             return [_row(r) for r in conn.execute(Q["cancelling"], (limit,))]
 
         return await self._read(op)
+
+    # -- scheduled batches ------------------------------------------------------------
+
+    async def promote_due(self, owner: str, now: float) -> list[tuple[str, str]]:
+        def op(conn: sqlite3.Connection) -> list[tuple[str, str]]:
+            rows = conn.execute(Q["promote_due"], (now, self._clock())).fetchall()
+            return [(backend, caller) for backend, caller in rows]
+
+        return await self._write(op)
+
+    async def next_scheduled(self, owner: str) -> float | None:
+        def op(conn: sqlite3.Connection) -> float | None:
+            found: float | None = conn.execute(Q["next_scheduled"]).fetchone()[0]
+            return found
+
+        return await self._read(op)
+
+    # -- recall -----------------------------------------------------------------------
+
+    async def create_recall(
+        self, row: BatchRow, original_id: str, owner: str = ""
+    ) -> tuple[BatchRow, bool]:
+        def op(conn: sqlite3.Connection) -> tuple[BatchRow, bool]:
+            original = conn.execute(Q["original_for_recall"], (original_id,)).fetchone()
+            if original is None:
+                raise LookupError(f"no batch {original_id!r}")
+            state, recalled_by = original
+            existing = recalled_by or None
+            if existing is None and row.request_id:
+                found = conn.execute(Q["batch_by_request"], (row.caller, row.request_id))
+                existing = next((r[0] for r in found), None)
+            if existing is not None:
+                found = conn.execute(Q["batch"], (existing,)).fetchone()
+                if found is None:
+                    raise LookupError(f"batch {original_id}'s recall {existing} is gone")
+                return _row(found), False
+            if state not in ENDED_STATES:
+                raise ValueError(f"batch {original_id} has not ended")
+            # The original's outcomes a page at a time (the cursor is stepped), its
+            # recalled recipients written a page at a time.
+            outcomes = (bytes(r[0]) for r in conn.execute(Q["outcome_pages"], (original_id,)))
+            row.total = 0
+            for recipients, keys, count in recall_pages(row.batch_id, outcomes):
+                conn.execute(Q["insert_pages"], recipients)
+                conn.execute(Q["insert_recall_keys"], keys)
+                row.total += count
+            stored, _ = self._create(conn, row, lambda _: None)
+            conn.execute(Q["mark_recalled"], (original_id, row.batch_id))
+            return stored, True
+
+        return await self._write(op)
+
+    async def read_recall_keys(self, batch_id: str, start: int, end: int) -> list[RecallKey]:
+        first, last = start // RECIPIENT_PAGE, (end - 1) // RECIPIENT_PAGE
+
+        def op(conn: sqlite3.Connection) -> list[tuple[int, str]]:
+            return conn.execute(Q["recall_key_pages"], (batch_id, first, last)).fetchall()
+
+        return read_key_pages(await self._read(op), start, end)
 
     # -- retention --------------------------------------------------------------------
 

@@ -41,6 +41,8 @@ class _BatchStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_BatchState
     """Cancelled; calls in flight are ending."""
     BATCH_STATE_CANCELLED: _BatchState.ValueType  # 5
     """Cancelled; every recipient has an outcome."""
+    BATCH_STATE_SCHEDULED: _BatchState.ValueType  # 6
+    """Stored, waiting for its send_after; no vendor call started yet."""
 
 class BatchState(_BatchState, metaclass=_BatchStateEnumTypeWrapper):
     """BatchState is where a batch is in its life."""
@@ -57,6 +59,8 @@ BATCH_STATE_CANCELLING: BatchState.ValueType  # 4
 """Cancelled; calls in flight are ending."""
 BATCH_STATE_CANCELLED: BatchState.ValueType  # 5
 """Cancelled; every recipient has an outcome."""
+BATCH_STATE_SCHEDULED: BatchState.ValueType  # 6
+"""Stored, waiting for its send_after; no vendor call started yet."""
 Global___BatchState: _TypeAlias = BatchState  # noqa: Y015
 
 class _DeliveryState:
@@ -121,6 +125,11 @@ class _FailureReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Failure
     """The gateway did not send to this recipient (cancelled, deadline, shutdown)."""
     FAILURE_REASON_SENDER_NOT_FOUND: _FailureReason.ValueType  # 13
     """The sender account does not exist."""
+    FAILURE_REASON_NOT_RECALLABLE: _FailureReason.ValueType  # 14
+    """Recall: the message cannot be withdrawn from this recipient (no vendor message id is
+    held for it, or the vendor says it cannot: the recall window has passed, no such
+    message).
+    """
 
 class FailureReason(_FailureReason, metaclass=_FailureReasonEnumTypeWrapper):
     """FailureReason is a vendor-neutral reason for a FAILED or UNCERTAIN outcome."""
@@ -153,6 +162,11 @@ FAILURE_REASON_NOT_ATTEMPTED: FailureReason.ValueType  # 12
 """The gateway did not send to this recipient (cancelled, deadline, shutdown)."""
 FAILURE_REASON_SENDER_NOT_FOUND: FailureReason.ValueType  # 13
 """The sender account does not exist."""
+FAILURE_REASON_NOT_RECALLABLE: FailureReason.ValueType  # 14
+"""Recall: the message cannot be withdrawn from this recipient (no vendor message id is
+held for it, or the vendor says it cannot: the recall window has passed, no such
+message).
+"""
 Global___FailureReason: _TypeAlias = FailureReason  # noqa: Y015
 
 class _BackendState:
@@ -878,6 +892,7 @@ class SubmitBatchRequest(_message.Message):
     OPTIONS_FIELD_NUMBER: _builtins.int
     RECIPIENT_LIST_FIELD_NUMBER: _builtins.int
     SEND_BEFORE_FIELD_NUMBER: _builtins.int
+    SEND_AFTER_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """Optional idempotency key, scoped to the caller (at most 128 characters, none of them
     whitespace or control characters).
@@ -906,6 +921,13 @@ class SubmitBatchRequest(_message.Message):
         FAILED/NOT_ATTEMPTED.
         """
 
+    @_builtins.property
+    def send_after(self) -> _timestamp_pb2.Timestamp:
+        """No vendor call starts before this time: the batch waits SCHEDULED until then (at most
+        max_schedule_ahead_s ahead, and before send_before when both are set). Unset or past:
+        sent at once.
+        """
+
     def __init__(
         self,
         *,
@@ -917,10 +939,11 @@ class SubmitBatchRequest(_message.Message):
         options: Global___SendOptions | None = ...,
         recipient_list: _builtins.str = ...,
         send_before: _timestamp_pb2.Timestamp | None = ...,
+        send_after: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "options", b"options", "send_before", b"send_before"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "options", b"options", "send_after", b"send_after", "send_before", b"send_before"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["backend", b"backend", "message", b"message", "options", b"options", "recipient_ids", b"recipient_ids", "recipient_list", b"recipient_list", "request_id", b"request_id", "send_before", b"send_before", "sender_id", b"sender_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backend", b"backend", "message", b"message", "options", b"options", "recipient_ids", b"recipient_ids", "recipient_list", b"recipient_list", "request_id", b"request_id", "send_after", b"send_after", "send_before", b"send_before", "sender_id", b"sender_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1143,6 +1166,34 @@ class CancelBatchRequest(_message.Message):
 Global___CancelBatchRequest: _TypeAlias = CancelBatchRequest  # noqa: Y015
 
 @_typing.final
+class RecallBatchRequest(_message.Message):
+    """RecallBatchRequest names a batch whose delivered messages are to be withdrawn."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BATCH_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    batch_id: _builtins.str
+    """The batch to recall."""
+    request_id: _builtins.str
+    """Optional idempotency key of the recall batch, scoped to the caller (as
+    SubmitBatchRequest.request_id). Whatever it is, a batch has at most one recall batch.
+    """
+    def __init__(
+        self,
+        *,
+        batch_id: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecallBatchRequest: _TypeAlias = RecallBatchRequest  # noqa: Y015
+
+@_typing.final
 class Batch(_message.Message):
     """Batch is a durable batch and its progress."""
 
@@ -1160,6 +1211,9 @@ class Batch(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     SUMMARY_FIELD_NUMBER: _builtins.int
+    RECALL_OF_FIELD_NUMBER: _builtins.int
+    RECALLED_BY_FIELD_NUMBER: _builtins.int
+    SEND_AFTER_FIELD_NUMBER: _builtins.int
     batch_id: _builtins.str
     """The batch id."""
     request_id: _builtins.str
@@ -1178,6 +1232,10 @@ class Batch(_message.Message):
     """Recipients UNCERTAIN so far."""
     pending: _builtins.int
     """Recipients with no outcome yet."""
+    recall_of: _builtins.str
+    """Set on a recall batch: the batch whose messages it withdraws."""
+    recalled_by: _builtins.str
+    """Set on a batch once a recall batch of it exists: that batch's id."""
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When the batch was accepted."""
@@ -1189,6 +1247,10 @@ class Batch(_message.Message):
     @_builtins.property
     def summary(self) -> Global___BatchSummary:
         """The summary, once the batch has ended."""
+
+    @_builtins.property
+    def send_after(self) -> _timestamp_pb2.Timestamp:
+        """When the batch may start sending, if it was submitted with send_after."""
 
     def __init__(
         self,
@@ -1205,10 +1267,13 @@ class Batch(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         summary: Global___BatchSummary | None = ...,
+        recall_of: _builtins.str = ...,
+        recalled_by: _builtins.str = ...,
+        send_after: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "summary", b"summary", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "send_after", b"send_after", "summary", b"summary", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "backend", b"backend", "batch_id", b"batch_id", "create_time", b"create_time", "failed", b"failed", "pending", b"pending", "request_id", b"request_id", "state", b"state", "summary", b"summary", "total", b"total", "uncertain", b"uncertain", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "backend", b"backend", "batch_id", b"batch_id", "create_time", b"create_time", "failed", b"failed", "pending", b"pending", "recall_of", b"recall_of", "recalled_by", b"recalled_by", "request_id", b"request_id", "send_after", b"send_after", "state", b"state", "summary", b"summary", "total", b"total", "uncertain", b"uncertain", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1378,6 +1443,7 @@ class Backend(_message.Message):
     SANDBOX_FIELD_NUMBER: _builtins.int
     PAUSED_UNTIL_FIELD_NUMBER: _builtins.int
     PAUSE_REASON_FIELD_NUMBER: _builtins.int
+    RECALLABLE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The name callers put in BatchSendRequest.backend."""
     vendor: _builtins.str
@@ -1391,6 +1457,8 @@ class Backend(_message.Message):
     BACKEND_STATE_PAUSED or BACKEND_STATE_BLOCKED), e.g. "the shared quota's Redis
     is unreachable".
     """
+    recallable: _builtins.bool
+    """Whether RecallBatch can recall this backend's batches."""
     @_builtins.property
     def limits(self) -> Global___BackendLimits:
         """Effective limits."""
@@ -1416,10 +1484,11 @@ class Backend(_message.Message):
         sandbox: _builtins.bool = ...,
         paused_until: _timestamp_pb2.Timestamp | None = ...,
         pause_reason: _builtins.str = ...,
+        recallable: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["blocked_until", b"blocked_until", "limits", b"limits", "paused_until", b"paused_until"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["blocked_until", b"blocked_until", "limits", b"limits", "name", b"name", "pause_reason", b"pause_reason", "paused_until", b"paused_until", "sandbox", b"sandbox", "state", b"state", "vendor", b"vendor"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blocked_until", b"blocked_until", "limits", b"limits", "name", b"name", "pause_reason", b"pause_reason", "paused_until", b"paused_until", "recallable", b"recallable", "sandbox", b"sandbox", "state", b"state", "vendor", b"vendor"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -77,6 +77,11 @@ class GatewayServiceStub:
                 request_serializer=imgate_dot_v1_dot_gateway__pb2.CancelBatchRequest.SerializeToString,
                 response_deserializer=imgate_dot_v1_dot_gateway__pb2.Batch.FromString,
                 _registered_method=True)
+        self.RecallBatch = channel.unary_unary(
+                '/imgate.v1.GatewayService/RecallBatch',
+                request_serializer=imgate_dot_v1_dot_gateway__pb2.RecallBatchRequest.SerializeToString,
+                response_deserializer=imgate_dot_v1_dot_gateway__pb2.Batch.FromString,
+                _registered_method=True)
 
 
 class GatewayServiceServicer:
@@ -145,7 +150,19 @@ class GatewayServiceServicer:
 
     def CancelBatch(self, request, context):
         """CancelBatch stops a batch: no new vendor call starts, calls in flight end with their
-        real outcome and every unsent recipient ends FAILED/NOT_ATTEMPTED.
+        real outcome and every unsent recipient ends FAILED/NOT_ATTEMPTED. A SCHEDULED batch
+        sends nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecallBatch(self, request, context):
+        """RecallBatch takes back what a batch delivered: it cancels the batch if it has not
+        ended, then returns the recall batch (recall_of = the batch), which withdraws the
+        message from each ACCEPTED and UNCERTAIN recipient through the vendor's recall API
+        and runs like any batch (WatchBatch, GetBatch). A second call returns the same recall
+        batch. A batch whose backend cannot recall is FAILED_PRECONDITION; nothing is sent.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -192,6 +209,11 @@ def add_GatewayServiceServicer_to_server(servicer, server):
             'CancelBatch': grpc.unary_unary_rpc_method_handler(
                     servicer.CancelBatch,
                     request_deserializer=imgate_dot_v1_dot_gateway__pb2.CancelBatchRequest.FromString,
+                    response_serializer=imgate_dot_v1_dot_gateway__pb2.Batch.SerializeToString,
+            ),
+            'RecallBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecallBatch,
+                    request_deserializer=imgate_dot_v1_dot_gateway__pb2.RecallBatchRequest.FromString,
                     response_serializer=imgate_dot_v1_dot_gateway__pb2.Batch.SerializeToString,
             ),
     }
@@ -413,6 +435,33 @@ class GatewayService:
             target,
             '/imgate.v1.GatewayService/CancelBatch',
             imgate_dot_v1_dot_gateway__pb2.CancelBatchRequest.SerializeToString,
+            imgate_dot_v1_dot_gateway__pb2.Batch.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecallBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/imgate.v1.GatewayService/RecallBatch',
+            imgate_dot_v1_dot_gateway__pb2.RecallBatchRequest.SerializeToString,
             imgate_dot_v1_dot_gateway__pb2.Batch.FromString,
             options,
             channel_credentials,

@@ -69,7 +69,15 @@ class GatewayServiceStub:
     """ListBatches lists the caller's batches, newest first."""
     CancelBatch: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.CancelBatchRequest, _gateway_pb2.Batch]
     """CancelBatch stops a batch: no new vendor call starts, calls in flight end with their
-    real outcome and every unsent recipient ends FAILED/NOT_ATTEMPTED.
+    real outcome and every unsent recipient ends FAILED/NOT_ATTEMPTED. A SCHEDULED batch
+    sends nothing.
+    """
+    RecallBatch: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.RecallBatchRequest, _gateway_pb2.Batch]
+    """RecallBatch takes back what a batch delivered: it cancels the batch if it has not
+    ended, then returns the recall batch (recall_of = the batch), which withdraws the
+    message from each ACCEPTED and UNCERTAIN recipient through the vendor's recall API
+    and runs like any batch (WatchBatch, GetBatch). A second call returns the same recall
+    batch. A batch whose backend cannot recall is FAILED_PRECONDITION; nothing is sent.
     """
 
 @_typing.type_check_only
@@ -110,7 +118,15 @@ class GatewayServiceAsyncStub(GatewayServiceStub):
     """ListBatches lists the caller's batches, newest first."""
     CancelBatch: _aio.UnaryUnaryMultiCallable[_gateway_pb2.CancelBatchRequest, _gateway_pb2.Batch]  # type: ignore[assignment]
     """CancelBatch stops a batch: no new vendor call starts, calls in flight end with their
-    real outcome and every unsent recipient ends FAILED/NOT_ATTEMPTED.
+    real outcome and every unsent recipient ends FAILED/NOT_ATTEMPTED. A SCHEDULED batch
+    sends nothing.
+    """
+    RecallBatch: _aio.UnaryUnaryMultiCallable[_gateway_pb2.RecallBatchRequest, _gateway_pb2.Batch]  # type: ignore[assignment]
+    """RecallBatch takes back what a batch delivered: it cancels the batch if it has not
+    ended, then returns the recall batch (recall_of = the batch), which withdraws the
+    message from each ACCEPTED and UNCERTAIN recipient through the vendor's recall API
+    and runs like any batch (WatchBatch, GetBatch). A second call returns the same recall
+    batch. A batch whose backend cannot recall is FAILED_PRECONDITION; nothing is sent.
     """
 
 class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -196,7 +212,21 @@ class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_gateway_pb2.Batch, _abc.Awaitable[_gateway_pb2.Batch]]:
         """CancelBatch stops a batch: no new vendor call starts, calls in flight end with their
-        real outcome and every unsent recipient ends FAILED/NOT_ATTEMPTED.
+        real outcome and every unsent recipient ends FAILED/NOT_ATTEMPTED. A SCHEDULED batch
+        sends nothing.
+        """
+
+    @_abc_1.abstractmethod
+    def RecallBatch(
+        self,
+        request: _gateway_pb2.RecallBatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_pb2.Batch, _abc.Awaitable[_gateway_pb2.Batch]]:
+        """RecallBatch takes back what a batch delivered: it cancels the batch if it has not
+        ended, then returns the recall batch (recall_of = the batch), which withdraws the
+        message from each ACCEPTED and UNCERTAIN recipient through the vendor's recall API
+        and runs like any batch (WatchBatch, GetBatch). A second call returns the same recall
+        batch. A batch whose backend cannot recall is FAILED_PRECONDITION; nothing is sent.
         """
 
 def add_GatewayServiceServicer_to_server(servicer: GatewayServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -20,12 +20,12 @@ from typing import Protocol, TypeVar
 from imgate.store.base import StoreError
 from imgate.store.sql.schema import (
     BATCH_TABLES,
+    LIFECYCLE_TABLES,
     LIST_TABLES,
     OUTBOX_TABLES,
     QUEUE_TABLES,
     Dialect,
-    Index,
-    Table,
+    Element,
     ddl,
 )
 
@@ -33,7 +33,7 @@ log = logging.getLogger("imgate.store")
 
 C = TypeVar("C")
 C_co = TypeVar("C_co", covariant=True)
-Step = tuple[Table | Index, ...] | Callable[[C], Awaitable[None]]
+Step = tuple[Element, ...] | Callable[[C], Awaitable[None]]
 
 
 class Database(Protocol[C_co]):
@@ -107,6 +107,7 @@ SQLITE_STEPS: tuple[Step[sqlite3.Connection], ...] = (
     LIST_TABLES,
     _incremental_auto_vacuum,
     QUEUE_TABLES,
+    LIFECYCLE_TABLES,
     OUTBOX_TABLES,
 )
 
@@ -117,5 +118,6 @@ POSTGRESQL_STEPS: tuple[Step[object], ...] = (
     BATCH_TABLES,
     LIST_TABLES,
     QUEUE_TABLES,
+    LIFECYCLE_TABLES,
     OUTBOX_TABLES,
 )

@@ -29,6 +29,7 @@ _WORDS: dict[str, object] = {
     "CANCELLING": pb.BATCH_STATE_CANCELLING,
     "CANCELLED": pb.BATCH_STATE_CANCELLED,
     "DONE": pb.BATCH_STATE_DONE,
+    "SCHEDULED": pb.BATCH_STATE_SCHEDULED,
     "unfinished": "(" + ", ".join(str(s) for s in sorted(UNFINISHED_STATES)) + ")",
     "ended": "(" + ", ".join(str(s) for s in sorted(ENDED_STATES)) + ")",
     "planned": "'planned'",

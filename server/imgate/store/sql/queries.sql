@@ -2,9 +2,10 @@
 -- written once, with PostgreSQL's placeholders ($1, $2, ...: SQLite gets ?1, ?2, ...);
 -- a dialect's own form is marked "(sqlite)" or "(postgresql)". An entry may hold several
 -- statements, run in order. {braces} are filled in when read: {batch_columns} (BatchRow's
--- fields, the batches table's first columns), {list_columns} (ListRow's), {chunk_columns}
--- (the chunk table's, ChunkRow's fields in order), batch states ({QUEUED}, {RUNNING},
--- {CANCELLING}, {CANCELLED}, {DONE}; {unfinished} and {ended} as lists) and chunk states
+-- fields, the batches table's columns but PostgreSQL's owner), {list_columns} (ListRow's),
+-- {chunk_columns} (the chunk table's, ChunkRow's fields in order), batch states ({QUEUED},
+-- {RUNNING}, {CANCELLING}, {CANCELLED}, {DONE}, {SCHEDULED}; {unfinished} and {ended} as
+-- lists) and chunk states
 -- ({planned}, {claimed}, {sending}, quoted).
 --
 -- PostgreSQL's steps of a small send are one statement each (issue 20: no BEGIN and
@@ -37,37 +38,42 @@ ORDER BY create_time DESC, batch_id DESC LIMIT $4;
 SELECT {batch_columns} FROM batches WHERE state IN {unfinished} ORDER BY create_time, batch_id;
 
 -- create_batch (sqlite) --
--- $1..$12: BatchRow's fields up to state; $13, $14: planned_to, chunk_count.
+-- $1..$12: BatchRow's fields up to state; $13, $14: planned_to, chunk_count; $15, $16:
+-- send_after, recall_of.
 INSERT INTO batches ({batch_columns})
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 0, 0, 0, 0, $10, NULL, $13, $14, 1)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 0, 0, 0, 0, $10, NULL, $13, $14, 1,
+    $15, $16, '')
 RETURNING {batch_columns};
 
 -- create_batch (postgresql) --
--- $1..$12: BatchRow's fields up to state; $13: the owner. Two replicas racing one
--- request_id: the second waits for the first's commit, and inserts nothing.
+-- $1..$12: BatchRow's fields up to state; $13: the owner; $14, $15: send_after,
+-- recall_of. Two replicas racing one request_id: the second waits for the first's
+-- commit, and inserts nothing.
 INSERT INTO batches ({batch_columns}, owner)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 0, 0, 0, 0, $10, NULL, 0, 0, 1, $13)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 0, 0, 0, 0, $10, NULL, 0, 0, 1,
+    $14, $15, '', $13)
 ON CONFLICT (caller, request_id) WHERE request_id <> '' DO NOTHING
 RETURNING {batch_columns};
 
 -- create_small_batch (postgresql) --
--- A batch of one page (and its first chunk, SENDING, when $15 = 1) in one statement: no
+-- A batch of one page (and its first chunk, SENDING, when $17 = 1) in one statement: no
 -- transaction to open and commit, no COPY (which asks the server for the columns first).
--- $1..$13 as create_batch; $14, $15: planned_to, chunk_count; $16, $17: the page.
+-- $1..$15 as create_batch; $16, $17: planned_to, chunk_count; $18, $19: the page.
 WITH b AS (
     INSERT INTO batches ({batch_columns}, owner)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 0, 0, 0, 0, $10, NULL, $14, $15, 1, $13)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 0, 0, 0, 0, $10, NULL, $16, $17, 1,
+        $14, $15, '', $13)
     ON CONFLICT (caller, request_id) WHERE request_id <> '' DO NOTHING
     RETURNING {batch_columns}
 ), p AS (
-    INSERT INTO recipient_pages (batch_id, page, ids, indexes) SELECT batch_id, 0, $16, $17 FROM b
+    INSERT INTO recipient_pages (batch_id, page, ids, indexes) SELECT batch_id, 0, $18, $19 FROM b
 ), c AS (
     INSERT INTO chunks ({chunk_columns})
-    SELECT batch_id, 0, 0, $14, {sending}, 1, $13 FROM b WHERE $15 = 1
+    SELECT batch_id, 0, 0, $16, {sending}, 1, $13 FROM b WHERE $17 = 1
 )
 SELECT * FROM b;
 
--- insert_pages (sqlite) --
+-- insert_pages --
 INSERT INTO recipient_pages (batch_id, page, ids, indexes) VALUES ($1, $2, $3, $4);
 
 -- recipient_pages --
@@ -348,6 +354,52 @@ SELECT {batch_columns} FROM batches WHERE owner = $1 AND state = {CANCELLING}
 ORDER BY create_time, batch_id LIMIT $2;
 
 -- ---------------------------------------------------------------------------------------
+-- Scheduled batches
+-- ---------------------------------------------------------------------------------------
+
+-- promote_due (sqlite) --
+-- SCHEDULED batches whose send_after is not after $1 wait QUEUED from now ($2).
+UPDATE batches SET state = {QUEUED}, update_time = $2
+WHERE state = {SCHEDULED} AND send_after <= $1
+RETURNING backend, caller;
+
+-- promote_due (postgresql) --
+-- As SQLite's, for the batches of owner $2.
+UPDATE batches SET state = {QUEUED}, update_time = extract(epoch FROM clock_timestamp())
+WHERE owner = $2 AND state = {SCHEDULED} AND send_after <= $1
+RETURNING backend, caller;
+
+-- next_scheduled (sqlite) --
+SELECT min(send_after) FROM batches WHERE state = {SCHEDULED};
+
+-- next_scheduled (postgresql) --
+SELECT min(send_after) FROM batches WHERE owner = $1 AND state = {SCHEDULED};
+
+-- ---------------------------------------------------------------------------------------
+-- Recall
+-- ---------------------------------------------------------------------------------------
+
+-- original_for_recall (sqlite) --
+SELECT state, recalled_by FROM batches WHERE batch_id = $1;
+
+-- original_for_recall (postgresql) --
+-- Locked: two recalls of one batch at once, the second finds the first's.
+SELECT state, recalled_by FROM batches WHERE batch_id = $1 FOR UPDATE;
+
+-- mark_recalled --
+UPDATE batches SET recalled_by = $2 WHERE batch_id = $1 AND recalled_by = '';
+
+-- outcome_pages --
+-- A batch's outcome pages, in the order they were recorded (stepped, or by a cursor).
+SELECT data FROM outcomes WHERE batch_id = $1 ORDER BY seq;
+
+-- insert_recall_keys --
+INSERT INTO recall_keys (batch_id, page, keys) VALUES ($1, $2, $3);
+
+-- recall_key_pages --
+SELECT page, keys FROM recall_keys WHERE batch_id = $1 AND page BETWEEN $2 AND $3 ORDER BY page;
+
+-- ---------------------------------------------------------------------------------------
 -- Retention
 -- ---------------------------------------------------------------------------------------
 
@@ -360,6 +412,7 @@ DELETE FROM outcomes WHERE batch_id = $1;
 DELETE FROM chunks WHERE batch_id = $1;
 DELETE FROM recipient_pages WHERE batch_id = $1;
 DELETE FROM batch_lists WHERE batch_id = $1;
+DELETE FROM recall_keys WHERE batch_id = $1;
 DELETE FROM batches WHERE batch_id = $1;
 
 -- purge_webhook_events --
@@ -375,6 +428,7 @@ DELETE FROM outcomes WHERE batch_id = ANY($1);
 DELETE FROM chunks WHERE batch_id = ANY($1);
 DELETE FROM recipient_pages WHERE batch_id = ANY($1);
 DELETE FROM batch_lists WHERE batch_id = ANY($1);
+DELETE FROM recall_keys WHERE batch_id = ANY($1);
 
 -- old_lists --
 -- Lists created before $1; a list that a stored batch reads stays until that batch goes.

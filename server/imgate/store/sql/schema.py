@@ -98,7 +98,32 @@ class Index:
         return f"CREATE {unique}INDEX {self.name} ON {self.table} ({', '.join(columns)}){where}"
 
 
-def ddl(step: Sequence[Table | Index], dialect: Dialect) -> list[str]:
+@dataclass(frozen=True, slots=True)
+class AddColumn:
+    """A column added to an existing table by a later step (at the table's end)."""
+
+    table: str
+    column: Column
+
+    def ddl(self, dialect: Dialect) -> str:
+        return f"ALTER TABLE {self.table} ADD COLUMN {self.column.ddl(dialect)}"
+
+
+@dataclass(frozen=True, slots=True)
+class DropIndex:
+    """An index a later step replaces."""
+
+    name: str
+
+    def ddl(self, dialect: Dialect) -> str:
+        return f"DROP INDEX {self.name}"
+
+
+Element = Table | Index | AddColumn | DropIndex
+"""What a migration step is made of."""
+
+
+def ddl(step: Sequence[Element], dialect: Dialect) -> list[str]:
     """The statements that create `step`'s tables and indexes in `dialect`."""
     return [
         thing.ddl(dialect)
@@ -199,7 +224,7 @@ REPLICAS = Table(
     ),
     only=POSTGRESQL,
 )
-BATCH_TABLES: tuple[Table | Index, ...] = (
+BATCH_TABLES: tuple[Element, ...] = (
     BATCHES,
     BATCHES_BY_REQUEST,
     BATCHES_BY_CALLER,
@@ -235,7 +260,7 @@ RECIPIENT_LISTS = Table(
         Column("ready_time", "float", null=True),
     ),
 )
-LIST_TABLES: tuple[Table | Index, ...] = (
+LIST_TABLES: tuple[Element, ...] = (
     RECIPIENT_LISTS,
     Index(
         "recipient_lists_by_request",
@@ -273,7 +298,7 @@ LIST_TABLES: tuple[Table | Index, ...] = (
 # -- the queue (SQLite's version 4, PostgreSQL's 3) --------------------------------------
 # Batches wait QUEUED in the store, not in memory; the scheduler takes each caller's
 # oldest one (on PostgreSQL, of the batches its replica owns).
-QUEUE_TABLES: tuple[Table | Index, ...] = (
+QUEUE_TABLES: tuple[Element, ...] = (
     Index(
         "batches_queued",
         "batches",
@@ -283,7 +308,45 @@ QUEUE_TABLES: tuple[Table | Index, ...] = (
     ),
 )
 
-# -- the webhook outbox (SQLite's version 5, PostgreSQL's 4) -----------------------------
+# -- a batch's life after submit (SQLite's version 5, PostgreSQL's 4) --------------------
+# Scheduled sends: `send_after`, and SCHEDULED (6) counted among the unfinished states
+# (an adopter takes a dead replica's scheduled batches too); the scheduler asks for the
+# earliest one. Recall: a recall batch names its original (`recall_of`), the original its
+# recall (`recalled_by`); a recall batch's recipients are pages as any batch's, and what
+# the vendor's recall API needs of each (message id, time) is in `recall_keys`, page by
+# page alongside them.
+BATCH_COLUMNS_ADDED: tuple[Column, ...] = (
+    Column("send_after", "float", null=True),
+    Column("recall_of", "text", default="''"),
+    Column("recalled_by", "text", default="''"),
+)
+"""The batches table's columns after version 1's (BatchRow's last fields, in order)."""
+LIFECYCLE_TABLES: tuple[Element, ...] = (
+    *(AddColumn("batches", column) for column in BATCH_COLUMNS_ADDED),
+    DropIndex("batches_unfinished"),
+    Index(
+        "batches_unfinished",
+        "batches",
+        ("state",),
+        "state IN (1, 2, 4, 6)",
+        postgresql_columns=("owner",),
+    ),
+    Index(
+        "batches_scheduled",
+        "batches",
+        ("send_after",),
+        "state = 6",
+        postgresql_columns=("owner", "send_after"),
+    ),
+    Table(
+        "recall_keys",
+        (Column("batch_id", "text"), Column("page", "int"), Column("keys", "text")),
+        ("batch_id", "page"),
+        without_rowid=True,
+    ),
+)
+
+# -- the webhook outbox (SQLite's version 6, PostgreSQL's 5) -----------------------------
 # One row per event and endpoint, written in the transaction that ends the batch; the
 # delivery loop claims due rows of an endpoint (next_attempt is also the lease of a claimed
 # one), deletes a row once delivered or given up, and purge deletes what is left of
@@ -302,7 +365,7 @@ WEBHOOK_EVENTS = Table(
     ),
     ("event_id", "url"),
 )
-OUTBOX_TABLES: tuple[Table | Index, ...] = (
+OUTBOX_TABLES: tuple[Element, ...] = (
     WEBHOOK_EVENTS,
     Index("webhook_events_due", "webhook_events", ("url", "next_attempt")),
 )

@@ -50,6 +50,8 @@ class FaultRule:
     """
 
     kind: FaultKind
+    api: Literal["send", "recall"] | None = None
+    """Only calls of this API (the vendor's send or recall endpoint); None = both."""
     delay_s: float | None = None
     """Seconds to wait (latency, hang); None = the kind's default."""
     times: int | None = None
@@ -60,6 +62,8 @@ class FaultRule:
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {self.kind!r}; expected one of {FAULT_KINDS}")
+        if self.api not in (None, "send", "recall"):
+            raise ValueError("api must be 'send', 'recall' or None")
         if self.delay_s is not None and not (math.isfinite(self.delay_s) and self.delay_s >= 0):
             raise ValueError("delay_s must be a finite number >= 0")
         if self.times is not None and self.times < 0:
@@ -95,21 +99,31 @@ class VendorSettings:
     recipient_window_s: float = 60.0
     block_s: float = 0.0
     """After a rate refusal, refuse every call for this long (0 = the vendor does not block)."""
+    recall_call_limit: int | None = None
+    """Most accepted recall calls in any window of `recall_call_window_s` (the recall API's
+    own quota); None = not limited."""
+    recall_call_window_s: float = 1.0
+    recall_block_s: float = 0.0
+    """After a recall refused for rate, refuse every recall for this long."""
+    recall_window_s: float = 120.0
+    """The app's recall window where the vendor has one set in its console (Yunxin's
+    two-way recall: 2 minutes by default, at most 7 days)."""
     faults: tuple[FaultRule, ...] = ()
     """Fault rules active from start-up (and cleared by a reset)."""
 
     def __post_init__(self) -> None:
         if self.recipients_per_call < 1:
             raise ValueError("recipients_per_call must be >= 1")
-        for name in ("call_limit", "recipient_limit"):
+        for name in ("call_limit", "recipient_limit", "recall_call_limit"):
             limit = getattr(self, name)
             if limit is not None and limit < 1:
                 raise ValueError(f"{name} must be >= 1 or None")
-        for name in ("call_window_s", "recipient_window_s"):
+        for name in ("call_window_s", "recipient_window_s", "recall_call_window_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0")
-        if self.block_s < 0:
-            raise ValueError("block_s must be >= 0")
+        for name in ("block_s", "recall_block_s", "recall_window_s"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0")
 
     def credentials(self) -> dict[str, str | int]:
         """The credentials a client signs with (sandbox credentials are public)."""
@@ -185,14 +199,17 @@ class SandboxConfig:
     12,000 recipients per minute become 12,000 per second and Yunxin's one-minute block one
     second. Limits (counts) stay the vendor's. `imgate sandbox --sandbox-time-scale`."""
     max_logged_deliveries: int = 100_000
-    """The delivery log keeps the newest this many deliveries (a ring); counters, stats and
-    duplicate detection keep counting every delivery."""
+    """The delivery log keeps the newest this many deliveries (a ring), the withdrawal log
+    as many withdrawals; counters, stats and duplicate detection keep counting every one."""
+    max_recallable_messages: int = 1_000_000
+    """The recall APIs find the newest this many deliveries per vendor; an older one is a
+    message the vendor does not know (each kept costs about 200 bytes)."""
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.time_scale) and self.time_scale > 0):
             raise ValueError("time_scale must be a finite number > 0")
-        if self.max_logged_deliveries < 1:
-            raise ValueError("max_logged_deliveries must be >= 1")
+        if self.max_logged_deliveries < 1 or self.max_recallable_messages < 1:
+            raise ValueError("max_logged_deliveries and max_recallable_messages must be >= 1")
 
     def scaled(self, settings: VendorSettingsT) -> VendorSettingsT:
         """`settings` with its rate windows and block divided by `time_scale`."""
@@ -203,4 +220,6 @@ class SandboxConfig:
             call_window_s=settings.call_window_s / self.time_scale,
             recipient_window_s=settings.recipient_window_s / self.time_scale,
             block_s=settings.block_s / self.time_scale,
+            recall_call_window_s=settings.recall_call_window_s / self.time_scale,
+            recall_block_s=settings.recall_block_s / self.time_scale,
         )

@@ -8,6 +8,10 @@ Each step may refuse with the vendor's own error body, at the HTTP status the sp
 processed and never counted in the rate windows. Faults apply only to calls that passed
 every check. A vendor subclass points `spec` at its vendor's facts, declares its settings
 type and rate code, and implements `authenticate`, `parse`, `process` and `error_body`.
+
+An emulator serves one API of its vendor: the send API, or (`api = "recall"`) the recall
+API of the spec's RecallSpec, with its own rate windows and faults but the vendor's
+accounts and deliveries (only a delivered message can be withdrawn).
 """
 
 from __future__ import annotations
@@ -20,12 +24,12 @@ import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 from aiohttp import web
 
 from imgate.vendors.base.emulation import UNPROCESSED_FAULTS, FaultRule, VendorSettings
-from imgate.vendors.base.sandbox_state import RateRefused, SandboxState, VendorState
+from imgate.vendors.base.sandbox_state import RateGate, RateRefused, SandboxState, VendorState
 from imgate.vendors.base.spec import VendorSpec
 
 logger = logging.getLogger("imgate.sandbox")
@@ -79,6 +83,8 @@ class Emulator(abc.ABC, Generic[SettingsT, CallT]):
 
     spec: ClassVar[VendorSpec]
     """The vendor's declared facts: id, path, limits, id rule, credentials, statuses."""
+    api: ClassVar[Literal["send", "recall"]] = "send"
+    """Which of the vendor's APIs this emulates."""
     method: ClassVar[str] = "POST"
     settings_type: ClassVar[type[VendorSettings]]
     """The settings class this emulator takes (checked when the app is built)."""
@@ -96,10 +102,25 @@ class Emulator(abc.ABC, Generic[SettingsT, CallT]):
     def default_settings(cls) -> VendorSettings:
         """Settings with the vendor's published limits and the sandbox credentials."""
 
+    @classmethod
+    def route(cls) -> tuple[str, str]:
+        """(method, path) of the API this emulates."""
+        if cls.api == "recall":
+            if cls.spec.recall is None:
+                raise ValueError(f"{cls.spec.vendor} declares no recall API")
+            return cls.spec.recall.method, cls.spec.recall.path
+        return cls.method, cls.spec.path
+
     @property
     def state(self) -> VendorState:
         """This vendor's counters, windows and faults."""
         return self.sandbox.vendor(self.spec.vendor)
+
+    @property
+    def gate(self) -> RateGate:
+        """The rate control of this API (the recall API's is its own)."""
+        state = self.state
+        return state.recall_rate if self.api == "recall" else state.rate
 
     @abc.abstractmethod
     def authenticate(self, request: web.Request, body: bytes) -> None:
@@ -121,25 +142,40 @@ class Emulator(abc.ABC, Generic[SettingsT, CallT]):
         """`answer` as if every recipient had been delivered (the silent_unknown fault)."""
         return answer
 
-    def deliver(self, call: CallT, call_id: int, recipient: str, message_id: str) -> None:
-        """Log one delivery of `call` to `recipient`."""
+    def deliver(
+        self,
+        call: CallT,
+        call_id: int,
+        recipient: str,
+        message_id: str,
+        time_ms: int | None = None,
+    ) -> None:
+        """Log one delivery of `call` to `recipient` (`time_ms`: the vendor's time of the
+        message, as its answer gives it; default now)."""
         self.state.deliver(
-            call_id, call.sender, recipient, call.message_type, call.fingerprint, message_id
+            call_id,
+            call.sender,
+            recipient,
+            call.message_type,
+            call.fingerprint,
+            message_id,
+            time_ms,
         )
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """The aiohttp handler of the vendor path."""
-        state = self.state
+        state, gate = self.state, self.gate
+        refusal_prefix = "" if self.api == "send" else f"{self.api}:"
         call_id = state.receive()
         body = await request.read()
         now = self.sandbox.clock.monotonic()
         try:
             self.authenticate(request, body)
-            self._rate_checked(state.rate.check_call, now)
+            self._rate_checked(gate.check_call, now)
             call = self.parse(request, body)
-            self._rate_checked(state.rate.check_recipients, now, len(call.recipients))
+            self._rate_checked(gate.check_recipients, now, len(call.recipients))
         except VendorError as refusal:
-            state.refuse(str(refusal.code))
+            state.refuse(f"{refusal_prefix}{refusal.code}")
             logger.debug(
                 "%s call %d %s refused %d: %s",
                 self.spec.vendor,
@@ -150,20 +186,23 @@ class Emulator(abc.ABC, Generic[SettingsT, CallT]):
             )
             return self._refusal(refusal.code, refusal.message)
 
-        fault = state.faults.draw()
+        fault = state.faults.draw(self.api)
         if fault is not None:
             state.faults_applied[fault.kind] += 1
             logger.debug(
                 "%s call %d %s fault %s", self.spec.vendor, call_id, request.path, fault.kind
             )
             if fault.kind in UNPROCESSED_FAULTS:
-                state.refuse(f"fault:{fault.kind}")
+                state.refuse(f"{refusal_prefix}fault:{fault.kind}")
                 return _unprocessed_fault(request, fault)
-        state.rate.record(now, len(call.recipients))
+        gate.record(now, len(call.recipients))
         if fault is not None and fault.kind == "latency":
             await self._pause(fault.effective_delay_s)
         answer = self.process(call, call_id)
-        state.calls_processed += 1
+        if self.api == "recall":
+            state.recall_calls_processed += 1
+        else:
+            state.calls_processed += 1
         logger.debug(
             "%s call %d %s processed: %d recipients",
             self.spec.vendor,
@@ -249,6 +288,8 @@ def emulator_settings(
     settings: dict[str, VendorSettings] = {}
     for emulator in emulators:
         vendor = emulator.spec.vendor
+        if vendor in settings:  # its other API's emulator: one vendor, one settings
+            continue
         chosen = configured.get(vendor)
         if chosen is None:
             chosen = emulator.default_settings()

@@ -30,10 +30,13 @@ class FaultPlan:
         """Rules still in force; `times` is what remains of each rule's uses."""
         return [r for r in self._rules if r.times is None or r.times > 0]
 
-    def draw(self) -> FaultRule | None:
-        """The rule that applies to this call, consuming one of its uses; None = no fault."""
+    def draw(self, api: str = "send") -> FaultRule | None:
+        """The rule that applies to this call of `api` (send or recall), consuming one of
+        its uses; None = no fault."""
         for index, rule in enumerate(self._rules):
             if rule.times is not None and rule.times <= 0:
+                continue
+            if rule.api is not None and rule.api != api:
                 continue
             # probability 1.0 must apply without drawing, so seeded sequences stay aligned
             # with the rules that are actually random.
@@ -49,6 +52,7 @@ def fault_rule_to_json(rule: FaultRule) -> dict[str, Any]:
     """A rule as the control endpoint shows it (defaults applied to delay_s)."""
     return {
         "kind": rule.kind,
+        "api": rule.api,
         "delay_s": rule.effective_delay_s,
         "times": rule.times,
         "probability": rule.probability,
@@ -59,7 +63,7 @@ def fault_rule_from_json(doc: Any) -> FaultRule:
     """Parse one rule of a PUT /sandbox/faults body; ValueError says what is wrong."""
     if not isinstance(doc, Mapping):
         raise ValueError("a fault rule must be a JSON object")
-    unknown = set(doc) - {"kind", "delay_s", "times", "probability"}
+    unknown = set(doc) - {"kind", "api", "delay_s", "times", "probability"}
     if unknown:
         raise ValueError(f"unknown fault rule keys: {sorted(unknown)}")
     kind = doc.get("kind")
@@ -74,8 +78,12 @@ def fault_rule_from_json(doc: Any) -> FaultRule:
     probability = doc.get("probability", 1.0)
     if not _is_number(probability):
         raise ValueError("probability must be a number")
+    api = doc.get("api")
+    if api not in (None, "send", "recall"):
+        raise ValueError('api must be "send", "recall" or null')
     return FaultRule(
         kind=kind,
+        api=api,
         delay_s=None if delay_s is None else float(delay_s),
         times=times,
         probability=float(probability),

@@ -13,8 +13,8 @@ import itertools
 import random
 from collections import Counter, deque
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import asdict, dataclass, replace
+from typing import Any, TypeVar
 
 from imgate.vendors.base.emulation import (
     AccountRules,
@@ -52,6 +52,38 @@ class Delivery:
 
 
 @dataclass(frozen=True, slots=True)
+class Withdrawal:
+    """One delivered message taken back from one recipient by an emulated recall API."""
+
+    vendor: str
+    call_id: int
+    """Sandbox-wide sequence number of the recall call that withdrew it."""
+    sender: str
+    recipient: str
+    message_id: str
+    """The id the send answered with (Yunxin msgid / message_server_id, Tencent MsgKey)."""
+    time: float
+    """Wall-clock time of the withdrawal (Unix seconds)."""
+    delivered_time: float
+    """When the message was delivered."""
+
+    def to_json(self) -> dict[str, Any]:
+        """The withdrawal as a JSON object."""
+        return asdict(self)
+
+
+@dataclass(slots=True)
+class SentMessage:
+    """A delivered message as a recall API finds it: by (message id, recipient)."""
+
+    sender: str
+    time_ms: int
+    """The vendor's time of the message (what the send answer said), ms."""
+    delivered_time: float
+    withdrawn: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class VendorStats:
     """Counters of one emulated vendor since start-up or the last reset."""
 
@@ -74,6 +106,15 @@ class VendorStats:
     """Most recipients of accepted calls seen in any window of `recipient_window_s`."""
     blocked_for_s: float
     """How much longer the current rate block lasts (0 = not blocked)."""
+    recall_calls_processed: int = 0
+    """Recall calls that passed every check and were executed."""
+    withdrawals: int = 0
+    """Delivered messages withdrawn (each at most once)."""
+    repeated_withdrawals: int = 0
+    """Recalls of a message that was withdrawn already (nothing withdrawn again)."""
+    peak_recall_calls_in_window: int = 0
+    """Most accepted recall calls seen in any window of `recall_call_window_s`."""
+    recall_blocked_for_s: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         """The stats as a JSON object."""
@@ -119,6 +160,19 @@ class RateGate:
     limit starts a block of `block_s` from that moment; calls during the block are refused
     too and do not extend it (Yunxin: "blocked for 1 minute, then callable again").
     """
+
+    @classmethod
+    def of_recall(cls, settings: VendorSettings) -> RateGate:
+        """The gate of the vendor's recall API: its own calls per window and block."""
+        return cls(
+            replace(
+                settings,
+                call_limit=settings.recall_call_limit,
+                call_window_s=settings.recall_call_window_s,
+                recipient_limit=None,
+                block_s=settings.recall_block_s,
+            )
+        )
 
     def __init__(self, settings: VendorSettings) -> None:
         self._settings = settings
@@ -175,9 +229,16 @@ class VendorState:
 
     def _clear(self) -> None:
         self.rate = RateGate(self.settings)
+        self.recall_rate = RateGate.of_recall(self.settings)
         self.faults.set_rules(())
         self.calls_received = 0
         self.calls_processed = 0
+        self.recall_calls_processed = 0
+        self.withdrawals = 0
+        self.repeated_withdrawals = 0
+        # What a recall API can find: each delivery by (message id, recipient), the oldest
+        # forgotten first past the sandbox's max_recallable_messages.
+        self.sent: dict[tuple[str, str], SentMessage] = {}
         self.refusals: Counter[str] = Counter()
         self.faults_applied: Counter[str] = Counter()
         self.deliveries = 0
@@ -203,8 +264,10 @@ class VendorState:
         message_type: str,
         fingerprint: str,
         message_id: str,
+        time_ms: int | None = None,
     ) -> Delivery:
-        """Log one delivery, noting whether it repeats an earlier one."""
+        """Log one delivery, noting whether it repeats an earlier one, and keep it for the
+        recall API (`time_ms`: the vendor's time of the message, default now)."""
         key = (sender, recipient, fingerprint)
         duplicate = key in self._delivered
         self._delivered.add(key)
@@ -222,7 +285,34 @@ class VendorState:
             duplicate=duplicate,
         )
         self._sandbox.record(delivery)
+        if time_ms is None:
+            time_ms = int(delivery.time * 1000)
+        self.sent[(message_id, recipient)] = SentMessage(sender, time_ms, delivery.time)
+        if len(self.sent) > self._sandbox.config.max_recallable_messages:
+            del self.sent[next(iter(self.sent))]
         return delivery
+
+    def withdraw(self, call_id: int, message_id: str, recipient: str) -> bool:
+        """Withdraw a delivered message from its recipient (it must be in `sent`): True
+        when it was withdrawn now, False when it had been already."""
+        sent = self.sent[(message_id, recipient)]
+        if sent.withdrawn:
+            self.repeated_withdrawals += 1
+            return False
+        sent.withdrawn = True
+        self.withdrawals += 1
+        self._sandbox.record_withdrawal(
+            Withdrawal(
+                vendor=self.vendor,
+                call_id=call_id,
+                sender=sent.sender,
+                recipient=recipient,
+                message_id=message_id,
+                time=self._sandbox.clock.wall(),
+                delivered_time=sent.delivered_time,
+            )
+        )
+        return True
 
     def stats(self) -> VendorStats:
         """A snapshot of the counters."""
@@ -237,11 +327,44 @@ class VendorState:
             peak_calls_in_window=self.rate.calls.peak,
             peak_recipients_in_window=self.rate.recipients.peak,
             blocked_for_s=self.rate.blocked_for(self._sandbox.clock.monotonic()),
+            recall_calls_processed=self.recall_calls_processed,
+            withdrawals=self.withdrawals,
+            repeated_withdrawals=self.repeated_withdrawals,
+            peak_recall_calls_in_window=self.recall_rate.calls.peak,
+            recall_blocked_for_s=self.recall_rate.blocked_for(self._sandbox.clock.monotonic()),
         )
 
 
-def _sequence_of(entry: tuple[int, Delivery]) -> int:
+def _sequence_of(entry: tuple[int, Any]) -> int:
     return entry[0]
+
+
+Logged = TypeVar("Logged", Delivery, Withdrawal)
+
+
+def _page(
+    ring: deque[tuple[int, Logged]],
+    overflowed_through: int,
+    vendors: Iterable[str],
+    after: int,
+    limit: int,
+    recipient: str = "",
+) -> tuple[list[tuple[int, Logged]], int, bool]:
+    """Up to `limit` entries of `vendors` (to `recipient` only, if given) in `ring`
+    numbered above `after`; see SandboxState.delivery_page."""
+    wanted = set(vendors)
+    page: list[tuple[int, Logged]] = []
+    next_after = after
+    # Sequence numbers grow along the ring (resets only remove entries): bisect to the
+    # cursor instead of walking the entries before it.
+    start = bisect.bisect_right(ring, after, key=_sequence_of)
+    for sequence, entry in itertools.islice(ring, start, None):
+        next_after = sequence
+        if entry.vendor in wanted and (not recipient or entry.recipient == recipient):
+            page.append((sequence, entry))
+            if len(page) >= limit:
+                break
+    return page, next_after, overflowed_through > after
 
 
 class SandboxState:
@@ -262,6 +385,12 @@ class SandboxState:
         self._sequence = itertools.count(1)
         self._overflowed_through = 0
         """Highest sequence number the ring has dropped."""
+        # Withdrawals, the same way (a ring of its own, numbered from 1).
+        self._withdrawals: deque[tuple[int, Withdrawal]] = deque(
+            maxlen=config.max_logged_deliveries
+        )
+        self._withdrawal_sequence = itertools.count(1)
+        self._withdrawals_overflowed_through = 0
         self.call_ids = itertools.count(1)
         # Message ids keep growing across resets so an id is never handed out twice.
         self._message_ids = itertools.count(1_000_000_000_001)
@@ -300,6 +429,26 @@ class SandboxState:
         self._log.append((sequence, delivery))
         return sequence
 
+    def record_withdrawal(self, withdrawal: Withdrawal) -> int:
+        """Append a withdrawal to its log (dropping the oldest when full); its number."""
+        sequence = next(self._withdrawal_sequence)
+        if len(self._withdrawals) == self._withdrawals.maxlen:
+            self._withdrawals_overflowed_through = self._withdrawals[0][0]
+        self._withdrawals.append((sequence, withdrawal))
+        return sequence
+
+    def withdrawals(self, vendor: str | None = None) -> list[Withdrawal]:
+        """The withdrawal log in order, optionally of one vendor only."""
+        if vendor is not None:
+            self.vendor(vendor)
+        return [w for _, w in self._withdrawals if vendor is None or w.vendor == vendor]
+
+    def withdrawal_page(
+        self, vendors: Iterable[str], after: int = 0, limit: int = 1000
+    ) -> tuple[list[tuple[int, Withdrawal]], int, bool]:
+        """As `delivery_page`, of the withdrawal log."""
+        return _page(self._withdrawals, self._withdrawals_overflowed_through, vendors, after, limit)
+
     def deliveries(self, vendor: str | None = None) -> list[Delivery]:
         """The delivery log in order, optionally of one vendor only."""
         if vendor is None:
@@ -317,19 +466,7 @@ class SandboxState:
         page; `truncated` says that deliveries after `after` already left the ring (the
         reader fell behind; counters in `stats` still count them).
         """
-        wanted = set(vendors)
-        page: list[tuple[int, Delivery]] = []
-        next_after = after
-        # Sequence numbers grow along the ring (resets only remove entries): bisect to the
-        # cursor instead of walking the entries before it.
-        start = bisect.bisect_right(self._log, after, key=_sequence_of)
-        for sequence, delivery in itertools.islice(self._log, start, None):
-            next_after = sequence
-            if delivery.vendor in wanted and (not recipient or delivery.recipient == recipient):
-                page.append((sequence, delivery))
-                if len(page) >= limit:
-                    break
-        return page, next_after, self._overflowed_through > after
+        return _page(self._log, self._overflowed_through, vendors, after, limit, recipient)
 
     def stats(self, vendor: str) -> VendorStats:
         """Counters of one vendor."""
@@ -357,4 +494,6 @@ class SandboxState:
             self.vendor(name)._clear()
         kept = [(seq, d) for seq, d in self._log if d.vendor not in names]
         self._log = deque(kept, maxlen=self.config.max_logged_deliveries)
+        withdrawn = [(seq, w) for seq, w in self._withdrawals if w.vendor not in names]
+        self._withdrawals = deque(withdrawn, maxlen=self.config.max_logged_deliveries)
         self.rng.seed(self.config.seed)

@@ -134,6 +134,43 @@ class RefusalStatuses:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RecallSpec:
+    """A vendor's recall API: its facts (with their sources in the vendor's spec.py)."""
+
+    method: str
+    path: str
+    """The documented path, appended to the backend's base_url; `{name}` parts are the
+    call's (Yunxin v2's conversation and message ids)."""
+    call_limit: int
+    call_window_s: float
+    """At most `call_limit` recall calls in any window of this many seconds: the recall
+    API's own quota, per app, apart from the send API's."""
+    block_s: float
+    """How long a backend pauses its recalls after a rate refusal (the gateway's default)."""
+    vendor_block_s: float
+    """How long the vendor refuses every recall after a rate refusal (0 = it does not
+    block): what the emulator does."""
+    rate_limit_code: int
+    """The vendor's code for a recall refused for rate."""
+    window_s: float | None
+    """How long after it was sent a message can be recalled the way the gateway asks (None:
+    any time)."""
+    window: str
+    """The recall window(s) in words, for the docs."""
+    ids_on_request: bool = False
+    """The send API returns the message ids recall needs only when asked
+    (SendOptions.return_message_ids): a backend that may recall asks for them."""
+    unknown_message_succeeds: bool = False
+    """The API answers success for a message it does not hold: ACCEPTED then means the
+    vendor took the recall, not that it withdrew something."""
+    needs: str
+    """What a call names besides the recipient, for the docs."""
+    unverified: tuple[str, ...] = ()
+    """Facts above that the vendor's documentation does not state (conservative guesses)."""
+    source: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class VendorSpec:
     """Everything the gateway states about one vendor API, in one place."""
 
@@ -164,8 +201,13 @@ class VendorSpec:
     own_options: Mapping[str, str] = field(default_factory=dict)
     """SendOptions fields only this vendor takes → the vendor field each becomes; every
     other vendor refuses them by name."""
+    recall: RecallSpec | None = None
+    """The vendor's recall API, when the gateway can recall through it
+    (capabilities.recall)."""
 
     def __post_init__(self) -> None:
+        if self.capabilities.recall != (self.recall is not None):
+            raise ValueError(f"{self.vendor}: capabilities.recall needs a RecallSpec, and only it")
         if set(self.sandbox_credentials) != set(self.credential_fields):
             raise ValueError(f"{self.vendor}: sandbox credentials must fill credential_fields")
         for key, kind in self.credential_fields.items():

@@ -48,7 +48,7 @@ from imgate.vendors.tencent.body import (
     ORIGINAL_IMAGE,
     THUMBNAIL_IMAGE,
 )
-from imgate.vendors.tencent.spec import SPEC
+from imgate.vendors.tencent.spec import RECALL, SPEC
 
 INVALID_PARAMETER = 70402
 
@@ -151,6 +151,9 @@ class TencentSettings(VendorSettings):
     block_s: float = SPEC.limits.vendor_block_s
     max_body_bytes: int = SPEC.limits.max_body_bytes or 0
     """The whole JSON packet, in bytes (93000 above)."""
+    recall_call_limit: int | None = RECALL.call_limit
+    recall_call_window_s: float = RECALL.call_window_s
+    recall_block_s: float = RECALL.vendor_block_s
 
 
 @dataclass(frozen=True)

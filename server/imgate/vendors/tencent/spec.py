@@ -9,9 +9,31 @@ from imgate.vendors.base.spec import (
     Capabilities,
     IdRule,
     IdUnit,
+    RecallSpec,
     Region,
     VendorLimits,
     VendorSpec,
+)
+
+# Recalling one-to-one messages (TX-WD-ZH: the Chinese page has the rate and the
+# codes; TX-WD-EN: "no time limit"; notes/recall.md §A). One message to one recipient
+# per call: the MsgKey of the batchsendmsg call with each recipient's To_Account.
+RECALL: Final = RecallSpec(
+    method="POST",
+    path="/v4/openim/admin_msgwithdraw",
+    call_limit=200,  # "200次/秒"; not among the limits the console can raise
+    call_window_s=1.0,
+    block_s=1.0,  # none documented: one window
+    vendor_block_s=0.0,
+    rate_limit_code=60007,  # the REST family's rate code; the page lists none
+    window_s=None,
+    window="none: messages sent at any time",
+    needs="`From_Account`, `To_Account`, the send call's `MsgKey`",
+    unverified=(
+        "the rate refusal's code (60007, the REST family's)",
+        "a quota of its own, apart from batchsendmsg's (per-API limits)",
+    ),
+    source="https://www.tencentcloud.com/zh/document/product/1047/35015",
 )
 
 SPEC: Final = VendorSpec(
@@ -54,6 +76,7 @@ SPEC: Final = VendorSpec(
         # fidelity 3): a call that may have been processed (70169, 90992, 91000, a
         # timeout after writing) is never resent.
         dedupes_resends=False,
+        recall=True,  # admin_msgwithdraw
     ),
     # TX-REST (vendors.md §3.2): the host must be the SDKAppID's data centre; the
     # my-imcloud.com host is the documented fallback when the primary cannot be reached.
@@ -73,4 +96,5 @@ SPEC: Final = VendorSpec(
         "tencent_android_info": "OfflinePushInfo.AndroidInfo",
         "tencent_apns_info": "OfflinePushInfo.ApnsInfo",
     },
+    recall=RECALL,
 )

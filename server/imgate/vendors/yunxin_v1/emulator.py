@@ -30,7 +30,7 @@ from imgate.vendors._yunxin import emulator as yx
 from imgate.vendors.base.checks import NotJson, strict_json
 from imgate.vendors.base.emulator import Emulator, ParsedCall, VendorError, content_fingerprint
 from imgate.vendors.base.spec import VendorSpec
-from imgate.vendors.yunxin_v1.spec import SPEC
+from imgate.vendors.yunxin_v1.spec import RECALL, SPEC
 
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 _OPTION_KEYS = frozenset(
@@ -58,6 +58,9 @@ class YunxinV1Settings(yx.YunxinSettings):
     block_s: float = SPEC.limits.vendor_block_s
     recipients_per_call_with_msgid: int = 100
     """Cap on toAccids when `returnMsgid=true`."""
+    recall_call_limit: int | None = RECALL.call_limit
+    recall_call_window_s: float = RECALL.call_window_s
+    recall_block_s: float = RECALL.vendor_block_s
 
 
 @dataclass(frozen=True)
@@ -129,17 +132,18 @@ class YunxinV1Emulator(Emulator[YunxinV1Settings, _V1Call]):
         accounts = self.sandbox.accounts
         unregister: list[str] = []
         msgids: dict[str, int] = {}
+        timetag = int(self.sandbox.clock.wall() * 1000)  # the call's: recall.action's too
         for recipient in call.unique_recipients():
             if not accounts.exists(recipient):
                 unregister.append(recipient)
                 continue
             message_id = self.sandbox.next_message_id()
-            self.deliver(call, call_id, recipient, str(message_id))
+            self.deliver(call, call_id, recipient, str(message_id), timetag)
             msgids[recipient] = message_id
         answer: dict[str, Any] = {
             "code": 200,
             "unregister": unregister,
-            "timetag": int(self.sandbox.clock.wall() * 1000),
+            "timetag": timetag,
         }
         if call.return_msgid:
             answer["msgids"] = msgids

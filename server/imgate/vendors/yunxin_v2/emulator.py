@@ -41,7 +41,7 @@ from imgate.vendors._yunxin.translator import (
 from imgate.vendors.base.checks import NotJson, is_int, java_len, strict_json
 from imgate.vendors.base.emulator import Emulator, ParsedCall, VendorError, content_fingerprint
 from imgate.vendors.base.spec import VendorSpec
-from imgate.vendors.yunxin_v2.spec import SPEC
+from imgate.vendors.yunxin_v2.spec import RECALL, SPEC
 
 JSON_CONTENT_TYPE = "application/json"
 # The IM 2.0 family's 6-digit codes (declared on the translator, docs/vendor-mapping.md).
@@ -64,6 +64,9 @@ class YunxinV2Settings(yx.YunxinSettings):
     call_limit: int | None = SPEC.limits.call_limit
     call_window_s: float = SPEC.limits.call_window_s
     block_s: float = SPEC.limits.vendor_block_s
+    recall_call_limit: int | None = RECALL.call_limit
+    recall_call_window_s: float = RECALL.call_window_s
+    recall_block_s: float = RECALL.vendor_block_s
     failed_list_key: Literal["account_id", "receiver_id"] = "account_id"
     """Key naming the account of a failed_list item (Java SDK: account_id; Go: receiver_id)."""
 
@@ -181,7 +184,7 @@ class YunxinV2Emulator(Emulator[YunxinV2Settings, _V2Call]):
                 for key in ("text", "attachment"):
                     if message.get(key) is not None:
                         item[key] = message[key]
-            self.deliver(call, call_id, recipient, str(message_server_id))
+            self.deliver(call, call_id, recipient, str(message_server_id), create_time)
             success_list.append(item)
         data: dict[str, Any] = {"success_list": success_list}
         if failed_list:  # the vendor's example has no failed_list when nothing failed
