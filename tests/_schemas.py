@@ -223,6 +223,21 @@ CREATE TABLE recall_keys (
 ) WITHOUT ROWID;
 """
 
+SQLITE_6 = """
+CREATE TABLE webhook_events (
+    event_id TEXT NOT NULL,
+    url TEXT NOT NULL,
+    type TEXT NOT NULL,
+    batch_id TEXT NOT NULL,
+    create_time REAL NOT NULL,
+    next_attempt REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    body BLOB,
+    PRIMARY KEY (event_id, url)
+);
+CREATE INDEX webhook_events_due ON webhook_events (url, next_attempt);
+"""
+
 POSTGRESQL_4 = """
     ALTER TABLE batches ADD COLUMN send_after double precision;
     ALTER TABLE batches ADD COLUMN recall_of text NOT NULL DEFAULT '';
@@ -239,5 +254,21 @@ POSTGRESQL_4 = """
     """
 
 
-SQLITE_STEPS: tuple[str | None, ...] = (SQLITE_1, SQLITE_2, None, SQLITE_4, SQLITE_5)
-POSTGRESQL_STEPS = (POSTGRESQL_1, POSTGRESQL_2, POSTGRESQL_3, POSTGRESQL_4)
+POSTGRESQL_5 = """
+    CREATE TABLE webhook_events (
+        event_id text NOT NULL,
+        url text NOT NULL,
+        type text NOT NULL,
+        batch_id text NOT NULL,
+        create_time double precision NOT NULL,
+        next_attempt double precision NOT NULL,
+        attempts integer NOT NULL DEFAULT 0,
+        body bytea,
+        PRIMARY KEY (event_id, url)
+    );
+    CREATE INDEX webhook_events_due ON webhook_events (url, next_attempt);
+    """
+
+
+SQLITE_STEPS: tuple[str | None, ...] = (SQLITE_1, SQLITE_2, None, SQLITE_4, SQLITE_5, SQLITE_6)
+POSTGRESQL_STEPS = (POSTGRESQL_1, POSTGRESQL_2, POSTGRESQL_3, POSTGRESQL_4, POSTGRESQL_5)

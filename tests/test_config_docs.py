@@ -22,7 +22,7 @@ _TYPES = {
     "boolean": bool,
     "list": list,
 }
-_TABLES = ("top", *_config._SECTION_KEYS, "callers", "tls")
+_TABLES = ("top", *_config._SECTION_KEYS, "callers", "tls", "webhooks")
 
 
 def _table(text: str, header: str) -> list[list[str]]:
@@ -46,6 +46,7 @@ def _accepted() -> dict[tuple[str, str], type]:
         keys.update({(k, table): t for k, (_, t) in known.items()})
     keys.update({(k, "callers"): t for k, t in _config._CALLER_KEYS.items()})
     keys.update({(k, "tls"): t for k, t in _config._TLS_KEYS.items()})
+    keys.update({(k, "webhooks"): t for k, t in _config._WEBHOOK_KEYS.items()})
     for plugin in VENDORS:
         keys.update({(k, "backend"): t for k, t in plugin.spec.credential_fields.items()})
     return keys

@@ -27,6 +27,7 @@ from imgate.store.base import (
     Recovered,
     Store,
     StoreError,
+    WebhookEvent,
 )
 from imgate.store.memory import MemoryStore
 from imgate.store.open import STORE_KINDS, StoreKind, open_store
@@ -282,6 +283,76 @@ async def test_purge_removes_only_old_ended_batches(store: Store) -> None:
     # Its request_id is free again after retention.
     _, created = await store.create_batch(_row("new", request_id="r1"), ["a"], None)
     assert created
+
+
+def _events(event_id: str, *urls: str) -> list[WebhookEvent]:
+    return [WebhookEvent(event_id, url, "batch.ended") for url in urls]
+
+
+async def test_a_batchs_end_writes_its_webhook_events_in_the_same_transaction(
+    make_store: MakeStore,
+) -> None:
+    store = make_store()
+    await store.open()
+    await store.create_batch(_row("last", total=2), ["a", "b"], None)
+    await store.create_batch(_row("cancelled"), ["a", "b", "c"], None)
+    await store.create_batch(_row("running"), ["a", "b", "c"], None)
+    chunk = ChunkRow("last", 0, 0, 2, PLANNED, attempts=1)
+    _, ended = await store.record_last(
+        chunk, DONE, _page(2), Counts(2), "me", _events("e1", "http://a/", "http://b/")
+    )
+    assert ended.end_time is not None
+    await store.set_state("cancelled", pb.BATCH_STATE_CANCELLED, _events("e2", "http://a/"))
+    # Only a change that ends a batch writes events: not RUNNING, not an ended batch again.
+    await store.set_state("running", pb.BATCH_STATE_RUNNING, _events("e3", "http://a/"))
+    await store.set_state("cancelled", pb.BATCH_STATE_DONE, _events("e4", "http://a/"))
+    assert await store.pending_webhook_events() == 3
+    await store.close()
+    store = make_store()  # a restart (kill -9 keeps the same: they were one commit)
+    await store.open()
+    try:
+        claimed = await store.claim_webhook_events("http://a/", 10, lease_s=60)
+        assert [(e.event_id, e.batch_id, e.type, e.attempts, e.body) for e in claimed] == [
+            ("e1", "last", "batch.ended", 1, None),
+            ("e2", "cancelled", "batch.ended", 1, None),
+        ]
+        assert claimed[0].create_time == pytest.approx(ended.end_time)
+        # Leased: nobody else gets them until the lease ends; other endpoints are apart.
+        assert await store.claim_webhook_events("http://a/", 10, lease_s=60) == []
+        assert [e.event_id for e in await store.claim_webhook_events("http://b/", 10, 60)] == ["e1"]
+    finally:
+        await store.close()
+
+
+async def test_webhook_attempts_are_fenced_and_bodies_fixed_once(store: Store) -> None:
+    await store.create_batch(_row(total=1), ["a"], None)
+    await store.set_state("b1", pb.BATCH_STATE_DONE, _events("e1", "http://a/", "http://b/"))
+    (first,) = await store.claim_webhook_events("http://a/", 10, lease_s=0)
+    assert await store.fix_webhook_body("e1", b"one") == b"one"
+    assert await store.fix_webhook_body("e1", b"two") == b"one"  # fixed: retries send it
+    (second,) = await store.claim_webhook_events("http://a/", 10, lease_s=60)  # lease over
+    assert (second.attempts, second.body) == (2, b"one")
+    # The first attempt's late failure does not put the claimed event back.
+    await store.retry_webhook_event(first, delay_s=0)
+    assert await store.claim_webhook_events("http://a/", 10, lease_s=60) == []
+    await store.retry_webhook_event(second, delay_s=0)
+    (third,) = await store.claim_webhook_events("http://a/", 10, lease_s=60)
+    assert third.attempts == 3
+    await store.delete_webhook_event(third)
+    assert await store.pending_webhook_events() == 1  # http://b/'s
+    (other,) = await store.claim_webhook_events("http://b/", 10, lease_s=60)
+    assert other.body == b"one"
+    await store.delete_webhook_event(other)
+    assert await store.pending_webhook_events() == 0
+
+
+async def test_purge_removes_the_webhook_events_of_purged_batches(store: Store) -> None:
+    await store.create_batch(_row(total=1), ["a"], None)
+    await store.set_state("b1", pb.BATCH_STATE_DONE, _events("e1", "http://gone/"))
+    await store.purge(ended_before=0.0)
+    assert await store.pending_webhook_events() == 1
+    await store.purge(ended_before=1e12)
+    assert await store.pending_webhook_events() == 0
 
 
 async def test_notifier_wakes_watchers(store: Store) -> None:

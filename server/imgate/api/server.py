@@ -22,6 +22,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from imgate.api.callers import CallerInterceptor
 from imgate.api.decode import MAX_REQUEST_BYTES, add_gateway_service
 from imgate.api.http import HttpServer
+from imgate.api.messages import batch_message
 from imgate.api.reflection import enable_reflection
 from imgate.api.rpc_metrics import MetricsInterceptor
 from imgate.api.service import GatewayApi
@@ -38,6 +39,7 @@ from imgate.observability.metrics import Metrics, MetricsServer
 from imgate.observability.tracing import Tracing
 from imgate.pipeline.batches import BatchService
 from imgate.pipeline.dispatch import Backend
+from imgate.pipeline.webhooks import Webhooks
 from imgate.quota.redis import RedisQuota
 from imgate.store.base import Store
 from imgate.store.open import open_store
@@ -96,6 +98,13 @@ class Gateway:
                 config.store_url or "sqlite:imgate.db", Path(config.state_dir), config.lease_s
             )
         self.store = store
+        # [[webhooks]] (CONTRACT rule 28): told when batches end, with the Batch as
+        # GetBatch answers it.
+        webhooks = (
+            Webhooks(config.webhooks, store, self.metrics, batch_message)
+            if config.webhooks
+            else None
+        )
         self.batches = BatchService(
             self.backends,
             store,
@@ -104,6 +113,7 @@ class Gateway:
             self.metrics,
             self.tracing,
             lease_s=config.lease_s,
+            webhooks=webhooks,
         )
         self.batches.store_reachable = self._store_reachable
         self.metrics.watch_process(

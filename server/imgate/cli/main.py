@@ -59,6 +59,8 @@ def _sandbox_notice(config: GatewayConfig, sandbox_url: str, http_url: str = "")
         + (" (no --from needed)." if no_sender else ".")
         + f" Control API: {sandbox_url}/sandbox/"
     )
+    for hook in config.webhooks:  # the sandbox's inbox
+        text += f"; webhook events: GET {hook.url}"
     lines = textwrap.wrap(text, width=len(_RULE) - 2)
     if http_url:
         lines += [
@@ -308,7 +310,11 @@ async def _serve(
                 )
                 return 1
             config = sandbox_config(
-                sandbox.url, listen or DEFAULT_LISTEN, time_scale=scale, store_url=store or "memory"
+                sandbox.url,
+                listen or DEFAULT_LISTEN,
+                time_scale=scale,
+                store_url=store or "memory",
+                webhook_inbox=True,  # every event in the sandbox's inbox (docs/sandbox.md)
             )
             # --sandbox (checked above) is the explicit permission beyond loopback.
             config = dataclasses.replace(

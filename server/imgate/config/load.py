@@ -7,6 +7,8 @@ line or an error message.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import math
 import os
@@ -20,6 +22,7 @@ from typing import Any
 
 from imgate.config.addresses import split_listen
 from imgate.config.pem import pem_problem
+from imgate.sandbox.inbox import SANDBOX_INBOX, SANDBOX_WEBHOOK_SECRET, inbox_path
 from imgate.vendors.base.spec import VendorSpec
 from imgate.vendors.registry import BY_VENDOR, VENDORS
 
@@ -28,6 +31,7 @@ LOG_FORMATS = ("text", "json")
 """[log] format: one line per record, or one JSON object per line."""
 LOG_LEVELS = ("debug", "info", "warning", "error")
 DEFAULT_MAX_RESPONSE_BYTES = 4 << 20
+DEFAULT_BATCH_RETENTION_S = 604_800.0
 INT32_MAX = 2**31 - 1
 """Largest number a config key may hold: counts are reported as int32 by the API
 (BackendLimits, BatchSummary) and seconds beyond it are no longer a configuration but a
@@ -150,6 +154,42 @@ class TLSConfig:
     """PEM CA(s) that sign client certificates; set = mTLS (a client without one is refused)."""
 
 
+WEBHOOK_EVENT_TYPES = ("batch.ended", "recall.ended")
+"""What a `[[webhooks]]` endpoint may ask to be told (CONTRACT §9 rule 28)."""
+WEBHOOK_SECRET_PREFIX = "whsec_"  # noqa: S105 - the prefix, not a secret
+# Standard Webhooks: the secret is 24 to 64 random bytes, base64, after "whsec_".
+_WEBHOOK_SECRET_BYTES = (24, 64)
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookConfig:
+    """One `[[webhooks]]` table: an endpoint told by HTTP POST when batches end (rule 28)."""
+
+    url: str
+    """Where events are POSTed (http:// or https://); redirects are never followed."""
+    secret: str = field(repr=False)
+    """"whsec_" + base64 of 24-64 random bytes: the key every delivery is signed with
+    (Standard Webhooks); never logged."""
+    events: tuple[str, ...]
+    """The event types it is told: "batch.ended", "recall.ended"."""
+    callers: tuple[str, ...] | None = None
+    """Only these callers' batches; None = every caller's."""
+    retry_for_s: float = 86_400.0
+    """How long an event is retried (from the batch's end) before it is given up."""
+    timeout_s: float = 10.0
+    """Timeout of one delivery attempt."""
+
+    @property
+    def shown_url(self) -> str:
+        """The url for logs: scheme, host and path, without credentials or query."""
+        parts = urllib.parse.urlsplit(self.url)
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        port = f":{parts.port}" if parts.port else ""
+        return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
 @dataclass(frozen=True, slots=True)
 class GatewayConfig:
     """The whole gateway."""
@@ -171,7 +211,7 @@ class GatewayConfig:
     store_url: str = ""
     """[store] url: "memory", "sqlite:///PATH", "postgresql://..." or empty for imgate.db
     in state_dir."""
-    batch_retention_s: float = 604_800.0
+    batch_retention_s: float = DEFAULT_BATCH_RETENTION_S
     """[store] batch_retention_s: how long an ended batch (and its request_id) is kept."""
     lease_s: float = 30.0
     """[store] lease_s: after this long a dead replica's batches are resumed by others."""
@@ -206,6 +246,8 @@ class GatewayConfig:
     """[callers.NAME] tables; empty = one anonymous caller ("") and no authentication."""
     tls: TLSConfig | None = None
     """[tls] table; None = plaintext gRPC."""
+    webhooks: tuple[WebhookConfig, ...] = ()
+    """[[webhooks]] tables: endpoints told when batches end (rule 28)."""
     sandbox_url: str = ""
     """Sandbox mode: the emulators' base URL, whose /sandbox/ control API the HTTP port
     serves too (same origin for the console); empty otherwise. Not a file key."""
@@ -235,6 +277,7 @@ _TOP_KEYS = {
     "health": dict,
     "tracing": dict,
     "log": dict,
+    "webhooks": list,
 }
 # [table] keys -> GatewayConfig fields.
 _SECTION_KEYS: dict[str, dict[str, tuple[str, type]]] = {
@@ -393,6 +436,107 @@ def _callers_section(raw: Any, env: Mapping[str, str]) -> tuple[CallerConfig, ..
         weight = _typed(f"{prefix}.weight", body.get("weight", 1), int, env, maximum=1000)
         callers.append(CallerConfig(name, digest, backends, weight))
     return tuple(callers)
+
+
+# [[webhooks]] keys -> their types (what tests/test_config_docs.py checks).
+_WEBHOOK_KEYS: dict[str, type] = {
+    "url": str,
+    "secret": str,
+    "events": list,
+    "callers": list,
+    "retry_for_s": float,
+    "timeout_s": float,
+}
+
+
+def _webhooks_section(
+    raw: Any, env: Mapping[str, str], callers: tuple[CallerConfig, ...]
+) -> tuple[WebhookConfig, ...]:
+    if not isinstance(raw, list) or not all(isinstance(entry, dict) for entry in raw):
+        raise ConfigError("webhooks", "must be [[webhooks]] tables")
+    known_callers = {caller.name for caller in callers} or {""}
+    webhooks: list[WebhookConfig] = []
+    seen: dict[str, str] = {}
+    for number, body in enumerate(raw):
+        prefix = f"webhooks[{number}]"
+        for key in body:
+            if key not in _WEBHOOK_KEYS:
+                raise ConfigError(f"{prefix}.{key}", "unknown key")
+        for key in ("url", "secret", "events"):
+            if key not in body:
+                raise ConfigError(f"{prefix}.{key}", "missing")
+        url = _webhook_url(f"{prefix}.url", _typed(f"{prefix}.url", body["url"], str, env))
+        if url in seen:
+            raise ConfigError(f"{prefix}.url", f"the same url as {seen[url]}")
+        seen[url] = prefix
+        secret = _webhook_secret(
+            f"{prefix}.secret", _typed(f"{prefix}.secret", body["secret"], str, env)
+        )
+        events = _names(f"{prefix}.events", body["events"])
+        for event in events:
+            if event not in WEBHOOK_EVENT_TYPES:
+                raise ConfigError(
+                    f"{prefix}.events",
+                    f"unknown event {event[:64]!r} (known: " + ", ".join(WEBHOOK_EVENT_TYPES) + ")",
+                )
+        only: tuple[str, ...] | None = None
+        if "callers" in body:
+            only = _names(f"{prefix}.callers", body["callers"])
+            for name in only:
+                if name not in known_callers:
+                    raise ConfigError(f"{prefix}.callers", f"no caller named {name[:64]!r}")
+        webhooks.append(
+            WebhookConfig(
+                url,
+                secret,
+                events,
+                only,
+                _typed(f"{prefix}.retry_for_s", body.get("retry_for_s", 86_400.0), float, env),
+                _typed(f"{prefix}.timeout_s", body.get("timeout_s", 10.0), float, env),
+            )
+        )
+    return tuple(webhooks)
+
+
+def _names(key: str, value: Any) -> tuple[str, ...]:
+    """A non-empty list of distinct strings."""
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise ConfigError(key, "must be a non-empty list of strings")
+    if len(set(value)) != len(value):
+        raise ConfigError(key, "lists a name twice")
+    return tuple(value)
+
+
+def _webhook_url(key: str, value: str) -> str:
+    # Never echoed: a url may carry a token in its query or credentials.
+    try:
+        parts = urllib.parse.urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError when the port is not a number
+    except ValueError:
+        raise ConfigError(key, "is not a valid URL") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.fragment:
+        raise ConfigError(key, "must be http(s)://host[:port]/path (no #fragment)")
+    if any(ord(c) <= 0x20 or ord(c) == 0x7F for c in value):
+        raise ConfigError(key, "must not hold spaces or control characters")
+    return value
+
+
+def _webhook_secret(key: str, value: str) -> str:
+    # Never echoed, in whole or in part.
+    low, high = _WEBHOOK_SECRET_BYTES
+    problem = (
+        f'must be "{WEBHOOK_SECRET_PREFIX}" + base64 of {low}-{high} random bytes, e.g.'
+        f' "{WEBHOOK_SECRET_PREFIX}$(openssl rand -base64 32)"'
+    )
+    if not value.startswith(WEBHOOK_SECRET_PREFIX):
+        raise ConfigError(key, problem)
+    try:
+        size = len(base64.b64decode(value.removeprefix(WEBHOOK_SECRET_PREFIX), validate=True))
+    except (binascii.Error, ValueError):
+        raise ConfigError(key, problem) from None
+    if not low <= size <= high:
+        raise ConfigError(key, problem)
+    return value
 
 
 def _tls_section(raw: Any, env: Mapping[str, str]) -> TLSConfig:
@@ -661,6 +805,8 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str]) -> GatewayConfi
             raise ConfigError(key, "unknown key")
         if key == "callers":
             values["callers"] = _callers_section(value, env)
+        elif key == "webhooks":
+            continue  # after [callers]: its `callers` must name them
         elif key == "tls":
             values["tls"] = _tls_section(value, env)
         elif key == "allow_unauthenticated":
@@ -691,6 +837,16 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str]) -> GatewayConfi
         for name in caller.backends or ():
             if name not in raw_backends:
                 raise ConfigError(f"callers.{caller.name}.backends", f"no backend named {name!r}")
+    if "webhooks" in raw:
+        values["webhooks"] = _webhooks_section(raw["webhooks"], env, values.get("callers", ()))
+        retention = values.get("batch_retention_s", DEFAULT_BATCH_RETENTION_S)
+        for number, hook in enumerate(values["webhooks"]):
+            if hook.retry_for_s > retention:
+                raise ConfigError(
+                    f"webhooks[{number}].retry_for_s",
+                    f"at most store.batch_retention_s ({retention:g}): an event is purged"
+                    " with its batch",
+                )
     values.setdefault("state_dir", default_state_dir(env))
     return GatewayConfig(backends=backends, default_backend=default, **values)
 
@@ -718,9 +874,11 @@ def sandbox_config(
     *,
     time_scale: float = 1.0,
     store_url: str = "memory",
+    webhook_inbox: bool = False,
 ) -> GatewayConfig:
     """Sandbox mode: one backend per vendor, named after it, pointing at the emulators;
-    batches in memory unless `store_url` says otherwise.
+    batches in memory unless `store_url` says otherwise; with `webhook_inbox`, every
+    event is delivered to the sandbox's inbox (`GET /sandbox/webhooks/default`).
 
     `time_scale` must be the emulators' (`SandboxConfig.time_scale`): the backends' rate
     windows and blocks are divided by it too, so the gateway paces to the scaled quotas.
@@ -746,6 +904,15 @@ def sandbox_config(
         sandbox=True,
         store_url=store_url,
         state_dir=default_state_dir(os.environ),
+        webhooks=(
+            WebhookConfig(
+                sandbox_url + inbox_path(SANDBOX_INBOX),
+                SANDBOX_WEBHOOK_SECRET,
+                WEBHOOK_EVENT_TYPES,
+            ),
+        )
+        if webhook_inbox
+        else (),
         sandbox_url=sandbox_url,
     )
 

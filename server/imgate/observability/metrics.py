@@ -153,6 +153,20 @@ class Metrics:
             ["operation"],
             registry=r,
         )
+        self.webhook_deliveries = Counter(
+            "imgate_webhook_deliveries",
+            "Webhook delivery attempts, by result (delivered: a 2xx answer; rejected: any"
+            " other answer, redirects included; timeout; error: no answer), and events given"
+            " up after retry_for_s (expired).",
+            ["result"],
+            registry=r,
+        )
+        self.webhook_pending = Gauge(
+            "imgate_webhook_pending",
+            "Webhook events in the store's outbox, not yet delivered nor given up (every"
+            " endpoint's, every replica's).",
+            registry=r,
+        )
         self.watch_streams = Gauge(
             "imgate_watch_streams",
             "Open outcome streams (BatchSend and WatchBatch).",

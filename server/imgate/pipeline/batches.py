@@ -17,6 +17,10 @@ PLANNED; unfinished batches are resumed, except those bound to a caller that is 
 
 With a shared store (PostgreSQL, CONTRACT.md §5) the gateway is one replica of several
 (pipeline.replicas): a start-up recovers only dead replicas' batches, never a live one's.
+
+With `[[webhooks]]`, a batch's end writes its events to the store's outbox in the same
+transaction (the sink's), and the delivery loops (pipeline.webhooks) run from start to
+stop.
 """
 
 from __future__ import annotations
@@ -45,8 +49,9 @@ from imgate.pipeline.recall import (
 )
 from imgate.pipeline.replicas import ReplicaLoops
 from imgate.pipeline.schedule import Scheduler
-from imgate.pipeline.sink import BatchSink, Chunk
+from imgate.pipeline.sink import BatchSink, Chunk, EndedEvents, no_events
 from imgate.pipeline.watch import GatewayStopping, watch
+from imgate.pipeline.webhooks import Webhooks
 from imgate.store.base import (
     PLANNED,
     RECIPIENT_PAGE,
@@ -87,10 +92,12 @@ class BatchService:
         metrics: Metrics | None = None,
         tracing: Tracing | None = None,
         lease_s: float = 30.0,
+        webhooks: Webhooks | None = None,
     ) -> None:
         """`clock` is the wall clock of create times, deadlines and purge (default: the
         process's SteadyClock, which wall-clock jumps do not move; tests scale it);
-        `lease_s`: a replica silent this long is presumed dead (shared stores)."""
+        `lease_s`: a replica silent this long is presumed dead (shared stores);
+        `webhooks`: the [[webhooks]] told when batches end."""
         self.backends = backends
         self.metrics = metrics or Metrics()
         self.tracing = tracing or Tracing()
@@ -101,6 +108,9 @@ class BatchService:
         self.lease_s = lease_s
         self.owner = uuid.uuid4().hex
         """This process's replica id: owner of its batches and chunks (new at each start)."""
+        self.webhooks = webhooks
+        self.ended_events: EndedEvents = webhooks.events_for if webhooks else no_events
+        """What a batch's end writes to the webhook outbox."""
         self.stopping = asyncio.Event()
         self.stopped = asyncio.Event()
         self._runs: dict[str, tuple[BatchRun, asyncio.Task[None]]] = {}
@@ -149,6 +159,8 @@ class BatchService:
         if store.shared:
             self.replica.start()
             self._loops += self.replica.tasks
+        if self.webhooks is not None:
+            await self.webhooks.start()
 
     async def end_in_flight(self, recovered: Recovered) -> None:
         """Chunks found SENDING may have reached the vendor: they end UNCERTAIN."""
@@ -156,7 +168,7 @@ class BatchService:
             row = await self.store.get_batch(stored.batch_id)
             assert row is not None
             ids, indexes = await self.store.read_recipients(row.batch_id, stored.start, stored.end)
-            await BatchSink(self.store, row, self.owner, self.metrics).same(
+            await BatchSink(self.store, row, self.owner, self.metrics, self.ended_events).same(
                 Chunk(stored, ids, indexes),
                 pb.DELIVERY_STATE_UNCERTAIN,
                 pb.FAILURE_REASON_TIMEOUT,
@@ -215,6 +227,8 @@ class BatchService:
         for loop in self._loops:
             loop.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
+        if self.webhooks is not None:
+            await self.webhooks.stop()
         if self.store.shared:
             # What stays queued here is taken over by the other replicas now, not after
             # the lease (a rolling deploy restarts every replica in turn).
@@ -273,6 +287,7 @@ class BatchService:
             fresh,
             prepared,
             self.clock,
+            self.ended_events,
         )
         return self._start(run, run.run(send), slot_taken)
 
@@ -349,6 +364,8 @@ class BatchService:
             self.queue.fill(row.backend)
         if run.sink.row.ended:
             self._audit(run.sink.row)
+            if self.webhooks is not None:
+                self.webhooks.ended()
         self.store.notifier.notify(row.batch_id)  # its watchers look again (stalled?)
 
     # -- a store that cannot be written (issue 22) ---------------------------------------
@@ -583,6 +600,7 @@ class BatchService:
             None,
             prepared,
             self.clock,
+            self.ended_events,
         )
         grant = await run.wait_for_quota(chunk)
         permit = None

@@ -46,7 +46,7 @@ from imgate.pipeline.endpoints import Endpoints
 from imgate.pipeline.permits import Permits
 from imgate.pipeline.planner import chunk_size
 from imgate.pipeline.retry import Action, decide
-from imgate.pipeline.sink import BatchSink, Chunk
+from imgate.pipeline.sink import BatchSink, Chunk, EndedEvents, no_events
 from imgate.quota.limiter import BackendLimiter, Grant, Limiter, Pause, QuotaWaitTooLong
 from imgate.store.base import (
     PLANNED,
@@ -343,10 +343,12 @@ class BatchRun:
         fresh: Fresh | None = None,
         prepared: Any = None,
         clock: Callable[[], float] = time.time,
+        ended_events: EndedEvents = no_events,
     ) -> None:
         """`call_deadline` (monotonic): calls in flight end by then (a BatchSend caller's
         deadline); `stopping` is the gateway's shutdown; `fresh`: see Fresh; `prepared`:
-        the translator's `prepare` of the batch's spec, when the creator made it."""
+        the translator's `prepare` of the batch's spec, when the creator made it;
+        `ended_events`: what the batch's end writes to the webhook outbox."""
         self.clock = clock
         """The clock of `row.send_before` (the batch service's steady clock)."""
         self.fresh = fresh is not None
@@ -354,7 +356,8 @@ class BatchRun:
         self.backend = backend
         self.store = store
         self.row = row
-        self.sink = BatchSink(store, row, owner, backend.metrics)
+        self.ended_events = ended_events
+        self.sink = BatchSink(store, row, owner, backend.metrics, ended_events)
         self.stopping = stopping
         self.call_deadline = call_deadline
         self.cancelled = asyncio.Event()
@@ -439,7 +442,9 @@ class BatchRun:
             assert latest is not None
             # A sink over the row as it is now: its count of recorded outcomes starts there.
             self.row = latest
-            self.sink = BatchSink(store, latest, self.sink.owner, backend.metrics)
+            self.sink = BatchSink(
+                store, latest, self.sink.owner, backend.metrics, self.ended_events
+            )
             if latest.state == pb.BATCH_STATE_CANCELLING:
                 self.cancelled.set()
         # Fresh: created RUNNING with nothing recorded; a cancel since has set `cancelled`.

@@ -3,13 +3,15 @@
 The dispatcher tells the sink how each chunk ended; the sink builds the outcome messages,
 records them in the store (one page per chunk) with the batch's counts, and at the end is
 the only place that makes sure every recipient has exactly one outcome: whatever was
-never sent ends FAILED/NOT_ATTEMPTED, whatever may have been in flight UNCERTAIN.
+never sent ends FAILED/NOT_ATTEMPTED, whatever may have been in flight UNCERTAIN. The
+store call that ends the batch also writes its webhook events (`ended_events`: the
+gateway's [[webhooks]] that want it, pipeline/webhooks.py), in the same transaction.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from imgate.observability.metrics import Metrics
@@ -24,6 +26,7 @@ from imgate.store.base import (
     ChunkRow,
     Counts,
     Store,
+    WebhookEvent,
 )
 from imgate.v1 import gateway_pb2 as pb
 from imgate.vendors.base.translator import (
@@ -38,6 +41,14 @@ log = logging.getLogger("imgate.sink")
 
 # Unsent recipients are recorded in pages of at most this many outcomes.
 UNSENT_PAGE = 2000
+
+EndedEvents = Callable[[BatchRow], Sequence[WebhookEvent]]
+"""The webhook events a batch's end writes (pipeline.webhooks.Webhooks.events_for)."""
+
+
+def no_events(row: BatchRow) -> Sequence[WebhookEvent]:
+    """No [[webhooks]]: a batch's end writes no event."""
+    return ()
 
 
 @dataclass(slots=True)
@@ -136,11 +147,19 @@ class BatchSink:
     """Records one batch's outcomes; `owner` fences every write. Each recorded outcome is
     counted in `metrics` (imgate_recipients_total) here, where it is decided, once."""
 
-    def __init__(self, store: Store, row: BatchRow, owner: str, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        store: Store,
+        row: BatchRow,
+        owner: str,
+        metrics: Metrics,
+        ended_events: EndedEvents = no_events,
+    ) -> None:
         self.store = store
         self.row = row
         self.owner = owner
         self.metrics = metrics
+        self.ended_events = ended_events
         self.recorded = row.accepted + row.failed + row.uncertain
         self.last_page = b""
         """The page this sink recorded last (a batch of one call answers with it)."""
@@ -196,7 +215,9 @@ class BatchSink:
         page = response.SerializeToString()
         if self.recorded + len(chunk.ids) >= self.row.total:
             # The batch's last outcomes: recorded and the batch ended in one commit.
-            seq, ended = await self.store.record_last(chunk.row, state, page, counts, self.owner)
+            seq, ended = await self.store.record_last(
+                chunk.row, state, page, counts, self.owner, self.ended_events(self.row)
+            )
             self._ended(ended)
         else:
             seq = await self.store.record(chunk.row, state, page, counts, self.owner)
@@ -245,7 +266,7 @@ class BatchSink:
         """Mark the batch ended; every recipient has an outcome by now."""
         if self.row.ended:
             return self.row  # its last record ended it
-        ended = await self.store.set_state(self.row.batch_id, state)
+        ended = await self.store.set_state(self.row.batch_id, state, self.ended_events(self.row))
         assert ended is not None
         self._ended(ended)
         return ended

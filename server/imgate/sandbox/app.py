@@ -12,6 +12,8 @@ Control endpoints (JSON; no vendor uses the /sandbox prefix):
     POST /sandbox/reset        clear log, counters, windows, blocks, faults (?vendor= for one)
     GET  /sandbox/faults       fault rules per vendor, with remaining uses
     PUT  /sandbox/faults       {"vendor": [rule, ...], ...} replaces the named vendors' rules
+    ...  /sandbox/webhooks/... the webhook inbox (sandbox/inbox.py); reset without ?vendor=
+                               clears it too
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 
 from aiohttp import web
 
+from imgate.sandbox.inbox import Inboxes
 from imgate.vendors.base.emulation import FaultRule, SandboxConfig
 from imgate.vendors.base.emulator import EmulatorClass, emulator_settings
 from imgate.vendors.base.faults import fault_rule_from_json, fault_rule_to_json
@@ -30,6 +33,8 @@ from imgate.vendors.base.sandbox_state import SandboxState
 
 STATE_KEY = web.AppKey("imgate_sandbox_state", SandboxState)
 """Where an app built by `create_app` keeps its SandboxState."""
+INBOXES_KEY = web.AppKey("imgate_sandbox_inboxes", Inboxes)
+"""Where it keeps its webhook inboxes."""
 
 # Large enough for any vendor call (Tencent's own 12 KB cap is the emulator's to enforce,
 # with its own error code, so aiohttp must not refuse first).
@@ -50,7 +55,9 @@ def build_app(config: SandboxConfig, emulators: Sequence[EmulatorClass]) -> web.
     for emulator_class in emulators:
         emulator = emulator_class(settings[emulator_class.spec.vendor], state)
         app.router.add_route(*emulator_class.route(), emulator.handle)
-    _Control(state, emulators).register(app.router)
+    inboxes = app[INBOXES_KEY] = Inboxes()
+    _Control(state, emulators, inboxes).register(app.router)
+    inboxes.register(app.router)
 
     async def on_startup(_: web.Application) -> None:
         state.closing.clear()
@@ -66,9 +73,12 @@ def build_app(config: SandboxConfig, emulators: Sequence[EmulatorClass]) -> web.
 class _Control:
     """Handlers of the /sandbox/... endpoints."""
 
-    def __init__(self, state: SandboxState, emulators: Sequence[EmulatorClass]) -> None:
+    def __init__(
+        self, state: SandboxState, emulators: Sequence[EmulatorClass], inboxes: Inboxes
+    ) -> None:
         self._state = state
         self._emulators = emulators
+        self._inboxes = inboxes
 
     def register(self, router: web.UrlDispatcher) -> None:
         router.add_get("/sandbox/", self.index)
@@ -101,6 +111,7 @@ class _Control:
                     "stats": f"GET {base}/stats?vendor=",
                     "faults": f"GET|PUT {base}/faults",
                     "reset": f"POST {base}/reset?vendor=",
+                    "webhooks": f"GET|POST|PUT|DELETE {base}/webhooks/INBOX",
                 },
             }
         )
@@ -160,6 +171,8 @@ class _Control:
     async def reset(self, request: web.Request) -> web.Response:
         vendors = self._vendor_filter(request)
         self._state.reset(vendors)
+        if "vendor" not in request.query:
+            self._inboxes.clear()
         return web.json_response({"reset": list(vendors)})
 
     def _faults_json(self) -> dict[str, Any]:

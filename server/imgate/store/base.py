@@ -14,6 +14,14 @@ owner, the replica that sends it; replicas `heartbeat`, and `adopt` takes over t
 batches of replicas whose heartbeat is older than the lease, with the same result as
 `recover` (claimed chunks back to planned, sending ones handed over to end UNCERTAIN).
 
+Webhooks (CONTRACT.md rule 28) have an outbox: `record_last` and `set_state`, when they end
+a batch, write the `WebhookEvent`s they are given in the same transaction (a kill -9 loses
+none); the delivery loop (pipeline/webhooks.py) works through them with five more:
+
+    claim_webhook_events   due events of one endpoint, leased (one replica at a time)
+    fix_webhook_body       the body, fixed at the first attempt (retries send the same)
+    retry_webhook_event / delete_webhook_event / pending_webhook_events
+
 Recipient lists (UploadRecipients, CONTRACT.md §4) have five more:
 
     create_list    an upload begins (the list is its caller's, invisible until finished)
@@ -201,6 +209,37 @@ class OutcomePage:
     count: int
 
 
+@dataclass(frozen=True, slots=True)
+class WebhookEvent:
+    """An event a batch's end writes to the outbox, for one endpoint."""
+
+    event_id: str
+    """The `webhook-id` header: the same on every attempt."""
+    url: str
+    """The endpoint ([[webhooks]] url): each endpoint's delivery is a row of its own."""
+    type: str
+    """"batch.ended" or "recall.ended"."""
+
+
+@dataclass(slots=True)
+class OutboxEvent:
+    """One event for one endpoint, as claimed from the outbox for an attempt."""
+
+    event_id: str
+    url: str
+    type: str
+    batch_id: str
+    create_time: float
+    """When the batch ended (wall clock; PostgreSQL: the database's): retried until
+    `retry_for_s` after it."""
+    attempts: int
+    """Attempts so far, this one included: what fences this attempt's later writes."""
+    body: bytes | None
+    """The body, once fixed by the first attempt."""
+    now: float
+    """The store's clock when it was claimed."""
+
+
 @dataclass(slots=True)
 class Recovered:
     """What start-up recovery (or an adoption) found: chunks that were being sent when a
@@ -317,16 +356,21 @@ class Store(abc.ABC):
         page: bytes,
         counts: Counts,
         owner: str,
+        events: Sequence[WebhookEvent] = (),
     ) -> tuple[int, BatchRow]:
         """`record` for the chunk that gives the batch's last recipients their outcomes,
         ending the batch in the same transaction: DONE, or CANCELLED when it was
-        CANCELLING (one commit where `record` and `set_state` took two). Returns the seq
-        and the ended row."""
+        CANCELLING (one commit where `record` and `set_state` took two), and writing
+        `events` to the outbox in it too. Returns the seq and the ended row."""
 
     @abc.abstractmethod
-    async def set_state(self, batch_id: str, state: int) -> BatchRow | None:
+    async def set_state(
+        self, batch_id: str, state: int, events: Sequence[WebhookEvent] = ()
+    ) -> BatchRow | None:
         """Move the batch to `state` (an ended state sets end_time); CANCELLING is kept
-        when RUNNING is asked. Returns the updated row."""
+        when RUNNING is asked; an ended batch stays as it is. When this ends the batch,
+        `events` are written to the outbox in the same transaction. Returns the updated
+        row."""
 
     @abc.abstractmethod
     async def recover(self, owner: str) -> Recovered:
@@ -428,9 +472,36 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def purge(self, ended_before: float) -> int:
-        """Delete batches that ended before `ended_before` (wall clock), and recipient lists
-        created before it (finished or abandoned) that no stored batch reads; return how
-        many of both."""
+        """Delete batches that ended before `ended_before` (wall clock), their webhook
+        events with them (delivered or not: an endpoint no longer configured leaves its
+        events behind), and recipient lists created before it (finished or abandoned)
+        that no stored batch reads; return how many batches and lists."""
+
+    # -- the webhook outbox -------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def claim_webhook_events(self, url: str, limit: int, lease_s: float) -> list[OutboxEvent]:
+        """Up to `limit` events for endpoint `url` that are due, oldest due first, each
+        not due again for `lease_s` (another replica's claim passes them by) and its
+        attempts counted."""
+
+    @abc.abstractmethod
+    async def fix_webhook_body(self, event_id: str, body: bytes) -> bytes:
+        """Keep `body` as the event's body (for every endpoint) unless it has one already;
+        return the one it has."""
+
+    @abc.abstractmethod
+    async def retry_webhook_event(self, event: OutboxEvent, delay_s: float) -> None:
+        """The attempt failed: the event is due again in `delay_s` (by the store's
+        clock), unless another attempt claimed it since (then nothing changes)."""
+
+    @abc.abstractmethod
+    async def delete_webhook_event(self, event: OutboxEvent) -> None:
+        """Delivered, or given up: the event leaves the outbox."""
+
+    @abc.abstractmethod
+    async def pending_webhook_events(self) -> int:
+        """Events in the outbox, every endpoint's (imgate_webhook_pending)."""
 
     # -- scheduled batches --------------------------------------------------------------
 

@@ -17,6 +17,7 @@ before. Nothing of it survives a restart anyway.
 
 The defaults hold a long sandbox session's history (ListBatches) and about a million
 recipients' outcomes, in about 256 MiB at most for ended batches whatever the load.
+Webhook events are store/memory_outbox.py's.
 """
 
 from __future__ import annotations
@@ -44,8 +45,9 @@ from imgate.store.base import (
     OutcomePage,
     RecallKey,
     Recovered,
-    Store,
+    WebhookEvent,
 )
+from imgate.store.memory_outbox import MemoryOutbox
 from imgate.store.recall import recalled_outcomes
 from imgate.v1 import gateway_pb2 as pb
 
@@ -97,7 +99,7 @@ class _List:
     """The unique ids and their indexes, made once when a batch first uses the list."""
 
 
-class MemoryStore(Store):
+class MemoryStore(MemoryOutbox):
     """Batches in dicts."""
 
     durable = False
@@ -224,17 +226,25 @@ class MemoryStore(Store):
         return seq
 
     async def record_last(
-        self, chunk: ChunkRow, final_state: str, page: bytes, counts: Counts, owner: str
+        self,
+        chunk: ChunkRow,
+        final_state: str,
+        page: bytes,
+        counts: Counts,
+        owner: str,
+        events: Sequence[WebhookEvent] = (),
     ) -> tuple[int, BatchRow]:
         seq = await self.record(chunk, final_state, page, counts, owner)
         ended = pb.BATCH_STATE_DONE
         if self._batches[chunk.batch_id].row.state == pb.BATCH_STATE_CANCELLING:
             ended = pb.BATCH_STATE_CANCELLED
-        row = await self.set_state(chunk.batch_id, ended)
+        row = await self.set_state(chunk.batch_id, ended, events)
         assert row is not None
         return seq, row
 
-    async def set_state(self, batch_id: str, state: int) -> BatchRow | None:
+    async def set_state(
+        self, batch_id: str, state: int, events: Sequence[WebhookEvent] = ()
+    ) -> BatchRow | None:
         batch = self._batches.get(batch_id)
         if batch is None:
             return None
@@ -246,6 +256,7 @@ class MemoryStore(Store):
         row.update_time = self._clock()
         if state in ENDED_STATES:
             row.end_time = row.update_time
+            self._write_events(batch_id, row.end_time, events)
             self._keep_ended(batch)
         self.notifier.notify(batch_id)
         return self._copy(row)
@@ -366,6 +377,7 @@ class MemoryStore(Store):
         return self._batches[batch_id].keys[start:end]
 
     async def purge(self, ended_before: float) -> int:
+        self._purge_events(ended_before)
         old = [
             batch_id
             for batch_id, batch in self._batches.items()

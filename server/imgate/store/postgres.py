@@ -3,7 +3,8 @@
 Same tables as SQLite, plus an owner per batch and a `replicas` table of heartbeats.
 Times that decide liveness come from the database clock (`now()`), never a replica's.
 Its connections, migrations, heartbeats and adoption are store/postgres_replicas.py's,
-its lists store/postgres_lists.py's, its SQL store/sql/queries.sql's.
+its lists store/postgres_lists.py's, its webhook outbox store/postgres_outbox.py's, its
+SQL store/sql/queries.sql's.
 
 - Fencing: every chunk write must be by its batch's owner (the row locked `FOR NO KEY
   UPDATE` by the one-statement forms, read `FOR KEY SHARE` by the slow path); the chunk
@@ -35,9 +36,10 @@ from imgate.store.base import (
     Fenced,
     OutcomePage,
     RecallKey,
+    WebhookEvent,
 )
 from imgate.store.pages import batch_pages, read_pages
-from imgate.store.postgres_lists import PostgresLists
+from imgate.store.postgres_outbox import PostgresOutbox, event_arrays
 from imgate.store.postgres_replicas import Connection
 from imgate.store.recall import PageRows, RecallPager, read_key_pages
 from imgate.store.sql.migrate import POSTGRESQL_STEPS
@@ -83,7 +85,7 @@ def _batch_args(row: BatchRow, owner: str) -> tuple[object, ...]:
     )
 
 
-class PostgresStore(PostgresLists):
+class PostgresStore(PostgresOutbox):
     """Batches in a PostgreSQL schema, shared by every replica given the same URL."""
 
     def __init__(self, url: str, lease_s: float = 30.0) -> None:
@@ -263,9 +265,17 @@ class PostgresStore(PostgresLists):
         return seq
 
     async def record_last(
-        self, chunk: ChunkRow, final_state: str, page: bytes, counts: Counts, owner: str
+        self,
+        chunk: ChunkRow,
+        final_state: str,
+        page: bytes,
+        counts: Counts,
+        owner: str,
+        events: Sequence[WebhookEvent] = (),
     ) -> tuple[int, BatchRow]:
-        seq, ended = await self._record(chunk, final_state, page, counts, owner, ends=True)
+        seq, ended = await self._record(
+            chunk, final_state, page, counts, owner, ends=True, events=events
+        )
         assert ended is not None
         self.forget(chunk.batch_id)
         return seq, ended
@@ -278,9 +288,11 @@ class PostgresStore(PostgresLists):
         counts: Counts,
         owner: str,
         ends: bool,
+        events: Sequence[WebhookEvent] = (),
     ) -> tuple[int, BatchRow | None]:
-        """The usual record in one statement; when it changes nothing, `_record_slowly`
-        decides: a batch without owner (taken, then the statement again), or Fenced."""
+        """The usual record in one statement (with `ends`, the batch's end and its
+        `events` too); when it changes nothing, `_record_slowly` decides: a batch without
+        owner (taken, then the statement again), or Fenced."""
         args = (
             chunk.batch_id,
             chunk.number,
@@ -296,6 +308,7 @@ class PostgresStore(PostgresLists):
             page,
             ends,
             self._channel,
+            *event_arrays(events),
         )
         async with self._writer(chunk.batch_id):
             found = self._committed(await self.pool.fetchrow(Q["record"], *args))
@@ -320,10 +333,13 @@ class PostgresStore(PostgresLists):
             await self._take(conn, chunk, state, owner)  # raises Fenced
             raise Fenced(f"chunk {chunk.number} of {chunk.batch_id} cannot be recorded now")
 
-    async def set_state(self, batch_id: str, state: int) -> BatchRow | None:
+    async def set_state(
+        self, batch_id: str, state: int, events: Sequence[WebhookEvent] = ()
+    ) -> BatchRow | None:
+        ends = state in ENDED_STATES
         found = self._committed(
             await self.pool.fetchrow(
-                Q["set_state"], batch_id, state, state in ENDED_STATES, self._channel
+                Q["set_state"], batch_id, state, ends, self._channel, *event_arrays(events)
             )
         )
         if found is not None and found["state"] in ENDED_STATES:
@@ -355,6 +371,7 @@ class PostgresStore(PostgresLists):
             old = [r["batch_id"] for r in await conn.fetch(Q["delete_ended_batches"], ended_before)]
             for statement in Q.all("delete_batch_rows"):
                 await conn.execute(statement, old)
+            await conn.execute(Q["purge_webhook_events"], ended_before)
         old_lists = await self.pool.fetch(Q["old_lists"], ended_before)
         for found in old_lists:
             await self.delete_list(found["list_id"])

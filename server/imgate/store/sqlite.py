@@ -7,8 +7,9 @@ chunks' marks cost one fsync; each operation in its own savepoint so one failure
 only its caller), and one reader thread with its own connection (WAL readers never wait
 for the writer). A second gateway on the same file is refused: the file is locked with
 flock for as long as the process lives, and a dead process's lock goes with it. All of
-that is store/sqlite_threads.py's; the lists are store/sqlite_lists.py's; the SQL is
-store/sql/queries.sql's, the schema store/sql/schema.py's.
+that is store/sqlite_threads.py's; the lists are store/sqlite_lists.py's, the webhook
+outbox store/sqlite_outbox.py's; the SQL is store/sql/queries.sql's, the schema
+store/sql/schema.py's.
 
 Disk use stays bounded: a background thread checkpoints the WAL and truncates it when the
 writer is idle or the WAL passes a hard bound (sqlite_threads.Checkpointer), and purge
@@ -35,12 +36,13 @@ from imgate.store.base import (
     OutcomePage,
     RecallKey,
     Recovered,
+    WebhookEvent,
 )
 from imgate.store.pages import batch_pages, read_pages
 from imgate.store.recall import read_key_pages, recall_pages
 from imgate.store.sql.migrate import SQLITE_STEPS
 from imgate.store.sql.queries import SQLITE_QUERIES as Q
-from imgate.store.sqlite_lists import SQLiteLists
+from imgate.store.sqlite_outbox import SQLiteOutbox, write_events
 
 SCHEMA_VERSION = len(SQLITE_STEPS)
 # Purge frees pages of the file this many (4 KiB each) per writer transaction: ~15 ms.
@@ -53,7 +55,7 @@ def _row(values: Sequence[Any]) -> BatchRow:
     return row
 
 
-class SQLiteStore(SQLiteLists):
+class SQLiteStore(SQLiteOutbox):
     """Batches in one SQLite file."""
 
     # -- batches ----------------------------------------------------------------------
@@ -235,10 +237,16 @@ class SQLiteStore(SQLiteLists):
         return seq
 
     async def record_last(
-        self, chunk: ChunkRow, final_state: str, page: bytes, counts: Counts, owner: str
+        self,
+        chunk: ChunkRow,
+        final_state: str,
+        page: bytes,
+        counts: Counts,
+        owner: str,
+        events: Sequence[WebhookEvent] = (),
     ) -> tuple[int, BatchRow]:
         seq, ended = await self._write(
-            self._record_op(chunk, final_state, page, counts, owner, ends=True)
+            self._record_op(chunk, final_state, page, counts, owner, ends=True, events=events)
         )
         assert ended is not None
         self._recorded(chunk, seq, page)
@@ -257,8 +265,10 @@ class SQLiteStore(SQLiteLists):
         counts: Counts,
         owner: str,
         ends: bool = False,
+        events: Sequence[WebhookEvent] = (),
     ) -> Callable[[sqlite3.Connection], tuple[int, BatchRow | None]]:
-        """The write of `record` (and with `ends`, of the batch's end: record_last)."""
+        """The write of `record` (and with `ends`, of the batch's end and its `events`:
+        record_last)."""
         counted = (
             chunk.batch_id,
             counts.accepted,
@@ -274,16 +284,25 @@ class SQLiteStore(SQLiteLists):
             found = conn.execute(update, counted).fetchone()
             seq: int = found[0]
             conn.execute(Q["insert_outcomes"], (chunk.batch_id, seq, page, chunk.end - chunk.start))
-            return seq, _row(found[1:]) if ends else None
+            if not ends:
+                return seq, None
+            ended = _row(found[1:])
+            assert ended.end_time is not None
+            write_events(conn, chunk.batch_id, ended.end_time, events)
+            return seq, ended
 
         return op
 
-    async def set_state(self, batch_id: str, state: int) -> BatchRow | None:
+    async def set_state(
+        self, batch_id: str, state: int, events: Sequence[WebhookEvent] = ()
+    ) -> BatchRow | None:
         now = self._clock()
         end_time = now if state in ENDED_STATES else None
 
         def op(conn: sqlite3.Connection) -> BatchRow | None:
-            conn.execute(Q["set_state"], (batch_id, state, now, end_time))
+            changed = conn.execute(Q["set_state"], (batch_id, state, now, end_time)).rowcount
+            if changed and end_time is not None:
+                write_events(conn, batch_id, end_time, events)
             found = conn.execute(Q["batch"], (batch_id,)).fetchone()
             return None if found is None else _row(found)
 
@@ -414,6 +433,7 @@ class SQLiteStore(SQLiteLists):
             old = [(r[0],) for r in conn.execute(Q["ended_batches"], (ended_before,))]
             for statement in Q.all("delete_batch"):
                 conn.executemany(statement, old)
+            conn.execute(Q["purge_webhook_events"], (ended_before,))
             return len(old)
 
         purged = await self._write(op)

@@ -22,6 +22,7 @@ from imgate.store.sql.schema import (
     BATCH_TABLES,
     LIFECYCLE_TABLES,
     LIST_TABLES,
+    OUTBOX_TABLES,
     QUEUE_TABLES,
     Dialect,
     Element,
@@ -107,6 +108,7 @@ SQLITE_STEPS: tuple[Step[sqlite3.Connection], ...] = (
     _incremental_auto_vacuum,
     QUEUE_TABLES,
     LIFECYCLE_TABLES,
+    OUTBOX_TABLES,
 )
 
 
@@ -117,4 +119,5 @@ POSTGRESQL_STEPS: tuple[Step[object], ...] = (
     LIST_TABLES,
     QUEUE_TABLES,
     LIFECYCLE_TABLES,
+    OUTBOX_TABLES,
 )

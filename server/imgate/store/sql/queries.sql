@@ -92,7 +92,8 @@ WHERE batch_id = $1 AND state NOT IN {ended} AND NOT (state = {CANCELLING} AND $
 
 -- set_state (postgresql) --
 -- As SQLite's ($3: whether the state ends the batch, $4: the NOTIFY channel), in one
--- statement: the row as updated, or as it is when the update does not apply.
+-- statement: the row as updated, or as it is when the update does not apply. When it
+-- ends the batch, its webhook events ($5, $6, $7: ids, urls, types) go to the outbox.
 WITH u AS (
     UPDATE batches SET state = $2,
         update_time = extract(epoch FROM clock_timestamp()),
@@ -100,6 +101,11 @@ WITH u AS (
     WHERE batch_id = $1 AND state NOT IN {ended}
         AND NOT (state = {CANCELLING} AND $2 = {RUNNING})
     RETURNING {batch_columns}
+), w AS (
+    INSERT INTO webhook_events (event_id, url, type, batch_id, create_time, next_attempt)
+    SELECT e.event_id, e.url, e.type, u.batch_id, u.end_time, u.end_time
+    FROM u CROSS JOIN unnest($5::text[], $6::text[], $7::text[]) AS e(event_id, url, type)
+    WHERE $3
 )
 SELECT x.*, pg_notify($4, $1 || ' ' || $2) FROM (
     SELECT * FROM u
@@ -183,8 +189,9 @@ SELECT (SELECT count(*) FROM upd) + (SELECT count(*) FROM b);
 -- The usual record in one statement: lock the batch row if owner $4 owns it, move chunk
 -- $2 [$6, $7) to state $3 at attempt $5 (an existing row that is PLANNED, CLAIMED or
 -- SENDING by the owner, or a new row that follows the planned ones), add the counts
--- ($8..$11) and with $13 end the batch, store the page ($12), notify channel $14. No row
--- when it changes nothing.
+-- ($8..$11) and with $13 end the batch and write its webhook events ($15, $16, $17: ids,
+-- urls, types) to the outbox, store the page ($12), notify channel $14. No row when it
+-- changes nothing.
 WITH own AS (
     SELECT chunk_count, planned_to FROM batches
     WHERE batch_id = $1 AND owner = $4 FOR NO KEY UPDATE
@@ -211,6 +218,11 @@ WITH own AS (
     RETURNING next_seq - 1 AS seq, {batch_columns}
 ), o AS (
     INSERT INTO outcomes (batch_id, seq, data, count) SELECT $1, seq, $12, $7 - $6 FROM b
+), w AS (
+    INSERT INTO webhook_events (event_id, url, type, batch_id, create_time, next_attempt)
+    SELECT e.event_id, e.url, e.type, b.batch_id, b.end_time, b.end_time
+    FROM b CROSS JOIN unnest($15::text[], $16::text[], $17::text[]) AS e(event_id, url, type)
+    WHERE $13
 )
 SELECT b.*, pg_notify($14, $1) FROM b;
 
@@ -403,6 +415,10 @@ DELETE FROM batch_lists WHERE batch_id = $1;
 DELETE FROM recall_keys WHERE batch_id = $1;
 DELETE FROM batches WHERE batch_id = $1;
 
+-- purge_webhook_events --
+-- What is left of the events of batches that ended before $1 (purged with them).
+DELETE FROM webhook_events WHERE create_time < $1;
+
 -- delete_ended_batches (postgresql) --
 DELETE FROM batches WHERE end_time IS NOT NULL AND end_time < $1 RETURNING batch_id;
 
@@ -418,6 +434,68 @@ DELETE FROM recall_keys WHERE batch_id = ANY($1);
 -- Lists created before $1; a list that a stored batch reads stays until that batch goes.
 SELECT list_id FROM recipient_lists l WHERE create_time < $1
     AND NOT EXISTS (SELECT 1 FROM batch_lists b WHERE b.list_key = l.list_key);
+
+-- ---------------------------------------------------------------------------------------
+-- The webhook outbox (CONTRACT.md rule 28)
+-- ---------------------------------------------------------------------------------------
+
+-- insert_webhook_event (sqlite) --
+-- Event $1 for endpoint $2 of batch $4, which ended at $5: due at once.
+INSERT INTO webhook_events (event_id, url, type, batch_id, create_time, next_attempt)
+VALUES ($1, $2, $3, $4, $5, $5);
+
+-- webhook_event_due (sqlite) --
+-- Whether endpoint $1 has an event due at $2 (read first: a claim is a write).
+SELECT 1 FROM webhook_events WHERE url = $1 AND next_attempt <= $2 LIMIT 1;
+
+-- webhook_event_due (postgresql) --
+SELECT 1 FROM webhook_events
+WHERE url = $1 AND next_attempt <= extract(epoch FROM clock_timestamp()) LIMIT 1;
+
+-- claim_webhook_events (sqlite) --
+-- Up to $3 events of endpoint $1 due at $2, oldest due first: each one's attempt counted
+-- (the count fences the attempt's later writes) and not due again before $2 + $4 (its
+-- lease).
+UPDATE webhook_events SET attempts = attempts + 1, next_attempt = $2 + $4
+WHERE url = $1 AND event_id IN (
+    SELECT event_id FROM webhook_events WHERE url = $1 AND next_attempt <= $2
+    ORDER BY next_attempt LIMIT $3
+)
+RETURNING event_id, url, type, batch_id, create_time, attempts, body, $2;
+
+-- claim_webhook_events (postgresql) --
+-- As SQLite's ($2: the limit, $3: the lease), by the database's clock; replicas claiming
+-- at once take different events (SKIP LOCKED), and an event claimed by one is not due for
+-- the others until its lease ends.
+WITH due AS (
+    SELECT event_id FROM webhook_events
+    WHERE url = $1 AND next_attempt <= extract(epoch FROM clock_timestamp())
+    ORDER BY next_attempt LIMIT $2 FOR UPDATE SKIP LOCKED
+)
+UPDATE webhook_events e SET attempts = e.attempts + 1,
+    next_attempt = extract(epoch FROM clock_timestamp()) + $3
+FROM due WHERE e.url = $1 AND e.event_id = due.event_id
+RETURNING e.event_id, e.url, e.type, e.batch_id, e.create_time, e.attempts, e.body,
+    extract(epoch FROM clock_timestamp());
+
+-- fix_webhook_body --
+-- Event $1's body for every endpoint, unless an attempt fixed it already: the body kept.
+UPDATE webhook_events SET body = coalesce(body, $2) WHERE event_id = $1 RETURNING body;
+
+-- retry_webhook_event (sqlite) --
+-- Attempt $3 of event $1 for endpoint $2 failed: due again at $4, unless claimed since.
+UPDATE webhook_events SET next_attempt = $4 WHERE event_id = $1 AND url = $2 AND attempts = $3;
+
+-- retry_webhook_event (postgresql) --
+-- As SQLite's, due again $4 seconds from now by the database's clock.
+UPDATE webhook_events SET next_attempt = extract(epoch FROM clock_timestamp()) + $4
+WHERE event_id = $1 AND url = $2 AND attempts = $3;
+
+-- delete_webhook_event --
+DELETE FROM webhook_events WHERE event_id = $1 AND url = $2;
+
+-- pending_webhook_events --
+SELECT count(*) FROM webhook_events;
 
 -- ---------------------------------------------------------------------------------------
 -- Recipient lists

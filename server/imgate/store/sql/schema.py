@@ -345,3 +345,27 @@ LIFECYCLE_TABLES: tuple[Element, ...] = (
         without_rowid=True,
     ),
 )
+
+# -- the webhook outbox (SQLite's version 6, PostgreSQL's 5) -----------------------------
+# One row per event and endpoint, written in the transaction that ends the batch; the
+# delivery loop claims due rows of an endpoint (next_attempt is also the lease of a claimed
+# one), deletes a row once delivered or given up, and purge deletes what is left of
+# batches it purges (create_time is the batch's end_time).
+WEBHOOK_EVENTS = Table(
+    "webhook_events",
+    (
+        Column("event_id", "text"),
+        Column("url", "text"),
+        Column("type", "text"),
+        Column("batch_id", "text"),
+        Column("create_time", "float"),
+        Column("next_attempt", "float"),
+        Column("attempts", "int", default="0"),
+        Column("body", "bytes", null=True),
+    ),
+    ("event_id", "url"),
+)
+OUTBOX_TABLES: tuple[Element, ...] = (
+    WEBHOOK_EVENTS,
+    Index("webhook_events_due", "webhook_events", ("url", "next_attempt")),
+)
