@@ -270,5 +270,30 @@ POSTGRESQL_5 = """
     """
 
 
-SQLITE_STEPS: tuple[str | None, ...] = (SQLITE_1, SQLITE_2, None, SQLITE_4, SQLITE_5, SQLITE_6)
-POSTGRESQL_STEPS = (POSTGRESQL_1, POSTGRESQL_2, POSTGRESQL_3, POSTGRESQL_4, POSTGRESQL_5)
+SQLITE_7 = """
+ALTER TABLE recipient_lists ADD COLUMN longest TEXT NOT NULL DEFAULT '';
+"""
+
+
+POSTGRESQL_6 = """
+    ALTER TABLE recipient_lists ADD COLUMN longest text NOT NULL DEFAULT '';
+    """
+
+
+SQLITE_STEPS: tuple[str | None, ...] = (
+    SQLITE_1,
+    SQLITE_2,
+    None,
+    SQLITE_4,
+    SQLITE_5,
+    SQLITE_6,
+    SQLITE_7,
+)
+POSTGRESQL_STEPS = (
+    POSTGRESQL_1,
+    POSTGRESQL_2,
+    POSTGRESQL_3,
+    POSTGRESQL_4,
+    POSTGRESQL_5,
+    POSTGRESQL_6,
+)

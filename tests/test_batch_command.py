@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from imgate.api.validate import LIST_ID_RULE
 from imgate.cli.batch import add_batch_arguments, run_batch, send_time
 from imgate.cli.send import add_send_arguments, run_send
 from imgate.sandbox import SandboxServer
@@ -105,11 +106,11 @@ async def test_to_file_with_a_bad_id_names_its_line_and_exits_2(
 ) -> None:
     gateway = await start_gateway()
     ids = tmp_path / "ids.txt"
-    ids.write_text("alice\n" + "x" * 40 + "\n")
+    ids.write_text("alice\n" + "x" * (LIST_ID_RULE.max_length + 1) + "\n")
     submit = ("submit", "--backend", "tencent", "--to-file", str(ids), "--text", "hi")
     assert await asyncio.to_thread(_run, gateway.target, *submit) == 2
     err = capsys.readouterr().err
-    assert "pages[0].recipient_ids[1]: at most 32 characters" in err
+    assert "pages[0].recipient_ids[1]: longer than any configured vendor takes" in err
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from imgate.api.validate import LIST_ID_RULE
 from imgate.sandbox import SandboxServer
 from imgate.v1 import gateway_pb2 as pb
 from tests.conftest import VENDORS, StartGateway, text_request
@@ -316,13 +317,20 @@ async def test_valid_bytes_still_work_through_the_raw_handler(start_gateway: Sta
     assert outcomes[0].state == pb.DELIVERY_STATE_ACCEPTED
 
 
+_TOO_LONG = "x" * (LIST_ID_RULE.max_length + 1)  # more than any registered vendor takes
+
+
 @pytest.mark.parametrize(
     ("ids", "bad"),
     [
         (["alice", "bob"], []),
         (["a b", "bob"], []),  # inner whitespace is not refused by the rule
         (["鲍勃", " 鲍勃", "鲍勃\u2028"], [1, 2]),  # U+2028 is whitespace too
-        (["alice", "bob ", "", "x" * 33, "c\x7f", "d\u0085"], [1, 2, 3, 4, 5]),
+        # Longer than every registered vendor takes (whichever vendors are registered).
+        (
+            ["alice", "bob ", "", "x" * (LIST_ID_RULE.max_length + 1), "c\x7f", "d\u0085"],
+            [1, 2, 3, 4, 5],
+        ),
         (["\u3000bob"], [0]),
         (["鲍\u202e勃", "鲍勃", "a\u2060", "x\U000e0041", "a\u3000b"], [0, 2, 3]),
     ],

@@ -17,6 +17,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from imgate.api.callers import token_sha256
+from imgate.api.validate import LIST_ID_RULE
 from imgate.config.load import CallerConfig
 from imgate.sandbox import SandboxServer
 from imgate.store.base import Store
@@ -127,8 +128,10 @@ async def test_bad_id_names_page_and_position_and_nothing_is_kept(
     fields = await _invalid(gateway.stub.UploadRecipients(_pages(["a", "b"], ["c"], bad_page)))
     assert fields == ["pages[2].recipient_ids[1]: must not start or end with whitespace"]
     assert await _lists_kept(store) == 0
-    fields = await _invalid(gateway.stub.UploadRecipients(_pages(["a"], ["x" * 33])))
-    assert fields[0].startswith("pages[1].recipient_ids[0]: at most 32")
+    # Longer than any registered vendor takes, whichever vendors are registered.
+    too_long = "x" * (LIST_ID_RULE.max_length + 1)
+    fields = await _invalid(gateway.stub.UploadRecipients(_pages(["a"], [too_long])))
+    assert fields[0].startswith("pages[1].recipient_ids[0]: longer than any configured vendor")
     assert await _invalid(gateway.stub.UploadRecipients(_pages([], []))) == [
         "recipient_ids: at least one recipient is required"
     ]

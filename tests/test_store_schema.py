@@ -60,7 +60,11 @@ def test_the_tables_hold_the_rows_fields_in_their_order() -> None:
     columns = schema.CHUNKS.names(schema.SQLITE)
     assert [c.removesuffix("_pos") for c in columns] == chunk
     lists = [f.name for f in dataclasses.fields(ListRow)]
-    assert schema.RECIPIENT_LISTS.names(schema.SQLITE) == ["list_key", *lists]
+    added_to_lists = [c.name for c in schema.LIST_COLUMNS_ADDED]
+    assert [*schema.RECIPIENT_LISTS.names(schema.SQLITE), *added_to_lists] == [
+        "list_key",
+        *lists,
+    ]
 
 
 def _sqlite_schema(path: Path) -> dict[str, object]:

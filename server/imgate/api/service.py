@@ -29,6 +29,7 @@ from imgate.api.requests import as_send_request, fingerprint, in_list
 from imgate.api.upload import upload_recipients
 from imgate.api.validate import (
     echo,
+    list_id_violation,
     schedule_violations,
     validate_common,
     validate_for_vendor,
@@ -162,6 +163,13 @@ class GatewayApi:
             problems.extend(validate_for_vendor(as_send, recipient_ids, translator, census))
         if recipients is not None:
             problems = [in_list(problem, recipients) for problem in problems]
+            if backend_config is not None:
+                # Every id fits some vendor; the list's longest in this backend's unit
+                # must fit its rule (an id Yunxin refuses may be one RongCloud takes).
+                rule = self._backends[backend_config.name].translator.spec.id_rule
+                too_long = list_id_violation(recipients.longest, rule, "recipient_list")
+                if too_long is not None and not any(p.field == "recipient_list" for p in problems):
+                    problems.append(too_long)
         if problems or backend_config is None:
             raise invalid(problems)
         backend = backend_config.name

@@ -7,6 +7,7 @@ page fails the upload and the store forgets everything it had received.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import uuid
 from collections.abc import AsyncIterable, Callable
@@ -14,10 +15,11 @@ from collections.abc import AsyncIterable, Callable
 from imgate.api.callers import current_caller
 from imgate.api.errors import ApiError, invalid
 from imgate.api.requests import widest as widest_of
-from imgate.api.validate import recipient_violations, validate_request_id
+from imgate.api.validate import longest_by_unit, recipient_violations, validate_request_id
 from imgate.observability.logs import set_log_context
 from imgate.store.base import ListRow, Store
 from imgate.v1 import gateway_pb2 as pb
+from imgate.vendors.base.spec import IdRule, IdUnit
 from imgate.vendors.base.translator import FieldViolation
 
 log = logging.getLogger("imgate.servicer")
@@ -35,6 +37,7 @@ async def upload_recipients(
     row = ListRow(uuid.uuid4().hex, caller.name, clock())
     digest = hashlib.sha256()
     widest, widest_bytes = "", -1
+    longest: dict[str, list[int]] = {}  # unit name -> [length, index]
     await store.create_list(row)
     kept = False
 
@@ -70,6 +73,10 @@ async def upload_recipients(
                 )
             digest.update("\n".join(ids).encode())
             digest.update(b"\n")  # no id holds a control character: an unambiguous join
+            for unit, at in longest_by_unit(ids).items():
+                length = IdRule(0, IdUnit[unit]).length(ids[at])
+                if length > longest.get(unit, [-1])[0]:  # the first of equals keeps it
+                    longest[unit] = [length, row.received + at]
             page_widest, page_widest_bytes, position = widest_of(ids)
             if page_widest_bytes > widest_bytes:  # the first of equals keeps its place
                 widest, widest_bytes = page_widest, page_widest_bytes
@@ -78,6 +85,7 @@ async def upload_recipients(
         if row.count == 0:
             raise reject([FieldViolation("recipient_ids", "at least one recipient is required")])
         row.widest_id, row.fingerprint = widest, digest.digest()
+        row.longest = json.dumps(longest, sort_keys=True)
         row.ready_time = clock()
         finished, created = await store.finish_list(row)
         kept = True

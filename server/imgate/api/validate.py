@@ -8,6 +8,7 @@ naming the request field.
 
 from __future__ import annotations
 
+import json
 import unicodedata
 from collections.abc import Sequence
 from typing import Final
@@ -16,7 +17,7 @@ from imgate.config.load import GatewayConfig
 from imgate.v1 import gateway_pb2 as pb
 from imgate.vendors.base.chars import IdCensus
 from imgate.vendors.base.common import capability_violations, unsupported_option
-from imgate.vendors.base.spec import IdRule, IdUnit, VendorSpec
+from imgate.vendors.base.spec import AnyIdRule, IdRule, IdUnit, VendorSpec
 from imgate.vendors.base.translator import FieldViolation, Translator
 from imgate.vendors.registry import BY_VENDOR, VENDORS
 
@@ -27,7 +28,6 @@ _MAX_LISTED_BAD_IDS = 10  # a huge bad list should not make a huge error
 
 # Which unit lets more ids through at one length: each counts a character at least as
 # often as the next (UTF-8 bytes >= UTF-16 units >= code points).
-_LOOSENESS: Final = {IdUnit.UTF8: 0, IdUnit.UTF16: 1, IdUnit.CODE_POINTS: 2}
 INVISIBLE_CATEGORIES: Final = frozenset({"Cc", "Cf", "Zl", "Zp"})
 """Never part of an id (CONTRACT §8 rule 23): control characters (Cc: C0, DEL, C1, a log
 forger's tool), format characters (Cf: bidi overrides such as U+202E, zero-width U+200B,
@@ -37,13 +37,37 @@ _ID_RULE: Final = (
     "account ids must be within the vendor's length, with no control, format or line"
     " separator characters and no leading or trailing whitespace"
 )
-LIST_ID_RULE: Final[IdRule] = max(
-    (plugin.spec.id_rule for plugin in VENDORS),
-    key=lambda rule: (rule.max_length, _LOOSENESS[rule.unit]),
-)
-"""The id rule of an uploaded list, which is not bound to a backend: the loosest of the
-registered vendors' (each id is checked against the backend's own rule at submit, by the
-list's widest id)."""
+LIST_ID_RULE: Final = AnyIdRule.of(plugin.spec.id_rule for plugin in VENDORS)
+"""The id rule of an uploaded list, which is not bound to a backend: an id some registered
+vendor takes. At submit, the list's longest id in the backend's unit is held to the
+backend's own rule (list_id_violation)."""
+IdLimit = IdRule | AnyIdRule
+
+
+def longest_by_unit(ids: Sequence[str], census: IdCensus | None = None) -> dict[str, int]:
+    """{unit name: position of the first id that is the longest in that unit} of `ids`."""
+    if not ids:
+        return {}
+    census = census or IdCensus.of(ids)
+    if census.printable_ascii:  # one unit a character, whatever the unit
+        position = max(range(len(ids)), key=lambda p: len(ids[p]))
+        return {unit.name: position for unit in IdUnit}
+    found = {}
+    for unit in IdUnit:
+        measure = IdRule(0, unit).length
+        found[unit.name] = max(range(len(ids)), key=lambda p: measure(ids[p]))
+    return found
+
+
+def list_id_violation(longest: str, rule: IdRule, field: str) -> FieldViolation | None:
+    """Whether a list's longest id in `rule`'s unit (its `longest` record: {unit name:
+    [length, index]}) breaks `rule`, named as the list's recipient."""
+    if not longest:
+        return None  # a list uploaded before lists kept it: its widest id was checked
+    length, index = json.loads(longest).get(rule.unit.name, (0, 0))
+    if length <= rule.max_length:
+        return None
+    return FieldViolation(field, f"recipient {index} of the list: {rule.describe()}")
 
 
 def echo(text: str) -> str:
@@ -63,7 +87,7 @@ def has_invisible(value: str) -> bool:
     )
 
 
-def id_problem(value: str, rule: IdRule | None = LIST_ID_RULE) -> str | None:
+def id_problem(value: str, rule: IdLimit | None = LIST_ID_RULE) -> str | None:
     """Why `value` cannot be an account id under `rule` (None: any length), or None."""
     if not value:
         return "must not be empty"
@@ -77,7 +101,7 @@ def id_problem(value: str, rule: IdRule | None = LIST_ID_RULE) -> str | None:
 
 
 def _bad_id_positions(
-    ids: Sequence[str], census: IdCensus | None = None, rule: IdRule | None = LIST_ID_RULE
+    ids: Sequence[str], census: IdCensus | None = None, rule: IdLimit | None = LIST_ID_RULE
 ) -> list[int]:
     """Positions of invalid ids; a few C-speed passes when all are valid (the usual case)."""
     if not ids:
@@ -100,7 +124,7 @@ def recipient_violations(
     recipient_ids: Sequence[str],
     field: str = "recipient_ids",
     census: IdCensus | None = None,
-    rule: IdRule | None = LIST_ID_RULE,
+    rule: IdLimit | None = LIST_ID_RULE,
 ) -> list[FieldViolation]:
     """The invalid ids, each named `field[position]` (the first few, then how many);
     `census`: IdCensus.of(recipient_ids), when the caller has it; `rule`: the backend's

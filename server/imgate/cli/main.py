@@ -57,11 +57,10 @@ def _sandbox_notice(config: GatewayConfig, sandbox_url: str, http_url: str = "")
         " Use --config FILE (or IMGATE_CONFIG) for real ones."
         f" Default backend: {config.default_backend}"
         + (" (no --from needed)." if no_sender else ".")
-        + f" Control API: {sandbox_url}/sandbox/"
     )
-    for hook in config.webhooks:  # the sandbox's inbox
-        text += f"; webhook events: GET {hook.url}"
     lines = textwrap.wrap(text, width=len(_RULE) - 2)
+    lines.append(f"Control API: {sandbox_url}/sandbox/")
+    lines += [f"Webhook events: {hook.url}" for hook in config.webhooks]  # the inbox
     if http_url:
         lines += [
             f"Console: {http_url}/   HTTP/JSON API: {http_url}/v1/",

@@ -171,6 +171,9 @@ class ListRow:
     widest_index: int = 0
     ready_time: float | None = None
     """When the upload finished; None while uploading (nobody may use it yet)."""
+    longest: str = ""
+    """{unit name: [length, index]} of its longest id in each unit vendors count ids in
+    (JSON), so that a backend's id rule holds at submit; "" in lists older than it."""
 
     @property
     def duplicates_removed(self) -> int:

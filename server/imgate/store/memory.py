@@ -442,6 +442,7 @@ class MemoryStore(MemoryOutbox):
         stored.request_id, stored.fingerprint = row.request_id, row.fingerprint
         stored.widest_id, stored.widest_index = row.widest_id, row.widest_index
         stored.ready_time = row.ready_time
+        stored.longest = row.longest
         return dataclasses.replace(stored), True
 
     async def get_list(self, list_id: str) -> ListRow | None:

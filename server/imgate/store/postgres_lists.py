@@ -66,6 +66,7 @@ class PostgresLists(PostgresReplicas):
                     row.widest_id,
                     row.widest_index,
                     row.ready_time,
+                    row.longest,
                 )
         if found is not None:
             await self.delete_list(row.list_id)

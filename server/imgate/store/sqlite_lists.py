@@ -83,6 +83,7 @@ class SQLiteLists(SQLiteFile):
                     row.widest_id,
                     row.widest_index,
                     row.ready_time,
+                    row.longest,
                 ),
             ).fetchone()
             return ListRow(*stored), True

@@ -21,6 +21,7 @@ from imgate.store.base import StoreError
 from imgate.store.sql.schema import (
     BATCH_TABLES,
     LIFECYCLE_TABLES,
+    LIST_LONGEST,
     LIST_TABLES,
     OUTBOX_TABLES,
     QUEUE_TABLES,
@@ -109,6 +110,7 @@ SQLITE_STEPS: tuple[Step[sqlite3.Connection], ...] = (
     QUEUE_TABLES,
     LIFECYCLE_TABLES,
     OUTBOX_TABLES,
+    LIST_LONGEST,
 )
 
 
@@ -120,4 +122,5 @@ POSTGRESQL_STEPS: tuple[Step[object], ...] = (
     QUEUE_TABLES,
     LIFECYCLE_TABLES,
     OUTBOX_TABLES,
+    LIST_LONGEST,
 )

@@ -511,7 +511,7 @@ SELECT {list_columns} FROM recipient_lists WHERE caller = $1 AND request_id = $2
 SELECT list_key FROM recipient_lists WHERE list_id = $1;
 
 -- create_list --
-INSERT INTO recipient_lists ({list_columns}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10);
+INSERT INTO recipient_lists ({list_columns}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11);
 
 -- unfinished_list (sqlite) --
 SELECT list_key, count, received FROM recipient_lists WHERE list_id = $1 AND ready_time IS NULL;
@@ -545,7 +545,7 @@ UPDATE recipient_lists SET count = $2, received = $3 WHERE list_key = $1;
 
 -- finish_list --
 UPDATE recipient_lists SET request_id = $2, fingerprint = $3, widest_id = $4,
-    widest_index = $5, ready_time = $6
+    widest_index = $5, ready_time = $6, longest = $7
 WHERE list_id = $1 RETURNING {list_columns};
 
 -- ready_list_key (sqlite) --

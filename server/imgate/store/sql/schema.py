@@ -365,6 +365,14 @@ WEBHOOK_EVENTS = Table(
     ),
     ("event_id", "url"),
 )
+LIST_COLUMNS_ADDED: tuple[Column, ...] = (
+    # A list's longest id in each unit (issue 21: a vendor with looser ids, RongCloud).
+    Column("longest", "text", default="''"),
+)
+"""ListRow's fields after RECIPIENT_LISTS', added by later steps, in order."""
+LIST_LONGEST: tuple[Element, ...] = tuple(
+    AddColumn("recipient_lists", column) for column in LIST_COLUMNS_ADDED
+)
 OUTBOX_TABLES: tuple[Element, ...] = (
     WEBHOOK_EVENTS,
     Index("webhook_events_due", "webhook_events", ("url", "next_attempt")),

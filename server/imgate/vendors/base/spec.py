@@ -9,7 +9,7 @@ here, so that a reader never has to ask "which vendor is this?".
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,6 +83,30 @@ class IdRule:
     def describe(self) -> str:
         """The rule in words, e.g. "at most 32 characters"."""
         return f"at most {self.max_length} {self.unit.value}"
+
+
+@dataclass(frozen=True, slots=True)
+class AnyIdRule:
+    """Ids that some vendor of a set takes (an uploaded recipient list is bound to no
+    backend: what decides is the rule of the backend it is sent with, at submit)."""
+
+    rules: tuple[IdRule, ...]
+
+    @classmethod
+    def of(cls, rules: Iterable[IdRule]) -> AnyIdRule:
+        return cls(tuple(dict.fromkeys(rules)))
+
+    @property
+    def max_length(self) -> int:
+        """The most any of the rules allows (in a unit where printable ASCII counts one)."""
+        return max(rule.max_length for rule in self.rules)
+
+    def fits(self, value: str) -> bool:
+        return any(rule.fits(value) for rule in self.rules)
+
+    def describe(self) -> str:
+        allowed = " or ".join(rule.describe() for rule in self.rules)
+        return f"longer than any configured vendor takes ({allowed})"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
