@@ -13,6 +13,9 @@ from typing import Final
 from imgate.vendors.base.emulator import EmulatorClass
 from imgate.vendors.base.spec import VendorSpec
 from imgate.vendors.base.translator import Translator
+from imgate.vendors.rongcloud.emulator import RongCloudEmulator
+from imgate.vendors.rongcloud.spec import SPEC as RONGCLOUD
+from imgate.vendors.rongcloud.translator import RongCloudTranslator
 from imgate.vendors.tencent.emulator import TencentEmulator
 from imgate.vendors.tencent.spec import SPEC as TENCENT
 from imgate.vendors.tencent.translator import TencentTranslator
@@ -47,6 +50,7 @@ VENDORS: Final[tuple[VendorPlugin, ...]] = (
     VendorPlugin(YUNXIN_V1, YunxinV1Translator, YunxinV1Emulator),
     VendorPlugin(YUNXIN_V2, YunxinV2Translator, YunxinV2Emulator),
     VendorPlugin(TENCENT, TencentTranslator, TencentEmulator),
+    VendorPlugin(RONGCLOUD, RongCloudTranslator, RongCloudEmulator),
 )
 
 BY_VENDOR: Final[dict[str, VendorPlugin]] = {plugin.vendor: plugin for plugin in VENDORS}
