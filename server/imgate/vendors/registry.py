@@ -15,6 +15,9 @@ from imgate.vendors.base.emulator import EmulatorClass
 from imgate.vendors.base.recall import RecallTranslator
 from imgate.vendors.base.spec import VendorSpec
 from imgate.vendors.base.translator import Translator
+from imgate.vendors.rongcloud.emulator import RongCloudEmulator
+from imgate.vendors.rongcloud.spec import SPEC as RONGCLOUD
+from imgate.vendors.rongcloud.translator import RongCloudTranslator
 from imgate.vendors.tencent.emulator import TencentEmulator
 from imgate.vendors.tencent.recall import TencentRecallTranslator
 from imgate.vendors.tencent.recall_emulator import TencentRecallEmulator
@@ -76,6 +79,7 @@ VENDORS: Final[tuple[VendorPlugin, ...]] = (
     VendorPlugin(
         TENCENT, TencentTranslator, TencentEmulator, TencentRecallTranslator, TencentRecallEmulator
     ),
+    VendorPlugin(RONGCLOUD, RongCloudTranslator, RongCloudEmulator),
 )
 
 BY_VENDOR: Final[dict[str, VendorPlugin]] = {plugin.vendor: plugin for plugin in VENDORS}

@@ -1,0 +1,1 @@
+"""RongCloud (融云) server API: private messages (CONTRACT §12 rule 35)."""
