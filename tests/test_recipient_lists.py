@@ -25,6 +25,8 @@ from imgate.store.memory import MemoryStore
 from imgate.store.postgres import PostgresStore
 from imgate.store.sqlite import SQLiteStore
 from imgate.v1 import gateway_pb2 as pb
+from imgate.vendors.base.spec import IdRule
+from imgate.vendors.registry import VENDORS
 from tests import _postgres
 from tests.conftest import RunningGateway, StartGateway, text_request
 
@@ -255,3 +257,38 @@ async def test_tencent_byte_planning_holds_for_lists(
     assert (summary.total, summary.accepted) == (1000, 1000)
     assert summary.vendor_calls >= 1000 // 120  # far more calls than 500 per call would make
     assert sandbox.state.stats("tencent").calls_received == summary.vendor_calls
+
+
+def _id_between(fits: IdRule, breaks: IdRule) -> str | None:
+    """An id that `fits` takes and `breaks` refuses (ASCII, then CJK), if there is one."""
+    for char in ("x", "鲍"):
+        for length in range(1, 200):
+            candidate = char * length
+            if fits.fits(candidate) and not breaks.fits(candidate):
+                return candidate
+    return None
+
+
+_RULE_PAIRS = [
+    (a.vendor, b.vendor, found)
+    for a in VENDORS
+    for b in VENDORS
+    if (found := _id_between(a.spec.id_rule, b.spec.id_rule)) is not None
+]
+
+
+@pytest.mark.parametrize(("fits", "breaks", "recipient"), _RULE_PAIRS)
+async def test_a_list_id_one_vendor_takes_is_held_to_the_backends_rule_at_submit(
+    start_gateway: StartGateway, fits: str, breaks: str, recipient: str
+) -> None:
+    # An uploaded list is bound to no backend: an id some vendor takes is kept, and the
+    # backend it is sent with decides at submit (its longest id in the backend's unit).
+    gateway = await start_gateway()
+    uploaded = await gateway.stub.UploadRecipients(_pages(["short", recipient]))
+    sender = {"sender_id": "imgate_sender"}
+    fields = await _invalid(
+        gateway.stub.SubmitBatch(_submit_list(uploaded.recipient_list, breaks, **sender))
+    )
+    assert any(f.startswith("recipient_list: recipient 1 of the list: at most") for f in fields)
+    batch = await gateway.stub.SubmitBatch(_submit_list(uploaded.recipient_list, fits, **sender))
+    assert batch.total == 2
