@@ -14,7 +14,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from imgate.api.callers import CallerInterceptor, token_sha256
+from imgate.api.callers import CallerInterceptor, RefusalLog, token_sha256
 from imgate.config.load import (
     CallerConfig,
     ConfigError,
@@ -170,7 +170,7 @@ async def test_tokens_never_reach_logs_and_the_audit_line_does(
 
 
 def test_interceptor_matches_only_exact_bearer_tokens() -> None:
-    interceptor = CallerInterceptor(CALLERS)
+    interceptor = CallerInterceptor(CALLERS, RefusalLog())
     assert interceptor.identify(_auth(BILLING_TOKEN)) is CALLERS[0]
     assert interceptor.identify((("authorization", f"bearer {OPS_TOKEN}"),)) is CALLERS[1]
     for metadata in (
@@ -393,3 +393,21 @@ def test_the_readme_production_example_parses(tmp_path: Path) -> None:
     assert config.tls is not None
     assert config.tls.client_ca_file
     check_exposure(config)  # 0.0.0.0 with callers: allowed
+
+
+async def test_refused_calls_are_logged_a_line_a_while_with_counts(
+    sandbox: SandboxServer, start_gateway: StartGateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Issue 22: each refused unauthenticated RPC wrote a WARNING line: the log's volume
+    # was in an attacker's hands. Now the first refusal is a line, the rest of the minute
+    # are counted into one more.
+    caplog.set_level(logging.DEBUG)
+    gateway = await _start(start_gateway)
+    for _ in range(50):
+        code = await _code(gateway.stub.GetBatch(pb.GetBatchRequest(batch_id="x"), timeout=10))
+        assert code == grpc.StatusCode.UNAUTHENTICATED
+    refusals = [r for r in caplog.records if r.name == "imgate.callers"]
+    assert len(refusals) == 1  # the first; the others wait for the summary
+    gateway.gateway.refusals.flush()
+    summary = [r.getMessage() for r in caplog.records if r.name == "imgate.callers"][-1]
+    assert "49 more" in summary

@@ -224,7 +224,7 @@ _TOKEN_DOCUMENTS = ["deploy/compose.yaml", "docs/docker.md", "docs/kubernetes.md
 def test_the_documented_token_step_keeps_a_working_token(document: str) -> None:
     """The documents' own commands, run with the real `imgate token new` and `imgate token
     hash`: the token they keep in IMGATE_TOKEN is one the configured hash accepts."""
-    from imgate.api.callers import CallerInterceptor
+    from imgate.api.callers import CallerInterceptor, RefusalLog
     from imgate.config.load import load_config
 
     text = (ROOT / document).read_text()
@@ -257,6 +257,7 @@ def test_the_documented_token_step_keeps_a_working_token(document: str) -> None:
             "IMGATE_DEMO_TOKEN_SHA256": digests[0],
         }
         config = load_config(ROOT / "deploy" / "replicas" / "imgate.toml", env)
-        caller = CallerInterceptor(config.callers).identify([("authorization", f"Bearer {token}")])
+        interceptor = CallerInterceptor(config.callers, RefusalLog())
+        caller = interceptor.identify([("authorization", f"Bearer {token}")])
         assert caller is not None
         assert caller.name == "demo"

@@ -18,6 +18,7 @@ import hmac
 import inspect
 import logging
 import secrets
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from typing import Any, TypeAlias
@@ -34,6 +35,43 @@ current_caller: ContextVar[CallerConfig] = ContextVar("imgate_caller", default=A
 """The caller of the RPC being served (set by CallerInterceptor for each call)."""
 
 log = logging.getLogger("imgate.callers")
+
+
+class RefusalLog:
+    """Refused calls, logged a line a while (issue 22: a line per refusal put the log's
+    volume in an attacker's hands). The first refusal of a quiet spell is logged at once;
+    the ones after it within `every_s` are counted, and the count is logged (with the
+    last peer seen) by the next refusal after `every_s`, or by `flush`."""
+
+    def __init__(self, every_s: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.every_s = every_s
+        self._clock = clock
+        self._last_line = float("-inf")
+        self._held = 0
+        self._last = ""
+
+    def refused(self, what: str, peer: str) -> None:
+        now = self._clock()
+        self._last = f"{what} from {peer}"
+        if now - self._last_line < self.every_s:
+            self._held += 1
+            return
+        self.flush()
+        self._last_line = now
+        log.warning("refused %s: no known bearer token", self._last)
+
+    def flush(self) -> None:
+        """Log the refusals counted since the last line, if any."""
+        if self._held:
+            log.warning(
+                "refused %d more calls without a known bearer token in the last %.0fs"
+                " (the last: %s)",
+                self._held,
+                self.every_s,
+                self._last,
+            )
+            self._held = 0
+
 
 _Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 _OPEN_PREFIX = f"/{health.SERVICE_NAME}/"
@@ -67,8 +105,10 @@ def identify(callers: Sequence[CallerConfig], authorization: object) -> CallerCo
 class CallerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """Finds the caller of every RPC from `authorization: Bearer <token>` metadata."""
 
-    def __init__(self, callers: Sequence[CallerConfig]) -> None:
+    def __init__(self, callers: Sequence[CallerConfig], refusals: RefusalLog) -> None:
+        """`refusals`: where refused calls are counted (the gateway's, HTTP's too)."""
         self._callers = tuple(callers)
+        self.refusals = refusals
 
     def identify(self, metadata: Sequence[tuple[str, Any]] | None) -> CallerConfig | None:
         """The caller whose token the metadata presents, or None."""
@@ -90,7 +130,8 @@ class CallerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 " caller; the token is missing or not known"
             )
             method = handler_call_details.method
-            return _replace_behaviour(handler, lambda _: _denied(text, method))
+            refusals = self.refusals
+            return _replace_behaviour(handler, lambda _: _denied(text, method, refusals))
         return _replace_behaviour(handler, lambda behaviour: _as_caller(caller, behaviour))
 
 
@@ -110,10 +151,10 @@ def _replace_behaviour(
     return handler
 
 
-def _denied(text: str, method: str) -> Callable[..., Any]:
+def _denied(text: str, method: str, refusals: RefusalLog) -> Callable[..., Any]:
     async def deny(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         # Who knocked and where, for the security log; never what they presented.
-        log.warning("refused %s from %s: no known bearer token", method, context.peer())
+        refusals.refused(method, context.peer())
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, text)
 
     return deny

@@ -19,7 +19,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from imgate.api.callers import CallerInterceptor
+from imgate.api.callers import CallerInterceptor, RefusalLog
 from imgate.api.decode import MAX_REQUEST_BYTES, add_gateway_service
 from imgate.api.http import HttpServer
 from imgate.api.messages import batch_message
@@ -126,7 +126,9 @@ class Gateway:
         )
         # Callers (CONTRACT §6): every RPC but health needs a configured caller's token.
         # After the metrics interceptor, so refused calls are counted too.
-        callers = [CallerInterceptor(config.callers)] if config.callers else []
+        self.refusals = RefusalLog()
+        """Calls refused for want of a known token, gRPC and HTTP: a log line a while."""
+        callers = [CallerInterceptor(config.callers, self.refusals)] if config.callers else []
         self._server = grpc.aio.server(
             # Tracing first: the SERVER span (rule 33) covers refused calls too.
             interceptors=[
@@ -144,7 +146,11 @@ class Gateway:
         """The service's operations, for every transport."""
         add_gateway_service(GatewayServicer(self.api), self._server)
         # [http] listen: the same operations as HTTP/JSON, the console, openapi.json.
-        self._http = HttpServer(config, self.api, self.metrics.grpc) if config.http_listen else None
+        self._http = (
+            HttpServer(config, self.api, self.metrics.grpc, refusals=self.refusals)
+            if config.http_listen
+            else None
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         enable_reflection((_SERVICE_NAME, health.SERVICE_NAME), self._server)
         # [health] listen (CONTRACT §11 rule 31): the health service alone, in plaintext

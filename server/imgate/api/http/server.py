@@ -46,7 +46,7 @@ from google.protobuf import message as protobuf_message
 from google.protobuf import message_factory
 from google.protobuf.descriptor import ServiceDescriptor
 
-from imgate.api.callers import current_caller, identify
+from imgate.api.callers import RefusalLog, current_caller, identify
 from imgate.api.decode import MAX_REQUEST_BYTES, SERVICE
 from imgate.api.errors import ApiError, as_api_error, invalid
 from imgate.api.http.answers import (
@@ -104,8 +104,10 @@ class HttpServer:
         api: object,
         metrics: GrpcMetrics,
         service: ServiceDescriptor = SERVICE,
+        refusals: RefusalLog | None = None,
     ) -> None:
         self._config = config
+        self._refusals = refusals or RefusalLog()
         self._api = api
         self._metrics = metrics
         self._routes = service_routes(service)
@@ -260,7 +262,7 @@ class HttpServer:
         caller = identify(callers, request.headers.get("Authorization"))
         if caller is None:
             # Who knocked and where, for the security log; never what they presented.
-            log.warning("refused HTTP %s from %s: no known bearer token", what, request.remote)
+            self._refusals.refused(f"HTTP {what}", str(request.remote))
             raise ApiError(
                 grpc.StatusCode.UNAUTHENTICATED,
                 "this gateway needs header 'Authorization: Bearer <token>' of a configured"
