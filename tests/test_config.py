@@ -361,3 +361,44 @@ def test_recall_keys_default_per_vendor_and_are_checked(tmp_path: Path) -> None:
     ):
         with pytest.raises(ConfigError, match=message):
             load_config(_write(tmp_path, GOOD + extra), ENV)
+
+
+@pytest.mark.parametrize(
+    ("extra", "key"),
+    [
+        # Issue 22: `store.lease_s = 1e-7` was accepted (a replica presumed dead 100 ns
+        # after its heartbeat: the others take over every batch at once, over and over).
+        ("[store]\nlease_s = 1e-7", "store.lease_s"),
+        ("[store]\nlease_s = 0.5", "store.lease_s"),
+        ("[store]\nbatch_retention_s = 0.001", "store.batch_retention_s"),
+        ("shutdown_grace_s = 1e-9", "shutdown_grace_s"),
+    ],
+)
+def test_durations_have_sane_lower_bounds(extra: str, key: str) -> None:
+    import tomllib
+
+    if extra.startswith("[store]"):  # a table after the backend's
+        text = _one_backend("") + extra + "\n"
+    else:  # a top-level key before any table
+        text = extra + "\n" + _one_backend("")
+    with pytest.raises(ConfigError) as error:
+        parse_config(tomllib.loads(text), {})
+    assert error.value.key == key
+    assert "at least" in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("extra", "key"),
+    [
+        ("request_timeout_s = 0.001", "backends.b.request_timeout_s"),
+        ("call_window_s = 1e-9", "backends.b.call_window_s"),
+        ("block_s = 1e-9", "backends.b.block_s"),
+    ],
+)
+def test_backend_durations_have_sane_lower_bounds(extra: str, key: str) -> None:
+    import tomllib
+
+    with pytest.raises(ConfigError) as error:
+        parse_config(tomllib.loads(_one_backend(extra)), {})
+    assert error.value.key == key
+    assert "at least" in str(error.value)

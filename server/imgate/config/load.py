@@ -38,6 +38,22 @@ INT32_MAX = 2**31 - 1
 typo (CONTRACT §8 rule 25)."""
 UINT32_MAX = 2**32 - 1
 _ZERO_ALLOWED = frozenset({"recipient_limit"})  # 0 = "not counted"
+_MINIMUM_S: Mapping[str, float] = {
+    # Durations below these are mistakes, not configurations (issue 22: lease_s = 1e-7
+    # was accepted). A lease: heartbeats run every lease_s / 3 and a PostgreSQL session
+    # idle in a transaction that long is ended. Windows and blocks stay small enough for
+    # tests that scale time down.
+    "lease_s": 1.0,
+    "batch_retention_s": 1.0,
+    "shutdown_grace_s": 0.01,
+    "request_timeout_s": 0.01,
+    "call_window_s": 0.001,
+    "recipient_window_s": 0.001,
+    "block_s": 0.001,
+    "recall_call_window_s": 0.001,
+    "recall_block_s": 0.001,
+    "timeout_s": 0.01,
+}
 _ENV_REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 
 
@@ -663,6 +679,8 @@ def _typed(
         name = key.rsplit(".", 1)[-1]
         if value < 0 or (value == 0 and name not in _ZERO_ALLOWED):
             raise ConfigError(key, "must be greater than 0")
+        if value < _MINIMUM_S.get(name, 0.0):
+            raise ConfigError(key, f"must be at least {_MINIMUM_S[name]:g} seconds")
         if value > maximum:
             raise ConfigError(key, f"must be at most {maximum}")
     return value
