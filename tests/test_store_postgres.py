@@ -436,6 +436,10 @@ async def test_a_run_stopped_by_a_store_outage_is_taken_over_again(
         assert accepted <= set(delivered) <= accepted | uncertain
         assert got.uncertain <= 500  # at most the one call in flight
         assert "released, to be adopted again" in caplog.text
+        # The database's absence is the operator's trouble, not a bug (issue 22: it was
+        # logged as an "unexpected error" with tracebacks): lines, no traceback.
+        assert "Traceback" not in caplog.text
+        assert "unexpected error" not in caplog.text
     finally:
         proxy.cut()
         await _postgres.drop_schema(base, schema)

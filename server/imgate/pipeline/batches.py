@@ -234,8 +234,10 @@ class BatchService:
             # the lease (a rolling deploy restarts every replica in turn).
             try:
                 await self.store.retire(self.owner)
-            except Exception:
-                log.warning("could not tell the store this replica stops", exc_info=True)
+            except Exception as exc:
+                log_failure(
+                    log, "could not tell the store this replica stops", exc, self.store.is_outage
+                )
         self.stopped.set()
         self.store.notifier.notify_all()
 
@@ -341,10 +343,15 @@ class BatchService:
                 log.warning("batch %s was taken over by another replica: %s", row.batch_id, exc)
                 return
             self.metrics.batch_errors.labels(row.backend).inc()
-            if _any(exc, StoreError):
+            outage = _first(exc, self.store.is_outage)
+            if outage is not None:
                 self.metrics.store_errors.labels("batch").inc()
                 # One line, no traceback: the store's trouble, not a bug (issue 22).
-                log.error("batch %s stopped: %s", row.batch_id, _first(exc, StoreError))
+                log.error(
+                    "batch %s stopped: the store: %s",
+                    row.batch_id,
+                    str(outage) or type(outage).__name__,
+                )
                 if not self.stopping.is_set():
                     if self.store.shared:
                         self.orphans.add(row.batch_id)  # a sweep takes it over (rule 9)
@@ -477,7 +484,7 @@ class BatchService:
                     log.info("purged %d batches and lists over %.0fs old", purged, self.retention_s)
             except Exception as exc:
                 self.metrics.store_errors.labels("purge").inc()
-                log_failure(log, "purging ended batches failed", exc)
+                log_failure(log, "purging ended batches failed", exc, self.store.is_outage)
             self.queue.fill_all()  # a filler that failed on a store error tries again
             await asyncio.sleep(every)
 
@@ -724,12 +731,9 @@ def _only(exc: BaseException, kind: type[BaseException]) -> bool:
     return isinstance(exc, kind)
 
 
-def _any(exc: BaseException, kind: type[BaseException]) -> bool:
-    return _first(exc, kind) is not None
-
-
-def _first(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
-    """`exc`, or the first `kind` in its group."""
+def _first(exc: BaseException, matches: Callable[[BaseException], bool]) -> BaseException | None:
+    """`exc`, or the first exception of its group, that `matches`."""
     if isinstance(exc, BaseExceptionGroup):
-        return next((e for e in map(lambda e: _first(e, kind), exc.exceptions) if e), None)
-    return exc if isinstance(exc, kind) else None
+        found = (_first(e, matches) for e in exc.exceptions)
+        return next((e for e in found if e is not None), None)
+    return exc if matches(exc) else None

@@ -8,13 +8,21 @@ else is a bug: its traceback.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from imgate.store.base import StoreError
 
 
-def log_failure(logger: logging.Logger, what: str, exc: BaseException) -> None:
-    """Log that `what` failed because of `exc`."""
-    if isinstance(exc, StoreError | ConnectionError | TimeoutError):
-        logger.error("%s: %s", what, exc or type(exc).__name__)
+def log_failure(
+    logger: logging.Logger,
+    what: str,
+    exc: BaseException,
+    is_outage: Callable[[BaseException], bool] | None = None,
+) -> None:
+    """Log that `what` failed because of `exc` (`is_outage`: the store's own test)."""
+    if isinstance(exc, StoreError | ConnectionError | TimeoutError) or (
+        is_outage is not None and is_outage(exc)
+    ):
+        logger.error("%s: %s", what, str(exc) or type(exc).__name__)
     else:
         logger.error("%s", what, exc_info=exc)

@@ -156,7 +156,12 @@ class BatchQueue:
                     slots.waiting.discard(caller)
         except Exception as exc:
             self._metrics.store_errors.labels("queue").inc()
-            log_failure(log, "taking queued batches from the store failed; trying later", exc)
+            log_failure(
+                log,
+                "taking queued batches from the store failed; trying later",
+                exc,
+                self._store.is_outage,
+            )
         finally:
             slots.filling = False
 

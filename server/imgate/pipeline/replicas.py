@@ -100,7 +100,7 @@ class ReplicaLoops:
                 adopted, recovered = await store.adopt(owner, lease_s)
             except Exception as exc:
                 replica.metrics.store_errors.labels("sweep").inc()
-                log_failure(log, "adopting dead replicas' batches failed", exc)
+                log_failure(log, "adopting dead replicas' batches failed", exc, store.is_outage)
                 continue
             if adopted:
                 log.warning(
@@ -112,7 +112,12 @@ class ReplicaLoops:
                 # Resumed all the same: the run's close ends what is still SENDING
                 # UNCERTAIN. Not resumed, they would stay this replica's and idle.
                 replica.metrics.store_errors.labels("sweep").inc()
-                log_failure(log, "ending adopted in-flight chunks failed; left to the runs", exc)
+                log_failure(
+                    log,
+                    "ending adopted in-flight chunks failed; left to the runs",
+                    exc,
+                    store.is_outage,
+                )
             if replica.stopping.is_set():
                 continue
             try:
@@ -121,7 +126,12 @@ class ReplicaLoops:
                     await replica.find_waiting()
             except Exception as exc:
                 replica.metrics.store_errors.labels("sweep").inc()
-                log_failure(log, "resuming adopted batches failed; the next sweep tries again", exc)
+                log_failure(
+                    log,
+                    "resuming adopted batches failed; the next sweep tries again",
+                    exc,
+                    store.is_outage,
+                )
 
     async def _cancel_poll_loop(self) -> None:
         """A cancel asked on another replica only changes the store: notice it here, for

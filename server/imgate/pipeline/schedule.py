@@ -73,7 +73,12 @@ class Scheduler:
                 self._wake_at = await self._store.next_scheduled(self._owner)
             except Exception as exc:
                 self._metrics.store_errors.labels("schedule").inc()
-                log_failure(log, "starting scheduled batches failed; trying again", exc)
+                log_failure(
+                    log,
+                    "starting scheduled batches failed; trying again",
+                    exc,
+                    self._store.is_outage,
+                )
                 self._wake_at = self._clock() + _RETRY_S
             sleep_s = _MAX_SLEEP_S
             if self._wake_at is not None:

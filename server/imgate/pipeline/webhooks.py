@@ -212,7 +212,9 @@ class Webhooks:
     def _store_trouble(self, exc: BaseException) -> None:
         self._metrics.store_errors.labels("webhooks").inc()
         if not self._store_failing:  # one line per episode: the loops look every second
-            log_failure(log, "webhooks: the store's outbox cannot be used", exc)
+            log_failure(
+                log, "webhooks: the store's outbox cannot be used", exc, self._store.is_outage
+            )
         self._store_failing = True
 
     # -- one attempt ----------------------------------------------------------------------

@@ -382,6 +382,11 @@ class Store(abc.ABC):
         every RUNNING batch not bound to a caller goes back to QUEUED (it waits for a
         slot like any other); bound and CANCELLING ones are listed in `to_close`."""
 
+    def is_outage(self, exc: BaseException) -> bool:
+        """Whether `exc` says the store cannot be used now (a full disk, a lost
+        connection), as opposed to a bug: logged as one line, retried."""
+        return isinstance(exc, StoreError | ConnectionError | TimeoutError | OSError)
+
     async def now(self) -> float | None:
         """The store's own clock (a shared store: the database's), or None to use the
         gateway's: what retention is counted on."""

@@ -37,6 +37,24 @@ from imgate.v1 import gateway_pb2 as pb
 
 log = logging.getLogger("imgate.store")
 
+
+class _ConnectionLossOnOneLine(logging.Filter):
+    """asyncpg's pool logs each failed attempt to reconnect with a traceback, every few
+    seconds while the database is away: the operator's trouble, not a bug, so one line
+    naming the error (issue 22)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, OSError | asyncpg.PostgresConnectionError | asyncpg.InterfaceError):
+            record.msg = f"{record.getMessage()}: {str(exc) or type(exc).__name__}"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+logging.getLogger("asyncpg.pool").addFilter(_ConnectionLossOnOneLine())
+
 T = TypeVar("T")
 # Store operations are short; a replica rarely has more than its in-flight chunks' writes
 # and a few watchers' reads at once. Three replicas stay far below max_connections (100).
@@ -92,6 +110,17 @@ class PostgresReplicas(Store):
         self._channel = ""
         """NOTIFY channel: per schema, so gateways on other schemas of the database are
         not woken (channels are per database)."""
+
+    def is_outage(self, exc: BaseException) -> bool:
+        # A connection the server closed or that broke mid-statement: the database's
+        # absence (a restart, a network cut), not a bug.
+        return super().is_outage(exc) or isinstance(
+            exc,
+            asyncpg.PostgresConnectionError
+            | asyncpg.InterfaceError
+            | asyncpg.CannotConnectNowError
+            | asyncpg.AdminShutdownError,
+        )
 
     def _error(self, what: str, exc: BaseException) -> StoreError:
         text = hide_password(str(exc) or type(exc).__name__, self.url)
