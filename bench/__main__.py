@@ -1,6 +1,6 @@
 """`python -m bench [--quick] [--stages 3,6] [--profile]`: run, print the table, write JSON.
 
-Full mode takes a few minutes; `--quick` (CI) under one minute. The table goes to stdout
+Full mode takes several minutes; `--quick` (CI) about two. The table goes to stdout
 (Markdown), the same rows with raw measurements to bench/out/results.json, progress and
 process logs to stderr and bench/out/logs/. `--profile` then samples stage 3's batches
 with py-spy (bench/out/profile-stage3.txt); the table's figures are taken unsampled.
@@ -178,7 +178,7 @@ def environment() -> dict[str, Any]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="CI mode: under a minute")
+    parser.add_argument("--quick", action="store_true", help="CI mode: about two minutes")
     parser.add_argument(
         "--profile",
         action="store_true",

@@ -58,7 +58,7 @@ class VendorClient:
         translator_type = BY_VENDOR[vendor].translator
         self.translator: Translator = translator_type(translator_type.spec.sandbox_credentials)
         self.session = session
-        self.url = base_url + self.translator.path
+        self.base_url = base_url
         self.vendor = vendor
         self.concurrency = concurrency
 
@@ -120,7 +120,11 @@ class VendorClient:
         call = self.translator.build(prepared, chunk, key, time.time(), secrets.token_hex(16))
         started = time.perf_counter()
         async with self.session.request(
-            call.method, self.url, params=call.query, headers=call.headers, data=call.body
+            call.method,
+            self.base_url + call.path,
+            params=call.query,
+            headers=call.headers,
+            data=call.body,
         ) as response:
             body = await response.read()
             statuses[response.status] += 1

@@ -37,7 +37,7 @@ class MinimalGateway(pb_grpc.GatewayServiceServicer):
         translator_type = BY_VENDOR[vendor].translator
         self.translator: Translator = translator_type(translator_type.spec.sandbox_credentials)
         self.session = session
-        self.url = base_url + self.translator.path
+        self.base_url = base_url
 
     async def BatchSend(  # type: ignore[override]
         self, request: pb.BatchSendRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -47,7 +47,11 @@ class MinimalGateway(pb_grpc.GatewayServiceServicer):
         prepared = translator.prepare(request)
         call = translator.build(prepared, ids, uuid.uuid4().hex, time.time(), secrets.token_hex(16))
         async with self.session.request(
-            call.method, self.url, params=call.query, headers=call.headers, data=call.body
+            call.method,
+            self.base_url + call.path,
+            params=call.query,
+            headers=call.headers,
+            data=call.body,
         ) as answer:
             body = await answer.read()
             status = answer.status

@@ -159,7 +159,6 @@ class Callers:
     def _direct_sender(self, base_url: str, recipients: int) -> Callable[[int], Awaitable[str]]:
         session = self._direct_session()
         translator = self.translator
-        url = base_url + translator.path
         backend = self.vendor
 
         async def send(number: int) -> str:
@@ -170,7 +169,11 @@ class Callers:
                 prepared, ids, uuid.uuid4().hex, time.time(), secrets.token_hex(16)
             )
             async with session.request(
-                call.method, url, params=call.query, headers=call.headers, data=call.body
+                call.method,
+                base_url + call.path,
+                params=call.query,
+                headers=call.headers,
+                data=call.body,
             ) as answer:
                 body = await answer.read()
                 status = answer.status

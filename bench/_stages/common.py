@@ -15,7 +15,7 @@ from imgate.v1 import gateway_pb2_grpc as pb_grpc
 
 @dataclass(frozen=True)
 class Plan:
-    """How much each stage sends; quick mode shrinks it to run in under a minute."""
+    """How much each stage sends; quick mode shrinks it to run in about two minutes."""
 
     quick: bool
     e2e_vendors: tuple[str, ...]

@@ -99,7 +99,7 @@ def quotas(sandbox: Sandbox, gateway: Gateway, plan: Plan) -> list[Row]:
     for vendor, (quota, unit) in QUOTAS.items():
         progress(f"stage 5: {vendor} quota, {plan.quota_windows} windows")
         counts_calls = unit == "calls"
-        per_call = BY_VENDOR[vendor].translator.default_limits.recipients_per_call
+        per_call = BY_VENDOR[vendor].translator.spec.limits.recipients_per_call
         limit = quota.call_limit if counts_calls else quota.recipient_limit
         window_s = quota.call_window_s if counts_calls else quota.recipient_window_s
         recipients = limit * plan.quota_windows * (per_call if counts_calls else 1)

@@ -38,7 +38,7 @@ def replicas(plan: Plan) -> list[Row]:
     the in-process limiter, in interleaved blocks."""
     vendor = _REPLICAS_VENDOR
     limit, window_s = _REPLICA_QUOTA.call_limit, _REPLICA_QUOTA.call_window_s
-    per_call = BY_VENDOR[vendor].translator.default_limits.recipients_per_call
+    per_call = BY_VENDOR[vendor].translator.spec.limits.recipients_per_call
     with contextlib.ExitStack() as stack:
         redis = RedisServer("redis-replicas")
         stack.callback(redis.stop)
