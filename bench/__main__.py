@@ -7,7 +7,8 @@ with py-spy (bench/out/profile-stage3.txt); the table's figures are taken unsamp
 
 Exit status:
     0  every figure ran; quick mode: no gross regression; full mode: every target met
-    1  quick mode: a gross regression (a ratio past its gate, twice as far as its target);
+    1  quick mode: a gross regression (a ratio past its gate, twice as far as its target)
+       that shows again when its stages run once more;
        full mode: a target missed. Full mode's status is informational: on a shared,
        noisy machine it tells, it does not gate; CI gates on quick mode only.
     2  the benchmark could not run (a process did not start, a batch went wrong)
@@ -176,6 +177,24 @@ def environment() -> dict[str, Any]:
     }
 
 
+def confirm(plan: Plan, gross: list[Row]) -> list[Row]:
+    """The gross regressions that show again when their stages run once more.
+
+    On a shared 2-core machine another job's burst can double one cell's figure (CI saw
+    SQLite's 1-caller CPU ratio at 3.05x under load and 2.2x alone); a regression in the
+    code repeats, a neighbour's burst seldom does twice.
+    """
+    stages = {row.stage for row in gross}
+    if stages & {3}:
+        stages |= {1, 2}
+    progress(f"gross regression in stage(s) {sorted({row.stage for row in gross})}; once more")
+    again = {row.figure for row in run(plan, stages, None) if row.gross}
+    for row in gross:
+        if row.figure not in again:
+            progress(f"not repeated, noise: {row.figure}: {row.ratio_text()}")
+    return [row for row in gross if row.figure in again]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="CI mode: about two minutes")
@@ -212,6 +231,8 @@ def main() -> int:
     meta = {"mode": mode, "elapsed_s": round(elapsed_s, 1), **environment()}
     write_json(args.out, rows, meta)
     progress(f"{mode} run took {elapsed_s:.0f} s; results in {args.out}")
+    if plan.quick and gross:
+        gross = confirm(plan, gross)
     if plan.quick:
         for row in gross:
             assert row.target is not None

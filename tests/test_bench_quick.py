@@ -1,6 +1,6 @@
 """The benchmark's own logic, without running it: configs it generates, verdicts, summaries.
 
-The benchmark itself runs as `python -m bench --quick` (under a minute); these tests keep
+The benchmark itself runs as `python -m bench --quick` (about two minutes); these tests keep
 its generated gateway and sandbox configurations in step with the product's.
 """
 
@@ -244,3 +244,22 @@ def test_stage_14_reads_gauges_summed_over_labels() -> None:
         "imgate_tracked_entries": 3.0,
         "imgate_vendor_in_flight_limit": 21.0,
     }
+
+
+def test_quick_mode_fails_only_on_a_gross_regression_that_repeats(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import bench.__main__ as bench_main
+
+    target = Target("<=", 2.0, 3.0)
+    noisy = Row(14, "noisy cell", "", "", "", 3.05, target)
+    real = Row(3, "real regression", "", "", "", 4.0, target)
+    reruns: list[set[int]] = []
+
+    def run_again(plan: object, stages: set[int], profile_to: object) -> list[Row]:
+        reruns.append(stages)
+        return [Row(14, "noisy cell", "", "", "", 2.2, target), real]
+
+    monkeypatch.setattr(bench_main, "run", run_again)
+    assert bench_main.confirm(bench_main.QUICK, [noisy, real]) == [real]
+    assert reruns == [{1, 2, 3, 14}]
