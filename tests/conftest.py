@@ -15,7 +15,8 @@ import grpc
 import pytest
 
 from imgate.api.server import Gateway
-from imgate.config.load import GatewayConfig, sandbox_config
+from imgate.config.load import sandbox_config
+from imgate.config.model import GatewayConfig
 from imgate.sandbox import SandboxConfig, SandboxServer
 from imgate.store.base import Store
 from imgate.v1 import gateway_pb2 as pb

@@ -17,7 +17,8 @@ from bench._report import Row, Target, table
 from bench._sandbox_proc import sandbox_config
 from bench._stages.quotas import QUOTAS, SLEEP_OUT_QUOTAS, quota_backends, sleep_out_backends
 from bench._workload import VENDORS, Backend, Quota, gateway_toml, sandbox_json
-from imgate.config.load import BackendConfig, load_config
+from imgate.config.load import load_config
+from imgate.config.model import BackendConfig
 from imgate.sandbox import FaultRule
 from imgate.vendors.base.emulation import VendorSettings
 

@@ -15,14 +15,10 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from imgate.api.callers import CallerInterceptor, RefusalLog, token_sha256
-from imgate.config.load import (
-    CallerConfig,
-    ConfigError,
-    TLSConfig,
-    check_exposure,
-    parse_config,
-    sandbox_config,
-)
+from imgate.config.access import check_exposure
+from imgate.config.errors import ConfigError
+from imgate.config.load import parse_config, sandbox_config
+from imgate.config.model import CallerConfig, TLSConfig
 from imgate.sandbox import SandboxServer
 from imgate.v1 import gateway_pb2 as pb
 from imgate_client import AsyncGatewayClient

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from imgate.config.load import ConfigError, load_config, parse_config, sandbox_config
+from imgate.config.errors import ConfigError
+from imgate.config.load import load_config, parse_config, sandbox_config
 from imgate.vendors.registry import VENDORS, VendorPlugin
 
 GOOD = """
@@ -329,11 +330,11 @@ def test_a_vendor_with_a_default_base_url_needs_none(monkeypatch: pytest.MonkeyP
     import tomllib
     import types
 
-    from imgate.config import load
+    from imgate.config import backends
 
     plugin = VENDORS[0]
     spec = dataclasses.replace(plugin.spec, default_base_url="https://api.example")
-    monkeypatch.setitem(load.BY_VENDOR, plugin.vendor, types.SimpleNamespace(spec=spec))
+    monkeypatch.setitem(backends.BY_VENDOR, plugin.vendor, types.SimpleNamespace(spec=spec))
     text = _spec_backend(plugin).replace('base_url = "https://h.example"\n', "")
     assert parse_config(tomllib.loads(text), {}).backends[0].base_url == "https://api.example"
     monkeypatch.undo()

@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 
 from imgate.api.callers import token_sha256
-from imgate.config.load import CallerConfig
+from imgate.config.model import CallerConfig
 from imgate.quota.limiter import BackendLimiter
 from imgate.sandbox import SandboxConfig, SandboxServer
 from imgate.v1 import gateway_pb2 as pb

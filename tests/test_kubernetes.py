@@ -25,7 +25,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from imgate.config.load import ConfigError, GatewayConfig, parse_config
+from imgate.config.errors import ConfigError
+from imgate.config.load import parse_config
+from imgate.config.model import GatewayConfig
 from tests import _helm
 from tests._certs import TestCA
 

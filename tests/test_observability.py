@@ -17,7 +17,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2
 from prometheus_client.parser import text_string_to_metric_families
 
-from imgate.config.load import ConfigError, parse_config
+from imgate.config.errors import ConfigError
+from imgate.config.load import parse_config
 from imgate.observability.logs import make_handler, set_log_context
 from imgate.observability.metrics import REASON_NAMES, STATE_NAMES, Metrics
 from imgate.sandbox import FaultRule, SandboxConfig, SandboxServer

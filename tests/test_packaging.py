@@ -19,7 +19,7 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from imgate.config.load import GatewayConfig
+from imgate.config.model import GatewayConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 

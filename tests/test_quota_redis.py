@@ -18,7 +18,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from imgate.api import server as _server
-from imgate.config.load import BackendConfig, Secrets
+from imgate.config.model import BackendConfig
+from imgate.config.redaction import Secrets
 from imgate.observability.metrics import Metrics
 from imgate.quota.limiter import LocalWindows, QuotaWaitTooLong
 from imgate.quota.redis import LEASE_MARGIN_S, RETRY_S, RedisQuota, RedisWindows
@@ -324,7 +325,8 @@ async def test_fail_closed_while_redis_is_down_then_resume(
 
 
 def test_quota_url_errors_name_the_key_and_hide_the_password() -> None:
-    from imgate.config.load import ConfigError, parse_config
+    from imgate.config.errors import ConfigError
+    from imgate.config.load import parse_config
 
     backend = {
         "vendor": "tencent",

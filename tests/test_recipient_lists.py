@@ -18,7 +18,7 @@ from grpc_status import rpc_status
 
 from imgate.api.callers import token_sha256
 from imgate.api.validate import LIST_ID_RULE
-from imgate.config.load import CallerConfig
+from imgate.config.model import CallerConfig
 from imgate.sandbox import SandboxServer
 from imgate.store.base import Store
 from imgate.store.memory import MemoryStore

@@ -19,7 +19,7 @@ import asyncpg
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from imgate.config.load import redacted_url as redact_url
+from imgate.config.redaction import redacted_url as redact_url
 from imgate.sandbox import FaultRule, SandboxServer
 from imgate.store.base import (
     DONE,

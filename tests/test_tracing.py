@@ -10,7 +10,8 @@ import grpc
 import pytest
 
 from imgate.api.server import Gateway
-from imgate.config.load import ConfigError, sandbox_config
+from imgate.config.errors import ConfigError
+from imgate.config.load import sandbox_config
 from imgate.observability.tracing import Tracing
 from imgate.sandbox import FaultRule, SandboxServer
 from imgate.v1 import gateway_pb2_grpc as pb_grpc

@@ -24,7 +24,9 @@ from aiohttp import web
 from google.protobuf import json_format
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from imgate.config.load import ConfigError, WebhookConfig, parse_config, sandbox_config
+from imgate.config.errors import ConfigError
+from imgate.config.load import parse_config, sandbox_config
+from imgate.config.model import WebhookConfig
 from imgate.pipeline.webhooks import MAX_RETRY_S, next_attempt_in, retry_delay
 from imgate.sandbox import SandboxServer
 from imgate.sandbox.inbox import SANDBOX_WEBHOOK_SECRET

@@ -182,7 +182,9 @@ def _acquire_latencies(redis_url: str, count: int) -> dict[str, list[float]]:
 
     import redis.asyncio
 
-    from imgate.config.load import BackendConfig, Secrets, sandbox_config
+    from imgate.config.load import sandbox_config
+    from imgate.config.model import BackendConfig
+    from imgate.config.redaction import Secrets
     from imgate.quota.limiter import BackendLimiter, Limiter
     from imgate.quota.redis import RedisQuota, RedisWindows
 

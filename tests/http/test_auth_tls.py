@@ -10,7 +10,7 @@ import pytest
 from google.rpc import code_pb2
 
 from imgate.api.callers import token_sha256
-from imgate.config.load import CallerConfig, TLSConfig
+from imgate.config.model import CallerConfig, TLSConfig
 from imgate.sandbox import SandboxServer
 from tests._certs import TestCA
 from tests.http.conftest import StartHttp

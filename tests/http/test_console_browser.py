@@ -183,7 +183,7 @@ async def test_the_console_works_with_a_callers_token_kept_for_the_tab_only(
     start_http: StartHttp, page: Any
 ) -> None:
     from imgate.api.callers import token_sha256
-    from imgate.config.load import CallerConfig
+    from imgate.config.model import CallerConfig
 
     token = "console-token-Jx81"
     http: HttpGateway = await start_http(

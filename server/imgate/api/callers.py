@@ -26,7 +26,7 @@ from typing import Any, TypeAlias
 import grpc
 from grpc_health.v1 import health
 
-from imgate.config.load import CallerConfig
+from imgate.config.model import CallerConfig
 
 ANONYMOUS = CallerConfig(name="", token_sha256=b"")
 """The caller of a gateway without [callers]: may use every backend."""

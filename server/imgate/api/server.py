@@ -27,14 +27,10 @@ from imgate.api.reflection import enable_reflection
 from imgate.api.rpc_metrics import MetricsInterceptor
 from imgate.api.service import GatewayApi
 from imgate.api.servicer import GatewayServicer
+from imgate.config.access import check_exposure, is_loopback, read_tls_files
 from imgate.config.addresses import split_listen
-from imgate.config.load import (
-    ConfigError,
-    GatewayConfig,
-    check_exposure,
-    is_loopback,
-    read_tls_files,
-)
+from imgate.config.errors import ConfigError
+from imgate.config.model import GatewayConfig
 from imgate.observability.metrics import Metrics, MetricsServer
 from imgate.observability.tracing import Tracing
 from imgate.pipeline.batches import BatchService

@@ -35,7 +35,7 @@ from imgate.api.validate import (
     validate_for_vendor,
     validate_request_id,
 )
-from imgate.config.load import GatewayConfig
+from imgate.config.model import GatewayConfig
 from imgate.observability.logs import set_log_context
 from imgate.pipeline.batches import BatchService
 from imgate.pipeline.dispatch import DEADLINE_MARGIN_S, Backend, BatchRun

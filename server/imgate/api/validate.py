@@ -13,7 +13,7 @@ import unicodedata
 from collections.abc import Sequence
 from typing import Final
 
-from imgate.config.load import GatewayConfig
+from imgate.config.model import GatewayConfig
 from imgate.v1 import gateway_pb2 as pb
 from imgate.vendors.base.chars import IdCensus
 from imgate.vendors.base.common import capability_violations, unsupported_option

@@ -22,18 +22,13 @@ from imgate.api.server import Gateway
 from imgate.cli.batch import BATCH_EXAMPLES, add_batch_arguments, run_batch
 from imgate.cli.health import HEALTH_EXAMPLES, HEALTH_HELP, add_health_arguments, run_health
 from imgate.cli.send import SEND_EXAMPLES, add_send_arguments, run_send
+from imgate.config.access import check_exposure, is_loopback
 from imgate.config.addresses import listen_address, split_listen, time_scale
-from imgate.config.load import (
-    DEFAULT_LISTEN,
-    ConfigError,
-    GatewayConfig,
-    check_exposure,
-    check_otlp_endpoint,
-    is_loopback,
-    load_config,
-    redacted_url,
-    sandbox_config,
-)
+from imgate.config.errors import ConfigError
+from imgate.config.load import load_config, sandbox_config
+from imgate.config.model import DEFAULT_LISTEN, GatewayConfig
+from imgate.config.redaction import redacted_url
+from imgate.config.values import check_otlp_endpoint
 from imgate.observability.logs import configure_logging
 from imgate.sandbox import SandboxConfig, SandboxServer, serve_sandbox
 from imgate.store.base import StoreError

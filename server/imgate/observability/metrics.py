@@ -29,7 +29,7 @@ from prometheus_client.registry import Collector
 
 from imgate import __version__
 from imgate.config.addresses import split_listen
-from imgate.config.load import ConfigError
+from imgate.config.errors import ConfigError
 from imgate.v1 import gateway_pb2 as pb
 from imgate.vendors.base.translator import RecipientResult, not_accepted
 

@@ -25,7 +25,7 @@ import contextlib
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from imgate.config.load import ConfigError
+from imgate.config.errors import ConfigError
 
 AttributeValue = str | int | float | bool
 

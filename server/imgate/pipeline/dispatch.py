@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 import aiohttp
 
 from imgate import __version__
-from imgate.config.load import BackendConfig
+from imgate.config.model import BackendConfig
 from imgate.observability.metrics import Metrics, timer
 from imgate.observability.tracing import AttributeValue, Tracing
 from imgate.pipeline.answers import (

@@ -40,7 +40,7 @@ from google.protobuf import json_format, timestamp_pb2
 from standardwebhooks import Webhook
 
 from imgate import __version__
-from imgate.config.load import WEBHOOK_EVENT_TYPES, WebhookConfig
+from imgate.config.model import WEBHOOK_EVENT_TYPES, WebhookConfig
 from imgate.observability.logs import set_log_context
 from imgate.observability.metrics import Metrics
 from imgate.pipeline.failures import log_failure

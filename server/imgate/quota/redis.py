@@ -46,7 +46,8 @@ import redis.exceptions
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from imgate.config.load import BackendConfig, hide_password, redacted_url
+from imgate.config.model import BackendConfig
+from imgate.config.redaction import hide_password, redacted_url
 from imgate.quota.limiter import (
     QUOTA_STATE_LOST,
     QUOTA_UNREACHABLE,

@@ -28,7 +28,7 @@ from typing import TypeVar
 
 import asyncpg
 
-from imgate.config.load import hide_password, redacted_url
+from imgate.config.redaction import hide_password, redacted_url
 from imgate.store.base import ChunkRow, Recovered, Store, StoreError
 from imgate.store.sql.migrate import POSTGRESQL_STEPS, migrate
 from imgate.store.sql.queries import POSTGRESQL_QUERIES as Q

@@ -63,7 +63,8 @@ from imgate.api.http.routes import Route, service_routes
 from imgate.api.http.transcode import build_request, parse_body
 from imgate.api.rpc_metrics import RpcCall, rpc_kind
 from imgate.config.addresses import split_listen
-from imgate.config.load import CallerConfig, ConfigError, GatewayConfig, TLSConfig
+from imgate.config.errors import ConfigError
+from imgate.config.model import CallerConfig, GatewayConfig, TLSConfig
 from imgate.observability.metrics import GrpcMetrics
 from imgate.vendors.base.translator import FieldViolation
 
