@@ -1,4 +1,4 @@
-"""docs/configuration.md and the README's key table against the keys `_config` accepts."""
+"""docs/configuration.md and the README's key table against the keys imgate.config accepts."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ _TYPES = {
     "boolean": bool,
     "list": list,
 }
-_TABLES = ("top", *sections._SECTION_KEYS, "callers", "tls", "webhooks")
+_TABLES = ("top", *sections.SECTION_KEYS, "callers", "tls", "webhooks")
 
 
 def _table(text: str, header: str) -> list[list[str]]:
@@ -42,13 +42,13 @@ def _table(text: str, header: str) -> list[list[str]]:
 
 def _accepted() -> dict[tuple[str, str], type]:
     """(key, "top" | "backend" | a table such as "store") -> type, as the loader checks them."""
-    keys: dict[tuple[str, str], type] = {(k, "top"): t for k, t in _config._TOP_KEYS.items()}
-    keys.update({(k, "backend"): t for k, t in backends._BACKEND_KEYS.items()})
-    for table, known in sections._SECTION_KEYS.items():
+    keys: dict[tuple[str, str], type] = {(k, "top"): t for k, t in _config.TOP_KEYS.items()}
+    keys.update({(k, "backend"): t for k, t in backends.BACKEND_KEYS.items()})
+    for table, known in sections.SECTION_KEYS.items():
         keys.update({(k, table): t for k, (_, t) in known.items()})
-    keys.update({(k, "callers"): t for k, t in access._CALLER_KEYS.items()})
-    keys.update({(k, "tls"): t for k, t in access._TLS_KEYS.items()})
-    keys.update({(k, "webhooks"): t for k, t in webhooks._WEBHOOK_KEYS.items()})
+    keys.update({(k, "callers"): t for k, t in access.CALLER_KEYS.items()})
+    keys.update({(k, "tls"): t for k, t in access.TLS_KEYS.items()})
+    keys.update({(k, "webhooks"): t for k, t in webhooks.WEBHOOK_KEYS.items()})
     for plugin in VENDORS:
         keys.update({(k, "backend"): t for k, t in plugin.spec.credential_fields.items()})
     return keys
@@ -85,8 +85,8 @@ def _numbers(default: str) -> list[float]:
 def test_top_level_defaults_match_the_code() -> None:
     fields = {f.name: f.default for f in dataclasses.fields(GatewayConfig)}
     for (key, table), (_, default) in _documented().items():
-        if table in sections._SECTION_KEYS:
-            key = sections._SECTION_KEYS[table][key][0]
+        if table in sections.SECTION_KEYS:
+            key = sections.SECTION_KEYS[table][key][0]
         elif table != "top":
             continue
         value = fields.get(key)
@@ -136,7 +136,7 @@ def test_backend_defaults_match_each_vendors_limits(plugin: VendorPlugin, docume
     assert backend is not None
     checked = 0
     for key, cell in row.items():
-        if backends._BACKEND_KEYS.get(key) in (int, float):
+        if backends.BACKEND_KEYS.get(key) in (int, float):
             assert [getattr(backend, key)] == _numbers(cell), (vendor, key)
             checked += 1
     assert checked == 6

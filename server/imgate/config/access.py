@@ -1,3 +1,6 @@
+"""Who may reach the gateway: [callers.NAME] tables, the [tls] table and its files, and
+rule 18's check that no unauthenticated listener is exposed beyond loopback."""
+
 from __future__ import annotations
 
 import ipaddress
@@ -10,16 +13,17 @@ from imgate.config.addresses import split_listen
 from imgate.config.errors import ConfigError
 from imgate.config.model import CallerConfig, GatewayConfig, TLSConfig
 from imgate.config.pem import pem_problem
-from imgate.config.values import _typed
+from imgate.config.values import typed_value
 
 # [callers.NAME] and [tls] keys -> their types (what tests/test_config_docs.py checks).
-_CALLER_KEYS: dict[str, type] = {"token_sha256": str, "backends": list, "weight": int}
-_TLS_KEYS: dict[str, type] = {"cert_file": str, "key_file": str, "client_ca_file": str}
+CALLER_KEYS: dict[str, type] = {"token_sha256": str, "backends": list, "weight": int}
+TLS_KEYS: dict[str, type] = {"cert_file": str, "key_file": str, "client_ca_file": str}
 _CALLER_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 
 
-def _callers_section(raw: Any, env: Mapping[str, str]) -> tuple[CallerConfig, ...]:
+def parse_callers(raw: Any, env: Mapping[str, str]) -> tuple[CallerConfig, ...]:
+    """The [callers] table: one CallerConfig per [callers.NAME], tokens by digest only."""
     if not isinstance(raw, dict) or not raw:
         raise ConfigError("callers", "must hold at least one [callers.NAME] table")
     callers: list[CallerConfig] = []
@@ -32,11 +36,11 @@ def _callers_section(raw: Any, env: Mapping[str, str]) -> tuple[CallerConfig, ..
         if not isinstance(body, dict):
             raise ConfigError(prefix, "must be a table")
         for key in body:
-            if key not in _CALLER_KEYS:
+            if key not in CALLER_KEYS:
                 raise ConfigError(f"{prefix}.{key}", "unknown key")
         if "token_sha256" not in body:
             raise ConfigError(f"{prefix}.token_sha256", "missing (imgate token hash)")
-        digest_hex = _typed(f"{prefix}.token_sha256", body["token_sha256"], str, env)
+        digest_hex = typed_value(f"{prefix}.token_sha256", body["token_sha256"], str, env)
         digest_hex = digest_hex.strip().lower()
         if not _SHA256_HEX.match(digest_hex):
             # Never echo the value: someone may have pasted the token itself here.
@@ -54,19 +58,20 @@ def _callers_section(raw: Any, env: Mapping[str, str]) -> tuple[CallerConfig, ..
             if not isinstance(listed, list) or not all(isinstance(b, str) for b in listed):
                 raise ConfigError(f"{prefix}.backends", "must be a list of backend names")
             backends = tuple(listed)
-        weight = _typed(f"{prefix}.weight", body.get("weight", 1), int, env, maximum=1000)
+        weight = typed_value(f"{prefix}.weight", body.get("weight", 1), int, env, maximum=1000)
         callers.append(CallerConfig(name, digest, backends, weight))
     return tuple(callers)
 
 
-def _tls_section(raw: Any, env: Mapping[str, str]) -> TLSConfig:
+def parse_tls(raw: Any, env: Mapping[str, str]) -> TLSConfig:
+    """The [tls] table, its files read and checked now so that start-up names a bad one."""
     if not isinstance(raw, dict):
         raise ConfigError("tls", "must be a table")
     values: dict[str, str] = {}
     for key, value in raw.items():
-        if key not in _TLS_KEYS:
+        if key not in TLS_KEYS:
             raise ConfigError(f"tls.{key}", "unknown key")
-        values[key] = _typed(f"tls.{key}", value, str, env)
+        values[key] = typed_value(f"tls.{key}", value, str, env)
     for key in ("cert_file", "key_file"):
         if not values.get(key):
             raise ConfigError(f"tls.{key}", "missing")

@@ -1,3 +1,6 @@
+"""[backends.NAME] tables: a vendor backend, its keys checked against the vendor's spec
+(credentials, regions, recall API, caps) and unset limits taken from it."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -6,11 +9,11 @@ from typing import Any
 from imgate.config.errors import ConfigError
 from imgate.config.model import DEFAULT_MAX_RESPONSE_BYTES, BackendConfig
 from imgate.config.redaction import Secrets
-from imgate.config.values import INT32_MAX, UINT32_MAX, _base_url, _typed
+from imgate.config.values import INT32_MAX, UINT32_MAX, checked_base_url, typed_value
 from imgate.vendors.base.spec import VendorSpec
 from imgate.vendors.registry import BY_VENDOR
 
-_BACKEND_KEYS: dict[str, type] = {
+BACKEND_KEYS: dict[str, type] = {
     "vendor": str,
     "base_url": str,
     "backup_base_url": str,
@@ -32,11 +35,12 @@ _BACKEND_KEYS: dict[str, type] = {
     "recall_call_window_s": float,
     "recall_block_s": float,
 }
-_RECALL_KEYS = frozenset(k for k in _BACKEND_KEYS if k.startswith("recall"))
+_RECALL_KEYS = frozenset(k for k in BACKEND_KEYS if k.startswith("recall"))
 """Keys of a vendor with a recall API only."""
 
 
-def _backend(name: str, raw: Any, env: Mapping[str, str]) -> BackendConfig:
+def parse_backend(name: str, raw: Any, env: Mapping[str, str]) -> BackendConfig:
+    """The [backends.NAME] table, checked against its vendor's spec."""
     prefix = f"backends.{name}"
     if not isinstance(raw, dict):
         raise ConfigError(prefix, "must be a table")
@@ -47,7 +51,7 @@ def _backend(name: str, raw: Any, env: Mapping[str, str]) -> BackendConfig:
         known = ", ".join(sorted(BY_VENDOR))
         raise ConfigError(f"{prefix}.vendor", f"unknown vendor {vendor!r} (known: {known})")
     spec = BY_VENDOR[vendor].spec
-    allowed = {**_BACKEND_KEYS, **spec.credential_fields}
+    allowed = {**BACKEND_KEYS, **spec.credential_fields}
     values: dict[str, Any] = {}
     for key, value in raw.items():
         if key not in allowed:
@@ -63,7 +67,7 @@ def _backend(name: str, raw: Any, env: Mapping[str, str]) -> BackendConfig:
             continue
         # Credentials are the vendor's numbers (a Tencent SDKAppID is a uint32).
         maximum = UINT32_MAX if key in spec.credential_fields else INT32_MAX
-        values[key] = _typed(f"{prefix}.{key}", value, allowed[key], env, maximum)
+        values[key] = typed_value(f"{prefix}.{key}", value, allowed[key], env, maximum)
     if "region" in values:
         region = spec.regions.get(values["region"])
         if region is None:
@@ -84,15 +88,15 @@ def _backend(name: str, raw: Any, env: Mapping[str, str]) -> BackendConfig:
         raise ConfigError(
             f"{prefix}.recipients_per_call", f"at most {cap} (the vendor's documented maximum)"
         )
-    base_url = _base_url(f"{prefix}.base_url", values["base_url"])
+    base_url = checked_base_url(f"{prefix}.base_url", values["base_url"])
     if "backup_base_url" in values:
-        values["backup_base_url"] = _base_url(
+        values["backup_base_url"] = checked_base_url(
             f"{prefix}.backup_base_url", values["backup_base_url"]
         )
-    return _with_defaults(name, vendor, base_url, values, sandbox=False)
+    return backend_with_defaults(name, vendor, base_url, values, sandbox=False)
 
 
-def _with_defaults(
+def backend_with_defaults(
     name: str, vendor: str, base_url: str, values: Mapping[str, Any], *, sandbox: bool
 ) -> BackendConfig:
     """A backend whose unset limits come from the vendor's published ones."""

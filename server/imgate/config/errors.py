@@ -1,3 +1,7 @@
+"""The one error the configuration raises, naming the offending key by its full path
+(e.g. `backends.tx.secret_key`) so that start-up and `imgate config check` can say which
+line to fix."""
+
 from __future__ import annotations
 
 

@@ -1,8 +1,8 @@
-"""Gateway configuration: a typed, frozen object loaded from TOML (CONTRACT.md §3).
+"""Where a GatewayConfig comes from: a TOML file, parsed TOML, or sandbox mode (CONTRACT.md §3).
 
-`${NAME}` string values are replaced from the environment; every error names the key by
-its full path (e.g. `backends.tx.secret_key`). Credentials never appear in a repr, a log
-line or an error message.
+This module checks the top-level keys and how the tables fit together (the default
+backend, the backends callers and webhooks name); each table is parsed by its own module:
+`sections`, `access`, `backends`, `webhooks`, with values read through `values`.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from imgate.config.access import _callers_section, _tls_section
+from imgate.config.access import parse_callers, parse_tls
 from imgate.config.addresses import split_listen
-from imgate.config.backends import _backend, _with_defaults
+from imgate.config.backends import backend_with_defaults, parse_backend
 from imgate.config.errors import ConfigError
 from imgate.config.model import (
     DEFAULT_BATCH_RETENTION_S,
@@ -24,14 +24,14 @@ from imgate.config.model import (
     GatewayConfig,
     WebhookConfig,
 )
-from imgate.config.sections import _SECTION_KEYS, _section
-from imgate.config.values import _typed
-from imgate.config.webhooks import _webhooks_section
+from imgate.config.sections import SECTION_KEYS, parse_section
+from imgate.config.values import typed_value
+from imgate.config.webhooks import parse_webhooks
 from imgate.sandbox.inbox import SANDBOX_INBOX, SANDBOX_WEBHOOK_SECRET, inbox_path
 from imgate.vendors.base.spec import VendorSpec
 from imgate.vendors.registry import VENDORS
 
-_TOP_KEYS = {
+TOP_KEYS = {
     "listen": str,
     "default_backend": str,
     "max_recipients_per_request": int,
@@ -66,22 +66,22 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str]) -> GatewayConfi
     """Build a GatewayConfig from parsed TOML, substituting `${NAME}` from `env`."""
     values: dict[str, Any] = {}
     for key, value in raw.items():
-        if key not in _TOP_KEYS:
+        if key not in TOP_KEYS:
             raise ConfigError(key, "unknown key")
         if key == "callers":
-            values["callers"] = _callers_section(value, env)
+            values["callers"] = parse_callers(value, env)
         elif key == "webhooks":
             continue  # after [callers]: its `callers` must name them
         elif key == "tls":
-            values["tls"] = _tls_section(value, env)
+            values["tls"] = parse_tls(value, env)
         elif key == "allow_unauthenticated":
             if not isinstance(value, bool):
                 raise ConfigError(key, f"expected true or false, got {type(value).__name__}")
             values[key] = value
-        elif key in _SECTION_KEYS:
-            values.update(_section(key, value, env))
+        elif key in SECTION_KEYS:
+            values.update(parse_section(key, value, env))
         elif key != "backends":
-            values[key] = _typed(key, value, _TOP_KEYS[key], env)
+            values[key] = typed_value(key, value, TOP_KEYS[key], env)
     if "listen" in values:
         try:
             split_listen(values["listen"])
@@ -90,7 +90,7 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str]) -> GatewayConfi
     raw_backends = raw.get("backends")
     if not isinstance(raw_backends, dict) or not raw_backends:
         raise ConfigError("backends", "at least one [backends.NAME] table is required")
-    backends = tuple(_backend(name, body, env) for name, body in raw_backends.items())
+    backends = tuple(parse_backend(name, body, env) for name, body in raw_backends.items())
     default = values.pop("default_backend", None)
     if default is None:
         if len(backends) > 1:
@@ -103,7 +103,7 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str]) -> GatewayConfi
             if name not in raw_backends:
                 raise ConfigError(f"callers.{caller.name}.backends", f"no backend named {name!r}")
     if "webhooks" in raw:
-        values["webhooks"] = _webhooks_section(raw["webhooks"], env, values.get("callers", ()))
+        values["webhooks"] = parse_webhooks(raw["webhooks"], env, values.get("callers", ()))
         retention = values.get("batch_retention_s", DEFAULT_BATCH_RETENTION_S)
         for number, hook in enumerate(values["webhooks"]):
             if hook.retry_for_s > retention:
@@ -149,7 +149,7 @@ def sandbox_config(
     windows and blocks are divided by it too, so the gateway paces to the scaled quotas.
     """
     backends = tuple(
-        _with_defaults(
+        backend_with_defaults(
             plugin.vendor,
             plugin.vendor,
             sandbox_url,

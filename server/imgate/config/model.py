@@ -1,3 +1,7 @@
+"""The configuration's shape: frozen dataclasses with a docstring per field, and the
+defaults they start from. What the gateway reads at run time; parsing lives in the
+sibling modules."""
+
 from __future__ import annotations
 
 import urllib.parse
@@ -6,8 +10,6 @@ from dataclasses import dataclass, field
 from imgate.config.redaction import Secrets
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
-
-
 DEFAULT_MAX_RESPONSE_BYTES = 4 << 20
 DEFAULT_BATCH_RETENTION_S = 604_800.0
 

@@ -1,3 +1,6 @@
+"""Keeping credentials out of sight: vendor credentials whose repr hides them, and URLs
+or messages with their password replaced by *** for logs and errors."""
+
 from __future__ import annotations
 
 import urllib.parse

@@ -1,3 +1,6 @@
+"""The small top-level tables ([store], [quota], [metrics], [http], [health], [tracing],
+[log]): each key maps to one GatewayConfig field."""
+
 from __future__ import annotations
 
 import re
@@ -8,7 +11,7 @@ from typing import Any
 from imgate.config.addresses import split_listen
 from imgate.config.errors import ConfigError
 from imgate.config.redaction import redacted_url
-from imgate.config.values import _base_url, _typed
+from imgate.config.values import checked_base_url, typed_value
 
 LOG_FORMATS = ("text", "json")
 """[log] format: one line per record, or one JSON object per line."""
@@ -16,7 +19,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 # [table] keys -> GatewayConfig fields.
-_SECTION_KEYS: dict[str, dict[str, tuple[str, type]]] = {
+SECTION_KEYS: dict[str, dict[str, tuple[str, type]]] = {
     "store": {
         "url": ("store_url", str),
         "batch_retention_s": ("batch_retention_s", float),
@@ -35,10 +38,11 @@ _CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 
-def _section(table: str, raw: Any, env: Mapping[str, str]) -> dict[str, Any]:
+def parse_section(table: str, raw: Any, env: Mapping[str, str]) -> dict[str, Any]:
+    """A small top-level table (SECTION_KEYS) as GatewayConfig field values."""
     if not isinstance(raw, dict):
         raise ConfigError(table, "must be a table")
-    known = _SECTION_KEYS[table]
+    known = SECTION_KEYS[table]
     values: dict[str, Any] = {}
     for key, value in raw.items():
         path = f"{table}.{key}"
@@ -49,7 +53,7 @@ def _section(table: str, raw: Any, env: Mapping[str, str]) -> dict[str, Any]:
             if not isinstance(value, bool):
                 raise ConfigError(path, f"expected true or false, got {type(value).__name__}")
         else:
-            value = _typed(path, value, expected, env)
+            value = typed_value(path, value, expected, env)
         if path in _CHOICES:
             value = value.lower()
             if value not in _CHOICES[path]:
@@ -66,7 +70,7 @@ def _section(table: str, raw: Any, env: Mapping[str, str]) -> dict[str, Any]:
             except ValueError as exc:
                 raise ConfigError(path, str(exc)) from None
     if "tracing_otlp_endpoint" in values:
-        _base_url("tracing.otlp_endpoint", values["tracing_otlp_endpoint"])
+        checked_base_url("tracing.otlp_endpoint", values["tracing_otlp_endpoint"])
     if "quota_url" in values:
         _quota_url(values["quota_url"])
     if "quota_key_prefix" in values and not _KEY_PREFIX.match(values["quota_key_prefix"]):

@@ -1,3 +1,7 @@
+"""One configuration value: `${NAME}` replaced from the environment, then its type and range
+checked (rule 25), and base URLs. Every table's parser reads its numbers and strings
+through here, so the limits are the same wherever a key lives."""
+
 from __future__ import annotations
 
 import math
@@ -32,7 +36,7 @@ _MINIMUM_S: Mapping[str, float] = {
 _ENV_REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 
 
-def _typed(
+def typed_value(
     key: str, value: Any, expected: type, env: Mapping[str, str], maximum: int = INT32_MAX
 ) -> Any:
     """`value` checked as `expected` (after `${NAME}` substitution); numbers must be finite,
@@ -81,10 +85,12 @@ def _from_env(key: str, name: str, expected: type, env: Mapping[str, str]) -> An
 
 def check_otlp_endpoint(key: str, value: str) -> str:
     """An OTLP/gRPC collector's URL, checked (ConfigError naming `key`)."""
-    return _base_url(key, value)
+    return checked_base_url(key, value)
 
 
-def _base_url(key: str, value: str) -> str:
+def checked_base_url(key: str, value: str) -> str:
+    """`value` without its trailing /, once it is http(s)://host[:port] (ConfigError naming
+    `key` otherwise)."""
     base_url = value.rstrip("/")
     if not re.match(r"^https?://[^/\s]+$", base_url):
         raise ConfigError(key, "must be http(s)://host[:port] with no path")

@@ -1,3 +1,6 @@
+"""[[webhooks]] tables: the endpoints told when batches end (rule 28). Their url and
+secret are checked without ever echoing them: both may carry credentials."""
+
 from __future__ import annotations
 
 import base64
@@ -13,14 +16,14 @@ from imgate.config.model import (
     CallerConfig,
     WebhookConfig,
 )
-from imgate.config.values import _typed
+from imgate.config.values import typed_value
 
 # Standard Webhooks: the secret is 24 to 64 random bytes, base64, after "whsec_".
 _WEBHOOK_SECRET_BYTES = (24, 64)
 
 
 # [[webhooks]] keys -> their types (what tests/test_config_docs.py checks).
-_WEBHOOK_KEYS: dict[str, type] = {
+WEBHOOK_KEYS: dict[str, type] = {
     "url": str,
     "secret": str,
     "events": list,
@@ -30,9 +33,10 @@ _WEBHOOK_KEYS: dict[str, type] = {
 }
 
 
-def _webhooks_section(
+def parse_webhooks(
     raw: Any, env: Mapping[str, str], callers: tuple[CallerConfig, ...]
 ) -> tuple[WebhookConfig, ...]:
+    """The [[webhooks]] tables; `callers` are the configured ones, which a hook may name."""
     if not isinstance(raw, list) or not all(isinstance(entry, dict) for entry in raw):
         raise ConfigError("webhooks", "must be [[webhooks]] tables")
     known_callers = {caller.name for caller in callers} or {""}
@@ -41,17 +45,17 @@ def _webhooks_section(
     for number, body in enumerate(raw):
         prefix = f"webhooks[{number}]"
         for key in body:
-            if key not in _WEBHOOK_KEYS:
+            if key not in WEBHOOK_KEYS:
                 raise ConfigError(f"{prefix}.{key}", "unknown key")
         for key in ("url", "secret", "events"):
             if key not in body:
                 raise ConfigError(f"{prefix}.{key}", "missing")
-        url = _webhook_url(f"{prefix}.url", _typed(f"{prefix}.url", body["url"], str, env))
+        url = _webhook_url(f"{prefix}.url", typed_value(f"{prefix}.url", body["url"], str, env))
         if url in seen:
             raise ConfigError(f"{prefix}.url", f"the same url as {seen[url]}")
         seen[url] = prefix
         secret = _webhook_secret(
-            f"{prefix}.secret", _typed(f"{prefix}.secret", body["secret"], str, env)
+            f"{prefix}.secret", typed_value(f"{prefix}.secret", body["secret"], str, env)
         )
         events = _names(f"{prefix}.events", body["events"])
         for event in events:
@@ -72,8 +76,8 @@ def _webhooks_section(
                 secret,
                 events,
                 only,
-                _typed(f"{prefix}.retry_for_s", body.get("retry_for_s", 86_400.0), float, env),
-                _typed(f"{prefix}.timeout_s", body.get("timeout_s", 10.0), float, env),
+                typed_value(f"{prefix}.retry_for_s", body.get("retry_for_s", 86_400.0), float, env),
+                typed_value(f"{prefix}.timeout_s", body.get("timeout_s", 10.0), float, env),
             )
         )
     return tuple(webhooks)
