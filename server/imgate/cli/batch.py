@@ -30,23 +30,25 @@ from imgate.cli.options import (
     connection_options,
     connection_problem,
 )
+from imgate.cli.output import (
+    _silence_stdout,
+    _to_json,
+    format_outcome,
+    format_summary,
+    json_summary,
+)
+from imgate.cli.pause import PauseWatch
 from imgate.cli.send import (
     DEFAULT_TARGET,
     EXIT_CALL_FAILED,
     EXIT_COMPLETED,
     EXIT_INTERRUPTED,
     EXIT_INVALID_REQUEST,
-    PauseWatch,
     _message,
     _resume_hint,
-    _silence_stdout,
-    _to_json,
     add_send_arguments,
-    format_outcome,
-    format_summary,
-    json_summary,
-    upload_file,
 )
+from imgate.cli.upload import upload_file
 from imgate_client import GatewayClient, GatewayError, InvalidRequestError, gateway_pb2
 
 

@@ -15,34 +15,27 @@ sending; standard output is the same as with ``--to``.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import os
 import sys
-import threading
 import time
-from collections.abc import Iterable, Iterator
-from typing import Never, TextIO
 
 from google.protobuf import json_format
-from google.protobuf.message import Message as ProtoMessage
-from tqdm import tqdm
 
 from imgate.cli.options import (
     add_connection_arguments,
     connection_options,
     connection_problem,
 )
+from imgate.cli.output import _Output
+from imgate.cli.pause import PauseWatch
+from imgate.cli.upload import upload_file
 from imgate_client import (
     BatchStream,
     GatewayClient,
     GatewayError,
     InvalidRequestError,
-    backend_state_name,
     gateway_pb2,
-    reason_name,
-    state_name,
 )
 from imgate_client import custom as custom_message
 from imgate_client import text as text_message
@@ -53,14 +46,9 @@ EXIT_COMPLETED = 0
 EXIT_CALL_FAILED = 1
 EXIT_INVALID_REQUEST = 2
 EXIT_INTERRUPTED = 130
-# Smaller batches finish before a progress bar would tell the user anything.
-PROGRESS_MIN_RECIPIENTS = 1000
 # --timeout with --to-file: the last vendor calls start this long before the deadline, so
 # that their outcomes still reach the watch (the gateway's margin for BatchSend is 0.25 s).
 SEND_BEFORE_MARGIN_S = 0.5
-# With no outcome for this long, ask the gateway whether the backend is paused, and say why
-# on stderr (CONTRACT §11 rule 32): a send must never sit silent for minutes.
-QUIET_BEFORE_ASKING_S = 3.0
 SEND_EXAMPLES = """examples:
   imgate send --to bob --text hi
   imgate send --backend yunxin_v2 --from alice --to bob,carol --tip "maintenance at 22:00"
@@ -277,218 +265,10 @@ def _resume_hint(stream: BatchStream | None, command: str, batch_id: str = "") -
         )
 
 
-class PauseWatch:
-    """While a send waits with no outcome for `QUIET_BEFORE_ASKING_S`, asks ListBackends
-    whether its backend is paused or blocked, and says so on stderr, once per pause."""
-
-    def __init__(self, client: GatewayClient, backend: str, stderr: TextIO, command: str):
-        self._client = client
-        self._backend = backend
-        self._stderr = stderr
-        self._command = command
-        self._last_outcome = time.monotonic()
-        self._said: tuple[int, str] | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="pause-watch", daemon=True)
-
-    def touch(self) -> None:
-        """An outcome arrived: the send is moving."""
-        self._last_outcome = time.monotonic()
-
-    def __enter__(self) -> PauseWatch:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=1)
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.5):
-            if time.monotonic() - self._last_outcome >= QUIET_BEFORE_ASKING_S:
-                self.say_now()
-
-    def say_now(self) -> None:
-        """Ask once, and say why the backend is not sending if it is not."""
-        try:
-            backends = self._client.list_backends(timeout=2)
-        except GatewayError:
-            return  # only a hint: the command itself reports what matters
-        name = self._backend or backends.default_backend
-        for backend in backends.backends:
-            if backend.name == name:
-                self._say(backend)
-
-    def _say(self, backend: gateway_pb2.Backend) -> None:
-        if backend.state in (
-            gateway_pb2.BACKEND_STATE_UNSPECIFIED,
-            gateway_pb2.BACKEND_STATE_SERVING,
-        ):
-            self._said = None
-            return
-        until = backend.paused_until if backend.HasField("paused_until") else None
-        if backend.HasField("blocked_until") and until is None:
-            until = backend.blocked_until
-        state = backend_state_name(backend.state).lower()
-        when = ""
-        if until is not None:
-            left = max(0.0, until.ToMicroseconds() / 1e6 - time.time())
-            clock = time.strftime("%H:%M:%S", time.localtime(until.seconds))
-            when = f" until {clock} ({left:.0f}s from now)"
-        reason = backend.pause_reason or "no reason given"
-        line = f"{self._command}: waiting: backend {backend.name} is {state}{when}: {reason}"
-        if (backend.state, reason) != self._said:
-            self._said = (backend.state, reason)
-            print(line, file=self._stderr, flush=True)
-
-
 def _remaining(deadline: float | None) -> float | None:
     if deadline is None:
         return None
     return max(0.001, deadline - time.monotonic())
-
-
-def upload_file(
-    client: GatewayClient, args: argparse.Namespace, command: str, timeout: float | None
-) -> gateway_pb2.RecipientList | None:
-    """Stream ``args.to_file`` through UploadRecipients (a bar on a terminal); None when
-    the file cannot be read (said on stderr). Raises GatewayError when the call fails."""
-    source = _FileIds(args.to_file, _upload_bar(sys.stderr, args.to_file))
-    try:
-        recipients = client.upload_recipients(source, timeout=timeout)
-    except GatewayError:
-        if source.error is None:
-            raise
-        recipients = None
-    finally:
-        source.close()
-    if source.error is not None:
-        print(f"{command}: cannot read recipients: {source.error}", file=sys.stderr)
-        return None
-    return recipients
-
-
-def _upload_bar(terminal: TextIO, path: str) -> tqdm[Never] | None:
-    if not terminal.isatty():
-        return None
-    size = None
-    if path != "-":
-        with contextlib.suppress(OSError):
-            size = os.path.getsize(path) or None
-    # Shown after half a second: a small file is uploaded before a bar would help.
-    columns, rows = _bar_size(terminal)
-    return tqdm(
-        desc="upload",
-        unit=" ids",
-        file=terminal,
-        leave=False,
-        delay=0.5,
-        total=size,
-        ncols=columns,
-        nrows=rows,
-    )
-
-
-def _bar_size(terminal: TextIO) -> tuple[int | None, int | None]:
-    """tqdm's (ncols, nrows) for `terminal`: 80x24 when it reports no size (a fresh pty
-    says 0x0, and tqdm would then draw nothing at all)."""
-    try:
-        size = os.get_terminal_size(terminal.fileno())
-    except (OSError, ValueError, io.UnsupportedOperation):
-        return None, None  # not a real terminal: tqdm's own defaults
-    return size.columns or 80, size.lines or 24
-
-
-class _FileIds:
-    """The ids of a file (``-``: stdin), read a line at a time as the upload asks for them.
-
-    With a bar: its count is ids read, its total an estimate from the bytes read so far
-    and the file's size (so the rate and ETA are of ids). A read error stops the upload
-    (which then fails) and is kept in ``error``.
-    """
-
-    _BAR_EVERY = 4096
-
-    def __init__(self, path: str, bar: tqdm[Never] | None) -> None:
-        self._path = path
-        self._bar = bar
-        self._size = bar.total if bar is not None else None
-        self.error: Exception | None = None
-
-    def __iter__(self) -> Iterator[str]:
-        try:
-            yield from self._ids()
-        except (OSError, UnicodeDecodeError) as error:
-            self.error = error
-            raise
-
-    def _ids(self) -> Iterator[str]:
-        if self._path == "-":
-            # Decode stdin ourselves: a pipe from a spreadsheet export starts with a BOM too.
-            lines: Iterable[bytes] = getattr(sys.stdin, "buffer", None) or (
-                line.encode() for line in sys.stdin
-            )
-            yield from self._decoded(lines)
-            return
-        with open(self._path, "rb") as file:
-            yield from self._decoded(file)
-
-    def _decoded(self, lines: Iterable[bytes]) -> Iterator[str]:
-        bar, size = self._bar, self._size
-        count = bytes_read = 0
-        first = True
-        for raw in lines:
-            bytes_read += len(raw)
-            line = raw.decode("utf-8")
-            if first:
-                # utf-8-sig: files saved by spreadsheet tools often start with a BOM.
-                line, first = line.removeprefix("\ufeff"), False
-            recipient = line.strip()
-            if not recipient:
-                continue
-            yield recipient
-            count += 1
-            if bar is not None and count % self._BAR_EVERY == 0:
-                if size:
-                    bar.total = max(count, round(count * size / bytes_read))
-                bar.update(self._BAR_EVERY)
-        if bar is not None:
-            bar.total = count
-            bar.update(count - bar.n)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-
-
-def _silence_stdout() -> None:
-    """Point stdout at /dev/null so that the flush at exit cannot raise BrokenPipeError."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError, io.UnsupportedOperation):
-        pass  # not a real file (tests): nothing will flush it at exit
-    finally:
-        os.close(devnull)
-
-
-def format_outcome(outcome: gateway_pb2.RecipientOutcome) -> str:
-    """``alice  ACCEPTED`` or ``ghost1  FAILED  RECIPIENT_NOT_FOUND  (70107: detail)``."""
-    fields = [outcome.recipient_id, state_name(outcome.state)]
-    if outcome.reason:
-        fields.append(reason_name(outcome.reason))
-    explanation = ": ".join(part for part in (outcome.vendor_code, outcome.detail) if part)
-    if explanation:
-        # One line per outcome, whatever the vendor put in its message.
-        fields.append(f"({' '.join(explanation.split())})")
-    return "  ".join(fields)
-
-
-def format_summary(summary: gateway_pb2.BatchSummary) -> str:
-    """``total=3 accepted=2 failed=1 ...`` in the proto's field order."""
-    return " ".join(
-        f"{field.name}={getattr(summary, field.name)}" for field in summary.DESCRIPTOR.fields
-    )
 
 
 def _message(args: argparse.Namespace) -> gateway_pb2.Message:
@@ -548,100 +328,3 @@ def _report_error(error: GatewayError, received: int) -> None:
         return
     message = f"imgate send: the call failed{where}: {error.code.name}: {error.details}"
     print(message, file=sys.stderr)
-
-
-def json_summary(summary: gateway_pb2.BatchSummary, batch_id: str, cursor: str) -> str:
-    """The ``--json`` summary line: the summary, the batch id and the cursor after the
-    last outcome (``imgate batch watch BATCH_ID --cursor C`` reads what comes later)."""
-    line = {"summary": _to_json(summary), "batch_id": batch_id, "cursor": cursor}
-    return json.dumps(line, ensure_ascii=False)
-
-
-def _to_json(message: ProtoMessage) -> dict[str, object]:
-    # Proto field names and every field, present or default, in the proto's order: the same
-    # keys in the same order on every line (an unset message field, such as a running
-    # batch's summary, is null).
-    fields = json_format.MessageToDict(
-        message,
-        preserving_proto_field_name=True,
-        always_print_fields_with_no_presence=True,
-        unquote_int64_if_possible=True,
-    )
-    return {field.name: fields.get(field.name) for field in message.DESCRIPTOR.fields}
-
-
-class _Output:
-    """Writes outcomes and the summary to ``stdout``, with a progress bar on a terminal."""
-
-    def __init__(
-        self, stdout: TextIO, stderr: TextIO, *, json_lines: bool, unique_recipients: int
-    ) -> None:
-        self._stdout = stdout
-        self._json_lines = json_lines
-        columns, rows = _bar_size(stderr)
-        self._progress = (
-            tqdm(
-                desc="send",
-                total=unique_recipients,
-                unit=" rcpt",
-                file=stderr,
-                leave=False,
-                mininterval=0.2,
-                ncols=columns,
-                nrows=rows,
-            )
-            if stderr.isatty() and unique_recipients > PROGRESS_MIN_RECIPIENTS
-            else None
-        )
-        # Lines written to the same terminal would land on the bar's line: move it aside.
-        self._bar_in_the_way = self._progress is not None and stdout.isatty()
-        # Set when the reader of stdout left (`| head`): the batch goes on, unprinted.
-        self._reader_gone = False
-
-    def outcome(self, outcome: gateway_pb2.RecipientOutcome) -> None:
-        if self._progress is not None:
-            self._progress.update()
-        if self._json_lines:
-            self._write(json.dumps(_to_json(outcome), ensure_ascii=False))
-        else:
-            self._write(format_outcome(outcome))
-
-    def summary(self, summary: gateway_pb2.BatchSummary, batch_id: str, cursor: str) -> None:
-        self.done()
-        if self._json_lines:
-            self._write(json_summary(summary, batch_id, cursor))
-        else:
-            self._write(format_summary(summary))
-
-    def done(self) -> None:
-        """Take the progress bar off the terminal for good and flush the outcomes written."""
-        if self._progress is not None:
-            self._progress.close()
-            self._progress = None
-        self._bar_in_the_way = False
-        # Outcomes already received come out before any error message that follows.
-        if not self._reader_gone:
-            try:
-                self._stdout.flush()
-            except BrokenPipeError:
-                self._leave_quietly()
-
-    def _write(self, line: str) -> None:
-        if self._reader_gone:
-            return
-        try:
-            if self._bar_in_the_way and self._progress is not None:
-                self._progress.clear()
-                self._stdout.write(line + "\n")
-                self._stdout.flush()
-                self._progress.refresh()
-            else:
-                self._stdout.write(line + "\n")
-        except BrokenPipeError:
-            self._leave_quietly()
-
-    def _leave_quietly(self) -> None:
-        # Cancelling would leave the rest of the recipients unsent: the reader closing a
-        # pipe is no reason to stop a send half-way. Keep consuming, print nothing more.
-        self._reader_gone = True
-        _silence_stdout()
