@@ -31,11 +31,11 @@ from imgate.cli.options import (
     connection_problem,
 )
 from imgate.cli.output import (
-    _silence_stdout,
-    _to_json,
     format_outcome,
     format_summary,
     json_summary,
+    silence_stdout,
+    to_json,
 )
 from imgate.cli.pause import PauseWatch
 from imgate.cli.send import (
@@ -205,7 +205,7 @@ def run_batch(args: argparse.Namespace) -> int:
     except BrokenPipeError:
         # `imgate batch watch ... | head`: the reader has what it wanted. Leaving the watch
         # changes nothing about the batch.
-        _silence_stdout()
+        silence_stdout()
         return EXIT_COMPLETED
     except GatewayError as error:
         where = f"imgate batch {args.batch_command}"
@@ -221,7 +221,7 @@ def run_batch(args: argparse.Namespace) -> int:
 
 
 def _print_batch(batch: gateway_pb2.Batch, as_json: bool) -> None:
-    print(json.dumps(_to_json(batch), ensure_ascii=False) if as_json else format_batch(batch))
+    print(json.dumps(to_json(batch), ensure_ascii=False) if as_json else format_batch(batch))
 
 
 def _submit(client: GatewayClient, args: argparse.Namespace) -> int:
@@ -255,7 +255,7 @@ def _watch(client: GatewayClient, args: argparse.Namespace) -> int:
     with client.watch_batch(args.batch_id, cursor=args.cursor) as stream:
         try:
             for outcome in stream:
-                line = json.dumps(_to_json(outcome), ensure_ascii=False)
+                line = json.dumps(to_json(outcome), ensure_ascii=False)
                 print(line if args.json else format_outcome(outcome))
         except (GatewayError, KeyboardInterrupt):
             sys.stdout.flush()

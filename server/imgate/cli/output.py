@@ -1,3 +1,7 @@
+"""What ``imgate send`` and ``imgate batch`` print: outcome and summary lines (plain or
+JSON Lines), the sending progress bar on a terminal, and a quiet exit when the reader of
+standard output goes away."""
+
 from __future__ import annotations
 
 import io
@@ -16,7 +20,7 @@ from imgate_client import gateway_pb2, reason_name, state_name
 PROGRESS_MIN_RECIPIENTS = 1000
 
 
-def _bar_size(terminal: TextIO) -> tuple[int | None, int | None]:
+def bar_size(terminal: TextIO) -> tuple[int | None, int | None]:
     """tqdm's (ncols, nrows) for `terminal`: 80x24 when it reports no size (a fresh pty
     says 0x0, and tqdm would then draw nothing at all)."""
     try:
@@ -26,7 +30,7 @@ def _bar_size(terminal: TextIO) -> tuple[int | None, int | None]:
     return size.columns or 80, size.lines or 24
 
 
-def _silence_stdout() -> None:
+def silence_stdout() -> None:
     """Point stdout at /dev/null so that the flush at exit cannot raise BrokenPipeError."""
     devnull = os.open(os.devnull, os.O_WRONLY)
     try:
@@ -59,11 +63,11 @@ def format_summary(summary: gateway_pb2.BatchSummary) -> str:
 def json_summary(summary: gateway_pb2.BatchSummary, batch_id: str, cursor: str) -> str:
     """The ``--json`` summary line: the summary, the batch id and the cursor after the
     last outcome (``imgate batch watch BATCH_ID --cursor C`` reads what comes later)."""
-    line = {"summary": _to_json(summary), "batch_id": batch_id, "cursor": cursor}
+    line = {"summary": to_json(summary), "batch_id": batch_id, "cursor": cursor}
     return json.dumps(line, ensure_ascii=False)
 
 
-def _to_json(message: ProtoMessage) -> dict[str, object]:
+def to_json(message: ProtoMessage) -> dict[str, object]:
     # Proto field names and every field, present or default, in the proto's order: the same
     # keys in the same order on every line (an unset message field, such as a running
     # batch's summary, is null).
@@ -76,7 +80,7 @@ def _to_json(message: ProtoMessage) -> dict[str, object]:
     return {field.name: fields.get(field.name) for field in message.DESCRIPTOR.fields}
 
 
-class _Output:
+class Output:
     """Writes outcomes and the summary to ``stdout``, with a progress bar on a terminal."""
 
     def __init__(
@@ -84,7 +88,7 @@ class _Output:
     ) -> None:
         self._stdout = stdout
         self._json_lines = json_lines
-        columns, rows = _bar_size(stderr)
+        columns, rows = bar_size(stderr)
         self._progress = (
             tqdm(
                 desc="send",
@@ -108,7 +112,7 @@ class _Output:
         if self._progress is not None:
             self._progress.update()
         if self._json_lines:
-            self._write(json.dumps(_to_json(outcome), ensure_ascii=False))
+            self._write(json.dumps(to_json(outcome), ensure_ascii=False))
         else:
             self._write(format_outcome(outcome))
 
@@ -150,4 +154,4 @@ class _Output:
         # Cancelling would leave the rest of the recipients unsent: the reader closing a
         # pipe is no reason to stop a send half-way. Keep consuming, print nothing more.
         self._reader_gone = True
-        _silence_stdout()
+        silence_stdout()

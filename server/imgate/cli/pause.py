@@ -1,3 +1,6 @@
+"""Say on stderr why a backend is not sending (paused or blocked, and until when): while a
+send waits with no outcomes, and once for ``imgate batch get``."""
+
 from __future__ import annotations
 
 import threading

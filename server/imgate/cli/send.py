@@ -27,7 +27,7 @@ from imgate.cli.options import (
     connection_options,
     connection_problem,
 )
-from imgate.cli.output import _Output
+from imgate.cli.output import Output
 from imgate.cli.pause import PauseWatch
 from imgate.cli.upload import upload_file
 from imgate_client import (
@@ -120,7 +120,7 @@ def run_send(args: argparse.Namespace) -> int:
     if args.to_file is not None:
         return _send_file(args)
     recipients = [recipient for ids in args.to for recipient in ids]
-    output = _Output(
+    output = Output(
         sys.stdout,
         sys.stderr,
         json_lines=args.json,
@@ -172,7 +172,7 @@ def _send_file(args: argparse.Namespace) -> int:
         send_before = time.time() + args.timeout - SEND_BEFORE_MARGIN_S
     received = 0
     batch_id = ""
-    output: _Output | None = None
+    output: Output | None = None
     stream: BatchStream | None = None
     try:
         with GatewayClient(args.target, **connection_options(args)) as client:
@@ -189,7 +189,7 @@ def _send_file(args: argparse.Namespace) -> int:
                 timeout=_remaining(deadline),
             )
             batch_id = batch.batch_id
-            output = _Output(
+            output = Output(
                 sys.stdout, sys.stderr, json_lines=args.json, unique_recipients=batch.total
             )
             try:

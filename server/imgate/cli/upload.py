@@ -1,3 +1,6 @@
+"""``--to-file``: stream a file of recipient ids (``-``: stdin) through UploadRecipients,
+a line at a time, with a progress bar on a terminal."""
+
 from __future__ import annotations
 
 import argparse
@@ -9,7 +12,7 @@ from typing import Never, TextIO
 
 from tqdm import tqdm
 
-from imgate.cli.output import _bar_size
+from imgate.cli.output import bar_size
 from imgate_client import GatewayClient, GatewayError, gateway_pb2
 
 
@@ -41,7 +44,7 @@ def _upload_bar(terminal: TextIO, path: str) -> tqdm[Never] | None:
         with contextlib.suppress(OSError):
             size = os.path.getsize(path) or None
     # Shown after half a second: a small file is uploaded before a bar would help.
-    columns, rows = _bar_size(terminal)
+    columns, rows = bar_size(terminal)
     return tqdm(
         desc="upload",
         unit=" ids",
