@@ -93,8 +93,8 @@ def test_sandbox_mode_serves_grpc_alone_when_its_default_http_port_is_taken() ->
         port = taken.getsockname()[1]
         # The default port, made one this test holds.
         code = (
-            "import sys, imgate.cli.main as cli;"
-            f" cli.DEFAULT_HTTP_LISTEN_IN_SANDBOX = '127.0.0.1:{port}';"
+            "import sys, imgate.cli.main as cli, imgate.cli.serve as serve;"
+            f" serve.DEFAULT_HTTP_LISTEN_IN_SANDBOX = '127.0.0.1:{port}';"
             f" sys.exit(cli.main(['serve', '--listen', '{target}', '--sandbox-listen',"
             " '127.0.0.1:0']))"
         )
