@@ -25,6 +25,7 @@ _ENTRY_FRAMES = (
     "asyncio/events.py",
     "imgate/__main__.py",
     "(imgate/cli/main.py)",
+    "(imgate/cli/serve.py)",
     "threading.py",
 )
 

@@ -1,3 +1,6 @@
+"""``imgate config check``, and which configuration file a command loads (``--config`` or
+``IMGATE_CONFIG``; none: sandbox mode)."""
+
 from __future__ import annotations
 
 import os
@@ -11,7 +14,7 @@ from imgate.config.model import GatewayConfig
 from imgate.config.redaction import redacted_url
 
 
-def _check_config(flag: str | None) -> int:
+def check_config(flag: str | None) -> int:
     """`imgate config check`: what `imgate serve --config` would refuse at start-up,
     with the same message and exit status, short of binding and connecting."""
     if flag is None and not os.environ.get("IMGATE_CONFIG"):
@@ -20,7 +23,7 @@ def _check_config(flag: str | None) -> int:
             file=sys.stderr,
         )
         return 2
-    path = _config_path(flag, os.environ)
+    path = resolve_config_path(flag, os.environ)
     if not isinstance(path, str):
         return 2
     try:
@@ -59,7 +62,7 @@ def _describe(path: str, config: GatewayConfig) -> str:
     return "; ".join(parts)
 
 
-def _config_path(flag: str | None, env: Mapping[str, str]) -> str | int | None:
+def resolve_config_path(flag: str | None, env: Mapping[str, str]) -> str | int | None:
     """The configuration file to load, None for sandbox mode, or an exit status after
     saying why a named file cannot be used (rule 20: never sandbox mode instead)."""
     source, path = ("--config", flag) if flag is not None else ("IMGATE_CONFIG", None)

@@ -13,13 +13,13 @@ from typing import Any
 from imgate import __version__
 from imgate.api.callers import new_token, token_sha256
 from imgate.cli.batch import BATCH_EXAMPLES, add_batch_arguments, run_batch
-from imgate.cli.config_check import _check_config, _config_path
+from imgate.cli.config_check import check_config, resolve_config_path
 from imgate.cli.health import HEALTH_EXAMPLES, HEALTH_HELP, add_health_arguments, run_health
 from imgate.cli.send import SEND_EXAMPLES, add_send_arguments, run_send
 from imgate.cli.serve import (
     DEFAULT_HTTP_LISTEN_IN_SANDBOX,
     DEFAULT_SANDBOX_LISTEN_IN_SERVE,
-    _serve,
+    serve_gateway,
 )
 from imgate.config.addresses import listen_address, split_listen, time_scale
 from imgate.config.errors import ConfigError
@@ -218,7 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "token":
         return _token(args.token_command)
     if args.command == "config":
-        return _check_config(args.config)
+        return check_config(args.config)
     configure_logging(getattr(args, "log_level", None) or "INFO")
     if args.command == "sandbox":
         host, port = split_listen(args.listen)
@@ -231,7 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(message, file=sys.stderr)
             return 1
         return 0
-    config_path = _config_path(args.config, os.environ)
+    config_path = resolve_config_path(args.config, os.environ)
     if isinstance(config_path, int):
         return config_path
     if args.sandbox and config_path:
@@ -252,7 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             return 2
     return asyncio.run(
-        _serve(
+        serve_gateway(
             config_path,
             listen,
             args.sandbox_listen,

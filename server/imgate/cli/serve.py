@@ -1,3 +1,6 @@
+"""``imgate serve``: run the gateway until SIGTERM or SIGINT, from a configuration file or,
+without one, in sandbox mode beside the built-in vendor emulators."""
+
 from __future__ import annotations
 
 import asyncio
@@ -59,7 +62,7 @@ DEFAULT_SANDBOX_LISTEN_IN_SERVE = "127.0.0.1:50052"
 DEFAULT_HTTP_LISTEN_IN_SANDBOX = "127.0.0.1:50053"
 
 
-async def _serve(
+async def serve_gateway(
     config_path: str | None,
     listen: str | None,
     sandbox_listen: str = DEFAULT_SANDBOX_LISTEN_IN_SERVE,
