@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 
 from bench._workload import batch_request
-from imgate.store.base import RECIPIENT_PAGE
 from imgate.store.pages import encode_recipients
+from imgate.store.records import RECIPIENT_PAGE
 from imgate.v1 import gateway_pb2 as pb
 from imgate.vendors.base.chars import IdCensus
 

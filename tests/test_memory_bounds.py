@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from imgate.store.base import DONE, PLANNED, BatchRow, ChunkRow, Counts, ListRow
 from imgate.store.memory import (
     DEFAULT_MAX_ENDED_BATCHES,
     DEFAULT_MAX_ENDED_BYTES,
     MemoryStore,
 )
+from imgate.store.records import DONE, PLANNED, BatchRow, ChunkRow, Counts, ListRow
 from imgate.v1 import gateway_pb2 as pb
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import imgate.store.sqlite_threads
-from imgate.store.base import DONE, PLANNED, BatchRow, ChunkRow, Counts, StoreError
+from imgate.store.records import DONE, PLANNED, BatchRow, ChunkRow, Counts, StoreError
 from imgate.store.sqlite import SCHEMA_VERSION, SQLiteStore
 from imgate.v1 import gateway_pb2 as pb
 from tests import _schemas

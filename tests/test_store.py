@@ -12,7 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from imgate.store.base import (
+from imgate.store.base import Store
+from imgate.store.memory import MemoryStore
+from imgate.store.open import STORE_KINDS, StoreKind, open_store
+from imgate.store.pages import decode_recipients, encode_recipients
+from imgate.store.postgres import PostgresStore
+from imgate.store.records import (
     CLAIMED,
     DONE,
     PLANNED,
@@ -25,14 +30,9 @@ from imgate.store.base import (
     Fenced,
     ListRow,
     Recovered,
-    Store,
     StoreError,
     WebhookEvent,
 )
-from imgate.store.memory import MemoryStore
-from imgate.store.open import STORE_KINDS, StoreKind, open_store
-from imgate.store.pages import decode_recipients, encode_recipients
-from imgate.store.postgres import PostgresStore
 from imgate.store.sqlite import SCHEMA_VERSION, SQLiteStore
 from imgate.v1 import gateway_pb2 as pb
 from tests import _postgres

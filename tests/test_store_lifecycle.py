@@ -8,15 +8,8 @@ import dataclasses
 
 import pytest
 
-from imgate.store.base import (
-    DONE,
-    PLANNED,
-    RECIPIENT_PAGE,
-    ChunkRow,
-    Counts,
-    RecallKey,
-    Store,
-)
+from imgate.store.base import Store
+from imgate.store.records import DONE, PLANNED, RECIPIENT_PAGE, ChunkRow, Counts, RecallKey
 from imgate.v1 import gateway_pb2 as pb
 from tests.test_store import MakeStore, _row, make_store, store
 

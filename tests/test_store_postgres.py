@@ -21,7 +21,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from imgate.config.redaction import redacted_url as redact_url
 from imgate.sandbox import FaultRule, SandboxServer
-from imgate.store.base import (
+from imgate.store.open import open_store
+from imgate.store.postgres import SCHEMA_VERSION, PostgresStore
+from imgate.store.records import (
     DONE,
     RECIPIENT_PAGE,
     SENDING,
@@ -30,8 +32,6 @@ from imgate.store.base import (
     Counts,
     StoreError,
 )
-from imgate.store.open import open_store
-from imgate.store.postgres import SCHEMA_VERSION, PostgresStore
 from imgate.v1 import gateway_pb2 as pb
 from tests import _postgres
 from tests.conftest import StartGateway

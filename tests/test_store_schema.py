@@ -16,8 +16,8 @@ import asyncpg
 import pytest
 
 import imgate
-from imgate.store.base import BatchRow, ChunkRow, ListRow
 from imgate.store.postgres import PostgresStore
+from imgate.store.records import BatchRow, ChunkRow, ListRow
 from imgate.store.sql import schema
 from imgate.store.sql.migrate import POSTGRESQL_STEPS, SQLITE_STEPS
 from imgate.store.sql.queries import POSTGRESQL_QUERIES, SQLITE_QUERIES, Queries

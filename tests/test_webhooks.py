@@ -30,8 +30,8 @@ from imgate.config.model import WebhookConfig
 from imgate.pipeline.webhooks import MAX_RETRY_S, next_attempt_in, retry_delay
 from imgate.sandbox import SandboxServer
 from imgate.sandbox.inbox import SANDBOX_WEBHOOK_SECRET
-from imgate.store.base import OutboxEvent, WebhookEvent
 from imgate.store.memory import MemoryStore
+from imgate.store.records import OutboxEvent, WebhookEvent
 from imgate.v1 import gateway_pb2 as pb
 from tests.conftest import StartGateway, text_request
 from tests.test_observability import _scrape, _value

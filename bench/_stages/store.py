@@ -96,7 +96,7 @@ def store_writes_per_s(path: Path, chunks: int = 4_000, concurrency: int = 32) -
     """Chunk-state writes (SENDING, then the outcome record) per second, group-committed."""
     import asyncio
 
-    from imgate.store.base import DONE, PLANNED, BatchRow, ChunkRow, Counts
+    from imgate.store.records import DONE, PLANNED, BatchRow, ChunkRow, Counts
     from imgate.store.sqlite import SQLiteStore
 
     for stale in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):

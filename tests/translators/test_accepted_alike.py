@@ -8,7 +8,7 @@ import json
 import pytest
 
 from imgate.pipeline.sink import Chunk, _vendor_results
-from imgate.store.base import SENDING, ChunkRow
+from imgate.store.records import SENDING, ChunkRow
 from imgate.v1 import gateway_pb2 as pb
 from imgate.vendors.base.translator import (
     AcceptedAlike,

@@ -14,7 +14,7 @@ import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
-from imgate.store.base import StoreError
+from imgate.store.records import StoreError
 from imgate.vendors.base.translator import FieldViolation
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from google.protobuf import timestamp_pb2
 
-from imgate.store.base import BatchRow, OutcomePage
+from imgate.store.records import BatchRow, OutcomePage
 from imgate.v1 import gateway_pb2 as pb
 
 MAX_OUTCOMES_PER_MESSAGE = 2000  # ~100 KB per message, far under gRPC's 4 MB default

@@ -8,7 +8,7 @@ from typing import Final
 
 from google.protobuf import timestamp_pb2
 
-from imgate.store.base import ListRow
+from imgate.store.records import ListRow
 from imgate.v1 import gateway_pb2 as pb
 from imgate.vendors.base.translator import FieldViolation
 

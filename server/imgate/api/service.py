@@ -43,7 +43,7 @@ from imgate.pipeline.planner import dedupe
 from imgate.pipeline.queue import Backlogged
 from imgate.pipeline.recall import NotRecallable, StillEnding
 from imgate.pipeline.watch import BatchStalled, GatewayStopping
-from imgate.store.base import BatchRow, ListRow
+from imgate.store.records import BatchRow, ListRow
 from imgate.v1 import gateway_pb2 as pb
 from imgate.vendors.base.chars import IdCensus
 from imgate.vendors.base.translator import FieldViolation

@@ -17,7 +17,8 @@ from imgate.api.errors import ApiError, invalid
 from imgate.api.requests import widest as widest_of
 from imgate.api.validate import longest_by_unit, recipient_violations, validate_request_id
 from imgate.observability.logs import set_log_context
-from imgate.store.base import ListRow, Store
+from imgate.store.base import Store
+from imgate.store.records import ListRow
 from imgate.v1 import gateway_pb2 as pb
 from imgate.vendors.base.spec import IdRule, IdUnit
 from imgate.vendors.base.translator import FieldViolation

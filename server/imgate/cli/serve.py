@@ -23,7 +23,7 @@ from imgate.config.load import load_config, sandbox_config
 from imgate.config.model import DEFAULT_LISTEN, GatewayConfig
 from imgate.observability.logs import configure_logging
 from imgate.sandbox import SandboxConfig, SandboxServer
-from imgate.store.base import StoreError
+from imgate.store.records import StoreError
 from imgate.vendors.registry import BY_VENDOR
 
 log = logging.getLogger("imgate")

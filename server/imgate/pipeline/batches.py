@@ -52,7 +52,8 @@ from imgate.pipeline.schedule import Scheduler
 from imgate.pipeline.sink import BatchSink, Chunk, EndedEvents, no_events
 from imgate.pipeline.watch import GatewayStopping, watch
 from imgate.pipeline.webhooks import Webhooks
-from imgate.store.base import (
+from imgate.store.base import Store
+from imgate.store.records import (
     PLANNED,
     RECIPIENT_PAGE,
     SENDING,
@@ -61,7 +62,6 @@ from imgate.store.base import (
     Fenced,
     OutcomePage,
     Recovered,
-    Store,
     StoreError,
 )
 from imgate.v1 import gateway_pb2 as pb

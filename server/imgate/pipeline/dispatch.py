@@ -48,14 +48,14 @@ from imgate.pipeline.planner import chunk_size
 from imgate.pipeline.retry import Action, decide
 from imgate.pipeline.sink import BatchSink, Chunk, EndedEvents, no_events
 from imgate.quota.limiter import BackendLimiter, Grant, Limiter, Pause, QuotaWaitTooLong
-from imgate.store.base import (
+from imgate.store.base import Store
+from imgate.store.records import (
     PLANNED,
     RECIPIENT_PAGE,
     BatchCancelling,
     BatchRow,
     ChunkRow,
     Fenced,
-    Store,
 )
 from imgate.v1 import gateway_pb2 as pb
 from imgate.vendors.base.translator import CallResult, Disposition, Reason, Translator, fail_all

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from imgate.store.base import StoreError
+from imgate.store.records import StoreError
 
 
 def log_failure(

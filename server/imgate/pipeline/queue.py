@@ -18,7 +18,8 @@ from collections.abc import Callable, Mapping
 from imgate.observability.metrics import Metrics
 from imgate.pipeline.dispatch import Backend
 from imgate.pipeline.failures import log_failure
-from imgate.store.base import BatchRow, Store
+from imgate.store.base import Store
+from imgate.store.records import BatchRow
 
 log = logging.getLogger("imgate.batches")
 

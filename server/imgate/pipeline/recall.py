@@ -26,7 +26,8 @@ from collections.abc import AsyncIterator, Sequence
 from imgate.pipeline.dispatch import Backend, BatchRun
 from imgate.pipeline.sink import UNSENT_PAGE, Chunk
 from imgate.pipeline.watch import woken
-from imgate.store.base import PLANNED, RECIPIENT_PAGE, BatchRow, ChunkRow, RecallKey, Store
+from imgate.store.base import Store
+from imgate.store.records import PLANNED, RECIPIENT_PAGE, BatchRow, ChunkRow, RecallKey
 from imgate.v1 import gateway_pb2 as pb
 from imgate.vendors.base.recall import RecallTarget
 

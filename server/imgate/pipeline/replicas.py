@@ -18,7 +18,8 @@ from typing import Protocol
 from imgate.observability.metrics import Metrics
 from imgate.pipeline.failures import log_failure
 from imgate.pipeline.watch import woken
-from imgate.store.base import BatchRow, Recovered, Store
+from imgate.store.base import Store
+from imgate.store.records import BatchRow, Recovered
 
 log = logging.getLogger("imgate.batches")
 

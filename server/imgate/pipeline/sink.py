@@ -15,7 +15,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from imgate.observability.metrics import Metrics
-from imgate.store.base import (
+from imgate.store.base import Store
+from imgate.store.records import (
     DONE,
     FAILED,
     FINAL_CHUNK_STATES,
@@ -25,7 +26,6 @@ from imgate.store.base import (
     BatchRow,
     ChunkRow,
     Counts,
-    Store,
     WebhookEvent,
 )
 from imgate.v1 import gateway_pb2 as pb

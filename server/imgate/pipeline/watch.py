@@ -14,7 +14,8 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 
-from imgate.store.base import BatchRow, OutcomePage, Store
+from imgate.store.base import Store
+from imgate.store.records import BatchRow, OutcomePage
 
 WATCH_POLL_S = 1.0
 WATCH_BYTES = 64 << 10

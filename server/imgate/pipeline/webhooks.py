@@ -44,7 +44,8 @@ from imgate.config.model import WEBHOOK_EVENT_TYPES, WebhookConfig
 from imgate.observability.logs import set_log_context
 from imgate.observability.metrics import Metrics
 from imgate.pipeline.failures import log_failure
-from imgate.store.base import BatchRow, OutboxEvent, Store, WebhookEvent
+from imgate.store.base import Store
+from imgate.store.records import BatchRow, OutboxEvent, WebhookEvent
 from imgate.v1 import gateway_pb2 as pb
 
 log = logging.getLogger("imgate.webhooks")

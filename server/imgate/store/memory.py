@@ -28,7 +28,9 @@ import sys
 from collections.abc import Callable, Sequence
 
 from imgate.clock import SteadyClock
-from imgate.store.base import (
+from imgate.store.memory_outbox import MemoryOutbox
+from imgate.store.recall import recalled_outcomes
+from imgate.store.records import (
     CLAIMED,
     ENDED_STATES,
     FINAL_CHUNK_STATES,
@@ -47,8 +49,6 @@ from imgate.store.base import (
     Recovered,
     WebhookEvent,
 )
-from imgate.store.memory_outbox import MemoryOutbox
-from imgate.store.recall import recalled_outcomes
 from imgate.v1 import gateway_pb2 as pb
 
 DEFAULT_MAX_ENDED_BATCHES = 10_000

@@ -11,7 +11,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 
-from imgate.store.base import OutboxEvent, Store, WebhookEvent
+from imgate.store.base import Store
+from imgate.store.records import OutboxEvent, WebhookEvent
 
 DEFAULT_MAX_WEBHOOK_EVENTS = 100_000
 

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from imgate.store.base import Store, StoreError
+from imgate.store.base import Store
+from imgate.store.records import StoreError
 
 
 @dataclass(frozen=True, slots=True)

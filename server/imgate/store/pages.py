@@ -8,7 +8,7 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from imgate.store.base import RECIPIENT_PAGE
+from imgate.store.records import RECIPIENT_PAGE
 
 # A page of ids as text: "\n" then the ids joined by "\n" (validated ids hold no control
 # character, and joining is ten times faster than JSON, on the way to the first call);

@@ -24,7 +24,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import asyncpg
 
-from imgate.store.base import (
+from imgate.store.pages import batch_pages, read_pages
+from imgate.store.postgres_outbox import PostgresOutbox, event_arrays
+from imgate.store.postgres_replicas import Connection
+from imgate.store.recall import PageRows, RecallPager, read_key_pages
+from imgate.store.records import (
     ENDED_STATES,
     RECIPIENT_PAGE,
     SENDABLE_STATES,
@@ -38,10 +42,6 @@ from imgate.store.base import (
     RecallKey,
     WebhookEvent,
 )
-from imgate.store.pages import batch_pages, read_pages
-from imgate.store.postgres_outbox import PostgresOutbox, event_arrays
-from imgate.store.postgres_replicas import Connection
-from imgate.store.recall import PageRows, RecallPager, read_key_pages
 from imgate.store.sql.migrate import POSTGRESQL_STEPS
 from imgate.store.sql.queries import POSTGRESQL_QUERIES as Q
 

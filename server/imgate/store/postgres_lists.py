@@ -8,8 +8,8 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from imgate.store.base import ListRow
 from imgate.store.postgres_replicas import PostgresReplicas
+from imgate.store.records import ListRow
 from imgate.store.sql import lists
 from imgate.store.sql.queries import POSTGRESQL_QUERIES as Q
 

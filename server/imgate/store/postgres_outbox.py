@@ -9,8 +9,8 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from imgate.store.base import OutboxEvent, WebhookEvent
 from imgate.store.postgres_lists import PostgresLists
+from imgate.store.records import OutboxEvent, WebhookEvent
 from imgate.store.sql.queries import POSTGRESQL_QUERIES as Q
 
 

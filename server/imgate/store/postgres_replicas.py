@@ -29,7 +29,8 @@ from typing import TypeVar
 import asyncpg
 
 from imgate.config.redaction import hide_password, redacted_url
-from imgate.store.base import ChunkRow, Recovered, Store, StoreError
+from imgate.store.base import Store
+from imgate.store.records import ChunkRow, Recovered, StoreError
 from imgate.store.sql.migrate import POSTGRESQL_STEPS, migrate
 from imgate.store.sql.queries import POSTGRESQL_QUERIES as Q
 from imgate.store.sql.schema import POSTGRESQL, Dialect

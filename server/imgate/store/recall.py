@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator
 
-from imgate.store.base import RECIPIENT_PAGE, RecallKey
 from imgate.store.pages import encode_recipients
+from imgate.store.records import RECIPIENT_PAGE, RecallKey
 from imgate.v1 import gateway_pb2 as pb
 
 _RECALLED = frozenset({pb.DELIVERY_STATE_ACCEPTED, pb.DELIVERY_STATE_UNCERTAIN})

@@ -23,7 +23,9 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from imgate.store.base import (
+from imgate.store.pages import batch_pages, read_pages
+from imgate.store.recall import read_key_pages, recall_pages
+from imgate.store.records import (
     ENDED_STATES,
     RECIPIENT_PAGE,
     SENDABLE_STATES,
@@ -38,8 +40,6 @@ from imgate.store.base import (
     Recovered,
     WebhookEvent,
 )
-from imgate.store.pages import batch_pages, read_pages
-from imgate.store.recall import read_key_pages, recall_pages
 from imgate.store.sql.migrate import SQLITE_STEPS
 from imgate.store.sql.queries import SQLITE_QUERIES as Q
 from imgate.store.sqlite_outbox import SQLiteOutbox, write_events

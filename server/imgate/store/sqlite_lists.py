@@ -7,7 +7,7 @@ import dataclasses
 import sqlite3
 from collections.abc import Sequence
 
-from imgate.store.base import ListRow
+from imgate.store.records import ListRow
 from imgate.store.sql import lists
 from imgate.store.sql.queries import SQLITE_QUERIES as Q
 from imgate.store.sqlite_threads import SQLiteFile

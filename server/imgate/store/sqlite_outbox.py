@@ -6,7 +6,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 
-from imgate.store.base import OutboxEvent, WebhookEvent
+from imgate.store.records import OutboxEvent, WebhookEvent
 from imgate.store.sql.queries import SQLITE_QUERIES as Q
 from imgate.store.sqlite_lists import SQLiteLists
 

@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from imgate.clock import SteadyClock
-from imgate.store.base import Store, StoreError, StoreStats
+from imgate.store.base import Store
+from imgate.store.records import StoreError, StoreStats
 from imgate.store.sql.migrate import SQLITE_STEPS, migrate
 from imgate.store.sql.schema import SQLITE, Dialect
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 
-from imgate.store.base import RECIPIENT_PAGE
 from imgate.store.pages import decode_recipients, encode_list_page
+from imgate.store.records import RECIPIENT_PAGE
 
 
 def unknown(list_id: str) -> LookupError:

@@ -17,7 +17,7 @@ import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol, TypeVar
 
-from imgate.store.base import StoreError
+from imgate.store.records import StoreError
 from imgate.store.sql.schema import (
     BATCH_TABLES,
     LIFECYCLE_TABLES,

@@ -15,7 +15,7 @@ import dataclasses
 import re
 from importlib import resources
 
-from imgate.store.base import ENDED_STATES, UNFINISHED_STATES, BatchRow, ListRow
+from imgate.store.records import ENDED_STATES, UNFINISHED_STATES, BatchRow, ListRow
 from imgate.store.sql.schema import CHUNKS, POSTGRESQL, SQLITE, Dialect
 from imgate.v1 import gateway_pb2 as pb
 
