@@ -1,3 +1,7 @@
+"""What the store interface (store/base.py) speaks in: the rows of batches, chunks and
+recipient lists, outcome pages, outbox events, what recovery found, the batch and chunk
+states, and the errors a store raises."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -12,7 +12,7 @@ from typing import Generic, Protocol, TypeVar
 
 
 class Page(Protocol):
-    """An outcome page, as Tails sees it (store.base.OutcomePage)."""
+    """An outcome page, as Tails sees it (store.records.OutcomePage)."""
 
     @property
     def seq(self) -> int: ...
