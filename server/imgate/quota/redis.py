@@ -3,7 +3,7 @@
 One vendor app (vendor + app key / SDKAppID, not the backend name) has, per window the
 vendor counts (calls; recipients where it counts them), one sorted set of entries scored
 by when they stop counting, and a running sum of their amounts, changed by one Lua script
-(`SCRIPT`) so that every decision is atomic across replicas:
+(`SCRIPT`, in redis_script.py) so that every decision is atomic across replicas:
 
 - take: an entry `i:<token>:<amount>` counts until now + lease + window while its call is
   in flight; `end` turns it into `e:<token>:<amount>` counting until end + window. The

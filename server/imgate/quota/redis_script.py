@@ -1,3 +1,7 @@
+"""The Lua script behind the shared quota windows (quota/redis.py): take, end, forget, renew
+and block, each one atomic step on an app's keys by Redis' clock (any other op, such as
+peek, only reads the app's pauses)."""
+
 _WALK = 64  # entries read to find when enough room frees: the wait is a bound beyond that
 
 # KEYS: epoch, pause, block, then per window its sorted set and its running sum.
