@@ -15,7 +15,10 @@ import pytest
 
 from imgate.sandbox import FaultRule, SandboxServer
 from imgate.v1 import gateway_pb2 as pb
-from tests.conftest import VENDORS, RunningGateway, StartGateway, text_request
+from tests.conftest import VENDORS, RunningGateway, StartGateway, spec_of, text_request
+
+RECALLING = tuple(vendor for vendor in VENDORS if spec_of(vendor).recall is not None)
+"""The vendors with a recall API (RongCloud's needs a sentTime its publish never returns)."""
 
 ACCEPTED, FAILED, UNSURE = (
     pb.DELIVERY_STATE_ACCEPTED,
@@ -50,7 +53,7 @@ async def _recalled(gw: RunningGateway, batch_id: str, **fields: str) -> pb.Batc
     return await _until_ended(gw, recall.batch_id)
 
 
-@pytest.mark.parametrize("vendor", VENDORS)
+@pytest.mark.parametrize("vendor", RECALLING)
 async def test_a_recall_withdraws_each_delivered_message_once(
     sandbox: SandboxServer, start_gateway: StartGateway, vendor: str
 ) -> None:
@@ -85,7 +88,9 @@ async def test_a_backend_that_cannot_recall_is_failed_precondition_and_sends_not
     gw = await start_gateway()  # sandbox mode: yunxin_v1 is not recallable by default
     backends = await gw.stub.ListBackends(pb.ListBackendsRequest())
     recallable = {b.name: b.recallable for b in backends.backends}
-    assert recallable == {"yunxin_v1": False, "yunxin_v2": True, "tencent": True}
+    # yunxin_v1 by configuration (its ids come only when asked), RongCloud for want of an API.
+    expected = {"yunxin_v1": False, "yunxin_v2": True, "tencent": True, "rongcloud": False}
+    assert recallable == expected
     batch = await gw.stub.SubmitBatch(_submit(["a", "b"], "yunxin_v1"))
     await _until_ended(gw, batch.batch_id)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
