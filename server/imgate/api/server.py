@@ -33,8 +33,8 @@ from imgate.config.errors import ConfigError
 from imgate.config.model import GatewayConfig
 from imgate.observability.metrics import Metrics, MetricsServer
 from imgate.observability.tracing import Tracing
+from imgate.pipeline.backend import Backend
 from imgate.pipeline.batches import BatchService
-from imgate.pipeline.dispatch import Backend
 from imgate.pipeline.webhooks import Webhooks
 from imgate.quota.redis import RedisQuota
 from imgate.store.base import Store

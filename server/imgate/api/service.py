@@ -37,8 +37,9 @@ from imgate.api.validate import (
 )
 from imgate.config.model import GatewayConfig
 from imgate.observability.logs import set_log_context
+from imgate.pipeline.backend import Backend
 from imgate.pipeline.batches import BatchService
-from imgate.pipeline.dispatch import DEADLINE_MARGIN_S, Backend, BatchRun
+from imgate.pipeline.dispatch import DEADLINE_MARGIN_S, BatchRun
 from imgate.pipeline.planner import dedupe
 from imgate.pipeline.queue import Backlogged
 from imgate.pipeline.recall import NotRecallable, StillEnding

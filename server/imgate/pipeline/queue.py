@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 
 from imgate.observability.metrics import Metrics
-from imgate.pipeline.dispatch import Backend
+from imgate.pipeline.backend import Backend
 from imgate.pipeline.failures import log_failure
 from imgate.store.base import Store
 from imgate.store.records import BatchRow

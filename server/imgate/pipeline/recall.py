@@ -23,7 +23,8 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 
-from imgate.pipeline.dispatch import Backend, BatchRun
+from imgate.pipeline.backend import Backend
+from imgate.pipeline.dispatch import BatchRun
 from imgate.pipeline.sink import UNSENT_PAGE, Chunk
 from imgate.pipeline.watch import woken
 from imgate.store.base import Store
