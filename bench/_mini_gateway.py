@@ -79,7 +79,7 @@ class MinimalGateway(pb_grpc.GatewayServiceServicer):
 
 
 async def serve(port: int, base_url: str, vendor: str, max_in_flight: int) -> None:
-    # The gateway's own session settings (imgate.pipeline.dispatch.Backend.session), minus tracing.
+    # The gateway's own session settings (imgate.pipeline.backend.Backend.session), minus tracing.
     connector = aiohttp.TCPConnector(limit=max_in_flight, keepalive_timeout=15)
     async with aiohttp.ClientSession(
         connector=connector, timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)

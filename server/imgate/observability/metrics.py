@@ -47,7 +47,7 @@ class _Permits(Protocol):
 
 
 class Backend(Protocol):
-    """What /metrics reads of a running backend (imgate.pipeline.dispatch.Backend): named
+    """What /metrics reads of a running backend (imgate.pipeline.backend.Backend): named
     here so that metrics, below the pipeline, import nothing of it."""
 
     @property

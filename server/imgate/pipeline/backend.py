@@ -1,7 +1,11 @@
-"""The dispatcher: the only gateway module that does vendor I/O.
+"""A configured backend at run time: the only gateway module that does vendor I/O.
 
-Per backend it owns one aiohttp session (bounded connections, explicit timeouts), the
-quota limiter and the in-flight permits.
+Per backend, `Backend` owns one aiohttp session (bounded connections, explicit timeouts),
+the quota limiter and the in-flight permits, and the recall lane of a recallable vendor.
+`Backend.call` is one vendor call, classified: built by the translator, sent without
+following redirects, its answer read within a byte bound and parsed by the translator. A
+call that failed before its request went out is RETRY; once the request was written, it
+is AMBIGUOUS (the vendor may have processed it).
 """
 
 from __future__ import annotations

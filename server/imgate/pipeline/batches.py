@@ -2,7 +2,9 @@
 
 `BatchService` is what the servicer talks to. It keeps one `BatchRun` per batch being
 sent by this process and nothing else in memory: batches, recipients and outcomes live
-in the store, and a watcher reads them from there at its own pace.
+in the store, and a watcher reads them from there at its own pace. Here: its life cycle,
+the purge loop, submit and watch; running a batch is pipeline.running's part of it,
+cancel and recall pipeline.cancel's.
 
 Each backend runs at most `max_running_batches` batches at once here; the others wait
 QUEUED in the store (pipeline.queue). A BatchSend that fits one vendor call takes a short

@@ -1,4 +1,7 @@
-"""Cancel and recall: a batch cancelled here or on another replica, and its recall batch."""
+"""Cancel and recall: `Cancelling`, the part of BatchService that stops a batch's run
+(cancelled here, on another replica, or found so at adoption) or closes it when it is not
+running, and that makes a batch's recall batch (pipeline.recall) and starts it.
+"""
 
 from __future__ import annotations
 

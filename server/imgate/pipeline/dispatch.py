@@ -1,8 +1,11 @@
-"""Per batch, `BatchRun` walks the chunks: for each
-it takes a permit, then quota, writes the chunk SENDING to the store (before any byte of
-the request goes out), and starts the vendor call inside the batch's TaskGroup, so that
-cancelling the run cancels every vendor call it started. What a vendor answer leads to is
-`_retry.decide`'s call; how each chunk ended goes to the batch's sink, which records it:
+"""The dispatcher: one batch's run, from its chunks to their final answers.
+
+Per batch, `BatchRun` walks the chunks: for each it takes a permit, then quota, writes
+the chunk SENDING to the store (before any byte of the request goes out), and starts the
+vendor call (pipeline.backend) inside the batch's TaskGroup, so that cancelling the run
+cancels every vendor call it started. What a vendor answer leads to is `retry.decide`'s
+call; how each chunk ended goes to the batch's sink, which records it:
+
 - DONE: the vendor's per-recipient answer.
 - RETRY / RATE_LIMITED / REFRESH_AUTH: not processed; sent again (after backoff, the
   backend pause, or a credential refresh) while attempts and time allow, else FAILED.

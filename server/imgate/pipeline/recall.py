@@ -6,7 +6,7 @@ UNCERTAIN recipients, with what the vendor's recall API needs of each, read from
 original's outcome pages; the original marked `recalled_by` in the same transaction, so
 a second RecallBatch finds it). The recall batch then runs like any batch, through the
 backend's recall lane: the vendor's recall translator, its own quota and permits
-(dispatch.Backend.recall), write-ahead before each call, the retry policy, one outcome
+(backend.Backend.recall), write-ahead before each call, the retry policy, one outcome
 per recipient recorded by the sink, resumed after a crash (a call that may have been in
 flight ends UNCERTAIN, never sent again).
 

@@ -1,8 +1,16 @@
-"""Running batches here: launching a batch's run in a slot of its backend, the task that
-runs it, and what a run's end or error leads to.
+"""The batches that run in this process: `BatchRunning`, the part of BatchService that
+starts, runs and ends them.
 
-At start-up it recovers what a previous process left: chunks found SENDING may have
-reached the vendor, so they end UNCERTAIN (never resent).
+A batch is stored and started in a slot of its backend, or left QUEUED or SCHEDULED
+(`_submit`). Its run (a dispatch.BatchRun, or a recall.RecallRun) is a task with the
+batch's log context, metrics and trace span (its parent is the RPC that made the batch);
+when it ends, its slot goes to the next queued batch and, if the batch ended, the audit
+log gets one line. Chunks found SENDING (after a crash, or a run stopped by the store)
+may have reached the vendor, so they end UNCERTAIN (never resent).
+
+A store that cannot be written (issue 22) turns health NOT_SERVING until it answers
+again; a batch whose run stopped on it is resumed here once the store can be written
+(with a shared store, released for a sweep to take over instead).
 """
 
 from __future__ import annotations
