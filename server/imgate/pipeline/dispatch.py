@@ -1,6 +1,6 @@
 """The dispatcher: one batch's run, from its chunks to their final answers.
 
-Per batch, `BatchRun` walks the chunks: for each it takes a permit, then quota, writes
+Per batch, `BatchRun` walks the chunks: for each it takes quota, then a permit, writes
 the chunk SENDING to the store (before any byte of the request goes out), and starts the
 vendor call (pipeline.backend) inside the batch's TaskGroup, so that cancelling the run
 cancels every vendor call it started. What a vendor answer leads to is `retry.decide`'s
@@ -12,7 +12,7 @@ call; how each chunk ended goes to the batch's sink, which records it:
 - AMBIGUOUS: may have been processed; never resent; UNCERTAIN.
 - Never sent (cancelled, send_before passed, shutdown): FAILED / NOT_ATTEMPTED.
 
-Every wait of a run (permit, quota, backoff) also ends on cancel, shutdown and the
+Every wait of a run (quota, permit, backoff) also ends on cancel, shutdown and the
 batch's send_before, and gives back whatever it obtained meanwhile.
 """
 
