@@ -1,4 +1,5 @@
-"""Crash tests: kill -9 a real `imgate serve` mid-batch, restart it, and hold it to rule 9.
+"""The crash scenario of test_crash_<vendor>.py: kill -9 a real `imgate serve` mid-batch,
+restart it, and hold it to rule 9.
 
 The vendor sandbox runs in a process of its own (its delivery log survives the gateway),
 the gateway with a SQLite store in a fresh state_dir per run. Each run, on a seeded
@@ -6,7 +7,8 @@ random schedule: submit batches of 20,000 recipients, kill -9 the gateway at a r
 moment (sometimes a second time right after the restart), restart it, and without any
 caller action every batch must reach DONE with exactly one outcome per recipient, nobody
 delivered twice, ACCEPTED a subset of what was delivered, and at most `max_in_flight`
-chunks' worth of recipients UNCERTAIN per kill.
+chunks' worth of recipients UNCERTAIN per kill. One module per vendor, so that parallel
+workers run the three matrices side by side (issue 25).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import random
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,10 +27,10 @@ from tests._procs import SANDBOX_CREDENTIALS, GatewayProcess, SandboxProcess
 RECIPIENTS = 20_000
 MAX_IN_FLIGHT = 4
 PER_CALL = {"yunxin_v1": 500, "yunxin_v2": 100, "tencent": 500}
-RUNS_PER_BACKEND = 7  # 21 runs in all
+RUNS_PER_BACKEND = 7  # 21 runs in all, 7 in each vendor's module
 
 
-class _Sandbox(SandboxProcess):
+class CrashSandbox(SandboxProcess):
     def __init__(self) -> None:
         # No quotas: the windows are not what is tested here.
         super().__init__(
@@ -51,14 +54,14 @@ class _Sandbox(SandboxProcess):
         )
 
 
-@pytest.fixture(scope="module")
-def vendor_sandbox() -> Iterator[_Sandbox]:
-    sandbox = _Sandbox()
+def vendor_sandbox() -> Iterator[CrashSandbox]:
+    """A module's sandbox (its fixture yields from this)."""
+    sandbox = CrashSandbox()
     yield sandbox
     sandbox.stop()
 
 
-def _gateway(sandbox: _Sandbox, state_dir: Path) -> GatewayProcess:
+def _gateway(sandbox: CrashSandbox, state_dir: Path) -> GatewayProcess:
     """A gateway on the run's SQLite file (the same one after every restart)."""
     config = state_dir / "imgate.toml"
     text = f'default_backend = "tencent"\n[store]\nurl = "sqlite://{state_dir}/imgate.db"\n'
@@ -96,12 +99,12 @@ def _until_done(gateway: GatewayProcess, batch_id: str) -> pb.Batch:
     raise AssertionError(f"batch {batch_id} did not reach DONE")
 
 
-# (pending at the kill, delivered in all, uncertain at the end) of each run, so the last
-# test can check the kills really landed mid-batch rather than before or after.
-_SEEN: list[tuple[int, int, int]] = []
+Seen = list[tuple[int, int, int]]
+"""(pending at the kill, delivered in all, uncertain at the end) of each run of a module,
+so that its last test can check the kills really landed mid-batch, not before or after."""
 
 
-def _run(sandbox: _Sandbox, vendor: str, seed: int, state_dir: Path) -> None:
+def run(sandbox: CrashSandbox, vendor: str, seed: int, state_dir: Path, seen: Seen) -> None:
     rng = random.Random(seed)
     sandbox.reset()
     gateway = _gateway(sandbox, state_dir)
@@ -138,24 +141,40 @@ def _run(sandbox: _Sandbox, vendor: str, seed: int, state_dir: Path) -> None:
             assert batch.accepted + batch.failed + batch.uncertain == RECIPIENTS
         assert len(delivered_list) == len(set(delivered_list)), "someone was delivered twice"
         assert sandbox.duplicates(vendor) == 0
-        _SEEN.append((at_kill.pending, len(delivered_list), sum(b.uncertain for b in batches)))
+        seen.append((at_kill.pending, len(delivered_list), sum(b.uncertain for b in batches)))
     finally:
         gateway.stop()
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("vendor", list(PER_CALL))
-@pytest.mark.parametrize("run", range(RUNS_PER_BACKEND))
-def test_kill_9_mid_batch_then_restart(
-    vendor_sandbox: _Sandbox, vendor: str, run: int, tmp_path: Path
-) -> None:
-    _run(vendor_sandbox, vendor, seed=run * 31 + len(vendor), state_dir=tmp_path)
+def check_kills_landed_mid_batch(seen: Seen) -> None:
+    """Half the runs or more were killed mid-batch, and some kill hit calls in flight."""
+    mid_batch = [one for one in seen if 0 < one[0] < RECIPIENTS]
+    assert len(mid_batch) >= len(seen) // 2, seen
+    assert any(uncertain for _, _, uncertain in seen), seen
 
 
-@pytest.mark.slow
-def test_the_kills_landed_mid_batch() -> None:
-    if len(_SEEN) < len(PER_CALL) * RUNS_PER_BACKEND:
-        pytest.skip("runs only after the whole crash matrix")
-    mid_batch = [seen for seen in _SEEN if 0 < seen[0] < RECIPIENTS]
-    assert len(mid_batch) >= len(_SEEN) // 2, _SEEN
-    assert any(uncertain for _, _, uncertain in _SEEN), _SEEN  # some kill hit calls in flight
+def matrix(vendor: str) -> tuple[Any, Any, Any]:
+    """(the sandbox fixture, the runs' test, the mid-batch check) of `vendor`'s module:
+    `sandbox, test_kill_9_mid_batch_then_restart, test_the_kills_landed_mid_batch =
+    matrix("tencent")` collects them there, one module-scoped sandbox and list of runs
+    each."""
+    seen: Seen = []
+
+    @pytest.fixture(scope="module")
+    def sandbox() -> Iterator[CrashSandbox]:
+        yield from vendor_sandbox()
+
+    @pytest.mark.slow
+    @pytest.mark.parametrize("number", range(RUNS_PER_BACKEND))
+    def test_kill_9_mid_batch_then_restart(
+        sandbox: CrashSandbox, number: int, tmp_path: Path
+    ) -> None:
+        run(sandbox, vendor, seed=number * 31 + len(vendor), state_dir=tmp_path, seen=seen)
+
+    @pytest.mark.slow
+    def test_the_kills_landed_mid_batch() -> None:
+        if len(seen) < RUNS_PER_BACKEND:
+            pytest.skip("runs only after the whole matrix of this module")
+        check_kills_landed_mid_batch(seen)
+
+    return sandbox, test_kill_9_mid_batch_then_restart, test_the_kills_landed_mid_batch

@@ -125,7 +125,9 @@ def text_request(
 # - Modules that write gen/ (scripts/build_polyglot.sh, the README's protoc block) take
 #   `gen_lock()` around what they build and run.
 _LONGEST_FIRST = (
-    "test_crash",
+    "test_crash_yunxin_v2",
+    "test_crash_yunxin_v1",
+    "test_crash_tencent",
     "test_soak_backlog",
     "test_soak_postgres",
     "test_soak",

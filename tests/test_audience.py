@@ -1,7 +1,7 @@
 """An audience of a million: UploadRecipients + SubmitBatch(recipient_list) end to end.
 
 A real `imgate serve` (SQLite store) and the vendor sandbox in processes of their own, as
-in test_crash.py; Tencent's quotas scaled up on both sides (the limiter stays in the
+in tests/_crash.py; Tencent's quotas scaled up on both sides (the limiter stays in the
 path). The Python client uploads 1,000,000 generated ids with duplicates and a few
 `ghost` ids, submits the list and watches the batch: every unique recipient gets exactly
 one outcome, duplicates are counted, ghosts end FAILED/RECIPIENT_NOT_FOUND, and the
