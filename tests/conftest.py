@@ -112,7 +112,7 @@ def text_request(
     )
 
 
-# Parallel workers (pytest-xdist; `-n 3 --dist loadfile --no-loadscope-reorder` in
+# Parallel workers (pytest-xdist; `-n 4 --dist loadfile --no-loadscope-reorder` in
 # pyproject.toml): each test module runs in one worker, so its module-scoped fixtures (a
 # Redis, a sandbox process, a cluster of replicas) start once and tests that read what
 # earlier ones left (the crash matrix's summary) see it. Three rules keep the wall time
