@@ -72,7 +72,7 @@ async def test_a_tencent_batch_is_one_span_with_a_child_per_vendor_call(
     tencent = gateway.backends["tencent"]
     secret_key = tencent.config.credentials["secret_key"]
     # The UserSig the calls carried (cached by the translator for its lifetime).
-    user_sig = tencent.translator._current_user_sig(time.time())  # type: ignore[attr-defined]
+    user_sig = tencent.translator._auth.user_sig(time.time())  # type: ignore[attr-defined]
     assert len(user_sig) > 20
     for span in spans:
         text = repr(dict(span.attributes or {})) + span.name + repr(span.events)

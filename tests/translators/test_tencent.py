@@ -18,12 +18,8 @@ from imgate.v1 import gateway_pb2 as pb
 from imgate.vendors.base.auth import verify_tencent_user_sig
 from imgate.vendors.base.spec import IdUnit
 from imgate.vendors.base.translator import Disposition, VendorRequest
-from imgate.vendors.tencent.translator import (
-    MAX_BODY_BYTES,
-    USER_SIG_REFRESH_BEFORE_S,
-    USER_SIG_TTL_S,
-    TencentTranslator,
-)
+from imgate.vendors.tencent.admin import USER_SIG_REFRESH_BEFORE_S, USER_SIG_TTL_S
+from imgate.vendors.tencent.translator import MAX_BODY_BYTES, TencentTranslator
 
 from .cases import CHUNK_KEY, CONTENTS, NONCE, NOW, RECIPIENTS, make_request
 

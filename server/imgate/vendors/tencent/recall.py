@@ -16,8 +16,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar, Final
 
 from imgate.v1 import gateway_pb2 as pb
-from imgate.vendors.base.auth import tencent_user_sig
-from imgate.vendors.base.common import as_int, compact_json, derived_uint32, load_answer, short
+from imgate.vendors.base.common import as_int, compact_json, load_answer, short
 from imgate.vendors.base.recall import RecallTarget, RecallTranslator, withdrawn
 from imgate.vendors.base.spec import VendorSpec
 from imgate.vendors.base.translator import (
@@ -30,9 +29,9 @@ from imgate.vendors.base.translator import (
     request_verdict,
     unreadable_answer,
 )
+from imgate.vendors.tencent.admin import AdminAuth
 from imgate.vendors.tencent.answers import CODES
 from imgate.vendors.tencent.spec import RECALL, SPEC
-from imgate.vendors.tencent.translator import USER_SIG_REFRESH_BEFORE_S, USER_SIG_TTL_S
 
 NO_SUCH_MESSAGE: Final = 20022
 WITHDRAWN_ALREADY: Final = 20023
@@ -65,27 +64,17 @@ class TencentRecallTranslator(RecallTranslator):
 
     def __init__(self, credentials: Mapping[str, Any]) -> None:
         super().__init__(credentials)
-        self._sdk_app_id = int(credentials["sdk_app_id"])
-        self._secret_key = str(credentials["secret_key"])
-        self._admin = str(credentials["admin_identifier"])
-        self._user_sig: str | None = None
-        self._user_sig_refresh_at = 0
+        self._auth = AdminAuth(credentials)
 
     def build_recall(
         self, target: RecallTarget, chunk_key: str, now: float, nonce: str
     ) -> VendorRequest:
         body = {
-            "From_Account": target.sender_id or self._admin,  # empty: the admin sent it
+            "From_Account": target.sender_id or self._auth.admin,  # empty: the admin sent it
             "To_Account": target.recipient_id,
             "MsgKey": target.message_id,
         }
-        query = {
-            "sdkappid": str(self._sdk_app_id),
-            "identifier": self._admin,
-            "usersig": self._current_user_sig(now),
-            "random": str(derived_uint32(nonce, "tencent-random")),
-            "contenttype": "json",
-        }
+        query = self._auth.query(now, nonce)
         return VendorRequest(
             method=RECALL.method,
             path=RECALL.path,
@@ -95,16 +84,7 @@ class TencentRecallTranslator(RecallTranslator):
         )
 
     def invalidate_credentials(self) -> None:
-        self._user_sig = None
-
-    def _current_user_sig(self, now: float) -> str:
-        issued = int(now)
-        if self._user_sig is None or issued >= self._user_sig_refresh_at:
-            self._user_sig = tencent_user_sig(
-                self._secret_key, self._sdk_app_id, self._admin, issued, USER_SIG_TTL_S
-            )
-            self._user_sig_refresh_at = issued + USER_SIG_TTL_S - USER_SIG_REFRESH_BEFORE_S
-        return self._user_sig
+        self._auth.forget()
 
     def parse_recall(self, recipient: str, status: int, body: bytes) -> CallResult:
         verdict = classify_http_status([recipient], status, SPEC.refusal_statuses.statuses)

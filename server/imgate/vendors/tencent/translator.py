@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Final
 
 from imgate.v1 import gateway_pb2 as pb
-from imgate.vendors.base.auth import tencent_user_sig
 from imgate.vendors.base.chars import IdCensus
 from imgate.vendors.base.common import (
     chosen_options,
@@ -32,6 +31,7 @@ from imgate.vendors.base.translator import (
     Translator,
     VendorRequest,
 )
+from imgate.vendors.tencent.admin import AdminAuth
 from imgate.vendors.tencent.answers import parse_answer
 from imgate.vendors.tencent.body import PUSH_OBJECTS, element, tencent_violations
 from imgate.vendors.tencent.spec import SPEC
@@ -39,10 +39,6 @@ from imgate.vendors.tencent.spec import SPEC
 MAX_BODY_BYTES: Final = SPEC.limits.max_body_bytes or 0
 """Whole JSON packet; over it the vendor answers 93000 (vendors.md §5)."""
 
-USER_SIG_TTL_S: Final = 86400
-"""Validity of the admin UserSig we sign: a day, as the community SDKs do."""
-USER_SIG_REFRESH_BEFORE_S: Final = 3600
-"""Re-sign this long before expiry, so a sig never expires in flight or by clock skew."""
 
 _UINT32_MAX: Final = 0xFFFFFFFF
 
@@ -70,12 +66,7 @@ class TencentTranslator(Translator):
 
     def __init__(self, credentials: Mapping[str, Any]) -> None:
         super().__init__(credentials)
-        self._sdk_app_id = int(credentials["sdk_app_id"])
-        self._secret_key = str(credentials["secret_key"])
-        self._admin = str(credentials["admin_identifier"])
-        # The admin UserSig and the time (Unix s) from which it must be re-signed.
-        self._user_sig: str | None = None
-        self._user_sig_refresh_at = 0
+        self._auth = AdminAuth(credentials)
 
     def validate(
         self,
@@ -193,13 +184,7 @@ class TencentTranslator(Translator):
                 prepared.body_rest,
             )
         )
-        query = {
-            "sdkappid": str(self._sdk_app_id),
-            "identifier": self._admin,
-            "usersig": self._current_user_sig(now),
-            "random": str(derived_uint32(nonce, "tencent-random")),  # fresh per attempt
-            "contenttype": "json",
-        }
+        query = self._auth.query(now, nonce)
         return VendorRequest(
             method="POST",
             path=SPEC.path,
@@ -209,16 +194,7 @@ class TencentTranslator(Translator):
         )
 
     def invalidate_credentials(self) -> None:
-        self._user_sig = None
-
-    def _current_user_sig(self, now: float) -> str:
-        issued = int(now)
-        if self._user_sig is None or issued >= self._user_sig_refresh_at:
-            self._user_sig = tencent_user_sig(
-                self._secret_key, self._sdk_app_id, self._admin, issued, USER_SIG_TTL_S
-            )
-            self._user_sig_refresh_at = issued + USER_SIG_TTL_S - USER_SIG_REFRESH_BEFORE_S
-        return self._user_sig
+        self._auth.forget()
 
     def parse(self, recipients: Sequence[str], status: int, body: bytes) -> CallResult:
         return parse_answer(recipients, status, body)
