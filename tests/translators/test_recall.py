@@ -130,3 +130,22 @@ def test_what_is_not_an_answer_is_uncertain(translator: object) -> None:
     assert translator.parse(["bob"], 200, b"<html>").disposition is AMBIGUOUS
     assert translator.parse(["bob"], 500, b"{}").disposition is AMBIGUOUS
     assert translator.parse(["bob"], 502, b"").disposition is Disposition.RETRY
+
+
+@pytest.mark.parametrize(
+    ("translator", "body"),
+    [
+        (_TX, b'{"ErrorCode":91000,"ErrorCode":0}'),
+        (_YX1, b'{"code":500,"code":200}'),
+        (_YX2, b'{"code":404,"code":200}'),
+    ],
+)
+def test_a_recall_answer_repeating_its_code_is_uncertain_and_says_so(
+    translator: object, body: bytes
+) -> None:
+    assert isinstance(
+        translator, TencentRecallTranslator | YunxinV1RecallTranslator | YunxinV2RecallTranslator
+    )
+    result = translator.parse(["bob"], 200, body)
+    assert result.disposition is AMBIGUOUS
+    assert "repeats the key" in result.detail  # the send parsers' reason, not "not JSON"

@@ -15,7 +15,7 @@ from typing import Final
 
 from imgate.v1 import gateway_pb2 as pb
 from imgate.vendors._yunxin.translator import SUCCESS_CODE, classify
-from imgate.vendors.base.common import as_int, load_answer
+from imgate.vendors.base.common import coded_answer
 from imgate.vendors.base.recall import withdrawn
 from imgate.vendors.base.spec import VendorSpec
 from imgate.vendors.base.translator import (
@@ -23,8 +23,6 @@ from imgate.vendors.base.translator import (
     CodeTable,
     Disposition,
     Reason,
-    classify_http_status,
-    unreadable_answer,
 )
 
 WINDOW_PASSED: Final = 508
@@ -56,15 +54,10 @@ def parse_recall(
     """A Yunxin recall answer for `recipient` (`message_key`: where the answer's text is,
     legacy `desc`, v2 `msg`)."""
     recipients: Sequence[str] = (recipient,)
-    verdict = classify_http_status(recipients, status, spec.refusal_statuses.statuses)
-    if verdict is not None:
-        return verdict
-    answer = load_answer(body)
-    if answer is None:
-        return unreadable_answer("not a JSON object")
-    code = as_int(answer.get("code"))
-    if code is None:
-        return unreadable_answer("no numeric code")
+    read = coded_answer(recipients, status, body, spec, "code")
+    if isinstance(read, CallResult):
+        return read
+    answer, code = read.fields, read.code
     if code == SUCCESS_CODE:
         return withdrawn(recipient)
     return classify(recipients, code, str(answer.get(message_key) or ""), codes)

@@ -11,12 +11,19 @@ import hashlib
 import json
 import math
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import urlsplit
 
 from imgate.v1 import gateway_pb2 as pb
 from imgate.vendors.base.spec import VendorSpec
-from imgate.vendors.base.translator import FieldViolation
+from imgate.vendors.base.translator import (
+    CallResult,
+    FieldViolation,
+    classify_http_status,
+    unreadable_answer,
+)
 
 # A vendor's free-text message (desc/ErrorInfo) can be long; outcomes carry a readable
 # excerpt, not the whole thing.
@@ -199,6 +206,33 @@ def load_answer(body: bytes) -> dict[str, Any] | None:
         return read_answer(body)
     except UnreadableAnswer:
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class CodedAnswer:
+    """A vendor answer read as a JSON object with a numeric result code."""
+
+    fields: dict[str, Any]
+    code: int
+
+
+def coded_answer(
+    recipients: Sequence[str], status: int, body: bytes, spec: VendorSpec, code_field: str
+) -> CallResult | CodedAnswer:
+    """What every vendor's parser reads first: a refusal by HTTP status decides (the spec's
+    statuses); else the body must be a JSON object with a numeric `code_field`, or the
+    answer is unreadable (UNCERTAIN, CONTRACT §8 rule 24) and says why."""
+    verdict = classify_http_status(recipients, status, spec.refusal_statuses.statuses)
+    if verdict is not None:
+        return verdict
+    try:
+        fields = read_answer(body)
+    except UnreadableAnswer as exc:
+        return unreadable_answer(str(exc))
+    code = as_int(fields.get(code_field))
+    if code is None:
+        return unreadable_answer(f"no numeric {code_field}")
+    return CodedAnswer(fields, code)
 
 
 def as_int(value: object) -> int | None:

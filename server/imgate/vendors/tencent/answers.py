@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from imgate.v1 import gateway_pb2 as pb
-from imgate.vendors.base.common import UnreadableAnswer, as_int, read_answer, short
+from imgate.vendors.base.common import as_int, coded_answer, short
 from imgate.vendors.base.translator import (
     AcceptedAlike,
     CallResult,
@@ -20,12 +20,10 @@ from imgate.vendors.base.translator import (
     Reason,
     RecipientResult,
     classify_code,
-    classify_http_status,
     names_rate_refusal,
     recipient_verdict,
     request_verdict,
     uncertain_all,
-    unreadable_answer,
 )
 from imgate.vendors.tencent.spec import SPEC
 
@@ -133,16 +131,10 @@ an undocumented answer for that recipient (it pauses the backend, nothing is res
 
 def parse_answer(recipients: Sequence[str], status: int, body: bytes) -> CallResult:
     """Classify batchsendmsg's answer to a call for `recipients`."""
-    verdict = classify_http_status(recipients, status, SPEC.refusal_statuses.statuses)
-    if verdict is not None:
-        return verdict
-    try:
-        answer = read_answer(body)
-    except UnreadableAnswer as exc:
-        return unreadable_answer(str(exc))
-    code = as_int(answer.get("ErrorCode"))
-    if code is None:
-        return unreadable_answer("no numeric ErrorCode")
+    read = coded_answer(recipients, status, body, SPEC, "ErrorCode")
+    if isinstance(read, CallResult):
+        return read
+    answer, code = read.fields, read.code
     failed = _error_list(answer.get("ErrorList"), recipients)
     if failed is None:
         return uncertain_all("the ErrorList does not match the call's recipients")

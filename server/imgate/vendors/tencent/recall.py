@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar, Final
 
 from imgate.v1 import gateway_pb2 as pb
-from imgate.vendors.base.common import as_int, compact_json, load_answer, short
+from imgate.vendors.base.common import coded_answer, compact_json, short
 from imgate.vendors.base.recall import RecallTarget, RecallTranslator, withdrawn
 from imgate.vendors.base.spec import VendorSpec
 from imgate.vendors.base.translator import (
@@ -25,9 +25,7 @@ from imgate.vendors.base.translator import (
     Reason,
     VendorRequest,
     classify_code,
-    classify_http_status,
     request_verdict,
-    unreadable_answer,
 )
 from imgate.vendors.tencent.admin import AdminAuth
 from imgate.vendors.tencent.answers import CODES
@@ -87,15 +85,10 @@ class TencentRecallTranslator(RecallTranslator):
         self._auth.forget()
 
     def parse_recall(self, recipient: str, status: int, body: bytes) -> CallResult:
-        verdict = classify_http_status([recipient], status, SPEC.refusal_statuses.statuses)
-        if verdict is not None:
-            return verdict
-        answer = load_answer(body)
-        if answer is None:
-            return unreadable_answer("not a JSON object")
-        code = as_int(answer.get("ErrorCode"))
-        if code is None:
-            return unreadable_answer("no numeric ErrorCode")
+        read = coded_answer([recipient], status, body, SPEC, "ErrorCode")
+        if isinstance(read, CallResult):
+            return read
+        answer, code = read.fields, read.code
         if code == 0:
             return withdrawn(recipient)
         if code == WITHDRAWN_ALREADY:

@@ -23,8 +23,8 @@ from imgate.vendors.base.common import (
     answer_json,
     as_int,
     chosen_options,
+    coded_answer,
     compact_json,
-    read_answer,
 )
 from imgate.vendors.base.spec import VendorSpec
 from imgate.vendors.base.translator import (
@@ -33,9 +33,7 @@ from imgate.vendors.base.translator import (
     Disposition,
     RecipientResult,
     VendorRequest,
-    classify_http_status,
     uncertain_all,
-    unreadable_answer,
 )
 from imgate.vendors.yunxin_v1.spec import SPEC
 
@@ -130,16 +128,10 @@ class YunxinV1Translator(YunxinTranslator):
         )
 
     def parse(self, recipients: Sequence[str], status: int, body: bytes) -> CallResult:
-        verdict = classify_http_status(recipients, status, SPEC.refusal_statuses.statuses)
-        if verdict is not None:
-            return verdict
-        try:
-            answer = read_answer(body)
-        except UnreadableAnswer as exc:
-            return unreadable_answer(str(exc))
-        code = as_int(answer.get("code"))
-        if code is None:
-            return unreadable_answer("no numeric code")
+        read = coded_answer(recipients, status, body, SPEC, "code")
+        if isinstance(read, CallResult):
+            return read
+        answer, code = read.fields, read.code
         if code != SUCCESS_CODE:
             return classify(recipients, code, str(answer.get("desc") or ""))
         # The page types both fields as "String" holding JSON, its example as raw JSON:

@@ -25,13 +25,12 @@ from imgate.vendors._yunxin.translator import (
     push_payload_text,
 )
 from imgate.vendors.base.common import (
-    UnreadableAnswer,
     as_int,
     chosen_options,
+    coded_answer,
     compact_json,
     derived_trace_id,
     json_object,
-    read_answer,
     short,
 )
 from imgate.vendors.base.spec import VendorSpec
@@ -40,7 +39,6 @@ from imgate.vendors.base.translator import (
     Disposition,
     RecipientResult,
     VendorRequest,
-    classify_http_status,
     names_rate_refusal,
     recipient_verdict,
     uncertain_all,
@@ -154,16 +152,10 @@ class YunxinV2Translator(YunxinTranslator):
         )
 
     def parse(self, recipients: Sequence[str], status: int, body: bytes) -> CallResult:
-        verdict = classify_http_status(recipients, status, SPEC.refusal_statuses.statuses)
-        if verdict is not None:
-            return verdict
-        try:
-            answer = read_answer(body)
-        except UnreadableAnswer as exc:
-            return unreadable_answer(str(exc))
-        code = as_int(answer.get("code"))
-        if code is None:
-            return unreadable_answer("no numeric code")
+        read = coded_answer(recipients, status, body, SPEC, "code")
+        if isinstance(read, CallResult):
+            return read
+        answer, code = read.fields, read.code
         if code != SUCCESS_CODE:
             return classify(recipients, code, str(answer.get("msg") or ""), V2_CODES)
         data = answer.get("data")
