@@ -37,7 +37,7 @@ import aiohttp
 
 from bench._workload import REQUEST_TIMEOUT_S, WARM_RECIPIENTS, batch_request
 from imgate.pipeline.planner import plan_chunks
-from imgate.vendors.base.translator import Disposition, Translator
+from imgate.vendors.base.translator import Disposition, Translator, VendorRequest
 from imgate.vendors.registry import BY_VENDOR
 
 _Chunks = Iterator[tuple[int, Sequence[str]]]
@@ -47,6 +47,17 @@ def cpu_seconds() -> float:
     """User + system CPU of this process (all threads) so far."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
+
+
+async def send_call(
+    session: aiohttp.ClientSession, base_url: str, call: VendorRequest
+) -> tuple[int, bytes]:
+    """One built vendor call sent as the gateway sends it (base_url + the request's path):
+    the answer's (status, body)."""
+    async with session.request(
+        call.method, base_url + call.path, params=call.query, headers=call.headers, data=call.body
+    ) as answer:
+        return answer.status, await answer.read()
 
 
 class VendorClient:
@@ -119,17 +130,10 @@ class VendorClient:
         latency are counted, its (status, body) returned."""
         call = self.translator.build(prepared, chunk, key, time.time(), secrets.token_hex(16))
         started = time.perf_counter()
-        async with self.session.request(
-            call.method,
-            self.base_url + call.path,
-            params=call.query,
-            headers=call.headers,
-            data=call.body,
-        ) as response:
-            body = await response.read()
-            statuses[response.status] += 1
+        status, body = await send_call(self.session, self.base_url, call)
+        statuses[status] += 1
         latencies.append(time.perf_counter() - started)
-        return response.status, body
+        return status, body
 
     async def _sleep_out(
         self,

@@ -23,6 +23,7 @@ from typing import Any
 import aiohttp
 import grpc
 
+from bench._http_client import send_call
 from bench._workload import REQUEST_TIMEOUT_S
 from imgate.v1 import gateway_pb2 as pb
 from imgate.v1 import gateway_pb2_grpc as pb_grpc
@@ -46,15 +47,7 @@ class MinimalGateway(pb_grpc.GatewayServiceServicer):
         ids = list(request.recipient_ids)
         prepared = translator.prepare(request)
         call = translator.build(prepared, ids, uuid.uuid4().hex, time.time(), secrets.token_hex(16))
-        async with self.session.request(
-            call.method,
-            self.base_url + call.path,
-            params=call.query,
-            headers=call.headers,
-            data=call.body,
-        ) as answer:
-            body = await answer.read()
-            status = answer.status
+        status, body = await send_call(self.session, self.base_url, call)
         result = translator.parse(ids, status, body)
         if result.disposition is not Disposition.DONE:
             await context.abort(

@@ -36,6 +36,7 @@ from typing import Any
 import aiohttp
 import grpc
 
+from bench._http_client import send_call
 from bench._workload import REQUEST_TIMEOUT_S, SENDER, TEXT
 from imgate.v1 import gateway_pb2 as pb
 from imgate.v1 import gateway_pb2_grpc as pb_grpc
@@ -168,15 +169,7 @@ class Callers:
             call = translator.build(
                 prepared, ids, uuid.uuid4().hex, time.time(), secrets.token_hex(16)
             )
-            async with session.request(
-                call.method,
-                base_url + call.path,
-                params=call.query,
-                headers=call.headers,
-                data=call.body,
-            ) as answer:
-                body = await answer.read()
-                status = answer.status
+            status, body = await send_call(session, base_url, call)
             result = translator.parse(ids, status, body)
             if result.disposition is not Disposition.DONE:
                 return f"HTTP {status}: {result.disposition.value} {result.detail}"
