@@ -378,6 +378,31 @@ async def test_a_held_grant_is_renewed_past_its_lease(redis_server: RedisServer)
         await replica.close()
 
 
+async def test_a_task_cancelled_amid_its_redis_calls_stops(quota: RedisQuota) -> None:
+    """cancel() ends a task that takes and gives back grants in a loop, whatever Redis call
+    it is in. With redis-py 8.2 awaited directly, a task cancelled mid-command went on (or
+    waited for ever) at the first of these rounds; a batch run that would not stop."""
+    config = _backend(call_limit=1_000_000, call_window_s=0.1, request_timeout_s=0.1)
+    limiter = quota.limiter(config)
+    loop = asyncio.get_running_loop()
+    (await limiter.acquire(1, loop.time() + 10)).release()  # the fresh-state pause
+    rng = random.Random(7)
+
+    async def spin() -> None:
+        while True:
+            (await limiter.acquire(1)).release()
+
+    for _ in range(30):
+        tasks = [asyncio.create_task(spin()) for _ in range(8)]
+        await asyncio.sleep(rng.uniform(0.001, 0.02))
+        for task in tasks:
+            task.cancel()
+        _, running = await asyncio.wait(tasks, timeout=5)
+        assert not running, "a cancelled task went on"
+        assert all(task.cancelled() for task in tasks)
+    assert await quota.ping()  # and the client still works
+
+
 @pytest.mark.slow
 async def test_callers_keep_their_weighted_share_in_front_of_the_shared_windows(
     quota: RedisQuota,

@@ -38,7 +38,7 @@ import itertools
 import logging
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
 import redis.asyncio as redis_asyncio
@@ -103,6 +103,7 @@ class RedisQuota:
         self.reachable: bool | None = None
         """Whether the last call reached Redis (None: not tried yet)."""
         self._windows: list[RedisWindows] = []
+        self._commands: set[asyncio.Future[Any]] = set()  # running; see _call
 
     def next_token(self) -> str:
         return f"{self.replica}.{next(self._tokens)}"
@@ -138,9 +139,19 @@ class RedisQuota:
         assert isinstance(reply, list)
         return reply
 
-    async def _call(self, awaitable: Any) -> Any:
+    async def _call(self, awaitable: Awaitable[Any]) -> Any:
+        # redis-py's asyncio client is not safe to cancel mid-command: with 8.2 a task
+        # cancelled in `ping()` or a script call went on waiting or lost its CancelledError
+        # (tests/test_quota_redis.py: a limiter's task ran on after cancel() and hung the
+        # test). So each command runs in a task of its own that is never cancelled, and a
+        # cancelled caller stops waiting for it at once; what the command took is the
+        # caller's to give back (RedisWindows.take forgets its token), and close() lets the
+        # commands still running end before it disconnects.
+        command = asyncio.ensure_future(awaitable)
+        self._commands.add(command)
+        command.add_done_callback(self._command_done)
         try:
-            result = await awaitable
+            result = await asyncio.shield(command)
         except (redis.exceptions.RedisError, OSError) as exc:
             if self.reachable is not False:
                 # An error answer (a script error, OOM, a read-only replica) stops sending
@@ -167,6 +178,11 @@ class RedisQuota:
             windows.pauses.end(QUOTA_UNREACHABLE)
         return result
 
+    def _command_done(self, command: asyncio.Future[Any]) -> None:
+        self._commands.discard(command)
+        if not command.cancelled():
+            command.exception()  # retrieved: a caller that stopped waiting never reads it
+
     def _scrubbed(self, exc: BaseException) -> str:
         return hide_password(f"{type(exc).__name__}: {exc}", self._url)
 
@@ -174,6 +190,8 @@ class RedisQuota:
         """Send the ends and blocks still pending (briefly), then disconnect."""
         for windows in self._windows:
             await windows.close()
+        if self._commands:
+            await asyncio.wait(self._commands, timeout=SOCKET_TIMEOUT_S)
         await self._client.aclose()
 
 
