@@ -6,11 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import secrets
-import subprocess
-import sys
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Sequence
@@ -21,7 +18,16 @@ from typing import Any
 import asyncpg
 import grpc
 
-from bench._procs import OUT, BenchError, Gateway, Proc, Sandbox, free_port, wait_until
+from bench._procs import (
+    OUT,
+    BenchError,
+    Gateway,
+    JsonLinesChild,
+    Proc,
+    Sandbox,
+    free_port,
+    wait_until,
+)
 from bench._stages.common import progress
 from bench._workload import Backend, Quota
 
@@ -103,46 +109,20 @@ class MinimalGateway(Proc):
             )
 
 
-class LoadClient:
+class LoadClient(JsonLinesChild):
     """`bench._platform_load`: each `run` is one closed-loop run of many callers."""
 
     def __init__(self) -> None:
-        self.popen = subprocess.Popen(
-            [sys.executable, "-m", "bench._platform_load", "--vendor", VENDOR],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        self._read()  # {"ready": true}
+        super().__init__("bench._platform_load", ["--vendor", VENDOR])
 
     def run(self, order: dict[str, Any]) -> dict[str, Any]:
-        assert self.popen.stdin is not None
-        self.popen.stdin.write(json.dumps(order) + "\n")
-        self.popen.stdin.flush()
-        result = self._read()
+        result = self.ask(order)
         if result["failures"]:
             raise BenchError(
                 f"stage 14: {result['failures']} of {result['requests']} requests failed"
                 f" ({order}); first: {result['first_failure']}"
             )
         return result
-
-    def _read(self) -> dict[str, Any]:
-        assert self.popen.stdout is not None
-        line = self.popen.stdout.readline()
-        if not line:
-            raise BenchError(f"bench._platform_load exited with {self.popen.wait()}")
-        result: dict[str, Any] = json.loads(line)
-        return result
-
-    def close(self) -> None:
-        if self.popen.stdin is not None:
-            self.popen.stdin.close()
-        try:
-            self.popen.wait(20)
-        except subprocess.TimeoutExpired:
-            self.popen.kill()
-            self.popen.wait()
 
 
 @dataclass

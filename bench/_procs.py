@@ -301,48 +301,31 @@ class StreamServer(Proc):
         super().stop()
 
 
-class HttpClient:
-    """`bench._http_client` for one vendor: each `send` is one timed round."""
+class JsonLinesChild:
+    """A bench process spoken to in JSON lines: an order on its stdin, one result line on
+    its stdout; its first line says it is ready."""
 
-    def __init__(self, sandbox: Sandbox, vendor: str, concurrency: int) -> None:
-        self._sandbox = sandbox
+    def __init__(self, module: str, args: Sequence[str]) -> None:
+        self._module = module
         self.popen = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "bench._http_client",
-                "--url",
-                sandbox.url,
-                "--vendor",
-                vendor,
-                "--concurrency",
-                str(concurrency),
-            ],
+            [sys.executable, "-m", module, *args],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
         )
-        self._read()  # {"ready": true} after its warm-up
+        self._read()  # {"ready": true}, after any warm-up of its own
 
-    def send(self, recipients: int, backoff_s: float | None = None) -> dict[str, Any]:
-        """Send one batch; the client's JSON plus the sandbox's CPU meanwhile. With
-        `backoff_s`: stage 7's loop, rate refusals slept out (`bench._http_client`)."""
+    def ask(self, order: dict[str, Any]) -> dict[str, Any]:
         assert self.popen.stdin is not None
-        sandbox_cpu = self._sandbox.cpu_s()
-        order: dict[str, Any] = {"recipients": recipients}
-        if backoff_s is not None:
-            order["backoff_s"] = backoff_s
         self.popen.stdin.write(json.dumps(order) + "\n")
         self.popen.stdin.flush()
-        result = self._read()
-        result["sandbox_cpu_s"] = self._sandbox.cpu_s() - sandbox_cpu
-        return result
+        return self._read()
 
     def _read(self) -> dict[str, Any]:
         assert self.popen.stdout is not None
         line = self.popen.stdout.readline()
         if not line:
-            raise BenchError(f"bench._http_client exited with {self.popen.wait()}")
+            raise BenchError(f"{self._module} exited with {self.popen.wait()}")
         result: dict[str, Any] = json.loads(line)
         return result
 
@@ -354,6 +337,28 @@ class HttpClient:
         except subprocess.TimeoutExpired:
             self.popen.kill()
             self.popen.wait()
+
+
+class HttpClient(JsonLinesChild):
+    """`bench._http_client` for one vendor: each `send` is one timed round."""
+
+    def __init__(self, sandbox: Sandbox, vendor: str, concurrency: int) -> None:
+        self._sandbox = sandbox
+        super().__init__(
+            "bench._http_client",
+            ["--url", sandbox.url, "--vendor", vendor, "--concurrency", str(concurrency)],
+        )
+
+    def send(self, recipients: int, backoff_s: float | None = None) -> dict[str, Any]:
+        """Send one batch; the client's JSON plus the sandbox's CPU meanwhile. With
+        `backoff_s`: stage 7's loop, rate refusals slept out (`bench._http_client`)."""
+        sandbox_cpu = self._sandbox.cpu_s()
+        order: dict[str, Any] = {"recipients": recipients}
+        if backoff_s is not None:
+            order["backoff_s"] = backoff_s
+        result = self.ask(order)
+        result["sandbox_cpu_s"] = self._sandbox.cpu_s() - sandbox_cpu
+        return result
 
     def __enter__(self) -> HttpClient:
         return self
