@@ -176,6 +176,46 @@ async def test_a_full_backlog_refuses_submits_and_stores_nothing(
     assert sorted(b.request_id for b in listed.batches) == ["r0", "r1", "r2", "r3"]
 
 
+class _CountingStore(SQLiteStore):
+    """SQLite, counting how often the backlog is counted."""
+
+    counts = 0
+
+    async def queued_count(self, backend: str) -> int:
+        self.counts += 1
+        return await super().queued_count(backend)
+
+
+async def test_a_growing_backlog_is_not_counted_again_for_each_submit(
+    sandbox: SandboxServer, tmp_path: Path, start_gateway: StartGateway
+) -> None:
+    """Counting the QUEUED batches is a scan of them: once per submit, a backlog of
+    20,000 cost its submits 200 million index steps (the soak's backlog spent 30 of its
+    80 CPU seconds there). A process counts at most once a second while under the limit
+    (its own submits added), and exactly before it refuses."""
+    store = _CountingStore(tmp_path / "imgate.db")
+    gateway = await start_gateway(
+        {"max_running_batches": 1, "max_queued_batches": 100}, store=store
+    )
+    sandbox.state.set_faults("tencent", [FaultRule(kind="latency", delay_s=5.0)])
+
+    def request(n: int) -> pb.SubmitBatchRequest:
+        return pb.SubmitBatchRequest(
+            backend="tencent",
+            recipient_ids=[f"c{n}"],
+            message=pb.Message(text=pb.TextContent(text="x")),
+        )
+
+    for n in range(101):  # one running, a hundred queued
+        await gateway.stub.SubmitBatch(request(n))
+    assert store.counts <= 10, store.counts  # 100 before
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await gateway.stub.SubmitBatch(request(101))
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    listed = await gateway.stub.ListBatches(pb.ListBatchesRequest(page_size=200))
+    assert len(listed.batches) == 101
+
+
 async def test_derived_in_flight_follows_the_round_trip() -> None:
     from imgate.pipeline.permits import CEILING, FLOOR, Permits, derived_limit
 

@@ -6,12 +6,19 @@ batches running for its weight (rule 19) gets it, and the store gives that calle
 oldest batch. Past `max_queued_batches` waiting, a submit is refused before anything is
 stored (`Backlogged`). Memory holds the slots' counts and the callers that may have
 batches waiting, never the batches.
+
+Counting the waiting batches is a scan of them, so a process counts at most once a
+second while under the limit (adding its own submits since) and counts again, exactly,
+before it refuses: never a wrong refusal, and one replica never passes the limit. Other
+replicas' submits of the last second may pass it by that much (as two replicas' submits
+racing for the last place always could).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 
@@ -22,6 +29,10 @@ from imgate.store.base import Store
 from imgate.store.records import BatchRow
 
 log = logging.getLogger("imgate.batches")
+
+BACKLOG_COUNT_FRESH_S = 1.0
+"""How long a backend's count of QUEUED batches is trusted (plus this process's own
+submits) while it is under `max_queued_batches`."""
 
 
 class Backlogged(Exception):
@@ -79,6 +90,8 @@ class BatchQueue:
         }
         self._fillers: set[asyncio.Task[None]] = set()
         self._stopping = False
+        self._backlog: dict[str, tuple[int, float]] = {}
+        """Per backend: (QUEUED batches counted + this process's since, when counted)."""
 
     def slots(self, backend: str) -> Slots:
         return self._slots[backend]
@@ -93,7 +106,13 @@ class BatchQueue:
     async def check_backlog(self, backend: str) -> None:
         """Raise Backlogged when `backend` has max_queued_batches waiting already."""
         limit = self._backends[backend].config.max_queued_batches
-        if await self._store.queued_count(backend) >= limit:
+        known = self._backlog.get(backend)
+        now = time.monotonic()
+        if known is not None and known[0] < limit and now - known[1] < BACKLOG_COUNT_FRESH_S:
+            return
+        count = await self._store.queued_count(backend)
+        self._backlog[backend] = (count, now)
+        if count >= limit:
             raise Backlogged(
                 f"backend {backend} has {limit} batches waiting (max_queued_batches);"
                 " nothing was stored: try again later"
@@ -101,6 +120,9 @@ class BatchQueue:
 
     def queued(self, row: BatchRow) -> None:
         """`row` was stored QUEUED: its caller has a batch waiting."""
+        known = self._backlog.get(row.backend)
+        if known is not None:
+            self._backlog[row.backend] = (known[0] + 1, known[1])
         self.waiting(row.backend, row.caller)
 
     def waiting(self, backend: str, caller: str) -> None:
