@@ -20,7 +20,12 @@ from imgate.config.access import is_loopback
 from imgate.config.addresses import split_listen
 from imgate.config.errors import ConfigError
 from imgate.config.load import load_config, sandbox_config
-from imgate.config.model import DEFAULT_LISTEN, GatewayConfig
+from imgate.config.model import (
+    DEFAULT_HTTP_LISTEN_IN_SANDBOX,
+    DEFAULT_LISTEN,
+    DEFAULT_SANDBOX_LISTEN_IN_SERVE,
+    GatewayConfig,
+)
 from imgate.observability.logs import configure_logging
 from imgate.sandbox import SandboxConfig, SandboxServer
 from imgate.store.records import StoreError
@@ -54,12 +59,6 @@ def _sandbox_notice(config: GatewayConfig, sandbox_url: str, http_url: str = "")
             f"OpenAPI: {http_url}/v1/openapi.json",
         ]
     return "\n".join([_RULE, *(f" {line}" for line in lines), _RULE, ""])
-
-
-# Sandbox mode's emulators (and /sandbox/...) listen here: a fixed, documented address.
-DEFAULT_SANDBOX_LISTEN_IN_SERVE = "127.0.0.1:50052"
-# Sandbox mode's HTTP/JSON API and console ([http] listen of a configured gateway).
-DEFAULT_HTTP_LISTEN_IN_SANDBOX = "127.0.0.1:50053"
 
 
 async def serve_gateway(

@@ -10,6 +10,10 @@ from dataclasses import dataclass, field
 from imgate.config.redaction import Secrets
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
+# Sandbox mode's emulators (and /sandbox/...) listen here: a fixed, documented address.
+DEFAULT_SANDBOX_LISTEN_IN_SERVE = "127.0.0.1:50052"
+# Sandbox mode's HTTP/JSON API and console ([http] listen of a configured gateway).
+DEFAULT_HTTP_LISTEN_IN_SANDBOX = "127.0.0.1:50053"
 DEFAULT_MAX_RESPONSE_BYTES = 4 << 20
 DEFAULT_BATCH_RETENTION_S = 604_800.0
 
