@@ -5,8 +5,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
-import itertools
 import json
+import os
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -25,6 +26,19 @@ from imgate.v1 import gateway_pb2_grpc as pb_grpc
 from imgate.vendors.base.spec import VendorSpec
 from imgate.vendors.registry import BY_VENDOR
 from imgate.vendors.registry import VENDORS as PLUGINS
+from tests import _schedule
+
+# Bytecode. Where the environment says not to write it (PYTHONDONTWRITEBYTECODE, as on this
+# project's machines), every process the suite starts (gateways, sandboxes, CLI runs:
+# hundreds) compiled imgate from source, and every xdist worker rewrote and compiled the
+# test modules anew: 0.1 s of CPU per gateway start, 3 s per worker. The suite's processes
+# keep their bytecode under .pytest_cache/pycache instead (PYTHONPYCACHEPREFIX: never
+# beside the sources, and git ignores it); set here, before the workers start.
+if os.environ.pop("PYTHONDONTWRITEBYTECODE", None):
+    _PYCACHE = str(Path(__file__).resolve().parent.parent / ".pytest_cache" / "pycache")
+    os.environ["PYTHONPYCACHEPREFIX"] = _PYCACHE
+    sys.pycache_prefix = _PYCACHE
+    sys.dont_write_bytecode = False
 
 VENDORS = tuple(plugin.vendor for plugin in PLUGINS)
 """Every registered vendor: sandbox mode names one backend after each, so these are
@@ -113,81 +127,20 @@ def text_request(
     )
 
 
-# Parallel workers (pytest-xdist; `-n 6 --dist loadfile --no-loadscope-reorder` in
-# pyproject.toml): each test module runs in one worker, so its module-scoped fixtures (a
-# Redis, a sandbox process, a cluster of replicas) start once and tests that read what
-# earlier ones left (the crash matrix's summary) see it. The machine has two cores and the
-# suite needs about 600 CPU seconds, so the wall time is the CPU's if no core idles
-# (issue 25). Three rules:
-# - FIRST goes first, in its order: xdist hands out modules in collection order (no
-#   reorder). CPU-bound modules (HEAVY: soaks, the crash matrix, builds) alternate with
-#   long ones that mostly wait (scaled time, idle replicas), so that about half the workers
-#   compute while the others wait; the light modules follow, the TIMING modules come last.
-# - TIMING modules assert rates, shares and durations of real processes: they never run
-#   while a HEAVY module does, and the other way round (`_cpu_class`); each class runs
-#   beside itself and beside the light modules.
-# - Modules that write gen/ (scripts/build_polyglot.sh, the README's protoc block) take
-#   `gen_lock()` around what they build and run.
-# A new module that takes more than ~20 s goes into HEAVY (a core or more while it runs)
-# or WAITING, a new timing-sensitive one into TIMING.
-HEAVY = (  # longest first, as measured
-    "test_crash_yunxin_v2",
-    "test_soak_backlog",
-    "test_crash_yunxin_v1",
-    "test_soak",
-    "test_crash_tencent",
-    "test_soak_postgres",
-    "test_docs",
-    "test_audience",
-    "test_watch_memory",
-    "test_polyglot",
-    "test_process",
-    "test_fuzz",
-    "test_memory_bounds",
-    "test_fidelity",
-)
-WAITING = (  # longest first, as measured
-    "test_batches",
-    "test_replicas",
-    "test_lifecycle_processes",
-    "test_webhooks_processes",
-    "test_pauses",
-    "test_clock_jumps",
-    "test_quota_and_faults",
-    "test_send_command",
-    "test_console_browser",
-    "test_recall",
-    "test_cli_help",
-    "test_health",
-)
-FIRST = tuple(
-    name for pair in itertools.zip_longest(HEAVY, WAITING) for name in pair if name is not None
-)
-TIMING = (
-    "test_quota_replicas",
-    "test_quota_replicas_redis_faults",
-    "test_quota_replicas_outages",
-    "test_quota_redis",
-    "test_fairness",
-    "test_sqlite_disk",
-)
-
-
+# Parallel workers: tests/_schedule.py says in which order they take the modules, and
+# `_cpu_class` below keeps the timing-sensitive ones apart from the CPU-heavy ones. Modules
+# that write gen/ (scripts/build_polyglot.sh, the README's protoc block) take `gen_lock()`
+# around what they build and run.
 def _module_name(item: pytest.Item) -> str:
     return item.module.__name__.rpartition(".")[2] if item.module else ""
 
 
-def _rank(item: pytest.Item) -> int:
-    name = _module_name(item)
-    if name in FIRST:
-        return FIRST.index(name)
-    if name in TIMING:
-        return len(FIRST) + 1 + TIMING.index(name)
-    return len(FIRST)  # light modules between the first ones and the timing ones
-
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    items.sort(key=_rank)  # stable: each module's tests keep their order
+    items.sort(key=lambda item: _schedule.rank(_module_name(item)))  # stable
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> _schedule.ModuleScheduling:
+    return _schedule.ModuleScheduling(config, log)
 
 
 def _session_dir(factory: pytest.TempPathFactory) -> Path:
@@ -225,8 +178,7 @@ def _cpu_class(
 ) -> Iterator[None]:
     """Heavy and timing modules never overlap: a count per class in a file the workers
     share, changed under a lock; a module enters when no module of the other class runs."""
-    name = request.module.__name__.rpartition(".")[2]
-    mine = "timing" if name in TIMING else "heavy" if name in HEAVY else None
+    mine = _schedule.cpu_class(request.module.__name__.rpartition(".")[2])
     if mine is None:
         yield
         return
