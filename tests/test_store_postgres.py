@@ -129,11 +129,15 @@ async def test_one_sweeper_adopts_a_batch_once(schema_url: str) -> None:
     try:
         await stores[0].create_batch(_row("b1"), ["a", "b", "c"], None, owner="dead")
         await stores[0].write_ahead(ChunkRow("b1", 0, 0, 1, "planned", attempts=1), "dead")
-        # A lease far longer than the race: with 1 s, a busy machine spread the eight
-        # sweeps over more than a second, and a later one rightly took the batch from an
-        # earlier one that had sent no heartbeat since (a replica presumed dead).
+        # Live replicas: each has sent its heartbeat (as BatchService does before it
+        # adopts), within a lease longer than the race. Without, a sweep that came after
+        # another's commit (a busy machine spreads them out) rightly took the batch again
+        # from an adopter that no heartbeat showed alive.
+        sweepers = [(f"live{n}", store) for n, store in enumerate(stores * 2)]
+        for owner, store in sweepers:
+            await store.heartbeat(owner)
         adopted = await asyncio.gather(
-            *(store.adopt(f"live{n}", lease_s=60.0) for n, store in enumerate(stores * 2))
+            *(store.adopt(owner, lease_s=60.0) for owner, store in sweepers)
         )
         sending = [chunk for _, recovered in adopted for chunk in recovered.sending]
         assert sum(count for count, _ in adopted) == 1
