@@ -31,13 +31,11 @@ from tests import _schedule
 # Bytecode. Where the environment says not to write it (PYTHONDONTWRITEBYTECODE, as on this
 # project's machines), every process the suite starts (gateways, sandboxes, CLI runs:
 # hundreds) compiled imgate from source, and every xdist worker rewrote and compiled the
-# test modules anew: 0.1 s of CPU per gateway start, 3 s per worker. The suite's processes
-# keep their bytecode under .pytest_cache/pycache instead (PYTHONPYCACHEPREFIX: never
-# beside the sources, and git ignores it); set here, before the workers start.
+# test modules anew: 0.1 s of CPU per gateway start, 3 s per worker. The suite's
+# processes write it as Python does by default, in __pycache__ beside the sources (git and
+# the Docker context ignore it; the installed packages' own is used as it is). Set here,
+# before the workers start.
 if os.environ.pop("PYTHONDONTWRITEBYTECODE", None):
-    _PYCACHE = str(Path(__file__).resolve().parent.parent / ".pytest_cache" / "pycache")
-    os.environ["PYTHONPYCACHEPREFIX"] = _PYCACHE
-    sys.pycache_prefix = _PYCACHE
     sys.dont_write_bytecode = False
 
 VENDORS = tuple(plugin.vendor for plugin in PLUGINS)
@@ -139,6 +137,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items.sort(key=lambda item: _schedule.rank(_module_name(item)))  # stable
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None and workerinput["workerid"] != _schedule.CORE_WORKER:
+        os.nice(_schedule.OTHERS_NICE)  # the core-bound chain first (tests/_schedule.py)
+
+
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> _schedule.ModuleScheduling:
     return _schedule.ModuleScheduling(config, log)
 
@@ -176,22 +180,28 @@ def _shared_locks(tmp_path_factory: pytest.TempPathFactory) -> None:
 def _cpu_class(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[None]:
-    """Heavy and timing modules never overlap: a count per class in a file the workers
-    share, changed under a lock; a module enters when no module of the other class runs."""
-    mine = _schedule.cpu_class(request.module.__name__.rpartition(".")[2])
+    """Heavy and timing modules never overlap, and one core-bound module runs at a time: a
+    count per class in a file the workers share, changed under a lock; a module enters
+    when no module of the other class runs (and, if core-bound, no other core-bound one).
+    The schedule (tests/_schedule.py) avoids the waits; this makes sure of the rule."""
+    name = request.module.__name__.rpartition(".")[2]
+    mine = _schedule.cpu_class(name)
     if mine is None:
         yield
         return
     other = "heavy" if mine == "timing" else "timing"
+    core_bound = name in _schedule.CORE_BOUND
+    classes = [mine, "core"] if core_bound else [mine]
     counts_file = _session_dir(tmp_path_factory) / "cpu-classes.json"
     lock = counts_file.with_suffix(".lock")
 
     def change(delta: int) -> bool:
         with _flock(lock, fcntl.LOCK_EX):
             counts = json.loads(counts_file.read_text()) if counts_file.exists() else {}
-            if delta > 0 and counts.get(other, 0):
+            if delta > 0 and (counts.get(other, 0) or (core_bound and counts.get("core", 0))):
                 return False
-            counts[mine] = counts.get(mine, 0) + delta
+            for cls in classes:
+                counts[cls] = counts.get(cls, 0) + delta
             counts_file.write_text(json.dumps(counts))
             return True
 

@@ -24,3 +24,4 @@ def test_no_module_is_both_heavy_and_timing_sensitive() -> None:
     assert _schedule.cpu_class("test_soak") == "heavy"
     assert _schedule.cpu_class("test_quota_redis") == "timing"
     assert _schedule.cpu_class("test_batches") is None
+    assert set(_schedule.CORE_BOUND) <= set(_schedule.HEAVY)

@@ -1,0 +1,40 @@
+"""Limiter exactness across replicas (tests/_quota_cluster.py): Redis restarted mid-run.
+
+One variant or two per module, each module its own cluster: parallel workers run them
+side by side while nothing CPU-heavy may run (tests/_schedule.py).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests._quota_cluster import (
+    CALLS_PER_VARIANT,
+    PAUSE_S,
+    Cluster,
+    check,
+    fresh,
+    hammer,
+    start_cluster,
+    wait_all,
+)
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    yield from start_cluster(tmp_path_factory)
+
+
+def test_redis_restarted_mid_run(cluster: Cluster) -> None:
+    fresh(cluster)
+    batches = hammer(cluster, ["a", "b", "c"], "restart", CALLS_PER_VARIANT)
+    time.sleep(3)
+    restarted = time.time()
+    cluster.redis.restart()
+    wait_all(cluster, batches)
+    check(cluster, "Redis restarted", [(restarted, restarted + PAUSE_S + 1.0)])

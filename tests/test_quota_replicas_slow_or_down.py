@@ -1,0 +1,58 @@
+"""Limiter exactness across replicas (tests/_quota_cluster.py): the vendor slow (latency
+faults), Redis down (nothing sent) and back.
+
+One variant or two per module, each module its own cluster: parallel workers run them
+side by side while nothing CPU-heavy may run (tests/_schedule.py).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests._quota_cluster import (
+    CALLS_PER_VARIANT,
+    LIMIT,
+    VENDOR,
+    Cluster,
+    check,
+    fresh,
+    hammer,
+    start_cluster,
+    wait_all,
+)
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    yield from start_cluster(tmp_path_factory)
+
+
+def test_vendor_latency_faults(cluster: Cluster) -> None:
+    fresh(cluster)
+    cluster.sandbox.set_faults({VENDOR: [{"kind": "latency", "delay_s": 0.05, "probability": 0.5}]})
+    try:
+        batches = hammer(cluster, ["a", "b", "c"], "latency", CALLS_PER_VARIANT)
+        wait_all(cluster, batches)
+    finally:
+        cluster.sandbox.set_faults({VENDOR: []})
+    check(cluster, "latency faults")
+
+
+def test_redis_down_sends_nothing_until_it_is_back(cluster: Cluster) -> None:
+    fresh(cluster)
+    cluster.redis.stop()
+    try:
+        batches = hammer(cluster, ["a", "b"], "down", LIMIT * 2)
+        time.sleep(2.0)
+        assert cluster.sandbox.stats()["calls_received"] == 0
+    finally:
+        cluster.redis.start()
+    wait_all(cluster, batches)
+    assert cluster.sandbox.stats()["calls_processed"] == LIMIT * 2
+    assert cluster.sandbox.stats()["refusals"] == {}
+    assert "unreachable" in cluster.replicas["a"].log_path.read_text()
