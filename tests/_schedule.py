@@ -56,7 +56,7 @@ CORE_WORKER = "gw0"
 """The worker that runs the CORE_BOUND modules, one after the other: they are the longest
 chain of the run. The others run at a lower priority (OTHERS_NICE), so that the chain
 gets the CPU it asks for and they take what is left."""
-OTHERS_NICE = 10
+OTHERS_NICE = 5
 HEAVY = (  # the core-bound ones in their order; the others longest first
     "test_soak_backlog",
     "test_docs",
