@@ -1,4 +1,4 @@
-"""Limiter exactness across replicas (tests/_quota_cluster.py): kill -9 of a replica
+"""Limiter exactness across replicas (_cluster.py): kill -9 of a replica
 mid-call.
 
 One variant or two per module, each module its own cluster: parallel workers run them
@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests._quota_cluster import (
+from tests.quota_replicas._cluster import (
     CALLS_PER_VARIANT,
     LEASE_S,
     LIMIT,
