@@ -10,8 +10,8 @@ no vendor rate refusal, at most the limit in any window (the sandbox's own peak,
 at arrival), and, while work is queued and outside the deliberate pauses, the quota used
 at >= 0.95 of the limit (from the sandbox's delivery log).
 
-The variants are split over five modules (each its own cluster) so that parallel
-workers run them side by side (issue 25).
+The variants are split over five modules, each its own cluster (conftest.py), so that
+parallel workers run them side by side while nothing CPU-heavy may run (issue 25).
 """
 
 from __future__ import annotations
@@ -120,8 +120,8 @@ class Cluster:
 def start_cluster(
     tmp_path_factory: pytest.TempPathFactory, skewed: bool = False
 ) -> Iterator[Cluster]:
-    """A module's cluster (its fixture yields from this); `skewed` adds the replica whose
-    clock is 0.5 s ahead, where libfaketime is installed."""
+    """A module's cluster (conftest.py's fixture yields from this); `skewed` adds the
+    replica whose clock is 0.5 s ahead, where libfaketime is installed."""
     redis = RedisServer()
     sandbox = QuotaSandbox()
     workdir = tmp_path_factory.mktemp("replicas")

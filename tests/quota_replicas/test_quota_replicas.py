@@ -1,14 +1,10 @@
 """Limiter exactness across replicas (_cluster.py): plain, and one replica's clock
 0.5 s ahead (libfaketime).
-
-One variant or two per module, each module its own cluster: parallel workers run them
-side by side while nothing CPU-heavy may run (tests/_schedule.py).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 
 import pytest
 
@@ -18,16 +14,11 @@ from tests.quota_replicas._cluster import (
     check,
     fresh,
     hammer,
-    start_cluster,
     wait_all,
 )
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    yield from start_cluster(tmp_path_factory, skewed=True)
+SKEWED_REPLICA = True  # the cluster (conftest.py) adds the replica 0.5 s ahead
 
 
 def test_plain(cluster: Cluster) -> None:

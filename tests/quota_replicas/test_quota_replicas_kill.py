@@ -1,14 +1,10 @@
 """Limiter exactness across replicas (_cluster.py): kill -9 of a replica
 mid-call.
-
-One variant or two per module, each module its own cluster: parallel workers run them
-side by side while nothing CPU-heavy may run (tests/_schedule.py).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -22,16 +18,10 @@ from tests.quota_replicas._cluster import (
     check,
     fresh,
     hammer,
-    start_cluster,
     wait_all,
 )
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    yield from start_cluster(tmp_path_factory)
 
 
 def test_kill_9_of_a_replica_mid_call(cluster: Cluster) -> None:

@@ -1,13 +1,8 @@
-"""Limiter exactness across replicas (_cluster.py): Redis restarted mid-run.
-
-One variant or two per module, each module its own cluster: parallel workers run them
-side by side while nothing CPU-heavy may run (tests/_schedule.py).
-"""
+"""Limiter exactness across replicas (_cluster.py): Redis restarted mid-run."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -18,16 +13,10 @@ from tests.quota_replicas._cluster import (
     check,
     fresh,
     hammer,
-    start_cluster,
     wait_all,
 )
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    yield from start_cluster(tmp_path_factory)
 
 
 def test_redis_restarted_mid_run(cluster: Cluster) -> None:
