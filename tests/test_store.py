@@ -617,7 +617,7 @@ async def test_a_retired_replicas_batches_are_adopted_at_once(make_store: MakeSt
         adopted, _ = await store.adopt("other", lease_s=3600.0)
         assert adopted == (1 if store.shared else 0)
         if store.shared:  # adopted: "other"'s now, waiting in the queue for a slot
-            assert await store.claim_next("tx", "", "other") is not None
+            assert await store.claim_queued("tx", "", "other", 1) != []
     finally:
         await store.close()
 
@@ -648,7 +648,7 @@ async def test_a_released_batch_is_adopted_even_from_a_live_owner(make_store: Ma
         adopted, _ = await store.adopt("other", lease_s=3600.0)
         assert adopted == (1 if store.shared else 0)
         if store.shared:  # adopted: "other"'s now, waiting in the queue for a slot
-            assert await store.claim_next("tx", "", "other") is not None
+            assert await store.claim_queued("tx", "", "other", 1) != []
     finally:
         await store.close()
 

@@ -33,15 +33,45 @@ async def test_a_scheduled_batch_waits_until_promoted(store: Store) -> None:
         owner="me",
     )
     assert await store.next_scheduled("me") == 2000.0
-    assert await store.claim_next("tx", "", "me") is None  # never taken while scheduled
+    assert await store.claim_queued("tx", "", "me", 5) == []  # never taken while scheduled
     assert await store.queued_count("tx") == 0
     assert await store.promote_due("me", 1999.0) == []
     assert await store.promote_due("me", 2000.0) == [("tx", "")]
     assert await store.next_scheduled("me") == 3000.0
-    claimed = await store.claim_next("tx", "", "me")
-    assert claimed is not None
+    (claimed,) = await store.claim_queued("tx", "", "me", 5)
     assert (claimed.batch_id, claimed.state) == ("s1", pb.BATCH_STATE_RUNNING)
     assert [r.batch_id for r in await store.unfinished_batches()] == ["s1", "s2"]
+
+
+async def test_a_callers_queued_batches_are_claimed_oldest_first_up_to_a_limit(
+    store: Store,
+) -> None:
+    # Created out of order: the claim's order is create_time's, then batch_id's.
+    for batch_id, caller, create_time in [
+        ("q3", "a", 1003.0),
+        ("q1", "a", 1001.0),
+        ("q2b", "a", 1002.0),
+        ("q2a", "a", 1002.0),
+        ("q0", "b", 1000.0),
+    ]:
+        row = _row(batch_id, total=1, caller=caller, create_time=create_time)
+        await store.create_batch(
+            dataclasses.replace(row, state=pb.BATCH_STATE_QUEUED), ["r"], None, owner="me"
+        )
+    claimed = await store.claim_queued("tx", "a", "me", 3)
+    assert [(r.batch_id, r.state) for r in claimed] == [
+        ("q1", pb.BATCH_STATE_RUNNING),
+        ("q2a", pb.BATCH_STATE_RUNNING),
+        ("q2b", pb.BATCH_STATE_RUNNING),
+    ]
+    assert await store.claim_queued("other-backend", "a", "me", 3) == []
+    assert [r.batch_id for r in await store.claim_queued("tx", "a", "me", 3)] == ["q3"]
+    assert await store.claim_queued("tx", "a", "me", 3) == []  # taken once only
+    assert await store.queued_callers("tx", "me") == {"b"}
+    assert await store.queued_count("tx") == 1
+    stored = await store.get_batch("q2a")
+    assert stored is not None
+    assert stored.state == pb.BATCH_STATE_RUNNING
 
 
 async def test_a_cancelled_scheduled_batch_is_never_promoted(store: Store) -> None:

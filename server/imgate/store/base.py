@@ -266,9 +266,12 @@ class Store(abc.ABC):
     # -- the queue of batches waiting to run (issue 20) ----------------------------------
 
     @abc.abstractmethod
-    async def claim_next(self, backend: str, caller: str, owner: str) -> BatchRow | None:
-        """The oldest QUEUED batch of `caller` on `backend` (owned by `owner` in a shared
-        store), moved to RUNNING; None when there is none."""
+    async def claim_queued(
+        self, backend: str, caller: str, owner: str, limit: int
+    ) -> list[BatchRow]:
+        """The `limit` oldest QUEUED batches of `caller` on `backend` (owned by `owner` in
+        a shared store), moved to RUNNING in one write, oldest first; fewer when fewer
+        wait."""
 
     @abc.abstractmethod
     async def queued_callers(self, backend: str, owner: str) -> set[str]:

@@ -304,15 +304,16 @@ class MemoryStore(MemoryOutbox):
             if b.row.backend == backend and b.row.state == pb.BATCH_STATE_QUEUED
         ]
 
-    async def claim_next(self, backend: str, caller: str, owner: str) -> BatchRow | None:
+    async def claim_queued(
+        self, backend: str, caller: str, owner: str, limit: int
+    ) -> list[BatchRow]:
         # A scan: the memory store is sandbox mode's, with small backlogs.
         waiting = [r for r in self._queued(backend) if r.caller == caller]
-        if not waiting:
-            return None
-        row = min(waiting, key=lambda r: (r.create_time, r.batch_id))
-        row.state = pb.BATCH_STATE_RUNNING
-        row.update_time = self._clock()
-        return self._copy(row)
+        waiting.sort(key=lambda r: (r.create_time, r.batch_id))
+        for row in waiting[:limit]:
+            row.state = pb.BATCH_STATE_RUNNING
+            row.update_time = self._clock()
+        return [self._copy(row) for row in waiting[:limit]]
 
     async def queued_callers(self, backend: str, owner: str) -> set[str]:
         return {r.caller for r in self._queued(backend)}

@@ -379,9 +379,13 @@ class PostgresStore(PostgresOutbox):
 
     # -- the queue --------------------------------------------------------------------
 
-    async def claim_next(self, backend: str, caller: str, owner: str) -> BatchRow | None:
-        found = self._committed(await self.pool.fetchrow(Q["claim_next"], backend, owner, caller))
-        return None if found is None else _row(found)
+    async def claim_queued(
+        self, backend: str, caller: str, owner: str, limit: int
+    ) -> list[BatchRow]:
+        found = self._committed(
+            await self.pool.fetch(Q["claim_queued"], backend, owner, caller, limit)
+        )
+        return sorted((_row(r) for r in found), key=lambda r: (r.create_time, r.batch_id))
 
     async def queued_callers(self, backend: str, owner: str) -> set[str]:
         rows = await self.pool.fetch(Q["queued_callers"], backend, owner)

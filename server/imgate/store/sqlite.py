@@ -341,10 +341,12 @@ class SQLiteStore(SQLiteOutbox):
 
     # -- the queue --------------------------------------------------------------------
 
-    async def claim_next(self, backend: str, caller: str, owner: str) -> BatchRow | None:
-        def op(conn: sqlite3.Connection) -> BatchRow | None:
-            found = conn.execute(Q["claim_next"], (backend, caller, self._clock())).fetchone()
-            return None if found is None else _row(found)
+    async def claim_queued(
+        self, backend: str, caller: str, owner: str, limit: int
+    ) -> list[BatchRow]:
+        def op(conn: sqlite3.Connection) -> list[BatchRow]:
+            found = conn.execute(Q["claim_queued"], (backend, caller, self._clock(), limit))
+            return sorted((_row(r) for r in found), key=lambda r: (r.create_time, r.batch_id))
 
         return await self._write(op)
 

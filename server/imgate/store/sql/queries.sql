@@ -317,23 +317,26 @@ DELETE FROM replicas WHERE heartbeat <= now() - make_interval(secs => $1) AND ow
 -- The queue
 -- ---------------------------------------------------------------------------------------
 
--- claim_next (sqlite) --
--- The oldest QUEUED batch of caller $2 on backend $1, RUNNING from now ($3).
+-- claim_queued (sqlite) --
+-- The $4 oldest QUEUED batches of caller $2 on backend $1, RUNNING from now ($3), in any
+-- order (RETURNING keeps none).
 UPDATE batches SET state = {RUNNING}, update_time = $3
-WHERE batch_id = (
+WHERE batch_id IN (
     SELECT batch_id FROM batches WHERE backend = $1 AND caller = $2 AND state = {QUEUED}
-    ORDER BY create_time, batch_id LIMIT 1
+    ORDER BY create_time, batch_id LIMIT $4
 )
 RETURNING {batch_columns};
 
--- claim_next (postgresql) --
--- The oldest QUEUED batch of caller $3 on backend $1 owned by $2, RUNNING from now.
+-- claim_queued (postgresql) --
+-- The $4 oldest QUEUED batches of caller $3 on backend $1 owned by $2, RUNNING from now,
+-- in any order. ANY(ARRAY(...)): the locking subquery runs once (an IN subquery may be
+-- planned as a join that runs it again).
 UPDATE batches SET state = {RUNNING}, update_time = extract(epoch FROM clock_timestamp())
-WHERE batch_id = (
+WHERE batch_id = ANY(ARRAY(
     SELECT batch_id FROM batches
     WHERE backend = $1 AND owner = $2 AND caller = $3 AND state = {QUEUED}
-    ORDER BY create_time, batch_id LIMIT 1 FOR UPDATE SKIP LOCKED
-) AND state = {QUEUED}
+    ORDER BY create_time, batch_id LIMIT $4 FOR UPDATE SKIP LOCKED
+)) AND state = {QUEUED}
 RETURNING {batch_columns};
 
 -- queued_callers (sqlite) --
