@@ -98,7 +98,13 @@ class TestMetricsCountTheOutcomes:
             with pytest.raises(grpc.aio.AioRpcError) as missing:
                 await gateway.stub.GetBatch(pb.GetBatchRequest(batch_id="nope"))
             assert missing.value.code() == grpc.StatusCode.NOT_FOUND
-            samples = await _scrape(session, port)
+            # The client can see an aborted call's status a moment before the interceptor
+            # around the handler has counted it (a full run once scraped 0 here).
+            for _ in range(100):
+                samples = await _scrape(session, port)
+                if _value(samples, "grpc_server_handled_total", grpc_method="GetBatch"):
+                    break
+                await asyncio.sleep(0.05)
 
         expected = Counter((STATE_NAMES[o.state], REASON_NAMES[o.reason]) for o in outcomes)
         assert expected[("FAILED", "RECIPIENT_NOT_FOUND")] == 15
