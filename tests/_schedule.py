@@ -4,7 +4,7 @@ minutes on two cores).
 pytest-xdist (`-n 6 --dist loadfile --no-loadscope-reorder` in pyproject.toml) runs each
 module in one worker, so its module-scoped fixtures (a Redis, a sandbox process, a cluster
 of replicas) start once, and tests that read what earlier ones left (the crash matrix's
-summary) see it. The suite needs about 450 CPU seconds, so on two cores the wall time
+summary) see it. The suite needs about 390 CPU seconds, so on two cores the wall time
 is the CPU's only if no core idles while work is left. Three kinds of long module:
 
 - TIMING modules assert rates, shares and durations of real processes: they never run
