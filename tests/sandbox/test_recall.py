@@ -115,6 +115,21 @@ async def test_tencent_recall_has_a_quota_of_its_own(start_sandbox: StartSandbox
     assert (stats.peak_recall_calls_in_window, stats.refusals) == (2, {"recall:60007": 1})
 
 
+async def test_past_max_recallable_messages_the_oldest_are_forgotten_first(
+    start_sandbox: StartSandbox,
+) -> None:
+    vendors = await start_sandbox(SandboxConfig(max_recallable_messages=3))
+    first = (await vendors.tx(tx_doc(to=["a", "b"], MsgSeq=1)))["MsgKey"]
+    second = (await vendors.tx(tx_doc(to=["c", "d"], MsgSeq=2)))["MsgKey"]
+    answers = {}
+    for key, recipient in ((first, "a"), (first, "b"), (second, "c"), (second, "d")):
+        doc = {"From_Account": "administrator", "To_Account": recipient, "MsgKey": key}
+        answers[(key, recipient)] = (await tx_recall(vendors, doc))["ErrorCode"]
+    # "a", delivered first, is no longer held: as if never sent (20022).
+    assert answers == {(first, "a"): 20022, (first, "b"): 0, (second, "c"): 0, (second, "d"): 0}
+    assert len(vendors.server.state.vendor("tencent").sent) == 3
+
+
 # -- Yunxin legacy ---------------------------------------------------------------------
 
 
