@@ -11,7 +11,7 @@ import asyncio
 import bisect
 import itertools
 import random
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any, TypeVar
@@ -24,6 +24,13 @@ from imgate.vendors.base.emulation import (
     VendorSettings,
 )
 from imgate.vendors.base.faults import FaultPlan
+
+
+def _flat_json(record: Delivery | Withdrawal) -> dict[str, Any]:
+    """A record of plain fields (str, int, float, bool) as a JSON object, by its slots (in
+    field order). asdict deep-copies each field: 6 us a delivery, 6 s of the sandbox's CPU
+    for a million-recipient audience's log read back."""
+    return {name: getattr(record, name) for name in record.__slots__}
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +55,7 @@ class Delivery:
 
     def to_json(self) -> dict[str, Any]:
         """The delivery as a JSON object."""
-        return asdict(self)
+        return _flat_json(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +76,7 @@ class Withdrawal:
 
     def to_json(self) -> dict[str, Any]:
         """The withdrawal as a JSON object."""
-        return asdict(self)
+        return _flat_json(self)
 
 
 @dataclass(slots=True)
@@ -237,8 +244,11 @@ class VendorState:
         self.withdrawals = 0
         self.repeated_withdrawals = 0
         # What a recall API can find: each delivery by (message id, recipient), the oldest
-        # forgotten first past the sandbox's max_recallable_messages.
-        self.sent: dict[tuple[str, str], SentMessage] = {}
+        # forgotten first past the sandbox's max_recallable_messages. An OrderedDict: a
+        # plain dict's first key is found by skipping every key deleted before it, which
+        # made a sandbox past the limit spend 29 s forgetting in a million deliveries (with a
+        # limit of 100,000; 0.4 s so).
+        self.sent: OrderedDict[tuple[str, str], SentMessage] = OrderedDict()
         self.refusals: Counter[str] = Counter()
         self.faults_applied: Counter[str] = Counter()
         self.deliveries = 0
@@ -289,7 +299,7 @@ class VendorState:
             time_ms = int(delivery.time * 1000)
         self.sent[(message_id, recipient)] = SentMessage(sender, time_ms, delivery.time)
         if len(self.sent) > self._sandbox.config.max_recallable_messages:
-            del self.sent[next(iter(self.sent))]
+            self.sent.popitem(last=False)
         return delivery
 
     def withdraw(self, call_id: int, message_id: str, recipient: str) -> bool:
