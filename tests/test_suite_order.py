@@ -16,6 +16,9 @@ def test_every_scheduled_module_exists_once() -> None:
     assert len(named) == len(set(named))
     assert set(named) <= MODULES, set(named) - MODULES
     assert set(_schedule.HEAVY) | set(_schedule.WAITING) | set(_schedule.TIMING) == set(named)
+    light = _schedule.LIGHT_LONGEST
+    assert len(light) == len(set(light))
+    assert set(light) <= MODULES - set(named), set(light) - (MODULES - set(named))
 
 
 def test_no_module_is_both_heavy_and_timing_sensitive() -> None:
