@@ -309,11 +309,11 @@ class MemoryStore(MemoryOutbox):
     ) -> list[BatchRow]:
         # A scan: the memory store is sandbox mode's, with small backlogs.
         waiting = [r for r in self._queued(backend) if r.caller == caller]
-        waiting.sort(key=lambda r: (r.create_time, r.batch_id))
-        for row in waiting[:limit]:
+        taken = sorted(waiting, key=lambda r: (r.create_time, r.batch_id))[:limit]
+        for row in taken:
             row.state = pb.BATCH_STATE_RUNNING
             row.update_time = self._clock()
-        return [self._copy(row) for row in waiting[:limit]]
+        return [self._copy(row) for row in taken]
 
     async def queued_callers(self, backend: str, owner: str) -> set[str]:
         return {r.caller for r in self._queued(backend)}
