@@ -48,6 +48,7 @@ from imgate.store.records import (
     RecallKey,
     Recovered,
     WebhookEvent,
+    batch_order,
 )
 from imgate.v1 import gateway_pb2 as pb
 
@@ -165,12 +166,12 @@ class MemoryStore(MemoryOutbox):
             if b.row.caller == caller
             and (before is None or (b.row.create_time, b.row.batch_id) < before)
         ]
-        rows.sort(key=lambda r: (r.create_time, r.batch_id), reverse=True)
+        rows.sort(key=batch_order, reverse=True)
         return [self._copy(r) for r in rows[:limit]]
 
     async def unfinished_batches(self) -> list[BatchRow]:
         rows = [b.row for b in self._batches.values() if b.row.state in UNFINISHED_STATES]
-        rows.sort(key=lambda r: (r.create_time, r.batch_id))
+        rows.sort(key=batch_order)
         return [self._copy(r) for r in rows]
 
     async def read_recipients(
@@ -309,7 +310,7 @@ class MemoryStore(MemoryOutbox):
     ) -> list[BatchRow]:
         # A scan: the memory store is sandbox mode's, with small backlogs.
         waiting = [r for r in self._queued(backend) if r.caller == caller]
-        taken = sorted(waiting, key=lambda r: (r.create_time, r.batch_id))[:limit]
+        taken = sorted(waiting, key=batch_order)[:limit]
         for row in taken:
             row.state = pb.BATCH_STATE_RUNNING
             row.update_time = self._clock()
@@ -323,7 +324,7 @@ class MemoryStore(MemoryOutbox):
 
     async def cancelling(self, owner: str, limit: int) -> list[BatchRow]:
         rows = [b.row for b in self._batches.values() if b.row.state == pb.BATCH_STATE_CANCELLING]
-        rows.sort(key=lambda r: (r.create_time, r.batch_id))
+        rows.sort(key=batch_order)
         return [self._copy(r) for r in rows[:limit]]
 
     # -- scheduled batches ------------------------------------------------------------

@@ -41,6 +41,7 @@ from imgate.store.records import (
     OutcomePage,
     RecallKey,
     WebhookEvent,
+    batch_order,
 )
 from imgate.store.sql.migrate import POSTGRESQL_STEPS
 from imgate.store.sql.queries import POSTGRESQL_QUERIES as Q
@@ -385,7 +386,7 @@ class PostgresStore(PostgresOutbox):
         found = self._committed(
             await self.pool.fetch(Q["claim_queued"], backend, owner, caller, limit)
         )
-        return sorted((_row(r) for r in found), key=lambda r: (r.create_time, r.batch_id))
+        return sorted((_row(r) for r in found), key=batch_order)
 
     async def queued_callers(self, backend: str, owner: str) -> set[str]:
         rows = await self.pool.fetch(Q["queued_callers"], backend, owner)

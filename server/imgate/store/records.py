@@ -90,6 +90,12 @@ class BatchRow:
         return self.state in ENDED_STATES
 
 
+def batch_order(row: BatchRow) -> tuple[float, str]:
+    """The order of batches in lists and in the queue: oldest first, then by id (the
+    SQL's `ORDER BY create_time, batch_id`)."""
+    return (row.create_time, row.batch_id)
+
+
 class RecallKey(NamedTuple):
     """What the vendor's recall API needs of one recipient of a recall batch, from the
     original's outcome: its state there, the vendor's message id ("" when the gateway

@@ -39,6 +39,7 @@ from imgate.store.records import (
     RecallKey,
     Recovered,
     WebhookEvent,
+    batch_order,
 )
 from imgate.store.sql.migrate import SQLITE_STEPS
 from imgate.store.sql.queries import SQLITE_QUERIES as Q
@@ -346,7 +347,7 @@ class SQLiteStore(SQLiteOutbox):
     ) -> list[BatchRow]:
         def op(conn: sqlite3.Connection) -> list[BatchRow]:
             found = conn.execute(Q["claim_queued"], (backend, caller, self._clock(), limit))
-            return sorted((_row(r) for r in found), key=lambda r: (r.create_time, r.batch_id))
+            return sorted((_row(r) for r in found), key=batch_order)
 
         return await self._write(op)
 
