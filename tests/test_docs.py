@@ -15,7 +15,6 @@ IMGATE_DOCS_FRESH_CLONE=1 (.ci/run sets it; it installs from the package index).
 from __future__ import annotations
 
 import ast
-import contextlib
 import os
 import re
 import shutil
@@ -28,9 +27,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import imgate_client
 from tests.conftest import gen_lock
@@ -279,7 +276,7 @@ def test_quick_start_first_command_in_a_fresh_clone(tmp_path: Path) -> None:
             text=True,
             start_new_session=True,
         )
-        if _serving_or_exited(process, target, timeout_s=600):
+        if _wait_serving(target, timeout_s=600, process=process):
             break
         _, stderr = process.communicate(timeout=60)
         # The command keeps the sandbox's documented port, 127.0.0.1:50052. It lies in
@@ -301,23 +298,6 @@ def test_quick_start_first_command_in_a_fresh_clone(tmp_path: Path) -> None:
         os.killpg(process.pid, signal.SIGTERM)
         _, stderr = process.communicate(timeout=60)
     assert "SANDBOX MODE" in stderr
-
-
-def _serving_or_exited(process: subprocess.Popen[str], target: str, timeout_s: float) -> bool:
-    """True once `target` serves; False as soon as `process` has exited (a fixed wait
-    would hide its error until the deadline)."""
-    deadline = time.monotonic() + timeout_s
-    with grpc.insecure_channel(target) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                return False
-            with contextlib.suppress(grpc.RpcError):
-                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return True
-            time.sleep(0.2)
-    raise AssertionError(f"{target} never became SERVING")
 
 
 _BARE_COMMAND = re.compile(r"(?:^\$ |^|\$\(|\| |; |&& )(imgate|python|pip)\b")

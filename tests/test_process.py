@@ -48,15 +48,21 @@ def _imgate(*args: str, **kwargs: object) -> subprocess.Popen[str]:
     )
 
 
-def _wait_serving(target: str, timeout_s: float = 20) -> None:
+def _wait_serving(
+    target: str, timeout_s: float = 20, process: subprocess.Popen[str] | None = None
+) -> bool:
+    """True once `target` serves; False as soon as `process` (the one that should serve
+    it) has exited, rather than waiting out the deadline with its error unseen."""
     deadline = time.monotonic() + timeout_s
     with grpc.insecure_channel(target) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
+            if process is not None and process.poll() is not None:
+                return False
             try:
                 reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
                 if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
+                    return True
             except grpc.RpcError:
                 pass
             time.sleep(0.1)
